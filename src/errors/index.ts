@@ -1,0 +1,170 @@
+/**
+ * lethe's error registry. Every error lethe raises carries one of these stable codes, a
+ * message that names the thing and the value seen and says what to do, and (where one
+ * exists) the foreign error that caused it.
+ *
+ * Foreign errors (pg, S3, age, the file system) are converted once, where they enter our
+ * code, with {@link wrapForeign}.
+ */
+export const ErrorCode = {
+  /** The config file is missing, unreadable, or fails validation. */
+  CONFIG_INVALID: 'CONFIG_INVALID',
+  /** A `${ENV}` reference in the config names an unset variable. */
+  CONFIG_SECRET_MISSING: 'CONFIG_SECRET_MISSING',
+  /** A command-line argument is missing or malformed. */
+  USAGE: 'USAGE',
+  /** A table mapping is invalid or does not match the chat store. */
+  MAPPING_INVALID: 'MAPPING_INVALID',
+  /** The chat store has a table with no mapping and not listed as system data. */
+  TABLE_UNMAPPED: 'TABLE_UNMAPPED',
+  /** PostgreSQL (chat store, vault or restore target) failed or refused. */
+  DATABASE: 'DATABASE',
+  /** The vault is missing, not initialised, or in an unexpected state. */
+  VAULT: 'VAULT',
+  /** A key could not be created, wrapped or unwrapped. */
+  KEY: 'KEY',
+  /** The master key file is missing, unreadable, or too widely readable. */
+  MASTER_KEY: 'MASTER_KEY',
+  /** An age file is malformed or cannot be decrypted with the identities given. */
+  CRYPTO: 'CRYPTO',
+  /** The object store failed or refused. */
+  STORAGE: 'STORAGE',
+  /** The object asked for does not exist. */
+  NOT_FOUND: 'NOT_FOUND',
+  /** An object or range did not match its recorded hash or signature. */
+  INTEGRITY: 'INTEGRITY',
+  /** A manifest is malformed, unsigned, or fails its signature. */
+  MANIFEST_INVALID: 'MANIFEST_INVALID',
+  /** The snapshot named does not exist or is not complete. */
+  SNAPSHOT_NOT_FOUND: 'SNAPSHOT_NOT_FOUND',
+  /** A restore target already holds tables lethe would create. */
+  TARGET_NOT_EMPTY: 'TARGET_NOT_EMPTY',
+  /** Another run of the same job holds its lock. */
+  JOB_LOCKED: 'JOB_LOCKED',
+  /** The audit chain is broken. */
+  AUDIT_CHAIN: 'AUDIT_CHAIN',
+  /** The operation was cancelled by a signal. */
+  ABORTED: 'ABORTED',
+  /** The embedded PostgreSQL could not be initialised or started. */
+  EMBEDDED: 'EMBEDDED',
+  /** A bug: an invariant lethe relies on did not hold. */
+  INTERNAL: 'INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Process exit codes, documented in the README. */
+export const ExitCode = {
+  OK: 0,
+  /** Unexpected failure (a bug, or a foreign error lethe did not anticipate). */
+  FAILURE: 1,
+  /** Bad usage or invalid config: nothing was done. */
+  USAGE: 2,
+  /** The check ran and found problems (verify findings, broken audit chain). */
+  CHECK_FAILED: 3,
+  /** Another run holds the job's lock. */
+  LOCKED: 4,
+  /** Interrupted by a signal. */
+  ABORTED: 130,
+} as const;
+
+export class LetheError extends Error {
+  override readonly name = 'LetheError';
+  readonly code: ErrorCode;
+  /** Extra structured facts for `--json` output; never secret values. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = options?.details;
+  }
+}
+
+/** True when `err` is a LetheError, optionally of the given code. */
+export function isLetheError(err: unknown, code?: ErrorCode): err is LetheError {
+  return err instanceof LetheError && (code === undefined || err.code === code);
+}
+
+/** The exit code an error maps to. */
+export function exitCodeFor(err: unknown): number {
+  if (!(err instanceof LetheError)) return ExitCode.FAILURE;
+  switch (err.code) {
+    case ErrorCode.CONFIG_INVALID:
+    case ErrorCode.CONFIG_SECRET_MISSING:
+    case ErrorCode.USAGE:
+    case ErrorCode.MAPPING_INVALID:
+    case ErrorCode.TABLE_UNMAPPED:
+    case ErrorCode.TARGET_NOT_EMPTY:
+    case ErrorCode.SNAPSHOT_NOT_FOUND:
+    case ErrorCode.MASTER_KEY:
+      return ExitCode.USAGE;
+    case ErrorCode.INTEGRITY:
+    case ErrorCode.MANIFEST_INVALID:
+    case ErrorCode.AUDIT_CHAIN:
+      return ExitCode.CHECK_FAILED;
+    case ErrorCode.JOB_LOCKED:
+      return ExitCode.LOCKED;
+    case ErrorCode.ABORTED:
+      return ExitCode.ABORTED;
+    case ErrorCode.CRYPTO:
+    case ErrorCode.DATABASE:
+    case ErrorCode.EMBEDDED:
+    case ErrorCode.INTERNAL:
+    case ErrorCode.KEY:
+    case ErrorCode.NOT_FOUND:
+    case ErrorCode.STORAGE:
+    case ErrorCode.VAULT:
+      return ExitCode.FAILURE;
+  }
+}
+
+/**
+ * Converts a foreign error (pg, S3, age, fs) into a LetheError with the given code and a
+ * message that says what lethe was doing. The foreign message is kept only as `cause`,
+ * after {@link scrubSecrets} has removed anything that looks like a credential.
+ * A LetheError passes through unchanged.
+ */
+export function wrapForeign(code: ErrorCode, doing: string, err: unknown): LetheError {
+  if (err instanceof LetheError) return err;
+  if (isAbortError(err)) return new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`);
+  const detail = err instanceof Error ? err.message : String(err);
+  return new LetheError(code, `${doing}: ${scrubSecrets(detail)}`, { cause: err });
+}
+
+/** True for the errors an AbortSignal produces. */
+export function isAbortError(err: unknown): boolean {
+  return (
+    err instanceof Error &&
+    (err.name === 'AbortError' || (err as { code?: unknown }).code === 'ABORT_ERR')
+  );
+}
+
+/** Throws an ABORTED error when the signal has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined, doing: string): void {
+  if (signal?.aborted === true) throw new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`);
+}
+
+const SECRET_PATTERNS: readonly RegExp[] = [
+  /AGE-SECRET-KEY-[0-9A-Z]+/g,
+  /(postgres(?:ql)?:\/\/[^:/@\s]*:)[^@\s]*@/g,
+  /(password[=:]\s*)\S+/gi,
+];
+
+/**
+ * Removes age identities, passwords in connection URLs and `password=` pairs from a
+ * string. Used on foreign error messages before they reach users or logs.
+ */
+export function scrubSecrets(text: string): string {
+  let out = text;
+  for (const pattern of SECRET_PATTERNS) {
+    out = out.replace(pattern, (match, prefix: unknown) =>
+      typeof prefix === 'string' ? `${prefix}[redacted]${match.endsWith('@') ? '@' : ''}` : '[redacted]',
+    );
+  }
+  return out;
+}
