@@ -1,0 +1,173 @@
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import { BASE_ALIAS, qualified, quoteIdent } from './identifiers.ts';
+import { joinSource, resolveColumn, tableEntry, type TableEntry } from './resolve.ts';
+import type { Mapping, TableMapping, TimestampType } from './schema.ts';
+
+/** Length of the period a cell covers. */
+export type Granularity = 'month' | 'week' | 'day';
+
+/** The period of rows with no timestamp (none mapped, or NULL in the row). */
+export const NO_PERIOD = '-';
+
+const PERIOD_FORMATS: Readonly<Record<Granularity, string>> = {
+  month: 'YYYY-MM',
+  week: 'IYYY-"W"IW',
+  day: 'YYYY-MM-DD',
+};
+
+/**
+ * The SELECT a backup runs (as `COPY (query) TO STDOUT`) to read `table` cell by cell.
+ * Output columns, in order:
+ *
+ *  1. tenant::text — NULL for class system
+ *  2. period::text — `YYYY-MM` / `IYYY-"W"IW` (ISO week, e.g. `2026-W44`) / `YYYY-MM-DD`,
+ *     computed in UTC for every timestamp type; `-` when no timestamp is mapped or it is NULL
+ *  3. author::text — NULL when no author is mapped
+ *  4. conversation::text — NULL when none is mapped
+ *  5… the base table's `columns`, as `t."col"` in the order given, uncast — so the COPY text
+ *     of these fields is exactly what `COPY table (columns) FROM STDIN` accepts.
+ *
+ * Rows come ordered by tenant, period, author (byte order, `COLLATE "C"`, NULLs last), then
+ * the mapping's primary key, so each cell's rows are contiguous and in a stable order.
+ *
+ * Joins are INNER joins: a row whose join target is missing would be silently left out.
+ * Run {@link buildOrphanCheckQuery} in the same snapshot first and refuse to back up when
+ * it reports dropped rows. Tables listed under `system` (no mapping) have no dimensions and
+ * are ordered by every column's text form.
+ *
+ * Throws TABLE_UNMAPPED for a table the mapping does not cover, MAPPING_INVALID for an
+ * empty or duplicated column list. All identifiers are quoted.
+ */
+export function buildCellQuery(
+  mapping: Mapping,
+  table: string,
+  columns: readonly string[],
+  granularity: Granularity,
+): string {
+  const entry = tableEntry(mapping, table);
+  checkColumns(table, columns);
+  const baseColumns = columns.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`);
+  const dims = dimensions(entry, granularity);
+  const order =
+    entry.kind === 'system'
+      ? baseColumns.map((c) => `${c}::text COLLATE "C"`)
+      : [
+          ...[dims.tenant, dims.period, dims.author].map((d) => `${d} COLLATE "C"`),
+          ...entry.mapping.primaryKey.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`),
+        ];
+  return [
+    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${baseColumns.join(', ')}`,
+    fromClause(mapping, entry, 'JOIN'),
+    `ORDER BY ${order.join(', ')}`,
+  ]
+    .filter((part) => part !== '')
+    .join('\n');
+}
+
+/**
+ * A query returning one row `(dropped bigint, tenantless bigint)` for `table`: how many base
+ * rows the inner joins of {@link buildCellQuery} would leave out (a join column NULL or its
+ * target missing), and how many of the remaining rows have a NULL tenant. A backup should
+ * refuse to proceed when either is non-zero rather than lose or misfile rows. Always 0, 0
+ * for a table without joins and for class system.
+ *
+ * Throws TABLE_UNMAPPED for a table the mapping does not cover.
+ */
+export function buildOrphanCheckQuery(mapping: Mapping, table: string): string {
+  const entry = tableEntry(mapping, table);
+  const tm = entry.kind === 'mapped' ? entry.mapping : undefined;
+  const misses = (tm?.joins ?? []).map((join) => {
+    const [remote] = Object.values(join.on);
+    return `${quoteIdent(join.as)}.${quoteIdent(remote ?? '')} IS NULL`;
+  });
+  const dropped = misses.length === 0 ? 'false' : `(${misses.join(' OR ')})`;
+  const tenant =
+    tm?.class === 'system' || tm?.tenant === undefined
+      ? 'false'
+      : `${columnSql(table, tm, tm.tenant)} IS NULL`;
+  return [
+    `SELECT count(*) FILTER (WHERE ${dropped}) AS "dropped", count(*) FILTER (WHERE NOT ${dropped} AND ${tenant}) AS "tenantless"`,
+    fromClause(mapping, entry, 'LEFT JOIN'),
+  ].join('\n');
+}
+
+interface Dimensions {
+  readonly tenant: string;
+  readonly period: string;
+  readonly author: string;
+  readonly conversation: string;
+}
+
+function dimensions(entry: TableEntry, granularity: Granularity): Dimensions {
+  const none = 'NULL::text';
+  if (entry.kind === 'system')
+    return { tenant: none, period: `'${NO_PERIOD}'::text`, author: none, conversation: none };
+  const { table, mapping: tm } = entry;
+  const text = (ref: string | undefined): string =>
+    ref === undefined ? none : `(${columnSql(table, tm, ref)})::text`;
+  const period =
+    tm.timestamp === undefined
+      ? `'${NO_PERIOD}'::text`
+      : `COALESCE(to_char(${utcTimestamp(columnSql(table, tm, tm.timestamp.column), tm.timestamp.type)}, '${PERIOD_FORMATS[granularity]}'), '${NO_PERIOD}')`;
+  return {
+    tenant: tm.class === 'system' ? none : text(tm.tenant),
+    period,
+    author: text(tm.author),
+    conversation: text(tm.conversation),
+  };
+}
+
+/** A `timestamp` (without time zone) expression holding the UTC wall-clock time. */
+function utcTimestamp(expr: string, type: TimestampType): string {
+  switch (type) {
+    case 'timestamptz':
+      return `(${expr} AT TIME ZONE 'UTC')`;
+    case 'timestamp':
+      return expr;
+    // Interval arithmetic stays exact to the millisecond, unlike to_timestamp(double).
+    case 'epoch_ms':
+      return `(TIMESTAMP '1970-01-01 00:00:00' + ${expr} * INTERVAL '1 millisecond')`;
+    case 'epoch_s':
+      return `(TIMESTAMP '1970-01-01 00:00:00' + ${expr} * INTERVAL '1 second')`;
+  }
+}
+
+function columnSql(table: string, tm: TableMapping, ref: string): string {
+  const { alias, column } = resolveColumn(table, tm, ref);
+  return `${quoteIdent(alias)}.${quoteIdent(column)}`;
+}
+
+function fromClause(mapping: Mapping, entry: TableEntry, joinKind: 'JOIN' | 'LEFT JOIN'): string {
+  const lines = [`FROM ${qualified(mapping.schema, entry.table)} AS ${quoteIdent(BASE_ALIAS)}`];
+  if (entry.kind === 'mapped') {
+    for (const join of entry.mapping.joins ?? []) {
+      const source = quoteIdent(joinSource(entry.table, join.from));
+      const on = Object.entries(join.on)
+        .map(
+          ([local, remote]) =>
+            `${quoteIdent(join.as)}.${quoteIdent(remote)} = ${source}.${quoteIdent(local)}`,
+        )
+        .join(' AND ');
+      lines.push(
+        `${joinKind} ${qualified(mapping.schema, join.table)} AS ${quoteIdent(join.as)} ON ${on}`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+function checkColumns(table: string, columns: readonly string[]): void {
+  if (columns.length === 0) {
+    throw new LetheError(
+      ErrorCode.MAPPING_INVALID,
+      `no columns given for table "${table}": pass its columns from checkCoverage`,
+    );
+  }
+  const duplicate = columns.find((c, i) => columns.indexOf(c) !== i);
+  if (duplicate !== undefined) {
+    throw new LetheError(
+      ErrorCode.MAPPING_INVALID,
+      `column "${duplicate}" of table "${table}" is listed twice: list each column once`,
+    );
+  }
+}

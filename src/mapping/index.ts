@@ -1,0 +1,42 @@
+/**
+ * Declarative table mappings: how lethe reads any chat store (data class, key, and where
+ * each row's tenant, author, conversation and timestamp are), the query that streams a
+ * table cell by cell, the coverage check against the live catalogs, and schema capture for
+ * restore.
+ */
+export {
+  DATA_CLASSES,
+  formatPath,
+  MappingSchema,
+  parseMapping,
+  TableMappingSchema,
+  TIMESTAMP_TYPES,
+  type DataClass,
+  type JoinMapping,
+  type Mapping,
+  type MappingInput,
+  type TableMapping,
+  type TimestampType,
+} from './schema.ts';
+export { BUILTIN_MAPPING } from './builtin.ts';
+export { classOf, tableEntry, type TableEntry } from './resolve.ts';
+export {
+  buildCellQuery,
+  buildOrphanCheckQuery,
+  NO_PERIOD,
+  type Granularity,
+} from './cell-query.ts';
+export { checkCoverage, type TableInfo } from './coverage.ts';
+export { readSchema } from './read-schema.ts';
+export { schemaToDdl, type SchemaDdl } from './schema-ddl.ts';
+export type {
+  ColumnDescription,
+  ConstraintDescription,
+  ConstraintType,
+  EnumDescription,
+  IndexDescription,
+  SchemaDescription,
+  SequenceDescription,
+  TableDescription,
+} from './schema-description.ts';
+export { quoteIdent, quoteLiteral, IDENTIFIER } from './identifiers.ts';

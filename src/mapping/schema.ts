@@ -1,0 +1,236 @@
+import { z } from 'zod';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import {
+  BASE_ALIAS,
+  COLUMN_REF,
+  IDENTIFIER,
+  MAX_IDENTIFIER_LENGTH,
+  parseColumnRef,
+} from './identifiers.ts';
+
+/** Data classes; retention is set per class. */
+export const DATA_CLASSES = ['messages', 'attachments', 'profiles', 'metadata', 'system'] as const;
+export type DataClass = (typeof DATA_CLASSES)[number];
+
+/** How a timestamp column encodes time. Periods are computed in UTC for all of them. */
+export const TIMESTAMP_TYPES = ['timestamptz', 'timestamp', 'epoch_ms', 'epoch_s'] as const;
+export type TimestampType = (typeof TIMESTAMP_TYPES)[number];
+
+/** A strict object whose unknown-key error lists the keys that are allowed. */
+function strict<T extends z.ZodRawShape>(shape: T): z.ZodObject<T, z.core.$strict> {
+  const allowed = Object.keys(shape).join(', ');
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown key ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}: remove it or fix its spelling (allowed: ${allowed})`
+        : undefined,
+  });
+}
+
+function identifier(what: string): z.ZodString {
+  return z
+    .string({ error: `${what} must be a string` })
+    .max(MAX_IDENTIFIER_LENGTH, {
+      error: `${what} is longer than ${MAX_IDENTIFIER_LENGTH} characters: shorten it`,
+    })
+    .regex(IDENTIFIER, {
+      error: (issue) =>
+        `${what} ${JSON.stringify(issue.input)} is not a plain lower-case SQL name: use letters a-z, digits and _ (not starting with a digit)`,
+    });
+}
+
+const columnRef = z.string({ error: 'a column reference must be a string' }).regex(COLUMN_REF, {
+  error: (issue) =>
+    `column reference ${JSON.stringify(issue.input)} is malformed: write "column" for the table's own column or "alias.column" for a joined one`,
+});
+
+const JoinSchema = strict({
+  table: identifier('join table'),
+  as: identifier('join alias'),
+  from: identifier('join source').optional(),
+  on: z.record(identifier('local column'), identifier('remote column')),
+});
+
+const TimestampSchema = strict({
+  column: columnRef,
+  type: z.enum(TIMESTAMP_TYPES, {
+    error: `timestamp type must be one of ${TIMESTAMP_TYPES.join(', ')}`,
+  }),
+});
+
+/**
+ * How lethe reads one table: its data class, a key that orders its rows, and where each
+ * row's tenant, author, conversation and timestamp live (possibly through inner joins).
+ */
+export const TableMappingSchema = strict({
+  class: z.enum(DATA_CLASSES, { error: `class must be one of ${DATA_CLASSES.join(', ')}` }),
+  primaryKey: z
+    .array(identifier('primary key column'))
+    .min(1, { error: 'primaryKey needs at least one column' }),
+  joins: z.array(JoinSchema).optional(),
+  tenant: columnRef.optional(),
+  author: columnRef.optional(),
+  conversation: columnRef.optional(),
+  timestamp: TimestampSchema.optional(),
+});
+
+/** The mapping of a whole chat store. */
+export const MappingSchema = strict({
+  schema: identifier('schema').default('public'),
+  tables: z.record(identifier('table name'), TableMappingSchema),
+  system: z.array(identifier('system table')).default([]),
+}).superRefine((mapping, ctx) => {
+  for (const [name, table] of Object.entries(mapping.tables)) {
+    for (const problem of tableProblems(name, table)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: problem.message,
+        path: ['tables', name, ...problem.path],
+      });
+    }
+  }
+  const seen = new Set<string>();
+  mapping.system.forEach((name, i) => {
+    if (name in mapping.tables) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['system', i],
+        message: `table "${name}" is both mapped under tables and listed as system: keep only one`,
+      });
+    }
+    if (seen.has(name))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['system', i],
+        message: `table "${name}" is listed twice: remove one`,
+      });
+    seen.add(name);
+  });
+});
+
+export type JoinMapping = z.output<typeof JoinSchema>;
+export type TableMapping = z.output<typeof TableMappingSchema>;
+/** A validated mapping (defaults applied). */
+export type Mapping = z.output<typeof MappingSchema>;
+/** A mapping as written in config (schema and system optional). */
+export type MappingInput = z.input<typeof MappingSchema>;
+
+interface Problem {
+  readonly path: (string | number)[];
+  readonly message: string;
+}
+
+/** Cross-field rules zod's shapes cannot state: joins chain, aliases resolve, tenant rules. */
+function tableProblems(name: string, table: TableMapping): Problem[] {
+  const problems: Problem[] = [];
+  if (table.class === 'system' && table.tenant !== undefined) {
+    problems.push({
+      path: ['tenant'],
+      message: 'class system has no tenant: remove tenant, or choose another class',
+    });
+  }
+  if (table.class !== 'system' && table.tenant === undefined) {
+    problems.push({
+      path: [],
+      message: `class ${table.class} needs a tenant: set tenant to the column (or alias.column) holding the tenant id, or use class system`,
+    });
+  }
+  table.primaryKey.forEach((column, i) => {
+    if (table.primaryKey.indexOf(column) !== i) {
+      problems.push({
+        path: ['primaryKey', i],
+        message: `column "${column}" appears twice in primaryKey: remove one`,
+      });
+    }
+  });
+
+  const aliases = new Set<string>();
+  (table.joins ?? []).forEach((join, i) => {
+    if (join.as === BASE_ALIAS || join.as === name) {
+      problems.push({
+        path: ['joins', i, 'as'],
+        message: `alias "${join.as}" is reserved for the base table: choose another alias`,
+      });
+    } else if (aliases.has(join.as)) {
+      problems.push({
+        path: ['joins', i, 'as'],
+        message: `alias "${join.as}" is used twice: give each join its own alias`,
+      });
+    }
+    if (join.from !== undefined && join.from !== name && !aliases.has(join.from)) {
+      problems.push({
+        path: ['joins', i, 'from'],
+        message: `join source "${join.from}" is neither the table "${name}" nor an alias declared by an earlier join (${[...aliases].join(', ') || 'none'}): fix it or reorder the joins`,
+      });
+    }
+    if (Object.keys(join.on).length === 0) {
+      problems.push({
+        path: ['joins', i, 'on'],
+        message: 'join needs at least one column pair { localColumn: remoteColumn }',
+      });
+    }
+    aliases.add(join.as);
+  });
+
+  const used = new Set<string>();
+  const refs: [string[], string | undefined][] = [
+    [['tenant'], table.tenant],
+    [['author'], table.author],
+    [['conversation'], table.conversation],
+    [['timestamp', 'column'], table.timestamp?.column],
+  ];
+  for (const [path, ref] of refs) {
+    if (ref === undefined) continue;
+    const { alias } = parseColumnRef(ref);
+    if (alias === undefined) continue;
+    used.add(alias);
+    if (!aliases.has(alias)) {
+      problems.push({
+        path,
+        message: `"${ref}" refers to alias "${alias}", which no join declares (${[...aliases].join(', ') || 'no joins'}): add the join or fix the alias`,
+      });
+    }
+  }
+  // A join that nothing uses would still drop rows (it is an inner join): reject it.
+  const joins = table.joins ?? [];
+  for (const join of joins) if (join.from !== undefined) used.add(join.from);
+  joins.forEach((join, i) => {
+    if (!used.has(join.as)) {
+      problems.push({
+        path: ['joins', i],
+        message: `join "${join.as}" is not used by tenant, author, conversation, timestamp or another join: remove it`,
+      });
+    }
+  });
+  return problems;
+}
+
+/** `tables.messages.joins[0].on` from a zod path. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const segment of path) {
+    if (typeof segment === 'number') out += `[${segment}]`;
+    else out += out === '' ? String(segment) : `.${String(segment)}`;
+  }
+  return out === '' ? '(top level)' : out;
+}
+
+/**
+ * Validates a mapping (as read from config or code) and applies defaults. Throws
+ * MAPPING_INVALID listing every problem, each with its path (`tables.x.joins[0].on`) and
+ * the fix; `details.issues` holds them as `{ path, message }`.
+ */
+export function parseMapping(input: unknown, source = 'table mapping'): Mapping {
+  const result = MappingSchema.safeParse(input);
+  if (result.success) return result.data;
+  const issues = result.error.issues.map((issue) => {
+    const nested =
+      issue.code === 'invalid_key' ? issue.issues.map((i) => i.message).join('; ') : '';
+    return { path: formatPath(issue.path), message: nested === '' ? issue.message : nested };
+  });
+  throw new LetheError(
+    ErrorCode.MAPPING_INVALID,
+    `${source} is invalid:\n${issues.map((i) => `  - ${i.path}: ${i.message}`).join('\n')}`,
+    { details: { issues } },
+  );
+}

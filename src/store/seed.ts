@@ -1,0 +1,155 @@
+import type pg from 'pg';
+import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { copyRows } from './copy-load.ts';
+import { inTransaction, withClient } from './pg-client.ts';
+import {
+  REFERENCE_KEYS_SQL,
+  REFERENCE_TABLES,
+  REFERENCE_TABLES_SQL,
+  REFERENCE_TYPES,
+  type ReferenceTable,
+} from './reference-schema.ts';
+import {
+  attachmentRows,
+  COLUMNS,
+  conversationRows,
+  editRows,
+  membershipRows,
+  messageRows,
+  tenantRows,
+  userRows,
+} from './rows.ts';
+import { SCALE_PARAMS, SCALES, type Scale } from './scale.ts';
+import { buildWorld } from './world.ts';
+
+/** The seed used when none is given. */
+export const DEFAULT_SEED = 1;
+
+export interface SeedOptions {
+  readonly scale: Scale;
+  /** Non-negative safe integer; default {@link DEFAULT_SEED}. */
+  readonly seed?: number;
+  readonly signal?: AbortSignal;
+  /** Called as rows stream into each table, with the running row count of that table. */
+  readonly onProgress?: (progress: { table: ReferenceTable; rows: number }) => void;
+}
+
+export interface SeedStats {
+  readonly scale: Scale;
+  readonly seed: number;
+  /** Rows loaded per table. */
+  readonly rows: Readonly<Record<ReferenceTable, number>>;
+  /** Growth of pg_database_size over the run: tables, TOAST and indexes. */
+  readonly bytes: number;
+  readonly durationMs: number;
+}
+
+/**
+ * Creates the reference schema in `url`'s database (schema `public`) and fills it with a
+ * deterministic chat history: the same (scale, seed) always yields byte-identical table
+ * contents, independent of the wall clock (history ends at REFERENCE_END).
+ *
+ * Everything happens in one transaction — types, tables, COPY of every table, then keys,
+ * foreign keys and indexes — so a failure or an abort leaves the database as it was. Rows
+ * stream through COPY FROM STDIN in chunks; memory stays bounded at every scale.
+ *
+ * Throws TARGET_NOT_EMPTY (nothing written) when any reference table or type already
+ * exists, USAGE for a bad scale or seed, ABORTED when `signal` fires, DATABASE otherwise.
+ */
+export async function seedChatStore(url: string, options: SeedOptions): Promise<SeedStats> {
+  const started = performance.now();
+  const { scale, signal, onProgress } = options;
+  const seed = options.seed ?? DEFAULT_SEED;
+  if (!SCALES.includes(scale)) {
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `unknown seed scale ${JSON.stringify(scale)}: use one of ${SCALES.join(', ')}`,
+    );
+  }
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `seed must be a non-negative integer, got ${String(seed)}`,
+    );
+  }
+  const params = SCALE_PARAMS[scale];
+  return withClient(
+    url,
+    `seeding the reference chat store (${scale}, seed ${seed})`,
+    async (client) => {
+      await refuseExisting(client);
+      const before = await databaseSize(client);
+      const world = buildWorld(params, seed);
+      const rows: Record<ReferenceTable, number> = {
+        tenants: 0,
+        users: 0,
+        conversations: 0,
+        memberships: 0,
+        messages: 0,
+        message_edits: 0,
+        attachments: 0,
+      };
+      const load = async (table: ReferenceTable, lines: Iterable<string>): Promise<void> => {
+        throwIfAborted(signal, 'seeding the reference chat store');
+        rows[table] = await copyRows(client, `public.${table}`, COLUMNS[table], lines, {
+          signal,
+          onProgress: onProgress && ((n) => onProgress({ table, rows: n })),
+        });
+      };
+      await inTransaction(client, async () => {
+        await client.query(REFERENCE_TABLES_SQL);
+        await load('tenants', tenantRows(world));
+        await load('users', userRows(world));
+        await load('conversations', conversationRows(world));
+        await load('memberships', membershipRows(world));
+        await load('messages', messageRows(world, params, seed));
+        await load('message_edits', editRows(world, params, seed));
+        await load('attachments', attachmentRows(world, params, seed));
+        throwIfAborted(signal, 'seeding the reference chat store');
+        await client.query(REFERENCE_KEYS_SQL);
+        await client.query(
+          `SELECT setval(pg_get_serial_sequence('public.message_edits', 'id'), GREATEST(max(id), 1), max(id) IS NOT NULL)
+             FROM public.message_edits`,
+        );
+      });
+      await client.query(`ANALYZE ${REFERENCE_TABLES.map((t) => `public.${t}`).join(', ')}`);
+      const after = await databaseSize(client);
+      return {
+        scale,
+        seed,
+        rows,
+        bytes: after - before,
+        durationMs: Math.round(performance.now() - started),
+      };
+    },
+    signal,
+  );
+}
+
+async function refuseExisting(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = 'public' AND c.relname = ANY($1::text[])
+     UNION ALL
+     SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+      WHERE n.nspname = 'public' AND t.typname = ANY($2::text[]) AND t.typtype = 'e'
+     ORDER BY 1`,
+    [REFERENCE_TABLES, REFERENCE_TYPES],
+  );
+  if (rows.length > 0) {
+    const names = rows.map((r) => r.name);
+    throw new LetheError(
+      ErrorCode.TARGET_NOT_EMPTY,
+      `refusing to seed: schema public already has ${names.join(', ')}; seed into a fresh database ` +
+        `(e.g. \`createdb lethe_demo\`) or drop those objects first`,
+      { details: { existing: names } },
+    );
+  }
+}
+
+async function databaseSize(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ size: string }>(
+    'SELECT pg_database_size(current_database())::text AS size',
+  );
+  return Number(rows[0]?.size ?? 0);
+}
