@@ -1,0 +1,393 @@
+import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { addAbortSignal } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
+import { assertValidKey, assertValidPrefix, compareKeys, RESERVED_TOP_LEVEL } from './keys.ts';
+import { assertLockUsable, lockActive, lockedError } from './lock.ts';
+import {
+  abortable,
+  assertRangeArguments,
+  chunksOf,
+  collect,
+  rangePastEnd,
+  Tally,
+} from './streams.ts';
+import type { ObjectInfo, ObjectLock, ObjectStore, PutOptions, ReadOptions } from './types.ts';
+
+export interface FilesystemStoreOptions {
+  /** Root directory, laid out like the bucket; created with mode 0700 when missing. */
+  path: string;
+  /** Clock used to decide whether a lock has expired; tests inject one. */
+  now?: () => Date;
+}
+
+const INCOMPLETE = '.incomplete';
+const LOCKS = '.locks';
+/** `<key>.<16 hex>.tmp` holds a put's data, `<key>.<16 hex>.lock.tmp` its lock record. */
+const TEMP_SUFFIX = /\.[0-9a-f]{16}(?:\.lock)?\.tmp$/;
+
+/**
+ * A store in a plain directory with the bucket's layout (NAS, air-gapped disk, the
+ * embedded default). Puts go to `<root>/.incomplete/`, are fsynced, renamed into place,
+ * and the directory is fsynced; neither `.incomplete/` nor `.locks/` is ever listed.
+ *
+ * Object lock cannot be enforced on a plain filesystem: anyone with write access to the
+ * directory can still delete or change files. What this backend does is record a put's
+ * lock in `<root>/.locks/<key>.json` (`{ mode, retainUntil }`) and make lethe itself obey
+ * it: delete() and an overwriting put() of an object still under lock throw STORAGE naming
+ * the date, as S3 refuses them, so lethe's retention logic behaves the same on both
+ * backends. Real immutability needs S3 Object Lock or WORM media. The lock record is
+ * written before the object is renamed into place, so a crash can leave a key more locked
+ * than intended, never less.
+ */
+export async function createFilesystemStore(options: FilesystemStoreOptions): Promise<ObjectStore> {
+  const root = resolve(options.path);
+  try {
+    await mkdir(root, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw wrapForeign(ErrorCode.STORAGE, `create store directory ${root}`, err);
+  }
+  return new FilesystemStore(root, options.now ?? (() => new Date()));
+}
+
+/** errno codes meaning "there is no file at that path". */
+function isMissing(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+/**
+ * S3 can hold both `a` and `a/b`; a directory tree cannot. lethe's layout never does this,
+ * so the filesystem store reports it rather than encoding around it.
+ */
+const CLASH = 'a key cannot both be an object and lead to other objects on a filesystem store';
+
+function isPathClash(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'EEXIST' || code === 'ENOTDIR' || code === 'EISDIR';
+}
+
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.byteLength) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
+/** Creates `path` (must not exist) from `chunks` and fsyncs it. */
+async function writeDurably(path: string, chunks: AsyncIterable<Uint8Array>): Promise<void> {
+  const handle = await open(path, 'wx', 0o600);
+  try {
+    for await (const chunk of chunks) await writeAll(handle, chunk);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Makes a rename or create inside `dir` durable. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** mkdir -p, then fsyncs every directory whose entries it changed. */
+async function ensureDir(dir: string): Promise<void> {
+  const first = await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (first === undefined) return;
+  for (let d = dir; ; d = dirname(d)) {
+    await syncDir(d);
+    if (d === dirname(first)) return;
+  }
+}
+
+/** Relative `/`-joined paths of the regular files under `dir`. */
+async function walkFiles(dir: string, base: string, skipTop: readonly string[], out: string[]) {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
+  for (const entry of entries) {
+    if (base === '' && skipTop.includes(entry.name)) continue;
+    const rel = base === '' ? entry.name : `${base}/${entry.name}`;
+    if (entry.isDirectory()) await walkFiles(join(dir, entry.name), rel, [], out);
+    else if (entry.isFile()) out.push(rel);
+  }
+}
+
+function parseLockRecord(text: string): ObjectLock | null {
+  const record: unknown = JSON.parse(text);
+  if (typeof record !== 'object' || record === null) return null;
+  const { mode, retainUntil } = record as { mode?: unknown; retainUntil?: unknown };
+  if ((mode !== 'GOVERNANCE' && mode !== 'COMPLIANCE') || typeof retainUntil !== 'string') {
+    return null;
+  }
+  const date = new Date(retainUntil);
+  return Number.isNaN(date.getTime()) ? null : { mode, retainUntil: date };
+}
+
+class FilesystemStore implements ObjectStore {
+  readonly kind = 'filesystem' as const;
+  readonly description: string;
+
+  constructor(
+    private readonly root: string,
+    private readonly now: () => Date,
+  ) {
+    this.description = pathToFileURL(root).href;
+  }
+
+  private where(key: string): string {
+    return `${this.description}/${key}`;
+  }
+
+  private pathOf(key: string, ...under: string[]): string {
+    return join(this.root, ...under, ...key.split('/'));
+  }
+
+  private tempPath(key: string, kind: '' | '.lock'): string {
+    return `${this.pathOf(key, INCOMPLETE)}.${randomBytes(8).toString('hex')}${kind}.tmp`;
+  }
+
+  private lockPath(key: string): string {
+    return `${this.pathOf(key, LOCKS)}.json`;
+  }
+
+  /** The key's lock record; a record lethe cannot read fails closed as STORAGE. */
+  private async readLock(key: string): Promise<ObjectLock | null> {
+    let text;
+    try {
+      text = await readFile(this.lockPath(key), 'utf8');
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw err;
+    }
+    let lock: ObjectLock | null = null;
+    try {
+      lock = parseLockRecord(text);
+    } catch {
+      // fall through to the error below
+    }
+    if (lock === null) {
+      throw new LetheError(
+        ErrorCode.STORAGE,
+        `lock record ${this.lockPath(key)} is unreadable; treating ${this.where(key)} as locked. ` +
+          'Restore the record ({"mode","retainUntil"}) or remove it if the object is not under retention',
+      );
+    }
+    return lock;
+  }
+
+  private async refuseIfLocked(key: string, doing: string): Promise<void> {
+    const lock = await this.readLock(key);
+    if (lock !== null && lockActive(lock, this.now())) throw lockedError(doing, lock);
+  }
+
+  async put(
+    key: string,
+    body: AsyncIterable<Uint8Array> | Uint8Array,
+    options?: PutOptions,
+  ): Promise<{ size: number; sha256: string }> {
+    assertValidKey(key);
+    const doing = `put ${this.where(key)}`;
+    const { lock, signal } = options ?? {};
+    if (lock !== undefined) assertLockUsable(lock, this.now(), doing);
+    throwIfAborted(signal, doing);
+    const tally = new Tally();
+    const dataTemp = this.tempPath(key, '');
+    const lockTemp = lock === undefined ? undefined : this.tempPath(key, '.lock');
+    let lockPlaced = false;
+    let committed = false;
+    try {
+      // Checked again before the rename; this first check only saves streaming the body.
+      await this.refuseIfLocked(key, `${doing} (overwrite)`);
+      await mkdir(dirname(dataTemp), { recursive: true, mode: 0o700 });
+      await writeDurably(dataTemp, abortable(tally.tap(chunksOf(body)), signal, doing));
+      await this.refuseIfLocked(key, `${doing} (overwrite)`);
+      const target = this.pathOf(key);
+      await ensureDir(dirname(target));
+      if (lock !== undefined && lockTemp !== undefined) {
+        const record = { mode: lock.mode, retainUntil: lock.retainUntil.toISOString() };
+        await writeDurably(lockTemp, chunksOf(Buffer.from(JSON.stringify(record))));
+        await ensureDir(dirname(this.lockPath(key)));
+        await rename(lockTemp, this.lockPath(key));
+        lockPlaced = true;
+        await syncDir(dirname(this.lockPath(key)));
+      }
+      await rename(dataTemp, target);
+      committed = true;
+      await syncDir(dirname(target));
+      // A record left from an expired lock must not outlive the object it was for.
+      if (lock === undefined) await rm(this.lockPath(key), { force: true });
+    } catch (err) {
+      await rm(dataTemp, { force: true });
+      if (lockTemp !== undefined) await rm(lockTemp, { force: true });
+      // Once the object is in place its lock record stays, even if a later step failed.
+      if (lockPlaced && !committed) await rm(this.lockPath(key), { force: true });
+      throw wrapForeign(ErrorCode.STORAGE, isPathClash(err) ? `${doing} (${CLASH})` : doing, err);
+    }
+    return tally.result();
+  }
+
+  /** Opens the object for reading; NOT_FOUND when there is no regular file at `key`. */
+  private async openObject(
+    key: string,
+    doing: string,
+  ): Promise<{ handle: FileHandle; size: number }> {
+    const notFound = new LetheError(ErrorCode.NOT_FOUND, `${doing}: no such object`, {
+      details: { key },
+    });
+    let handle: FileHandle;
+    try {
+      handle = await open(this.pathOf(key), 'r');
+    } catch (err) {
+      if (isMissing(err)) throw notFound;
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
+    }
+    try {
+      const info = await handle.stat();
+      if (info.isFile()) return { handle, size: info.size };
+    } catch (err) {
+      await handle.close();
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
+    }
+    await handle.close();
+    throw notFound;
+  }
+
+  async get(key: string, options?: ReadOptions): Promise<AsyncIterable<Uint8Array>> {
+    assertValidKey(key);
+    const doing = `get ${this.where(key)}`;
+    throwIfAborted(options?.signal, doing);
+    const { handle } = await this.openObject(key, doing);
+    const stream = handle.createReadStream();
+    if (options?.signal !== undefined) addAbortSignal(options.signal, stream);
+    return (async function* () {
+      try {
+        for await (const chunk of stream) yield chunk as Buffer;
+      } catch (err) {
+        throw wrapForeign(ErrorCode.STORAGE, doing, err);
+      } finally {
+        stream.destroy();
+      }
+    })();
+  }
+
+  async getBytes(key: string, options?: ReadOptions): Promise<Uint8Array> {
+    return collect(await this.get(key, options));
+  }
+
+  async getRange(
+    key: string,
+    offset: number,
+    length: number,
+    options?: ReadOptions,
+  ): Promise<Uint8Array> {
+    assertValidKey(key);
+    assertRangeArguments(offset, length);
+    const doing = `get ${this.where(key)} range`;
+    throwIfAborted(options?.signal, doing);
+    const { handle, size } = await this.openObject(key, doing);
+    try {
+      if (offset + length > size) throw rangePastEnd(this.where(key), offset, length, size);
+      const out = new Uint8Array(length);
+      let filled = 0;
+      while (filled < length) {
+        throwIfAborted(options?.signal, doing);
+        const { bytesRead } = await handle.read(out, filled, length - filled, offset + filled);
+        // The file shrank after stat: report it as the short object it now is.
+        if (bytesRead === 0) throw rangePastEnd(this.where(key), offset, length, undefined);
+        filled += bytesRead;
+      }
+      return out;
+    } catch (err) {
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    assertValidKey(key);
+    try {
+      const info = await stat(this.pathOf(key));
+      return info.isFile() ? { key, size: info.size, lastModified: info.mtime } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw wrapForeign(ErrorCode.STORAGE, `head ${this.where(key)}`, err);
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+    assertValidPrefix(prefix);
+    // Walk only the deepest directory the prefix names; filter the rest by string.
+    const base = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const keys: string[] = [];
+    try {
+      const dir = base === '' ? this.root : this.pathOf(base);
+      await walkFiles(dir, base, RESERVED_TOP_LEVEL, keys);
+    } catch (err) {
+      throw wrapForeign(ErrorCode.STORAGE, `list ${this.description}/${prefix}`, err);
+    }
+    // Directory order is not key order ('a-b' < 'a/x' but the walk meets 'a/' first).
+    const matching = keys.filter((key) => key.startsWith(prefix)).sort(compareKeys);
+    for (const key of matching) {
+      let info;
+      try {
+        info = await stat(this.pathOf(key));
+      } catch (err) {
+        if (isMissing(err)) continue; // deleted since the walk
+        throw wrapForeign(ErrorCode.STORAGE, `list ${this.description}/${prefix}`, err);
+      }
+      yield { key, size: info.size, lastModified: info.mtime };
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    assertValidKey(key);
+    const doing = `delete ${this.where(key)}`;
+    try {
+      await this.refuseIfLocked(key, doing);
+      await unlink(this.pathOf(key)).catch((err: unknown) => {
+        if (!isMissing(err)) throw err;
+      });
+      await rm(this.lockPath(key), { force: true });
+    } catch (err) {
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
+    }
+  }
+
+  async cleanupIncomplete(prefix: string): Promise<number> {
+    assertValidPrefix(prefix);
+    const doing = `clean up incomplete puts in ${this.description}/${prefix}`;
+    try {
+      const files: string[] = [];
+      await walkFiles(join(this.root, INCOMPLETE), '', [], files);
+      let removed = 0;
+      for (const file of files) {
+        const suffix = TEMP_SUFFIX.exec(file);
+        if (suffix === null || !file.slice(0, suffix.index).startsWith(prefix)) continue;
+        await rm(join(this.root, INCOMPLETE, ...file.split('/')), { force: true });
+        removed += 1;
+      }
+      return removed;
+    } catch (err) {
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
+    }
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

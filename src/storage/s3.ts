@@ -1,0 +1,566 @@
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type S3ClientConfig,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { addAbortSignal, Readable } from 'node:stream';
+import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { assertValidKey, assertValidPrefix, compareKeys, MAX_KEY_BYTES } from './keys.ts';
+import { assertLockUsable, lockActive, lockedError } from './lock.ts';
+import { convertS3Error, credentialRedactor, httpStatusOf, s3CodeOf } from './s3-errors.ts';
+import {
+  abortable,
+  assertRangeArguments,
+  chunksOf,
+  collect,
+  rangePastEnd,
+  Tally,
+} from './streams.ts';
+import type { ObjectInfo, ObjectStore, PutOptions, ReadOptions } from './types.ts';
+
+const MIB = 1024 * 1024;
+/** S3's smallest part (except the last) and largest part. */
+const MIN_PART_SIZE = 5 * MIB;
+const MAX_PART_SIZE = 5 * 1024 * MIB;
+/** S3 never returns more than 1000 keys or uploads per page. */
+const MAX_PAGE_SIZE = 1000;
+
+/** Connection settings for an S3-compatible bucket (AWS, MinIO, Ceph, …). */
+export interface S3StoreConfig {
+  /** Custom endpoint URL (MinIO, …); AWS's regional endpoint when absent. */
+  endpoint?: string | undefined;
+  region: string;
+  bucket: string;
+  /** Key prefix inside the bucket; a trailing '/' is added when missing. */
+  prefix?: string | undefined;
+  /** Path-style URLs (`host/bucket/key`), which most non-AWS servers need. */
+  forcePathStyle?: boolean | undefined;
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string | undefined;
+  /**
+   * Multipart part size; default 8 MiB, at least 5 MiB (S3's minimum). S3 allows 10,000
+   * parts, so this also caps an object's size (about 78 GiB at the default).
+   */
+  partSizeBytes?: number | undefined;
+  /** Parts uploaded at once; default 2. Memory held is about (queueSize + 1) × part size. */
+  queueSize?: number | undefined;
+}
+
+export interface S3StoreOptions extends S3StoreConfig {
+  /** Keys per list() page, at most 1000 (the default); tests lower it to exercise paging. */
+  listPageSize?: number | undefined;
+}
+
+function configError(message: string): LetheError {
+  return new LetheError(ErrorCode.CONFIG_INVALID, `S3 store: ${message}`);
+}
+
+function checkInteger(name: string, value: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw configError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** '' or `a/b/`: the store prefix, checked with the key rules. */
+function normalizePrefix(prefix: string | undefined): string {
+  const bare = (prefix ?? '').replace(/\/+$/, '');
+  if (bare === '') return '';
+  try {
+    assertValidKey(bare);
+  } catch (err) {
+    throw configError(`prefix ${JSON.stringify(prefix)} is not usable: ${(err as Error).message}`);
+  }
+  return `${bare}/`;
+}
+
+/** The endpoint as shown to operators: scheme, host and path only, never user info. */
+function displayEndpoint(endpoint: string): string {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw configError('endpoint is not a valid URL (expected e.g. https://s3.example.com)');
+  }
+  const path = url.pathname === '/' ? '' : url.pathname;
+  return `${url.protocol}//${url.host}${path}`;
+}
+
+/**
+ * A store in an S3 bucket, under an optional key prefix. Puts stream through
+ * `@aws-sdk/lib-storage`'s Upload: a single PUT for bodies up to one part, otherwise a
+ * multipart upload holding at most about (queueSize + 1) parts in memory. With a lock, the
+ * upload carries Object Lock mode and retain-until date plus a SHA-256 checksum per
+ * request, which S3 requires for locked writes.
+ *
+ * The SDK's default aws-chunked uploads with trailing checksums are turned off
+ * (`requestChecksumCalculation: 'WHEN_REQUIRED'`): s3rver stores the chunk framing as the
+ * object's bytes. Integrity is kept because Upload sends every part as a buffer, so SigV4
+ * signs its SHA-256 (`x-amz-content-sha256`), which S3 checks.
+ *
+ * On a versioned (Object Lock) bucket delete() writes a delete marker: the data version
+ * stays until its lock expires and the bucket's noncurrent-version expiry removes it.
+ * delete() refuses, like the filesystem store, while HeadObject reports a lock in force;
+ * it needs s3:GetObject and s3:DeleteObject, plus s3:GetObjectRetention for HeadObject to
+ * report a lock at all (without it the server still refuses to remove locked data).
+ *
+ * cleanupIncomplete() relies on ListMultipartUploads. MinIO answers it only for a prefix
+ * that is a whole key (minio/minio#20989) and expires stale uploads on its own instead
+ * (24 h by default); s3rver does not implement it at all (STORAGE error).
+ *
+ * Throws CONFIG_INVALID for unusable options. Credentials never appear in `description` or
+ * in errors.
+ */
+export function createS3Store(options: S3StoreOptions): ObjectStore {
+  if (options.bucket === '') throw configError('bucket is empty');
+  if (options.region === '') throw configError('region is empty (use e.g. us-east-1 for MinIO)');
+  const partSize = checkInteger(
+    'partSizeBytes',
+    options.partSizeBytes ?? 8 * MIB,
+    MIN_PART_SIZE,
+    MAX_PART_SIZE,
+  );
+  const queueSize = checkInteger('queueSize', options.queueSize ?? 2, 1, 64);
+  const pageSize = checkInteger('listPageSize', options.listPageSize ?? 1000, 1, MAX_PAGE_SIZE);
+  const prefix = normalizePrefix(options.prefix);
+  const endpoint = options.endpoint === undefined ? '' : ` at ${displayEndpoint(options.endpoint)}`;
+  const config: S3ClientConfig = {
+    region: options.region,
+    credentials: {
+      accessKeyId: options.accessKeyId,
+      secretAccessKey: options.secretAccessKey,
+      ...(options.sessionToken === undefined ? {} : { sessionToken: options.sessionToken }),
+    },
+    ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
+    ...(options.forcePathStyle === undefined ? {} : { forcePathStyle: options.forcePathStyle }),
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  };
+  return new S3Store(new S3Client(config), {
+    bucket: options.bucket,
+    prefix,
+    partSize,
+    queueSize,
+    pageSize,
+    description: `s3://${options.bucket}/${prefix}${endpoint}`,
+    redact: credentialRedactor([
+      options.accessKeyId,
+      options.secretAccessKey,
+      options.sessionToken,
+    ]),
+  });
+}
+
+interface S3StoreSettings {
+  bucket: string;
+  prefix: string;
+  partSize: number;
+  queueSize: number;
+  pageSize: number;
+  description: string;
+  redact: (text: string) => string;
+}
+
+/**
+ * The client Upload drives, with two changes. Only UploadPart requests get `signal`, so a
+ * cancel stops a part mid-transfer; the short requests that create or commit an object
+ * (CreateMultipartUpload, the single PUT, Complete) run to the end, so a cancel never
+ * leaves an upload id lethe does not know or an object that appears after put() reported
+ * a cancel. And a failing AbortMultipartUpload is reported through `onAbortFailure`
+ * instead of replacing the error that caused it.
+ */
+function uploadClient(
+  client: S3Client,
+  signal: AbortSignal,
+  onSendFailure: (err: unknown) => void,
+  onAbortFailure: (err: unknown) => void,
+): S3Client {
+  const send = async (command: Parameters<S3Client['send']>[0]): Promise<unknown> => {
+    if (command instanceof AbortMultipartUploadCommand) {
+      try {
+        return await client.send(command);
+      } catch (err) {
+        onAbortFailure(err);
+        return {};
+      }
+    }
+    try {
+      return await client.send(
+        command,
+        command instanceof UploadPartCommand ? { abortSignal: signal } : {},
+      );
+    } catch (err) {
+      onSendFailure(err);
+      throw err;
+    }
+  };
+  return new Proxy(client, {
+    get: (target, property, receiver) =>
+      property === 'send' ? send : (Reflect.get(target, property, receiver) as unknown),
+  });
+}
+
+class S3Store implements ObjectStore {
+  readonly kind = 's3' as const;
+  readonly description: string;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly settings: S3StoreSettings,
+  ) {
+    this.description = settings.description;
+  }
+
+  /** The bucket key for a store key, after checking both. */
+  private objectKey(key: string): string {
+    assertValidKey(key);
+    const full = this.settings.prefix + key;
+    if (Buffer.byteLength(full, 'utf8') > MAX_KEY_BYTES) {
+      throw new LetheError(
+        ErrorCode.STORAGE,
+        `invalid object key ${JSON.stringify(key)}: with the store prefix it is longer than ${MAX_KEY_BYTES} bytes`,
+        { details: { key } },
+      );
+    }
+    return full;
+  }
+
+  private location(objectKey: string): string {
+    return `s3://${this.settings.bucket}/${objectKey}`;
+  }
+
+  /**
+   * Runs one SDK call, converting its error once. `path` is the object key, or for
+   * list-like calls (`isObject` false) the key prefix.
+   */
+  private async call<T>(
+    operation: string,
+    path: string,
+    run: () => Promise<T>,
+    isObject = true,
+  ): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw this.convert(err, operation, path, isObject);
+    }
+  }
+
+  private convert(err: unknown, operation: string, path: string, isObject = true): LetheError {
+    return convertS3Error(
+      err,
+      {
+        operation,
+        bucket: this.settings.bucket,
+        ...(isObject ? { key: path } : {}),
+        location: this.location(path),
+      },
+      this.settings.redact,
+    );
+  }
+
+  async put(
+    key: string,
+    body: AsyncIterable<Uint8Array> | Uint8Array,
+    options?: PutOptions,
+  ): Promise<{ size: number; sha256: string }> {
+    const objectKey = this.objectKey(key);
+    const doing = `put ${this.location(objectKey)}`;
+    const { lock, signal } = options ?? {};
+    if (lock !== undefined) assertLockUsable(lock, new Date(), doing);
+    throwIfAborted(signal, doing);
+
+    // `stop` cuts the other part uploads short once one part has failed.
+    const stop = new AbortController();
+    const cancel = signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);
+    let firstFailure: unknown;
+    let abortFailure: unknown;
+    const client = uploadClient(
+      this.client,
+      cancel,
+      (err) => {
+        if (!cancel.aborted) firstFailure ??= err;
+        stop.abort();
+      },
+      (err) => (abortFailure = err),
+    );
+    const tally = new Tally();
+    const source = Readable.from(abortable(tally.tap(chunksOf(body)), cancel, doing));
+    const upload = new Upload({
+      client,
+      partSize: this.settings.partSize,
+      queueSize: this.settings.queueSize,
+      leavePartsOnError: false,
+      params: {
+        Bucket: this.settings.bucket,
+        Key: objectKey,
+        Body: source,
+        ...(lock === undefined
+          ? {}
+          : {
+              ObjectLockMode: lock.mode,
+              ObjectLockRetainUntilDate: lock.retainUntil,
+              ChecksumAlgorithm: 'SHA256',
+            }),
+      },
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      const leftover =
+        abortFailure === undefined
+          ? ''
+          : `; its multipart upload could not be aborted (${this.convert(abortFailure, 'abort upload', objectKey).message}), ` +
+            'run cleanup of incomplete uploads';
+      if (signal?.aborted === true) {
+        throw new LetheError(ErrorCode.ABORTED, `${doing}: cancelled, nothing stored${leftover}`);
+      }
+      const converted = this.convert(firstFailure ?? err, 'put', objectKey);
+      if (leftover === '') throw converted;
+      throw new LetheError(ErrorCode.STORAGE, `${converted.message}${leftover}`, {
+        cause: converted,
+      });
+    } finally {
+      // Releases the caller's body (e.g. a database cursor) when Upload stopped reading early.
+      source.destroy();
+    }
+    return tally.result();
+  }
+
+  async get(key: string, options?: ReadOptions): Promise<AsyncIterable<Uint8Array>> {
+    const objectKey = this.objectKey(key);
+    const signal = options?.signal;
+    throwIfAborted(signal, `get ${this.location(objectKey)}`);
+    const output = await this.call('get', objectKey, () =>
+      this.client.send(
+        new GetObjectCommand({ Bucket: this.settings.bucket, Key: objectKey }),
+        signal === undefined ? {} : { abortSignal: signal },
+      ),
+    );
+    return this.readBody(output.Body, objectKey, signal);
+  }
+
+  /** The response body as chunks, with stream errors converted and the socket released. */
+  private readBody(
+    body: unknown,
+    objectKey: string,
+    signal: AbortSignal | undefined,
+  ): AsyncIterable<Uint8Array> {
+    if (body === undefined) return chunksOf(new Uint8Array(0));
+    if (!(body instanceof Readable)) {
+      throw new LetheError(
+        ErrorCode.INTERNAL,
+        `get ${this.location(objectKey)}: body is not a Node stream`,
+      );
+    }
+    if (signal !== undefined) addAbortSignal(signal, body);
+    const convert = (err: unknown) => this.convert(err, 'get', objectKey);
+    return (async function* () {
+      try {
+        for await (const chunk of body) yield chunk as Uint8Array;
+      } catch (err) {
+        throw convert(err);
+      } finally {
+        body.destroy();
+      }
+    })();
+  }
+
+  async getBytes(key: string, options?: ReadOptions): Promise<Uint8Array> {
+    return collect(await this.get(key, options));
+  }
+
+  async getRange(
+    key: string,
+    offset: number,
+    length: number,
+    options?: ReadOptions,
+  ): Promise<Uint8Array> {
+    const objectKey = this.objectKey(key);
+    assertRangeArguments(offset, length);
+    const where = this.location(objectKey);
+    const signal = options?.signal;
+    throwIfAborted(signal, `get ${where} range`);
+    if (length === 0) {
+      // HTTP cannot ask for zero bytes; the object must still exist and reach `offset`.
+      const info = await this.head(key);
+      if (info === null) {
+        throw new LetheError(ErrorCode.NOT_FOUND, `get ${where} range: no such object`, {
+          details: { key: objectKey },
+        });
+      }
+      if (info.size < offset) throw rangePastEnd(where, offset, length, info.size);
+      return new Uint8Array(0);
+    }
+    const range = `bytes=${offset}-${offset + length - 1}`;
+    let output;
+    try {
+      output = await this.client.send(
+        new GetObjectCommand({ Bucket: this.settings.bucket, Key: objectKey, Range: range }),
+        signal === undefined ? {} : { abortSignal: signal },
+      );
+    } catch (err) {
+      // 416: the range starts at or past the end of the object.
+      if (httpStatusOf(err) === 416 || s3CodeOf(err) === 'InvalidRange') {
+        throw rangePastEnd(where, offset, length, undefined);
+      }
+      throw this.convert(err, 'get range', objectKey);
+    }
+    // S3 answers exactly the range; other servers may send more from the same start (s3rver
+    // answers bytes=0-0 with the whole object), so check the start and read only what is asked.
+    const start = /^bytes (\d+)-/.exec(output.ContentRange ?? '')?.[1];
+    if (Number(start ?? 0) !== offset) {
+      throw new LetheError(
+        ErrorCode.STORAGE,
+        `get ${where} range: asked for ${range}, the server answered ${output.ContentRange ?? 'the whole object'}`,
+      );
+    }
+    const bytes = await collect(this.readBody(output.Body, objectKey, signal), length);
+    // A shorter answer means the range ran past the end of the object.
+    if (bytes.byteLength !== length) throw rangePastEnd(where, offset, length, undefined);
+    return bytes;
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    const output = await this.headObject(this.objectKey(key));
+    if (output === null) return null;
+    return {
+      key,
+      size: output.ContentLength ?? 0,
+      lastModified: output.LastModified ?? new Date(0),
+    };
+  }
+
+  private async headObject(objectKey: string) {
+    try {
+      return await this.client.send(
+        new HeadObjectCommand({ Bucket: this.settings.bucket, Key: objectKey }),
+      );
+    } catch (err) {
+      // HEAD responses have no body, so a missing key is only a bare 404.
+      if (httpStatusOf(err) === 404) return null;
+      throw this.convert(err, 'head', objectKey);
+    }
+  }
+
+  async *list(prefix: string): AsyncGenerator<ObjectInfo> {
+    assertValidPrefix(prefix);
+    const { bucket, prefix: storePrefix, pageSize } = this.settings;
+    const listPrefix = storePrefix + prefix;
+    let token: string | undefined;
+    let previous: string | undefined;
+    do {
+      const page = await this.call(
+        'list',
+        listPrefix,
+        () =>
+          this.client.send(
+            new ListObjectsV2Command({
+              Bucket: bucket,
+              Prefix: listPrefix,
+              MaxKeys: pageSize,
+              ...(token === undefined ? {} : { ContinuationToken: token }),
+            }),
+          ),
+        false,
+      );
+      for (const object of page.Contents ?? []) {
+        if (object.Key === undefined) continue;
+        const key = object.Key.slice(storePrefix.length);
+        // Callers merge and page through listings; a misordered one would skip or repeat keys.
+        if (previous !== undefined && compareKeys(previous, key) >= 0) {
+          throw new LetheError(
+            ErrorCode.STORAGE,
+            `list ${this.location(listPrefix)}: the server returned ${JSON.stringify(key)} after ` +
+              `${JSON.stringify(previous)}, out of S3's key order; this server is not S3-compatible enough for lethe`,
+          );
+        }
+        previous = key;
+        yield { key, size: object.Size ?? 0, lastModified: object.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+      if (page.IsTruncated === true && token === undefined) {
+        throw new LetheError(
+          ErrorCode.STORAGE,
+          `list ${this.location(listPrefix)}: truncated page without a continuation token`,
+        );
+      }
+    } while (token !== undefined);
+  }
+
+  async delete(key: string): Promise<void> {
+    const objectKey = this.objectKey(key);
+    const doing = `delete ${this.location(objectKey)}`;
+    const current = await this.headObject(objectKey);
+    if (current === null) return;
+    const { ObjectLockMode: mode, ObjectLockRetainUntilDate: until } = current;
+    if ((mode === 'COMPLIANCE' || mode === 'GOVERNANCE') && until !== undefined) {
+      const lock = { mode, retainUntil: until };
+      if (lockActive(lock, new Date())) throw lockedError(doing, lock);
+    }
+    await this.call('delete', objectKey, () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: objectKey })),
+    );
+  }
+
+  async cleanupIncomplete(prefix: string): Promise<number> {
+    assertValidPrefix(prefix);
+    const { bucket, prefix: storePrefix, pageSize } = this.settings;
+    const listPrefix = storePrefix + prefix;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    let removed = 0;
+    for (;;) {
+      const page = await this.call(
+        'list incomplete uploads',
+        listPrefix,
+        () =>
+          this.client.send(
+            new ListMultipartUploadsCommand({
+              Bucket: bucket,
+              Prefix: listPrefix,
+              MaxUploads: pageSize,
+              ...(keyMarker === undefined ? {} : { KeyMarker: keyMarker }),
+              ...(uploadIdMarker === undefined ? {} : { UploadIdMarker: uploadIdMarker }),
+            }),
+          ),
+        false,
+      );
+      for (const upload of page.Uploads ?? []) {
+        const { Key: objectKey, UploadId: uploadId } = upload;
+        if (objectKey === undefined || uploadId === undefined) continue;
+        try {
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: bucket, Key: objectKey, UploadId: uploadId }),
+          );
+          removed += 1;
+        } catch (err) {
+          // Completed or aborted since the listing: nothing left to remove.
+          if (s3CodeOf(err) !== 'NoSuchUpload') throw this.convert(err, 'abort upload', objectKey);
+        }
+      }
+      if (page.IsTruncated !== true) return removed;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+      if (keyMarker === undefined) {
+        throw new LetheError(
+          ErrorCode.STORAGE,
+          `list incomplete uploads ${this.location(listPrefix)}: truncated page without a marker`,
+        );
+      }
+    }
+  }
+
+  close(): Promise<void> {
+    this.client.destroy();
+    return Promise.resolve();
+  }
+}
