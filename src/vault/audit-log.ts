@@ -1,0 +1,147 @@
+import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { AuditChainChecker, type AuditAnchor, type AuditChainReport } from './audit-chain-check.ts';
+import { GENESIS_HASH, auditEntryHash, type AuditEntry, type AuditInput } from './audit-hash.ts';
+import { canonicalJson, toJsonValue, type JsonObject } from './canonical-json.ts';
+import { inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
+
+const PAGE_ROWS = 1000;
+
+interface AuditRow {
+  seq: string;
+  at: Date;
+  actor: string;
+  action: string;
+  subject: string;
+  details: JsonObject;
+  prev_hash: string;
+  hash: string;
+}
+
+/**
+ * Appends one entry and returns it as stored. Appends are serialised by an EXCLUSIVE
+ * table lock held to commit (plain reads still run), so concurrent appenders queue up and
+ * the chain never forks. `at` comes from the database clock, read after the lock, so it
+ * never runs backwards along the chain on one server.
+ *
+ * `details` is stored as it will read back from jsonb (see canonicalJson); if a value
+ * would not survive that round trip unchanged the append is refused (INTERNAL), because
+ * its hash could never be verified again.
+ */
+export async function appendAudit(ctx: VaultContext, input: AuditInput): Promise<AuditEntry> {
+  const details = jsonObject(input.details ?? {}, input.action);
+  const doing = `appending "${input.action}" to the audit log`;
+  return inTransaction(ctx.pool, doing, async (client) => {
+    await query(client, doing, `LOCK TABLE ${ctx.t.auditLog} IN EXCLUSIVE MODE`);
+    const { rows } = await query<{ at: Date; seq: string | null; hash: string | null }>(
+      client,
+      doing,
+      `SELECT date_trunc('milliseconds', clock_timestamp()) AS at, head.seq, head.hash
+         FROM (SELECT 1) AS one
+         LEFT JOIN LATERAL (SELECT seq, hash FROM ${ctx.t.auditLog} ORDER BY seq DESC LIMIT 1) AS head
+           ON true`,
+    );
+    const head = rows[0];
+    if (head === undefined) throw new LetheError(ErrorCode.INTERNAL, `${doing}: no clock row`);
+    const unhashed = {
+      seq: head.seq === null ? 1 : toSafeInt(head.seq, 'the last audit seq') + 1,
+      at: head.at,
+      actor: input.actor,
+      action: input.action,
+      subject: input.subject,
+      details,
+      prevHash: head.hash ?? GENESIS_HASH,
+    };
+    const entry: AuditEntry = { ...unhashed, hash: auditEntryHash(unhashed) };
+    const stored = await query<{ details: unknown }>(
+      client,
+      doing,
+      `INSERT INTO ${ctx.t.auditLog} (seq, at, actor, action, subject, details, prev_hash, hash)
+       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING details`,
+      [
+        entry.seq,
+        entry.at,
+        entry.actor,
+        entry.action,
+        entry.subject,
+        canonicalJson(details),
+        entry.prevHash,
+        entry.hash,
+      ],
+    );
+    if (canonicalJson(stored.rows[0]?.details) !== canonicalJson(details)) {
+      throw new LetheError(
+        ErrorCode.INTERNAL,
+        `${doing}: details changed when stored as jsonb, so the entry could not be verified later; ` +
+          'use plain strings, finite numbers, booleans, arrays and objects',
+      );
+    }
+    return entry;
+  });
+}
+
+/**
+ * Yields entries with seq >= `fromSeq` in seq order, a page at a time (keyset
+ * pagination: no client or transaction is held between pages). Entries appended while it
+ * runs may be included. For export to the bucket and for {@link verifyAuditChain}.
+ */
+export async function* iterateAudit(
+  ctx: VaultContext,
+  fromSeq = 1,
+  options: { pageRows?: number; signal?: AbortSignal } = {},
+): AsyncGenerator<AuditEntry> {
+  const pageRows = options.pageRows ?? PAGE_ROWS;
+  let next = fromSeq;
+  for (;;) {
+    throwIfAborted(options.signal, 'reading the audit log');
+    const { rows } = await query<AuditRow>(
+      ctx.pool,
+      'reading the audit log',
+      `SELECT seq, at, actor, action, subject, details, prev_hash, hash
+         FROM ${ctx.t.auditLog} WHERE seq >= $1 ORDER BY seq LIMIT $2`,
+      [next, pageRows],
+    );
+    for (const row of rows) yield toEntry(row);
+    const last = rows.at(-1);
+    if (last === undefined || rows.length < pageRows) return;
+    next = toSafeInt(last.seq, 'audit seq') + 1;
+  }
+}
+
+/**
+ * Walks the whole chain, streaming, and reports every break it finds (modified, deleted,
+ * reordered or re-hashed entries; anchors that do not match). Returns a report rather
+ * than throwing, so one run shows everything; callers turn `ok: false` into AUDIT_CHAIN.
+ */
+export async function verifyAuditChain(
+  ctx: VaultContext,
+  options: { anchors?: readonly AuditAnchor[]; signal?: AbortSignal } = {},
+): Promise<AuditChainReport> {
+  const checker = new AuditChainChecker(options.anchors);
+  const walk = options.signal === undefined ? {} : { signal: options.signal };
+  for await (const entry of iterateAudit(ctx, 1, walk)) checker.add(entry);
+  return checker.finish();
+}
+
+function toEntry(row: AuditRow): AuditEntry {
+  return {
+    seq: toSafeInt(row.seq, 'audit seq'),
+    at: row.at,
+    actor: row.actor,
+    action: row.action,
+    subject: row.subject,
+    details: row.details,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+function jsonObject(details: Readonly<Record<string, unknown>>, action: string): JsonObject {
+  const value = toJsonValue(details);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new LetheError(
+      ErrorCode.INTERNAL,
+      `audit entry "${action}": details must serialise to a JSON object`,
+    );
+  }
+  return value;
+}

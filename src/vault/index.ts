@@ -1,0 +1,34 @@
+/**
+ * The key vault: lethe's mutable store of wrapped keys, snapshot catalogue, verification
+ * results and hash-chained audit log, in a PostgreSQL schema that is never inside a
+ * backup. See {@link Vault}.
+ */
+export { Vault } from './vault.ts';
+export { migrateVault } from './migrate.ts';
+export { VAULT_SCHEMA_VERSION } from './migrations.ts';
+export { DEFAULT_VAULT_SCHEMA, checkSchemaName } from './schema-name.ts';
+export { canonicalJson, type JsonObject, type JsonValue } from './canonical-json.ts';
+export { GENESIS_HASH, auditEntryHash, type AuditEntry, type AuditInput } from './audit-hash.ts';
+export {
+  AuditChainChecker,
+  type AuditAnchor,
+  type AuditChainReport,
+  type AuditFinding,
+} from './audit-chain-check.ts';
+export type {
+  DimensionKeyInfo,
+  DimensionKind,
+  NewDimensionKey,
+  WrappedDimensionKey,
+} from './dimension-keys.ts';
+export type { CellKey } from './cell-keys.ts';
+export { MIN_DIGEST_KEY_BYTES } from './digest-keys.ts';
+export type { SigningKey } from './signing-keys.ts';
+export {
+  isComplete,
+  type CompleteSnapshot,
+  type SnapshotRecord,
+  type SnapshotStatus,
+} from './snapshots.ts';
+export type { SnapshotCell } from './snapshot-cells.ts';
+export type { Verification, VerificationInput } from './verifications.ts';

@@ -1,0 +1,161 @@
+/**
+ * The vault's schema, as an ordered list of migrations. Each runs once, in the migration
+ * transaction, with `search_path` set to the vault schema (so the SQL is unqualified).
+ *
+ * Never edit a migration that has shipped: add a new one. `format_version` in `meta` is a
+ * different thing: it changes only when the meaning of stored bytes changes (for example
+ * the wrapping scheme), which needs a data migration, not just DDL.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+const initial = `
+-- Small facts about this vault: format version, master key recipient, creation time.
+CREATE TABLE meta (
+  key   text PRIMARY KEY,
+  value jsonb NOT NULL
+);
+INSERT INTO meta (key, value) VALUES
+  ('format_version', '1'::jsonb),
+  ('created_at', to_jsonb(now()));
+
+-- One row per shred key. The identity is age-encrypted to the master key (KEK); it is set
+-- to NULL when the key is destroyed, and that is the crypto-shred.
+CREATE TABLE dimension_keys (
+  id               text PRIMARY KEY,
+  kind             text NOT NULL
+                   CHECK (kind IN ('tenant', 'user', 'conversation', 'period', 'case', 'system')),
+  tenant           text,
+  recipient        text NOT NULL UNIQUE,
+  wrapped_identity bytea,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  destroyed_at     timestamptz,
+  -- 'user:T/U' must be a user key: a key filed under the wrong kind would be shredded
+  -- (or kept) by the wrong rule.
+  CONSTRAINT dimension_keys_id_names_kind CHECK (id = kind OR starts_with(id, kind || ':')),
+  CONSTRAINT dimension_keys_tenant_unless_system CHECK ((kind = 'system') = (tenant IS NULL)),
+  CONSTRAINT dimension_keys_destroyed_means_no_identity
+    CHECK ((wrapped_identity IS NULL) = (destroyed_at IS NOT NULL))
+);
+
+-- One row per cell tuple. The identity is AND-wrapped: nested age, innermost dimension key
+-- first, so that destroying any one of dimension_ids makes it unreadable.
+CREATE TABLE cell_keys (
+  id               text PRIMARY KEY,
+  tenant           text,
+  data_class       text NOT NULL,
+  period           text,
+  author           text,
+  dimension_ids    text[] NOT NULL CHECK (cardinality(dimension_ids) > 0),
+  recipient        text NOT NULL UNIQUE,
+  wrapped_identity bytea NOT NULL,
+  created_at       timestamptz NOT NULL DEFAULT now()
+);
+-- Lifecycle asks "which cells need dimension key X" for holds and certificates.
+CREATE INDEX cell_keys_by_dimension ON cell_keys USING gin (dimension_ids);
+
+-- Per-tenant MAC keys for the keyed digests that detect unchanged cells ('' = system).
+-- Secret, though they open nothing.
+CREATE TABLE digest_keys (
+  tenant     text PRIMARY KEY,
+  key        bytea NOT NULL CHECK (length(key) >= 16),
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Manifest signing keys. Retired keys stay, so old manifests still verify.
+CREATE TABLE signing_keys (
+  id          text PRIMARY KEY,
+  public_key  text NOT NULL UNIQUE,
+  private_key bytea NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  retired_at  timestamptz
+);
+-- At most one active key, so two first runs converge on one instead of signing with two.
+CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys ((true)) WHERE retired_at IS NULL;
+
+CREATE TABLE snapshots (
+  id              text PRIMARY KEY CHECK (id <> '' AND id <> 'latest'),
+  status          text NOT NULL DEFAULT 'running'
+                  CHECK (status IN ('running', 'complete', 'abandoned')),
+  started_at      timestamptz NOT NULL DEFAULT now(),
+  completed_at    timestamptz,
+  previous_id     text REFERENCES snapshots (id) ON DELETE SET NULL,
+  manifest_key    text,
+  manifest_sha256 text,
+  run_owner       text NOT NULL,
+  stats           jsonb,
+  CONSTRAINT snapshots_complete_has_manifest CHECK (
+    status <> 'complete' OR (completed_at IS NOT NULL AND manifest_key IS NOT NULL
+                             AND manifest_sha256 IS NOT NULL AND stats IS NOT NULL))
+);
+CREATE INDEX snapshots_newest_first ON snapshots (started_at DESC, id DESC);
+
+-- The cell index: the backup reads the previous snapshot's rows (not the bucket) to find
+-- unchanged cells; restore and verify read it in pack order.
+CREATE TABLE snapshot_cells (
+  snapshot_id text NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+  table_name  text NOT NULL,
+  cell_id     text NOT NULL,
+  tenant      text,
+  data_class  text NOT NULL,
+  period      text,
+  author      text,
+  key_id      text NOT NULL REFERENCES cell_keys (id),
+  pack        text NOT NULL,
+  pack_offset bigint NOT NULL CHECK (pack_offset >= 0),
+  pack_length bigint NOT NULL CHECK (pack_length > 0),
+  sha256      text NOT NULL,
+  digest      text NOT NULL,
+  row_count   bigint NOT NULL CHECK (row_count >= 0),
+  bytes_plain bigint NOT NULL CHECK (bytes_plain >= 0),
+  reused      boolean NOT NULL,
+  PRIMARY KEY (snapshot_id, table_name, cell_id)
+);
+-- Keyset pagination in pack order (ranged GETs walk each pack front to back).
+CREATE INDEX snapshot_cells_pack_order
+  ON snapshot_cells (snapshot_id, pack, pack_offset, table_name, cell_id);
+-- Lifecycle: "does any snapshot still reference pack P", "which cells use key K".
+CREATE INDEX snapshot_cells_by_pack ON snapshot_cells (pack);
+CREATE INDEX snapshot_cells_by_key ON snapshot_cells (key_id);
+
+CREATE TABLE verifications (
+  id          bigserial PRIMARY KEY,
+  snapshot_id text NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+  started_at  timestamptz NOT NULL,
+  duration_ms bigint NOT NULL CHECK (duration_ms >= 0),
+  ok          boolean NOT NULL,
+  result      jsonb NOT NULL
+);
+CREATE INDEX verifications_latest ON verifications (snapshot_id, started_at DESC, id DESC);
+
+-- Hash-chained, append-only. The trigger stops accidents and casual edits; the chain is
+-- what catches an owner who disables it.
+CREATE TABLE audit_log (
+  seq       bigint PRIMARY KEY CHECK (seq >= 1),
+  at        timestamptz NOT NULL,
+  actor     text NOT NULL,
+  action    text NOT NULL,
+  subject   text NOT NULL,
+  details   jsonb NOT NULL,
+  prev_hash text NOT NULL CHECK (prev_hash ~ '^[0-9a-f]{64}$'),
+  hash      text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$')
+);
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP;
+END
+$$;
+CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log
+  FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+  FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+`;
+
+/** Every migration, in version order. */
+export const MIGRATIONS: readonly Migration[] = [{ version: 1, name: 'initial', sql: initial }];
+
+/** The schema version this build of lethe reads and writes. */
+export const VAULT_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -1,0 +1,196 @@
+import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { chunks, inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
+
+/**
+ * One cell of a snapshot: where its ciphertext is and what its plaintext was. Field names
+ * are the manifest's, so a manifest cell entry can be stored as it is.
+ */
+export interface SnapshotCell {
+  /** The cell id, unique within (snapshot, table). */
+  readonly id: string;
+  readonly table: string;
+  readonly tenant: string | null;
+  /** Data class (`messages`, `attachments`, ...). */
+  readonly class: string;
+  readonly period: string | null;
+  readonly author: string | null;
+  /** The cell key (cell_keys.id) the ciphertext is encrypted to. */
+  readonly key: string;
+  /** Pack object id, and the age file's byte range in it. */
+  readonly pack: string;
+  readonly offset: number;
+  readonly length: number;
+  /** Hex SHA-256 of the ciphertext range. */
+  readonly sha256: string;
+  /** Keyed digest of the canonical plaintext; equal digests mean an unchanged cell. */
+  readonly digest: string;
+  readonly rows: number;
+  readonly bytesPlain: number;
+  /** True when the ciphertext was written by an earlier snapshot and only referenced. */
+  readonly reused: boolean;
+}
+
+interface CellRow {
+  table_name: string;
+  cell_id: string;
+  tenant: string | null;
+  data_class: string;
+  period: string | null;
+  author: string | null;
+  key_id: string;
+  pack: string;
+  pack_offset: string;
+  pack_length: string;
+  sha256: string;
+  digest: string;
+  row_count: string;
+  bytes_plain: string;
+  reused: boolean;
+}
+
+const COLUMNS =
+  'table_name, cell_id, tenant, data_class, period, author, key_id, pack, pack_offset, ' +
+  'pack_length, sha256, digest, row_count, bytes_plain, reused';
+
+const PAGE_ROWS = 5000;
+
+/**
+ * Adds cells to a running snapshot, in multi-row batches inside one transaction. The
+ * snapshot row is share-locked meanwhile, so a concurrent abandon cannot leave these rows
+ * behind. Throws SNAPSHOT_NOT_FOUND for an unknown snapshot, VAULT when it is not running,
+ * DATABASE for a duplicate (table, cell) or an unknown key id.
+ */
+export async function addSnapshotCells(
+  ctx: VaultContext,
+  snapshotId: string,
+  cells: readonly SnapshotCell[],
+): Promise<void> {
+  if (cells.length === 0) return;
+  const doing = `recording cells of snapshot ${snapshotId}`;
+  await inTransaction(ctx.pool, doing, async (client) => {
+    const { rows } = await query<{ status: string }>(
+      client,
+      doing,
+      `SELECT status FROM ${ctx.t.snapshots} WHERE id = $1 FOR SHARE`,
+      [snapshotId],
+    );
+    const status = rows[0]?.status;
+    if (status === undefined) {
+      throw new LetheError(
+        ErrorCode.SNAPSHOT_NOT_FOUND,
+        `${doing}: there is no snapshot ${snapshotId}`,
+      );
+    }
+    if (status !== 'running') {
+      throw new LetheError(ErrorCode.VAULT, `${doing}: the snapshot is ${status}, not running`);
+    }
+    for (const batch of chunks(cells)) {
+      await query(
+        client,
+        doing,
+        `INSERT INTO ${ctx.t.snapshotCells} (snapshot_id, ${COLUMNS})
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[],
+                                  $12::text[], $13::text[], $14::int8[], $15::int8[], $16::boolean[])`,
+        [
+          snapshotId,
+          batch.map((c) => c.table),
+          batch.map((c) => c.id),
+          batch.map((c) => c.tenant),
+          batch.map((c) => c.class),
+          batch.map((c) => c.period),
+          batch.map((c) => c.author),
+          batch.map((c) => c.key),
+          batch.map((c) => c.pack),
+          batch.map((c) => c.offset),
+          batch.map((c) => c.length),
+          batch.map((c) => c.sha256),
+          batch.map((c) => c.digest),
+          batch.map((c) => c.rows),
+          batch.map((c) => c.bytesPlain),
+          batch.map((c) => c.reused),
+        ],
+      );
+    }
+  });
+}
+
+/**
+ * The cells of one table in a snapshot, by cell id. The backup asks table by table, so
+ * memory holds one table's index, never a whole snapshot's.
+ */
+export async function cellIndexForTable(
+  ctx: VaultContext,
+  snapshotId: string,
+  tableName: string,
+): Promise<Map<string, SnapshotCell>> {
+  const { rows } = await query<CellRow>(
+    ctx.pool,
+    `reading the cell index of ${tableName} in snapshot ${snapshotId}`,
+    `SELECT ${COLUMNS} FROM ${ctx.t.snapshotCells} WHERE snapshot_id = $1 AND table_name = $2`,
+    [snapshotId, tableName],
+  );
+  return new Map(rows.map((r) => [r.cell_id, toCell(r)]));
+}
+
+/**
+ * Yields every cell of a snapshot in (pack, offset) order, so a reader can walk each pack
+ * front to back with ranged GETs. Keyset pagination: one page in memory at a time and no
+ * connection held between pages (nothing to leak if the consumer stops early). Yields
+ * nothing for an unknown snapshot; check it with getSnapshot first.
+ */
+export async function* iterateSnapshotCells(
+  ctx: VaultContext,
+  snapshotId: string,
+  options: { pageRows?: number; signal?: AbortSignal } = {},
+): AsyncGenerator<SnapshotCell> {
+  const pageRows = options.pageRows ?? PAGE_ROWS;
+  const doing = `reading the cells of snapshot ${snapshotId}`;
+  let after: CellRow | undefined;
+  for (;;) {
+    throwIfAborted(options.signal, doing);
+    // Two texts rather than `$2 IS NULL OR ...`, so every page is plainly an index range
+    // scan starting after the last row, whatever the planner makes of a NULL parameter.
+    const { rows } =
+      after === undefined
+        ? await query<CellRow>(
+            ctx.pool,
+            doing,
+            `SELECT ${COLUMNS} FROM ${ctx.t.snapshotCells} WHERE snapshot_id = $1
+              ORDER BY pack, pack_offset, table_name, cell_id LIMIT $2`,
+            [snapshotId, pageRows],
+          )
+        : await query<CellRow>(
+            ctx.pool,
+            doing,
+            `SELECT ${COLUMNS} FROM ${ctx.t.snapshotCells}
+              WHERE snapshot_id = $1
+                AND (pack, pack_offset, table_name, cell_id) > ($2, $3::int8, $4, $5)
+              ORDER BY pack, pack_offset, table_name, cell_id LIMIT $6`,
+            [snapshotId, after.pack, after.pack_offset, after.table_name, after.cell_id, pageRows],
+          );
+    for (const row of rows) yield toCell(row);
+    after = rows.at(-1);
+    if (after === undefined || rows.length < pageRows) return;
+  }
+}
+
+function toCell(row: CellRow): SnapshotCell {
+  return {
+    id: row.cell_id,
+    table: row.table_name,
+    tenant: row.tenant,
+    class: row.data_class,
+    period: row.period,
+    author: row.author,
+    key: row.key_id,
+    pack: row.pack,
+    offset: toSafeInt(row.pack_offset, `pack offset of cell ${row.cell_id}`),
+    length: toSafeInt(row.pack_length, `length of cell ${row.cell_id}`),
+    sha256: row.sha256,
+    digest: row.digest,
+    rows: toSafeInt(row.row_count, `row count of cell ${row.cell_id}`),
+    bytesPlain: toSafeInt(row.bytes_plain, `plaintext bytes of cell ${row.cell_id}`),
+    reused: row.reused,
+  };
+}

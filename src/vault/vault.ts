@@ -1,0 +1,374 @@
+import pg from 'pg';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import type { AuditAnchor, AuditChainReport } from './audit-chain-check.ts';
+import type { AuditEntry, AuditInput } from './audit-hash.ts';
+import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
+import { appendAudit, iterateAudit, verifyAuditChain } from './audit-log.ts';
+import { getCellKeys, insertCellKeys, listCellKeyRecipients, type CellKey } from './cell-keys.ts';
+import { query, vaultContext, type VaultContext } from './db.ts';
+import { getDigestKeys, getOrCreateDigestKeys } from './digest-keys.ts';
+import {
+  destroyDimensionKeys,
+  getDimensionKeys,
+  getWrappedDimensionIdentities,
+  insertDimensionKeys,
+  iterateWrappedDimensionKeys,
+  listDimensionKeys,
+  type DimensionKeyInfo,
+  type NewDimensionKey,
+  type WrappedDimensionKey,
+} from './dimension-keys.ts';
+import { withJobLock } from './job-lock.ts';
+import { getFormatVersion, getMasterRecipient, setMasterRecipient } from './meta.ts';
+import { VAULT_SCHEMA_VERSION } from './migrations.ts';
+import { DEFAULT_VAULT_SCHEMA } from './schema-name.ts';
+import {
+  getActiveSigningKey,
+  getSigningPublicKeys,
+  insertSigningKey,
+  type SigningKey,
+} from './signing-keys.ts';
+import {
+  addSnapshotCells,
+  cellIndexForTable,
+  iterateSnapshotCells,
+  type SnapshotCell,
+} from './snapshot-cells.ts';
+import {
+  abandonSnapshot,
+  abandonStaleSnapshots,
+  beginSnapshot,
+  completeSnapshot,
+  findSnapshot,
+  getSnapshot,
+  latestCompleteSnapshot,
+  listSnapshots,
+  type CompleteSnapshot,
+  type SnapshotRecord,
+} from './snapshots.ts';
+import {
+  lastVerification,
+  recordVerification,
+  type Verification,
+  type VerificationInput,
+} from './verifications.ts';
+
+/** The vault's data format this build understands (meta `format_version`). */
+const FORMAT_VERSION = 1;
+
+/**
+ * lethe's key vault: a PostgreSQL schema holding wrapped keys, the snapshot catalogue,
+ * verification results and the audit chain. It stores bytes as given and does no
+ * cryptography beyond SHA-256 for the audit chain: wrapping and unwrapping happen in the
+ * caller, so this module never sees a key's secret half in clear (digest and signing keys
+ * excepted: they are stored as-is and never put in errors).
+ *
+ * Every method is one or a few round trips whatever the number of ids (multi-row
+ * statements over arrays). pg errors surface as DATABASE errors that say what was being
+ * done. The pool (and so the connection string) lives in a private field, so logging a
+ * Vault cannot print a password.
+ */
+export class Vault {
+  readonly schema: string;
+  readonly #ctx: VaultContext;
+  readonly #ownsPool: boolean;
+
+  /**
+   * Uses `pool` (the caller keeps ownership) or a new pool for `url` (closed by
+   * {@link close}). Does not touch the database: use {@link Vault.open} to also check
+   * that the schema is initialised.
+   */
+  constructor(poolOrUrl: pg.Pool | string, schema: string = DEFAULT_VAULT_SCHEMA) {
+    const pool =
+      typeof poolOrUrl === 'string'
+        ? new pg.Pool({ connectionString: poolOrUrl, application_name: 'lethe' })
+        : poolOrUrl;
+    this.#ownsPool = typeof poolOrUrl === 'string';
+    // An idle connection dropped by the server would otherwise crash the process with an
+    // unhandled 'error' event; the next query reports the problem properly instead.
+    if (this.#ownsPool) pool.on('error', () => undefined);
+    this.#ctx = vaultContext(pool, schema);
+    this.schema = schema;
+  }
+
+  /**
+   * Connects and checks that `schema` holds a vault at this build's version. Throws VAULT
+   * with the fix when it does not (not initialised or older: run `lethe init`; newer:
+   * upgrade lethe), DATABASE when the database cannot be reached.
+   */
+  static async open(url: string, schema: string = DEFAULT_VAULT_SCHEMA): Promise<Vault> {
+    const vault = new Vault(url, schema);
+    try {
+      await vault.#checkReady();
+      return vault;
+    } catch (err) {
+      await vault.close();
+      throw err;
+    }
+  }
+
+  async #checkReady(): Promise<void> {
+    const { rows } = await query<{ present: boolean }>(
+      this.#ctx.pool,
+      'opening the vault',
+      'SELECT to_regclass($1) IS NOT NULL AS present',
+      [this.#ctx.t.migrations],
+    );
+    if (rows[0]?.present !== true) {
+      throw new LetheError(
+        ErrorCode.VAULT,
+        `vault not initialised: run \`lethe init\` (no vault schema "${this.schema}" in this database)`,
+        { details: { schema: this.schema } },
+      );
+    }
+    const versions = await query<{ version: number | null }>(
+      this.#ctx.pool,
+      'opening the vault',
+      `SELECT max(version) AS version FROM ${this.#ctx.t.migrations}`,
+    );
+    const version = versions.rows[0]?.version ?? 0;
+    if (version < VAULT_SCHEMA_VERSION) {
+      throw new LetheError(
+        ErrorCode.VAULT,
+        `vault not initialised: run \`lethe init\` (schema "${this.schema}" is at version ${version}, ` +
+          `this lethe needs ${VAULT_SCHEMA_VERSION})`,
+        { details: { schema: this.schema, version } },
+      );
+    }
+    if (version > VAULT_SCHEMA_VERSION) {
+      throw new LetheError(
+        ErrorCode.VAULT,
+        `the vault schema "${this.schema}" is at version ${version}, newer than this lethe ` +
+          `understands (${VAULT_SCHEMA_VERSION}): upgrade lethe`,
+        { details: { schema: this.schema, version } },
+      );
+    }
+    const format = await getFormatVersion(this.#ctx);
+    if (format !== FORMAT_VERSION) {
+      throw new LetheError(
+        ErrorCode.VAULT,
+        `the vault's data format is ${String(format)}, this lethe reads format ${FORMAT_VERSION}`,
+      );
+    }
+  }
+
+  /** Closes the pool if this Vault created it; a pool passed in is left to its owner. */
+  async close(): Promise<void> {
+    if (this.#ownsPool && !this.#ctx.pool.ended) await this.#ctx.pool.end();
+  }
+
+  // --- meta ---------------------------------------------------------------------------
+
+  /** See {@link getMasterRecipient} in meta.ts: throws VAULT when unset. */
+  getMasterRecipient(): Promise<string> {
+    return getMasterRecipient(this.#ctx);
+  }
+
+  /** Records the master recipient once; a different value throws VAULT. */
+  setMasterRecipient(recipient: string): Promise<void> {
+    return setMasterRecipient(this.#ctx, recipient);
+  }
+
+  // --- dimension keys -----------------------------------------------------------------
+
+  /** Public facts of the dimension keys that exist among `ids`. */
+  getDimensionKeys(ids: readonly string[]): Promise<Map<string, DimensionKeyInfo>> {
+    return getDimensionKeys(this.#ctx, ids);
+  }
+
+  /** Inserts missing keys; every id maps to the stored (winning) recipient. */
+  insertDimensionKeys(keys: readonly NewDimensionKey[]): Promise<Map<string, string>> {
+    return insertDimensionKeys(this.#ctx, keys);
+  }
+
+  /** Public facts of every dimension key, by id order. */
+  listDimensionKeys(): Promise<DimensionKeyInfo[]> {
+    return listDimensionKeys(this.#ctx);
+  }
+
+  /** Every dimension key with its wrapped identity, a page at a time (escrow export). */
+  iterateWrappedDimensionKeys(
+    options: { pageRows?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<WrappedDimensionKey> {
+    return iterateWrappedDimensionKeys(this.#ctx, options);
+  }
+
+  /** Wrapped identities by id; null for a destroyed key; absent ids absent. */
+  getWrappedDimensionIdentities(ids: readonly string[]): Promise<Map<string, Uint8Array | null>> {
+    return getWrappedDimensionIdentities(this.#ctx, ids);
+  }
+
+  /** Crypto-shreds the keys; returns the ids this call destroyed. */
+  destroyDimensionKeys(ids: readonly string[]): Promise<string[]> {
+    return destroyDimensionKeys(this.#ctx, ids);
+  }
+
+  // --- cell, digest and signing keys --------------------------------------------------
+
+  /** The cell keys that exist among `ids`. */
+  getCellKeys(ids: readonly string[]): Promise<Map<string, CellKey>> {
+    return getCellKeys(this.#ctx, ids);
+  }
+
+  /** Inserts missing cell keys; every id maps to the stored (winning) recipient. */
+  insertCellKeys(keys: readonly CellKey[]): Promise<Map<string, string>> {
+    return insertCellKeys(this.#ctx, keys);
+  }
+
+  /** Recipients of every cell key of one data class, by id. */
+  listCellKeyRecipients(dataClass: string): Promise<Map<string, string>> {
+    return listCellKeyRecipients(this.#ctx, dataClass);
+  }
+
+  /** Each tenant's digest key, created with `create` when missing (converging). */
+  getOrCreateDigestKeys(
+    tenants: readonly string[],
+    create: () => Uint8Array,
+  ): Promise<Map<string, Uint8Array>> {
+    return getOrCreateDigestKeys(this.#ctx, tenants, create);
+  }
+
+  /** The digest keys that exist for `tenants`; never creates one. */
+  getDigestKeys(tenants: readonly string[]): Promise<Map<string, Uint8Array>> {
+    return getDigestKeys(this.#ctx, tenants);
+  }
+
+  /** The active manifest signing key, or null before the first. */
+  getActiveSigningKey(): Promise<SigningKey | null> {
+    return getActiveSigningKey(this.#ctx);
+  }
+
+  /** Stores a signing key; returns the key active afterwards (see signing-keys.ts). */
+  insertSigningKey(key: SigningKey, options: { rotate?: boolean } = {}): Promise<SigningKey> {
+    return insertSigningKey(this.#ctx, key, options);
+  }
+
+  /** Every signing public key by id, retired ones included. */
+  getSigningPublicKeys(): Promise<Map<string, string>> {
+    return getSigningPublicKeys(this.#ctx);
+  }
+
+  // --- snapshots ----------------------------------------------------------------------
+
+  /** Records a new running snapshot. */
+  beginSnapshot(run: {
+    id: string;
+    previousId: string | null;
+    runOwner: string;
+  }): Promise<SnapshotRecord> {
+    return beginSnapshot(this.#ctx, run);
+  }
+
+  /** Adds cells to a running snapshot (batched, one transaction). */
+  addSnapshotCells(snapshotId: string, cells: readonly SnapshotCell[]): Promise<void> {
+    return addSnapshotCells(this.#ctx, snapshotId, cells);
+  }
+
+  /** running → complete in one statement; throws when not running. */
+  completeSnapshot(
+    id: string,
+    done: { manifestKey: string; manifestSha256: string; stats: Readonly<Record<string, unknown>> },
+  ): Promise<CompleteSnapshot> {
+    return completeSnapshot(this.#ctx, id, done);
+  }
+
+  /** running → abandoned, cells deleted; only while holding the backup job lock. */
+  abandonStaleSnapshots(): Promise<string[]> {
+    return abandonStaleSnapshots(this.#ctx);
+  }
+
+  /** One running snapshot → abandoned, cells deleted; false if it was not running. */
+  abandonSnapshot(id: string): Promise<boolean> {
+    return abandonSnapshot(this.#ctx, id);
+  }
+
+  /** Newest first; complete only unless `includeIncomplete`. */
+  listSnapshots(
+    options: { includeIncomplete?: boolean; limit?: number } = {},
+  ): Promise<SnapshotRecord[]> {
+    return listSnapshots(this.#ctx, options);
+  }
+
+  /** The complete snapshot named (or `latest`); SNAPSHOT_NOT_FOUND otherwise. */
+  getSnapshot(idOrLatest: string): Promise<CompleteSnapshot> {
+    return getSnapshot(this.#ctx, idOrLatest);
+  }
+
+  /** The snapshot in any status, or null. */
+  findSnapshot(id: string): Promise<SnapshotRecord | null> {
+    return findSnapshot(this.#ctx, id);
+  }
+
+  /** The newest complete snapshot, or null before the first. */
+  latestCompleteSnapshot(): Promise<CompleteSnapshot | null> {
+    return latestCompleteSnapshot(this.#ctx);
+  }
+
+  /** One table's cells of a snapshot, by cell id. */
+  cellIndexForTable(snapshotId: string, tableName: string): Promise<Map<string, SnapshotCell>> {
+    return cellIndexForTable(this.#ctx, snapshotId, tableName);
+  }
+
+  /** A snapshot's cells in (pack, offset) order, a page at a time. */
+  iterateSnapshotCells(
+    snapshotId: string,
+    options: { pageRows?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<SnapshotCell> {
+    return iterateSnapshotCells(this.#ctx, snapshotId, options);
+  }
+
+  // --- verifications ------------------------------------------------------------------
+
+  /** Records a verify / restore drill result. */
+  recordVerification(run: VerificationInput): Promise<Verification> {
+    return recordVerification(this.#ctx, run);
+  }
+
+  /** The latest verification of a snapshot, or null. */
+  lastVerification(snapshotId: string): Promise<Verification | null> {
+    return lastVerification(this.#ctx, snapshotId);
+  }
+
+  // --- audit --------------------------------------------------------------------------
+
+  /** Appends a hash-chained entry (serialised across processes). */
+  appendAudit(input: AuditInput): Promise<AuditEntry> {
+    return appendAudit(this.#ctx, input);
+  }
+
+  /** Entries from `fromSeq` on, in order, a page at a time. */
+  iterateAudit(
+    fromSeq = 1,
+    options: { pageRows?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<AuditEntry> {
+    return iterateAudit(this.#ctx, fromSeq, options);
+  }
+
+  /** Highest audit seq already copied to the bucket (0 if none). */
+  auditExportedSeq(): Promise<number> {
+    return auditExportedSeq(this.#ctx);
+  }
+
+  /** Records the audit export position; never moves it backwards. */
+  setAuditExportedSeq(seq: number): Promise<void> {
+    return setAuditExportedSeq(this.#ctx, seq);
+  }
+
+  /** Walks the whole chain; reports every break found. */
+  verifyAuditChain(
+    options: { anchors?: readonly AuditAnchor[]; signal?: AbortSignal } = {},
+  ): Promise<AuditChainReport> {
+    return verifyAuditChain(this.#ctx, options);
+  }
+
+  // --- jobs ---------------------------------------------------------------------------
+
+  /** Runs `fn` holding job lock `name`; JOB_LOCKED at once if another run holds it. */
+  withJobLock<T>(
+    name: string,
+    fn: (signal: AbortSignal) => Promise<T>,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<T> {
+    return withJobLock(this.#ctx, name, fn, options);
+  }
+}

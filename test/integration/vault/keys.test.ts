@@ -1,0 +1,382 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase } from '../../helpers/postgres.ts';
+import type { CellKey, NewDimensionKey, Vault } from '../../../src/vault/index.ts';
+import { query } from '../../../src/vault/db.ts';
+import { expectNoCheckedOutClients, migratedVault, rawSql, rejectsWith } from './fixture.ts';
+
+function dimensionKey(id: string, n: number, over: Partial<NewDimensionKey> = {}): NewDimensionKey {
+  const [kind = '', rest = ''] = id.split(':');
+  return {
+    id,
+    kind: kind as NewDimensionKey['kind'],
+    tenant: kind === 'system' ? null : (rest.split('/')[0] ?? null),
+    recipient: `age1recipient${id}#${n}`,
+    wrappedIdentity: Uint8Array.of(n, 1, 2, 3),
+    ...over,
+  };
+}
+
+function cellKey(id: string, n: number): CellKey {
+  return {
+    id,
+    tenant: 'acme',
+    class: 'messages',
+    period: '2026-03',
+    author: 'u1',
+    dimensionIds: ['period:acme/messages/2026-03', 'user:acme/u1', 'tenant:acme'],
+    recipient: `age1cell${id}#${n}`,
+    wrappedIdentity: Uint8Array.of(n, 9, 9),
+  };
+}
+
+describe('vault keys', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let fx: Awaited<ReturnType<typeof migratedVault>>;
+  let vault: Vault;
+  beforeAll(async () => {
+    db = await createTestDatabase('vault_keys');
+    fx = await migratedVault(db.url, 'lethe', 10);
+    vault = fx.vault;
+  });
+  afterAll(async () => {
+    expectNoCheckedOutClients(fx.pool);
+    await fx.close();
+    await db.drop();
+  });
+
+  describe('master recipient', () => {
+    it('is an error until set, then set once', async () => {
+      const unset = await rejectsWith(vault.getMasterRecipient(), 'VAULT');
+      expect(unset.message).toContain('lethe init');
+      await vault.setMasterRecipient('age1master');
+      await vault.setMasterRecipient('age1master');
+      expect(await vault.getMasterRecipient()).toBe('age1master');
+    });
+
+    it('refuses to replace the recipient, naming both values', async () => {
+      const err = await rejectsWith(vault.setMasterRecipient('age1other'), 'VAULT');
+      expect(err.message).toContain('age1master');
+      expect(err.message).toContain('age1other');
+      expect(await vault.getMasterRecipient()).toBe('age1master');
+    });
+  });
+
+  describe('dimension keys', () => {
+    it('stores keys and returns only public parts', async () => {
+      const stored = await vault.insertDimensionKeys([
+        dimensionKey('tenant:acme', 1),
+        dimensionKey('user:acme/u1', 2),
+        dimensionKey('system', 3),
+      ]);
+      expect(stored).toEqual(
+        new Map([
+          ['tenant:acme', 'age1recipienttenant:acme#1'],
+          ['user:acme/u1', 'age1recipientuser:acme/u1#2'],
+          ['system', 'age1recipientsystem#3'],
+        ]),
+      );
+      expect((await vault.getDimensionKeys(['user:acme/u1'])).get('user:acme/u1')).toEqual({
+        id: 'user:acme/u1',
+        kind: 'user',
+        tenant: 'acme',
+        recipient: 'age1recipientuser:acme/u1#2',
+        destroyed: false,
+      });
+      const read = await vault.getDimensionKeys(['system', 'tenant:acme', 'tenant:nobody']);
+      expect([...read.keys()].sort()).toEqual(['system', 'tenant:acme']);
+      expect(read.get('system')).toEqual({
+        id: 'system',
+        kind: 'system',
+        tenant: null,
+        recipient: 'age1recipientsystem#3',
+        destroyed: false,
+      });
+      const wrapped = await vault.getWrappedDimensionIdentities(['tenant:acme', 'tenant:nobody']);
+      expect([...wrapped]).toEqual([['tenant:acme', Buffer.from([1, 1, 2, 3])]]);
+    });
+
+    it('converges ten concurrent creators of one id on a single key', async () => {
+      const id = 'conversation:acme/c-42';
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, n) => vault.insertDimensionKeys([dimensionKey(id, n + 10)])),
+      );
+      const recipients = new Set(results.map((r) => r.get(id)));
+      expect(recipients.size).toBe(1);
+      const { rows } = await rawSql(
+        db.url,
+        'SELECT recipient, wrapped_identity FROM lethe.dimension_keys WHERE id = $1',
+        [id],
+      );
+      expect(rows).toHaveLength(1);
+      const row = rows[0] as { recipient: string; wrapped_identity: Buffer };
+      expect(recipients.has(row.recipient)).toBe(true);
+      // The stored identity is the winner's own, not another creator's.
+      expect(row.recipient).toBe(`age1recipient${id}#${row.wrapped_identity[0] ?? -1}`);
+    });
+
+    it('keeps the first key when an id is inserted again', async () => {
+      const again = await vault.insertDimensionKeys([dimensionKey('tenant:acme', 99)]);
+      expect(again.get('tenant:acme')).toBe('age1recipienttenant:acme#1');
+    });
+
+    it('handles more ids than one statement batch', async () => {
+      const keys = Array.from({ length: 2500 }, (_, n) => dimensionKey(`user:bulk/u${n}`, n % 250));
+      const stored = await vault.insertDimensionKeys(keys);
+      expect(stored.size).toBe(2500);
+      expect(stored.get('user:bulk/u2499')).toBe('age1recipientuser:bulk/u2499#249');
+      const read = await vault.getDimensionKeys(keys.map((k) => k.id));
+      expect(read.size).toBe(2500);
+    });
+
+    it('rejects a key filed under the wrong kind, a missing tenant, or a shared recipient', async () => {
+      await rejectsWith(
+        vault.insertDimensionKeys([dimensionKey('user:acme/u9', 1, { kind: 'tenant' })]),
+        'DATABASE',
+      );
+      await rejectsWith(
+        vault.insertDimensionKeys([dimensionKey('user:acme/u9', 1, { tenant: null })]),
+        'DATABASE',
+      );
+      await rejectsWith(
+        vault.insertDimensionKeys([
+          dimensionKey('user:acme/u9', 1, { recipient: 'age1recipienttenant:acme#1' }),
+        ]),
+        'DATABASE',
+      );
+      expect((await vault.getDimensionKeys(['user:acme/u9'])).size).toBe(0);
+    });
+
+    it('destroys a key for good: identity erased, row kept, never re-created', async () => {
+      expect(await vault.destroyDimensionKeys(['user:acme/u1', 'user:acme/nobody'])).toEqual([
+        'user:acme/u1',
+      ]);
+      expect(await vault.destroyDimensionKeys(['user:acme/u1'])).toEqual([]);
+      const wrapped = await vault.getWrappedDimensionIdentities(['user:acme/u1']);
+      expect(wrapped.get('user:acme/u1')).toBeNull();
+      const again = await vault.insertDimensionKeys([dimensionKey('user:acme/u1', 77)]);
+      expect(again.get('user:acme/u1')).toBe('age1recipientuser:acme/u1#2');
+      expect((await vault.getDimensionKeys(['user:acme/u1'])).get('user:acme/u1')?.destroyed).toBe(
+        true,
+      );
+      const { rows } = await rawSql(
+        db.url,
+        `SELECT wrapped_identity, destroyed_at IS NOT NULL AS stamped FROM lethe.dimension_keys WHERE id = 'user:acme/u1'`,
+      );
+      expect(rows).toEqual([{ wrapped_identity: null, stamped: true }]);
+    });
+  });
+
+  describe('dimension key listing and export', () => {
+    it('lists public facts of every key and pages wrapped identities in id order', async () => {
+      const listed = await vault.listDimensionKeys();
+      const ids = listed.map((k) => k.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      expect(listed.find((k) => k.id === 'user:acme/u1')).toEqual({
+        id: 'user:acme/u1',
+        kind: 'user',
+        tenant: 'acme',
+        recipient: 'age1recipientuser:acme/u1#2',
+        destroyed: true,
+      });
+      expect(listed).toHaveLength(2500 + 4);
+
+      const exported: { id: string; wrapped: number[] | null }[] = [];
+      for await (const k of vault.iterateWrappedDimensionKeys({ pageRows: 300 })) {
+        exported.push({
+          id: k.id,
+          wrapped: k.wrappedIdentity === null ? null : [...k.wrappedIdentity],
+        });
+      }
+      expect(exported.map((e) => e.id)).toEqual(ids);
+      expect(exported.find((e) => e.id === 'user:acme/u1')?.wrapped).toBeNull();
+      expect(exported.find((e) => e.id === 'tenant:acme')?.wrapped).toEqual([1, 1, 2, 3]);
+    });
+  });
+
+  describe('cell keys', () => {
+    it('stores cell keys with their dimension order intact', async () => {
+      const stored = await vault.insertCellKeys([cellKey('acme/messages/2026-03/u1', 1)]);
+      expect(stored).toEqual(
+        new Map([['acme/messages/2026-03/u1', 'age1cellacme/messages/2026-03/u1#1']]),
+      );
+      const read = await vault.getCellKeys(['acme/messages/2026-03/u1', 'missing']);
+      expect([...read.keys()]).toEqual(['acme/messages/2026-03/u1']);
+      const key = read.get('acme/messages/2026-03/u1');
+      expect(key?.dimensionIds).toEqual([
+        'period:acme/messages/2026-03',
+        'user:acme/u1',
+        'tenant:acme',
+      ]);
+      expect(key?.recipient).toBe('age1cellacme/messages/2026-03/u1#1');
+      expect(Buffer.from(key?.wrappedIdentity ?? [])).toEqual(Buffer.from([1, 9, 9]));
+      expect(key).toEqual({
+        ...cellKey('acme/messages/2026-03/u1', 1),
+        wrappedIdentity: Buffer.from([1, 9, 9]),
+      });
+    });
+
+    it('converges concurrent creators of one cell key', async () => {
+      const id = 'acme/messages/2026-04/u2';
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, n) => vault.insertCellKeys([cellKey(id, n)])),
+      );
+      const winners = new Set(results.map((r) => r.get(id)));
+      expect(winners.size).toBe(1);
+      // The stored identity is the winner's own, not another creator's.
+      const stored = (await vault.getCellKeys([id])).get(id);
+      expect(winners.has(stored?.recipient)).toBe(true);
+      expect(stored?.recipient).toBe(`age1cell${id}#${stored?.wrappedIdentity[0] ?? -1}`);
+    });
+
+    it('lists the recipients of one data class', async () => {
+      await vault.insertCellKeys([{ ...cellKey('acme/profiles/-/u1', 5), class: 'profiles' }]);
+      expect(await vault.listCellKeyRecipients('profiles')).toEqual(
+        new Map([['acme/profiles/-/u1', 'age1cellacme/profiles/-/u1#5']]),
+      );
+      const messages = await vault.listCellKeyRecipients('messages');
+      expect([...messages.keys()].sort()).toEqual([
+        'acme/messages/2026-03/u1',
+        'acme/messages/2026-04/u2',
+      ]);
+      expect((await vault.listCellKeyRecipients('attachments')).size).toBe(0);
+    });
+
+    it('refuses a cell key wrapped to no dimension key', async () => {
+      await rejectsWith(vault.insertCellKeys([{ ...cellKey('x', 1), dimensionIds: [] }]), 'KEY');
+    });
+  });
+
+  describe('digest keys', () => {
+    it('creates missing keys once and returns stored ones afterwards', async () => {
+      let created = 0;
+      const create = (): Uint8Array => {
+        created++;
+        return randomBytes(32);
+      };
+      const first = await vault.getOrCreateDigestKeys(['', 'acme', 'acme', 'globex'], create);
+      expect(created).toBe(3);
+      expect([...first.keys()].sort()).toEqual(['', 'acme', 'globex']);
+      const second = await vault.getOrCreateDigestKeys(['acme', 'globex', ''], () => {
+        throw new Error('must not create');
+      });
+      for (const tenant of ['', 'acme', 'globex']) {
+        expect(Buffer.from(second.get(tenant) ?? [])).toEqual(Buffer.from(first.get(tenant) ?? []));
+        expect(second.get(tenant)?.length).toBe(32);
+      }
+    });
+
+    it('reads existing digest keys without ever creating one', async () => {
+      const created = await vault.getOrCreateDigestKeys(['acme'], () => randomBytes(32));
+      const read = await vault.getDigestKeys(['acme', 'never-seen']);
+      expect([...read.keys()]).toEqual(['acme']);
+      expect(Buffer.from(read.get('acme') ?? [])).toEqual(Buffer.from(created.get('acme') ?? []));
+      expect((await vault.getDigestKeys(['never-seen'])).size).toBe(0);
+    });
+
+    it('keeps key material out of a constraint violation kept as the cause', async () => {
+      // The public API checks lengths first, so go one level down to make PostgreSQL refuse
+      // a row holding key bytes, as a future bug might.
+      const short = randomBytes(8);
+      const err = await rejectsWith(
+        query(
+          fx.pool,
+          'test insert',
+          'INSERT INTO lethe.digest_keys (tenant, key) VALUES ($1, $2)',
+          ['leaky', short],
+        ),
+        'DATABASE',
+      );
+      const cause = (err as { cause?: { detail?: string; constraint?: string } }).cause;
+      expect(cause?.constraint).toBe('digest_keys_key_check');
+      expect(cause?.detail).toMatch(/^Failing row contains \[redacted/);
+      expect(`${err.message}\n${JSON.stringify(cause)}`).not.toContain(short.toString('hex'));
+    });
+
+    it('converges concurrent creators on one key per tenant', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () =>
+          vault.getOrCreateDigestKeys(['initech'], () => randomBytes(32)),
+        ),
+      );
+      const distinct = new Set(
+        results.map((r) => Buffer.from(r.get('initech') ?? []).toString('hex')),
+      );
+      expect(distinct.size).toBe(1);
+    });
+
+    it('refuses a short key without printing it', async () => {
+      const short = Buffer.from('0123456789', 'utf8');
+      const err = await rejectsWith(
+        vault.getOrCreateDigestKeys(['umbrella'], () => short),
+        'KEY',
+      );
+      expect(err.message).toContain('10 bytes');
+      expect(err.message).not.toContain('0123456789');
+      expect(err.message).not.toContain(short.toString('hex'));
+      expect(JSON.stringify((err as { details?: unknown }).details ?? {})).not.toContain(
+        '0123456789',
+      );
+    });
+  });
+
+  describe('signing keys', () => {
+    const secret = randomBytes(32);
+    const k1 = { id: 'sig-1', publicKey: 'pub-1', privateKey: secret };
+
+    it('converges concurrent first keys on one active key', async () => {
+      expect(await vault.getActiveSigningKey()).toBeNull();
+      const candidates = Array.from({ length: 5 }, (_, n) =>
+        n === 0 ? k1 : { id: `race-${n}`, publicKey: `race-pub-${n}`, privateKey: randomBytes(32) },
+      );
+      const results = await Promise.all(candidates.map((k) => vault.insertSigningKey(k)));
+      const ids = new Set(results.map((r) => r.id));
+      expect(ids.size).toBe(1);
+      const active = await vault.getActiveSigningKey();
+      expect(active?.id).toBe(results[0]?.id);
+      expect((await vault.getSigningPublicKeys()).size).toBe(1);
+    });
+
+    it('rotates: the old key retires but stays for verification', async () => {
+      const before = await vault.getActiveSigningKey();
+      const k3 = { id: 'sig-3', publicKey: 'pub-3', privateKey: randomBytes(32) };
+      const active = await vault.insertSigningKey(k3, { rotate: true });
+      expect(active.id).toBe('sig-3');
+      const now = await vault.getActiveSigningKey();
+      expect(now?.id).toBe('sig-3');
+      expect(Buffer.from(now?.privateKey ?? [])).toEqual(k3.privateKey);
+      const publics = await vault.getSigningPublicKeys();
+      expect([...publics.keys()]).toEqual([before?.id, 'sig-3']);
+      // Without rotate, an active key wins over a newcomer.
+      const kept = await vault.insertSigningKey({
+        id: 'sig-4',
+        publicKey: 'pub-4',
+        privateKey: randomBytes(32),
+      });
+      expect(kept.id).toBe('sig-3');
+    });
+
+    it('reports a duplicate id without revealing the private key', async () => {
+      const leaky = randomBytes(32);
+      const err = await rejectsWith(
+        vault.insertSigningKey(
+          { id: 'sig-3', publicKey: 'pub-new', privateKey: leaky },
+          { rotate: true },
+        ),
+        'DATABASE',
+      );
+      const cause = (err as { cause?: unknown }).cause;
+      const everything = [
+        err.message,
+        err.stack ?? '',
+        JSON.stringify((err as { details?: unknown }).details ?? {}),
+        cause instanceof Error ? `${cause.message} ${JSON.stringify(cause)}` : String(cause),
+      ].join('\n');
+      expect(everything).toContain('sig-3');
+      for (const encoding of ['hex', 'base64', 'base64url'] as const) {
+        expect(everything).not.toContain(leaky.toString(encoding));
+      }
+      expect((await vault.getActiveSigningKey())?.id).toBe('sig-3');
+    });
+  });
+});

@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase } from '../../helpers/postgres.ts';
+import { VAULT_SCHEMA_VERSION, Vault, migrateVault } from '../../../src/vault/index.ts';
+import { rawSql, rejectsWith } from './fixture.ts';
+
+const TABLES = [
+  'audit_log',
+  'cell_keys',
+  'digest_keys',
+  'dimension_keys',
+  'meta',
+  'migrations',
+  'signing_keys',
+  'snapshot_cells',
+  'snapshots',
+  'verifications',
+];
+
+describe('migrateVault', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  beforeAll(async () => {
+    db = await createTestDatabase('vault_migrate');
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  async function tablesIn(schema: string): Promise<string[]> {
+    const { rows } = await rawSql(
+      db.url,
+      `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
+      [schema],
+    );
+    return rows.map((r: { table_name: string }) => r.table_name);
+  }
+
+  it('creates every table once when two inits race on a fresh database', async () => {
+    const results = await Promise.all([
+      migrateVault(db.url),
+      migrateVault(db.url),
+      migrateVault(db.url),
+    ]);
+    const applied = results.map((r) => r.applied).sort((a, b) => b.length - a.length);
+    expect(applied).toEqual([[1], [], []]);
+    expect(await tablesIn('lethe')).toEqual(TABLES);
+    const { rows } = await rawSql(db.url, 'SELECT version, name FROM lethe.migrations');
+    expect(rows).toEqual([{ version: 1, name: 'initial' }]);
+    const meta = await rawSql(db.url, `SELECT value FROM lethe.meta WHERE key = 'format_version'`);
+    expect(meta.rows).toEqual([{ value: 1 }]);
+  });
+
+  it('is idempotent', async () => {
+    expect(await migrateVault(db.url)).toEqual({ applied: [] });
+    expect(await migrateVault(db.url, 'lethe')).toEqual({ applied: [] });
+  });
+
+  it('keeps vaults in different schemas apart', async () => {
+    expect(await migrateVault(db.url, 'lethe_staging')).toEqual({
+      applied: [VAULT_SCHEMA_VERSION],
+    });
+    expect(await tablesIn('lethe_staging')).toEqual(TABLES);
+  });
+
+  it('refuses a schema name that is not a plain identifier, before touching the database', async () => {
+    await rejectsWith(migrateVault(db.url, 'lethe"; DROP SCHEMA lethe; --'), 'CONFIG_INVALID');
+    expect(await tablesIn('lethe')).toEqual(TABLES);
+  });
+
+  it('refuses a vault migrated by a newer lethe', async () => {
+    await migrateVault(db.url, 'lethe_future');
+    await rawSql(
+      db.url,
+      `INSERT INTO lethe_future.migrations (version, name) VALUES (99, 'future')`,
+    );
+    const err = await rejectsWith(migrateVault(db.url, 'lethe_future'), 'VAULT');
+    expect(err.message).toMatch(/migration\(s\) 99.*upgrade lethe/);
+    const openErr = await rejectsWith(Vault.open(db.url, 'lethe_future'), 'VAULT');
+    expect(openErr.message).toMatch(/version 99, newer than this lethe.*upgrade lethe/);
+  });
+
+  it('makes the audit log append-only for ordinary statements', async () => {
+    const vault = await Vault.open(db.url);
+    try {
+      await vault.appendAudit({ actor: 'test', action: 'vault.init', subject: 'lethe' });
+    } finally {
+      await vault.close();
+    }
+    await expect(rawSql(db.url, `UPDATE lethe.audit_log SET actor = 'mallory'`)).rejects.toThrow(
+      /append-only \(UPDATE refused\)/,
+    );
+    await expect(rawSql(db.url, 'DELETE FROM lethe.audit_log')).rejects.toThrow(/append-only/);
+    await expect(rawSql(db.url, 'TRUNCATE lethe.audit_log')).rejects.toThrow(/append-only/);
+  });
+});
+
+describe('Vault.open', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  beforeAll(async () => {
+    db = await createTestDatabase('vault_open');
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('tells the operator to run `lethe init` on a database without a vault', async () => {
+    const err = await rejectsWith(Vault.open(db.url), 'VAULT');
+    expect(err.message).toMatch(/^vault not initialised: run `lethe init`/);
+    expect(err.message).toContain('"lethe"');
+  });
+
+  it('tells the operator to run `lethe init` when the schema exists but is not migrated', async () => {
+    await rawSql(db.url, 'CREATE SCHEMA half_done');
+    const err = await rejectsWith(Vault.open(db.url, 'half_done'), 'VAULT');
+    expect(err.message).toMatch(/^vault not initialised: run `lethe init`/);
+  });
+
+  it('opens a migrated vault', async () => {
+    await migrateVault(db.url, 'ready');
+    const vault = await Vault.open(db.url, 'ready');
+    try {
+      expect(vault.schema).toBe('ready');
+      expect(await vault.listSnapshots()).toEqual([]);
+    } finally {
+      await vault.close();
+    }
+  });
+
+  it('never shows the connection password, even when logged', async () => {
+    await migrateVault(db.url, 'ready');
+    const vault = await Vault.open(db.url, 'ready');
+    try {
+      const password = new URL(db.url).password;
+      expect(password.length).toBeGreaterThan(0);
+      expect(JSON.stringify(vault)).not.toContain(password);
+      const { inspect } = await import('node:util');
+      expect(inspect(vault, { depth: 10 })).not.toContain(password);
+    } finally {
+      await vault.close();
+    }
+  });
+});
