@@ -30,5 +30,6 @@ export {
   type SnapshotRecord,
   type SnapshotStatus,
 } from './snapshots.ts';
-export type { SnapshotCell } from './snapshot-cells.ts';
+export type { CellOrder, SnapshotCell } from './snapshot-cells.ts';
+export type { KeyFileRef, UnstoredCellKey } from './key-files.ts';
 export type { Verification, VerificationInput } from './verifications.ts';

@@ -154,8 +154,26 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
   FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
 `;
 
+const keyFiles = `
+-- Cell keys are also stored in the bucket, in key files (keys/<snapshot>.ndjson) written by
+-- the backup that first needs them, so a snapshot can be read without the vault's cell
+-- keys. key_file is NULL until the key is in one; an interrupted backup's keys stay NULL
+-- and go into the next backup's key file.
+CREATE TABLE key_files (
+  key         text PRIMARY KEY,
+  sha256      text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+  snapshot_id text NOT NULL,
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE cell_keys ADD COLUMN key_file text REFERENCES key_files (key);
+CREATE INDEX cell_keys_not_in_key_file ON cell_keys (id) WHERE key_file IS NULL;
+`;
+
 /** Every migration, in version order. */
-export const MIGRATIONS: readonly Migration[] = [{ version: 1, name: 'initial', sql: initial }];
+export const MIGRATIONS: readonly Migration[] = [
+  { version: 1, name: 'initial', sql: initial },
+  { version: 2, name: 'key files', sql: keyFiles },
+];
 
 /** The schema version this build of lethe reads and writes. */
 export const VAULT_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -12,6 +12,7 @@ export interface VaultTables {
   readonly meta: string;
   readonly dimensionKeys: string;
   readonly cellKeys: string;
+  readonly keyFiles: string;
   readonly digestKeys: string;
   readonly signingKeys: string;
   readonly snapshots: string;
@@ -44,6 +45,7 @@ export function vaultTables(schema: string): VaultTables {
     meta: `${s}.meta`,
     dimensionKeys: `${s}.dimension_keys`,
     cellKeys: `${s}.cell_keys`,
+    keyFiles: `${s}.key_files`,
     digestKeys: `${s}.digest_keys`,
     signingKeys: `${s}.signing_keys`,
     snapshots: `${s}.snapshots`,

@@ -134,7 +134,28 @@ export async function cellIndexForTable(
 }
 
 /**
- * Yields every cell of a snapshot in (pack, offset) order, so a reader can walk each pack
+ * Cell orders: `pack` walks each pack front to back; `table` groups a table's cells (by
+ * cell id, in byte order), which is how restore loads them, one COPY per table.
+ */
+export type CellOrder = 'pack' | 'table';
+
+const ORDERS: Readonly<Record<CellOrder, { columns: string; placeholders: string; arity: number; values: (r: CellRow) => unknown[] }>> = {
+  pack: {
+    columns: 'pack, pack_offset, table_name, cell_id',
+    placeholders: '$2, $3::int8, $4, $5',
+    arity: 4,
+    values: (r) => [r.pack, r.pack_offset, r.table_name, r.cell_id],
+  },
+  table: {
+    columns: 'table_name COLLATE "C", cell_id COLLATE "C"',
+    placeholders: '$2 COLLATE "C", $3 COLLATE "C"',
+    arity: 2,
+    values: (r) => [r.table_name, r.cell_id],
+  },
+};
+
+/**
+ * Yields every cell of a snapshot in (pack, offset) order (or table order, see CellOrder), so a reader can walk each pack
  * front to back with ranged GETs. Keyset pagination: one page in memory at a time and no
  * connection held between pages (nothing to leak if the consumer stops early). Yields
  * nothing for an unknown snapshot; check it with getSnapshot first.
@@ -142,8 +163,9 @@ export async function cellIndexForTable(
 export async function* iterateSnapshotCells(
   ctx: VaultContext,
   snapshotId: string,
-  options: { pageRows?: number; signal?: AbortSignal } = {},
+  options: { pageRows?: number; signal?: AbortSignal; order?: CellOrder } = {},
 ): AsyncGenerator<SnapshotCell> {
+  const order = ORDERS[options.order ?? 'pack'];
   const pageRows = options.pageRows ?? PAGE_ROWS;
   const doing = `reading the cells of snapshot ${snapshotId}`;
   let after: CellRow | undefined;
@@ -157,7 +179,7 @@ export async function* iterateSnapshotCells(
             ctx.pool,
             doing,
             `SELECT ${COLUMNS} FROM ${ctx.t.snapshotCells} WHERE snapshot_id = $1
-              ORDER BY pack, pack_offset, table_name, cell_id LIMIT $2`,
+              ORDER BY ${order.columns} LIMIT $2`,
             [snapshotId, pageRows],
           )
         : await query<CellRow>(
@@ -165,9 +187,9 @@ export async function* iterateSnapshotCells(
             doing,
             `SELECT ${COLUMNS} FROM ${ctx.t.snapshotCells}
               WHERE snapshot_id = $1
-                AND (pack, pack_offset, table_name, cell_id) > ($2, $3::int8, $4, $5)
-              ORDER BY pack, pack_offset, table_name, cell_id LIMIT $6`,
-            [snapshotId, after.pack, after.pack_offset, after.table_name, after.cell_id, pageRows],
+                AND (${order.columns}) > (${order.placeholders})
+              ORDER BY ${order.columns} LIMIT $${order.arity + 2}`,
+            [snapshotId, ...order.values(after), pageRows],
           );
     for (const row of rows) yield toCell(row);
     after = rows.at(-1);

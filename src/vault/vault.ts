@@ -32,8 +32,17 @@ import {
   addSnapshotCells,
   cellIndexForTable,
   iterateSnapshotCells,
+  type CellOrder,
   type SnapshotCell,
 } from './snapshot-cells.ts';
+import {
+  hasUnstoredCellKeys,
+  iterateUnstoredCellKeys,
+  keyFilesForSnapshot,
+  recordKeyFile,
+  type KeyFileRef,
+  type UnstoredCellKey,
+} from './key-files.ts';
 import {
   abandonSnapshot,
   abandonStaleSnapshots,
@@ -309,12 +318,34 @@ export class Vault {
     return cellIndexForTable(this.#ctx, snapshotId, tableName);
   }
 
-  /** A snapshot's cells in (pack, offset) order, a page at a time. */
+  /** A snapshot's cells in (pack, offset) order, or table order, a page at a time. */
   iterateSnapshotCells(
     snapshotId: string,
-    options: { pageRows?: number; signal?: AbortSignal } = {},
+    options: { pageRows?: number; signal?: AbortSignal; order?: CellOrder } = {},
   ): AsyncGenerator<SnapshotCell> {
     return iterateSnapshotCells(this.#ctx, snapshotId, options);
+  }
+
+  // --- key files ----------------------------------------------------------------------
+
+  /** True when some cell key is in no key file yet. */
+  hasUnstoredCellKeys(): Promise<boolean> {
+    return hasUnstoredCellKeys(this.#ctx);
+  }
+
+  /** Cell keys in no key file yet, by id, a page at a time. */
+  iterateUnstoredCellKeys(): AsyncGenerator<UnstoredCellKey> {
+    return iterateUnstoredCellKeys(this.#ctx);
+  }
+
+  /** Records a stored key file and marks the keys it holds. */
+  recordKeyFile(file: { key: string; sha256: string; snapshotId: string; keyIds: readonly string[] }): Promise<void> {
+    return recordKeyFile(this.#ctx, file);
+  }
+
+  /** The key files holding the keys a snapshot's cells use. */
+  keyFilesForSnapshot(snapshotId: string): Promise<KeyFileRef[]> {
+    return keyFilesForSnapshot(this.#ctx, snapshotId);
   }
 
   // --- verifications ------------------------------------------------------------------

@@ -1,0 +1,1 @@
+export { auditObjectKey, exportAudit } from './record.ts';

@@ -1,0 +1,78 @@
+/**
+ * Names of cells and keys. Components are percent-encoded so that an id from the chat
+ * store (which may hold `/` or `:`) can never make two different tuples share a name.
+ */
+
+/** The dimension values a row is encrypted under. */
+export interface CellTuple {
+  /** Chat-store tenant id; null only for class `system`. */
+  readonly tenant: string | null;
+  readonly class: DataClass;
+  /** Period label (`2026-03`, `2026-W11`, `2026-03-14`), or `-` for rows with no timestamp. */
+  readonly period: string;
+  /** Chat-store user id of the row's author (subject); null when the table has none. */
+  readonly author: string | null;
+}
+
+export const DATA_CLASSES = ['messages', 'attachments', 'profiles', 'metadata', 'system'] as const;
+export type DataClass = (typeof DATA_CLASSES)[number];
+
+/** The period label of rows without a timestamp: they are kept until their tenant or author goes. */
+export const NO_PERIOD = '-';
+
+const enc = encodeURIComponent;
+
+/** A nullable component: null is `-`, and a real `-` is escaped so the two never meet. */
+function part(value: string | null): string {
+  return value === null ? '-' : enc(value).replaceAll('-', '%2D');
+}
+
+/** `tenant:T` */
+export function tenantKeyId(tenant: string): string {
+  return `tenant:${enc(tenant)}`;
+}
+
+/** `user:T/U` */
+export function userKeyId(tenant: string, user: string): string {
+  return `user:${enc(tenant)}/${enc(user)}`;
+}
+
+/** `period:T/class/2026-03` */
+export function periodKeyId(tenant: string, dataClass: DataClass, period: string): string {
+  return `period:${enc(tenant)}/${dataClass}/${enc(period)}`;
+}
+
+export const SYSTEM_KEY_ID = 'system';
+
+/**
+ * The dimension keys a cell's key is AND-wrapped to, innermost first: period, then user,
+ * then tenant. Destroying any one of them makes the cell unreadable. A row with no
+ * timestamp has no period key; a row with no author has no user key; system rows have only
+ * the system key.
+ */
+export function dimensionKeyIds(tuple: CellTuple): string[] {
+  if (tuple.tenant === null) return [SYSTEM_KEY_ID];
+  const ids: string[] = [];
+  if (tuple.period !== NO_PERIOD) ids.push(periodKeyId(tuple.tenant, tuple.class, tuple.period));
+  if (tuple.author !== null) ids.push(userKeyId(tuple.tenant, tuple.author));
+  ids.push(tenantKeyId(tuple.tenant));
+  return ids;
+}
+
+/** The kind of a dimension key id (`tenant`, `user`, `period`, `system`). */
+export function dimensionKind(id: string): 'tenant' | 'user' | 'period' | 'system' {
+  if (id === SYSTEM_KEY_ID) return 'system';
+  const kind = id.slice(0, id.indexOf(':'));
+  if (kind === 'tenant' || kind === 'user' || kind === 'period') return kind;
+  throw new Error(`not a dimension key id: ${id}`);
+}
+
+/** The cell key id of a tuple; one key serves the tuple's cells in every table of its class. */
+export function cellKeyId(tuple: CellTuple): string {
+  return `cell:${part(tuple.tenant)}/${tuple.class}/${enc(tuple.period)}/${part(tuple.author)}`;
+}
+
+/** The id of one table's cell for a tuple: unique within a snapshot. */
+export function cellId(table: string, tuple: CellTuple): string {
+  return `${table}/${part(tuple.tenant)}/${enc(tuple.period)}/${part(tuple.author)}`;
+}

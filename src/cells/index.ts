@@ -1,0 +1,3 @@
+export * from './ids.ts';
+export { copyLines, decodeCopyField, fieldEnds } from './copy-text.ts';
+export { groupCells, KEY_FIELDS, type CellRows } from './group.ts';

@@ -1,0 +1,143 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+import { loadConfig, logLevelOverride } from '../config/index.ts';
+import { ExitCode } from '../errors/index.ts';
+import { Runtime } from '../jobs/runtime.ts';
+import { backup, initialize, verify } from '../jobs/tasks.ts';
+import { createLogger } from '../log/index.ts';
+import type { BackupResult } from '../snapshot/index.ts';
+import { addMessages, demoSample, seedChatStore, type Scale } from '../store/index.ts';
+import { freePort, portIsFree } from '../util/net.ts';
+import type { Command, CommandContext } from './commands.ts';
+import { parseScale } from './cmd-seed.ts';
+import { actorName, bytes, duration, stringOpt } from './format.ts';
+
+const DEFAULT_PORT = 54329;
+
+/** Messages added between the demo's two backups, per scale. */
+const ADDED_MESSAGES: Readonly<Record<Scale, number>> = { small: 300, medium: 3000, large: 20000 };
+
+function demoConfig(port: number): string {
+  return `# Written by \`lethe demo\`. Every lethe command works on the demo with
+#   npx lethe <command> --config <this directory>/lethe.yaml
+# The embedded PostgreSQL is started when a command needs it. Paths are relative
+# to this file. See config/lethe.example.yaml for every setting.
+embedded:
+  dataDir: pg
+  port: ${port}
+  passwordFile: pg-password
+chatStore:
+  database:
+    embeddedDatabase: chat
+  mapping: builtin
+vault:
+  database:
+    embeddedDatabase: lethe_vault
+storage:
+  type: filesystem
+  path: objects
+masterKey:
+  file: master.key
+`;
+}
+
+/** Writes the demo's config and embedded-server password, unless a previous demo left them. */
+async function prepareDirectory(dir: string): Promise<{ configFile: string; created: boolean }> {
+  // The embedded server runs as the `postgres` user when we are root: it must traverse DIR.
+  await mkdir(dir, { recursive: true, mode: 0o755 });
+  const configFile = join(dir, 'lethe.yaml');
+  const port = (await portIsFree(DEFAULT_PORT)) ? DEFAULT_PORT : await freePort();
+  try {
+    await writeFile(configFile, demoConfig(port), { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return { configFile, created: false };
+    throw err;
+  }
+  await writeFile(join(dir, 'pg-password'), `${randomBytes(18).toString('base64url')}\n`, { flag: 'wx', mode: 0o600 });
+  await chmod(dir, 0o755);
+  return { configFile, created: true };
+}
+
+async function isSeeded(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ t: string | null }>("SELECT to_regclass('public.messages')::text AS t");
+    return rows[0]?.t !== null && rows[0]?.t !== undefined;
+  } finally {
+    await client.end();
+  }
+}
+
+function describeBackup(label: string, b: BackupResult): string {
+  return (
+    `${label}: snapshot ${b.snapshotId}\n` +
+    `    ${b.cells} cells: ${b.cellsWritten} encrypted and uploaded, ${b.cellsReused} unchanged and referenced\n` +
+    `    ${b.rows} rows, ${bytes(b.bytesPlain)} of data, ${bytes(b.bytesStored)} uploaded, ${b.keysCreated} keys created, ${duration(b.durationMs)}`
+  );
+}
+
+async function runDemo(ctx: CommandContext): Promise<number> {
+  const dir = resolve(stringOpt(ctx.values, 'dir') ?? join('data', 'demo'));
+  const scale = parseScale(stringOpt(ctx.values, 'scale'), ['small', 'medium']);
+  const say = (text: string): void => {
+    if (!ctx.json) ctx.out(text);
+  };
+  const { configFile, created } = await prepareDirectory(dir);
+  say(`lethe demo in ${dir} (${created ? 'new' : 'reusing the previous demo'})`);
+  const config = await loadConfig(configFile);
+  const rt = new Runtime(config, createLogger(logLevelOverride() ?? config.log.level));
+  const actor = actorName(undefined);
+  try {
+    const init = await initialize(rt, actor);
+    say(`1. init: vault ready, master key ${init.masterKeyFile}${init.masterKeyCreated ? ' (new)' : ''}`);
+    const chatUrl = await rt.chatStoreUrl();
+    if (await isSeeded(chatUrl)) {
+      say('2. seed: the chat store is already seeded');
+    } else {
+      const seeded = await seedChatStore(chatUrl, { scale, signal: ctx.signal, onProgress: (p) => ctx.progress(`seed: ${p.table} ${p.rows} rows`) });
+      ctx.progress('');
+      const rows = Object.values(seeded.rows).reduce((a, b) => a + b, 0);
+      say(`2. seed: ${scale} reference chat store, ${rows} rows (${bytes(seeded.bytes)}) in ${duration(seeded.durationMs)}`);
+    }
+    const onProgress = (p: { table: string; cells: number; rows: number }): void => ctx.progress(`backup: ${p.table}, ${p.cells} cells, ${p.rows} rows`);
+    const first = await backup(rt, { actor, signal: ctx.signal, onProgress });
+    ctx.progress('');
+    say(describeBackup('3. backup', first));
+    const added = await addMessages(chatUrl, { count: ADDED_MESSAGES[scale], seed: Date.now() % 1_000_000, signal: ctx.signal });
+    say(`4. ${added.messages} new messages written to the chat store`);
+    const second = await backup(rt, { actor, signal: ctx.signal, onProgress });
+    ctx.progress('');
+    say(describeBackup('5. backup', second));
+    const verified = await verify(rt, { snapshot: second.snapshotId, actor, signal: ctx.signal, onProgress: (p) => ctx.progress(`verify: ${p.cells} cells, ${p.rows} rows`) });
+    ctx.progress('');
+    say(
+      `6. verify: ${verified.ok ? 'OK' : 'FAILED'}, ${verified.cellsVerified}/${verified.cells} cells restored into a scratch database and checked, ` +
+        `${verified.rows} rows, ${duration(verified.durationMs)}`,
+    );
+    for (const f of verified.findings) say(`    ${f.code} ${f.subject}: ${f.problem}`);
+    const sample = await demoSample(chatUrl);
+    if (ctx.json) {
+      ctx.out(JSON.stringify({ dir, config: configFile, backups: [first, second], verify: verified, sample }));
+    } else {
+      say(`\nTry it yourself (the embedded PostgreSQL starts as needed):`);
+      say(`  npx lethe snapshots --config ${configFile}`);
+      say(`  npx lethe verify --snapshot ${first.snapshotId} --config ${configFile}`);
+      say(`  npx lethe audit verify --config ${configFile}`);
+      say(`A user with messages in several months: tenant ${sample.tenant}, user ${sample.user}, conversation ${sample.conversation}`);
+    }
+    return verified.ok ? ExitCode.OK : ExitCode.CHECK_FAILED;
+  } finally {
+    await rt.close();
+  }
+}
+
+export const demoCommand: Command = {
+  name: 'demo',
+  usage: 'demo [--dir DIR] [--scale small|medium] [--json]',
+  options: { dir: { type: 'string' }, scale: { type: 'string' } },
+  run: runDemo,
+};

@@ -1,0 +1,77 @@
+import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
+import { restore, verify } from '../jobs/tasks.ts';
+import type { Command } from './commands.ts';
+import { actorName, duration, stringOpt } from './format.ts';
+
+export const verifyCommand: Command = {
+  name: 'verify',
+  usage: 'verify [--snapshot ID|latest] [--json] [--config FILE]',
+  options: { snapshot: { type: 'string' } },
+  async run(ctx) {
+    const result = await verify(await ctx.runtime(), {
+      snapshot: stringOpt(ctx.values, 'snapshot') ?? 'latest',
+      actor: actorName(undefined),
+      signal: ctx.signal,
+      onProgress: (p) => ctx.progress(`verify: ${p.cells} cells, ${p.rows} rows`),
+    });
+    if (ctx.json) {
+      ctx.out(JSON.stringify(result));
+    } else {
+      ctx.out(
+        `snapshot ${result.snapshotId}: ${result.ok ? 'OK' : 'FAILED'} — ${result.cellsVerified}/${result.cells} cells verified, ` +
+          `${result.cellsShredded} shredded, ${result.cellsFailed} failed, ${result.rows} rows restored in ${duration(result.durationMs)}`,
+      );
+      for (const f of result.findings) ctx.out(`  ${f.code}  ${f.subject}: ${f.problem}`);
+    }
+    return result.ok ? ExitCode.OK : ExitCode.CHECK_FAILED;
+  },
+};
+
+export const restoreCommand: Command = {
+  name: 'restore',
+  usage: 'restore --snapshot ID|latest --target URL [--tenant ID] [--replace] [--json] [--config FILE]',
+  options: {
+    snapshot: { type: 'string' },
+    target: { type: 'string' },
+    tenant: { type: 'string' },
+    replace: { type: 'boolean' },
+    schema: { type: 'string' },
+  },
+  async run(ctx) {
+    const snapshot = stringOpt(ctx.values, 'snapshot');
+    const target = stringOpt(ctx.values, 'target');
+    if (snapshot === undefined || target === undefined) {
+      throw new LetheError(ErrorCode.USAGE, 'restore needs --snapshot ID (or latest) and --target URL\nusage: lethe restore --snapshot ID --target URL [--tenant ID]');
+    }
+    let url: URL;
+    try {
+      url = new URL(target);
+    } catch {
+      throw new LetheError(ErrorCode.USAGE, '--target must be a postgres:// URL (put the password in PGPASSWORD, not in the URL)');
+    }
+    if (url.password !== '') {
+      process.stderr.write('lethe: warning: --target holds a password, which other users can see in the process list; use PGPASSWORD or ~/.pgpass instead\n');
+    }
+    const tenant = stringOpt(ctx.values, 'tenant');
+    const schema = stringOpt(ctx.values, 'schema');
+    const result = await restore(await ctx.runtime(), {
+      snapshot,
+      targetUrl: target,
+      ...(schema === undefined ? {} : { targetSchema: schema }),
+      ...(tenant === undefined ? {} : { tenant }),
+      replace: ctx.values['replace'] === true,
+      actor: actorName(undefined),
+      signal: ctx.signal,
+      onProgress: (p) => ctx.progress(`restore: ${p.cells} cells, ${p.rows} rows`),
+    });
+    if (ctx.json) ctx.out(JSON.stringify(result));
+    else {
+      ctx.out(
+        `restored snapshot ${result.snapshotId}${result.tenant === null ? '' : ` (tenant ${result.tenant})`}: ` +
+          `${result.tables} tables, ${result.cells} cells, ${result.rows} rows in ${duration(result.durationMs)}` +
+          (result.cellsShredded > 0 ? `; ${result.cellsShredded} shredded cells left out` : ''),
+      );
+    }
+    return ExitCode.OK;
+  },
+};

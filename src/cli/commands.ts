@@ -1,0 +1,44 @@
+import type { ParseArgsConfig } from 'node:util';
+import type { Runtime } from '../jobs/runtime.ts';
+import { auditVerifyCommand } from './cmd-audit.ts';
+import { backupCommand, snapshotsCommand } from './cmd-backup.ts';
+import { demoCommand } from './cmd-demo.ts';
+import { initCommand } from './cmd-init.ts';
+import { keysExportCommand } from './cmd-keys.ts';
+import { restoreCommand, verifyCommand } from './cmd-verify.ts';
+import { seedCommand } from './cmd-seed.ts';
+
+/** What a command gets: parsed options, output functions and the lazily opened runtime. */
+export interface CommandContext {
+  readonly values: Record<string, string | boolean | undefined>;
+  readonly json: boolean;
+  readonly signal: AbortSignal;
+  /** Command output (stdout). */
+  readonly out: (text: string) => void;
+  /** A one-line progress update on a terminal (stderr); silent otherwise and with --json. */
+  readonly progress: (text: string) => void;
+  readonly runtime: () => Promise<Runtime>;
+}
+
+export interface Command {
+  readonly name: string;
+  readonly usage: string;
+  readonly options: NonNullable<ParseArgsConfig['options']>;
+  readonly positionals?: boolean;
+  /** Resolves with the exit code. Throws LetheError for operator-facing failures. */
+  run(ctx: CommandContext): Promise<number>;
+}
+
+export const COMMANDS: ReadonlyMap<string, Command> = new Map(
+  [
+    initCommand,
+    seedCommand,
+    backupCommand,
+    snapshotsCommand,
+    verifyCommand,
+    restoreCommand,
+    auditVerifyCommand,
+    keysExportCommand,
+    demoCommand,
+  ].map((c) => [c.name, c]),
+);

@@ -1,0 +1,125 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { configPath, loadConfig, logLevelOverride } from '../config/index.ts';
+import { ErrorCode, ExitCode, LetheError, exitCodeFor, isLetheError, scrubSecrets } from '../errors/index.ts';
+import { Runtime } from '../jobs/runtime.ts';
+import { createLogger, type Logger } from '../log/index.ts';
+import { COMMANDS, type Command, type CommandContext } from './commands.ts';
+
+const HELP = `lethe — encrypted, verifiable backups of a chat store, with crypto-shredding
+
+usage: lethe <command> [options]        (every command takes --config FILE)
+
+  init                          create the vault, master key and signing key
+  seed --scale small|medium|large   fill the chat store with the reference demo data
+  backup [--json]               take a snapshot
+  snapshots [--json]            list complete snapshots
+  verify [--snapshot ID|latest] [--json]   restore drill into a scratch database
+  restore --snapshot ID --target URL [--tenant ID] [--replace]
+  audit verify [--json]         check the audit log's hash chain
+  keys export --out FILE        export the wrapped dimension keys (disaster recovery)
+  demo [--dir DIR] [--scale small|medium] [--json]   the whole cycle on the embedded default
+
+Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or config, 3 a check failed,
+4 another run holds the job lock, 130 interrupted. See README.md.`;
+
+function resolveCommand(argv: readonly string[]): { command: Command; rest: string[] } | undefined {
+  const [first, second, ...others] = argv;
+  if (first === undefined) return undefined;
+  const two = second === undefined ? undefined : COMMANDS.get(`${first} ${second}`);
+  if (two !== undefined) return { command: two, rest: others };
+  const one = COMMANDS.get(first);
+  if (one !== undefined) return { command: one, rest: argv.slice(1) };
+  return undefined;
+}
+
+function parse(command: Command, rest: string[]): Record<string, string | boolean | undefined> {
+  const options: ParseArgsConfig['options'] = {
+    config: { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+    ...command.options,
+  };
+  try {
+    const { values } = parseArgs({ args: rest, options, strict: true, allowPositionals: command.positionals === true });
+    return values as Record<string, string | boolean | undefined>;
+  } catch (err) {
+    throw new LetheError(ErrorCode.USAGE, `${(err as Error).message}\nusage: lethe ${command.usage}`);
+  }
+}
+
+function reportError(err: unknown, json: boolean, log: Logger | undefined): void {
+  if (isLetheError(err)) {
+    if (json) {
+      process.stdout.write(`${JSON.stringify({ error: { code: err.code, message: err.message, ...(err.details ?? {}) } })}\n`);
+    } else {
+      process.stderr.write(`lethe: ${err.message}\n`);
+    }
+    if (err.code === ErrorCode.INTERNAL) log?.error({ err }, 'internal error');
+    return;
+  }
+  const message = scrubSecrets(err instanceof Error ? err.message : String(err));
+  if (json) process.stdout.write(`${JSON.stringify({ error: { code: 'UNEXPECTED', message } })}\n`);
+  else process.stderr.write(`lethe: unexpected error: ${message}\n`);
+  (log ?? createLogger('error')).error({ err }, 'unexpected error');
+}
+
+/** Runs the CLI; resolves with the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const found = resolveCommand(argv);
+  if (found === undefined) {
+    const asked = argv[0] === undefined || argv[0] === 'help' || argv[0] === '--help' || argv[0] === '-h';
+    (asked ? process.stdout : process.stderr).write(`${HELP}\n`);
+    return asked ? ExitCode.OK : ExitCode.USAGE;
+  }
+  const { command, rest } = found;
+  const json = rest.includes('--json');
+  let runtime: Runtime | undefined;
+  let log: Logger | undefined;
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(ExitCode.ABORTED);
+    process.stderr.write(`lethe: ${signal} received, stopping cleanly (send again to exit at once)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const values = parse(command, rest);
+    if (values['help'] === true) {
+      process.stdout.write(`usage: lethe ${command.usage}\n`);
+      return ExitCode.OK;
+    }
+    const ctx: CommandContext = {
+      values,
+      json,
+      signal: controller.signal,
+      out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
+      progress: (text) => {
+        if (!json && process.stderr.isTTY) process.stderr.write(`\r\x1b[2K${text}`);
+      },
+      runtime: async () => {
+        if (runtime !== undefined) return runtime;
+        const path = configPath(typeof values['config'] === 'string' ? values['config'] : undefined);
+        const config = await loadConfig(path);
+        log = createLogger(logLevelOverride() ?? config.log.level);
+        runtime = new Runtime(config, log);
+        return runtime;
+      },
+    };
+    const code = await command.run(ctx);
+    if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+    return code;
+  } catch (err) {
+    if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+    reportError(err, json, log);
+    return exitCodeFor(err);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await runtime?.close();
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,13 @@
+export { ConfigSchema, type Config, type DatabaseConfig, type EmbeddedConfig, type StorageConfig } from './schema.ts';
+export { configPath, formatIssues, interpolateEnv, loadConfig, parseConfig } from './load.ts';
+
+/** Log level override from LETHE_LOG_LEVEL, if set. Only src/config reads the environment. */
+export function logLevelOverride(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const level = env['LETHE_LOG_LEVEL'];
+  return level === undefined || level === '' ? undefined : level;
+}
+
+/** The login name running lethe (LOGNAME, USER), for audit entries; `lethe` when unknown. */
+export function operatorName(env: NodeJS.ProcessEnv = process.env): string {
+  return env['LOGNAME'] ?? env['USER'] ?? 'lethe';
+}

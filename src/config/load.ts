@@ -1,0 +1,124 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import { ConfigSchema, type Config } from './schema.ts';
+
+/** Fields holding file-system paths, resolved against the config file's directory. */
+const PATH_FIELDS: readonly (readonly string[])[] = [
+  ['storage', 'path'],
+  ['masterKey', 'file'],
+  ['embedded', 'dataDir'],
+  ['embedded', 'passwordFile'],
+];
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/**
+ * Replaces `${NAME}` in every string value with the environment variable NAME. Throws
+ * CONFIG_SECRET_MISSING naming the field and the variable when one is unset or empty.
+ * Only this module reads `process.env` for config.
+ */
+export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: string[] = []): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REF, (_m, name: string) => {
+      const found = env[name];
+      if (found === undefined || found === '') {
+        throw new LetheError(
+          ErrorCode.CONFIG_SECRET_MISSING,
+          `config field \`${path.join('.')}\` refers to \${${name}}, which is not set: ` +
+            `export ${name} in the environment of this job`,
+          { details: { field: path.join('.'), variable: name } },
+        );
+      }
+      return found;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => interpolateEnv(v, env, [...path, String(i)]));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, interpolateEnv(v, env, [...path, k])]),
+    );
+  }
+  return value;
+}
+
+/** One line per zod issue: the field path, what is wrong, and the value's type when useful. */
+export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
+  return issues
+    .map((issue) => {
+      const field = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
+      if (issue.code === 'unrecognized_keys') {
+        const where = issue.path.length === 0 ? 'at the top level' : `in \`${field}\``;
+        return `- unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `\`${k}\``).join(', ')} ${where}: remove or correct ${issue.keys.length > 1 ? 'them' : 'it'} (see config/lethe.example.yaml)`;
+      }
+      return `- \`${field}\`: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+function resolvePaths(raw: unknown, baseDir: string): unknown {
+  if (raw === null || typeof raw !== 'object') return raw;
+  const copy = structuredClone(raw) as Record<string, unknown>;
+  for (const [section, field] of PATH_FIELDS) {
+    if (section === undefined || field === undefined) continue;
+    const holder = copy[section];
+    if (holder === null || typeof holder !== 'object') continue;
+    const record = holder as Record<string, unknown>;
+    const value = record[field];
+    if (typeof value === 'string' && value !== '' && !isAbsolute(value)) {
+      record[field] = resolve(baseDir, value);
+    }
+  }
+  return copy;
+}
+
+/**
+ * Validates an already-parsed config document. Relative paths are resolved against
+ * `baseDir`. Throws CONFIG_INVALID listing every problem, or CONFIG_SECRET_MISSING.
+ */
+export function parseConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const interpolated = interpolateEnv(raw, env);
+  const result = ConfigSchema.safeParse(resolvePaths(interpolated, baseDir));
+  if (!result.success) {
+    throw new LetheError(
+      ErrorCode.CONFIG_INVALID,
+      `invalid config:\n${formatIssues(result.error.issues)}`,
+      { details: { issues: result.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })) } },
+    );
+  }
+  return result.data;
+}
+
+/**
+ * Reads, interpolates and validates the YAML config at `path`. Throws CONFIG_INVALID when
+ * the file is missing, is not YAML, or fails validation; the message names each field.
+ */
+export async function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new LetheError(
+      ErrorCode.CONFIG_INVALID,
+      `cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}; ` +
+        'pass --config FILE or set LETHE_CONFIG (see config/lethe.example.yaml)',
+      { cause: err },
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    // Only the first line: the rest of a YAML error quotes the file, which may hold a secret.
+    const first = (err as Error).message.split('\n')[0] ?? 'parse error';
+    throw new LetheError(ErrorCode.CONFIG_INVALID, `config file ${path} is not valid YAML: ${first}`);
+  }
+  return parseConfig(raw, dirname(resolve(path)), env);
+}
+
+/** The config path from `--config`, else LETHE_CONFIG, else `./lethe.yaml`. */
+export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env['LETHE_CONFIG'] ?? 'lethe.yaml';
+}

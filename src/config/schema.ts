@@ -1,0 +1,108 @@
+import { z } from 'zod';
+
+/**
+ * lethe's config file, validated in one place. Every object is strict: an unknown key is an
+ * error, because a misspelt setting that is silently ignored is how a backup ends up
+ * unencrypted or unlocked. Defaults live here and nowhere else.
+ */
+
+const nonEmpty = z.string().min(1, 'must not be empty');
+
+/** A PostgreSQL database: a URL, or a database on the embedded server (`embedded:`). */
+export const DatabaseSchema = z
+  .strictObject({
+    url: nonEmpty.optional().describe('postgres://user:password@host:port/database'),
+    embeddedDatabase: nonEmpty.optional(),
+  })
+  .refine((d) => (d.url === undefined) !== (d.embeddedDatabase === undefined), {
+    error: 'give exactly one of `url` or `embeddedDatabase`',
+  });
+
+export const EmbeddedSchema = z.strictObject({
+  dataDir: nonEmpty,
+  port: z.number().int().min(1024).max(65535).default(54329),
+  user: nonEmpty.default('postgres'),
+  passwordFile: nonEmpty,
+});
+
+export const ObjectLockSchema = z.strictObject({
+  mode: z.enum(['GOVERNANCE', 'COMPLIANCE']),
+  retainDays: z.number().int().positive().max(36_500),
+});
+
+export const StorageSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('filesystem'),
+    path: nonEmpty,
+    objectLock: ObjectLockSchema.optional(),
+  }),
+  z.strictObject({
+    type: z.literal('s3'),
+    endpoint: z.url().optional(),
+    region: nonEmpty.default('us-east-1'),
+    bucket: z.string().min(3, 'bucket names have at least 3 characters'),
+    prefix: z.string().default(''),
+    forcePathStyle: z.boolean().default(false),
+    accessKeyId: nonEmpty,
+    secretAccessKey: nonEmpty,
+    sessionToken: nonEmpty.optional(),
+    objectLock: ObjectLockSchema.optional(),
+  }),
+]);
+
+export const MasterKeySchema = z.strictObject({
+  /** An age identity file (mode 0600) written by `lethe init`. */
+  file: nonEmpty,
+});
+
+export const BackupSchema = z.strictObject({
+  /** Target pack size; a pack closes at the first cell boundary past it. */
+  packSizeMiB: z.number().int().min(1).max(4096).default(64),
+  /** The period dimension's granularity: the finest unit retention can shred. */
+  granularity: z.enum(['month', 'week', 'day']).default('month'),
+  /**
+   * Cells up to this size are held in memory until their digest is known, so an unchanged
+   * cell is referenced rather than re-uploaded; larger cells stream straight to the pack.
+   */
+  cellBufferMiB: z.number().int().min(1).max(256).default(16),
+});
+
+export const VerifySchema = z.strictObject({
+  /**
+   * A database URL on the server where verify may create and drop its scratch database.
+   * Default: the chat store's server, with the chat store's credentials.
+   */
+  scratchUrl: nonEmpty.optional(),
+  /** Cells fetched and decrypted ahead of the restore stream. */
+  concurrency: z.number().int().min(1).max(64).default(4),
+});
+
+export const MappingRefSchema = z.union([z.literal('builtin'), z.record(z.string(), z.unknown())]);
+
+export const ConfigSchema = z.strictObject({
+  chatStore: z.strictObject({
+    database: DatabaseSchema,
+    /** `builtin` for the reference schema, or an inline mapping (see docs/mapping.md). */
+    mapping: MappingRefSchema.default('builtin'),
+  }),
+  vault: z.strictObject({
+    database: DatabaseSchema,
+    schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]*$/, 'use lower-case letters, digits and underscores')
+      .default('lethe'),
+  }),
+  storage: StorageSchema,
+  masterKey: MasterKeySchema,
+  embedded: EmbeddedSchema.optional(),
+  backup: BackupSchema.default(BackupSchema.parse({})),
+  verify: VerifySchema.default(VerifySchema.parse({})),
+  log: z
+    .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn') })
+    .default({ level: 'warn' }),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
+export type StorageConfig = z.infer<typeof StorageSchema>;
+export type EmbeddedConfig = z.infer<typeof EmbeddedSchema>;

@@ -1,0 +1,150 @@
+import { readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import pg from 'pg';
+import type { Config, DatabaseConfig, EmbeddedConfig } from '../config/index.ts';
+import { EmbeddedPostgres } from '../embedded/postgres.ts';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import { MappingSchema, BUILTIN_MAPPING, type Mapping } from '../mapping/index.ts';
+import { openStore, type ObjectStore } from '../storage/index.ts';
+import { Vault } from '../vault/index.ts';
+import { formatIssues } from '../config/index.ts';
+
+/**
+ * Reads a secret from a file that only its owner may read. Throws CONFIG_INVALID naming
+ * the field and the fix; never the content.
+ */
+export async function readSecretFile(path: string, field: string): Promise<string> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch {
+    throw new LetheError(ErrorCode.CONFIG_INVALID, `\`${field}\`: cannot read ${path}; create it (mode 0600) or fix the path`);
+  }
+  if ((info.mode & 0o077) !== 0) {
+    throw new LetheError(ErrorCode.CONFIG_INVALID, `\`${field}\`: ${path} is readable by other users; run \`chmod 600 ${path}\``);
+  }
+  const value = (await readFile(path, 'utf8')).trim();
+  if (value === '') throw new LetheError(ErrorCode.CONFIG_INVALID, `\`${field}\`: ${path} is empty`);
+  return value;
+}
+
+async function canConnect(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function embeddedUrl(embedded: EmbeddedConfig, password: string, database: string): string {
+  return `postgres://${encodeURIComponent(embedded.user)}:${encodeURIComponent(password)}@127.0.0.1:${embedded.port}/${encodeURIComponent(database)}`;
+}
+
+/**
+ * What a job needs from its environment: database URLs, the object store, the vault and
+ * the mapping, opened lazily from one config. When the config names an embedded
+ * PostgreSQL it is started on first need (or an already running one is used) and stopped
+ * by {@link Runtime.close} if this process started it.
+ */
+export class Runtime {
+  private server: EmbeddedPostgres | undefined;
+  private embeddedPassword: string | undefined;
+  private vaultHandle: Vault | undefined;
+  private storeHandle: ObjectStore | undefined;
+
+  constructor(
+    readonly config: Config,
+    readonly log: Logger,
+  ) {}
+
+  /** The URL of a configured database, starting the embedded server if it is needed. */
+  async databaseUrl(database: DatabaseConfig): Promise<string> {
+    if (database.url !== undefined) return database.url;
+    const embedded = this.config.embedded;
+    if (embedded === undefined || database.embeddedDatabase === undefined) {
+      throw new LetheError(ErrorCode.CONFIG_INVALID, '`embeddedDatabase` is used but the config has no `embedded` section');
+    }
+    const password = await this.embeddedSecret(embedded);
+    const adminUrl = embeddedUrl(embedded, password, 'postgres');
+    if (this.server === undefined && !(await canConnect(adminUrl))) {
+      this.log.info({ dataDir: embedded.dataDir, port: embedded.port }, 'starting the embedded PostgreSQL');
+      this.server = await EmbeddedPostgres.start({
+        dataDir: embedded.dataDir,
+        port: embedded.port,
+        user: embedded.user,
+        password,
+        logFile: `${dirname(embedded.dataDir)}/postgres.log`,
+      });
+    }
+    await ensureDatabase(adminUrl, database.embeddedDatabase);
+    return embeddedUrl(embedded, password, database.embeddedDatabase);
+  }
+
+  async chatStoreUrl(): Promise<string> {
+    return this.databaseUrl(this.config.chatStore.database);
+  }
+
+  async vaultUrl(): Promise<string> {
+    return this.databaseUrl(this.config.vault.database);
+  }
+
+  /** The server URL where verify creates its scratch database. */
+  async scratchServerUrl(): Promise<string> {
+    return this.config.verify.scratchUrl ?? this.chatStoreUrl();
+  }
+
+  /** The migrated vault; throws VAULT with the `lethe init` hint when it is not. */
+  async vault(): Promise<Vault> {
+    this.vaultHandle ??= await Vault.open(await this.vaultUrl(), this.config.vault.schema);
+    return this.vaultHandle;
+  }
+
+  async store(): Promise<ObjectStore> {
+    this.storeHandle ??= await openStore(this.config.storage);
+    return this.storeHandle;
+  }
+
+  /** The table mapping: built in, or validated from the config. */
+  mapping(): Mapping {
+    const raw = this.config.chatStore.mapping;
+    if (raw === 'builtin') return BUILTIN_MAPPING;
+    const parsed = MappingSchema.safeParse(raw);
+    if (!parsed.success) {
+      throw new LetheError(ErrorCode.MAPPING_INVALID, `invalid \`chatStore.mapping\`:\n${formatIssues(parsed.error.issues)}`);
+    }
+    return parsed.data;
+  }
+
+  private async embeddedSecret(embedded: EmbeddedConfig): Promise<string> {
+    this.embeddedPassword ??= await readSecretFile(embedded.passwordFile, 'embedded.passwordFile');
+    return this.embeddedPassword;
+  }
+
+  /** Closes what was opened; stops the embedded server if this process started it. */
+  async close(): Promise<void> {
+    await this.vaultHandle?.close().catch(() => undefined);
+    await this.storeHandle?.close().catch(() => undefined);
+    await this.server?.stop();
+  }
+}
+
+async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (rowCount === 0) await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
+  } catch (err) {
+    // A concurrent creator may have won the race; that is fine.
+    if ((err as { code?: string }).code !== '42P04') throw err;
+  } finally {
+    await client.end();
+  }
+}

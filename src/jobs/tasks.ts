@@ -1,0 +1,137 @@
+import { access } from 'node:fs/promises';
+import { generateSigningKey, readMasterKeyFile, writeMasterKeyFile } from '../crypto/index.ts';
+import { runRestore, runVerify, type RestoreResult, type VerifyResult } from '../restore/index.ts';
+import { runBackup, type BackupProgress, type BackupResult } from '../snapshot/index.ts';
+import { migrateVault } from '../vault/index.ts';
+import type { Runtime } from './runtime.ts';
+
+/**
+ * The jobs, wired from config. The CLI commands and the demo call these, so `lethe demo`
+ * runs exactly what `lethe init`, `lethe backup` and `lethe verify` run.
+ */
+
+export interface InitResult {
+  readonly vaultSchema: string;
+  readonly migrationsApplied: number[];
+  readonly masterKeyFile: string;
+  readonly masterKeyCreated: boolean;
+  readonly masterRecipient: string;
+  readonly signingKeyId: string;
+  readonly storage: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Creates (or brings up to date) the vault, the master key file (mode 0600, never
+ * overwritten) and the manifest signing key. Idempotent: a second run changes nothing.
+ */
+export async function initialize(rt: Runtime, actor: string): Promise<InitResult> {
+  const { config } = rt;
+  const { applied } = await migrateVault(await rt.vaultUrl(), config.vault.schema);
+  const keyFile = config.masterKey.file;
+  const masterKeyCreated = !(await exists(keyFile));
+  const masterRecipient = masterKeyCreated
+    ? (await writeMasterKeyFile(keyFile)).recipient
+    : (await readMasterKeyFile(keyFile)).recipient;
+  const vault = await rt.vault();
+  await vault.setMasterRecipient(masterRecipient);
+  let signing = await vault.getActiveSigningKey();
+  const signingCreated = signing === null;
+  if (signing === null) {
+    const key = generateSigningKey();
+    await vault.insertSigningKey({ id: `ed25519-${Date.now().toString(36)}`, publicKey: key.publicKey, privateKey: key.privateKey });
+    signing = await vault.getActiveSigningKey();
+  }
+  if (applied.length > 0 || masterKeyCreated || signingCreated) {
+    await vault.appendAudit({
+      actor,
+      action: 'init',
+      subject: config.vault.schema,
+      details: { migrations: applied, masterKeyCreated, masterRecipient, signingKeyCreated: signingCreated },
+    });
+  }
+  return {
+    vaultSchema: config.vault.schema,
+    migrationsApplied: applied,
+    masterKeyFile: keyFile,
+    masterKeyCreated,
+    masterRecipient,
+    signingKeyId: signing?.id ?? '',
+    storage: (await rt.store()).description,
+  };
+}
+
+/** `lethe backup` with the config's settings. */
+export async function backup(
+  rt: Runtime,
+  options: { actor: string; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void },
+): Promise<BackupResult> {
+  const { backup: settings, storage } = rt.config;
+  return runBackup({
+    chatStoreUrl: await rt.chatStoreUrl(),
+    mapping: rt.mapping(),
+    vault: await rt.vault(),
+    store: await rt.store(),
+    granularity: settings.granularity,
+    packSizeBytes: settings.packSizeMiB * 1024 * 1024,
+    cellBufferBytes: settings.cellBufferMiB * 1024 * 1024,
+    ...(storage.objectLock === undefined ? {} : { lockDays: { mode: storage.objectLock.mode, days: storage.objectLock.retainDays } }),
+    log: rt.log,
+    actor: options.actor,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+  });
+}
+
+/** `lethe verify` with the config's settings. */
+export async function verify(
+  rt: Runtime,
+  options: { snapshot: string; actor: string; signal?: AbortSignal; onProgress?: (p: { cells: number; rows: number }) => void },
+): Promise<VerifyResult> {
+  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  return runVerify({
+    vault: await rt.vault(),
+    store: await rt.store(),
+    masterIdentity: master.identity,
+    snapshot: options.snapshot,
+    scratchServerUrl: await rt.scratchServerUrl(),
+    concurrency: rt.config.verify.concurrency,
+    actor: options.actor,
+    log: rt.log,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+  });
+}
+
+/** `lethe restore` with the config's settings. */
+export async function restore(
+  rt: Runtime,
+  options: {
+    snapshot: string;
+    targetUrl: string;
+    targetSchema?: string;
+    tenant?: string;
+    replace: boolean;
+    actor: string;
+    signal?: AbortSignal;
+    onProgress?: (p: { cells: number; rows: number }) => void;
+  },
+): Promise<RestoreResult> {
+  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  return runRestore({
+    ...options,
+    vault: await rt.vault(),
+    store: await rt.store(),
+    masterIdentity: master.identity,
+    concurrency: rt.config.verify.concurrency,
+    log: rt.log,
+  });
+}

@@ -1,0 +1,2 @@
+export { KeyMinter, type CellKeyResult } from './minter.ts';
+export { KeyOpener, type OpenedKey } from './opener.ts';

@@ -1,0 +1,260 @@
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import type pg from 'pg';
+import pgCopyStreams from 'pg-copy-streams';
+import { verifySignature } from '../crypto/index.ts';
+import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
+import type { KeyOpener } from '../keys/index.ts';
+import { readManifest, signedMessage, type CellEntry, type SnapshotHeader, type Totals } from '../manifest/index.ts';
+import { schemaToDdl, type SchemaDescription } from '../mapping/index.ts';
+import type { ObjectStore } from '../storage/index.ts';
+import type { Vault } from '../vault/index.ts';
+import { readCell, type ReadCell } from './cell-reader.ts';
+
+/** One problem found while reading a snapshot. */
+export interface Finding {
+  /** The cell, object or check concerned. */
+  readonly subject: string;
+  readonly code: string;
+  readonly problem: string;
+}
+
+export interface CellTally {
+  cells: number;
+  verified: number;
+  shredded: number;
+  failed: number;
+  skipped: number;
+  rows: number;
+}
+
+export interface LoadResult {
+  readonly header: SnapshotHeader | null;
+  readonly totals: Totals | null;
+  readonly tally: CellTally;
+  readonly findings: Finding[];
+  /** Rows loaded per table (cells that passed every check). */
+  readonly rowsByTable: Map<string, number>;
+  /** Cells that could not be opened because a key was destroyed. */
+  readonly shredded: { cell: string; destroyed: readonly string[] }[];
+}
+
+export interface LoadOptions {
+  readonly store: ObjectStore;
+  readonly vault: Vault;
+  readonly opener: KeyOpener;
+  readonly snapshot: { readonly id: string; readonly manifestKey: string; readonly manifestSha256: string };
+  /** Connected, inside a transaction the caller commits or rolls back. */
+  readonly target: pg.Client;
+  /** PostgreSQL schema to create the tables in. */
+  readonly targetSchema: string;
+  /** `verify` carries on past failures and reports them all; `restore` stops at the first. */
+  readonly mode: 'verify' | 'restore';
+  /** Restore only this tenant's cells (and system cells). */
+  readonly tenant?: string;
+  readonly concurrency: number;
+  /** Called after the header is read and before anything is created in the target. */
+  readonly beforeLoad?: (header: SnapshotHeader) => Promise<void>;
+  readonly onProgress?: (p: { cells: number; rows: number }) => void;
+  readonly signal?: AbortSignal;
+}
+
+const BATCH = 256;
+
+class TableCopy {
+  private readonly stream: ReturnType<typeof pgCopyStreams.from>;
+  private readonly done: Promise<void>;
+
+  constructor(client: pg.Client, sql: string) {
+    this.stream = client.query(pgCopyStreams.from(sql));
+    this.done = finished(this.stream);
+    this.done.catch(() => undefined);
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (!this.stream.write(chunk)) await Promise.race([once(this.stream, 'drain'), this.done]);
+  }
+
+  async end(): Promise<void> {
+    this.stream.end();
+    await this.done;
+  }
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * Streams a snapshot into `target`: the manifest is read line by line, the schema created
+ * from it, each table's cells fetched (several ahead), checked and loaded with one COPY per
+ * table, then constraints and indexes added. Every check lethe can make without the source
+ * is made: range sha256 before decryption, keyed digest and row count after, the manifest's
+ * signature and sha256, and its totals against what was loaded.
+ *
+ * In `restore` mode the first failure throws (the caller rolls back). In `verify` mode
+ * failures become findings and loading carries on where it is safe.
+ */
+export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
+  const { store, vault, opener, target, mode } = options;
+  const findings: Finding[] = [];
+  const tally: CellTally = { cells: 0, verified: 0, shredded: 0, failed: 0, skipped: 0, rows: 0 };
+  const rowsByTable = new Map<string, number>();
+  const shredded: LoadResult['shredded'] = [];
+  let header: SnapshotHeader | null = null;
+  let totals: Totals | null = null;
+  const fail = (subject: string, code: string, problem: string): void => {
+    if (mode === 'restore') throw new LetheError(ErrorCode.INTEGRITY, `${subject}: ${problem}`);
+    findings.push({ subject, code, problem });
+  };
+
+  const manifestSource = await store.get(options.snapshot.manifestKey, options.signal === undefined ? {} : { signal: options.signal });
+  let ddl: { preData: string[]; postData: string[] } = { preData: [], postData: [] };
+  const columnsOf = new Map<string, readonly string[]>();
+  const digestKeys = new Map<string, Uint8Array>();
+  let copy: { table: string; stream: TableCopy } | undefined;
+  let copyBroken = false;
+  let batch: CellEntry[] = [];
+
+  const digestKeyFor = async (tenant: string | null): Promise<Uint8Array> => {
+    const name = tenant ?? '';
+    let key = digestKeys.get(name);
+    if (key === undefined) {
+      key = (await vault.getDigestKeys([name])).get(name);
+      if (key === undefined) throw new LetheError(ErrorCode.VAULT, `the vault has no digest key for tenant "${name}"`);
+      digestKeys.set(name, key);
+    }
+    return key;
+  };
+
+  const load = async (cell: CellEntry, read: ReadCell): Promise<void> => {
+    tally.cells += 1;
+    if (read.status === 'shredded') {
+      tally.shredded += 1;
+      shredded.push({ cell: cell.id, destroyed: read.destroyed });
+      return;
+    }
+    if (read.status === 'failed') {
+      tally.failed += 1;
+      fail(`cell ${cell.id}`, 'CELL_UNREADABLE', read.problem);
+      return;
+    }
+    if (copy?.table !== cell.table) {
+      await copy?.stream.end();
+      const columns = columnsOf.get(cell.table);
+      if (columns === undefined) throw new LetheError(ErrorCode.MANIFEST_INVALID, `cell ${cell.id} names table ${cell.table}, which the manifest header does not list`);
+      const sql = `COPY ${quoteIdent(options.targetSchema)}.${quoteIdent(cell.table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`;
+      copy = { table: cell.table, stream: new TableCopy(target, sql) };
+    }
+    const chunks = read.plaintext instanceof Uint8Array ? [read.plaintext] : read.plaintext;
+    for await (const chunk of chunks) await copy.stream.write(chunk);
+    tally.verified += 1;
+    tally.rows += read.rows;
+    rowsByTable.set(cell.table, (rowsByTable.get(cell.table) ?? 0) + read.rows);
+  };
+
+  const runBatch = async (): Promise<void> => {
+    const cells = batch;
+    batch = [];
+    if (cells.length === 0) return;
+    await opener.prefetch(cells.map((c) => c.key));
+    // Fetch and decrypt up to `concurrency` cells ahead; load them in manifest order.
+    const reads: Promise<ReadCell>[] = [];
+    const start = async (cell: CellEntry): Promise<ReadCell> =>
+      readCell(cell, {
+        store,
+        key: await opener.open(cell.key),
+        digestKey: await digestKeyFor(cell.tenant),
+        columns: columnsOf.get(cell.table) ?? [],
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+    for (let i = 0; i < cells.length; i++) {
+      throwIfAborted(options.signal, 'loading a snapshot');
+      while (reads.length < Math.min(cells.length, i + options.concurrency)) {
+        const next = cells[reads.length] as CellEntry;
+        const pending = start(next);
+        pending.catch(() => undefined);
+        reads.push(pending);
+      }
+      await load(cells[i] as CellEntry, await (reads[i] as Promise<ReadCell>));
+      options.onProgress?.({ cells: tally.cells, rows: tally.rows });
+    }
+  };
+
+  try {
+    for await (const event of readManifest(manifestSource, options.snapshot.manifestKey)) {
+      if (event.type === 'header') {
+        header = event.header;
+        if (header.id !== options.snapshot.id) {
+          fail(options.snapshot.manifestKey, 'MANIFEST_MISMATCH', `names snapshot ${header.id}, expected ${options.snapshot.id}`);
+        }
+        for (const table of header.tables) columnsOf.set(table.name, table.columns);
+        await options.beforeLoad?.(header);
+        ddl = schemaToDdl(event.schema as SchemaDescription, { pgSchema: options.targetSchema });
+        for (const statement of ddl.preData) await target.query(statement);
+      } else if (event.type === 'cell') {
+        if (options.tenant !== undefined && event.cell.tenant !== null && event.cell.tenant !== options.tenant) {
+          tally.skipped += 1;
+          continue;
+        }
+        batch.push(event.cell);
+        if (batch.length >= BATCH) await runBatch();
+      } else {
+        await runBatch();
+        totals = event.totals;
+        checkSignature(event, await vault.getSigningPublicKeys(), options.snapshot, fail);
+      }
+    }
+    await copy?.stream.end();
+  } catch (err) {
+    copyBroken = true;
+    if (mode === 'restore' || !isLetheError(err) || err.code === ErrorCode.ABORTED) throw err;
+    findings.push({ subject: options.snapshot.manifestKey, code: err.code, problem: err.message });
+  }
+
+  if (!copyBroken) {
+    for (const statement of ddl.postData) {
+      if (mode === 'restore') {
+        await target.query(statement);
+        continue;
+      }
+      await target.query('SAVEPOINT post_data');
+      try {
+        await target.query(statement);
+        await target.query('RELEASE SAVEPOINT post_data');
+      } catch (err) {
+        await target.query('ROLLBACK TO SAVEPOINT post_data');
+        findings.push({ subject: 'schema', code: 'CONSTRAINT_FAILED', problem: `${statement.slice(0, 120)}: ${(err as Error).message}` });
+      }
+    }
+  }
+  if (totals !== null && options.tenant === undefined && tally.shredded === 0 && tally.failed === 0) {
+    for (const [table, rows] of Object.entries(totals.rowsByTable)) {
+      const loaded = rowsByTable.get(table) ?? 0;
+      if (loaded !== rows) fail(`table ${table}`, 'ROW_COUNT', `loaded ${loaded} rows, the manifest totals say ${rows}`);
+    }
+    if (totals.cells !== tally.cells) fail('manifest', 'CELL_COUNT', `lists ${tally.cells} cells, its totals say ${totals.cells}`);
+  }
+  return { header, totals, tally, findings, rowsByTable, shredded };
+}
+
+function checkSignature(
+  end: { bodySha256: string; fileSha256: string; signature: { keyId: string; sha256: string; value: string } },
+  publicKeys: ReadonlyMap<string, string>,
+  snapshot: LoadOptions['snapshot'],
+  fail: (subject: string, code: string, problem: string) => void,
+): void {
+  const subject = snapshot.manifestKey;
+  if (end.signature.sha256 !== end.bodySha256) {
+    fail(subject, 'SIGNATURE', 'the manifest content does not match the digest it was signed over: it was modified after signing');
+  }
+  const publicKey = publicKeys.get(end.signature.keyId);
+  if (publicKey === undefined) {
+    fail(subject, 'SIGNATURE', `signed by key ${end.signature.keyId}, which the vault does not know`);
+  } else if (!verifySignature(publicKey, signedMessage(end.signature.sha256), end.signature.value)) {
+    fail(subject, 'SIGNATURE', 'the manifest signature does not verify');
+  }
+  if (end.fileSha256 !== snapshot.manifestSha256) {
+    fail(subject, 'MANIFEST_SHA256', `object sha256 ${end.fileSha256} differs from the one the vault recorded at backup (${snapshot.manifestSha256})`);
+  }
+}

@@ -1,0 +1,119 @@
+import pg from 'pg';
+import { ErrorCode, LetheError, wrapForeign } from '../errors/index.ts';
+import { KeyOpener } from '../keys/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { SnapshotHeader } from '../manifest/index.ts';
+import type { ObjectStore } from '../storage/index.ts';
+import type { Vault } from '../vault/index.ts';
+import { loadSnapshot } from './engine.ts';
+
+export interface RestoreOptions {
+  readonly vault: Vault;
+  readonly store: ObjectStore;
+  readonly masterIdentity: string;
+  readonly snapshot: string;
+  readonly targetUrl: string;
+  readonly targetSchema?: string;
+  readonly tenant?: string;
+  /** Drop tables of the same names in the target first (inside the restore's transaction). */
+  readonly replace: boolean;
+  readonly concurrency: number;
+  readonly actor: string;
+  readonly log: Logger;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: { cells: number; rows: number }) => void;
+}
+
+export interface RestoreResult {
+  readonly snapshotId: string;
+  readonly tenant: string | null;
+  readonly tables: number;
+  readonly cells: number;
+  readonly cellsShredded: number;
+  readonly rows: number;
+  readonly rowsByTable: Record<string, number>;
+  readonly durationMs: number;
+}
+
+async function checkTarget(client: pg.Client, schema: string, header: SnapshotHeader, replace: boolean): Promise<void> {
+  const names = header.tables.map((t) => t.name);
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r','p','v','m','f')`,
+    [schema, names],
+  );
+  if (rows.length === 0) return;
+  const present = rows.map((r) => r.name).sort();
+  if (!replace) {
+    throw new LetheError(
+      ErrorCode.TARGET_NOT_EMPTY,
+      `the target already has table${present.length > 1 ? 's' : ''} ${present.join(', ')} in schema ${schema}: ` +
+        'restore into an empty database, or pass --replace to drop them first (in the same transaction)',
+      { details: { tables: present } },
+    );
+  }
+  for (const name of present) {
+    await client.query(`DROP TABLE IF EXISTS ${client.escapeIdentifier(schema)}.${client.escapeIdentifier(name)} CASCADE`);
+  }
+}
+
+/**
+ * Restores a whole snapshot, or one tenant's cells (with the system cells), into the
+ * database at `targetUrl`, schema and rows, in ONE transaction: a failure of any check
+ * rolls everything back, so the target is either fully restored or untouched. Refuses a
+ * target that already has any of the snapshot's tables unless `replace` is set.
+ * Cells whose keys were destroyed are left out and counted (they are shredded by design).
+ */
+export async function runRestore(options: RestoreOptions): Promise<RestoreResult> {
+  const started = Date.now();
+  const { vault, store } = options;
+  const snapshot = await vault.getSnapshot(options.snapshot);
+  const schema = options.targetSchema ?? 'public';
+  const target = new pg.Client({ connectionString: options.targetUrl, application_name: 'lethe restore' });
+  target.on('error', () => undefined);
+  try {
+    await target.connect();
+    await target.query('BEGIN');
+    const loaded = await loadSnapshot({
+      store,
+      vault,
+      opener: new KeyOpener(vault, options.masterIdentity),
+      snapshot: { id: snapshot.id, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256 },
+      target,
+      targetSchema: schema,
+      mode: 'restore',
+      concurrency: options.concurrency,
+      beforeLoad: async (header) => {
+        await target.query(`CREATE SCHEMA IF NOT EXISTS ${target.escapeIdentifier(schema)}`);
+        await checkTarget(target, schema, header, options.replace);
+      },
+      ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
+      ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    await target.query('COMMIT');
+    const result: RestoreResult = {
+      snapshotId: snapshot.id,
+      tenant: options.tenant ?? null,
+      tables: loaded.header?.tables.length ?? 0,
+      cells: loaded.tally.verified,
+      cellsShredded: loaded.tally.shredded,
+      rows: loaded.tally.rows,
+      rowsByTable: Object.fromEntries(loaded.rowsByTable),
+      durationMs: Date.now() - started,
+    };
+    await vault.appendAudit({
+      actor: options.actor,
+      action: 'restore',
+      subject: snapshot.id,
+      details: { target: new URL(options.targetUrl).host, tenant: result.tenant, cells: result.cells, rows: result.rows },
+    });
+    options.log.info({ job: 'restore', snapshotId: snapshot.id, rows: result.rows }, 'restore complete');
+    return result;
+  } catch (err) {
+    await target.query('ROLLBACK').catch(() => undefined);
+    throw wrapForeign(ErrorCode.DATABASE, `restoring snapshot ${snapshot.id}`, err);
+  } finally {
+    await target.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,305 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import pgCopyStreams from 'pg-copy-streams';
+import { groupCells } from '../cells/index.ts';
+import { generateDigestKey, sign } from '../crypto/index.ts';
+import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
+import { KeyMinter } from '../keys/index.ts';
+import type { Logger } from '../log/index.ts';
+import { CellEntrySchema, manifestKey, manifestLines, type CellEntry, type SnapshotHeader } from '../manifest/index.ts';
+import {
+  buildCellQuery,
+  buildOrphanCheckQuery,
+  checkCoverage,
+  classOf,
+  readSchema,
+  type Mapping,
+} from '../mapping/index.ts';
+import type { ObjectLock, ObjectStore } from '../storage/index.ts';
+import type { Vault } from '../vault/index.ts';
+import { writeCell, type PreviousCell } from './cell-writer.ts';
+import { writeKeyFile } from './key-file.ts';
+import { PackWriter } from './pack-writer.ts';
+import { exportAudit } from '../audit/index.ts';
+
+export interface BackupOptions {
+  readonly chatStoreUrl: string;
+  readonly mapping: Mapping;
+  readonly vault: Vault;
+  readonly store: ObjectStore;
+  readonly granularity: 'month' | 'week' | 'day';
+  readonly packSizeBytes: number;
+  readonly cellBufferBytes: number;
+  readonly lockDays?: { mode: ObjectLock['mode']; days: number };
+  readonly log: Logger;
+  readonly actor: string;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: BackupProgress) => void;
+  /** The clock; tests inject one. */
+  readonly now?: () => Date;
+}
+
+export interface BackupProgress {
+  readonly table: string;
+  readonly tablesDone: number;
+  readonly tables: number;
+  readonly cells: number;
+  readonly rows: number;
+  readonly bytesPlain: number;
+}
+
+/** The outcome of `lethe backup`, as printed with `--json`. */
+export interface BackupResult {
+  readonly snapshotId: string;
+  readonly previousId: string | null;
+  readonly cells: number;
+  readonly cellsReused: number;
+  readonly cellsWritten: number;
+  /** Cells not backed up because a key they need was destroyed (erased data still in the store). */
+  readonly cellsSkippedShredded: number;
+  readonly rows: number;
+  readonly bytesPlain: number;
+  /** Ciphertext bytes uploaded by this run (reused cells cost nothing). */
+  readonly bytesStored: number;
+  readonly packs: number;
+  readonly keysCreated: number;
+  readonly manifest: string;
+  readonly durationMs: number;
+}
+
+/** `20261128T073512Z-3fa9c1`: sorts by time, unique across runs. */
+export function newSnapshotId(at: Date): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+  return `${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+const CELL_ROWS_BATCH = 1000;
+
+/** The snapshot's cells as the vault recorded them, in restore order, as manifest entries. */
+async function* manifestCells(vault: Vault, snapshotId: string): AsyncGenerator<CellEntry> {
+  for await (const cell of vault.iterateSnapshotCells(snapshotId, { order: 'table' })) {
+    const parsed = CellEntrySchema.safeParse(cell);
+    if (!parsed.success) {
+      throw new LetheError(ErrorCode.INTERNAL, `cell ${cell.id} of snapshot ${snapshotId} does not fit the manifest format: ${parsed.error.message}`);
+    }
+    yield parsed.data;
+  }
+}
+
+/**
+ * Takes one snapshot of the chat store: every mapped table read in one REPEATABLE READ
+ * transaction, rows grouped into cells, each cell encrypted to its own key (or referenced
+ * from the previous snapshot when unchanged), packed, uploaded; then the key file and,
+ * last, the signed manifest. The snapshot exists only once the manifest is stored and the
+ * vault marks it complete: a run that dies earlier leaves nothing that looks complete, and
+ * the next run cleans up after it.
+ *
+ * Throws TABLE_UNMAPPED / MAPPING_INVALID before anything is written when the mapping does
+ * not cover the store, JOB_LOCKED when another backup is running.
+ */
+export async function runBackup(options: BackupOptions): Promise<BackupResult> {
+  const { vault, store, log } = options;
+  const now = options.now ?? ((): Date => new Date());
+  const started = Date.now();
+  return vault.withJobLock('backup', async () => {
+    const abandoned = await vault.abandonStaleSnapshots();
+    if (abandoned.length > 0) log.warn({ abandoned }, 'marked interrupted snapshots as abandoned');
+    const cleaned = await store.cleanupIncomplete('packs/');
+    if (cleaned > 0) log.info({ cleaned }, 'removed leftovers of interrupted uploads');
+
+    const masterRecipient = await vault.getMasterRecipient();
+    const signingKey = await vault.getActiveSigningKey();
+    if (signingKey === null) {
+      throw new LetheError(ErrorCode.VAULT, 'the vault has no manifest signing key: run `lethe init`');
+    }
+    const { tables } = await checkCoverage(options.chatStoreUrl, options.mapping);
+    const schema = await readSchema(
+      options.chatStoreUrl,
+      tables.map((t) => t.name),
+      options.mapping.schema,
+    );
+
+    const previous = await vault.latestCompleteSnapshot();
+    const createdAt = now();
+    const snapshotId = newSnapshotId(createdAt);
+    const runLog = log.child({ job: 'backup', snapshotId });
+    await vault.beginSnapshot({ id: snapshotId, previousId: previous?.id ?? null, runOwner: `${hostname()}:${process.pid}` });
+    runLog.info({ previous: previous?.id ?? null, tables: tables.length }, 'backup started');
+
+    const lock: ObjectLock | undefined =
+      options.lockDays === undefined
+        ? undefined
+        : { mode: options.lockDays.mode, retainUntil: new Date(createdAt.getTime() + options.lockDays.days * 86_400_000) };
+    const packs = new PackWriter(store, {
+      targetBytes: options.packSizeBytes,
+      ...(lock === undefined ? {} : { lock }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const keys = new KeyMinter(vault, masterRecipient);
+    await keys.load();
+    const digestKeys = new Map<string, Uint8Array>();
+    const digestKeyFor = async (tenant: string | null): Promise<Uint8Array> => {
+      const name = tenant ?? '';
+      const known = digestKeys.get(name);
+      if (known !== undefined) return known;
+      const got = (await vault.getOrCreateDigestKeys([name], generateDigestKey)).get(name);
+      if (got === undefined) throw new LetheError(ErrorCode.VAULT, `no digest key for tenant ${name}`);
+      digestKeys.set(name, got);
+      return got;
+    };
+
+    const totals = { cells: 0, reused: 0, written: 0, shredded: 0, rows: 0, bytesPlain: 0, bytesStored: 0 };
+    let pendingRows: CellEntry[] = [];
+    const flushRows = async (): Promise<void> => {
+      if (pendingRows.length === 0) return;
+      // Cell rows reference their keys: the keys must be in the vault first.
+      await keys.flush();
+      const batch = pendingRows;
+      pendingRows = [];
+      await vault.addSnapshotCells(snapshotId, batch);
+    };
+
+    const chat = new pg.Client({ connectionString: options.chatStoreUrl, application_name: 'lethe backup' });
+    chat.on('error', () => undefined);
+    const cancel = (): void => {
+      void chat.end().catch(() => undefined);
+    };
+    options.signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      await chat.connect();
+      await chat.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const point = await chat.query<{ now: Date; snap: string; version: string }>(
+        'SELECT now() AS now, pg_current_snapshot()::text AS snap, current_setting($1) AS version',
+        ['server_version'],
+      );
+      const source = point.rows[0];
+      if (source === undefined) throw new LetheError(ErrorCode.INTERNAL, 'no snapshot point returned');
+
+      const ordered = [...tables].sort((a, b) => a.name.localeCompare(b.name));
+      for (const [index, table] of ordered.entries()) {
+        throwIfAborted(options.signal, 'backup');
+        const orphans = await chat.query<{ dropped: string; tenantless: string }>(
+          buildOrphanCheckQuery(options.mapping, table.name),
+        );
+        const dropped = Number(orphans.rows[0]?.dropped ?? 0);
+        const tenantless = Number(orphans.rows[0]?.tenantless ?? 0);
+        if (dropped > 0 || tenantless > 0) {
+          throw new LetheError(
+            ErrorCode.MAPPING_INVALID,
+            `table ${table.name}: ${dropped} rows have no match for the mapping's joins and ${tenantless} rows have no ` +
+              'tenant; they would be lost or misfiled, so nothing was backed up. Fix the data, or the mapping ' +
+              '(docs/mapping.md), and run again',
+          );
+        }
+        const previousCells: ReadonlyMap<string, PreviousCell> =
+          previous === null ? new Map() : await vault.cellIndexForTable(previous.id, table.name);
+        const dataClass = classOf(options.mapping, table.name);
+        const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity);
+        const copy = chat.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
+        for await (const cell of groupCells(copy, dataClass)) {
+          const outcome = await writeCell(cell, {
+            table: table.name,
+            columns: table.copyColumns,
+            packs,
+            keys,
+            digestKeyFor,
+            previous: previousCells,
+            bufferBytes: options.cellBufferBytes,
+            ...(options.signal === undefined ? {} : { signal: options.signal }),
+          });
+          if (outcome.kind === 'shredded') {
+            totals.shredded += 1;
+            runLog.warn(
+              { cell: outcome.cellId, destroyedKey: outcome.destroyedKey, rows: outcome.rows },
+              'cell not backed up: a key it needs was destroyed (erased data is still in the chat store)',
+            );
+            continue;
+          }
+          const entry = outcome.entry;
+          totals.cells += 1;
+          totals.rows += entry.rows;
+          totals.bytesPlain += entry.bytesPlain;
+          if (outcome.kind === 'reused') totals.reused += 1;
+          else {
+            totals.written += 1;
+            totals.bytesStored += entry.length;
+          }
+          pendingRows.push(entry);
+          if (pendingRows.length >= CELL_ROWS_BATCH) await flushRows();
+          if (totals.cells % 500 === 0) {
+            options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
+          }
+        }
+        options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
+        runLog.info({ table: table.name, cells: totals.cells }, 'table done');
+      }
+      const packsWritten = await packs.close();
+      await keys.flush();
+      await flushRows();
+      await chat.query('COMMIT');
+
+      const keyFile = await writeKeyFile({ vault, store, snapshotId, ...(lock === undefined ? {} : { lock }) });
+      const header: SnapshotHeader = {
+        id: snapshotId,
+        createdAt: createdAt.toISOString(),
+        completedAt: now().toISOString(),
+        previous: previous === null ? null : { id: previous.id, sha256: previous.manifestSha256 },
+        source: {
+          databaseTime: source.now.toISOString(),
+          transactionSnapshot: source.snap,
+          serverVersion: source.version,
+        },
+        granularity: options.granularity,
+        masterRecipient,
+        tables: ordered.map((t) => ({ name: t.name, class: t.class, columns: [...t.copyColumns] })),
+      };
+      const key = manifestKey(snapshotId);
+      const written = await store.put(
+        key,
+        manifestLines({
+          header,
+          schema,
+          keyFiles: await vault.keyFilesForSnapshot(snapshotId),
+          cells: manifestCells(vault, snapshotId),
+          sign: (message) => ({ keyId: signingKey.id, value: sign(signingKey.privateKey, message) }),
+        }),
+        lock === undefined ? {} : { lock },
+      );
+      const durationMs = Date.now() - started;
+      const result: BackupResult = {
+        snapshotId,
+        previousId: previous?.id ?? null,
+        cells: totals.cells,
+        cellsReused: totals.reused,
+        cellsWritten: totals.written,
+        cellsSkippedShredded: totals.shredded,
+        rows: totals.rows,
+        bytesPlain: totals.bytesPlain,
+        bytesStored: totals.bytesStored,
+        packs: packsWritten.length,
+        keysCreated: keys.created,
+        manifest: key,
+        durationMs,
+      };
+      await vault.completeSnapshot(snapshotId, { manifestKey: key, manifestSha256: written.sha256, stats: { ...result, keyFile } });
+      await vault.appendAudit({
+        actor: options.actor,
+        action: 'backup.complete',
+        subject: snapshotId,
+        details: { ...result, manifestSha256: written.sha256 },
+      });
+      await exportAudit(vault, store, lock);
+      runLog.info(result, 'backup complete');
+      return result;
+    } catch (err) {
+      await packs.abort();
+      await chat.query('ROLLBACK').catch(() => undefined);
+      await vault.abandonSnapshot(snapshotId).catch(() => undefined);
+      throw wrapForeign(ErrorCode.DATABASE, 'backup', err);
+    } finally {
+      options.signal?.removeEventListener('abort', cancel);
+      await chat.end().catch(() => undefined);
+    }
+  });
+}

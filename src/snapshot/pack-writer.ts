@@ -1,0 +1,138 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import type { ObjectLock, ObjectStore } from '../storage/index.ts';
+
+/** Where one cell's ciphertext landed. */
+export interface CellLocation {
+  readonly pack: string;
+  readonly offset: number;
+  readonly length: number;
+  /** sha256 hex of the cell's ciphertext bytes (the range `offset .. offset+length`). */
+  readonly sha256: string;
+}
+
+/** A finished pack object. */
+export interface PackInfo {
+  readonly key: string;
+  readonly size: number;
+  readonly sha256: string;
+  readonly cells: number;
+}
+
+interface OpenPack {
+  readonly key: string;
+  readonly stream: PassThrough;
+  readonly upload: Promise<{ size: number; sha256: string }>;
+  /** Rejects when the upload fails, so a writer blocked on backpressure wakes up. */
+  readonly failed: Promise<never>;
+  bytes: number;
+  cells: number;
+}
+
+/** `packs/<aa>/<32 hex>`: the two-character fan-out keeps listings and directories small. */
+export function newPackKey(): string {
+  const id = randomBytes(16).toString('hex');
+  return `packs/${id.slice(0, 2)}/${id}`;
+}
+
+/**
+ * Concatenates cell ciphertexts (each a complete age file) into pack objects of about
+ * `targetBytes`, streaming each pack to the store as it is written. A pack closes at the
+ * first cell boundary past the target, so a cell never spans two packs.
+ *
+ * Nothing here is visible as complete until the store finishes a put; a crash leaves at
+ * most an incomplete upload, which the next backup's cleanup removes.
+ */
+export class PackWriter {
+  private current: OpenPack | undefined;
+  private readonly finished: PackInfo[] = [];
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly options: { targetBytes: number; lock?: ObjectLock; signal?: AbortSignal },
+  ) {}
+
+  /** Packs finished so far. */
+  get packs(): readonly PackInfo[] {
+    return this.finished;
+  }
+
+  /**
+   * Appends one cell. Resolves once its bytes are handed to the upload (not yet durable:
+   * durability comes with {@link close}). Throws STORAGE if the pack's upload failed.
+   */
+  async writeCell(body: Uint8Array | AsyncIterable<Uint8Array>): Promise<CellLocation> {
+    throwIfAborted(this.options.signal, 'writing a pack');
+    const pack = this.current ?? this.open();
+    const offset = pack.bytes;
+    const hash = createHash('sha256');
+    const chunks = body instanceof Uint8Array ? [body] : body;
+    for await (const chunk of chunks) {
+      hash.update(chunk);
+      pack.bytes += chunk.length;
+      if (!pack.stream.write(chunk)) {
+        await Promise.race([once(pack.stream, 'drain'), pack.failed]);
+      }
+    }
+    pack.cells += 1;
+    const location: CellLocation = {
+      pack: pack.key,
+      offset,
+      length: pack.bytes - offset,
+      sha256: hash.digest('hex'),
+    };
+    if (pack.bytes >= this.options.targetBytes) await this.finishCurrent();
+    return location;
+  }
+
+  /** Finishes the open pack and waits for every upload; returns all packs written. */
+  async close(): Promise<readonly PackInfo[]> {
+    await this.finishCurrent();
+    return this.finished;
+  }
+
+  /** Abandons the open pack: its upload is aborted and nothing becomes visible. */
+  async abort(): Promise<void> {
+    const pack = this.current;
+    this.current = undefined;
+    if (pack === undefined) return;
+    pack.stream.destroy(new LetheError(ErrorCode.ABORTED, 'backup abandoned'));
+    await pack.upload.catch(() => undefined);
+  }
+
+  private open(): OpenPack {
+    const key = newPackKey();
+    const stream = new PassThrough({ highWaterMark: 1 << 20 });
+    const upload = this.store.put(key, stream, {
+      ...(this.options.lock === undefined ? {} : { lock: this.options.lock }),
+      ...(this.options.signal === undefined ? {} : { signal: this.options.signal }),
+    });
+    const failed = upload.then(
+      () => new Promise<never>(() => undefined),
+      (err: unknown) => {
+        throw err;
+      },
+    );
+    failed.catch(() => undefined);
+    const pack: OpenPack = { key, stream, upload, failed, bytes: 0, cells: 0 };
+    this.current = pack;
+    return pack;
+  }
+
+  private async finishCurrent(): Promise<void> {
+    const pack = this.current;
+    if (pack === undefined) return;
+    this.current = undefined;
+    pack.stream.end();
+    const { size, sha256 } = await pack.upload;
+    if (size !== pack.bytes) {
+      throw new LetheError(
+        ErrorCode.INTEGRITY,
+        `pack ${pack.key}: the store reports ${size} bytes written, lethe sent ${pack.bytes}`,
+      );
+    }
+    this.finished.push({ key: pack.key, size, sha256, cells: pack.cells });
+  }
+}
