@@ -5,10 +5,9 @@ import type { Config, DatabaseConfig, EmbeddedConfig } from '../config/index.ts'
 import { EmbeddedPostgres } from '../embedded/postgres.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { MappingSchema, BUILTIN_MAPPING, type Mapping } from '../mapping/index.ts';
+import { BUILTIN_MAPPING, parseMapping, type Mapping } from '../mapping/index.ts';
 import { openStore, type ObjectStore } from '../storage/index.ts';
 import { Vault } from '../vault/index.ts';
-import { formatIssues } from '../config/index.ts';
 
 /**
  * Reads a secret from a file that only its owner may read. Throws CONFIG_INVALID naming
@@ -114,11 +113,7 @@ export class Runtime {
   mapping(): Mapping {
     const raw = this.config.chatStore.mapping;
     if (raw === 'builtin') return BUILTIN_MAPPING;
-    const parsed = MappingSchema.safeParse(raw);
-    if (!parsed.success) {
-      throw new LetheError(ErrorCode.MAPPING_INVALID, `invalid \`chatStore.mapping\`:\n${formatIssues(parsed.error.issues)}`);
-    }
-    return parsed.data;
+    return parseMapping(raw, 'config field `chatStore.mapping`');
   }
 
   private async embeddedSecret(embedded: EmbeddedConfig): Promise<string> {
