@@ -1,0 +1,689 @@
+// Disaster recovery without lethe: runbooks/dr-decrypt.sh reads a real demo snapshot with the
+// stock age CLI, jq and coreutils, and what it decrypts is exactly the chat store's rows.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import {
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import pgCopyStreams from 'pg-copy-streams';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { EmbeddedPostgres } from '../../../src/embedded/postgres.ts';
+import type { CellEntry } from '../../../src/manifest/index.ts';
+import { schemaToDdl, type SchemaDescription } from '../../../src/mapping/index.ts';
+import { freePort, portIsFree } from '../../../src/util/net.ts';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const SCRIPT = join(ROOT, 'runbooks', 'dr-decrypt.sh');
+const CLI = join(ROOT, 'bin', 'lethe.js');
+
+interface Result {
+  readonly code: number | null;
+  readonly stdout: Buffer;
+  readonly stderr: string;
+}
+
+/** Runs a program without a shell; never rejects on a non-zero exit. */
+async function run(
+  file: string,
+  args: readonly string[],
+  env?: NodeJS.ProcessEnv,
+): Promise<Result> {
+  const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+async function runOk(file: string, args: readonly string[]): Promise<Buffer> {
+  const result = await run(file, args);
+  if (result.code !== 0)
+    throw new Error(`${file} ${args.join(' ')} exited ${String(result.code)}: ${result.stderr}`);
+  return result.stdout;
+}
+
+interface Manifest {
+  readonly snapshot: {
+    readonly id: string;
+    readonly tables: { name: string; columns: string[] }[];
+  };
+  readonly schema: SchemaDescription;
+  readonly cells: CellEntry[];
+}
+
+/**
+ * The source rows of a cell, as COPY text in primary-key order: the rows whose tenant,
+ * period (UTC month) and author are the cell's, written out independently of lethe's
+ * mapping code from the reference schema's definitions.
+ */
+function sourceQuery(
+  cell: CellEntry,
+  columns: readonly string[],
+): { sql: string; params: string[] } {
+  const cols = columns.map((c) => `t."${c}"`).join(', ');
+  const month = (ts: string): string => `to_char(${ts}, 'YYYY-MM')`;
+  const fromMs = (col: string): string =>
+    `(TIMESTAMP '1970-01-01' + ${col} * INTERVAL '1 millisecond')`;
+  const tenant = cell.tenant ?? '';
+  switch (cell.table) {
+    case 'messages':
+      return {
+        sql: `SELECT ${cols} FROM messages t JOIN conversations c ON c.id = t.conversation_id
+               WHERE c.tenant_id::text = $1 AND ${month(`t.created_at AT TIME ZONE 'UTC'`)} = $2
+                 AND t.sender_id::text = $3 ORDER BY t.id`,
+        params: [tenant, cell.period, cell.author ?? ''],
+      };
+    case 'attachments':
+      return {
+        sql: `SELECT ${cols} FROM attachments t
+               WHERE t.tenant_id::text = $1 AND ${month(fromMs('t.created_at_ms'))} = $2
+                 AND t.uploader_id::text = $3 ORDER BY t.id`,
+        params: [tenant, cell.period, cell.author ?? ''],
+      };
+    case 'users':
+      return {
+        sql: `SELECT ${cols} FROM users t WHERE t.tenant_id::text = $1 AND t.id::text = $2 ORDER BY t.id`,
+        params: [tenant, cell.author ?? ''],
+      };
+    case 'tenants':
+      return { sql: `SELECT ${cols} FROM tenants t WHERE t.id::text = $1`, params: [tenant] };
+    default:
+      throw new Error(`no source query for table ${cell.table}`);
+  }
+}
+
+/** `COPY (query) TO STDOUT` with parameters inlined as literals (COPY takes none). */
+async function copyOut(
+  client: pg.Client,
+  sql: string,
+  params: readonly string[] = [],
+): Promise<Buffer> {
+  const inlined = sql.replace(/\$(\d+)/g, (_m, n: string) =>
+    client.escapeLiteral(params[Number(n) - 1] ?? ''),
+  );
+  const chunks: Buffer[] = [];
+  const stream = client.query(pgCopyStreams.to(`COPY (${inlined}) TO STDOUT`));
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+async function copyIn(
+  client: pg.Client,
+  table: string,
+  columns: readonly string[],
+  data: Buffer,
+): Promise<void> {
+  const stream = client.query(
+    pgCopyStreams.from(`COPY "${table}" (${columns.map((c) => `"${c}"`).join(', ')}) FROM STDIN`),
+  );
+  stream.end(data);
+  await once(stream, 'finish');
+}
+
+function lineCount(data: Buffer): number {
+  let n = 0;
+  for (const byte of data) if (byte === 0x0a) n += 1;
+  return n;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Writes a keys export laid out as `lethe keys export` writes it: one key per line. */
+async function writeExport(path: string, exported: { dimensionKeys: unknown[] }): Promise<void> {
+  const { dimensionKeys, ...header } = exported;
+  const head = JSON.stringify(header).slice(0, -1);
+  const keys = dimensionKeys.map((k) => JSON.stringify(k)).join(',\n');
+  await writeFile(path, `${head},"dimensionKeys":[\n${keys}\n]}\n`, { mode: 0o600, flag: 'wx' });
+}
+
+/** A schema with every construct schemaToDdl handles, in a schema whose name needs quoting. */
+const SYNTHETIC_SCHEMA: SchemaDescription = {
+  schema: 'dr "odd" schema',
+  enums: [{ name: 'mood', labels: ["it's", 'back\\slash', 'plain'] }],
+  sequences: [
+    {
+      name: 'notes_id_seq',
+      table: 'notes',
+      column: 'id',
+      identity: false,
+      type: 'integer',
+      start: '-1',
+      increment: '-1',
+      min: '-2147483648',
+      max: '-1',
+      cache: '1',
+      cycle: false,
+    },
+    {
+      name: 'tags_id_seq',
+      table: 'tags',
+      column: 'id',
+      identity: true,
+      type: 'bigint',
+      start: '100',
+      increment: '5',
+      min: '1',
+      max: '9223372036854775807',
+      cache: '10',
+      cycle: true,
+    },
+  ],
+  tables: [
+    {
+      name: 'notes',
+      columns: [
+        {
+          name: 'id',
+          type: 'integer',
+          notNull: true,
+          default: "nextval('notes_id_seq'::regclass)",
+          collation: null,
+          identity: null,
+          generated: null,
+        },
+        {
+          name: 'title',
+          type: 'text',
+          notNull: true,
+          default: null,
+          collation: 'C',
+          identity: null,
+          generated: null,
+        },
+        {
+          name: 'title_len',
+          type: 'integer',
+          notNull: false,
+          default: null,
+          collation: null,
+          identity: null,
+          generated: 'length(title)',
+        },
+        {
+          name: 'mood',
+          type: 'mood',
+          notNull: false,
+          default: "'plain'::mood",
+          collation: null,
+          identity: null,
+          generated: null,
+        },
+      ],
+      constraints: [
+        { name: 'notes_pkey', type: 'p', definition: 'PRIMARY KEY (id)' },
+        { name: 'notes_title_check', type: 'c', definition: "CHECK ((title <> ''::text))" },
+      ],
+      indexes: [{ name: 'notes_title_idx', unique: true, using: 'btree (lower(title))' }],
+    },
+    {
+      name: 'tags',
+      columns: [
+        {
+          name: 'id',
+          type: 'bigint',
+          notNull: true,
+          default: null,
+          collation: null,
+          identity: 'always',
+          generated: null,
+        },
+        {
+          name: 'note_id',
+          type: 'integer',
+          notNull: false,
+          default: null,
+          collation: null,
+          identity: null,
+          generated: null,
+        },
+      ],
+      constraints: [
+        {
+          name: 'tags_note_fkey',
+          type: 'f',
+          definition: 'FOREIGN KEY (note_id) REFERENCES notes(id)',
+        },
+        { name: 'tags_pkey', type: 'p', definition: 'PRIMARY KEY (id)' },
+      ],
+      indexes: [],
+    },
+  ],
+};
+
+describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', () => {
+  let dir = '';
+  let server: EmbeddedPostgres | undefined;
+  let chat: pg.Client | undefined;
+  let keysExport: string;
+  let objects: string;
+  let masterKey: string;
+  let manifestFiles: [first: string, second: string];
+  let manifests: [first: Manifest, second: Manifest];
+
+  const admin = (): pg.Client => {
+    if (chat === undefined) throw new Error('chat store not connected');
+    return chat;
+  };
+
+  const columnsOf = (table: string): string[] => {
+    const found = manifests[1].snapshot.tables.find((t) => t.name === table);
+    if (found === undefined) throw new Error(`table ${table} not in the manifest`);
+    return found.columns;
+  };
+
+  const decrypt = (
+    manifest: string,
+    cell: string,
+    extra: readonly string[] = [],
+    exportFile = keysExport,
+    objectsDir = objects,
+  ): Promise<Result> =>
+    run(SCRIPT, [
+      '--master-key',
+      masterKey,
+      '--manifest',
+      manifest,
+      '--objects',
+      objectsDir,
+      '--keys-export',
+      exportFile,
+      '--cell',
+      cell,
+      ...extra,
+    ]);
+
+  const pick = (predicate: (c: CellEntry) => boolean, what: string): CellEntry => {
+    const found = manifests[1].cells.filter(predicate).sort((a, b) => b.rows - a.rows)[0];
+    if (found === undefined) throw new Error(`the demo's second snapshot has no ${what}`);
+    return found;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lethe-dr-'));
+    // When tests run as root the embedded server runs as `postgres`, which must reach DIR.
+    await chmod(dir, 0o755);
+    const demo = JSON.parse(
+      (await runOk(process.execPath, [CLI, 'demo', '--dir', dir, '--json'])).toString('utf8'),
+    ) as {
+      backups: { snapshotId: string; manifest: string }[];
+      verify: { ok: boolean };
+    };
+    expect(demo.verify.ok).toBe(true);
+    const config = join(dir, 'lethe.yaml');
+    keysExport = join(dir, 'keys-export.json');
+    await runOk(process.execPath, [
+      CLI,
+      'keys',
+      'export',
+      '--out',
+      keysExport,
+      '--config',
+      config,
+      '--json',
+    ]);
+    objects = join(dir, 'objects');
+    masterKey = join(dir, 'master.key');
+    const [first, second] = demo.backups;
+    if (first === undefined || second === undefined)
+      throw new Error('the demo made fewer than two backups');
+    manifestFiles = [join(objects, first.manifest), join(objects, second.manifest)];
+    manifests = [
+      JSON.parse(await readFile(manifestFiles[0], 'utf8')) as Manifest,
+      JSON.parse(await readFile(manifestFiles[1], 'utf8')) as Manifest,
+    ];
+
+    // Every CLI command stops the embedded server it started: nothing may be left running.
+    expect(await exists(join(dir, 'pg', 'postmaster.pid'))).toBe(false);
+    const settings = parseYaml(await readFile(config, 'utf8')) as {
+      embedded: { port: number; passwordFile: string };
+    };
+    const password = (await readFile(join(dir, settings.embedded.passwordFile), 'utf8')).trim();
+    // The demo's port, unless something else took it since: the cluster is not tied to it.
+    const port = (await portIsFree(settings.embedded.port))
+      ? settings.embedded.port
+      : await freePort();
+    server = await EmbeddedPostgres.start({ dataDir: join(dir, 'pg'), port, password });
+    chat = new pg.Client({ connectionString: server.url('chat') });
+    await chat.connect();
+  }, 600_000);
+
+  afterAll(async () => {
+    await chat?.end();
+    await server?.stop();
+    if (dir !== '') {
+      expect(await exists(join(dir, 'pg', 'postmaster.pid'))).toBe(false);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('lists the cells of a manifest with their table and row count', async () => {
+    const listed = (await runOk(SCRIPT, ['--list', '--manifest', manifestFiles[1]])).toString(
+      'utf8',
+    );
+    const lines = listed.trimEnd().split('\n');
+    expect(lines).toHaveLength(manifests[1].cells.length);
+    const [cell] = manifests[1].cells;
+    expect(lines[0]).toBe(`${cell?.id}\t${cell?.table}\t${cell?.rows}`);
+    const users = (
+      await runOk(SCRIPT, [
+        '--list',
+        '--manifest',
+        manifestFiles[1],
+        '--table',
+        'users',
+        '--tenant',
+        '3',
+      ])
+    )
+      .toString('utf8')
+      .trimEnd()
+      .split('\n');
+    expect(users).toEqual(
+      manifests[1].cells
+        .filter((c) => c.table === 'users' && c.tenant === '3')
+        .map((c) => `${c.id}\tusers\t${c.rows}`),
+    );
+  });
+
+  it.each([
+    [
+      'a messages cell written by the second backup',
+      (c: CellEntry) => c.table === 'messages' && !c.reused,
+    ],
+    ['an attachments cell (bytea)', (c: CellEntry) => c.table === 'attachments'],
+    ['a users cell, which has no period key', (c: CellEntry) => c.table === 'users'],
+    ['a tenants cell, wrapped to the tenant key only', (c: CellEntry) => c.table === 'tenants'],
+    [
+      'a messages cell reused from the first backup',
+      (c: CellEntry) => c.table === 'messages' && c.reused,
+    ],
+  ])('decrypts %s to exactly the chat store rows', async (what, predicate) => {
+    const cell = pick(predicate, what);
+    const columns = columnsOf(cell.table);
+    const result = await decrypt(manifestFiles[1], cell.id);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(lineCount(result.stdout)).toBe(cell.rows);
+    expect(result.stdout.length).toBe(cell.bytesPlain);
+    const { sql, params } = sourceQuery(cell, columns);
+    const source = await copyOut(admin(), sql, params);
+    expect(lineCount(source)).toBe(cell.rows);
+    expect(result.stdout.toString('utf8')).toBe(source.toString('utf8'));
+    if (cell.table === 'attachments')
+      expect(result.stdout.toString('utf8')).toMatch(/\t\\\\x[0-9a-f]{2,}\t/);
+  });
+
+  it('reads a reused cell from either snapshot: same pack range, key from the first key file', async () => {
+    const cell = pick((c) => c.table === 'messages' && c.reused, 'reused messages cell');
+    const inFirst = manifests[0].cells.find((c) => c.id === cell.id);
+    expect(inFirst).toMatchObject({
+      pack: cell.pack,
+      offset: cell.offset,
+      sha256: cell.sha256,
+      key: cell.key,
+    });
+    const [older, newer] = await Promise.all([
+      decrypt(manifestFiles[0], cell.id),
+      decrypt(manifestFiles[1], cell.id),
+    ]);
+    expect(older.code).toBe(0);
+    expect(newer.code).toBe(0);
+    expect(newer.stdout.equals(older.stdout)).toBe(true);
+  });
+
+  it('writes --out only once everything checked out, and never overwrites it', async () => {
+    const cell = pick((c) => c.table === 'attachments', 'attachments cell');
+    const out = join(dir, 'out', 'attachments.copy');
+    await mkdir(dirname(out), { recursive: true });
+    const result = await decrypt(manifestFiles[1], cell.id, ['--out', out]);
+    expect(result.code).toBe(0);
+    expect(result.stdout.length).toBe(0);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+    expect(lineCount(await readFile(out))).toBe(cell.rows);
+    const again = await decrypt(manifestFiles[1], cell.id, ['--out', out]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/already exists/);
+    expect(await readdir(dirname(out))).toEqual(['attachments.copy']);
+  });
+
+  it('refuses a pack whose bytes were changed, before decrypting anything', async () => {
+    const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+    const bad = join(dir, 'objects-flipped');
+    await mkdir(join(bad, dirname(cell.pack)), { recursive: true });
+    await mkdir(join(bad, 'keys'), { recursive: true });
+    for (const name of await readdir(join(objects, 'keys'))) {
+      await copyFile(join(objects, 'keys', name), join(bad, 'keys', name));
+    }
+    const pack = join(bad, cell.pack);
+    await copyFile(join(objects, cell.pack), pack);
+    const bytes = await readFile(pack);
+    const at = cell.offset + Math.floor(cell.length / 2);
+    bytes[at] = (bytes[at] ?? 0) ^ 0x01;
+    await writeFile(pack, bytes);
+
+    const outDir = join(dir, 'out-flipped');
+    await mkdir(outDir);
+    const out = join(outDir, 'cell.copy');
+    const result = await decrypt(manifestFiles[1], cell.id, ['--out', out], keysExport, bad);
+    expect(result.code).toBe(6);
+    expect(result.stderr).toMatch(
+      new RegExp(
+        `sha256 mismatch: cell ${cell.id} .*the manifest says ${cell.sha256}; nothing was decrypted`,
+      ),
+    );
+    expect(result.stdout.length).toBe(0);
+    expect(await readdir(outDir)).toEqual([]);
+    // The same range, unflipped, decrypts: the failure was the flipped byte.
+    expect((await decrypt(manifestFiles[1], cell.id)).code).toBe(0);
+  });
+
+  it('reports a cell whose dimension key is absent from the export as crypto-shredded', async () => {
+    const cell = pick((c) => c.table === 'messages' && c.author !== null, 'messages cell');
+    const userKey = `user:${cell.tenant ?? ''}/${cell.author ?? ''}`;
+    const exported = JSON.parse(await readFile(keysExport, 'utf8')) as {
+      dimensionKeys: { id: string }[];
+    };
+    expect(exported.dimensionKeys.some((k) => k.id === userKey)).toBe(true);
+    // `lethe keys export` leaves destroyed keys out: this is what an erased user looks like.
+    const shredded = join(dir, 'keys-export-shredded.json');
+    await writeExport(shredded, {
+      ...exported,
+      dimensionKeys: exported.dimensionKeys.filter((k) => k.id !== userKey),
+    });
+    const result = await decrypt(manifestFiles[1], cell.id, [], shredded);
+    expect(result.code).toBe(5);
+    expect(result.stderr).toContain(
+      `needs dimension key(s) ${userKey}, which the keys export does not hold`,
+    );
+    expect(result.stderr).toMatch(/crypto-shredded/);
+    expect(result.stdout.length).toBe(0);
+  });
+
+  it('names a cell that is not in the manifest', async () => {
+    const result = await decrypt(manifestFiles[1], 'messages/no-such-tenant/2026-01/1');
+    expect(result.code).toBe(4);
+    expect(result.stderr).toMatch(/cell messages\/no-such-tenant\/2026-01\/1 is not in manifest/);
+  });
+
+  it('names a missing tool', async () => {
+    const bin = join(dir, 'bin-without-age');
+    await mkdir(bin);
+    // The tools the script needs, except age: what `command -v` finds through PATH.
+    for (const tool of [
+      'bash',
+      'jq',
+      'age-keygen',
+      'base64',
+      'dd',
+      'sha256sum',
+      'grep',
+      'head',
+      'tail',
+      'wc',
+      'stat',
+      'mktemp',
+      'cat',
+      'rm',
+      'tr',
+      'mv',
+      'dirname',
+    ]) {
+      const found = (await run('/bin/sh', ['-c', `command -v ${tool}`])).stdout
+        .toString('utf8')
+        .trim();
+      if (found !== '')
+        await writeFile(join(bin, tool), `#!/bin/sh\nexec ${found} "$@"\n`, { mode: 0o755 });
+    }
+    const cell = pick((c) => c.table === 'users', 'users cell');
+    const result = await run(
+      join(bin, 'bash'),
+      [
+        SCRIPT,
+        '--master-key',
+        masterKey,
+        '--manifest',
+        manifestFiles[1],
+        '--objects',
+        objects,
+        '--keys-export',
+        keysExport,
+        '--cell',
+        cell.id,
+      ],
+      { PATH: bin },
+    );
+    expect(result.code).toBe(3);
+    expect(result.stderr).toMatch(/required tool\(s\) not found on PATH: age;/);
+  });
+
+  it('creates the schema from the manifest, exactly as lethe would, and the cells load with COPY', async () => {
+    const pre = (
+      await runOk(SCRIPT, ['--schema-sql', 'pre', '--manifest', manifestFiles[1]])
+    ).toString('utf8');
+    const post = (
+      await runOk(SCRIPT, ['--schema-sql', 'post', '--manifest', manifestFiles[1]])
+    ).toString('utf8');
+    const ddl = schemaToDdl(manifests[1].schema);
+    expect(pre).toBe(ddl.preData.map((s) => `${s};\n`).join(''));
+    expect(post).toBe(ddl.postData.map((s) => `${s};\n`).join(''));
+
+    await admin().query('CREATE DATABASE dr_target');
+    const target = new pg.Client({ connectionString: server?.url('dr_target') });
+    await target.connect();
+    try {
+      await target.query(pre);
+      const cells = [
+        pick((c) => c.table === 'attachments', 'attachments cell'),
+        pick((c) => c.table === 'messages' && c.reused, 'reused messages cell'),
+        pick((c) => c.table === 'users', 'users cell'),
+      ];
+      // One cell per table, so each restored table holds exactly that cell's rows.
+      for (const cell of cells) {
+        const columns = columnsOf(cell.table);
+        const plain = (await decrypt(manifestFiles[1], cell.id)).stdout;
+        expect(lineCount(plain)).toBe(cell.rows);
+        await copyIn(target, cell.table, columns, plain);
+        const restored = await copyOut(
+          target,
+          `SELECT ${columns.map((c) => `"${c}"`).join(', ')} FROM "${cell.table}" ORDER BY id`,
+        );
+        expect(restored.toString('utf8')).toBe(plain.toString('utf8'));
+      }
+    } finally {
+      await target.end();
+    }
+
+    // On an empty database the post-load SQL completes the same tables as the chat store's.
+    await admin().query('CREATE DATABASE dr_schema');
+    const empty = new pg.Client({ connectionString: server?.url('dr_schema') });
+    await empty.connect();
+    try {
+      await empty.query(pre);
+      await empty.query(post);
+      const catalog = `
+        SELECT c.relname, c.relkind, coalesce(pg_get_indexdef(c.oid), '') AS def,
+               coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+                                           || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum)
+                           FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '') AS columns,
+               coalesce((SELECT string_agg(conname || ' ' || pg_get_constraintdef(o.oid), ', ' ORDER BY conname)
+                           FROM pg_constraint o WHERE o.conrelid = c.oid), '') AS constraints
+          FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace ORDER BY c.relname`;
+      const enums = `SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels
+                       FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid GROUP BY t.typname ORDER BY t.typname`;
+      const mine = (await empty.query(catalog)).rows as { relname: string }[];
+      expect(
+        mine.filter((r) => manifests[1].snapshot.tables.some((t) => t.name === r.relname)),
+      ).toHaveLength(manifests[1].snapshot.tables.length);
+      expect(mine).toEqual((await admin().query(catalog)).rows);
+      expect((await empty.query(enums)).rows).toEqual((await admin().query(enums)).rows);
+    } finally {
+      await empty.end();
+    }
+  });
+  it('prints the same DDL as lethe for every schema construct, and PostgreSQL runs it', async () => {
+    const ddl = schemaToDdl(SYNTHETIC_SCHEMA);
+    const expected = {
+      pre: ddl.preData.map((sql) => `${sql};\n`).join(''),
+      post: ddl.postData.map((sql) => `${sql};\n`).join(''),
+    };
+    // As lethe writes a manifest (one member per line), and reformatted (read by a full parse).
+    const lined = join(dir, 'synthetic-manifest.json');
+    await writeFile(
+      lined,
+      `{"format":"lethe.manifest.v1",\n"schema":${JSON.stringify(SYNTHETIC_SCHEMA)},\n"cells":[\n]}\n`,
+    );
+    const pretty = join(dir, 'synthetic-manifest-pretty.json');
+    await writeFile(pretty, JSON.stringify({ schema: SYNTHETIC_SCHEMA, cells: [] }, null, 2));
+    for (const manifest of [lined, pretty]) {
+      for (const part of ['pre', 'post'] as const) {
+        const sql = await runOk(SCRIPT, ['--schema-sql', part, '--manifest', manifest]);
+        expect(sql.toString('utf8')).toBe(expected[part]);
+      }
+    }
+    await admin().query('CREATE DATABASE dr_synthetic');
+    const db = new pg.Client({ connectionString: server?.url('dr_synthetic') });
+    await db.connect();
+    try {
+      await db.query(expected.pre);
+      await db.query(
+        `INSERT INTO "dr ""odd"" schema".notes (title, mood) VALUES ('a', 'it''s'), ('b', E'back\\\\slash')`,
+      );
+      await db.query(expected.post);
+      const { rows } = await db.query<{ id: number; title_len: number; mood: string }>(
+        `SELECT id, title_len, mood::text FROM "dr ""odd"" schema".notes ORDER BY title`,
+      );
+      expect(rows).toEqual([
+        { id: -1, title_len: 1, mood: "it's" },
+        { id: -2, title_len: 1, mood: 'back\\slash' },
+      ]);
+      // The descending sequence was set past the data: the next id follows it.
+      const next = await db.query<{ id: number }>(
+        `INSERT INTO "dr ""odd"" schema".notes (title) VALUES ('c') RETURNING id`,
+      );
+      expect(next.rows[0]?.id).toBe(-3);
+    } finally {
+      await db.end();
+    }
+  });
+});
