@@ -1,0 +1,11 @@
+// age encryption (with a node:crypto X25519), AND-wrapping of keys, signatures, keyed
+// digests and the master key file. The only module that touches the age library and the
+// only one that converts to and from Web Streams.
+export { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
+export { generateKeyPair, recipientOf, type KeyPair } from './keys.ts';
+export { decryptBytes, encryptBytes } from './age.ts';
+export { decryptStream, encryptStream, type StreamOptions } from './age-stream.ts';
+export { andUnwrap, andWrap } from './and-wrap.ts';
+export { generateSigningKey, sign, verifySignature, type SigningKey } from './signing.ts';
+export { createCellDigest, generateDigestKey, sha256Hex, type CellDigest } from './digest.ts';
+export { readMasterKeyFile, writeMasterKeyFile, type MasterKey } from './master-key-file.ts';
