@@ -1,0 +1,99 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  cellId,
+  cellKeyId,
+  decodeCopyField,
+  dimensionKeyIds,
+  groupCells,
+  type CellTuple,
+} from '../../../src/cells/index.ts';
+
+async function* chunked(text: string, size: number): AsyncGenerator<Uint8Array> {
+  const bytes = Buffer.from(text, 'utf8');
+  for (let i = 0; i < bytes.length; i += size) yield await Promise.resolve(bytes.subarray(i, i + size));
+}
+
+describe('cell ids', () => {
+  const tuple: CellTuple = { tenant: 't/1', class: 'messages', period: '2026-03', author: 'u:9' };
+
+  it('wraps a cell key to period, user, tenant, innermost first', () => {
+    expect(dimensionKeyIds(tuple)).toEqual(['period:t%2F1/messages/2026-03', 'user:t%2F1/u%3A9', 'tenant:t%2F1']);
+    expect(dimensionKeyIds({ ...tuple, period: '-', author: null })).toEqual(['tenant:t%2F1']);
+    expect(dimensionKeyIds({ ...tuple, tenant: null, class: 'system' })).toEqual(['system']);
+  });
+
+  it('never lets a null author and an author named "-" share a name', () => {
+    expect(cellKeyId({ ...tuple, author: null })).not.toBe(cellKeyId({ ...tuple, author: '-' }));
+    expect(cellId('m', { ...tuple, author: null })).not.toBe(cellId('m', { ...tuple, author: '-' }));
+  });
+
+  it('gives distinct tuples distinct names', () => {
+    fc.assert(
+      fc.property(fc.string(), fc.string(), fc.option(fc.string()), fc.option(fc.string()), (t1, t2, a1, a2) => {
+        const x: CellTuple = { tenant: t1, class: 'messages', period: '2026-01', author: a1 };
+        const y: CellTuple = { tenant: t2, class: 'messages', period: '2026-01', author: a2 };
+        const same = t1 === t2 && a1 === a2;
+        expect(cellKeyId(x) === cellKeyId(y)).toBe(same);
+      }),
+    );
+  });
+});
+
+describe('COPY text', () => {
+  it('decodes the escapes COPY writes', () => {
+    expect(decodeCopyField('\\N')).toBeNull();
+    expect(decodeCopyField('a\\tb\\nc\\\\d')).toBe('a\tb\nc\\d');
+    expect(decodeCopyField('\\101\\x42')).toBe('AB');
+    expect(decodeCopyField('中文 😀')).toBe('中文 😀');
+  });
+});
+
+describe('groupCells', () => {
+  const copy = [
+    't1\t2026-01\tu1\tc1\t1\thello\n',
+    't1\t2026-01\tu1\tc2\t2\tworld\n',
+    't1\t2026-02\tu1\tc1\t3\tx\\ty\n',
+    't1\t2026-02\t\\N\t\\N\t4\t\n',
+    't2\t2026-01\tu1\tc9\t5\t中文\n',
+  ].join('');
+
+  it('splits a sorted COPY stream into cells, whatever the chunking', async () => {
+    for (const size of [1, 3, 7, 64, 4096]) {
+      const cells: { tuple: CellTuple; rows: string[] }[] = [];
+      for await (const cell of groupCells(chunked(copy, size), 'messages')) {
+        const rows: string[] = [];
+        for await (const row of cell.rows) rows.push(row.toString('utf8'));
+        cells.push({ tuple: cell.tuple, rows });
+      }
+      expect(cells).toEqual([
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-01', author: 'u1' }, rows: ['1\thello\n', '2\tworld\n'] },
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-02', author: 'u1' }, rows: ['3\tx\\ty\n'] },
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-02', author: null }, rows: ['4\t\n'] },
+        { tuple: { tenant: 't2', class: 'messages', period: '2026-01', author: 'u1' }, rows: ['5\t中文\n'] },
+      ]);
+    }
+  });
+
+  it('skips the rest of a cell its consumer did not read', async () => {
+    const seen: string[] = [];
+    for await (const cell of groupCells(chunked(copy, 5), 'messages')) {
+      for await (const row of cell.rows) {
+        seen.push(row.toString('utf8'));
+        break;
+      }
+    }
+    expect(seen).toEqual(['1\thello\n', '3\tx\\ty\n', '4\t\n', '5\t中文\n']);
+  });
+
+  it('refuses a stream cut in the middle of a row', async () => {
+    const consume = async (): Promise<void> => {
+      for await (const cell of groupCells(chunked('t1\t2026-01\tu1\tc1\t1\thel', 4), 'messages')) {
+        for await (const _row of cell.rows) {
+          /* drain */
+        }
+      }
+    };
+    await expect(consume()).rejects.toThrow(/middle of a row/);
+  });
+});
