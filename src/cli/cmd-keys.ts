@@ -23,7 +23,12 @@ export const keysExportCommand: Command = {
     let count = 0;
     let destroyed = 0;
     try {
-      await file.write(`{"format":"${KEYS_EXPORT_FORMAT}","masterRecipient":${JSON.stringify(await vault.getMasterRecipient())},"exportedAt":"${new Date().toISOString()}","dimensionKeys":[\n`);
+      // The signing public keys let a recovery check manifest signatures without the vault.
+      const signingKeys = [...(await vault.getSigningPublicKeys())].map(([id, publicKey]) => ({ id, publicKey }));
+      await file.write(
+        `{"format":"${KEYS_EXPORT_FORMAT}","masterRecipient":${JSON.stringify(await vault.getMasterRecipient())},` +
+          `"exportedAt":"${new Date().toISOString()}","signingKeys":${JSON.stringify(signingKeys)},"dimensionKeys":[\n`,
+      );
       for await (const key of vault.iterateWrappedDimensionKeys()) {
         if (key.wrappedIdentity === null) {
           destroyed += 1;

@@ -80,44 +80,50 @@ export async function* readManifest(source: AsyncIterable<Uint8Array>, what: str
     return text;
   };
 
-  if ((await bodyLine()) !== `{"format":${JSON.stringify(MANIFEST_FORMAT)},`) {
-    throw invalid(what, 1, `not a ${MANIFEST_FORMAT} manifest`);
-  }
-  const header = parseField(await bodyLine(), 'snapshot', SnapshotHeaderSchema, what, lineNo);
-  const schemaLine = await bodyLine();
-  if (!schemaLine.startsWith('"schema":')) throw invalid(what, lineNo, 'expected "schema"');
-  let schema: unknown;
+  // A reader that stops early (an error, or a consumer that stops iterating) must release the
+  // source: an abandoned object stream holds a file handle or an HTTP connection.
   try {
-    schema = JSON.parse(schemaLine.slice('"schema":'.length).replace(/,$/, ''));
-  } catch {
-    throw invalid(what, lineNo, '"schema" is not valid JSON');
-  }
-  const keyFiles = parseField(await bodyLine(), 'keyFiles', KeyFileRefSchema.array(), what, lineNo);
-  yield { type: 'header', header, schema, keyFiles };
-
-  if ((await bodyLine()) !== '"cells":[') throw invalid(what, lineNo, 'expected "cells":[');
-  for (;;) {
-    const text = await bodyLine();
-    if (text === '],') break;
-    let value: unknown;
+    if ((await bodyLine()) !== `{"format":${JSON.stringify(MANIFEST_FORMAT)},`) {
+      throw invalid(what, 1, `not a ${MANIFEST_FORMAT} manifest`);
+    }
+    const header = parseField(await bodyLine(), 'snapshot', SnapshotHeaderSchema, what, lineNo);
+    const schemaLine = await bodyLine();
+    if (!schemaLine.startsWith('"schema":')) throw invalid(what, lineNo, 'expected "schema"');
+    let schema: unknown;
     try {
-      value = JSON.parse(text.endsWith(',') ? text.slice(0, -1) : text);
+      schema = JSON.parse(schemaLine.slice('"schema":'.length).replace(/,$/, ''));
     } catch {
-      throw invalid(what, lineNo, 'cell entry is not valid JSON');
+      throw invalid(what, lineNo, '"schema" is not valid JSON');
     }
-    const parsed = CellEntrySchema.safeParse(value);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw invalid(what, lineNo, `cell ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+    const keyFiles = parseField(await bodyLine(), 'keyFiles', KeyFileRefSchema.array(), what, lineNo);
+    yield { type: 'header', header, schema, keyFiles };
+
+    if ((await bodyLine()) !== '"cells":[') throw invalid(what, lineNo, 'expected "cells":[');
+    for (;;) {
+      const text = await bodyLine();
+      if (text === '],') break;
+      let value: unknown;
+      try {
+        value = JSON.parse(text.endsWith(',') ? text.slice(0, -1) : text);
+      } catch {
+        throw invalid(what, lineNo, 'cell entry is not valid JSON');
+      }
+      const parsed = CellEntrySchema.safeParse(value);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw invalid(what, lineNo, `cell ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+      }
+      yield { type: 'cell', cell: parsed.data };
     }
-    yield { type: 'cell', cell: parsed.data };
+    const totals = parseField(await bodyLine(), 'totals', TotalsSchema, what, lineNo);
+    const bodySha256 = body.digest('hex');
+    const last = await nextLine();
+    if (!last.endsWith('}')) throw invalid(what, lineNo, 'the signature line does not close the document');
+    const signature = parseField(last.slice(0, -1), 'signature', SignatureSchema, what, lineNo);
+    const extra = await lines.next();
+    if (extra.done !== true) throw invalid(what, lineNo + 1, 'unexpected data after the signature');
+    yield { type: 'end', totals, signature, bodySha256, fileSha256: file.digest('hex') };
+  } finally {
+    await lines.return(undefined);
   }
-  const totals = parseField(await bodyLine(), 'totals', TotalsSchema, what, lineNo);
-  const bodySha256 = body.digest('hex');
-  const last = await nextLine();
-  if (!last.endsWith('}')) throw invalid(what, lineNo, 'the signature line does not close the document');
-  const signature = parseField(last.slice(0, -1), 'signature', SignatureSchema, what, lineNo);
-  const extra = await lines.next();
-  if (extra.done !== true) throw invalid(what, lineNo + 1, 'unexpected data after the signature');
-  yield { type: 'end', totals, signature, bodySha256, fileSha256: file.digest('hex') };
 }

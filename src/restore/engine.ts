@@ -2,10 +2,11 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
+import { copySessionStatements } from '../cells/index.ts';
 import { verifySignature } from '../crypto/index.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
 import type { KeyOpener } from '../keys/index.ts';
-import { readManifest, signedMessage, type CellEntry, type SnapshotHeader, type Totals } from '../manifest/index.ts';
+import { readManifest, signedMessage, type CellEntry, type KeyFileRef, type SnapshotHeader, type Totals } from '../manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
@@ -30,6 +31,8 @@ export interface CellTally {
 
 export interface LoadResult {
   readonly header: SnapshotHeader | null;
+  /** The key files the manifest names (what a reader without the vault would use). */
+  readonly keyFiles: readonly KeyFileRef[];
   readonly totals: Totals | null;
   readonly tally: CellTally;
   readonly findings: Finding[];
@@ -54,7 +57,7 @@ export interface LoadOptions {
   readonly tenant?: string;
   readonly concurrency: number;
   /** Called after the header is read and before anything is created in the target. */
-  readonly beforeLoad?: (header: SnapshotHeader) => Promise<void>;
+  readonly beforeLoad?: (header: SnapshotHeader, schema: SchemaDescription) => Promise<void>;
   readonly onProgress?: (p: { cells: number; rows: number }) => void;
   readonly signal?: AbortSignal;
 }
@@ -79,6 +82,16 @@ class TableCopy {
     this.stream.end();
     await this.done;
   }
+
+  /**
+   * Abandons the COPY: the server gets CopyFail, which aborts the statement (and so the
+   * transaction). Until then the connection is in COPY mode and every later query on it,
+   * ROLLBACK included, would wait forever.
+   */
+  async abort(reason: string): Promise<void> {
+    this.stream.destroy(new Error(reason));
+    await this.done.catch(() => undefined);
+  }
 }
 
 function quoteIdent(name: string): string {
@@ -102,13 +115,13 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   const rowsByTable = new Map<string, number>();
   const shredded: LoadResult['shredded'] = [];
   let header: SnapshotHeader | null = null;
+  let keyFiles: readonly KeyFileRef[] = [];
   let totals: Totals | null = null;
   const fail = (subject: string, code: string, problem: string): void => {
     if (mode === 'restore') throw new LetheError(ErrorCode.INTEGRITY, `${subject}: ${problem}`);
     findings.push({ subject, code, problem });
   };
 
-  const manifestSource = await store.get(options.snapshot.manifestKey, options.signal === undefined ? {} : { signal: options.signal });
   let ddl: { preData: string[]; postData: string[] } = { preData: [], postData: [] };
   const columnsOf = new Map<string, readonly string[]>();
   const digestKeys = new Map<string, Uint8Array>();
@@ -181,16 +194,21 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     }
   };
 
+  for (const statement of copySessionStatements()) await target.query(statement);
   try {
+    // Inside the try: in verify mode a missing manifest is a finding like any other.
+    const manifestSource = await store.get(options.snapshot.manifestKey, options.signal === undefined ? {} : { signal: options.signal });
     for await (const event of readManifest(manifestSource, options.snapshot.manifestKey)) {
       if (event.type === 'header') {
         header = event.header;
+        keyFiles = event.keyFiles;
         if (header.id !== options.snapshot.id) {
           fail(options.snapshot.manifestKey, 'MANIFEST_MISMATCH', `names snapshot ${header.id}, expected ${options.snapshot.id}`);
         }
         for (const table of header.tables) columnsOf.set(table.name, table.columns);
-        await options.beforeLoad?.(header);
-        ddl = schemaToDdl(event.schema as SchemaDescription, { pgSchema: options.targetSchema });
+        const description = event.schema as SchemaDescription;
+        await options.beforeLoad?.(header, description);
+        ddl = schemaToDdl(description, { pgSchema: options.targetSchema });
         for (const statement of ddl.preData) await target.query(statement);
       } else if (event.type === 'cell') {
         if (options.tenant !== undefined && event.cell.tenant !== null && event.cell.tenant !== options.tenant) {
@@ -208,6 +226,7 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     await copy?.stream.end();
   } catch (err) {
     copyBroken = true;
+    await copy?.stream.abort('lethe: loading the snapshot failed');
     if (mode === 'restore' || !isLetheError(err) || err.code === ErrorCode.ABORTED) throw err;
     findings.push({ subject: options.snapshot.manifestKey, code: err.code, problem: err.message });
   }
@@ -235,7 +254,7 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     }
     if (totals.cells !== tally.cells) fail('manifest', 'CELL_COUNT', `lists ${tally.cells} cells, its totals say ${totals.cells}`);
   }
-  return { header, totals, tally, findings, rowsByTable, shredded };
+  return { header, keyFiles, totals, tally, findings, rowsByTable, shredded };
 }
 
 function checkSignature(

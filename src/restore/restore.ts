@@ -3,6 +3,7 @@ import { ErrorCode, LetheError, wrapForeign } from '../errors/index.ts';
 import { KeyOpener } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { SnapshotHeader } from '../manifest/index.ts';
+import type { SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
 import { loadSnapshot } from './engine.ts';
@@ -35,25 +36,47 @@ export interface RestoreResult {
   readonly durationMs: number;
 }
 
-async function checkTarget(client: pg.Client, schema: string, header: SnapshotHeader, replace: boolean): Promise<void> {
+async function checkTarget(
+  client: pg.Client,
+  schema: string,
+  header: SnapshotHeader,
+  description: SchemaDescription,
+  replace: boolean,
+): Promise<void> {
   const names = header.tables.map((t) => t.name);
   const { rows } = await client.query<{ name: string }>(
     `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relname = ANY($2::text[]) AND c.relkind IN ('r','p','v','m','f')`,
     [schema, names],
   );
-  if (rows.length === 0) return;
+  // The snapshot's enum types are created with its tables; DROP TABLE leaves them behind.
+  const types = await client.query<{ name: string }>(
+    `SELECT t.typname AS name FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+      WHERE n.nspname = $1 AND t.typname = ANY($2::text[])`,
+    [schema, description.enums.map((e) => e.name)],
+  );
+  if (rows.length === 0 && types.rows.length === 0) return;
   const present = rows.map((r) => r.name).sort();
+  const presentTypes = types.rows.map((r) => r.name).sort();
   if (!replace) {
+    const what = [
+      ...(present.length === 0 ? [] : [`table${present.length > 1 ? 's' : ''} ${present.join(', ')}`]),
+      ...(presentTypes.length === 0 ? [] : [`type${presentTypes.length > 1 ? 's' : ''} ${presentTypes.join(', ')}`]),
+    ].join(' and ');
     throw new LetheError(
       ErrorCode.TARGET_NOT_EMPTY,
-      `the target already has table${present.length > 1 ? 's' : ''} ${present.join(', ')} in schema ${schema}: ` +
+      `the target already has ${what} in schema ${schema}: ` +
         'restore into an empty database, or pass --replace to drop them first (in the same transaction)',
-      { details: { tables: present } },
+      { details: { tables: present, types: presentTypes } },
     );
   }
   for (const name of present) {
     await client.query(`DROP TABLE IF EXISTS ${client.escapeIdentifier(schema)}.${client.escapeIdentifier(name)} CASCADE`);
+  }
+  // No CASCADE: a type still used by a table outside the snapshot fails the restore rather
+  // than silently dropping that table's column.
+  for (const name of presentTypes) {
+    await client.query(`DROP TYPE ${client.escapeIdentifier(schema)}.${client.escapeIdentifier(name)}`);
   }
 }
 
@@ -61,7 +84,7 @@ async function checkTarget(client: pg.Client, schema: string, header: SnapshotHe
  * Restores a whole snapshot, or one tenant's cells (with the system cells), into the
  * database at `targetUrl`, schema and rows, in ONE transaction: a failure of any check
  * rolls everything back, so the target is either fully restored or untouched. Refuses a
- * target that already has any of the snapshot's tables unless `replace` is set.
+ * target that already has any of the snapshot's tables or enum types unless `replace` is set.
  * Cells whose keys were destroyed are left out and counted (they are shredded by design).
  */
 export async function runRestore(options: RestoreOptions): Promise<RestoreResult> {
@@ -83,9 +106,9 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
       targetSchema: schema,
       mode: 'restore',
       concurrency: options.concurrency,
-      beforeLoad: async (header) => {
+      beforeLoad: async (header, description) => {
         await target.query(`CREATE SCHEMA IF NOT EXISTS ${target.escapeIdentifier(schema)}`);
-        await checkTarget(target, schema, header, options.replace);
+        await checkTarget(target, schema, header, description, options.replace);
       },
       ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
       ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),

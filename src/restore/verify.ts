@@ -120,7 +120,7 @@ export async function runVerify(options: VerifyOptions): Promise<VerifyResult> {
     await scratch.query('ROLLBACK');
     const findings = [...loaded.findings];
     if (loaded.header !== null) {
-      findings.push(...(await checkLinks(store, vault, snapshot, loaded.header, await vault.keyFilesForSnapshot(snapshot.id))));
+      findings.push(...(await checkLinks(store, vault, snapshot, loaded.header, loaded.keyFiles)));
     }
     const newest = loaded.header === null ? null : Date.parse(loaded.header.source.databaseTime);
     result = {

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
-import { groupCells } from '../cells/index.ts';
+import { copySessionStatements, groupCells } from '../cells/index.ts';
 import { generateDigestKey, sign } from '../crypto/index.ts';
-import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
+import { ErrorCode, LetheError, isLetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
 import { KeyMinter } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import { CellEntrySchema, manifestKey, manifestLines, type CellEntry, type SnapshotHeader } from '../manifest/index.ts';
@@ -105,8 +105,15 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
   return vault.withJobLock('backup', async () => {
     const abandoned = await vault.abandonStaleSnapshots();
     if (abandoned.length > 0) log.warn({ abandoned }, 'marked interrupted snapshots as abandoned');
-    const cleaned = await store.cleanupIncomplete('packs/');
-    if (cleaned > 0) log.info({ cleaned }, 'removed leftovers of interrupted uploads');
+    // Housekeeping only: leftovers of interrupted uploads are invisible and never referenced.
+    // A store that cannot list them (s3rver, a put-only credential) must not stop the backup.
+    try {
+      const cleaned = await store.cleanupIncomplete('packs/');
+      if (cleaned > 0) log.info({ cleaned }, 'removed leftovers of interrupted uploads');
+    } catch (err) {
+      if (!isLetheError(err, ErrorCode.STORAGE)) throw err;
+      log.warn({ err }, 'could not remove leftovers of interrupted uploads; carrying on (expire them with a bucket lifecycle rule)');
+    }
 
     const masterRecipient = await vault.getMasterRecipient();
     const signingKey = await vault.getActiveSigningKey();
@@ -120,7 +127,9 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       options.mapping.schema,
     );
 
-    const previous = await vault.latestCompleteSnapshot();
+    // Cells are referenced only from a snapshot in this same store: after a switch of bucket,
+    // prefix or backend the old packs are not here, so the first backup is a full one.
+    const previous = await vault.latestCompleteSnapshot(store.description);
     const createdAt = now();
     const snapshotId = newSnapshotId(createdAt);
     const runLog = log.child({ job: 'backup', snapshotId });
@@ -169,6 +178,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
     try {
       await chat.connect();
       await chat.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      for (const statement of copySessionStatements()) await chat.query(statement);
       const point = await chat.query<{ now: Date; snap: string; version: string }>(
         'SELECT now() AS now, pg_current_snapshot()::text AS snap, current_setting($1) AS version',
         ['server_version'],
@@ -260,7 +270,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         manifestLines({
           header,
           schema,
-          keyFiles: await vault.keyFilesForSnapshot(snapshotId),
+          keyFiles: await vault.keyFilesForSnapshot(snapshotId, store.description),
           cells: manifestCells(vault, snapshotId),
           sign: (message) => ({ keyId: signingKey.id, value: sign(signingKey.privateKey, message) }),
         }),
@@ -282,7 +292,11 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         manifest: key,
         durationMs,
       };
-      await vault.completeSnapshot(snapshotId, { manifestKey: key, manifestSha256: written.sha256, stats: { ...result, keyFile } });
+      await vault.completeSnapshot(snapshotId, {
+        manifestKey: key,
+        manifestSha256: written.sha256,
+        stats: { ...result, keyFile, store: store.description },
+      });
       await vault.appendAudit({
         actor: options.actor,
         action: 'backup.complete',
@@ -294,7 +308,9 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       return result;
     } catch (err) {
       await packs.abort();
-      await chat.query('ROLLBACK').catch(() => undefined);
+      // No ROLLBACK: a COPY may still be streaming on this connection, and a query queued
+      // behind it would wait forever. Closing the connection (finally) ends the read-only
+      // transaction just as well.
       await vault.abandonSnapshot(snapshotId).catch(() => undefined);
       throw wrapForeign(ErrorCode.DATABASE, 'backup', err);
     } finally {

@@ -1,4 +1,3 @@
-import { ErrorCode, LetheError } from '../errors/index.ts';
 import { chunks, inTransaction, query, type VaultContext } from './db.ts';
 
 /** A key file object and the sha256 of its bytes, as a manifest names it. */
@@ -7,7 +6,7 @@ export interface KeyFileRef {
   readonly sha256: string;
 }
 
-/** A cell key that no key file holds yet (public and AND-wrapped parts only). */
+/** A cell key a snapshot needs that no key file in its store holds yet. */
 export interface UnstoredCellKey {
   readonly id: string;
   readonly recipient: string;
@@ -17,26 +16,26 @@ export interface UnstoredCellKey {
 
 const PAGE_ROWS = 2000;
 
-/** True when some cell key is in no key file yet. */
-export async function hasUnstoredCellKeys(ctx: VaultContext): Promise<boolean> {
-  const { rows } = await query<{ any: boolean }>(
-    ctx.pool,
-    'looking for cell keys not yet in a key file',
-    `SELECT EXISTS (SELECT 1 FROM ${ctx.t.cellKeys} WHERE key_file IS NULL) AS any`,
-  );
-  return rows[0]?.any === true;
-}
-
-/** Cell keys in no key file yet, by id, a page at a time (keyset pagination). */
-export async function* iterateUnstoredCellKeys(ctx: VaultContext): AsyncGenerator<UnstoredCellKey> {
+/**
+ * The cell keys that `snapshotId`'s cells use and that no key file in `store` holds, by
+ * id, a page at a time (keyset pagination; no connection held between pages).
+ */
+export async function* iterateUnstoredCellKeys(
+  ctx: VaultContext,
+  snapshotId: string,
+  store: string,
+): AsyncGenerator<UnstoredCellKey> {
   let after = '';
   for (;;) {
     const { rows } = await query<{ id: string; recipient: string; dimension_ids: string[]; wrapped_identity: Buffer }>(
       ctx.pool,
-      'reading cell keys not yet in a key file',
-      `SELECT id, recipient, dimension_ids, wrapped_identity FROM ${ctx.t.cellKeys}
-        WHERE key_file IS NULL AND id > $1 ORDER BY id LIMIT $2`,
-      [after, PAGE_ROWS],
+      `reading the cell keys of snapshot ${snapshotId} not yet in a key file`,
+      `SELECT k.id, k.recipient, k.dimension_ids, k.wrapped_identity FROM ${ctx.t.cellKeys} k
+        WHERE k.id > $3
+          AND k.id IN (SELECT c.key_id FROM ${ctx.t.snapshotCells} c WHERE c.snapshot_id = $1)
+          AND NOT EXISTS (SELECT 1 FROM ${ctx.t.keyFileEntries} e WHERE e.store = $2 AND e.key_id = k.id)
+        ORDER BY k.id COLLATE "C" LIMIT $4`,
+      [snapshotId, store, after, PAGE_ROWS],
     );
     for (const r of rows) {
       yield { id: r.id, recipient: r.recipient, dimensionIds: r.dimension_ids, wrappedIdentity: r.wrapped_identity };
@@ -47,46 +46,42 @@ export async function* iterateUnstoredCellKeys(ctx: VaultContext): AsyncGenerato
   }
 }
 
-/**
- * Records a stored key file and marks the keys it holds, in one transaction. Throws VAULT
- * when a key named is unknown or already in another key file (two writers: a bug).
- */
+/** Records a stored key file and the keys it holds, in one transaction. */
 export async function recordKeyFile(
   ctx: VaultContext,
-  file: { key: string; sha256: string; snapshotId: string; keyIds: readonly string[] },
+  file: { store: string; key: string; sha256: string; snapshotId: string; keyIds: readonly string[] },
 ): Promise<void> {
   const doing = `recording key file ${file.key}`;
   await inTransaction(ctx.pool, doing, async (client) => {
-    await query(client, doing, `INSERT INTO ${ctx.t.keyFiles} (key, sha256, snapshot_id) VALUES ($1, $2, $3)`, [
+    await query(client, doing, `INSERT INTO ${ctx.t.keyFiles} (store, key, sha256, snapshot_id) VALUES ($1, $2, $3, $4)`, [
+      file.store,
       file.key,
       file.sha256,
       file.snapshotId,
     ]);
     for (const batch of chunks(file.keyIds)) {
-      const { rowCount } = await query(
+      await query(
         client,
         doing,
-        `UPDATE ${ctx.t.cellKeys} SET key_file = $1 WHERE id = ANY($2::text[]) AND key_file IS NULL`,
-        [file.key, batch],
+        `INSERT INTO ${ctx.t.keyFileEntries} (store, key_id, key_file) SELECT $1, unnest($2::text[]), $3`,
+        [file.store, batch, file.key],
       );
-      if (rowCount !== batch.length) {
-        throw new LetheError(ErrorCode.VAULT, `${doing}: ${batch.length - (rowCount ?? 0)} of its keys are unknown or already in another key file`);
-      }
     }
   });
 }
 
-/** The key files holding the keys a snapshot's cells use, by object key. */
-export async function keyFilesForSnapshot(ctx: VaultContext, snapshotId: string): Promise<KeyFileRef[]> {
+/** The key files in `store` holding the keys a snapshot's cells use, by object key. */
+export async function keyFilesForSnapshot(ctx: VaultContext, snapshotId: string, store: string): Promise<KeyFileRef[]> {
   const { rows } = await query<KeyFileRef>(
     ctx.pool,
     `finding the key files of snapshot ${snapshotId}`,
     `SELECT f.key, f.sha256 FROM ${ctx.t.keyFiles} f
-      WHERE f.key IN (SELECT k.key_file FROM ${ctx.t.cellKeys} k
-                        JOIN ${ctx.t.snapshotCells} c ON c.key_id = k.id
-                       WHERE c.snapshot_id = $1)
-      ORDER BY f.key`,
-    [snapshotId],
+      WHERE f.store = $2
+        AND f.key IN (SELECT e.key_file FROM ${ctx.t.keyFileEntries} e
+                        JOIN ${ctx.t.snapshotCells} c ON c.key_id = e.key_id
+                       WHERE c.snapshot_id = $1 AND e.store = $2)
+      ORDER BY f.key COLLATE "C"`,
+    [snapshotId, store],
   );
   return rows;
 }

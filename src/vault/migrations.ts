@@ -156,17 +156,24 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 
 const keyFiles = `
 -- Cell keys are also stored in the bucket, in key files (keys/<snapshot>.ndjson) written by
--- the backup that first needs them, so a snapshot can be read without the vault's cell
--- keys. key_file is NULL until the key is in one; an interrupted backup's keys stay NULL
--- and go into the next backup's key file.
+-- the backup that first needs them in that store, so a snapshot can be read without the
+-- vault's cell keys. Per store: after a switch of bucket or backend, the new store gets
+-- its own key files.
 CREATE TABLE key_files (
-  key         text PRIMARY KEY,
+  store       text NOT NULL,
+  key         text NOT NULL,
   sha256      text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
   snapshot_id text NOT NULL,
-  created_at  timestamptz NOT NULL DEFAULT now()
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (store, key)
 );
-ALTER TABLE cell_keys ADD COLUMN key_file text REFERENCES key_files (key);
-CREATE INDEX cell_keys_not_in_key_file ON cell_keys (id) WHERE key_file IS NULL;
+CREATE TABLE key_file_entries (
+  store    text NOT NULL,
+  key_id   text NOT NULL REFERENCES cell_keys (id),
+  key_file text NOT NULL,
+  PRIMARY KEY (store, key_id),
+  FOREIGN KEY (store, key_file) REFERENCES key_files (store, key)
+);
 `;
 
 /** Every migration, in version order. */

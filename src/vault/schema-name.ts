@@ -13,6 +13,7 @@ export interface VaultTables {
   readonly dimensionKeys: string;
   readonly cellKeys: string;
   readonly keyFiles: string;
+  readonly keyFileEntries: string;
   readonly digestKeys: string;
   readonly signingKeys: string;
   readonly snapshots: string;
@@ -46,6 +47,7 @@ export function vaultTables(schema: string): VaultTables {
     dimensionKeys: `${s}.dimension_keys`,
     cellKeys: `${s}.cell_keys`,
     keyFiles: `${s}.key_files`,
+    keyFileEntries: `${s}.key_file_entries`,
     digestKeys: `${s}.digest_keys`,
     signingKeys: `${s}.signing_keys`,
     snapshots: `${s}.snapshots`,

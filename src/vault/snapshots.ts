@@ -224,13 +224,19 @@ function notFound(id: string): LetheError {
   );
 }
 
-/** The newest complete snapshot (the one `latest` names), or null before the first. */
-export async function latestCompleteSnapshot(ctx: VaultContext): Promise<CompleteSnapshot | null> {
+/**
+ * The newest complete snapshot (the one `latest` names), or null before the first. With
+ * `store`, only snapshots whose stats record that object store (`stats.store`, the store's
+ * description): a backup may reference cells only from a snapshot in the store it writes to.
+ */
+export async function latestCompleteSnapshot(ctx: VaultContext, store?: string): Promise<CompleteSnapshot | null> {
   const { rows } = await query<SnapshotRow>(
     ctx.pool,
     'finding the latest complete snapshot',
     `SELECT ${COLUMNS} FROM ${ctx.t.snapshots} WHERE status = 'complete'
+        AND ($1::text IS NULL OR stats->>'store' = $1)
       ORDER BY started_at DESC, id DESC LIMIT 1`,
+    [store ?? null],
   );
   const row = rows[0];
   return row === undefined ? null : toCompleteSnapshot(row);

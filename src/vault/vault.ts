@@ -36,7 +36,6 @@ import {
   type SnapshotCell,
 } from './snapshot-cells.ts';
 import {
-  hasUnstoredCellKeys,
   iterateUnstoredCellKeys,
   keyFilesForSnapshot,
   recordKeyFile,
@@ -309,8 +308,8 @@ export class Vault {
   }
 
   /** The newest complete snapshot, or null before the first. */
-  latestCompleteSnapshot(): Promise<CompleteSnapshot | null> {
-    return latestCompleteSnapshot(this.#ctx);
+  latestCompleteSnapshot(store?: string): Promise<CompleteSnapshot | null> {
+    return latestCompleteSnapshot(this.#ctx, store);
   }
 
   /** One table's cells of a snapshot, by cell id. */
@@ -328,24 +327,19 @@ export class Vault {
 
   // --- key files ----------------------------------------------------------------------
 
-  /** True when some cell key is in no key file yet. */
-  hasUnstoredCellKeys(): Promise<boolean> {
-    return hasUnstoredCellKeys(this.#ctx);
+  /** Cell keys a snapshot uses that no key file in `store` holds yet, by id, a page at a time. */
+  iterateUnstoredCellKeys(snapshotId: string, store: string): AsyncGenerator<UnstoredCellKey> {
+    return iterateUnstoredCellKeys(this.#ctx, snapshotId, store);
   }
 
-  /** Cell keys in no key file yet, by id, a page at a time. */
-  iterateUnstoredCellKeys(): AsyncGenerator<UnstoredCellKey> {
-    return iterateUnstoredCellKeys(this.#ctx);
-  }
-
-  /** Records a stored key file and marks the keys it holds. */
-  recordKeyFile(file: { key: string; sha256: string; snapshotId: string; keyIds: readonly string[] }): Promise<void> {
+  /** Records a stored key file and the keys it holds. */
+  recordKeyFile(file: { store: string; key: string; sha256: string; snapshotId: string; keyIds: readonly string[] }): Promise<void> {
     return recordKeyFile(this.#ctx, file);
   }
 
   /** The key files holding the keys a snapshot's cells use. */
-  keyFilesForSnapshot(snapshotId: string): Promise<KeyFileRef[]> {
-    return keyFilesForSnapshot(this.#ctx, snapshotId);
+  keyFilesForSnapshot(snapshotId: string, store: string): Promise<KeyFileRef[]> {
+    return keyFilesForSnapshot(this.#ctx, snapshotId, store);
   }
 
   // --- verifications ------------------------------------------------------------------

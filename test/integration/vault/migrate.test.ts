@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 import { VAULT_SCHEMA_VERSION, Vault, migrateVault } from '../../../src/vault/index.ts';
+import { MIGRATIONS } from '../../../src/vault/migrations.ts';
 import { rawSql, rejectsWith } from './fixture.ts';
 
 const TABLES = [
@@ -8,6 +9,8 @@ const TABLES = [
   'cell_keys',
   'digest_keys',
   'dimension_keys',
+  'key_file_entries',
+  'key_files',
   'meta',
   'migrations',
   'signing_keys',
@@ -41,10 +44,10 @@ describe('migrateVault', () => {
       migrateVault(db.url),
     ]);
     const applied = results.map((r) => r.applied).sort((a, b) => b.length - a.length);
-    expect(applied).toEqual([[1], [], []]);
+    expect(applied).toEqual([MIGRATIONS.map((m) => m.version), [], []]);
     expect(await tablesIn('lethe')).toEqual(TABLES);
     const { rows } = await rawSql(db.url, 'SELECT version, name FROM lethe.migrations');
-    expect(rows).toEqual([{ version: 1, name: 'initial' }]);
+    expect(rows).toEqual(MIGRATIONS.map((m) => ({ version: m.version, name: m.name })));
     const meta = await rawSql(db.url, `SELECT value FROM lethe.meta WHERE key = 'format_version'`);
     expect(meta.rows).toEqual([{ value: 1 }]);
   });
@@ -56,8 +59,9 @@ describe('migrateVault', () => {
 
   it('keeps vaults in different schemas apart', async () => {
     expect(await migrateVault(db.url, 'lethe_staging')).toEqual({
-      applied: [VAULT_SCHEMA_VERSION],
+      applied: MIGRATIONS.map((m) => m.version),
     });
+    expect(VAULT_SCHEMA_VERSION).toBe(MIGRATIONS.at(-1)?.version);
     expect(await tablesIn('lethe_staging')).toEqual(TABLES);
   });
 

@@ -1,0 +1,236 @@
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { backup, initialize, restore, verify } from '../../../src/jobs/tasks.ts';
+import type { CellEntry } from '../../../src/manifest/index.ts';
+import type { VerifyResult } from '../../../src/restore/index.ts';
+import {
+  createChatTemplate,
+  createLetheEnv,
+  expectExit,
+  jsonOut,
+  queryValue,
+  type LetheEnv,
+  type TestDatabase,
+} from '../../helpers/lethe-env.ts';
+
+/**
+ * Must hold: verify detects any change to a pack or a manifest, names what is wrong, keeps
+ * going past the first problem, and never crashes on damaged or missing objects.
+ */
+
+describe('verify against a tampered store', () => {
+  let template: TestDatabase;
+  let env: LetheEnv;
+  let snapshotId: string;
+  let manifestPath: string;
+  let manifestBytes: Buffer;
+  let cells: CellEntry[];
+  /** Files a test changed, with their original bytes, put back after each test. */
+  const originals = new Map<string, Buffer>();
+
+  const storeFile = (key: string): string => join(env.storePath ?? '', ...key.split('/'));
+
+  async function tamper(path: string, change: (bytes: Buffer) => Buffer): Promise<void> {
+    const bytes = await readFile(path);
+    if (!originals.has(path)) originals.set(path, Buffer.from(bytes));
+    await writeFile(path, change(Buffer.from(bytes)));
+  }
+
+  async function verifyNow(): Promise<VerifyResult> {
+    return verify(env.rt, { snapshot: snapshotId, actor: 'e2e' });
+  }
+
+  function cellsOf(table: string): CellEntry[] {
+    return cells.filter((c) => c.table === table);
+  }
+
+  beforeAll(async () => {
+    template = await createChatTemplate('e2e_tamper_tpl');
+    env = await createLetheEnv({ template: template.name });
+    await initialize(env.rt, 'e2e');
+    const result = await backup(env.rt, { actor: 'e2e' });
+    snapshotId = result.snapshotId;
+    manifestPath = storeFile(result.manifest);
+    manifestBytes = await readFile(manifestPath);
+    cells = (JSON.parse(manifestBytes.toString('utf8')) as { cells: CellEntry[] }).cells;
+    expect(cells).toHaveLength(result.cells);
+    expect(new Set(cells.map((c) => c.pack)).size).toBeGreaterThan(1);
+  });
+  afterEach(async () => {
+    for (const [path, bytes] of originals) await writeFile(path, bytes);
+    originals.clear();
+  });
+  afterAll(async () => {
+    await env.cleanup();
+    await template.drop();
+  });
+
+  it('passes on the untouched store', async () => {
+    const result = await verifyNow();
+    expect(result.findings).toEqual([]);
+    expect(result.ok).toBe(true);
+    expect(result.cellsVerified).toBe(cells.length);
+  });
+
+  it('names each cell whose pack bytes changed, verifies all the others, and exits 3 (CLI)', async () => {
+    // One flipped byte in each of two cells in different packs: both must be reported.
+    const first = cellsOf('message_edits')[0];
+    const second = cells.findLast((c) => c.pack !== first?.pack);
+    if (first === undefined || second === undefined)
+      throw new Error('fixture: no two cells in different packs');
+    for (const cell of [first, second]) {
+      await tamper(storeFile(cell.pack), (bytes) => {
+        const at = cell.offset + Math.floor(cell.length / 2);
+        bytes[at] = (bytes[at] ?? 0) ^ 0x01;
+        return bytes;
+      });
+    }
+    const run = await env.cli([
+      'verify',
+      '--config',
+      env.configPath,
+      '--snapshot',
+      snapshotId,
+      '--json',
+    ]);
+    expectExit(run, 3);
+    const result = jsonOut(run) as VerifyResult;
+    expect(result.ok).toBe(false);
+    expect(result.cells).toBe(cells.length);
+    expect(result.cellsFailed).toBe(2);
+    expect(result.cellsVerified).toBe(cells.length - 2);
+    const subjects = result.findings.map((f) => f.subject);
+    expect(subjects).toContain(`cell ${first.id}`);
+    expect(subjects).toContain(`cell ${second.id}`);
+    const finding = result.findings.find((f) => f.subject === `cell ${first.id}`);
+    expect(finding?.problem).toMatch(/sha256/);
+  });
+
+  it('reports a manifest whose cell line was edited (valid JSON) as a bad signature and sha256', async () => {
+    const target = cellsOf('messages').find((c) => c.rows >= 2) ?? cellsOf('messages')[0];
+    if (target === undefined) throw new Error('fixture: no message cell');
+    await tamper(manifestPath, (bytes) => {
+      const text = bytes.toString('utf8');
+      const lines = text.split('\n');
+      const index = lines.findIndex((l) => l.includes(`"id":${JSON.stringify(target.id)}`));
+      const line = lines[index];
+      if (line === undefined) throw new Error(`cell ${target.id} not found in the manifest`);
+      const edited = line.replace(/"rows":(\d+)/, (_m, digits: string) => {
+        const last = Number(digits.at(-1));
+        return `"rows":${digits.slice(0, -1)}${last === 9 ? 8 : last + 1}`;
+      });
+      expect(edited).not.toBe(line);
+      lines[index] = edited;
+      const out = lines.join('\n');
+      JSON.parse(out); // still a valid document
+      return Buffer.from(out, 'utf8');
+    });
+    const result = await verifyNow();
+    expect(result.ok).toBe(false);
+    const codes = result.findings.map((f) => f.code);
+    expect(codes).toContain('SIGNATURE');
+    expect(codes).toContain('MANIFEST_SHA256');
+    // The changed row count no longer matches the cell's contents either.
+    expect(result.findings.map((f) => f.subject)).toContain(`cell ${target.id}`);
+  });
+
+  it('reports every cell of a deleted pack, and carries on with the rest', async () => {
+    const pack = cells[0]?.pack;
+    if (pack === undefined) throw new Error('fixture: no cells');
+    const affected = cells.filter((c) => c.pack === pack);
+    expect(affected.length).toBeLessThan(cells.length);
+    const path = storeFile(pack);
+    await rename(path, `${path}.moved`);
+    try {
+      const result = await verifyNow();
+      expect(result.ok).toBe(false);
+      expect(result.cellsFailed).toBe(affected.length);
+      expect(result.cellsVerified).toBe(cells.length - affected.length);
+      const subjects = new Set(result.findings.map((f) => f.subject));
+      for (const cell of affected) expect(subjects.has(`cell ${cell.id}`), cell.id).toBe(true);
+      expect(
+        result.findings.find((f) => f.subject === `cell ${affected[0]?.id ?? ''}`)?.problem,
+      ).toMatch(/NOT_FOUND/);
+    } finally {
+      await rename(`${path}.moved`, path);
+    }
+  });
+
+  it('reports a manifest truncated mid-line as a finding, not a crash', async () => {
+    await tamper(manifestPath, (bytes) => bytes.subarray(0, Math.floor(bytes.length / 2)));
+    const result = await verifyNow();
+    expect(result.ok).toBe(false);
+    expect(result.findings.map((f) => f.code)).toContain('MANIFEST_INVALID');
+    expect(result.findings.find((f) => f.code === 'MANIFEST_INVALID')?.problem).toMatch(
+      /truncated/,
+    );
+  });
+
+  it('reports a manifest cut at a line boundary (no totals, no signature) as a finding', async () => {
+    await tamper(manifestPath, (bytes) => {
+      const text = bytes.toString('utf8');
+      const cut = text.lastIndexOf('\n"totals":');
+      expect(cut).toBeGreaterThan(0);
+      return Buffer.from(text.slice(0, cut + 1), 'utf8');
+    });
+    const result = await verifyNow();
+    expect(result.ok).toBe(false);
+    expect(result.findings.map((f) => f.code)).toContain('MANIFEST_INVALID');
+  });
+
+  it('reports a missing manifest as a failed check via the CLI (exit 3), not an unexpected error', async () => {
+    await rename(manifestPath, `${manifestPath}.moved`);
+    try {
+      const run = await env.cli([
+        'verify',
+        '--config',
+        env.configPath,
+        '--snapshot',
+        snapshotId,
+        '--json',
+      ]);
+      expectExit(run, 3);
+      const result = jsonOut(run) as VerifyResult;
+      expect(result.ok).toBe(false);
+      expect(result.findings).toContainEqual(
+        expect.objectContaining({ code: 'NOT_FOUND', subject: `snapshots/${snapshotId}.json` }),
+      );
+    } finally {
+      await rename(`${manifestPath}.moved`, manifestPath);
+    }
+  });
+
+  it('refuses to restore a tampered snapshot and leaves the target empty', async () => {
+    const cell = cellsOf('messages')[5];
+    if (cell === undefined) throw new Error('fixture: too few message cells');
+    await tamper(storeFile(cell.pack), (bytes) => {
+      const at = cell.offset + cell.length - 1;
+      bytes[at] = (bytes[at] ?? 0) ^ 0x80;
+      return bytes;
+    });
+    const target = await env.database('e2e_tamper_restore');
+    await expect(
+      restore(env.rt, {
+        snapshot: snapshotId,
+        targetUrl: target.url,
+        replace: false,
+        actor: 'e2e',
+      }),
+    ).rejects.toMatchObject({
+      code: 'INTEGRITY',
+      message: expect.stringContaining(cell.id) as unknown,
+    });
+    const tables = await queryValue<string>(
+      target.url,
+      "SELECT count(*)::text AS v FROM pg_tables WHERE schemaname = 'public'",
+    );
+    expect(tables).toBe('0');
+  });
+
+  it('passes again once every object is back', async () => {
+    expect(await readFile(manifestPath)).toEqual(manifestBytes);
+    const result = await verifyNow();
+    expect(result.ok).toBe(true);
+  });
+});
