@@ -1,6 +1,16 @@
-import { newDecrypter, newEncrypter } from './age.ts';
-import { ageError } from './age-errors.ts';
-import { fromWebStream, SourceFailure, toWebStream } from './streams.ts';
+import { throwIfAborted } from '../errors/index.ts';
+import { AgeFailure, AgeProblem, ageError } from './age-errors.ts';
+import { HeaderParser, type Header } from './age-format.ts';
+import {
+  newHeader,
+  openHeader,
+  parseIdentities,
+  parseRecipients,
+  PAYLOAD_NONCE_BYTES,
+} from './age-header.ts';
+import { PayloadOpener, PayloadSealer, payloadKey } from './age-payload.ts';
+import type { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
+import { SourceFailure, SourceReader } from './source.ts';
 
 /** Options of the streaming functions. */
 export interface StreamOptions {
@@ -23,8 +33,7 @@ export function encryptStream(
   recipients: readonly string[],
   options: StreamOptions = {},
 ): AsyncIterable<Uint8Array> {
-  const encrypter = newEncrypter(recipients);
-  return run('encrypting age stream', source, options.signal, (input) => encrypter.encrypt(input));
+  return encrypting(source, parseRecipients(recipients), options.signal);
 }
 
 /**
@@ -40,24 +49,87 @@ export function decryptStream(
   identities: readonly string[],
   options: StreamOptions = {},
 ): AsyncIterable<Uint8Array> {
-  const decrypter = newDecrypter(identities);
-  return run('decrypting age stream', source, options.signal, (input) => decrypter.decrypt(input));
+  return decrypting(source, parseIdentities(identities), options.signal);
 }
 
-async function* run(
-  doing: string,
+const ENCRYPTING = 'encrypting age stream';
+const DECRYPTING = 'decrypting age stream';
+
+// Memory: the sealer holds at most one 64 KiB chunk, the source's current chunk is read in
+// place, and nothing is read from the source before the consumer asks for more output.
+async function* encrypting(
   source: AsyncIterable<Uint8Array>,
+  recipients: readonly FastX25519Recipient[],
   signal: AbortSignal | undefined,
-  transform: (input: ReadableStream<Uint8Array>) => Promise<ReadableStream<Uint8Array>>,
 ): AsyncGenerator<Uint8Array, void, undefined> {
-  const input = toWebStream(source, signal);
+  const reader = new SourceReader(source, signal);
   try {
-    yield* fromWebStream(await transform(input.stream), signal);
+    throwIfAborted(signal, ENCRYPTING);
+    const { text, fileKey, nonce } = newHeader(recipients);
+    const sealer = new PayloadSealer(payloadKey(fileKey, nonce));
+    const head = Buffer.allocUnsafeSlow(text.length + nonce.length);
+    head.set(nonce, head.write(text, 'latin1'));
+    yield new Uint8Array(head.buffer, head.byteOffset, head.length);
+    for (let plain = await reader.next(); plain !== null; plain = await reader.next()) {
+      for (const sealed of sealer.push(plain)) {
+        yield sealed;
+        throwIfAborted(signal, ENCRYPTING);
+      }
+    }
+    yield sealer.finish();
   } catch (err) {
     if (err instanceof SourceFailure) throw err.error;
-    throw ageError(doing, err);
+    throw ageError(ENCRYPTING, err);
   } finally {
-    // A header that fails to parse leaves the input locked and unread: end it explicitly.
-    await input.release();
+    await reader.release();
+  }
+}
+
+// Memory: the header (refused past 1 MiB), then at most one sealed chunk held by the opener.
+async function* decrypting(
+  source: AsyncIterable<Uint8Array>,
+  identities: readonly FastX25519Identity[],
+  signal: AbortSignal | undefined,
+): AsyncGenerator<Uint8Array, void, undefined> {
+  const reader = new SourceReader(source, signal);
+  try {
+    const { header, rest } = await readHeader(reader);
+    const fileKey = openHeader(header, identities);
+    const nonce = new Uint8Array(PAYLOAD_NONCE_BYTES);
+    let input: Uint8Array | null = rest;
+    for (let have = 0; ; input = await reader.next()) {
+      if (input === null) throw new AgeFailure(AgeProblem.PAYLOAD, 'it ends inside its nonce');
+      const taken = Math.min(PAYLOAD_NONCE_BYTES - have, input.length);
+      nonce.set(input.subarray(0, taken), have);
+      have += taken;
+      input = input.subarray(taken);
+      if (have === PAYLOAD_NONCE_BYTES) break;
+    }
+    const opener = new PayloadOpener(payloadKey(fileKey, nonce));
+    for (; input !== null; input = await reader.next()) {
+      for (const plain of opener.push(input)) {
+        yield plain;
+        throwIfAborted(signal, DECRYPTING);
+      }
+    }
+    const last = opener.finish();
+    if (last.length > 0) yield last;
+  } catch (err) {
+    if (err instanceof SourceFailure) throw err.error;
+    throw ageError(DECRYPTING, err);
+  } finally {
+    await reader.release();
+  }
+}
+
+async function readHeader(reader: SourceReader): Promise<{ header: Header; rest: Uint8Array }> {
+  const parser = new HeaderParser();
+  for (;;) {
+    const bytes = await reader.next();
+    if (bytes === null) {
+      throw new AgeFailure(AgeProblem.MALFORMED, 'the file ends inside its header');
+    }
+    const parsed = parser.push(bytes);
+    if (parsed !== undefined) return parsed;
   }
 }

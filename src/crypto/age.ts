@@ -1,48 +1,26 @@
-import { Decrypter, Encrypter } from 'age-encryption';
-import { ErrorCode, LetheError } from '../errors/index.ts';
-import { ageError } from './age-errors.ts';
-import { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
-
-/**
- * An Encrypter for the given X25519 recipients. Throws LetheError(KEY) for an empty list or
- * a malformed recipient, so bad input fails before any data is read.
- */
-export function newEncrypter(recipients: readonly string[]): Encrypter {
-  if (recipients.length === 0) {
-    throw new LetheError(ErrorCode.KEY, 'cannot encrypt to an empty list of age recipients');
-  }
-  const encrypter = new Encrypter();
-  for (const recipient of recipients) encrypter.addRecipient(new FastX25519Recipient(recipient));
-  return encrypter;
-}
-
-/**
- * A Decrypter for the given X25519 identities. Throws LetheError(KEY) for an empty list or
- * a malformed identity (the message never contains it).
- */
-export function newDecrypter(identities: readonly string[]): Decrypter {
-  if (identities.length === 0) {
-    throw new LetheError(ErrorCode.KEY, 'cannot decrypt with an empty list of age identities');
-  }
-  const decrypter = new Decrypter();
-  for (const identity of identities) decrypter.addIdentity(new FastX25519Identity(identity));
-  return decrypter;
-}
+import { AgeFailure, AgeProblem, ageError } from './age-errors.ts';
+import { parseHeader } from './age-format.ts';
+import {
+  newHeader,
+  openHeader,
+  parseIdentities,
+  parseRecipients,
+  PAYLOAD_NONCE_BYTES,
+  type FileKeyUnwrapper,
+  type FileKeyWrapper,
+} from './age-header.ts';
+import { openPayload, payloadKey, sealedLength, sealPayload } from './age-payload.ts';
 
 /**
  * Encrypts `plain` to every recipient as one binary age v1 file (readable by `age -d`).
  * Throws LetheError(KEY) for an empty or malformed recipient list.
  */
-export async function encryptBytes(
+export function encryptBytes(
   plain: Uint8Array,
   recipients: readonly string[],
 ): Promise<Uint8Array> {
-  const encrypter = newEncrypter(recipients);
-  try {
-    return await encrypter.encrypt(plain);
-  } catch (err) {
-    throw ageError('encrypting age file', err);
-  }
+  // All the work is synchronous (OpenSSL on this thread); the promise keeps the contract.
+  return new Promise((resolve) => resolve(encryptTo(plain, parseRecipients(recipients))));
 }
 
 /**
@@ -51,13 +29,45 @@ export async function encryptBytes(
  * when no identity opens the file or it is malformed, truncated or modified. Messages never
  * contain key material or file content.
  */
-export async function decryptBytes(
+export function decryptBytes(
   cipher: Uint8Array,
   identities: readonly string[],
 ): Promise<Uint8Array> {
-  const decrypter = newDecrypter(identities);
+  return new Promise((resolve) => resolve(decryptWith(cipher, parseIdentities(identities))));
+}
+
+/**
+ * {@link encryptBytes} to recipients already parsed, synchronously; exported for tests that
+ * add synthetic stanzas. Throws LetheError(KEY) when a recipient cannot be encrypted to.
+ */
+export function encryptTo(plain: Uint8Array, recipients: readonly FileKeyWrapper[]): Uint8Array {
   try {
-    return await decrypter.decrypt(cipher);
+    const { text, fileKey, nonce } = newHeader(recipients);
+    // Every byte is written below, so the memory need not be zeroed first.
+    const out = Buffer.allocUnsafeSlow(text.length + nonce.length + sealedLength(plain.length));
+    let at = out.write(text, 'latin1');
+    out.set(nonce, at);
+    at += nonce.length;
+    sealPayload(payloadKey(fileKey, nonce), plain, out, at);
+    return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  } catch (err) {
+    throw ageError('encrypting age file', err);
+  }
+}
+
+/** {@link decryptBytes} with identities already parsed, synchronously; exported for tests. */
+export function decryptWith(
+  cipher: Uint8Array,
+  identities: readonly FileKeyUnwrapper[],
+): Uint8Array {
+  try {
+    const { header, rest } = parseHeader(cipher);
+    const fileKey = openHeader(header, identities);
+    if (rest.length < PAYLOAD_NONCE_BYTES) {
+      throw new AgeFailure(AgeProblem.PAYLOAD, 'it ends inside its nonce');
+    }
+    const nonce = rest.subarray(0, PAYLOAD_NONCE_BYTES);
+    return openPayload(payloadKey(fileKey, nonce), rest.subarray(PAYLOAD_NONCE_BYTES));
   } catch (err) {
     throw ageError('decrypting age file', err);
   }

@@ -1,6 +1,6 @@
-// age encryption (with a node:crypto X25519), AND-wrapping of keys, signatures, keyed
-// digests and the master key file. The only module that touches the age library and the
-// only one that converts to and from Web Streams.
+// age v1 encryption on node:crypto (header, X25519 stanzas and STREAM payload, byte for byte
+// what the age CLI writes and reads), AND-wrapping of keys, signatures, keyed digests and the
+// master key file. The age library is not used at run time; the tests use it as an oracle.
 export { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
 export { generateKeyPair, recipientOf, type KeyPair } from './keys.ts';
 export { decryptBytes, encryptBytes } from './age.ts';

@@ -1,14 +1,11 @@
-import {
-  createCipheriv,
-  createDecipheriv,
-  diffieHellman,
-  hkdfSync,
-  type KeyObject,
-} from 'node:crypto';
-import { base64nopad } from '@scure/base';
-import { Stanza, type Identity, type Recipient } from 'age-encryption';
+import { createCipheriv, createDecipheriv, diffieHellman, type KeyObject } from 'node:crypto';
+// Types only: checks at compile time that these plug into the age library's Encrypter and
+// Decrypter (the tests use it as an interop oracle); nothing of it runs in lethe.
+import type { Identity, Recipient } from 'age-encryption';
 import { ErrorCode, LetheError } from '../errors/index.ts';
+import { decodeBase64, encodeBase64, type Stanza } from './age-format.ts';
 import { decodeIdentity, decodeRecipient, encodeRecipient } from './bech32.ts';
+import { hkdfSha256 } from './hkdf.ts';
 import { ephemeralKey, rawPublicKey, x25519PrivateKey, x25519PublicKey } from './keys.ts';
 
 // The age v1 X25519 recipient type (age-encryption.org/v1, "X25519 recipient stanza").
@@ -53,7 +50,7 @@ export class FastX25519Recipient implements Recipient {
       authTagLength: TAG_BYTES,
     });
     const body = Buffer.concat([cipher.update(fileKey), cipher.final(), cipher.getAuthTag()]);
-    return [new Stanza([STANZA_TYPE, base64nopad.encode(share)], new Uint8Array(body))];
+    return [{ args: [STANZA_TYPE, encodeBase64(share)], body: new Uint8Array(body) }];
   }
 }
 
@@ -91,12 +88,8 @@ export class FastX25519Identity implements Identity {
 function parseShare(stanza: Stanza): Uint8Array {
   const [, encoded, ...extra] = stanza.args;
   if (encoded === undefined || extra.length > 0) throw malformed('wrong number of arguments');
-  let share: Uint8Array;
-  try {
-    share = base64nopad.decode(encoded);
-  } catch {
-    throw malformed('its share is not canonical base64');
-  }
+  const share = decodeBase64(encoded);
+  if (share === null) throw malformed('its share is not canonical base64');
   if (share.length !== 32) throw malformed(`its share has ${share.length} bytes, not 32`);
   if (stanza.body.length !== FILE_KEY_BYTES + TAG_BYTES) {
     throw malformed(`its body has ${stanza.body.length} bytes, not 32`);
@@ -119,8 +112,7 @@ function sharedSecret(privateKey: KeyObject, publicKey: KeyObject | Uint8Array):
 }
 
 function wrapKey(secret: Uint8Array, share: Uint8Array, recipient: Uint8Array): Buffer {
-  const salt = Buffer.concat([share, recipient]);
-  return Buffer.from(hkdfSync('sha256', secret, salt, WRAP_LABEL, 32));
+  return hkdfSha256(secret, Buffer.concat([share, recipient]), WRAP_LABEL);
 }
 
 /** Opens a stanza body; null when the tag does not verify (the stanza is for another key). */

@@ -186,3 +186,75 @@ describe('encryptStream / decryptStream', () => {
     expect(state.yielded).toBe(0);
   });
 });
+
+describe('streaming without holding on to the source', () => {
+  /** Yields `bytes` in pieces of `size` through one buffer that it overwrites after each yield. */
+  async function* reusing(bytes: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
+    const buffer = new Uint8Array(size);
+    for (let at = 0; at < bytes.length; at += size) {
+      const piece = bytes.subarray(at, at + size);
+      buffer.set(piece);
+      yield buffer.subarray(0, piece.length);
+      buffer.fill(0xee);
+      await Promise.resolve();
+    }
+  }
+
+  it.each([1, 100, 65_536, 65_552, 100_000])(
+    'is correct when the source reuses its %i-byte buffer',
+    async (size) => {
+      const plain = new Uint8Array(3 * CHUNK + 77).map((_, i) => i * 13);
+      const cipher = await collect(encryptStream(reusing(plain, size), [alice.recipient]));
+      expectSameBytes(await decryptBytes(cipher, [alice.identity]), plain);
+      const back = await collect(decryptStream(reusing(cipher, size), [alice.identity]));
+      expectSameBytes(back, plain);
+    },
+  );
+
+  it('refuses a source that is not age after its first chunk, and closes it', async () => {
+    const { state, source } = trackedSource(1000);
+    const err = await letheError(
+      () => collect(decryptStream(source, [alice.identity])),
+      ErrorCode.CRYPTO,
+    );
+    expect(err.message).toMatch(/not a well-formed age v1 file/);
+    expect(state.yielded).toBe(1);
+    expect(state.closed).toBe(true);
+  });
+
+  it('refuses an endless header after about 1 MiB, and closes the source', async () => {
+    let read = 0;
+    let closed = false;
+    async function* endless(): AsyncGenerator<Uint8Array> {
+      try {
+        yield new TextEncoder().encode('age-encryption.org/v1\n-> ');
+        for (;;) {
+          read++;
+          yield new Uint8Array(CHUNK).fill(0x61);
+          await Promise.resolve();
+        }
+      } finally {
+        closed = true;
+      }
+    }
+    const err = await letheError(
+      () => collect(decryptStream(endless(), [alice.identity])),
+      ErrorCode.CRYPTO,
+    );
+    expect(err.message).toMatch(/header is longer than/);
+    expect(read).toBe(16);
+    expect(closed).toBe(true);
+  });
+
+  it('throws CRYPTO for a stream that ends inside its header or nonce', async () => {
+    const cipher = await encryptBytes(new Uint8Array(5), [alice.recipient]);
+    const headerEnd =
+      Buffer.from(cipher).indexOf('\n', Buffer.from(cipher).indexOf('\n---') + 1) + 1;
+    for (const cut of [0, 10, headerEnd - 1, headerEnd, headerEnd + 15, headerEnd + 16]) {
+      await letheError(
+        () => collect(decryptStream(chunked(cipher.subarray(0, cut), [7]), [alice.identity])),
+        ErrorCode.CRYPTO,
+      );
+    }
+  });
+});
