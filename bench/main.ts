@@ -1,0 +1,393 @@
+import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify, parseArgs } from 'node:util';
+import { addMessages } from '../src/store/index.ts';
+import { AGE, dumpAndEncrypt, PG_DUMP } from './baseline.ts';
+import { summarizeProfiles } from './cpu-profile.ts';
+import {
+  checkpoint,
+  databaseBytes,
+  dropRun,
+  prepareRun,
+  seedTemplate,
+  startServer,
+  type BenchServer,
+  type RunSetup,
+} from './fixture.ts';
+import { BackupOutput, runLethe, VerifyOutput, type PhaseOptions } from './lethe-phase.ts';
+import { gnuTimeAvailable } from './measured-process.ts';
+import {
+  formatNotes,
+  formatProfiles,
+  formatTable,
+  tableRows,
+  type RunMeasurements,
+} from './report.ts';
+
+/**
+ * `npm run bench`: lethe's full backup, incremental backup and verify against
+ * `pg_dump | age` on the same seeded database, on an embedded PostgreSQL of its own.
+ * See docs/benchmarks.md.
+ */
+
+const USAGE = `usage: npm run bench -- [--scale small|medium] [--runs N] [--json] [--cpu-prof DIR]
+
+  --scale      size of the seeded chat store (default medium)
+  --runs       repeat the measurements N times on fresh clones of the same data; the table
+               shows medians and the highest peak RSS (default 1)
+  --json       print the table and every measurement as one JSON document
+  --cpu-prof   run the lethe steps under node --cpu-prof, keep the profiles in DIR and print
+               the top self-time functions (the times then include profiling overhead)
+
+Exit codes: 0 all targets met, 1 the benchmark failed, 2 bad usage, 3 a target was missed or
+verify found problems, 130 interrupted.`;
+
+/** Messages added between the two backups, as in `lethe demo`. */
+const ADDED_MESSAGES: Readonly<Record<'small' | 'medium', number>> = { small: 300, medium: 3000 };
+const ADD_SEED = 1;
+const PROFILE_TOP = 15;
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+interface Options {
+  readonly scale: 'small' | 'medium';
+  readonly runs: number;
+  readonly json: boolean;
+  readonly cpuProfileDir: string | undefined;
+}
+
+class UsageError extends Error {}
+
+function parseOptions(argv: readonly string[]): Options | 'help' {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      options: {
+        scale: { type: 'string', default: 'medium' },
+        runs: { type: 'string', default: '1' },
+        json: { type: 'boolean', default: false },
+        'cpu-prof': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) return 'help';
+  const scale = values.scale;
+  if (scale !== 'small' && scale !== 'medium')
+    throw new UsageError(`--scale must be small or medium, got ${JSON.stringify(scale)}`);
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 100)
+    throw new UsageError(
+      `--runs must be an integer from 1 to 100, got ${JSON.stringify(values.runs)}`,
+    );
+  const profiles = values['cpu-prof'];
+  return {
+    scale,
+    runs,
+    json: values.json,
+    cpuProfileDir: profiles === undefined ? undefined : resolve(profiles),
+  };
+}
+
+/** Bytes under `dir` per top-level entry (`packs`, `snapshots`, `keys` in an object store). */
+async function bytesByTopLevel(dir: string): Promise<Record<string, number>> {
+  const sizes: Record<string, number> = {};
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    const top = relative(dir, path).split(sep)[0] ?? '';
+    sizes[top] = (sizes[top] ?? 0) + (await stat(path)).size;
+  }
+  return sizes;
+}
+
+/** `after - before`, per key. */
+function growth(
+  after: Record<string, number>,
+  before: Record<string, number>,
+): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
+}
+
+/** `abc1234`, or `abc1234+dirty` when the working tree has changes: what the numbers are of. */
+async function revision(): Promise<string> {
+  try {
+    const run = promisify(execFile);
+    const { stdout: head } = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT });
+    const { stdout: changes } = await run(
+      'git',
+      ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'bin', 'package.json'],
+      { cwd: ROOT },
+    );
+    return `${head.trim()}${changes.trim() === '' ? '' : '+dirty'}`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function versionOf(file: string): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)(file, ['--version']);
+    return stdout.trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** `done in 12.3 s, peak RSS 201.4 MB`: each step's result as it completes, so a later failure loses nothing. */
+function stepLine(stats: { wallMs: number; peakRssBytes: number | null }): string {
+  const rss = stats.peakRssBytes === null ? 'n/a' : `${(stats.peakRssBytes / 1e6).toFixed(1)} MB`;
+  return `done in ${(stats.wallMs / 1000).toFixed(1)} s, peak RSS ${rss}`;
+}
+
+interface RunContext {
+  readonly server: BenchServer;
+  readonly workDir: string;
+  readonly scale: Options['scale'];
+  readonly useGnuTime: boolean;
+  readonly cpuProfileDir: string | undefined;
+  readonly signal: AbortSignal;
+  readonly say: (text: string) => void;
+}
+
+/** One run: full backup, pg_dump | age on the same data, new messages, incremental backup, verify. */
+async function measureRun(ctx: RunContext, index: number): Promise<RunMeasurements> {
+  const { server, signal, say } = ctx;
+  say(`run ${index}: cloning the seeded database, lethe init`);
+  const setup: RunSetup = await prepareRun(server, ctx.workDir, index, signal);
+  try {
+    const phase = async (step: 'full' | 'incremental' | 'verify'): Promise<PhaseOptions> => {
+      const profileDir =
+        ctx.cpuProfileDir === undefined ? undefined : join(ctx.cpuProfileDir, `run-${index}`, step);
+      if (profileDir !== undefined) await mkdir(profileDir, { recursive: true });
+      return {
+        configFile: setup.configFile,
+        env: setup.env,
+        scratchDir: setup.dir,
+        useGnuTime: ctx.useGnuTime,
+        signal,
+        ...(profileDir === undefined ? {} : { cpuProfileDir: profileDir }),
+      };
+    };
+
+    say(`run ${index}: lethe backup (full)`);
+    const full = await runLethe(['backup'], BackupOutput, await phase('full'));
+    say(`run ${index}: ${stepLine(full.stats)}, ${full.output.cells} cells`);
+    const fullStored = await bytesByTopLevel(setup.storageDir);
+    const dbBytes = await databaseBytes(server, setup.chatDatabase);
+
+    say(`run ${index}: pg_dump | age`);
+    await checkpoint(server, signal);
+    const dumpFile = join(setup.dir, 'dump.sql.age');
+    const baseline = await dumpAndEncrypt({
+      port: server.port,
+      user: server.user,
+      password: server.password,
+      database: setup.chatDatabase,
+      recipient: setup.recipient,
+      outFile: dumpFile,
+      scratchDir: setup.dir,
+      useGnuTime: ctx.useGnuTime,
+      signal,
+    });
+    await rm(dumpFile);
+    say(
+      `run ${index}: ${stepLine({ wallMs: baseline.wallMs, peakRssBytes: baseline.peakRssBytes })}`,
+    );
+
+    const count = ADDED_MESSAGES[ctx.scale];
+    say(`run ${index}: adding ${count} messages, lethe backup (incremental)`);
+    // The same seed every run: the clones are identical, so every run adds the same messages.
+    const added = await addMessages(setup.chatUrl, { count, seed: ADD_SEED, signal });
+    await checkpoint(server, signal);
+    const incremental = await runLethe(['backup'], BackupOutput, await phase('incremental'));
+    say(
+      `run ${index}: ${stepLine(incremental.stats)}, ${incremental.output.cellsReused}/${incremental.output.cells} cells reused`,
+    );
+    const incrementalStored = growth(await bytesByTopLevel(setup.storageDir), fullStored);
+
+    say(`run ${index}: lethe verify`);
+    // Exit code 3 means verify ran and found problems: a result to report, not a crash.
+    const verify = await runLethe(
+      ['verify', '--snapshot', incremental.output.snapshotId],
+      VerifyOutput,
+      await phase('verify'),
+      [3],
+    );
+    say(`run ${index}: ${stepLine(verify.stats)}, ${verify.output.ok ? 'OK' : 'FAILED'}`);
+
+    let profiles: RunMeasurements['profiles'];
+    if (ctx.cpuProfileDir !== undefined) {
+      const dir = join(ctx.cpuProfileDir, `run-${index}`);
+      profiles = {
+        full: await summarizeProfiles(join(dir, 'full'), PROFILE_TOP),
+        incremental: await summarizeProfiles(join(dir, 'incremental'), PROFILE_TOP),
+        verify: await summarizeProfiles(join(dir, 'verify'), PROFILE_TOP),
+      };
+    }
+    return {
+      databaseBytes: dbBytes,
+      full: { ...full, stored: fullStored },
+      incremental: { ...incremental, stored: incrementalStored, messagesAdded: added.messages },
+      verify,
+      baseline,
+      ...(profiles === undefined ? {} : { profiles }),
+    };
+  } finally {
+    await dropRun(server, setup).catch(() => undefined);
+    await rm(setup.dir, { recursive: true, force: true });
+  }
+}
+
+async function bench(
+  options: Options,
+  signal: AbortSignal,
+  workDir: string,
+  onServer: (s: BenchServer) => void,
+): Promise<number> {
+  const started = performance.now();
+  const say = (text: string): void => {
+    process.stderr.write(
+      `[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${text}\n`,
+    );
+  };
+  const useGnuTime = await gnuTimeAvailable();
+  // Other work on the machine skews the times; the header shows how busy it was.
+  const loadAtStart = loadavg()[0] ?? 0;
+  say(`starting an embedded PostgreSQL in ${workDir}`);
+  const server = await startServer(workDir);
+  onServer(server);
+
+  say(`seeding the ${options.scale} chat store`);
+  let lastProgress = 0;
+  const template = await seedTemplate(server, options.scale, signal, (text) => {
+    if (performance.now() - lastProgress > 5000) {
+      lastProgress = performance.now();
+      say(text);
+    }
+  });
+  say(
+    `seeded ${(template.stats.bytes / 1e6).toFixed(1)} MB in ${(template.stats.durationMs / 1000).toFixed(1)} s`,
+  );
+
+  const ctx: RunContext = {
+    server,
+    workDir,
+    scale: options.scale,
+    useGnuTime,
+    cpuProfileDir: options.cpuProfileDir,
+    signal,
+    say,
+  };
+  const runs: RunMeasurements[] = [];
+  for (let i = 1; i <= options.runs; i++) runs.push(await measureRun(ctx, i));
+
+  const rows = tableRows(runs);
+  const environment = {
+    revision: await revision(),
+    cpus: availableParallelism(),
+    node: process.version,
+    postgres: `${template.serverVersion} (embedded, fsync on)`,
+    pgDump: await versionOf(PG_DUMP),
+    age: await versionOf(AGE),
+    peakRssFrom: useGnuTime ? '/usr/bin/time -v' : '/proc/<pid>/status VmHWM, sampled',
+    loadAverage: { start: loadAtStart, end: loadavg()[0] ?? 0 },
+  };
+  const failed = rows.some((r) => r.target === 'FAIL') || runs.some((r) => !r.verify.output.ok);
+  if (options.json) {
+    process.stdout.write(
+      `${JSON.stringify({ scale: options.scale, runs: options.runs, environment, seed: template.stats, rows, measurements: runs })}\n`,
+    );
+  } else {
+    const lines = [
+      '',
+      `lethe bench (${environment.revision}): scale ${options.scale}, ${options.runs} run(s); ${environment.cpus} CPUs, Node ${environment.node}, ` +
+        `PostgreSQL ${environment.postgres}, ${environment.pgDump}, age ${environment.age}; peak RSS from ${environment.peakRssFrom}; ` +
+        `1-minute load average ${environment.loadAverage.start.toFixed(1)} at the start, ${environment.loadAverage.end.toFixed(1)} at the end`,
+      '',
+      formatTable(rows),
+      '',
+      formatNotes(runs),
+    ];
+    const profiles = runs[0]?.profiles;
+    if (profiles !== undefined)
+      lines.push('', formatProfiles(profiles), `(profiles kept in ${options.cpuProfileDir ?? ''})`);
+    process.stdout.write(`${lines.join('\n')}\n`);
+  }
+  return failed ? 3 : 0;
+}
+
+async function main(): Promise<number> {
+  let options;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`lethe-bench: ${err.message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (options === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (options.cpuProfileDir !== undefined) {
+    // Profiles left from an earlier run would be summed into this one's.
+    await mkdir(options.cpuProfileDir, { recursive: true });
+    if ((await readdir(options.cpuProfileDir)).length > 0) {
+      process.stderr.write(
+        `lethe-bench: --cpu-prof ${options.cpuProfileDir} is not empty: name a new or empty directory\n`,
+      );
+      return 2;
+    }
+  }
+
+  const controller = new AbortController();
+  // The embedded server runs as `postgres` when we are root: it must be able to enter the directory.
+  const workDir = await mkdtemp(join(tmpdir(), 'lethe-bench-'));
+  await chmod(workDir, 0o755);
+  const started: { server?: BenchServer } = {};
+  let cleaned = false;
+  // Last resort on a second Ctrl-C: the server's own exit hook stops it; we remove the files.
+  const onExit = (): void => {
+    if (!cleaned) rmSync(workDir, { recursive: true, force: true, maxRetries: 3 });
+  };
+  process.on('exit', onExit);
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(130);
+    process.stderr.write(
+      `lethe-bench: ${signal} received, stopping and cleaning up (send again to exit at once)\n`,
+    );
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await bench(options, controller.signal, workDir, (s) => (started.server = s));
+  } catch (err) {
+    if (controller.signal.aborted) {
+      process.stderr.write('lethe-bench: interrupted\n');
+      return 130;
+    }
+    process.stderr.write(
+      `lethe-bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    return 1;
+  } finally {
+    await started.server?.server.stop();
+    await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+    cleaned = true;
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,214 @@
+import type { BaselineResult } from './baseline.ts';
+import type { ProfileSummary } from './cpu-profile.ts';
+import type { BackupOutput, PhaseResult, VerifyOutput } from './lethe-phase.ts';
+
+/**
+ * Turns the measurements of one or more runs into the benchmark's table. Pure: the numbers
+ * in, rows and text out. MB means 10^6 bytes throughout.
+ */
+
+/** The target the table checks every lethe step against. */
+export const PEAK_RSS_TARGET_BYTES = 300e6;
+
+export interface RunMeasurements {
+  /** pg_database_size of the chat database that the full backup and pg_dump read. */
+  readonly databaseBytes: number;
+  /** `stored`: bytes the step added to the object store, per top-level prefix (packs, snapshots, keys). */
+  readonly full: PhaseResult<BackupOutput> & { readonly stored: Readonly<Record<string, number>> };
+  readonly incremental: PhaseResult<BackupOutput> & {
+    readonly stored: Readonly<Record<string, number>>;
+    readonly messagesAdded: number;
+  };
+  readonly verify: PhaseResult<VerifyOutput>;
+  readonly baseline: BaselineResult;
+  readonly profiles?: {
+    readonly full: ProfileSummary;
+    readonly incremental: ProfileSummary;
+    readonly verify: ProfileSummary;
+  };
+}
+
+export type StepName =
+  'lethe backup (full)' | 'lethe backup (incremental)' | 'lethe verify' | 'pg_dump | age';
+
+export interface Row {
+  readonly step: StepName;
+  /** Process wall time, start-up included; the median over runs. */
+  readonly seconds: number;
+  /** Plaintext MB per second (see the notes for what plaintext means per row); median. */
+  readonly mbPerSecond: number;
+  /** The highest peak over runs; null when it could not be measured. */
+  readonly peakRssBytes: number | null;
+  /** PASS or FAIL against {@link PEAK_RSS_TARGET_BYTES}; null for the baseline. */
+  readonly target: 'PASS' | 'FAIL' | null;
+  /** Bytes written to storage by the step; null for verify. Median. */
+  readonly outputBytes: number | null;
+  /** The step's time divided by pg_dump | age's time in the same run; median. */
+  readonly timeRatio: number;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  if (sorted.length % 2 === 1) return sorted[mid] ?? Number.NaN;
+  return ((sorted[mid - 1] ?? Number.NaN) + (sorted[mid] ?? Number.NaN)) / 2;
+}
+
+function maxOrNull(values: readonly (number | null)[]): number | null {
+  if (values.some((v) => v === null)) return null;
+  return Math.max(...(values as number[]));
+}
+
+interface RunRow {
+  readonly seconds: number;
+  readonly mbPerSecond: number;
+  readonly peakRssBytes: number | null;
+  readonly outputBytes: number | null;
+}
+
+const total = (sizes: Readonly<Record<string, number>>): number =>
+  Object.values(sizes).reduce((a, b) => a + b, 0);
+
+function runRows(run: RunMeasurements): Record<StepName, RunRow> {
+  const s = (ms: number): number => ms / 1000;
+  const rate = (bytes: number, ms: number): number => bytes / 1e6 / s(ms);
+  return {
+    'lethe backup (full)': {
+      seconds: s(run.full.stats.wallMs),
+      mbPerSecond: rate(run.full.output.bytesPlain, run.full.stats.wallMs),
+      peakRssBytes: run.full.stats.peakRssBytes,
+      outputBytes: total(run.full.stored),
+    },
+    'lethe backup (incremental)': {
+      seconds: s(run.incremental.stats.wallMs),
+      mbPerSecond: rate(run.incremental.output.bytesPlain, run.incremental.stats.wallMs),
+      peakRssBytes: run.incremental.stats.peakRssBytes,
+      outputBytes: total(run.incremental.stored),
+    },
+    'lethe verify': {
+      seconds: s(run.verify.stats.wallMs),
+      mbPerSecond: rate(run.incremental.output.bytesPlain, run.verify.stats.wallMs),
+      peakRssBytes: run.verify.stats.peakRssBytes,
+      outputBytes: null,
+    },
+    'pg_dump | age': {
+      seconds: s(run.baseline.wallMs),
+      mbPerSecond: rate(run.databaseBytes, run.baseline.wallMs),
+      peakRssBytes: run.baseline.peakRssBytes,
+      outputBytes: run.baseline.outputBytes,
+    },
+  };
+}
+
+const STEPS: readonly StepName[] = [
+  'lethe backup (full)',
+  'lethe backup (incremental)',
+  'lethe verify',
+  'pg_dump | age',
+];
+
+/** One row per step, aggregated over runs (medians; the highest peak RSS). */
+export function tableRows(runs: readonly RunMeasurements[]): Row[] {
+  const perRun = runs.map(runRows);
+  return STEPS.map((step) => {
+    const cells = perRun.map((r) => r[step]);
+    const ratios = runs.map(
+      (run, i) => (perRun[i]?.[step].seconds ?? Number.NaN) / (run.baseline.wallMs / 1000),
+    );
+    const peak = maxOrNull(cells.map((c) => c.peakRssBytes));
+    const outputs = cells.map((c) => c.outputBytes);
+    return {
+      step,
+      seconds: median(cells.map((c) => c.seconds)),
+      mbPerSecond: median(cells.map((c) => c.mbPerSecond)),
+      peakRssBytes: peak,
+      target:
+        step === 'pg_dump | age'
+          ? null
+          : peak !== null && peak < PEAK_RSS_TARGET_BYTES
+            ? 'PASS'
+            : 'FAIL',
+      outputBytes: outputs.some((o) => o === null) ? null : median(outputs as number[]),
+      timeRatio: median(ratios),
+    };
+  });
+}
+
+const mb = (bytes: number): string => (bytes / 1e6).toFixed(1);
+
+function pad(text: string, width: number, right: boolean): string {
+  return right ? text.padStart(width) : text.padEnd(width);
+}
+
+/** The table as aligned text, headed by the column names. */
+export function formatTable(rows: readonly Row[]): string {
+  const header = ['step', 'time (s)', 'MB/s', 'peak RSS (MB)', 'output (MB)', 'vs pg_dump|age'];
+  const body = rows.map((r) => [
+    r.step,
+    r.seconds.toFixed(2),
+    r.mbPerSecond.toFixed(1),
+    (r.peakRssBytes === null ? 'n/a' : mb(r.peakRssBytes)) +
+      (r.target === null ? '      ' : ` ${r.target}`),
+    r.outputBytes === null ? '-' : mb(r.outputBytes),
+    `${r.timeRatio.toFixed(2)}x`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => (b[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => pad(c, widths[i] ?? 0, i > 0))
+      .join('  ')
+      .trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n');
+}
+
+/** `packs 20.1 + snapshots 1.2 + keys 0.6 MB`. */
+function breakdown(sizes: Readonly<Record<string, number>>): string {
+  const parts = Object.entries(sizes)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${mb(v)}`);
+  return `${parts.join(' + ')} MB`;
+}
+
+/** What the rows are made of, from the first run: sizes, cells and lethe's own job times. */
+export function formatNotes(runs: readonly RunMeasurements[]): string {
+  const run = runs[0];
+  if (run === undefined) return '';
+  const { full, incremental, verify, baseline } = run;
+  const lines = [
+    `chat database ${mb(run.databaseBytes)} MB (pg_database_size: tables, TOAST, indexes); ` +
+      `lethe plaintext ${mb(full.output.bytesPlain)} MB in ${full.output.cells} cells, ${full.output.rows} rows; ` +
+      `the SQL dump inside the age file ${mb(baseline.dumpBytes)} MB`,
+    `MB/s: lethe rows divide lethe's plaintext (COPY text of every cell in the snapshot) by the time; ` +
+      `pg_dump | age divides the database size`,
+    `output: what the step added to the object store: full ${breakdown(full.stored)}; incremental ${breakdown(incremental.stored)}; ` +
+      `encrypted cells alone (bytesStored): full ${mb(full.output.bytesStored)} MB, incremental ${mb(incremental.output.bytesStored)} MB`,
+    `incremental: ${incremental.messagesAdded} messages added, ${incremental.output.cellsReused}/${incremental.output.cells} cells reused, ` +
+      `${incremental.output.cellsWritten} written`,
+    `verify: ${verify.output.ok ? 'OK' : 'FAILED'}, ${verify.output.cellsVerified}/${verify.output.cells} cells restored into a scratch database and checked`,
+    `time is process wall time, Node and tsx start-up included; lethe's own job time: full ${(full.output.durationMs / 1000).toFixed(2)} s, ` +
+      `incremental ${(incremental.output.durationMs / 1000).toFixed(2)} s, verify ${(verify.output.durationMs / 1000).toFixed(2)} s`,
+    `peak RSS: lethe measured in its own process (target < ${mb(PEAK_RSS_TARGET_BYTES)} MB); pg_dump | age is the sum of both processes' peaks ` +
+      `(pg_dump ${baseline.pgDump.peakRssBytes === null ? 'n/a' : mb(baseline.pgDump.peakRssBytes)}, ` +
+      `age ${baseline.age.peakRssBytes === null ? 'n/a' : mb(baseline.age.peakRssBytes)}); the PostgreSQL server is not counted for either`,
+  ];
+  if (runs.length > 1) lines.unshift(`the notes are from run 1 of ${runs.length}`);
+  for (const f of verify.output.findings)
+    lines.push(`  verify finding ${f.code} ${f.subject}: ${f.problem}`);
+  return lines.map((l) => `- ${l}`).join('\n');
+}
+
+/** The top self-time functions of each profiled lethe step. */
+export function formatProfiles(profiles: NonNullable<RunMeasurements['profiles']>): string {
+  const parts: string[] = [];
+  for (const [step, summary] of Object.entries(profiles)) {
+    parts.push(
+      `CPU profile, lethe ${step} (main thread, ${(summary.busyMs / 1000).toFixed(2)} s busy):`,
+    );
+    for (const f of summary.top) {
+      parts.push(
+        `  ${f.selfMs.toFixed(0).padStart(7)} ms  ${(f.share * 100).toFixed(1).padStart(5)}%  ${f.where}`,
+      );
+    }
+  }
+  return parts.join('\n');
+}
