@@ -1,3 +1,5 @@
+import { DATA_CLASSES, type DataClass } from '../mapping/schema.ts';
+
 /**
  * Names of cells and keys. Components are percent-encoded so that an id from the chat
  * store (which may hold `/` or `:`) can never make two different tuples share a name.
@@ -14,8 +16,8 @@ export interface CellTuple {
   readonly author: string | null;
 }
 
-export const DATA_CLASSES = ['messages', 'attachments', 'profiles', 'metadata', 'system'] as const;
-export type DataClass = (typeof DATA_CLASSES)[number];
+// One list of data classes for the whole project: the mapping's.
+export { DATA_CLASSES, type DataClass };
 
 /** The period label of rows without a timestamp: they are kept until their tenant or author goes. */
 export const NO_PERIOD = '-';
