@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { addAbortSignal } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
 import { assertValidKey, assertValidPrefix, compareKeys, RESERVED_TOP_LEVEL } from './keys.ts';
@@ -14,6 +13,7 @@ import {
   collect,
   rangePastEnd,
   Tally,
+  readableChunks,
 } from './streams.ts';
 import type { ObjectInfo, ObjectLock, ObjectStore, PutOptions, ReadOptions } from './types.ts';
 
@@ -271,17 +271,9 @@ class FilesystemStore implements ObjectStore {
     const doing = `get ${this.where(key)}`;
     throwIfAborted(options?.signal, doing);
     const { handle } = await this.openObject(key, doing);
-    const stream = handle.createReadStream();
-    if (options?.signal !== undefined) addAbortSignal(options.signal, stream);
-    return (async function* () {
-      try {
-        for await (const chunk of stream) yield chunk as Buffer;
-      } catch (err) {
-        throw wrapForeign(ErrorCode.STORAGE, doing, err);
-      } finally {
-        stream.destroy();
-      }
-    })();
+    return readableChunks(handle.createReadStream(), options?.signal, (err) =>
+      wrapForeign(ErrorCode.STORAGE, doing, err),
+    );
   }
 
   async getBytes(key: string, options?: ReadOptions): Promise<Uint8Array> {

@@ -10,7 +10,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { addAbortSignal, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import { assertValidKey, assertValidPrefix, compareKeys, MAX_KEY_BYTES } from './keys.ts';
 import { assertLockUsable, lockActive, lockedError } from './lock.ts';
@@ -22,6 +22,7 @@ import {
   collect,
   rangePastEnd,
   Tally,
+  readableChunks,
 } from './streams.ts';
 import type { ObjectInfo, ObjectStore, PutOptions, ReadOptions } from './types.ts';
 
@@ -361,17 +362,7 @@ class S3Store implements ObjectStore {
         `get ${this.location(objectKey)}: body is not a Node stream`,
       );
     }
-    if (signal !== undefined) addAbortSignal(signal, body);
-    const convert = (err: unknown) => this.convert(err, 'get', objectKey);
-    return (async function* () {
-      try {
-        for await (const chunk of body) yield chunk as Uint8Array;
-      } catch (err) {
-        throw convert(err);
-      } finally {
-        body.destroy();
-      }
-    })();
+    return readableChunks(body, signal, (err) => this.convert(err, 'get', objectKey));
   }
 
   async getBytes(key: string, options?: ReadOptions): Promise<Uint8Array> {

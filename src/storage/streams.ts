@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 
 /** A put body as a stream of chunks, whichever form the caller passed. */
@@ -118,4 +119,24 @@ export function rangePastEnd(
       'the object is truncated or the index pointing into it is wrong',
     { details: { offset, length, ...(size === undefined ? {} : { size }) } },
   );
+}
+
+/**
+ * A Node readable's chunks as an async iterable: the signal aborts the stream, a stream
+ * error is converted once by `convert`, and the stream is destroyed however iteration
+ * ends (so a consumer that stops early releases the file or socket).
+ */
+export async function* readableChunks(
+  stream: Readable,
+  signal: AbortSignal | undefined,
+  convert: (err: unknown) => Error,
+): AsyncGenerator<Uint8Array> {
+  if (signal !== undefined) addAbortSignal(signal, stream);
+  try {
+    for await (const chunk of stream) yield chunk as Uint8Array;
+  } catch (err) {
+    throw convert(err);
+  } finally {
+    stream.destroy();
+  }
 }
