@@ -91,6 +91,7 @@ export class KeyMinter {
         class: k.tuple.class,
         period: k.tuple.period,
         author: k.tuple.author,
+        conversation: null,
         dimensionIds: k.dimensionIds,
         recipient: k.recipient,
         wrappedIdentity: k.wrappedIdentity,

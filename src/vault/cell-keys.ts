@@ -10,6 +10,8 @@ export interface CellKey {
   readonly class: string;
   readonly period: string | null;
   readonly author: string | null;
+  /** Chat-store conversation id, for tables that map one; null otherwise. */
+  readonly conversation: string | null;
   /** The dimension keys the identity is wrapped to, innermost (applied first) first. */
   readonly dimensionIds: readonly string[];
   readonly recipient: string;
@@ -23,13 +25,14 @@ interface CellKeyRow {
   data_class: string;
   period: string | null;
   author: string | null;
+  conversation: string | null;
   dimension_ids: string[];
   recipient: string;
   wrapped_identity: Buffer;
 }
 
 const COLUMNS =
-  'id, tenant, data_class, period, author, dimension_ids, recipient, wrapped_identity';
+  'id, tenant, data_class, period, author, conversation, dimension_ids, recipient, wrapped_identity';
 
 /** Each of `ids` that exists; absent ids are absent from the map. */
 export async function getCellKeys(
@@ -76,14 +79,15 @@ export async function insertCellKeys(
       ctx.pool,
       'storing new cell keys in the vault',
       `INSERT INTO ${ctx.t.cellKeys}
-         (id, tenant, data_class, period, author, dimension_ids, recipient, wrapped_identity)
-       SELECT k.id, k.tenant, k.data_class, k.period, k.author,
+         (id, tenant, data_class, period, author, conversation, dimension_ids, recipient,
+          wrapped_identity)
+       SELECT k.id, k.tenant, k.data_class, k.period, k.author, k.conversation,
               ARRAY(SELECT d FROM jsonb_array_elements_text(k.dims) WITH ORDINALITY AS e(d, n)
                     ORDER BY n),
               k.recipient, k.wrapped
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[],
-                     $7::text[], $8::bytea[])
-              AS k(id, tenant, data_class, period, author, dims, recipient, wrapped)
+                     $7::text[], $8::bytea[], $9::text[])
+              AS k(id, tenant, data_class, period, author, dims, recipient, wrapped, conversation)
        ON CONFLICT (id) DO NOTHING`,
       [
         batch.map((k) => k.id),
@@ -94,6 +98,7 @@ export async function insertCellKeys(
         batch.map((k) => JSON.stringify(k.dimensionIds)),
         batch.map((k) => k.recipient),
         batch.map((k) => k.wrappedIdentity),
+        batch.map((k) => k.conversation),
       ],
     );
   }
@@ -143,6 +148,7 @@ function toCellKey(row: CellKeyRow): CellKey {
     class: row.data_class,
     period: row.period,
     author: row.author,
+    conversation: row.conversation,
     dimensionIds: row.dimension_ids,
     recipient: row.recipient,
     wrappedIdentity: row.wrapped_identity,

@@ -176,10 +176,93 @@ CREATE TABLE key_file_entries (
 );
 `;
 
+const lifecycle = `
+-- A cell's tuple may name a conversation: its key is then AND-wrapped to conversation:T/C
+-- too, so one conversation can be erased without touching its authors' other cells.
+ALTER TABLE cell_keys ADD COLUMN conversation text;
+CREATE INDEX cell_keys_by_tenant ON cell_keys (tenant, data_class, period);
+
+-- A snapshot retention has removed: its manifest is gone from the bucket (or goes as soon
+-- as its lock allows), it is no longer verified or restored, and its cells stop pinning packs.
+ALTER TABLE snapshots DROP CONSTRAINT snapshots_status_check;
+ALTER TABLE snapshots ADD CONSTRAINT snapshots_status_check
+  CHECK (status IN ('running', 'complete', 'abandoned', 'expired'));
+ALTER TABLE snapshots ADD COLUMN expired_at timestamptz;
+ALTER TABLE snapshots ADD CONSTRAINT snapshots_expired_has_time
+  CHECK ((status = 'expired') = (expired_at IS NOT NULL));
+
+-- Why and by whom each dimension key was destroyed. Verify reports a cell whose key needs a
+-- destroyed dimension key as shredded only when that key has a row here.
+CREATE TABLE destructions (
+  key_id       text PRIMARY KEY REFERENCES dimension_keys (id),
+  destroyed_at timestamptz NOT NULL,
+  actor        text NOT NULL CHECK (actor <> ''),
+  reason       text NOT NULL CHECK (reason <> ''),
+  -- {"kind": "retention", "class": ..., "period": ..., "maxAge": ...}
+  -- | {"kind": "erasure", "request": ...} | {"kind": "hold-release", "case": ...}
+  cause        jsonb NOT NULL,
+  audit_seq    bigint NOT NULL CHECK (audit_seq >= 1)
+);
+
+-- Legal holds. One case may pin several selectors (custodians); each row is one selector.
+-- Null user / conversation / time bound = any.
+CREATE TABLE holds (
+  id           bigserial PRIMARY KEY,
+  case_id      text NOT NULL CHECK (case_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+  tenant       text NOT NULL,
+  user_id      text,
+  conversation text,
+  from_ts      timestamptz,
+  to_ts        timestamptz,
+  reason       text NOT NULL CHECK (reason <> ''),
+  placed_by    text NOT NULL CHECK (placed_by <> ''),
+  placed_at    timestamptz NOT NULL DEFAULT now(),
+  released_by  text,
+  released_at  timestamptz,
+  CONSTRAINT holds_range CHECK (from_ts IS NULL OR to_ts IS NULL OR from_ts <= to_ts),
+  CONSTRAINT holds_release_complete CHECK ((released_by IS NULL) = (released_at IS NULL))
+);
+CREATE INDEX holds_active ON holds (tenant) WHERE released_at IS NULL;
+
+-- Cell keys re-wrapped for a case before a dimension key they needed (a period past
+-- retention) was destroyed: the same cell identity, AND-wrapped to dimension_ids, where the
+-- case key case:T/CASE takes the destroyed key's place. Destroying the case key (on release)
+-- ends them.
+CREATE TABLE held_cell_keys (
+  case_id          text NOT NULL,
+  key_id           text NOT NULL REFERENCES cell_keys (id),
+  dimension_ids    text[] NOT NULL CHECK (cardinality(dimension_ids) > 0),
+  wrapped_identity bytea NOT NULL,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (case_id, key_id)
+);
+CREATE INDEX held_cell_keys_by_key ON held_cell_keys (key_id);
+
+-- Deletion requests: requested by one person, approved (and so executed) by another.
+CREATE TABLE erase_requests (
+  id           text PRIMARY KEY CHECK (id ~ '^er-[0-9a-z]{8,32}$'),
+  tenant       text NOT NULL,
+  scope        text NOT NULL CHECK (scope IN ('user', 'conversation', 'tenant')),
+  subject      text,
+  reason       text NOT NULL CHECK (reason <> ''),
+  requested_by text NOT NULL CHECK (requested_by <> ''),
+  requested_at timestamptz NOT NULL DEFAULT now(),
+  status       text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'executed')),
+  approved_by  text,
+  executed_at  timestamptz,
+  certificate  jsonb,
+  CONSTRAINT erase_requests_subject CHECK ((scope = 'tenant') = (subject IS NULL)),
+  CONSTRAINT erase_requests_two_people CHECK (approved_by IS NULL OR approved_by <> requested_by),
+  CONSTRAINT erase_requests_executed CHECK (
+    (status = 'executed') = (approved_by IS NOT NULL AND executed_at IS NOT NULL AND certificate IS NOT NULL))
+);
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
   { version: 2, name: 'key files', sql: keyFiles },
+  { version: 3, name: 'lifecycle: holds, erasure, destructions', sql: lifecycle },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -23,6 +23,7 @@ function cellKey(id: string, n: number): CellKey {
     tenant: 'acme',
     class: 'messages',
     period: '2026-03',
+    conversation: null,
     author: 'u1',
     dimensionIds: ['period:acme/messages/2026-03', 'user:acme/u1', 'tenant:acme'],
     recipient: `age1cell${id}#${n}`,

@@ -7,8 +7,12 @@ import { rawSql, rejectsWith } from './fixture.ts';
 const TABLES = [
   'audit_log',
   'cell_keys',
+  'destructions',
   'digest_keys',
   'dimension_keys',
+  'erase_requests',
+  'held_cell_keys',
+  'holds',
   'key_file_entries',
   'key_files',
   'meta',

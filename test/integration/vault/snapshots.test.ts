@@ -53,6 +53,7 @@ describe('vault snapshots', () => {
         tenant: 'acme',
         class: 'messages',
         period: '2026-03',
+        conversation: null,
         author: 'u1',
         dimensionIds: ['period:acme/messages/2026-03', 'tenant:acme'],
         recipient: 'age1cell',
