@@ -247,14 +247,18 @@ CREATE TABLE erase_requests (
   reason       text NOT NULL CHECK (reason <> ''),
   requested_by text NOT NULL CHECK (requested_by <> ''),
   requested_at timestamptz NOT NULL DEFAULT now(),
-  status       text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'executed')),
+  -- approved: the second person said yes and the keys are being destroyed; executed: the
+  -- keys are gone and the certificate is written. An approved request left by a crash is
+  -- finished by the next approve or lifecycle apply.
+  status       text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'executed')),
   approved_by  text,
+  approved_at  timestamptz,
   executed_at  timestamptz,
   certificate  jsonb,
   CONSTRAINT erase_requests_subject CHECK ((scope = 'tenant') = (subject IS NULL)),
   CONSTRAINT erase_requests_two_people CHECK (approved_by IS NULL OR approved_by <> requested_by),
-  CONSTRAINT erase_requests_executed CHECK (
-    (status = 'executed') = (approved_by IS NOT NULL AND executed_at IS NOT NULL AND certificate IS NOT NULL))
+  CONSTRAINT erase_requests_approved CHECK ((status = 'pending') = (approved_by IS NULL AND approved_at IS NULL)),
+  CONSTRAINT erase_requests_executed CHECK ((status = 'executed') = (executed_at IS NOT NULL AND certificate IS NOT NULL))
 );
 `;
 

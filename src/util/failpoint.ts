@@ -1,0 +1,21 @@
+/**
+ * Crash points for the crash-safety tests. `LETHE_FAILPOINTS=name` (or `name:N`, the Nth
+ * time it is reached; several separated by commas) makes the process kill itself with
+ * SIGKILL when it reaches that point: no handler runs, no buffer is flushed, exactly like
+ * a machine losing power. Without the variable a failpoint is one string comparison.
+ *
+ * Only the test suite sets it; it is documented so that nobody is surprised by it.
+ */
+const hits = new Map<string, number>();
+
+export function failpoint(name: string): void {
+  const spec = process.env['LETHE_FAILPOINTS'];
+  if (spec === undefined || spec === '') return;
+  const count = (hits.get(name) ?? 0) + 1;
+  hits.set(name, count);
+  for (const item of spec.split(',')) {
+    const [point, nth] = item.trim().split(':');
+    if (point !== name) continue;
+    if (nth === undefined || Number(nth) === count) process.kill(process.pid, 'SIGKILL');
+  }
+}
