@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
 import { assertValidKey, assertValidPrefix, compareKeys, RESERVED_TOP_LEVEL } from './keys.ts';
-import { assertLockUsable, lockActive, lockedError } from './lock.ts';
+import { assertLockExtends, assertLockUsable, lockActive, lockedError } from './lock.ts';
 import {
   abortable,
   assertRangeArguments,
@@ -343,6 +343,51 @@ class FilesystemStore implements ObjectStore {
         throw wrapForeign(ErrorCode.STORAGE, `list ${this.description}/${prefix}`, err);
       }
       yield { key, size: info.size, lastModified: info.mtime };
+    }
+  }
+
+  /** NOT_FOUND unless a regular file is at `key`. */
+  private async assertExists(key: string, doing: string): Promise<void> {
+    if ((await this.head(key)) === null) {
+      throw new LetheError(ErrorCode.NOT_FOUND, `${doing}: no such object`, { details: { key } });
+    }
+  }
+
+  async retention(key: string): Promise<ObjectLock | null> {
+    assertValidKey(key);
+    const doing = `read the lock of ${this.where(key)}`;
+    await this.assertExists(key, doing);
+    try {
+      return await this.readLock(key);
+    } catch (err) {
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
+    }
+  }
+
+  /**
+   * Replaces the lock record atomically (temp file, fsync, rename, fsync of the directory),
+   * so a crash leaves the old record or the new one, never a torn one that would read as
+   * "unreadable, treated as locked".
+   */
+  async extendRetention(key: string, lock: ObjectLock): Promise<void> {
+    assertValidKey(key);
+    const doing = `extend the lock of ${this.where(key)}`;
+    assertLockUsable(lock, this.now(), doing);
+    await this.assertExists(key, doing);
+    const lockTemp = this.tempPath(key, '.lock');
+    try {
+      const current = await this.readLock(key);
+      assertLockExtends(current, lock, doing);
+      if (current?.retainUntil.getTime() === lock.retainUntil.getTime()) return;
+      const record = { mode: lock.mode, retainUntil: lock.retainUntil.toISOString() };
+      await mkdir(dirname(lockTemp), { recursive: true, mode: 0o700 });
+      await writeDurably(lockTemp, chunksOf(Buffer.from(JSON.stringify(record))));
+      await ensureDir(dirname(this.lockPath(key)));
+      await rename(lockTemp, this.lockPath(key));
+      await syncDir(dirname(this.lockPath(key)));
+    } catch (err) {
+      await rm(lockTemp, { force: true });
+      throw wrapForeign(ErrorCode.STORAGE, doing, err);
     }
   }
 

@@ -39,3 +39,37 @@ export function lockedError(doing: string, lock: ObjectLock): LetheError {
 export function lockActive(lock: ObjectLock, now: Date): boolean {
   return lock.retainUntil.getTime() > now.getTime();
 }
+
+/**
+ * Throws STORAGE unless `next` may replace `current` (null: the object has no lock): the
+ * same mode and a retain-until date no earlier. A lock is only ever lengthened, on every
+ * backend, even where the server itself would allow a GOVERNANCE lock to be shortened.
+ */
+export function assertLockExtends(
+  current: ObjectLock | null,
+  next: ObjectLock,
+  doing: string,
+): void {
+  if (current === null) return;
+  if (current.mode !== next.mode) {
+    throw new LetheError(
+      ErrorCode.STORAGE,
+      `${doing}: the object is under ${current.mode} lock; its mode cannot change to ${next.mode}. ` +
+        `Extend it with mode ${current.mode}`,
+      { details: { lockMode: current.mode, requestedMode: next.mode } },
+    );
+  }
+  if (next.retainUntil.getTime() < current.retainUntil.getTime()) {
+    throw new LetheError(
+      ErrorCode.STORAGE,
+      `${doing}: the object is locked until ${current.retainUntil.toISOString()}; a lock cannot be ` +
+        `shortened to ${next.retainUntil.toISOString()}. Give a date on or after the current one`,
+      {
+        details: {
+          retainUntil: current.retainUntil.toISOString(),
+          requested: next.retainUntil.toISOString(),
+        },
+      },
+    );
+  }
+}

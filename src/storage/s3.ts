@@ -2,9 +2,11 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  GetObjectRetentionCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectRetentionCommand,
   S3Client,
   type S3ClientConfig,
   UploadPartCommand,
@@ -13,7 +15,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { Readable } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import { assertValidKey, assertValidPrefix, compareKeys, MAX_KEY_BYTES } from './keys.ts';
-import { assertLockUsable, lockActive, lockedError } from './lock.ts';
+import { assertLockExtends, assertLockUsable, lockActive, lockedError } from './lock.ts';
 import { convertS3Error, credentialRedactor, httpStatusOf, s3CodeOf } from './s3-errors.ts';
 import {
   abortable,
@@ -24,7 +26,7 @@ import {
   Tally,
   readableChunks,
 } from './streams.ts';
-import type { ObjectInfo, ObjectStore, PutOptions, ReadOptions } from './types.ts';
+import type { ObjectInfo, ObjectLock, ObjectStore, PutOptions, ReadOptions } from './types.ts';
 
 const MIB = 1024 * 1024;
 /** S3's smallest part (except the last) and largest part. */
@@ -93,6 +95,25 @@ function displayEndpoint(endpoint: string): string {
   }
   const path = url.pathname === '/' ? '' : url.pathname;
   return `${url.protocol}//${url.host}${path}`;
+}
+
+/**
+ * Answers of GetObjectRetention that mean "this object has no lock": the object has no
+ * retention (AWS, MinIO), the bucket has no Object Lock configuration (MinIO; AWS says
+ * InvalidRequest with that message), or the server does not implement Object Lock at all
+ * (s3rver), in which case it cannot have locked anything either.
+ */
+function meansNoRetention(err: unknown): boolean {
+  const code = s3CodeOf(err);
+  if (
+    code === 'NoSuchObjectLockConfiguration' ||
+    code === 'ObjectLockConfigurationNotFoundError' ||
+    code === 'NotImplemented'
+  ) {
+    return true;
+  }
+  const message = err instanceof Error ? err.message : '';
+  return code === 'InvalidRequest' && /object lock configuration/i.test(message);
 }
 
 /**
@@ -485,6 +506,62 @@ class S3Store implements ObjectStore {
         );
       }
     } while (token !== undefined);
+  }
+
+  async retention(key: string): Promise<ObjectLock | null> {
+    const objectKey = this.objectKey(key);
+    return this.currentRetention(objectKey, `read the lock of ${this.location(objectKey)}`);
+  }
+
+  /** NOT_FOUND when the object is absent (checked first: a bucket without locks may answer GetObjectRetention for any key alike). */
+  private async currentRetention(objectKey: string, doing: string): Promise<ObjectLock | null> {
+    if ((await this.headObject(objectKey)) === null) {
+      throw new LetheError(ErrorCode.NOT_FOUND, `${doing}: no such object`, {
+        details: { key: objectKey },
+      });
+    }
+    let output;
+    try {
+      output = await this.client.send(
+        new GetObjectRetentionCommand({ Bucket: this.settings.bucket, Key: objectKey }),
+      );
+    } catch (err) {
+      if (meansNoRetention(err)) return null;
+      throw this.convert(err, 'get retention', objectKey);
+    }
+    const { Mode: mode, RetainUntilDate: until } = output.Retention ?? {};
+    if (mode === undefined && until === undefined) return null;
+    if ((mode !== 'COMPLIANCE' && mode !== 'GOVERNANCE') || until === undefined) {
+      throw new LetheError(
+        ErrorCode.STORAGE,
+        `${doing}: the server answered an object lock lethe cannot read (mode ${String(mode)}, ` +
+          `retain-until ${String(until)}); treating the object as locked`,
+      );
+    }
+    return { mode, retainUntil: until };
+  }
+
+  /**
+   * Reads the current retention, checks the new one only lengthens it, then
+   * PutObjectRetention. S3 itself refuses to shorten a COMPLIANCE lock; the check here also
+   * keeps GOVERNANCE locks from being shortened and gives the same error as the filesystem.
+   */
+  async extendRetention(key: string, lock: ObjectLock): Promise<void> {
+    const objectKey = this.objectKey(key);
+    const doing = `extend the lock of ${this.location(objectKey)}`;
+    assertLockUsable(lock, new Date(), doing);
+    const current = await this.currentRetention(objectKey, doing);
+    assertLockExtends(current, lock, doing);
+    if (current?.retainUntil.getTime() === lock.retainUntil.getTime()) return;
+    await this.call('put retention', objectKey, () =>
+      this.client.send(
+        new PutObjectRetentionCommand({
+          Bucket: this.settings.bucket,
+          Key: objectKey,
+          Retention: { Mode: lock.mode, RetainUntilDate: lock.retainUntil },
+        }),
+      ),
+    );
   }
 
   async delete(key: string): Promise<void> {

@@ -85,6 +85,22 @@ export interface ObjectStore {
   list(prefix: string): AsyncIterable<ObjectInfo>;
 
   /**
+   * The object's current lock as the backend records it (a lock whose date has passed is
+   * still returned; compare its date yourself), or null when it has none or the backend has
+   * no object lock at all (a bucket without Object Lock, a server that does not implement
+   * it). Throws NOT_FOUND when there is no object at `key`.
+   */
+  retention(key: string): Promise<ObjectLock | null>;
+
+  /**
+   * Moves the object's retain-until date later, keeping its mode; an object without a lock
+   * gets `lock`. The same date again is a no-op. Throws STORAGE, changing nothing, when
+   * `lock` would shorten the current lock, change its mode, or lies in the past, and when the
+   * backend cannot lock objects; NOT_FOUND when there is no object at `key`.
+   */
+  extendRetention(key: string, lock: ObjectLock): Promise<void>;
+
+  /**
    * Removes the object; succeeds when it is already absent. Throws STORAGE naming the date
    * when the object is still under an {@link ObjectLock}.
    */

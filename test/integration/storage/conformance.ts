@@ -20,6 +20,13 @@ export interface Backend {
   partSize: number;
   /** Where the server departs from S3; the suite then checks how lethe copes instead. */
   quirks: ReadonlySet<Quirk>;
+  /**
+   * A fresh store where object locks hold (filesystem: the emulated lock records; S3: a
+   * bucket created with Object Lock). Absent when the server has no Object Lock (s3rver
+   * accepts lock headers and ignores them); the suite then checks that lethe reports no
+   * lock and refuses to extend one, rather than pretend.
+   */
+  openLocking?: () => Promise<OpenedStore>;
   teardown: () => Promise<void>;
 }
 
@@ -113,6 +120,9 @@ async function inParallel<T>(
 }
 
 const bytes = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'utf8'));
+
+/** A whole second about an hour ahead: S3's retention dates carry no milliseconds. */
+const inAnHour = (): Date => new Date(Math.ceil(Date.now() / 1000) * 1000 + 3_600_000);
 
 const INVALID_KEYS: readonly [string, string][] = [
   ['empty', ''],
@@ -530,6 +540,89 @@ export function runConformance(name: string, setup: () => Promise<Backend>): voi
             /invalid object prefix/,
           );
         }
+      });
+
+      it('retention is null without a lock and NOT_FOUND for an absent key', async () => {
+        const { store } = await open();
+        await store.put('rt/plain', bytes('x'));
+        expect(await store.retention('rt/plain')).toBeNull();
+        await expectLetheError(store.retention('rt/absent'), ErrorCode.NOT_FOUND);
+        await expectLetheError(
+          store.extendRetention('rt/absent', { mode: 'GOVERNANCE', retainUntil: inAnHour() }),
+          ErrorCode.NOT_FOUND,
+        );
+        await expectLetheError(store.retention('rt/../x'), ErrorCode.STORAGE, /invalid object key/);
+      });
+
+      it('reports a put lock, extends it, and refuses to shorten it or change its mode', async () => {
+        const openLocking = backend.openLocking;
+        if (openLocking === undefined) {
+          // No Object Lock on this server: lethe reports no lock and refuses to extend one
+          // it cannot keep, rather than pretend.
+          const { store } = await open();
+          await store.put('rt/nolock', bytes('x'), {
+            lock: { mode: 'GOVERNANCE', retainUntil: inAnHour() },
+          });
+          expect(await store.retention('rt/nolock')).toBeNull();
+          await expectLetheError(
+            store.extendRetention('rt/nolock', { mode: 'GOVERNANCE', retainUntil: inAnHour() }),
+            ErrorCode.STORAGE,
+          );
+          expect(await store.retention('rt/nolock')).toBeNull();
+          return;
+        }
+        const target = await openLocking();
+        opened.push(target.store);
+        const { store } = target;
+        const first = inAnHour();
+        await store.put('rt/locked', bytes('worm'), {
+          lock: { mode: 'GOVERNANCE', retainUntil: first },
+        });
+        expect(await store.retention('rt/locked')).toEqual({
+          mode: 'GOVERNANCE',
+          retainUntil: first,
+        });
+
+        const later = new Date(first.getTime() + 86_400_000);
+        await store.extendRetention('rt/locked', { mode: 'GOVERNANCE', retainUntil: later });
+        expect(await store.retention('rt/locked')).toEqual({
+          mode: 'GOVERNANCE',
+          retainUntil: later,
+        });
+        // The same date again changes nothing.
+        await store.extendRetention('rt/locked', { mode: 'GOVERNANCE', retainUntil: later });
+
+        await expectLetheError(
+          store.extendRetention('rt/locked', { mode: 'GOVERNANCE', retainUntil: first }),
+          ErrorCode.STORAGE,
+          /cannot be shortened/,
+        );
+        await expectLetheError(
+          store.extendRetention('rt/locked', { mode: 'COMPLIANCE', retainUntil: later }),
+          ErrorCode.STORAGE,
+          /mode cannot change to COMPLIANCE/,
+        );
+        await expectLetheError(
+          store.extendRetention('rt/locked', {
+            mode: 'GOVERNANCE',
+            retainUntil: new Date(Date.now() - 1000),
+          }),
+          ErrorCode.STORAGE,
+          /must be in the future/,
+        );
+        expect(await store.retention('rt/locked')).toEqual({
+          mode: 'GOVERNANCE',
+          retainUntil: later,
+        });
+        await expectLetheError(store.delete('rt/locked'), ErrorCode.STORAGE, /lock until/);
+
+        // An unlocked object gets the lock it is given.
+        await store.put('rt/unlocked', bytes('x'));
+        await store.extendRetention('rt/unlocked', { mode: 'GOVERNANCE', retainUntil: first });
+        expect(await store.retention('rt/unlocked')).toEqual({
+          mode: 'GOVERNANCE',
+          retainUntil: first,
+        });
       });
 
       it('refuses a lock whose date has passed, storing nothing', async () => {

@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import { createFilesystemStore, openStore } from '../../../src/storage/index.ts';
-import { expectLetheError, listAll, runConformance } from './conformance.ts';
+import { expectLetheError, listAll, runConformance, type OpenedStore } from './conformance.ts';
 
 /** Reads a stored object with node:fs directly; null when there is no file. */
 async function readObject(root: string, key: string): Promise<Uint8Array | null> {
@@ -35,23 +35,26 @@ const text = (value: string) => new Uint8Array(Buffer.from(value));
 
 runConformance('filesystem', async () => {
   const base = await mkdtemp(join(tmpdir(), 'lethe-fs-store-'));
+  const open = async (): Promise<OpenedStore> => {
+    const root = join(base, randomBytes(4).toString('hex'));
+    const store = await createFilesystemStore({ path: root });
+    return {
+      store,
+      inspect: (key) => readObject(root, key),
+      leaveIncomplete: async (key) => {
+        const temp = `${join(root, '.incomplete', ...key.split('/'))}.0123456789abcdef.tmp`;
+        await mkdir(dirname(temp), { recursive: true });
+        await writeFile(temp, 'half an object');
+      },
+    };
+  };
   return {
     // No parts on a filesystem; the same sizes as the S3 runs keep the bodies comparable.
     partSize: 5 * 1024 * 1024,
     quirks: new Set(),
-    open: async () => {
-      const root = join(base, randomBytes(4).toString('hex'));
-      const store = await createFilesystemStore({ path: root });
-      return {
-        store,
-        inspect: (key) => readObject(root, key),
-        leaveIncomplete: async (key) => {
-          const temp = `${join(root, '.incomplete', ...key.split('/'))}.0123456789abcdef.tmp`;
-          await mkdir(dirname(temp), { recursive: true });
-          await writeFile(temp, 'half an object');
-        },
-      };
-    },
+    open,
+    // Every filesystem store keeps (emulated) locks.
+    openLocking: open,
     teardown: () => rm(base, { recursive: true, force: true }),
   };
 });
@@ -212,6 +215,32 @@ describe('filesystem store', () => {
       await writeFile(join(root, '.locks', 'c', 'obj.json'), '{"mode":"COMPLIANCE"');
       await expectLetheError(store.delete('c/obj'), ErrorCode.STORAGE, /unreadable/);
       expect(await readObject(root, 'c/obj')).not.toBeNull();
+    });
+
+    it('extends a lock by rewriting its record, and refuses delete until the new date', async () => {
+      now = start;
+      const store = await open();
+      await store.put('x/obj', text('x'), { lock: { mode: 'COMPLIANCE', retainUntil: until } });
+      const later = new Date(until.getTime() + 7 * 86_400_000);
+      await store.extendRetention('x/obj', { mode: 'COMPLIANCE', retainUntil: later });
+      const record: unknown = JSON.parse(
+        await readFile(join(root, '.locks', 'x', 'obj.json'), 'utf8'),
+      );
+      expect(record).toEqual({ mode: 'COMPLIANCE', retainUntil: later.toISOString() });
+      expect(await filesUnder(join(root, '.incomplete'))).toEqual([]);
+      now = new Date(until.getTime() + 1);
+      await expectLetheError(store.delete('x/obj'), ErrorCode.STORAGE, /lock until/);
+      await expectLetheError(
+        store.extendRetention('x/obj', {
+          mode: 'COMPLIANCE',
+          retainUntil: new Date(until.getTime() + 2),
+        }),
+        ErrorCode.STORAGE,
+        /cannot be shortened/,
+      );
+      now = later;
+      await store.delete('x/obj');
+      expect(await readObject(root, 'x/obj')).toBeNull();
     });
 
     it('drops an expired record when the key is put again without a lock', async () => {

@@ -68,8 +68,11 @@ if (!hasDocker) {
   runConformance('MinIO', async () => {
     const { server } = await minio();
     // The container outlives this suite; the file's afterAll stops it.
-    return s3Backend(server, new Set(['lists-uploads-by-exact-key'] as const), () =>
-      Promise.resolve(),
+    return s3Backend(
+      server,
+      new Set(['lists-uploads-by-exact-key'] as const),
+      () => Promise.resolve(),
+      LOCKED_BUCKET,
     );
   });
 

@@ -61,11 +61,16 @@ export function storeOptions(server: S3Server, prefix: string): S3StoreOptions {
   };
 }
 
-/** A conformance backend on an S3 server; every store gets its own random prefix. */
+/**
+ * A conformance backend on an S3 server; every store gets its own random prefix.
+ * `lockedBucket` names a bucket on the same server created with Object Lock, for the
+ * suite's lock tests.
+ */
 export function s3Backend(
   server: S3Server,
   quirks: ReadonlySet<Quirk>,
   stop: () => Promise<void>,
+  lockedBucket?: string,
 ): Backend {
   const minio = minioClient(server);
   // A plain SDK client to leave an unfinished multipart upload behind, as a crash would.
@@ -76,9 +81,19 @@ export function s3Backend(
     credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
     requestChecksumCalculation: 'WHEN_REQUIRED',
   });
+  const openLocking = (bucket: string) => () => {
+    const prefix = `t-${randomBytes(6).toString('hex')}`;
+    const store = createS3Store(storeOptions({ ...server, bucket }, prefix));
+    return Promise.resolve({
+      store,
+      inspect: (key: string) => inspectWithMinio(minio, bucket, `${prefix}/${key}`),
+      leaveIncomplete: () => Promise.reject(new Error('not used by the lock tests')),
+    });
+  };
   return {
     partSize: PART_SIZE,
     quirks,
+    ...(lockedBucket === undefined ? {} : { openLocking: openLocking(lockedBucket) }),
     open: (options) => {
       const prefix = `t-${randomBytes(6).toString('hex')}`;
       const store = createS3Store({
