@@ -20,12 +20,12 @@ function tupleOf(line: Buffer, ends: number[], dataClass: DataClass): CellTuple 
     decodeCopyField(line.toString('utf8', i === 0 ? 0 : (ends[i - 1] as number) + 1, ends[i]));
   const period = field(1);
   if (period === null) throw new Error('cell query returned a NULL period');
-  return { tenant: field(0), class: dataClass, period, author: field(2) };
+  return { tenant: field(0), class: dataClass, period, author: field(2), conversation: field(3) };
 }
 
 /**
- * Groups the output of a cell query (rows sorted by tenant, period, author, primary key)
- * into cells. Rows of one cell are contiguous, so only one row is held at a time.
+ * Groups the output of a cell query (rows sorted by tenant, period, author, conversation,
+ * primary key) into cells. Rows of one cell are contiguous, so only one row is held at a time.
  */
 export async function* groupCells(
   copyOutput: AsyncIterable<Uint8Array>,
@@ -37,8 +37,9 @@ export async function* groupCells(
     while (next.done !== true) {
       const first = next.value;
       const ends = fieldEnds(first, KEY_FIELDS);
-      // Rows belong to the same cell when their tenant, period and author bytes are equal.
-      const keyEnd = ends[2] as number;
+      // Rows belong to the same cell when their four leading fields (tenant, period, author,
+      // conversation) are equal byte for byte.
+      const keyEnd = ends[KEY_FIELDS - 1] as number;
       const key = first.subarray(0, keyEnd);
       const tuple = tupleOf(first, ends, dataClass);
       const state = { drained: false };
@@ -48,7 +49,7 @@ export async function* groupCells(
           next = await lines.next();
           if (next.done === true) break;
           const lineEnds = fieldEnds(next.value, KEY_FIELDS);
-          if (lineEnds[2] !== keyEnd || !next.value.subarray(0, keyEnd).equals(key)) break;
+          if (lineEnds[KEY_FIELDS - 1] !== keyEnd || !next.value.subarray(0, keyEnd).equals(key)) break;
           yield next.value.subarray((lineEnds[KEY_FIELDS - 1] as number) + 1);
         }
         state.drained = true;
@@ -62,7 +63,7 @@ export async function* groupCells(
           next = await lines.next();
           if (next.done === true) break;
           const lineEnds = fieldEnds(next.value, KEY_FIELDS);
-          if (lineEnds[2] !== keyEnd || !next.value.subarray(0, keyEnd).equals(key)) break;
+          if (lineEnds[KEY_FIELDS - 1] !== keyEnd || !next.value.subarray(0, keyEnd).equals(key)) break;
         }
       }
     }

@@ -14,6 +14,8 @@ export interface CellTuple {
   readonly period: string;
   /** Chat-store user id of the row's author (subject); null when the table has none. */
   readonly author: string | null;
+  /** Chat-store conversation id of the row; null when the table maps none (or the row has none). */
+  readonly conversation: string | null;
 }
 
 // One list of data classes for the whole project: the mapping's.
@@ -39,6 +41,11 @@ export function userKeyId(tenant: string, user: string): string {
   return `user:${enc(tenant)}/${enc(user)}`;
 }
 
+/** `conversation:T/C` */
+export function conversationKeyId(tenant: string, conversation: string): string {
+  return `conversation:${enc(tenant)}/${enc(conversation)}`;
+}
+
 /** `period:T/class/2026-03` */
 export function periodKeyId(tenant: string, dataClass: DataClass, period: string): string {
   return `period:${enc(tenant)}/${dataClass}/${enc(period)}`;
@@ -48,33 +55,34 @@ export const SYSTEM_KEY_ID = 'system';
 
 /**
  * The dimension keys a cell's key is AND-wrapped to, innermost first: period, then user,
- * then tenant. Destroying any one of them makes the cell unreadable. A row with no
- * timestamp has no period key; a row with no author has no user key; system rows have only
- * the system key.
+ * then conversation, then tenant. Destroying any one of them makes the cell unreadable. A
+ * row with no timestamp has no period key; a row with no author has no user key; a row
+ * with no conversation has no conversation key; system rows have only the system key.
  */
 export function dimensionKeyIds(tuple: CellTuple): string[] {
   if (tuple.tenant === null) return [SYSTEM_KEY_ID];
   const ids: string[] = [];
   if (tuple.period !== NO_PERIOD) ids.push(periodKeyId(tuple.tenant, tuple.class, tuple.period));
   if (tuple.author !== null) ids.push(userKeyId(tuple.tenant, tuple.author));
+  if (tuple.conversation !== null) ids.push(conversationKeyId(tuple.tenant, tuple.conversation));
   ids.push(tenantKeyId(tuple.tenant));
   return ids;
 }
 
-/** The kind of a dimension key id (`tenant`, `user`, `period`, `system`). */
-export function dimensionKind(id: string): 'tenant' | 'user' | 'period' | 'system' {
+/** The kind of a dimension key id (`tenant`, `user`, `conversation`, `period`, `system`). */
+export function dimensionKind(id: string): 'tenant' | 'user' | 'conversation' | 'period' | 'system' {
   if (id === SYSTEM_KEY_ID) return 'system';
   const kind = id.slice(0, id.indexOf(':'));
-  if (kind === 'tenant' || kind === 'user' || kind === 'period') return kind;
+  if (kind === 'tenant' || kind === 'user' || kind === 'conversation' || kind === 'period') return kind;
   throw new Error(`not a dimension key id: ${id}`);
 }
 
 /** The cell key id of a tuple; one key serves the tuple's cells in every table of its class. */
 export function cellKeyId(tuple: CellTuple): string {
-  return `cell:${part(tuple.tenant)}/${tuple.class}/${enc(tuple.period)}/${part(tuple.author)}`;
+  return `cell:${part(tuple.tenant)}/${tuple.class}/${enc(tuple.period)}/${part(tuple.author)}/${part(tuple.conversation)}`;
 }
 
 /** The id of one table's cell for a tuple: unique within a snapshot. */
 export function cellId(table: string, tuple: CellTuple): string {
-  return `${table}/${part(tuple.tenant)}/${enc(tuple.period)}/${part(tuple.author)}`;
+  return `${table}/${part(tuple.tenant)}/${enc(tuple.period)}/${part(tuple.author)}/${part(tuple.conversation)}`;
 }

@@ -1,5 +1,5 @@
 import { andWrap, encryptBytes, generateKeyPair } from '../crypto/index.ts';
-import { cellKeyId, dimensionKeyIds, dimensionKind, type CellTuple, type DataClass } from '../cells/ids.ts';
+import { cellKeyId, dimensionKeyIds, dimensionKind, type CellTuple } from '../cells/ids.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { Vault } from '../vault/index.ts';
 
@@ -16,7 +16,18 @@ interface PendingCellKey {
   readonly wrappedIdentity: Uint8Array;
 }
 
-const FLUSH_AT = 500;
+interface DimensionFacts {
+  readonly recipient: string;
+  readonly destroyed: boolean;
+}
+
+/**
+ * Dimension keys remembered between batches. Tenant keys and the current period's keys
+ * recur in every batch; users and conversations come and go. Beyond this many the oldest
+ * entry is forgotten (and asked for again if it recurs), so memory stays bounded whatever
+ * the number of users and conversations: about 250 bytes an entry.
+ */
+const DIMENSION_CACHE_ENTRIES = 20_000;
 
 /**
  * Creates and finds keys for the backup job using only public material: new dimension keys
@@ -26,13 +37,13 @@ const FLUSH_AT = 500;
  *
  * Keys are created the first time their tuple is seen and are stable afterwards: a cell
  * keeps its key across snapshots, which is what lets unchanged cells be referenced.
+ * Lookups are batched ({@link cellKeys}): one vault query per batch of tuples by primary
+ * key, so memory holds one batch, not the vault's keys. Keys created for a batch are in
+ * the vault when the call returns.
  * Must run under the backup job lock (one creator at a time); a conflict is a bug and throws.
  */
 export class KeyMinter {
-  private readonly dimensions = new Map<string, { recipient: string; destroyed: boolean }>();
-  private readonly cellKeys = new Map<string, string>();
-  private readonly loadedClasses = new Set<DataClass>();
-  private pending: PendingCellKey[] = [];
+  private readonly dimensions = new Map<string, DimensionFacts>();
   /** Cell keys created by this run. */
   created = 0;
 
@@ -41,48 +52,58 @@ export class KeyMinter {
     private readonly masterRecipient: string,
   ) {}
 
-  /** Loads the public half of every dimension key; call once before the first cell. */
-  async load(): Promise<void> {
-    for (const key of await this.vault.listDimensionKeys()) {
-      this.dimensions.set(key.id, { recipient: key.recipient, destroyed: key.destroyed });
+  /**
+   * The cell key of each tuple, by cell key id, creating any that is missing (and any
+   * missing dimension key) and storing it before returning. A tuple one of whose dimension
+   * keys was shredded gets `destroyed`: such data must not be written again under a fresh key.
+   */
+  async cellKeys(tuples: readonly CellTuple[]): Promise<Map<string, CellKeyResult>> {
+    const results = new Map<string, CellKeyResult>();
+    const wanted = new Map<string, { tuple: CellTuple; dimensionIds: string[] }>();
+    for (const tuple of tuples) {
+      const keyId = cellKeyId(tuple);
+      if (!wanted.has(keyId)) wanted.set(keyId, { tuple, dimensionIds: dimensionKeyIds(tuple) });
     }
+    await this.loadDimensions([...wanted.values()].flatMap((w) => w.dimensionIds));
+
+    const live: string[] = [];
+    for (const [keyId, { dimensionIds }] of wanted) {
+      const destroyed = dimensionIds.find((id) => this.dimensions.get(id)?.destroyed === true);
+      if (destroyed !== undefined) results.set(keyId, { keyId, destroyed });
+      else live.push(keyId);
+    }
+    if (live.length === 0) return results;
+
+    const known = await this.vault.getCellKeyRecipients(live);
+    const pending: PendingCellKey[] = [];
+    for (const keyId of live) {
+      const recipient = known.get(keyId);
+      if (recipient !== undefined) {
+        results.set(keyId, { keyId, recipient });
+        continue;
+      }
+      const { tuple, dimensionIds } = wanted.get(keyId) as { tuple: CellTuple; dimensionIds: string[] };
+      const recipients: string[] = [];
+      for (const id of dimensionIds) recipients.push(await this.dimensionRecipient(id, tuple.tenant));
+      const pair = generateKeyPair();
+      const wrappedIdentity = await andWrap(pair.identity, recipients);
+      pending.push({ id: keyId, tuple, dimensionIds, recipient: pair.recipient, wrappedIdentity });
+      results.set(keyId, { keyId, recipient: pair.recipient });
+    }
+    await this.store(pending);
+    this.created += pending.length;
+    return results;
   }
 
-  /**
-   * The cell key for `tuple`, creating it (and any missing dimension key) on first sight.
-   * Returns `destroyed` when one of the tuple's dimension keys has been shredded: such data
-   * must not be written again under a fresh key.
-   */
+  /** The cell key for one tuple (see {@link cellKeys}). */
   async cellKey(tuple: CellTuple): Promise<CellKeyResult> {
     const keyId = cellKeyId(tuple);
-    const dimensionIds = dimensionKeyIds(tuple);
-    for (const id of dimensionIds) {
-      if (this.dimensions.get(id)?.destroyed === true) return { keyId, destroyed: id };
-    }
-    if (!this.loadedClasses.has(tuple.class)) {
-      for (const [id, recipient] of await this.vault.listCellKeyRecipients(tuple.class)) {
-        this.cellKeys.set(id, recipient);
-      }
-      this.loadedClasses.add(tuple.class);
-    }
-    const known = this.cellKeys.get(keyId);
-    if (known !== undefined) return { keyId, recipient: known };
-
-    const recipients: string[] = [];
-    for (const id of dimensionIds) recipients.push(await this.dimensionRecipient(id, tuple.tenant));
-    const pair = generateKeyPair();
-    const wrappedIdentity = await andWrap(pair.identity, recipients);
-    this.pending.push({ id: keyId, tuple, dimensionIds, recipient: pair.recipient, wrappedIdentity });
-    this.cellKeys.set(keyId, pair.recipient);
-    this.created += 1;
-    if (this.pending.length >= FLUSH_AT) await this.flush();
-    return { keyId, recipient: pair.recipient };
+    const result = (await this.cellKeys([tuple])).get(keyId);
+    if (result === undefined) throw new LetheError(ErrorCode.INTERNAL, `no cell key result for ${keyId}`);
+    return result;
   }
 
-  /** Writes the cell keys created since the last flush to the vault. */
-  async flush(): Promise<void> {
-    const batch = this.pending;
-    this.pending = [];
+  private async store(batch: readonly PendingCellKey[]): Promise<void> {
     if (batch.length === 0) return;
     const stored = await this.vault.insertCellKeys(
       batch.map((k) => ({
@@ -91,7 +112,7 @@ export class KeyMinter {
         class: k.tuple.class,
         period: k.tuple.period,
         author: k.tuple.author,
-        conversation: null,
+        conversation: k.tuple.conversation,
         dimensionIds: k.dimensionIds,
         recipient: k.recipient,
         wrappedIdentity: k.wrappedIdentity,
@@ -107,6 +128,24 @@ export class KeyMinter {
     }
   }
 
+  /** Reads the public facts of the dimension keys in `ids` that are not remembered yet. */
+  private async loadDimensions(ids: readonly string[]): Promise<void> {
+    const missing = [...new Set(ids)].filter((id) => !this.dimensions.has(id));
+    if (missing.length === 0) return;
+    for (const [id, info] of await this.vault.getDimensionKeys(missing)) {
+      this.remember(id, { recipient: info.recipient, destroyed: info.destroyed });
+    }
+  }
+
+  private remember(id: string, facts: DimensionFacts): void {
+    this.dimensions.delete(id);
+    this.dimensions.set(id, facts);
+    while (this.dimensions.size > DIMENSION_CACHE_ENTRIES) {
+      const oldest = this.dimensions.keys().next().value as string;
+      this.dimensions.delete(oldest);
+    }
+  }
+
   private async dimensionRecipient(id: string, tenant: string | null): Promise<string> {
     const known = this.dimensions.get(id);
     if (known !== undefined) return known.recipient;
@@ -117,7 +156,7 @@ export class KeyMinter {
     ]);
     const recipient = stored.get(id);
     if (recipient === undefined) throw new LetheError(ErrorCode.VAULT, `dimension key ${id} was not stored`);
-    this.dimensions.set(id, { recipient, destroyed: false });
+    this.remember(id, { recipient, destroyed: false });
     return recipient;
   }
 }

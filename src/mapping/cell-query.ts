@@ -27,8 +27,9 @@ const PERIOD_FORMATS: Readonly<Record<Granularity, string>> = {
  *  5… the base table's `columns`, as `t."col"` in the order given, uncast — so the COPY text
  *     of these fields is exactly what `COPY table (columns) FROM STDIN` accepts.
  *
- * Rows come ordered by tenant, period, author (byte order, `COLLATE "C"`, NULLs last), then
- * the mapping's primary key, so each cell's rows are contiguous and in a stable order.
+ * Rows come ordered by tenant, period, author, conversation (byte order, `COLLATE "C"`,
+ * NULLs last), then the mapping's primary key, so each cell's rows (one tuple) are
+ * contiguous and in a stable order.
  *
  * Joins are INNER joins: a row whose join target is missing would be silently left out.
  * Run {@link buildOrphanCheckQuery} in the same snapshot first and refuse to back up when
@@ -52,7 +53,7 @@ export function buildCellQuery(
     entry.kind === 'system'
       ? baseColumns.map((c) => `${c}::text COLLATE "C"`)
       : [
-          ...[dims.tenant, dims.period, dims.author].map((d) => `${d} COLLATE "C"`),
+          ...[dims.tenant, dims.period, dims.author, dims.conversation].map((d) => `${d} COLLATE "C"`),
           ...entry.mapping.primaryKey.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`),
         ];
   return [

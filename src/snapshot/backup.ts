@@ -18,7 +18,7 @@ import {
 } from '../mapping/index.ts';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
-import { writeCell, type PreviousCell } from './cell-writer.ts';
+import { CellWriter, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { writeKeyFile } from './key-file.ts';
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
@@ -146,7 +146,6 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     const keys = new KeyMinter(vault, masterRecipient);
-    await keys.load();
     const digestKeys = new Map<string, Uint8Array>();
     const digestKeyFor = async (tenant: string | null): Promise<Uint8Array> => {
       const name = tenant ?? '';
@@ -162,8 +161,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
     let pendingRows: CellEntry[] = [];
     const flushRows = async (): Promise<void> => {
       if (pendingRows.length === 0) return;
-      // Cell rows reference their keys: the keys must be in the vault first.
-      await keys.flush();
+      // Cell rows reference their keys; the minter stores a batch's keys before returning them.
       const batch = pendingRows;
       pendingRows = [];
       await vault.addSnapshotCells(snapshotId, batch);
@@ -202,50 +200,58 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
               '(docs/mapping.md), and run again',
           );
         }
-        const previousCells: ReadonlyMap<string, PreviousCell> =
-          previous === null ? new Map() : await vault.cellIndexForTable(previous.id, table.name);
+        // The previous snapshot's copies are looked up a batch of cells at a time, by
+        // primary key: memory holds one batch, never a table's whole index.
+        const previousId = previous?.id ?? null;
+        const writer = new CellWriter({
+          table: table.name,
+          columns: table.copyColumns,
+          packs,
+          keys,
+          digestKeyFor,
+          previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> =>
+            previousId === null ? new Map() : vault.getSnapshotCells(previousId, table.name, cellIds),
+          bufferBytes: options.cellBufferBytes,
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
+        });
+        const record = async (outcomes: readonly CellOutcome[]): Promise<void> => {
+          for (const outcome of outcomes) {
+            if (outcome.kind === 'shredded') {
+              totals.shredded += 1;
+              runLog.warn(
+                { cell: outcome.cellId, destroyedKey: outcome.destroyedKey, rows: outcome.rows },
+                'cell not backed up: a key it needs was destroyed (erased data is still in the chat store)',
+              );
+              continue;
+            }
+            const entry = outcome.entry;
+            totals.cells += 1;
+            totals.rows += entry.rows;
+            totals.bytesPlain += entry.bytesPlain;
+            if (outcome.kind === 'reused') totals.reused += 1;
+            else {
+              totals.written += 1;
+              totals.bytesStored += entry.length;
+            }
+            pendingRows.push(entry);
+            if (pendingRows.length >= CELL_ROWS_BATCH) await flushRows();
+            if (totals.cells % 500 === 0) {
+              options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
+            }
+          }
+        };
         const dataClass = classOf(options.mapping, table.name);
         const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity);
         const copy = chat.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
         for await (const cell of groupCells(copy, dataClass)) {
-          const outcome = await writeCell(cell, {
-            table: table.name,
-            columns: table.copyColumns,
-            packs,
-            keys,
-            digestKeyFor,
-            previous: previousCells,
-            bufferBytes: options.cellBufferBytes,
-            ...(options.signal === undefined ? {} : { signal: options.signal }),
-          });
-          if (outcome.kind === 'shredded') {
-            totals.shredded += 1;
-            runLog.warn(
-              { cell: outcome.cellId, destroyedKey: outcome.destroyedKey, rows: outcome.rows },
-              'cell not backed up: a key it needs was destroyed (erased data is still in the chat store)',
-            );
-            continue;
-          }
-          const entry = outcome.entry;
-          totals.cells += 1;
-          totals.rows += entry.rows;
-          totals.bytesPlain += entry.bytesPlain;
-          if (outcome.kind === 'reused') totals.reused += 1;
-          else {
-            totals.written += 1;
-            totals.bytesStored += entry.length;
-          }
-          pendingRows.push(entry);
-          if (pendingRows.length >= CELL_ROWS_BATCH) await flushRows();
-          if (totals.cells % 500 === 0) {
-            options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
-          }
+          throwIfAborted(options.signal, 'backup');
+          await record(await writer.add(cell));
         }
+        await record(await writer.flush());
         options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
         runLog.info({ table: table.name, cells: totals.cells }, 'table done');
       }
       const packsWritten = await packs.close();
-      await keys.flush();
       await flushRows();
       await chat.query('COMMIT');
 

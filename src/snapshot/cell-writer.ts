@@ -1,5 +1,5 @@
-import { createCellDigest, encryptBytes, encryptStream } from '../crypto/index.ts';
-import { cellId, type CellRows } from '../cells/index.ts';
+import { createCellDigest, encryptBytes, encryptStream, type CellDigest } from '../crypto/index.ts';
+import { cellId, cellKeyId, type CellRows, type CellTuple } from '../cells/index.ts';
 import type { KeyMinter } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
 import type { PackWriter } from './pack-writer.ts';
@@ -34,97 +34,186 @@ export interface CellWriterOptions {
   readonly packs: PackWriter;
   readonly keys: KeyMinter;
   readonly digestKeyFor: (tenant: string | null) => Promise<Uint8Array>;
-  readonly previous: ReadonlyMap<string, PreviousCell>;
+  /** The previous snapshot's copies of these cells of `table` (absent ones are new). */
+  readonly previous: (cellIds: readonly string[]) => Promise<ReadonlyMap<string, PreviousCell>>;
   /** Cells up to this many plaintext bytes are held until their digest is known. */
   readonly bufferBytes: number;
+  /** Cells held before their keys and previous copies are looked up together (default 1,000). */
+  readonly batchCells?: number;
+  /** Plaintext bytes held across a batch before it is written (default 8 MiB). */
+  readonly batchBytes?: number;
   readonly signal?: AbortSignal;
 }
 
+/** A small cell read whole: its plaintext and digest are known. */
+interface HeldCell {
+  readonly id: string;
+  readonly tuple: CellTuple;
+  readonly plaintext: Buffer[];
+  readonly rows: number;
+  readonly bytesPlain: number;
+  readonly digest: string;
+}
+
+const BATCH_CELLS = 1000;
+const BATCH_BYTES = 8 * 1024 * 1024;
+
 /**
- * Encrypts one cell into the pack stream, or references the previous snapshot's copy when
- * the keyed digest shows it unchanged. Small cells are buffered (so an unchanged one costs
- * no encryption and no upload); a cell larger than the buffer streams straight through
- * age into the pack with bounded memory, and is always written anew.
+ * Writes one table's cells into the pack stream, or references the previous snapshot's
+ * copy of a cell whose keyed digest shows it unchanged. Small cells (up to `bufferBytes`)
+ * are held in a batch until their digest is known; a batch's keys and previous copies are
+ * then looked up with one vault query each, by primary key, so memory holds one batch and
+ * never grows with the store. A cell larger than the buffer ends the batch and streams
+ * straight through age into the pack with bounded memory, always written anew.
+ *
+ * Outcomes come back in the order the cells were added.
  */
-export async function writeCell(cell: CellRows, options: CellWriterOptions): Promise<CellOutcome> {
-  const id = cellId(options.table, cell.tuple);
-  const key = await options.keys.cellKey(cell.tuple);
-  const digest = createCellDigest(await options.digestKeyFor(cell.tuple.tenant));
-  digest.update(digestPrefix(options.table, options.columns));
-  let rows = 0;
-  let bytesPlain = 0;
+export class CellWriter {
+  private held: HeldCell[] = [];
+  private heldBytes = 0;
+  private readonly batchCells: number;
+  private readonly batchBytes: number;
+  private readonly prefix: Buffer;
 
-  if ('destroyed' in key) {
-    for await (const _row of cell.rows) rows += 1;
-    return { kind: 'shredded', cellId: id, destroyedKey: key.destroyed, rows };
+  constructor(private readonly options: CellWriterOptions) {
+    this.batchCells = options.batchCells ?? BATCH_CELLS;
+    this.batchBytes = options.batchBytes ?? BATCH_BYTES;
+    this.prefix = digestPrefix(options.table, options.columns);
   }
 
-  const buffered: Buffer[] = [];
-  const iterator = cell.rows[Symbol.asyncIterator]();
-  let overflow = false;
-  for (;;) {
-    const next = await iterator.next();
-    if (next.done === true) break;
-    rows += 1;
-    bytesPlain += next.value.length;
-    digest.update(next.value);
-    buffered.push(Buffer.from(next.value));
-    if (bytesPlain > options.bufferBytes) {
-      overflow = true;
-      break;
-    }
-  }
-
-  const base = {
-    id,
-    table: options.table,
-    tenant: cell.tuple.tenant,
-    class: cell.tuple.class,
-    period: cell.tuple.period,
-    author: cell.tuple.author,
-    key: key.keyId,
-  };
-
-  if (!overflow) {
-    const hex = digest.digest();
-    const prior = options.previous.get(id);
-    if (prior !== undefined && prior.digest === hex && prior.key === key.keyId) {
-      const entry: CellEntry = {
-        ...base,
-        pack: prior.pack,
-        offset: prior.offset,
-        length: prior.length,
-        sha256: prior.sha256,
-        digest: hex,
-        rows,
-        bytesPlain,
-        reused: true,
-      };
-      return { kind: 'reused', entry };
-    }
-    const ciphertext = await encryptBytes(Buffer.concat(buffered), [key.recipient]);
-    const location = await options.packs.writeCell(ciphertext);
-    return { kind: 'written', entry: { ...base, ...location, digest: hex, rows, bytesPlain, reused: false } };
-  }
-
-  // Large cell: replay what was buffered, then stream the rest, hashing as it passes.
-  const counted = { rows, bytesPlain };
-  async function* plaintext(): AsyncGenerator<Uint8Array> {
-    for (const chunk of buffered.splice(0)) yield chunk;
+  /** Reads one cell's rows; returns the outcomes of the cells this finished (maybe none). */
+  async add(cell: CellRows): Promise<CellOutcome[]> {
+    const id = cellId(this.options.table, cell.tuple);
+    const digest = createCellDigest(await this.options.digestKeyFor(cell.tuple.tenant));
+    digest.update(this.prefix);
+    const plaintext: Buffer[] = [];
+    let rows = 0;
+    let bytesPlain = 0;
+    const iterator = cell.rows[Symbol.asyncIterator]();
     for (;;) {
       const next = await iterator.next();
-      if (next.done === true) return;
-      counted.rows += 1;
-      counted.bytesPlain += next.value.length;
+      if (next.done === true) break;
+      rows += 1;
+      bytesPlain += next.value.length;
       digest.update(next.value);
-      yield next.value;
+      // A copy: the row may be a view into a much larger chunk of the COPY stream.
+      plaintext.push(Buffer.from(next.value));
+      if (bytesPlain > this.options.bufferBytes) {
+        const done = await this.flush();
+        done.push(await this.writeLarge(id, cell.tuple, { plaintext, rows, bytesPlain, digest, iterator }));
+        return done;
+      }
     }
+    this.held.push({ id, tuple: cell.tuple, plaintext, rows, bytesPlain, digest: digest.digest() });
+    this.heldBytes += bytesPlain;
+    if (this.held.length >= this.batchCells || this.heldBytes >= this.batchBytes) return this.flush();
+    return [];
   }
-  const location = await options.packs.writeCell(
-    encryptStream(plaintext(), [key.recipient], options.signal === undefined ? {} : { signal: options.signal }),
-  );
-  return {
-    kind: 'written',
-    entry: { ...base, ...location, digest: digest.digest(), rows: counted.rows, bytesPlain: counted.bytesPlain, reused: false },
-  };
+
+  /** Writes the held cells; returns their outcomes. Call once more after the last cell. */
+  async flush(): Promise<CellOutcome[]> {
+    const batch = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    if (batch.length === 0) return [];
+    const keys = await this.options.keys.cellKeys(batch.map((c) => c.tuple));
+    const live = batch.filter((c) => {
+      const key = keys.get(cellKeyId(c.tuple));
+      return key !== undefined && !('destroyed' in key);
+    });
+    const previous = live.length === 0 ? new Map<string, PreviousCell>() : await this.options.previous(live.map((c) => c.id));
+    const outcomes: CellOutcome[] = [];
+    for (const cell of batch) {
+      const key = keys.get(cellKeyId(cell.tuple));
+      if (key === undefined) throw new Error(`no key was returned for cell ${cell.id}`);
+      if ('destroyed' in key) {
+        outcomes.push({ kind: 'shredded', cellId: cell.id, destroyedKey: key.destroyed, rows: cell.rows });
+        continue;
+      }
+      const base = this.base(cell.id, cell.tuple, key.keyId);
+      const prior = previous.get(cell.id);
+      if (prior !== undefined && prior.digest === cell.digest && prior.key === key.keyId) {
+        outcomes.push({
+          kind: 'reused',
+          entry: {
+            ...base,
+            pack: prior.pack,
+            offset: prior.offset,
+            length: prior.length,
+            sha256: prior.sha256,
+            digest: cell.digest,
+            rows: cell.rows,
+            bytesPlain: cell.bytesPlain,
+            reused: true,
+          },
+        });
+        continue;
+      }
+      const ciphertext = await encryptBytes(Buffer.concat(cell.plaintext), [key.recipient]);
+      cell.plaintext.length = 0;
+      const location = await this.options.packs.writeCell(ciphertext);
+      outcomes.push({
+        kind: 'written',
+        entry: { ...base, ...location, digest: cell.digest, rows: cell.rows, bytesPlain: cell.bytesPlain, reused: false },
+      });
+    }
+    return outcomes;
+  }
+
+  /** A cell larger than the buffer: replay what was read, then stream the rest, hashing as it passes. */
+  private async writeLarge(
+    id: string,
+    tuple: CellTuple,
+    read: { plaintext: Buffer[]; rows: number; bytesPlain: number; digest: CellDigest; iterator: AsyncIterator<Buffer> },
+  ): Promise<CellOutcome> {
+    const key = await this.options.keys.cellKey(tuple);
+    const counted = { rows: read.rows, bytesPlain: read.bytesPlain };
+    const { iterator, digest } = read;
+    if ('destroyed' in key) {
+      read.plaintext.length = 0;
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done === true) break;
+        counted.rows += 1;
+      }
+      return { kind: 'shredded', cellId: id, destroyedKey: key.destroyed, rows: counted.rows };
+    }
+    async function* plaintext(): AsyncGenerator<Uint8Array> {
+      for (const chunk of read.plaintext.splice(0)) yield chunk;
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done === true) return;
+        counted.rows += 1;
+        counted.bytesPlain += next.value.length;
+        digest.update(next.value);
+        yield next.value;
+      }
+    }
+    const location = await this.options.packs.writeCell(
+      encryptStream(plaintext(), [key.recipient], this.options.signal === undefined ? {} : { signal: this.options.signal }),
+    );
+    return {
+      kind: 'written',
+      entry: {
+        ...this.base(id, tuple, key.keyId),
+        ...location,
+        digest: digest.digest(),
+        rows: counted.rows,
+        bytesPlain: counted.bytesPlain,
+        reused: false,
+      },
+    };
+  }
+
+  private base(id: string, tuple: CellTuple, keyId: string): Pick<CellEntry, 'id' | 'table' | 'tenant' | 'class' | 'period' | 'author' | 'key'> {
+    return {
+      id,
+      table: this.options.table,
+      tenant: tuple.tenant,
+      class: tuple.class,
+      period: tuple.period,
+      author: tuple.author,
+      key: keyId,
+    };
+  }
 }

@@ -125,6 +125,28 @@ export async function insertCellKeys(
 }
 
 /**
+ * The recipient of each of `ids` that exists (absent ids are absent from the map): what the
+ * backup asks once per batch of cells, by primary key, so its memory does not grow with
+ * the vault. Public values only.
+ */
+export async function getCellKeyRecipients(
+  ctx: VaultContext,
+  ids: readonly string[],
+): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const batch of chunks(distinct(ids))) {
+    const { rows } = await query<{ id: string; recipient: string }>(
+      ctx.pool,
+      'reading cell key recipients from the vault',
+      `SELECT id, recipient FROM ${ctx.t.cellKeys} WHERE id = ANY($1::text[])`,
+      [batch],
+    );
+    for (const row of rows) found.set(row.id, row.recipient);
+  }
+  return found;
+}
+
+/**
  * Recipient of every cell key of one data class, by id: what the backup loads once per
  * class to find existing keys without a round trip per cell. Public values only.
  */

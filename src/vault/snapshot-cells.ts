@@ -134,6 +134,31 @@ export async function cellIndexForTable(
 }
 
 /**
+ * The cells among `cellIds` that one table has in a snapshot, by cell id (absent ids are
+ * absent from the map). The backup asks once per batch of cells, by primary key, so its
+ * memory holds one batch, never a whole table's index.
+ */
+export async function getSnapshotCells(
+  ctx: VaultContext,
+  snapshotId: string,
+  tableName: string,
+  cellIds: readonly string[],
+): Promise<Map<string, SnapshotCell>> {
+  const found = new Map<string, SnapshotCell>();
+  for (const batch of chunks([...new Set(cellIds)])) {
+    const { rows } = await query<CellRow>(
+      ctx.pool,
+      `reading cells of ${tableName} in snapshot ${snapshotId}`,
+      `SELECT ${COLUMNS} FROM ${ctx.t.snapshotCells}
+        WHERE snapshot_id = $1 AND table_name = $2 AND cell_id = ANY($3::text[])`,
+      [snapshotId, tableName, batch],
+    );
+    for (const row of rows) found.set(row.cell_id, toCell(row));
+  }
+  return found;
+}
+
+/**
  * Cell orders: `pack` walks each pack front to back; `table` groups a table's cells (by
  * cell id, in byte order), which is how restore loads them, one COPY per table.
  */

@@ -67,9 +67,18 @@ interface Manifest {
 }
 
 /**
+ * The conversation of a cell: the last component of its id (`-` for none, otherwise
+ * percent-encoded), as src/cells/ids.ts cellId names cells.
+ */
+function conversationOf(cell: CellEntry): string | null {
+  const last = cell.id.slice(cell.id.lastIndexOf('/') + 1);
+  return last === '-' ? null : decodeURIComponent(last);
+}
+
+/**
  * The source rows of a cell, as COPY text in primary-key order: the rows whose tenant,
- * period (UTC month) and author are the cell's, written out independently of lethe's
- * mapping code from the reference schema's definitions.
+ * period (UTC month), author and conversation are the cell's, written out independently
+ * of lethe's mapping code from the reference schema's definitions.
  */
 function sourceQuery(
   cell: CellEntry,
@@ -80,20 +89,21 @@ function sourceQuery(
   const fromMs = (col: string): string =>
     `(TIMESTAMP '1970-01-01' + ${col} * INTERVAL '1 millisecond')`;
   const tenant = cell.tenant ?? '';
+  const conversation = conversationOf(cell) ?? '';
   switch (cell.table) {
     case 'messages':
       return {
         sql: `SELECT ${cols} FROM messages t JOIN conversations c ON c.id = t.conversation_id
                WHERE c.tenant_id::text = $1 AND ${month(`t.created_at AT TIME ZONE 'UTC'`)} = $2
-                 AND t.sender_id::text = $3 ORDER BY t.id`,
-        params: [tenant, cell.period, cell.author ?? ''],
+                 AND t.sender_id::text = $3 AND t.conversation_id::text = $4 ORDER BY t.id`,
+        params: [tenant, cell.period, cell.author ?? '', conversation],
       };
     case 'attachments':
       return {
-        sql: `SELECT ${cols} FROM attachments t
+        sql: `SELECT ${cols} FROM attachments t JOIN messages m ON m.id = t.message_id
                WHERE t.tenant_id::text = $1 AND ${month(fromMs('t.created_at_ms'))} = $2
-                 AND t.uploader_id::text = $3 ORDER BY t.id`,
-        params: [tenant, cell.period, cell.author ?? ''],
+                 AND t.uploader_id::text = $3 AND m.conversation_id::text = $4 ORDER BY t.id`,
+        params: [tenant, cell.period, cell.author ?? '', conversation],
       };
     case 'users':
       return {

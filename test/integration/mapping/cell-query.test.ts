@@ -92,12 +92,12 @@ describe('buildCellQuery on the seeded reference store', () => {
     });
   });
 
-  it('orders rows by tenant, period, author (byte order, NULLs last), then primary key', async () => {
+  it('orders rows by tenant, period, author, conversation (byte order, NULLs last), then primary key', async () => {
     await withDb(db.url, async (c) => {
       for (const name of ['messages', 'message_edits', 'memberships', 'tenants', 'attachments']) {
         const pk = info(name).primaryKey;
         const { rows } = await c.query<Record<string, string | null>>(
-          `SELECT lethe_tenant, lethe_period, lethe_author, ${pk.map((k) => `q."${k}"::text AS "${k}"`).join(', ')}
+          `SELECT lethe_tenant, lethe_period, lethe_author, lethe_conversation, ${pk.map((k) => `q."${k}"::text AS "${k}"`).join(', ')}
              FROM (${cellQuery(name)}) q`,
         );
         let violations = 0;
@@ -105,7 +105,7 @@ describe('buildCellQuery on the seeded reference store', () => {
           const a = rows[i - 1] ?? {};
           const b = rows[i] ?? {};
           let cmp = 0;
-          for (const dim of ['lethe_tenant', 'lethe_period', 'lethe_author']) {
+          for (const dim of ['lethe_tenant', 'lethe_period', 'lethe_author', 'lethe_conversation']) {
             cmp = compareText(a[dim] ?? null, b[dim] ?? null);
             if (cmp !== 0) break;
           }

@@ -3,8 +3,10 @@ import { describe, expect, it } from 'vitest';
 import {
   cellId,
   cellKeyId,
+  conversationKeyId,
   decodeCopyField,
   dimensionKeyIds,
+  dimensionKind,
   groupCells,
   type CellTuple,
 } from '../../../src/cells/index.ts';
@@ -15,27 +17,61 @@ async function* chunked(text: string, size: number): AsyncGenerator<Uint8Array> 
 }
 
 describe('cell ids', () => {
-  const tuple: CellTuple = { tenant: 't/1', class: 'messages', period: '2026-03', author: 'u:9' };
+  const tuple: CellTuple = { tenant: 't/1', class: 'messages', period: '2026-03', author: 'u:9', conversation: 'c/7' };
 
-  it('wraps a cell key to period, user, tenant, innermost first', () => {
-    expect(dimensionKeyIds(tuple)).toEqual(['period:t%2F1/messages/2026-03', 'user:t%2F1/u%3A9', 'tenant:t%2F1']);
-    expect(dimensionKeyIds({ ...tuple, period: '-', author: null })).toEqual(['tenant:t%2F1']);
+  it('wraps a cell key to period, user, conversation, tenant, innermost first', () => {
+    expect(dimensionKeyIds(tuple)).toEqual([
+      'period:t%2F1/messages/2026-03',
+      'user:t%2F1/u%3A9',
+      'conversation:t%2F1/c%2F7',
+      'tenant:t%2F1',
+    ]);
+    expect(dimensionKeyIds({ ...tuple, conversation: null })).toEqual([
+      'period:t%2F1/messages/2026-03',
+      'user:t%2F1/u%3A9',
+      'tenant:t%2F1',
+    ]);
+    expect(dimensionKeyIds({ ...tuple, period: '-', author: null, conversation: null })).toEqual(['tenant:t%2F1']);
     expect(dimensionKeyIds({ ...tuple, tenant: null, class: 'system' })).toEqual(['system']);
   });
 
-  it('never lets a null author and an author named "-" share a name', () => {
+  it('names conversation keys and knows their kind', () => {
+    expect(conversationKeyId('t/1', 'c:7')).toBe('conversation:t%2F1/c%3A7');
+    expect(dimensionKind(conversationKeyId('t', 'c'))).toBe('conversation');
+    expect(dimensionKind('user:t/u')).toBe('user');
+    expect(() => dimensionKind('case:t/x')).toThrow(/not a dimension key id/);
+  });
+
+  it('puts the conversation in cell and cell key ids', () => {
+    expect(cellKeyId(tuple)).toBe('cell:t%2F1/messages/2026-03/u%3A9/c%2F7');
+    expect(cellId('messages', tuple)).toBe('messages/t%2F1/2026-03/u%3A9/c%2F7');
+    expect(cellKeyId({ ...tuple, conversation: null })).toBe('cell:t%2F1/messages/2026-03/u%3A9/-');
+  });
+
+  it('never lets a null author or conversation and one named "-" share a name', () => {
     expect(cellKeyId({ ...tuple, author: null })).not.toBe(cellKeyId({ ...tuple, author: '-' }));
     expect(cellId('m', { ...tuple, author: null })).not.toBe(cellId('m', { ...tuple, author: '-' }));
+    expect(cellKeyId({ ...tuple, conversation: null })).not.toBe(cellKeyId({ ...tuple, conversation: '-' }));
+    expect(cellId('m', { ...tuple, conversation: null })).not.toBe(cellId('m', { ...tuple, conversation: '-' }));
   });
 
   it('gives distinct tuples distinct names', () => {
     fc.assert(
-      fc.property(fc.string(), fc.string(), fc.option(fc.string()), fc.option(fc.string()), (t1, t2, a1, a2) => {
-        const x: CellTuple = { tenant: t1, class: 'messages', period: '2026-01', author: a1 };
-        const y: CellTuple = { tenant: t2, class: 'messages', period: '2026-01', author: a2 };
-        const same = t1 === t2 && a1 === a2;
-        expect(cellKeyId(x) === cellKeyId(y)).toBe(same);
-      }),
+      fc.property(
+        fc.string(),
+        fc.string(),
+        fc.option(fc.string()),
+        fc.option(fc.string()),
+        fc.option(fc.string()),
+        fc.option(fc.string()),
+        (t1, t2, a1, a2, c1, c2) => {
+          const x: CellTuple = { tenant: t1, class: 'messages', period: '2026-01', author: a1, conversation: c1 };
+          const y: CellTuple = { tenant: t2, class: 'messages', period: '2026-01', author: a2, conversation: c2 };
+          const same = t1 === t2 && a1 === a2 && c1 === c2;
+          expect(cellKeyId(x) === cellKeyId(y)).toBe(same);
+          expect(cellId('m', x) === cellId('m', y)).toBe(same);
+        },
+      ),
     );
   });
 });
@@ -54,6 +90,7 @@ describe('groupCells', () => {
     't1\t2026-01\tu1\tc1\t1\thello\n',
     't1\t2026-01\tu1\tc2\t2\tworld\n',
     't1\t2026-02\tu1\tc1\t3\tx\\ty\n',
+    't1\t2026-02\tu1\tc1\t6\tz\n',
     't1\t2026-02\t\\N\t\\N\t4\t\n',
     't2\t2026-01\tu1\tc9\t5\t中文\n',
   ].join('');
@@ -67,10 +104,11 @@ describe('groupCells', () => {
         cells.push({ tuple: cell.tuple, rows });
       }
       expect(cells).toEqual([
-        { tuple: { tenant: 't1', class: 'messages', period: '2026-01', author: 'u1' }, rows: ['1\thello\n', '2\tworld\n'] },
-        { tuple: { tenant: 't1', class: 'messages', period: '2026-02', author: 'u1' }, rows: ['3\tx\\ty\n'] },
-        { tuple: { tenant: 't1', class: 'messages', period: '2026-02', author: null }, rows: ['4\t\n'] },
-        { tuple: { tenant: 't2', class: 'messages', period: '2026-01', author: 'u1' }, rows: ['5\t中文\n'] },
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-01', author: 'u1', conversation: 'c1' }, rows: ['1\thello\n'] },
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-01', author: 'u1', conversation: 'c2' }, rows: ['2\tworld\n'] },
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-02', author: 'u1', conversation: 'c1' }, rows: ['3\tx\\ty\n', '6\tz\n'] },
+        { tuple: { tenant: 't1', class: 'messages', period: '2026-02', author: null, conversation: null }, rows: ['4\t\n'] },
+        { tuple: { tenant: 't2', class: 'messages', period: '2026-01', author: 'u1', conversation: 'c9' }, rows: ['5\t中文\n'] },
       ]);
     }
   });
@@ -83,7 +121,7 @@ describe('groupCells', () => {
         break;
       }
     }
-    expect(seen).toEqual(['1\thello\n', '3\tx\\ty\n', '4\t\n', '5\t中文\n']);
+    expect(seen).toEqual(['1\thello\n', '2\tworld\n', '3\tx\\ty\n', '4\t\n', '5\t中文\n']);
   });
 
   it('refuses a stream cut in the middle of a row', async () => {

@@ -20,7 +20,7 @@ describe('buildCellQuery', () => {
       `FROM "public"."message_edits" AS "t"`,
       `JOIN "public"."messages" AS "m" ON "m"."id" = "t"."message_id"`,
       `JOIN "public"."conversations" AS "c" ON "c"."id" = "m"."conversation_id"`,
-      `ORDER BY ("c"."tenant_id")::text COLLATE "C", COALESCE(to_char((TIMESTAMP '1970-01-01 00:00:00' + "t"."edited_at_ms" * INTERVAL '1 millisecond'), 'YYYY-MM'), '-') COLLATE "C", ("t"."editor_id")::text COLLATE "C", t."id"`,
+      `ORDER BY ("c"."tenant_id")::text COLLATE "C", COALESCE(to_char((TIMESTAMP '1970-01-01 00:00:00' + "t"."edited_at_ms" * INTERVAL '1 millisecond'), 'YYYY-MM'), '-') COLLATE "C", ("t"."editor_id")::text COLLATE "C", ("m"."conversation_id")::text COLLATE "C", t."id"`,
     ]);
   });
 
