@@ -43,6 +43,8 @@ export const ErrorCode = {
   JOB_LOCKED: 'JOB_LOCKED',
   /** The audit chain is broken. */
   AUDIT_CHAIN: 'AUDIT_CHAIN',
+  /** A lifecycle rule refused the operation (two-person rule, legal hold, request state). */
+  REFUSED: 'REFUSED',
   /** The operation was cancelled by a signal. */
   ABORTED: 'ABORTED',
   /** The embedded PostgreSQL could not be initialised or started. */
@@ -106,6 +108,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.INTEGRITY:
     case ErrorCode.MANIFEST_INVALID:
     case ErrorCode.AUDIT_CHAIN:
+    case ErrorCode.REFUSED:
       return ExitCode.CHECK_FAILED;
     case ErrorCode.JOB_LOCKED:
       return ExitCode.LOCKED;

@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import { AuditChainChecker, type AuditAnchor, type AuditChainReport } from './audit-chain-check.ts';
 import { GENESIS_HASH, auditEntryHash, type AuditEntry, type AuditInput } from './audit-hash.ts';
@@ -28,55 +29,81 @@ interface AuditRow {
  * its hash could never be verified again.
  */
 export async function appendAudit(ctx: VaultContext, input: AuditInput): Promise<AuditEntry> {
+  return inTransaction(ctx.pool, `appending "${input.action}" to the audit log`, (client) =>
+    appendAuditInTransaction(ctx, client, input),
+  );
+}
+
+/**
+ * {@link appendAudit} inside the caller's open transaction on `client`, so the entry
+ * commits or rolls back with the caller's other writes (a key destruction and its entry,
+ * a hold and its entry). The EXCLUSIVE lock is then held until the caller commits: keep
+ * such transactions short. Must not be called outside a transaction (the lock would be
+ * released at once and the chain could fork).
+ */
+export async function appendAuditInTransaction(
+  ctx: VaultContext,
+  client: pg.PoolClient,
+  input: AuditInput,
+): Promise<AuditEntry> {
   const details = jsonObject(input.details ?? {}, input.action);
   const doing = `appending "${input.action}" to the audit log`;
-  return inTransaction(ctx.pool, doing, async (client) => {
-    await query(client, doing, `LOCK TABLE ${ctx.t.auditLog} IN EXCLUSIVE MODE`);
-    const { rows } = await query<{ at: Date; seq: string | null; hash: string | null }>(
-      client,
-      doing,
-      `SELECT date_trunc('milliseconds', clock_timestamp()) AS at, head.seq, head.hash
-         FROM (SELECT 1) AS one
-         LEFT JOIN LATERAL (SELECT seq, hash FROM ${ctx.t.auditLog} ORDER BY seq DESC LIMIT 1) AS head
-           ON true`,
+  await query(client, doing, `LOCK TABLE ${ctx.t.auditLog} IN EXCLUSIVE MODE`);
+  const { rows } = await query<{ at: Date; seq: string | null; hash: string | null }>(
+    client,
+    doing,
+    `SELECT date_trunc('milliseconds', clock_timestamp()) AS at, head.seq, head.hash
+       FROM (SELECT 1) AS one
+       LEFT JOIN LATERAL (SELECT seq, hash FROM ${ctx.t.auditLog} ORDER BY seq DESC LIMIT 1) AS head
+         ON true`,
+  );
+  const head = rows[0];
+  if (head === undefined) throw new LetheError(ErrorCode.INTERNAL, `${doing}: no clock row`);
+  const unhashed = {
+    seq: head.seq === null ? 1 : toSafeInt(head.seq, 'the last audit seq') + 1,
+    at: head.at,
+    actor: input.actor,
+    action: input.action,
+    subject: input.subject,
+    details,
+    prevHash: head.hash ?? GENESIS_HASH,
+  };
+  const entry: AuditEntry = { ...unhashed, hash: auditEntryHash(unhashed) };
+  const stored = await query<{ details: unknown }>(
+    client,
+    doing,
+    `INSERT INTO ${ctx.t.auditLog} (seq, at, actor, action, subject, details, prev_hash, hash)
+     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING details`,
+    [
+      entry.seq,
+      entry.at,
+      entry.actor,
+      entry.action,
+      entry.subject,
+      canonicalJson(details),
+      entry.prevHash,
+      entry.hash,
+    ],
+  );
+  if (canonicalJson(stored.rows[0]?.details) !== canonicalJson(details)) {
+    throw new LetheError(
+      ErrorCode.INTERNAL,
+      `${doing}: details changed when stored as jsonb, so the entry could not be verified later; ` +
+        'use plain strings, finite numbers, booleans, arrays and objects',
     );
-    const head = rows[0];
-    if (head === undefined) throw new LetheError(ErrorCode.INTERNAL, `${doing}: no clock row`);
-    const unhashed = {
-      seq: head.seq === null ? 1 : toSafeInt(head.seq, 'the last audit seq') + 1,
-      at: head.at,
-      actor: input.actor,
-      action: input.action,
-      subject: input.subject,
-      details,
-      prevHash: head.hash ?? GENESIS_HASH,
-    };
-    const entry: AuditEntry = { ...unhashed, hash: auditEntryHash(unhashed) };
-    const stored = await query<{ details: unknown }>(
-      client,
-      doing,
-      `INSERT INTO ${ctx.t.auditLog} (seq, at, actor, action, subject, details, prev_hash, hash)
-       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING details`,
-      [
-        entry.seq,
-        entry.at,
-        entry.actor,
-        entry.action,
-        entry.subject,
-        canonicalJson(details),
-        entry.prevHash,
-        entry.hash,
-      ],
-    );
-    if (canonicalJson(stored.rows[0]?.details) !== canonicalJson(details)) {
-      throw new LetheError(
-        ErrorCode.INTERNAL,
-        `${doing}: details changed when stored as jsonb, so the entry could not be verified later; ` +
-          'use plain strings, finite numbers, booleans, arrays and objects',
-      );
-    }
-    return entry;
-  });
+  }
+  return entry;
+}
+
+/** The newest entry's seq and hash (its chain position), or null for an empty log. */
+export async function auditHead(ctx: VaultContext): Promise<{ seq: number; hash: string } | null> {
+  const { rows } = await query<{ seq: string; hash: string }>(
+    ctx.pool,
+    'reading the head of the audit log',
+    `SELECT seq, hash FROM ${ctx.t.auditLog} ORDER BY seq DESC LIMIT 1`,
+  );
+  const row = rows[0];
+  return row === undefined ? null : { seq: toSafeInt(row.seq, 'audit seq'), hash: row.hash };
 }
 
 /**

@@ -33,3 +33,7 @@ export {
 export type { CellOrder, SnapshotCell } from './snapshot-cells.ts';
 export type { KeyFileRef, UnstoredCellKey } from './key-files.ts';
 export type { Verification, VerificationInput } from './verifications.ts';
+export type { AffectedSnapshot, KeyDestruction, RecordedDestruction } from './destructions.ts';
+export { newEraseRequestId, type NewEraseRequest, type StoredEraseRequest } from './erase-requests.ts';
+export type { HeldWrapping, NewHeldCellKey } from './held-cell-keys.ts';
+export type { NewHold } from './holds.ts';

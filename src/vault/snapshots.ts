@@ -2,8 +2,11 @@ import { ErrorCode, LetheError } from '../errors/index.ts';
 import { canonicalJson, type JsonObject } from './canonical-json.ts';
 import { inTransaction, query, type VaultContext } from './db.ts';
 
-/** `running` until the manifest is written; `abandoned` when a run died before that. */
-export type SnapshotStatus = 'running' | 'complete' | 'abandoned';
+/**
+ * `running` until the manifest is written; `abandoned` when a run died before that;
+ * `expired` once snapshot retention removed it (its manifest is deleted first).
+ */
+export type SnapshotStatus = 'running' | 'complete' | 'abandoned' | 'expired';
 
 /** A snapshot row in any status. */
 export interface SnapshotRecord {
@@ -155,6 +158,21 @@ export async function abandonSnapshot(ctx: VaultContext, id: string): Promise<bo
     await query(client, doing, `DELETE FROM ${ctx.t.snapshotCells} WHERE snapshot_id = $1`, [id]);
     return true;
   });
+}
+
+/**
+ * Marks a complete snapshot `expired` (snapshot retention, after its manifest was deleted).
+ * Its cell rows stay: they still tell lifecycle and `export` where held cells are. Returns
+ * false when it was not complete (already expired: nothing changed).
+ */
+export async function expireSnapshot(ctx: VaultContext, id: string): Promise<boolean> {
+  const { rowCount } = await query(
+    ctx.pool,
+    `expiring snapshot ${id}`,
+    `UPDATE ${ctx.t.snapshots} SET status = 'expired', expired_at = now() WHERE id = $1 AND status = 'complete'`,
+    [id],
+  );
+  return rowCount === 1;
 }
 
 /** Snapshots, newest first; only complete ones unless `includeIncomplete`. */

@@ -3,8 +3,8 @@ import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { AuditAnchor, AuditChainReport } from './audit-chain-check.ts';
 import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
-import { appendAudit, iterateAudit, verifyAuditChain } from './audit-log.ts';
-import { getCellKeys, insertCellKeys, listCellKeyRecipients, type CellKey } from './cell-keys.ts';
+import { appendAudit, auditHead, iterateAudit, verifyAuditChain } from './audit-log.ts';
+import { getCellKeyRecipients, getCellKeys, insertCellKeys, listCellKeyRecipients, type CellKey } from './cell-keys.ts';
 import { query, vaultContext, type VaultContext } from './db.ts';
 import { getDigestKeys, getOrCreateDigestKeys } from './digest-keys.ts';
 import {
@@ -31,6 +31,7 @@ import {
 import {
   addSnapshotCells,
   cellIndexForTable,
+  getSnapshotCells,
   iterateSnapshotCells,
   type CellOrder,
   type SnapshotCell,
@@ -47,6 +48,7 @@ import {
   abandonStaleSnapshots,
   beginSnapshot,
   completeSnapshot,
+  expireSnapshot,
   findSnapshot,
   getSnapshot,
   latestCompleteSnapshot,
@@ -60,6 +62,50 @@ import {
   type Verification,
   type VerificationInput,
 } from './verifications.ts';
+import type { DestructionRecord, Hold } from '../lifecycle/types.ts';
+import {
+  cellKeysNeeding,
+  getDestructions,
+  listDestructions,
+  recordKeyDestructions,
+  snapshotsUsingCellKeys,
+  tenantCellKeys,
+  vacuumKeyTables,
+  type AffectedSnapshot,
+  type KeyDestruction,
+  type RecordedDestruction,
+} from './destructions.ts';
+import {
+  approveEraseRequest,
+  createEraseRequest,
+  getEraseRequest,
+  listEraseRequests,
+  markEraseRequestExecuted,
+  type NewEraseRequest,
+  type StoredEraseRequest,
+} from './erase-requests.ts';
+import {
+  deleteHeldForCase,
+  getHeldCellKeys,
+  insertHeldCellKeys,
+  type HeldWrapping,
+  type NewHeldCellKey,
+} from './held-cell-keys.ts';
+import { listHolds, placeHolds, releaseCase, type NewHold } from './holds.ts';
+import type { CellKeyFacts } from '../lifecycle/types.ts';
+import {
+  lifecycleCellKeys,
+  lifecycleDimensionKeys,
+  lifecycleHeldCellKeys,
+  lifecycleKeyFileRefs,
+  lifecyclePackRefs,
+  lifecycleSnapshots,
+  type LifecycleCellKey,
+  type LifecycleDimensionKey,
+  type LifecycleHeldCellKey,
+  type LifecycleObjectRefs,
+  type LifecycleSnapshot,
+} from './lifecycle-state.ts';
 
 /** The vault's data format this build understands (meta `format_version`). */
 const FORMAT_VERSION = 1;
@@ -223,6 +269,11 @@ export class Vault {
     return insertCellKeys(this.#ctx, keys);
   }
 
+  /** The recipient of each of `ids` that exists, by id (one query per 2,000 ids). */
+  getCellKeyRecipients(ids: readonly string[]): Promise<Map<string, string>> {
+    return getCellKeyRecipients(this.#ctx, ids);
+  }
+
   /** Recipients of every cell key of one data class, by id. */
   listCellKeyRecipients(dataClass: string): Promise<Map<string, string>> {
     return listCellKeyRecipients(this.#ctx, dataClass);
@@ -285,6 +336,11 @@ export class Vault {
     return abandonStaleSnapshots(this.#ctx);
   }
 
+  /** Marks a complete snapshot expired; false when it was not complete. */
+  expireSnapshot(id: string): Promise<boolean> {
+    return expireSnapshot(this.#ctx, id);
+  }
+
   /** One running snapshot → abandoned, cells deleted; false if it was not running. */
   abandonSnapshot(id: string): Promise<boolean> {
     return abandonSnapshot(this.#ctx, id);
@@ -310,6 +366,11 @@ export class Vault {
   /** The newest complete snapshot, or null before the first. */
   latestCompleteSnapshot(store?: string): Promise<CompleteSnapshot | null> {
     return latestCompleteSnapshot(this.#ctx, store);
+  }
+
+  /** The cells among `cellIds` of one table in a snapshot, by cell id. */
+  getSnapshotCells(snapshotId: string, tableName: string, cellIds: readonly string[]): Promise<Map<string, SnapshotCell>> {
+    return getSnapshotCells(this.#ctx, snapshotId, tableName, cellIds);
   }
 
   /** One table's cells of a snapshot, by cell id. */
@@ -369,6 +430,11 @@ export class Vault {
     return iterateAudit(this.#ctx, fromSeq, options);
   }
 
+  /** The newest audit entry's seq and hash, or null for an empty log. */
+  auditHead(): Promise<{ seq: number; hash: string } | null> {
+    return auditHead(this.#ctx);
+  }
+
   /** Highest audit seq already copied to the bucket (0 if none). */
   auditExportedSeq(): Promise<number> {
     return auditExportedSeq(this.#ctx);
@@ -384,6 +450,183 @@ export class Vault {
     options: { anchors?: readonly AuditAnchor[]; signal?: AbortSignal } = {},
   ): Promise<AuditChainReport> {
     return verifyAuditChain(this.#ctx, options);
+  }
+
+  // --- lifecycle planning state (read-only; see lifecycle-state.ts) ------------------
+
+  /** Every dimension key's public facts and whether it is destroyed, by id. */
+  lifecycleDimensionKeys(): Promise<LifecycleDimensionKey[]> {
+    return lifecycleDimensionKeys(this.#ctx);
+  }
+
+  /** Every cell key's tuple facts with its usage by complete snapshots, by id. */
+  lifecycleCellKeys(): Promise<LifecycleCellKey[]> {
+    return lifecycleCellKeys(this.#ctx);
+  }
+
+  /** Every held (re-wrapped) cell key, without its wrapped bytes. */
+  lifecycleHeldCellKeys(): Promise<LifecycleHeldCellKey[]> {
+    return lifecycleHeldCellKeys(this.#ctx);
+  }
+
+  /** Every snapshot in every status, by id. */
+  lifecycleSnapshots(): Promise<LifecycleSnapshot[]> {
+    return lifecycleSnapshots(this.#ctx);
+  }
+
+  /** Per pack: the snapshots (any status) and tenants with cells in it. */
+  lifecyclePackRefs(): Promise<LifecycleObjectRefs[]> {
+    return lifecyclePackRefs(this.#ctx);
+  }
+
+  /** Per key file of `store`: the snapshots that need one of its keys and its keys' tenants. */
+  lifecycleKeyFileRefs(store: string): Promise<LifecycleObjectRefs[]> {
+    return lifecycleKeyFileRefs(this.#ctx, store);
+  }
+
+  // --- lifecycle: destructions, holds, deletion requests ------------------------------
+
+  /** Destruction records of those of `keyIds` that have one, by key id. */
+  getDestructions(keyIds: readonly string[]): Promise<Map<string, DestructionRecord>> {
+    return getDestructions(this.#ctx, keyIds);
+  }
+
+  /** Every destruction record, oldest first. */
+  listDestructions(): Promise<DestructionRecord[]> {
+    return listDestructions(this.#ctx);
+  }
+
+  /**
+   * Shreds and records keys in one transaction (NULL identity, destructions row, `key.destroy`
+   * audit entry); see destructions.ts. Use lifecycle's destroyKeys, which writes tombstones first.
+   */
+  recordKeyDestructions(keys: readonly KeyDestruction[]): Promise<RecordedDestruction[]> {
+    return recordKeyDestructions(this.#ctx, keys);
+  }
+
+  /** VACUUM FULL of the key tables, so no dead row keeps destroyed key bytes on disk. */
+  vacuumKeyTables(): Promise<void> {
+    return vacuumKeyTables(this.#ctx);
+  }
+
+  /** Cell keys wrapped to any of `dimensionKeyIds` (tuple facts only). */
+  cellKeysNeeding(dimensionKeyIds: readonly string[]): Promise<CellKeyFacts[]> {
+    return cellKeysNeeding(this.#ctx, dimensionKeyIds);
+  }
+
+  /** Every cell key of `tenant` (tuple facts only). */
+  tenantCellKeys(tenant: string): Promise<CellKeyFacts[]> {
+    return tenantCellKeys(this.#ctx, tenant);
+  }
+
+  /** Complete and expired snapshots with cells under `cellKeyIds`, with their cell counts. */
+  snapshotsUsingCellKeys(cellKeyIds: readonly string[]): Promise<AffectedSnapshot[]> {
+    return snapshotsUsingCellKeys(this.#ctx, cellKeyIds);
+  }
+
+  /** Every legal hold selector, released ones included, oldest first. */
+  listHolds(): Promise<Hold[]> {
+    return listHolds(this.#ctx);
+  }
+
+  /** Stores a placement's selectors and its audit entry in one transaction. */
+  placeHolds(
+    holds: readonly NewHold[],
+    audit: (rows: readonly Hold[]) => AuditInput,
+  ): Promise<{ holds: Hold[]; audit: AuditEntry }> {
+    return placeHolds(this.#ctx, holds, audit);
+  }
+
+  /** Releases a case's active selectors with an audit entry; [] when none was active. */
+  releaseCase(
+    caseId: string,
+    actor: string,
+    audit: (rows: readonly Hold[]) => AuditInput,
+  ): Promise<{ holds: Hold[]; audit: AuditEntry | null }> {
+    return releaseCase(this.#ctx, caseId, actor, audit);
+  }
+
+  /** Held (re-wrapped) wrappings of cell keys, by cell key id. */
+  getHeldCellKeys(keyIds: readonly string[]): Promise<Map<string, HeldWrapping[]>> {
+    return getHeldCellKeys(this.#ctx, keyIds);
+  }
+
+  /** Stores re-wrapped cell keys (ON CONFLICT DO NOTHING); returns how many were new. */
+  insertHeldCellKeys(rows: readonly NewHeldCellKey[]): Promise<number> {
+    return insertHeldCellKeys(this.#ctx, rows);
+  }
+
+  /** Deletes the held wrappings that need any of the case keys `caseKeyIds`. */
+  deleteHeldForCase(caseKeyIds: readonly string[]): Promise<number> {
+    return deleteHeldForCase(this.#ctx, caseKeyIds);
+  }
+
+  /** Records a pending deletion request (and its audit entry). */
+  createEraseRequest(
+    input: NewEraseRequest,
+    audit: (request: StoredEraseRequest) => AuditInput,
+  ): Promise<{ request: StoredEraseRequest; audit: AuditEntry }> {
+    return createEraseRequest(this.#ctx, input, audit);
+  }
+
+  /** The request, or null. */
+  getEraseRequest(id: string): Promise<StoredEraseRequest | null> {
+    return getEraseRequest(this.#ctx, id);
+  }
+
+  /** Every deletion request, oldest first. */
+  listEraseRequests(): Promise<StoredEraseRequest[]> {
+    return listEraseRequests(this.#ctx);
+  }
+
+  /** pending → approved (two-person rule, `check` inside the transaction); see erase-requests.ts. */
+  approveEraseRequest(
+    id: string,
+    actor: string,
+    options: {
+      check: (request: StoredEraseRequest) => Promise<void>;
+      audit: (request: StoredEraseRequest) => AuditInput;
+    },
+  ): Promise<{ request: StoredEraseRequest; audit: AuditEntry }> {
+    return approveEraseRequest(this.#ctx, id, actor, options);
+  }
+
+  /** approved → executed with its certificate; an executed request is returned unchanged. */
+  markEraseRequestExecuted(
+    id: string,
+    done: { executedAt: Date; certificate: unknown },
+    audit: (request: StoredEraseRequest) => AuditInput,
+  ): Promise<StoredEraseRequest> {
+    return markEraseRequestExecuted(this.#ctx, id, done, audit);
+  }
+
+  // --- vault backups (src/vaultbackup) -----------------------------------------------
+
+  /**
+   * Runs `fn` with one client inside a REPEATABLE READ READ ONLY transaction, so every table
+   * it reads shows the same instant (the vault backup's dump). Always rolls back; the client
+   * goes back to the pool when `fn` settles and must not be kept. Throws DATABASE.
+   */
+  async withReadSnapshot<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const doing = `reading the vault schema "${this.schema}" for a vault backup`;
+    let client: pg.PoolClient;
+    try {
+      client = await this.#ctx.pool.connect();
+    } catch (err) {
+      throw new LetheError(ErrorCode.DATABASE, `${doing}: cannot connect`, { cause: err });
+    }
+    let broken: Error | undefined;
+    try {
+      await query(client, doing, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      return await fn(client);
+    } finally {
+      try {
+        await client.query('ROLLBACK');
+      } catch (err) {
+        broken = err instanceof Error ? err : new Error(String(err));
+      }
+      client.release(broken);
+    }
   }
 
   // --- jobs ---------------------------------------------------------------------------

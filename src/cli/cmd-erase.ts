@@ -1,0 +1,192 @@
+import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
+import { verifyCertificate, type DestructionCertificate } from '../lifecycle/certificate.ts';
+import { approveErasure, certificateKey, erasureKeyId, requestErasure } from '../lifecycle/erase.ts';
+import type { EraseScope } from '../lifecycle/types.ts';
+import type { StoredEraseRequest } from '../vault/index.ts';
+import type { Command, CommandContext } from './commands.ts';
+import { stringOpt } from './format.ts';
+
+/**
+ * `lethe erase request|approve|list|show`: deletion requests (GDPR Art. 17). Exit codes:
+ * 0 done; 2 bad usage (missing or conflicting options, unknown request id, no certificate
+ * yet); 3 refused by rule (the requester approving their own request, a legal hold covering
+ * the data, a request already executed). See runbooks/deletion-request.md.
+ */
+
+function requestJson(r: StoredEraseRequest): Record<string, unknown> {
+  return {
+    id: r.id,
+    tenant: r.tenant,
+    scope: r.scope,
+    subject: r.subject,
+    keyId: erasureKeyId(r),
+    reason: r.reason,
+    status: r.status,
+    requestedBy: r.requestedBy,
+    requestedAt: r.requestedAt.toISOString(),
+    approvedBy: r.approvedBy,
+    approvedAt: r.approvedAt?.toISOString() ?? null,
+    executedAt: r.executedAt?.toISOString() ?? null,
+    certificate: r.status === 'executed' ? certificateKey(r.id) : null,
+  };
+}
+
+function subjectText(r: { tenant: string; scope: EraseScope; subject: string | null }): string {
+  return r.scope === 'tenant' ? `all of tenant ${r.tenant}` : `${r.scope} ${r.subject ?? ''} of tenant ${r.tenant}`;
+}
+
+function usage(message: string, usageLine: string): LetheError {
+  return new LetheError(ErrorCode.USAGE, `${message}\nusage: lethe ${usageLine}`);
+}
+
+function oneId(ctx: CommandContext, usageLine: string): string {
+  const ids = ctx.positionals ?? [];
+  const [id] = ids;
+  if (id === undefined || ids.length !== 1) throw usage('give exactly one request id (see `lethe erase list`)', usageLine);
+  return id;
+}
+
+const REQUEST_USAGE =
+  'erase request --tenant T (--user U | --conversation C | --all) --reason TEXT --actor NAME [--json] [--config FILE]';
+
+export const eraseRequestCommand: Command = {
+  name: 'erase request',
+  usage: REQUEST_USAGE,
+  options: {
+    tenant: { type: 'string' },
+    user: { type: 'string' },
+    conversation: { type: 'string' },
+    all: { type: 'boolean' },
+    reason: { type: 'string' },
+    actor: { type: 'string' },
+  },
+  async run(ctx) {
+    const v = ctx.values;
+    const tenant = stringOpt(v, 'tenant');
+    const user = stringOpt(v, 'user');
+    const conversation = stringOpt(v, 'conversation');
+    const all = v['all'] === true;
+    const reason = stringOpt(v, 'reason');
+    const actor = stringOpt(v, 'actor');
+    if (tenant === undefined) throw usage('missing --tenant T', REQUEST_USAGE);
+    const chosen = [user !== undefined, conversation !== undefined, all].filter(Boolean).length;
+    if (chosen !== 1) {
+      throw usage('say what to erase with exactly one of --user U, --conversation C or --all (the whole tenant)', REQUEST_USAGE);
+    }
+    if (reason === undefined) throw usage('missing --reason TEXT (e.g. the ticket of the data subject\'s request)', REQUEST_USAGE);
+    if (actor === undefined) throw usage('missing --actor NAME (who requests it)', REQUEST_USAGE);
+    const scope: EraseScope = all ? 'tenant' : user !== undefined ? 'user' : 'conversation';
+    const rt = await ctx.runtime();
+    const request = await requestErasure(await rt.vault(), {
+      tenant,
+      scope,
+      subject: user ?? conversation ?? null,
+      reason,
+      actor,
+    });
+    if (ctx.json) ctx.out(JSON.stringify(requestJson(request)));
+    else {
+      ctx.out(`deletion request ${request.id} recorded: erase ${subjectText(request)}, requested by ${request.requestedBy}`);
+      ctx.out(`Nothing is deleted yet. A second person must approve it: lethe erase approve ${request.id} --actor NAME`);
+    }
+    return ExitCode.OK;
+  },
+};
+
+const APPROVE_USAGE = 'erase approve ID --actor NAME [--json] [--config FILE]';
+
+export const eraseApproveCommand: Command = {
+  name: 'erase approve',
+  usage: APPROVE_USAGE,
+  positionals: true,
+  options: { actor: { type: 'string' } },
+  async run(ctx) {
+    const id = oneId(ctx, APPROVE_USAGE);
+    const actor = stringOpt(ctx.values, 'actor');
+    if (actor === undefined) throw usage('missing --actor NAME (who approves; not the requester)', APPROVE_USAGE);
+    const rt = await ctx.runtime();
+    const certificate = await approveErasure(
+      { vault: await rt.vault(), store: await rt.store(), graceWindowDays: rt.config.retention.graceWindowDays, now: () => new Date() },
+      id,
+      actor,
+    );
+    if (ctx.json) ctx.out(JSON.stringify({ id, status: 'executed', certificateKey: certificateKey(id), certificate }));
+    else {
+      printCertificate(ctx, certificate);
+      ctx.out(`certificate stored as ${certificateKey(id)} (and in the vault: lethe erase show ${id})`);
+    }
+    return ExitCode.OK;
+  },
+};
+
+export const eraseListCommand: Command = {
+  name: 'erase list',
+  usage: 'erase list [--json] [--config FILE]',
+  options: {},
+  async run(ctx) {
+    const rt = await ctx.runtime();
+    const requests = await (await rt.vault()).listEraseRequests();
+    if (ctx.json) ctx.out(JSON.stringify({ requests: requests.map(requestJson) }));
+    else if (requests.length === 0) ctx.out('no deletion requests');
+    else {
+      for (const r of requests) {
+        const by =
+          r.status === 'pending'
+            ? `requested by ${r.requestedBy} ${r.requestedAt.toISOString()}, awaiting approval`
+            : `requested by ${r.requestedBy}, approved by ${r.approvedBy ?? '?'}` +
+              (r.executedAt === null ? ' (execution interrupted: approve again or run lifecycle apply)' : `, executed ${r.executedAt.toISOString()}`);
+        ctx.out(`${r.id}  ${r.status.toUpperCase()}  erase ${subjectText(r)}: ${by}`);
+        ctx.out(`    reason: ${r.reason}`);
+      }
+    }
+    return ExitCode.OK;
+  },
+};
+
+const SHOW_USAGE = 'erase show ID [--json] [--config FILE]';
+
+export const eraseShowCommand: Command = {
+  name: 'erase show',
+  usage: SHOW_USAGE,
+  positionals: true,
+  options: {},
+  async run(ctx) {
+    const id = oneId(ctx, SHOW_USAGE);
+    const rt = await ctx.runtime();
+    const vault = await rt.vault();
+    const request = await vault.getEraseRequest(id);
+    if (request === null) throw usage(`no deletion request has id ${JSON.stringify(id)}: see \`lethe erase list\``, SHOW_USAGE);
+    if (request.status !== 'executed') {
+      throw new LetheError(
+        ErrorCode.USAGE,
+        `deletion request ${id} is ${request.status}: it has no certificate until it is executed` +
+          (request.status === 'pending' ? ` (approve it with \`lethe erase approve ${id} --actor NAME\`)` : ''),
+        { details: { requestId: id, status: request.status } },
+      );
+    }
+    const certificate = request.certificate as DestructionCertificate;
+    const check = verifyCertificate(certificate, await vault.getSigningPublicKeys());
+    if (ctx.json) ctx.out(JSON.stringify(certificate));
+    else {
+      printCertificate(ctx, certificate);
+      ctx.out(`signature: ${check.ok ? `valid (Ed25519, key ${certificate.signature.keyId})` : `INVALID: ${check.problem}`}`);
+    }
+    return check.ok ? ExitCode.OK : ExitCode.CHECK_FAILED;
+  },
+};
+
+function printCertificate(ctx: CommandContext, c: DestructionCertificate): void {
+  const r = c.request;
+  ctx.out(`destruction certificate for deletion request ${r.id}`);
+  ctx.out(`  erased:       ${subjectText(r)}`);
+  ctx.out(`  reason:       ${r.reason}`);
+  ctx.out(`  requested by: ${r.requestedBy} at ${r.requestedAt}`);
+  ctx.out(`  approved by:  ${r.approvedBy} at ${r.approvedAt}`);
+  ctx.out(`  executed at:  ${c.executedAt}`);
+  for (const k of c.keysDestroyed) ctx.out(`  key destroyed: ${k.keyId} at ${k.destroyedAt} (audit entry ${k.auditSeq})`);
+  for (const k of c.keysAbsent) ctx.out(`  key ${k.keyId}: ${k.note}`);
+  ctx.out(`  cells made unreadable: ${c.cellsAffected.count} cell keys; ${c.snapshotsAffected.cells} cells in ${c.snapshotsAffected.count} snapshots`);
+  ctx.out(`  audit chain:  entry ${c.auditChain.seq}, hash ${c.auditChain.hash}`);
+  ctx.out(`  grace window: ${c.graceWindow.days} days, irreversible from ${c.graceWindow.irreversibleAt}`);
+  ctx.out(`  ${c.graceWindow.explanation}`);
+}

@@ -1,0 +1,127 @@
+import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
+import { listHolds, placeHold, releaseHold } from '../lifecycle/holds.ts';
+import type { Hold } from '../lifecycle/types.ts';
+import type { Command } from './commands.ts';
+import { stringOpt } from './format.ts';
+
+/**
+ * `lethe hold place|release|list`: legal holds. Exit codes: 0 done; 2 bad usage (missing or
+ * malformed option, unknown case, tenant never backed up); 3 refused by rule (case already
+ * released). See runbooks/legal-hold.md.
+ */
+
+const PLACE_USAGE =
+  'hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT --actor NAME [--json] [--config FILE]';
+
+function holdJson(h: Hold): Record<string, unknown> {
+  return {
+    id: h.id,
+    caseId: h.caseId,
+    tenant: h.tenant,
+    user: h.user,
+    conversation: h.conversation,
+    from: h.from?.toISOString() ?? null,
+    to: h.to?.toISOString() ?? null,
+    reason: h.reason,
+    placedBy: h.placedBy,
+    placedAt: h.placedAt.toISOString(),
+    releasedBy: h.releasedBy,
+    releasedAt: h.releasedAt?.toISOString() ?? null,
+    active: h.releasedAt === null,
+  };
+}
+
+/** What a selector pins, in words. */
+export function describeSelector(h: Hold): string {
+  const who = h.user !== null ? `user ${h.user}` : 'all users';
+  const where = h.conversation !== null ? `, conversation ${h.conversation}` : '';
+  const from = h.from === null ? 'the beginning' : h.from.toISOString();
+  const to = h.to === null ? 'now on' : h.to.toISOString();
+  const when = h.from === null && h.to === null ? 'all dates' : `from ${from} to ${to}`;
+  return `tenant ${h.tenant}, ${who}${where}, ${when}`;
+}
+
+function need(value: string | undefined, flag: string, usage: string): string {
+  if (value === undefined || value.trim() === '') {
+    throw new LetheError(ErrorCode.USAGE, `missing ${flag}\nusage: lethe ${usage}`);
+  }
+  return value;
+}
+
+export const holdPlaceCommand: Command = {
+  name: 'hold place',
+  usage: PLACE_USAGE,
+  options: {
+    case: { type: 'string' },
+    tenant: { type: 'string' },
+    user: { type: 'string' },
+    conversation: { type: 'string' },
+    from: { type: 'string' },
+    to: { type: 'string' },
+    reason: { type: 'string' },
+    actor: { type: 'string' },
+  },
+  async run(ctx) {
+    const v = ctx.values;
+    const input = {
+      caseId: need(stringOpt(v, 'case'), '--case ID', PLACE_USAGE),
+      tenant: need(stringOpt(v, 'tenant'), '--tenant T', PLACE_USAGE),
+      user: stringOpt(v, 'user'),
+      conversation: stringOpt(v, 'conversation'),
+      from: stringOpt(v, 'from'),
+      to: stringOpt(v, 'to'),
+      reason: need(stringOpt(v, 'reason'), '--reason TEXT', PLACE_USAGE),
+      actor: need(stringOpt(v, 'actor'), '--actor NAME', PLACE_USAGE),
+    };
+    const rt = await ctx.runtime();
+    const hold = await placeHold(await rt.vault(), input);
+    if (ctx.json) ctx.out(JSON.stringify(holdJson(hold)));
+    else {
+      ctx.out(`legal hold placed: case ${hold.caseId} (${describeSelector(hold)}), by ${hold.placedBy}`);
+      ctx.out('No key whose destruction would make this data unreadable will be destroyed until the case is released.');
+    }
+    return ExitCode.OK;
+  },
+};
+
+const RELEASE_USAGE = 'hold release --case ID --actor NAME [--reason TEXT] [--json] [--config FILE]';
+
+export const holdReleaseCommand: Command = {
+  name: 'hold release',
+  usage: RELEASE_USAGE,
+  options: { case: { type: 'string' }, actor: { type: 'string' }, reason: { type: 'string' } },
+  async run(ctx) {
+    const caseId = need(stringOpt(ctx.values, 'case'), '--case ID', RELEASE_USAGE);
+    const actor = need(stringOpt(ctx.values, 'actor'), '--actor NAME', RELEASE_USAGE);
+    const rt = await ctx.runtime();
+    const released = await releaseHold(await rt.vault(), caseId, actor, stringOpt(ctx.values, 'reason'));
+    if (ctx.json) ctx.out(JSON.stringify({ caseId, released: released.map(holdJson) }));
+    else {
+      ctx.out(`case ${caseId} released by ${actor}: ${released.length} selector(s)`);
+      for (const h of released) ctx.out(`  ${describeSelector(h)}`);
+      ctx.out('Data kept only for this case becomes due for destruction at the next `lethe lifecycle apply`.');
+    }
+    return ExitCode.OK;
+  },
+};
+
+export const holdListCommand: Command = {
+  name: 'hold list',
+  usage: 'hold list [--all] [--json] [--config FILE]',
+  options: { all: { type: 'boolean' } },
+  async run(ctx) {
+    const rt = await ctx.runtime();
+    const all = ctx.values['all'] === true;
+    const holds = await listHolds(await rt.vault(), { activeOnly: !all });
+    if (ctx.json) ctx.out(JSON.stringify({ holds: holds.map(holdJson) }));
+    else if (holds.length === 0) ctx.out(all ? 'no legal holds' : 'no active legal holds (--all shows released ones too)');
+    else {
+      for (const h of holds) {
+        const state = h.releasedAt === null ? 'ACTIVE' : `released ${h.releasedAt.toISOString()} by ${h.releasedBy ?? '?'}`;
+        ctx.out(`${h.caseId}  ${state}  ${describeSelector(h)}`);
+        ctx.out(`    placed ${h.placedAt.toISOString()} by ${h.placedBy}: ${h.reason}`);
+      }
+    }
+    return ExitCode.OK;
+  },
+};

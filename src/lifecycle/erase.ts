@@ -1,0 +1,257 @@
+import { conversationKeyId, tenantKeyId, userKeyId } from '../cells/ids.ts';
+import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
+import type { ObjectStore } from '../storage/index.ts';
+import type { StoredEraseRequest, Vault } from '../vault/index.ts';
+import { buildCertificate, verifyCertificate, type DestructionCertificate } from './certificate.ts';
+import { destroyKeys } from './destroy.ts';
+import { holdsBlockingDestruction } from './hold-match.ts';
+import type { EraseScope, Hold } from './types.ts';
+
+/** What executing a request needs. `now` is injectable so tests can move the clock. */
+export interface EraseContext {
+  readonly vault: Vault;
+  readonly store: ObjectStore;
+  readonly graceWindowDays: number;
+  readonly now: () => Date;
+}
+
+export interface EraseRequestInput {
+  readonly tenant: string;
+  readonly scope: EraseScope;
+  /** The user or conversation id; must be absent for a whole tenant. */
+  readonly subject?: string | null | undefined;
+  readonly reason: string;
+  readonly actor: string;
+}
+
+/** The bucket key of a request's certificate. */
+export function certificateKey(requestId: string): string {
+  return `certificates/${requestId}.json`;
+}
+
+/**
+ * The dimension key whose destruction erases the request's subject: `user:T/U` for a user
+ * (every cell they authored), `conversation:T/C` for a conversation (every cell wrapped to
+ * it: its messages, edits, attachments and memberships, whoever wrote them), `tenant:T` for
+ * a tenant (everything of the tenant).
+ */
+export function erasureKeyId(request: { tenant: string; scope: EraseScope; subject: string | null }): string {
+  switch (request.scope) {
+    case 'tenant':
+      return tenantKeyId(request.tenant);
+    case 'user':
+      return userKeyId(request.tenant, subjectOf(request));
+    case 'conversation':
+      return conversationKeyId(request.tenant, subjectOf(request));
+  }
+}
+
+function subjectOf(request: { scope: EraseScope; subject: string | null }): string {
+  if (request.subject === null) throw new LetheError(ErrorCode.INTERNAL, `a ${request.scope} erasure has no subject`);
+  return request.subject;
+}
+
+function nonEmpty(value: string | undefined, option: string, what: string): string {
+  const v = value?.trim() ?? '';
+  if (v === '') throw new LetheError(ErrorCode.USAGE, `a deletion request needs ${option} (${what})`);
+  return v;
+}
+
+/**
+ * Records a pending deletion request and appends `erase.request` (same transaction). Nothing
+ * is destroyed until a second person approves it. Whether the subject was ever backed up is
+ * not checked: a request for data lethe never held is still recorded, and its certificate
+ * says that no key existed. USAGE for a missing tenant, reason or actor, or a subject that
+ * does not fit the scope.
+ */
+export async function requestErasure(vault: Vault, input: EraseRequestInput): Promise<StoredEraseRequest> {
+  const tenant = nonEmpty(input.tenant, '--tenant T', 'the chat-store tenant id');
+  const reason = nonEmpty(input.reason, '--reason TEXT', 'why, e.g. "GDPR Art. 17 request #123"');
+  const actor = nonEmpty(input.actor, '--actor NAME', 'who requests it, for the audit log');
+  const rawSubject = input.subject ?? null;
+  let subject: string | null = null;
+  if (input.scope === 'tenant') {
+    if (rawSubject !== null) throw new LetheError(ErrorCode.USAGE, 'a whole-tenant erasure (--all) takes no --user or --conversation');
+  } else {
+    subject = nonEmpty(rawSubject ?? undefined, `--${input.scope} ID`, `the ${input.scope} to erase`);
+  }
+  const { request } = await vault.createEraseRequest(
+    { tenant, scope: input.scope, subject, reason, requestedBy: actor },
+    (r) => ({
+      actor,
+      action: 'erase.request',
+      subject: r.id,
+      details: { requestId: r.id, tenant, scope: input.scope, subject, reason, keyId: erasureKeyId(r) },
+    }),
+  );
+  return request;
+}
+
+/**
+ * The active holds that forbid erasing `request` now: those covering a cell whose only
+ * readable wrapping needs the key the request destroys. Empty when it may go ahead.
+ */
+export async function holdsBlockingRequest(
+  vault: Vault,
+  request: { tenant: string; scope: EraseScope; subject: string | null },
+): Promise<Hold[]> {
+  const holds = (await vault.listHolds()).filter((h) => h.tenant === request.tenant && h.releasedAt === null);
+  if (holds.length === 0) return [];
+  const keyId = erasureKeyId(request);
+  const cellKeys = await vault.cellKeysNeeding([keyId]);
+  const held = await vault.getHeldCellKeys(cellKeys.map((k) => k.id));
+  const wrappings = new Map<string, string[][]>();
+  for (const [id, list] of held) wrappings.set(id, list.map((w) => w.dimensionIds));
+  return holdsBlockingDestruction(keyId, holds, cellKeys, wrappings);
+}
+
+function refusedByHolds(request: StoredEraseRequest, holds: readonly Hold[]): LetheError {
+  const cases = [...new Set(holds.map((h) => h.caseId))].sort();
+  const what = request.scope === 'tenant' ? `tenant ${request.tenant}` : `${request.scope} ${request.subject ?? ''} of tenant ${request.tenant}`;
+  return new LetheError(
+    ErrorCode.REFUSED,
+    `deletion request ${request.id} is refused: ${what} is under legal hold (case ${cases.join(', ')}). ` +
+      'Holds win over erasure; approve the request again once legal has released the case (`lethe hold release`).',
+    { details: { requestId: request.id, rule: 'legal-hold', cases } },
+  );
+}
+
+/**
+ * Approves request `id` as `actor` and executes it: destroys the subject's key, writes the
+ * signed certificate to `certificates/<id>.json` and into the vault, and returns it. Audit:
+ * `erase.approve`, `key.destroy`, `erase.execute`.
+ *
+ * Refuses with REFUSED (nothing changes): the requester as approver (two-person rule), a
+ * request an active legal hold covers (the message names the case(s)), an already executed
+ * request. USAGE for an unknown id. A request a crash left approved is finished (the same
+ * as {@link executeApprovedRequest}), whoever asks.
+ */
+export async function approveErasure(ctx: EraseContext, id: string, actor: string): Promise<DestructionCertificate> {
+  const who = nonEmpty(actor, '--actor NAME', 'who approves it; must differ from the requester');
+  const current = await ctx.vault.getEraseRequest(id);
+  if (current === null) {
+    throw new LetheError(ErrorCode.USAGE, `no deletion request has id ${JSON.stringify(id)}: see \`lethe erase list\` for the ids`, {
+      details: { requestId: id },
+    });
+  }
+  if (current.status === 'executed') {
+    throw new LetheError(
+      ErrorCode.REFUSED,
+      `deletion request ${id} was already executed at ${current.executedAt?.toISOString() ?? '?'} ` +
+        `(approved by ${current.approvedBy ?? '?'}): see its certificate with \`lethe erase show ${id}\``,
+      { details: { requestId: id, status: current.status } },
+    );
+  }
+  if (current.status === 'pending') {
+    await ctx.vault.approveEraseRequest(id, who, {
+      check: async (request) => {
+        const blocking = await holdsBlockingRequest(ctx.vault, request);
+        if (blocking.length > 0) throw refusedByHolds(request, blocking);
+      },
+      audit: (request) => ({
+        actor: who,
+        action: 'erase.approve',
+        subject: id,
+        details: { requestId: id, requestedBy: request.requestedBy, tenant: request.tenant, scope: request.scope, subject: request.subject },
+      }),
+    });
+  }
+  return executeApprovedRequest(ctx, id);
+}
+
+/**
+ * Finishes an approved request: destroys its key (idempotent), builds and signs the
+ * certificate (or reuses the one already in the bucket, so a crash between storing it and
+ * recording it yields one certificate), stores it, and marks the request executed with an
+ * `erase.execute` entry. An executed request returns its stored certificate unchanged.
+ * Lifecycle apply calls this for requests a crash left approved.
+ *
+ * Throws USAGE for an unknown id, REFUSED for a pending request (it needs approval) and for
+ * one a legal hold placed after the approval now covers (holds win; it stays approved and
+ * is finished after the release).
+ */
+export async function executeApprovedRequest(ctx: EraseContext, requestId: string): Promise<DestructionCertificate> {
+  const request = await ctx.vault.getEraseRequest(requestId);
+  if (request === null) {
+    throw new LetheError(ErrorCode.USAGE, `no deletion request has id ${JSON.stringify(requestId)}: see \`lethe erase list\``);
+  }
+  if (request.status === 'executed') return request.certificate as DestructionCertificate;
+  if (request.status === 'pending') {
+    throw new LetheError(ErrorCode.REFUSED, `deletion request ${requestId} is not approved yet: run \`lethe erase approve ${requestId} --actor NAME\``);
+  }
+  const blocking = await holdsBlockingRequest(ctx.vault, request);
+  if (blocking.length > 0) throw refusedByHolds(request, blocking);
+
+  const keyId = erasureKeyId(request);
+  const approver = request.approvedBy ?? request.requestedBy;
+  const destroyed = await destroyKeys(ctx.vault, ctx.store, {
+    keyIds: [keyId],
+    actor: approver,
+    reason: `deletion request ${request.id} (${request.scope}${request.subject === null ? '' : ` ${request.subject}`} of tenant ${request.tenant}): ${request.reason}`,
+    cause: { kind: 'erasure', request: request.id, scope: request.scope },
+  });
+
+  const key = certificateKey(request.id);
+  let certificate = await storedCertificate(ctx, key, request.id);
+  if (certificate === null) {
+    certificate = await buildCertificate(ctx.vault, {
+      request,
+      requestedKeyIds: [keyId],
+      destroyed,
+      executedAt: ctx.now(),
+      graceWindowDays: ctx.graceWindowDays,
+    });
+    await ctx.store.put(key, new TextEncoder().encode(`${JSON.stringify(certificate, null, 2)}\n`));
+  }
+  const done = certificate;
+  const stored = await ctx.vault.markEraseRequestExecuted(
+    request.id,
+    { executedAt: new Date(done.executedAt), certificate: done },
+    () => ({
+      actor: approver,
+      action: 'erase.execute',
+      subject: request.id,
+      details: {
+        requestId: request.id,
+        keysDestroyed: done.keysDestroyed.map((k) => k.keyId),
+        keysAbsent: done.keysAbsent.map((k) => k.keyId),
+        cellsAffected: done.cellsAffected.count,
+        snapshotsAffected: done.snapshotsAffected.count,
+        certificate: key,
+        irreversibleAt: done.graceWindow.irreversibleAt,
+      },
+    }),
+  );
+  return stored.certificate as DestructionCertificate;
+}
+
+/** The certificate a previous (interrupted) run stored, when it is valid and for this request. */
+async function storedCertificate(ctx: EraseContext, key: string, requestId: string): Promise<DestructionCertificate | null> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await ctx.store.getBytes(key);
+  } catch (err) {
+    if (isLetheError(err, ErrorCode.NOT_FOUND)) return null;
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    parsed = null;
+  }
+  const check = verifyCertificate(parsed, await ctx.vault.getSigningPublicKeys());
+  if (!check.ok || (parsed as DestructionCertificate).request.id !== requestId) {
+    throw new LetheError(
+      ErrorCode.INTEGRITY,
+      `${key} exists but is not a valid certificate for ${requestId} (${check.ok ? 'another request' : check.problem}): ` +
+        'move it aside and run the approval again',
+    );
+  }
+  return parsed as DestructionCertificate;
+}
+
+/** Every request, oldest first. */
+export async function listErasures(vault: Vault): Promise<StoredEraseRequest[]> {
+  return vault.listEraseRequests();
+}

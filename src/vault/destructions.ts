@@ -1,0 +1,261 @@
+import type { CellKeyFacts, DestructionCause, DestructionRecord } from '../lifecycle/types.ts';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import { appendAuditInTransaction } from './audit-log.ts';
+import { chunks, distinct, inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
+import { heldCellKeysTable } from './held-cell-keys.ts';
+
+/** `"schema".destructions`. */
+function destructionsTable(ctx: VaultContext): string {
+  return `"${ctx.schema}".destructions`;
+}
+
+interface DestructionRow {
+  key_id: string;
+  destroyed_at: Date;
+  actor: string;
+  reason: string;
+  cause: DestructionCause;
+  audit_seq: string;
+}
+
+const COLUMNS = 'key_id, destroyed_at, actor, reason, cause, audit_seq';
+
+/** The destruction records of those of `keyIds` that have one, by key id. */
+export async function getDestructions(
+  ctx: VaultContext,
+  keyIds: readonly string[],
+): Promise<Map<string, DestructionRecord>> {
+  const found = new Map<string, DestructionRecord>();
+  for (const batch of chunks(distinct(keyIds))) {
+    const { rows } = await query<DestructionRow>(
+      ctx.pool,
+      'reading destruction records',
+      `SELECT ${COLUMNS} FROM ${destructionsTable(ctx)} WHERE key_id = ANY($1::text[])`,
+      [batch],
+    );
+    for (const row of rows) found.set(row.key_id, toRecord(row));
+  }
+  return found;
+}
+
+/** Every destruction record, oldest first (then by key id). */
+export async function listDestructions(ctx: VaultContext): Promise<DestructionRecord[]> {
+  const { rows } = await query<DestructionRow>(
+    ctx.pool,
+    'listing destruction records',
+    `SELECT ${COLUMNS} FROM ${destructionsTable(ctx)} ORDER BY destroyed_at, key_id`,
+  );
+  return rows.map(toRecord);
+}
+
+/** One key to destroy and record. */
+export interface KeyDestruction {
+  readonly keyId: string;
+  /** Chosen by the caller, so the bucket tombstone and the vault row say the same instant. */
+  readonly destroyedAt: Date;
+  readonly actor: string;
+  readonly reason: string;
+  readonly cause: DestructionCause;
+}
+
+/** A destruction record with the hash of its audit entry (its chain position). */
+export interface RecordedDestruction extends DestructionRecord {
+  readonly auditHash: string;
+  /** False when the record existed before this call (nothing was redone). */
+  readonly created: boolean;
+}
+
+/**
+ * Crypto-shreds and records, in ONE transaction: for each key without a destruction record,
+ * sets its wrapped identity to NULL (unless already NULL, when `destroyed_at` is kept),
+ * appends a `key.destroy` audit entry (details: keyId, cause, reason) and inserts the
+ * destructions row carrying that entry's seq. Keys that already have a record are returned
+ * as recorded; ids that are not dimension keys are left out of the result. Either every
+ * key of the call is destroyed and recorded, or (on error) none is.
+ *
+ * The old row version keeps the wrapped bytes in the heap until {@link vacuumKeyTables}.
+ */
+export async function recordKeyDestructions(
+  ctx: VaultContext,
+  keys: readonly KeyDestruction[],
+): Promise<RecordedDestruction[]> {
+  const byId = new Map<string, KeyDestruction>();
+  for (const k of keys) if (!byId.has(k.keyId)) byId.set(k.keyId, k);
+  if (byId.size === 0) return [];
+  const doing = 'destroying dimension keys';
+  return inTransaction(ctx.pool, doing, async (client) => {
+    const ids = [...byId.keys()];
+    // Row locks: two destroyers of one key queue here, and the second sees the first's record.
+    const existing = await query<{ id: string; destroyed_at: Date | null }>(
+      client,
+      doing,
+      `SELECT id, destroyed_at FROM ${ctx.t.dimensionKeys} WHERE id = ANY($1::text[])
+        ORDER BY id FOR UPDATE`,
+      [ids],
+    );
+    const present = new Map(existing.rows.map((r) => [r.id, r.destroyed_at]));
+    const recorded = await query<DestructionRow & { hash: string | null }>(
+      client,
+      doing,
+      `SELECT d.key_id, d.destroyed_at, d.actor, d.reason, d.cause, d.audit_seq, a.hash
+         FROM ${destructionsTable(ctx)} d LEFT JOIN ${ctx.t.auditLog} a ON a.seq = d.audit_seq
+        WHERE d.key_id = ANY($1::text[])`,
+      [ids],
+    );
+    const before = new Map(recorded.rows.map((r) => [r.key_id, r]));
+    const out: RecordedDestruction[] = [];
+    for (const [id, key] of byId) {
+      if (!present.has(id)) continue;
+      const old = before.get(id);
+      if (old !== undefined) {
+        out.push({ ...toRecord(old), auditHash: old.hash ?? '', created: false });
+        continue;
+      }
+      // A key shredded before records existed keeps its original time.
+      const destroyedAt = present.get(id) ?? key.destroyedAt;
+      await query(
+        client,
+        doing,
+        `UPDATE ${ctx.t.dimensionKeys} SET wrapped_identity = NULL, destroyed_at = $2
+          WHERE id = $1 AND wrapped_identity IS NOT NULL`,
+        [id, destroyedAt],
+      );
+      const entry = await appendAuditInTransaction(ctx, client, {
+        actor: key.actor,
+        action: 'key.destroy',
+        subject: id,
+        details: { keyId: id, cause: key.cause, reason: key.reason },
+      });
+      await query(
+        client,
+        doing,
+        `INSERT INTO ${destructionsTable(ctx)} (key_id, destroyed_at, actor, reason, cause, audit_seq)
+         VALUES ($1, $2, $3, $4, $5::jsonb, $6)`,
+        [id, destroyedAt, key.actor, key.reason, JSON.stringify(key.cause), entry.seq],
+      );
+      out.push({
+        keyId: id,
+        destroyedAt,
+        actor: key.actor,
+        reason: key.reason,
+        cause: key.cause,
+        auditSeq: entry.seq,
+        auditHash: entry.hash,
+        created: true,
+      });
+    }
+    return out;
+  });
+}
+
+/**
+ * VACUUM FULL of dimension_keys and held_cell_keys: rewrites both tables into new files so
+ * no dead row version keeps a destroyed key's wrapped identity on disk (the old files are
+ * truncated at commit). Takes an ACCESS EXCLUSIVE lock on each table for the rewrite (a
+ * fraction of a second for a vault's few thousand dimension keys), so backups wait briefly.
+ * WAL segments and base backups of the vault's server are outside lethe's reach: they are
+ * what the grace window covers, with the vault backups.
+ */
+export async function vacuumKeyTables(ctx: VaultContext): Promise<void> {
+  // VACUUM cannot run inside a transaction block: one statement per table on the pool.
+  for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx)]) {
+    await query(ctx.pool, `vacuuming ${table} after destroying keys`, `VACUUM FULL ${table}`);
+  }
+}
+
+interface FactsRow {
+  id: string;
+  tenant: string | null;
+  data_class: string;
+  period: string | null;
+  author: string | null;
+  conversation: string | null;
+  dimension_ids: string[];
+}
+
+const FACT_COLUMNS = 'id, tenant, data_class, period, author, conversation, dimension_ids';
+
+/** The cell keys wrapped to any of the dimension keys `dimensionKeyIds` (GIN index), by id. */
+export async function cellKeysNeeding(
+  ctx: VaultContext,
+  dimensionKeyIds: readonly string[],
+): Promise<CellKeyFacts[]> {
+  const ids = distinct(dimensionKeyIds);
+  if (ids.length === 0) return [];
+  const { rows } = await query<FactsRow>(
+    ctx.pool,
+    'finding the cell keys that need given dimension keys',
+    `SELECT ${FACT_COLUMNS} FROM ${ctx.t.cellKeys} WHERE dimension_ids && $1::text[] ORDER BY id`,
+    [ids],
+  );
+  return rows.map(toFacts);
+}
+
+/** Every cell key of one tenant (tuple facts only, never wrapped identities), by id. */
+export async function tenantCellKeys(ctx: VaultContext, tenant: string): Promise<CellKeyFacts[]> {
+  const { rows } = await query<FactsRow>(
+    ctx.pool,
+    `listing the cell keys of tenant ${tenant}`,
+    `SELECT ${FACT_COLUMNS} FROM ${ctx.t.cellKeys} WHERE tenant = $1 ORDER BY id`,
+    [tenant],
+  );
+  return rows.map(toFacts);
+}
+
+/** A snapshot holding cells under given cell keys. */
+export interface AffectedSnapshot {
+  readonly snapshotId: string;
+  readonly status: 'complete' | 'expired';
+  /** Cells (one per table and tuple) of the snapshot under those keys. */
+  readonly cells: number;
+}
+
+/**
+ * The complete and expired snapshots with cells under any of `cellKeyIds`, oldest first,
+ * with how many such cells each holds.
+ */
+export async function snapshotsUsingCellKeys(
+  ctx: VaultContext,
+  cellKeyIds: readonly string[],
+): Promise<AffectedSnapshot[]> {
+  const ids = distinct(cellKeyIds);
+  if (ids.length === 0) return [];
+  const { rows } = await query<{ id: string; status: string; cells: string }>(
+    ctx.pool,
+    'finding the snapshots that hold given cells',
+    `SELECT s.id, s.status, count(*) AS cells
+       FROM ${ctx.t.snapshotCells} c JOIN ${ctx.t.snapshots} s ON s.id = c.snapshot_id
+      WHERE c.key_id = ANY($1::text[]) AND s.status IN ('complete', 'expired')
+      GROUP BY s.id, s.status, s.started_at ORDER BY s.started_at, s.id`,
+    [ids],
+  );
+  return rows.map((r) => {
+    if (r.status !== 'complete' && r.status !== 'expired') {
+      throw new LetheError(ErrorCode.INTERNAL, `snapshot ${r.id} has status ${r.status}`);
+    }
+    return { snapshotId: r.id, status: r.status, cells: toSafeInt(r.cells, 'cell count') };
+  });
+}
+
+function toRecord(row: DestructionRow): DestructionRecord {
+  return {
+    keyId: row.key_id,
+    destroyedAt: row.destroyed_at,
+    actor: row.actor,
+    reason: row.reason,
+    cause: row.cause,
+    auditSeq: toSafeInt(row.audit_seq, 'destruction audit seq'),
+  };
+}
+
+function toFacts(row: FactsRow): CellKeyFacts {
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    class: row.data_class,
+    period: row.period,
+    author: row.author,
+    conversation: row.conversation,
+    dimensionIds: row.dimension_ids,
+  };
+}

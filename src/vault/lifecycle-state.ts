@@ -1,0 +1,179 @@
+import type { CellKeyFacts } from '../lifecycle/types.ts';
+import { query, toSafeInt, type VaultContext } from './db.ts';
+
+/**
+ * Read-only queries the lifecycle planner's loader needs: the whole state it decides on, in
+ * a few statements, without reading any wrapped key material. Each list is sorted by id
+ * (code-unit order) so plans built from it are deterministic.
+ */
+
+export interface LifecycleDimensionKey {
+  readonly id: string;
+  readonly kind: 'tenant' | 'user' | 'conversation' | 'period' | 'case' | 'system';
+  readonly tenant: string | null;
+  readonly destroyed: boolean;
+}
+
+export interface LifecycleCellKey extends CellKeyFacts {
+  /** Over the cells of complete snapshots only. */
+  readonly usage: { readonly cells: number; readonly bytesPlain: number; readonly snapshots: number };
+}
+
+export interface LifecycleHeldCellKey {
+  readonly caseId: string;
+  readonly keyId: string;
+  readonly dimensionIds: readonly string[];
+}
+
+export interface LifecycleSnapshot {
+  readonly id: string;
+  readonly status: 'running' | 'complete' | 'abandoned' | 'expired';
+  readonly startedAt: Date;
+  readonly completedAt: Date | null;
+  readonly manifestKey: string | null;
+}
+
+/** An object (pack or key file) and the snapshots and tenants whose cells need it. */
+export interface LifecycleObjectRefs {
+  readonly key: string;
+  /** Snapshot ids in any status, sorted. */
+  readonly snapshots: readonly string[];
+  /** Tenants, sorted; `''` for system cells. */
+  readonly tenants: readonly string[];
+}
+
+const t = (ctx: VaultContext, table: string): string => `"${ctx.schema}".${table}`;
+
+/** Every dimension key's public facts (never its wrapped identity), by id. */
+export async function lifecycleDimensionKeys(ctx: VaultContext): Promise<LifecycleDimensionKey[]> {
+  const { rows } = await query<{ id: string; kind: LifecycleDimensionKey['kind']; tenant: string | null; destroyed: boolean }>(
+    ctx.pool,
+    'reading dimension keys for lifecycle planning',
+    `SELECT id, kind, tenant, destroyed_at IS NOT NULL AS destroyed
+       FROM ${t(ctx, 'dimension_keys')} ORDER BY id COLLATE "C"`,
+  );
+  return rows.map((r) => ({ id: r.id, kind: r.kind, tenant: r.tenant, destroyed: r.destroyed }));
+}
+
+/**
+ * Every cell key's tuple facts with its usage by complete snapshots (cell rows, plaintext
+ * bytes, distinct snapshots), by id. Keys no complete snapshot uses have zero usage.
+ */
+export async function lifecycleCellKeys(ctx: VaultContext): Promise<LifecycleCellKey[]> {
+  const { rows } = await query<{
+    id: string;
+    tenant: string | null;
+    data_class: string;
+    period: string | null;
+    author: string | null;
+    conversation: string | null;
+    dimension_ids: string[];
+    cells: string;
+    bytes_plain: string;
+    snapshots: string;
+  }>(
+    ctx.pool,
+    'reading cell keys and their usage for lifecycle planning',
+    `SELECT k.id, k.tenant, k.data_class, k.period, k.author, k.conversation, k.dimension_ids,
+            coalesce(u.cells, 0) AS cells, coalesce(u.bytes_plain, 0) AS bytes_plain,
+            coalesce(u.snapshots, 0) AS snapshots
+       FROM ${t(ctx, 'cell_keys')} k
+       LEFT JOIN (SELECT c.key_id, count(*) AS cells, sum(c.bytes_plain) AS bytes_plain,
+                         count(DISTINCT c.snapshot_id) AS snapshots
+                    FROM ${t(ctx, 'snapshot_cells')} c
+                    JOIN ${t(ctx, 'snapshots')} s ON s.id = c.snapshot_id AND s.status = 'complete'
+                   GROUP BY c.key_id) u ON u.key_id = k.id
+      ORDER BY k.id COLLATE "C"`,
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    tenant: r.tenant,
+    class: r.data_class,
+    period: r.period,
+    author: r.author,
+    conversation: r.conversation,
+    dimensionIds: r.dimension_ids,
+    usage: {
+      cells: toSafeInt(r.cells, 'a cell count'),
+      bytesPlain: toSafeInt(r.bytes_plain, 'a byte count'),
+      snapshots: toSafeInt(r.snapshots, 'a snapshot count'),
+    },
+  }));
+}
+
+/** Every re-wrap for a case (without the wrapped bytes), by case then key. */
+export async function lifecycleHeldCellKeys(ctx: VaultContext): Promise<LifecycleHeldCellKey[]> {
+  const { rows } = await query<{ case_id: string; key_id: string; dimension_ids: string[] }>(
+    ctx.pool,
+    'reading held cell keys for lifecycle planning',
+    `SELECT case_id, key_id, dimension_ids FROM ${t(ctx, 'held_cell_keys')}
+      ORDER BY case_id COLLATE "C", key_id COLLATE "C"`,
+  );
+  return rows.map((r) => ({ caseId: r.case_id, keyId: r.key_id, dimensionIds: r.dimension_ids }));
+}
+
+/** Every snapshot in every status, by id. */
+export async function lifecycleSnapshots(ctx: VaultContext): Promise<LifecycleSnapshot[]> {
+  const { rows } = await query<{
+    id: string;
+    status: LifecycleSnapshot['status'];
+    started_at: Date;
+    completed_at: Date | null;
+    manifest_key: string | null;
+  }>(
+    ctx.pool,
+    'reading snapshots for lifecycle planning',
+    `SELECT id, status, started_at, completed_at, manifest_key FROM ${t(ctx, 'snapshots')}
+      ORDER BY id COLLATE "C"`,
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    status: r.status,
+    startedAt: r.started_at,
+    completedAt: r.completed_at,
+    manifestKey: r.manifest_key,
+  }));
+}
+
+/** Per pack named by any snapshot cell: the snapshots (any status) and tenants with cells in it. */
+export async function lifecyclePackRefs(ctx: VaultContext): Promise<LifecycleObjectRefs[]> {
+  const { rows } = await query<{ pack: string; snapshots: string[]; tenants: string[] }>(
+    ctx.pool,
+    'reading pack references for lifecycle planning',
+    `SELECT pack, array_agg(DISTINCT snapshot_id ORDER BY snapshot_id) AS snapshots,
+            array_agg(DISTINCT coalesce(tenant, '') ORDER BY coalesce(tenant, '')) AS tenants
+       FROM ${t(ctx, 'snapshot_cells')} GROUP BY pack ORDER BY pack COLLATE "C"`,
+  );
+  return rows.map((r) => ({ key: r.pack, snapshots: sorted(r.snapshots), tenants: sorted(r.tenants) }));
+}
+
+/**
+ * Per key file recorded for `store`: the snapshots that need one of its keys (those with a
+ * cell using it, plus the snapshot that wrote it) and the tenants of its keys.
+ */
+export async function lifecycleKeyFileRefs(ctx: VaultContext, store: string): Promise<LifecycleObjectRefs[]> {
+  const { rows } = await query<{ key: string; snapshots: string[]; tenants: string[] }>(
+    ctx.pool,
+    'reading key file references for lifecycle planning',
+    `SELECT f.key,
+            coalesce(array_agg(DISTINCT c.snapshot_id) FILTER (WHERE c.snapshot_id IS NOT NULL), '{}')
+              || f.snapshot_id AS snapshots,
+            coalesce(array_agg(DISTINCT coalesce(k.tenant, '')) FILTER (WHERE k.id IS NOT NULL), '{}') AS tenants
+       FROM ${t(ctx, 'key_files')} f
+       LEFT JOIN ${t(ctx, 'key_file_entries')} e ON e.store = f.store AND e.key_file = f.key
+       LEFT JOIN ${t(ctx, 'cell_keys')} k ON k.id = e.key_id
+       LEFT JOIN ${t(ctx, 'snapshot_cells')} c ON c.key_id = e.key_id
+      WHERE f.store = $1
+      GROUP BY f.key, f.snapshot_id ORDER BY f.key COLLATE "C"`,
+    [store],
+  );
+  return rows.map((r) => ({
+    key: r.key,
+    snapshots: sorted([...new Set(r.snapshots)]),
+    tenants: sorted(r.tenants),
+  }));
+}
+
+function sorted(xs: readonly string[]): string[] {
+  return [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
