@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_RETENTION, RetentionSchema } from '../lifecycle/rules.ts';
 
 /**
  * lethe's config file, validated in one place. Every object is strict: an unknown key is an
@@ -97,6 +98,11 @@ export const ConfigSchema = z.strictObject({
   embedded: EmbeddedSchema.optional(),
   backup: BackupSchema.default(BackupSchema.parse({})),
   verify: VerifySchema.default(VerifySchema.parse({})),
+  /**
+   * Maximum age per data class (and tenant), snapshot keep policy, vault-backup grace
+   * window; parsed and checked by src/lifecycle/rules.ts. Absent: everything kept forever.
+   */
+  retention: RetentionSchema.default(DEFAULT_RETENTION),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn') })
     .default({ level: 'warn' }),
