@@ -1,0 +1,132 @@
+import { exportAudit } from '../audit/index.ts';
+import { readMasterKeyFile } from '../crypto/index.ts';
+import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
+import type { ObjectLock } from '../storage/index.ts';
+import { listVaultBackups, restoreVaultBackup, writeVaultBackup } from '../vaultbackup/index.ts';
+import type { Command } from './commands.ts';
+import { actorName, bytes, stringOpt } from './format.ts';
+
+const DAY_MS = 86_400_000;
+
+/**
+ * `lethe vault backup|list|restore`: the key vault's own backups (see src/vaultbackup and
+ * runbooks/vault-loss.md). Exit codes: 0 ok; 2 bad usage, or the restore target already
+ * holds a vault; 3 the backup or the bucket's audit chain failed a check (nothing restored);
+ * 1 anything else (e.g. a master key that does not open the backup).
+ */
+
+export const vaultBackupCommand: Command = {
+  name: 'vault backup',
+  usage: 'vault backup [--actor NAME] [--json] [--config FILE]',
+  options: { actor: { type: 'string' } },
+  async run(ctx) {
+    const rt = await ctx.runtime();
+    const vault = await rt.vault();
+    const lock = rt.config.storage.objectLock;
+    const result = await writeVaultBackup({
+      vault,
+      store: await rt.store(),
+      // Public half only: writing a vault backup never needs the master key file.
+      masterRecipient: await vault.getMasterRecipient(),
+      graceWindowDays: rt.config.retention.graceWindowDays,
+      ...(lock === undefined ? {} : { lockMode: lock.mode }),
+      now: new Date(),
+      actor: actorName(ctx.values.actor),
+      signal: ctx.signal,
+    });
+    if (ctx.json) {
+      ctx.out(JSON.stringify(result));
+    } else {
+      const rows = Object.values(result.tables).reduce((a, b) => a + b, 0);
+      ctx.out(
+        `vault backup ${result.key}: ${rows} rows of ${Object.keys(result.tables).length} tables, ` +
+          `${bytes(result.size)}, encrypted to the master key` +
+          (result.retainUntil === null ? '' : `, locked until ${result.retainUntil.toISOString()}`),
+      );
+    }
+    return ExitCode.OK;
+  },
+};
+
+export const vaultListCommand: Command = {
+  name: 'vault list',
+  usage: 'vault list [--json] [--config FILE]',
+  options: {},
+  async run(ctx) {
+    const rt = await ctx.runtime();
+    const backups = await listVaultBackups(await rt.store());
+    if (ctx.json) {
+      ctx.out(JSON.stringify({ backups }));
+      return ExitCode.OK;
+    }
+    if (backups.length === 0) {
+      ctx.out('no vault backups yet: run `lethe vault backup` (lifecycle apply also writes one)');
+      return ExitCode.OK;
+    }
+    for (const b of backups) ctx.out(`${b.key}  ${b.createdAt.toISOString()}  ${bytes(b.size)}`);
+    return ExitCode.OK;
+  },
+};
+
+export const vaultRestoreCommand: Command = {
+  name: 'vault restore',
+  usage:
+    'vault restore --from vault/<YYYYMMDDTHHMMSSmmmZ>.age [--actor NAME] [--json] [--config FILE]',
+  options: { from: { type: 'string' }, actor: { type: 'string' } },
+  async run(ctx) {
+    const from = stringOpt(ctx.values, 'from');
+    if (from === undefined || from === '') {
+      throw new LetheError(
+        ErrorCode.USAGE,
+        'vault restore needs --from KEY (see `lethe vault list`)\nusage: lethe vault restore --from KEY',
+      );
+    }
+    const rt = await ctx.runtime();
+    const { config } = rt;
+    const store = await rt.store();
+    const master = await readMasterKeyFile(config.masterKey.file);
+    const result = await restoreVaultBackup({
+      vaultUrl: await rt.vaultUrl(),
+      schema: config.vault.schema,
+      store,
+      masterIdentity: master.identity,
+      key: from,
+      actor: actorName(ctx.values.actor),
+      signal: ctx.signal,
+    });
+    // The re-applied destructions and the restore itself go to the bucket's audit copy now,
+    // so the bucket's chain goes on from where it ended.
+    const objectLock = config.storage.objectLock;
+    const lock: ObjectLock | undefined =
+      objectLock === undefined
+        ? undefined
+        : {
+            mode: objectLock.mode,
+            retainUntil: new Date(Date.now() + objectLock.retainDays * DAY_MS),
+          };
+    const exported = await exportAudit(await rt.vault(), store, lock);
+    if (ctx.json) {
+      ctx.out(JSON.stringify({ ...result, auditExported: exported }));
+      return ExitCode.OK;
+    }
+    const rows = Object.values(result.tables).reduce((a, b) => a + b, 0);
+    ctx.out(
+      `restored vault backup ${result.key} (taken ${result.backupCreatedAt}) into schema "${result.schema}": ` +
+        `${rows} rows${result.resumed ? ' (loaded by an earlier run; finished now)' : ''}`,
+    );
+    ctx.out(
+      `audit: ${result.auditReplayed} entries taken over from the bucket; chain head now ${result.auditHead.seq}`,
+    );
+    ctx.out(
+      `destructions re-applied: ${result.destructionsReapplied.length}` +
+        ` (already destroyed in the backup: ${result.tombstonesAlreadyApplied}, keys created after it: ${result.tombstonesForUnknownKeys})`,
+    );
+    for (const d of result.destructionsReapplied) {
+      ctx.out(
+        `  ${d.keyId}: first destroyed ${d.firstDestroyedAt}, destroyed again (audit entry ${d.auditSeq})`,
+      );
+    }
+    ctx.out('next: run `lethe audit verify`, then `lethe verify` on the latest snapshot');
+    return ExitCode.OK;
+  },
+};
