@@ -22,6 +22,12 @@ export const verifyCommand: Command = {
           `${result.cellsShredded} shredded, ${result.cellsFailed} failed, ${result.rows} rows restored in ${duration(result.durationMs)}`,
       );
       for (const f of result.findings) ctx.out(`  ${f.code}  ${f.subject}: ${f.problem}`);
+      for (const s of result.shredded) {
+        ctx.out(`  shredded  ${s.cells} cell(s) by ${s.keyId}: destroyed ${s.record.destroyedAt.toISOString()} by ${s.record.actor} (${s.record.reason}; audit #${s.record.auditSeq})`);
+      }
+      if (result.constraintsNotValidated.length > 0) {
+        ctx.out(`  ${result.constraintsNotValidated.length} foreign key(s) hold only NOT VALID: rows refer to shredded rows`);
+      }
     }
     return result.ok ? ExitCode.OK : ExitCode.CHECK_FAILED;
   },

@@ -5,12 +5,19 @@ import { backupCommand, snapshotsCommand } from './cmd-backup.ts';
 import { demoCommand } from './cmd-demo.ts';
 import { initCommand } from './cmd-init.ts';
 import { keysExportCommand } from './cmd-keys.ts';
+import { eraseApproveCommand, eraseListCommand, eraseRequestCommand, eraseShowCommand } from './cmd-erase.ts';
+import { holdListCommand, holdPlaceCommand, holdReleaseCommand } from './cmd-hold.ts';
+import { lifecycleApplyCommand, lifecyclePlanCommand } from './cmd-lifecycle.ts';
+import { exportCommand } from './cmd-export.ts';
 import { restoreCommand, verifyCommand } from './cmd-verify.ts';
 import { seedCommand } from './cmd-seed.ts';
+import { vaultBackupCommand, vaultListCommand, vaultRestoreCommand } from './cmd-vault.ts';
 
 /** What a command gets: parsed options, output functions and the lazily opened runtime. */
 export interface CommandContext {
   readonly values: Record<string, string | boolean | undefined>;
+  /** Arguments after the command name that are not options (only when `positionals` is set). */
+  readonly positionals?: readonly string[];
   readonly json: boolean;
   readonly signal: AbortSignal;
   /** Command output (stdout). */
@@ -39,6 +46,19 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
     restoreCommand,
     auditVerifyCommand,
     keysExportCommand,
+    holdPlaceCommand,
+    holdReleaseCommand,
+    holdListCommand,
+    eraseRequestCommand,
+    eraseApproveCommand,
+    eraseListCommand,
+    eraseShowCommand,
+    lifecyclePlanCommand,
+    lifecycleApplyCommand,
+    exportCommand,
+    vaultBackupCommand,
+    vaultListCommand,
+    vaultRestoreCommand,
     demoCommand,
   ].map((c) => [c.name, c]),
 );

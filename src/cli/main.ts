@@ -17,10 +17,19 @@ usage: lethe <command> [options]        (every command takes --config FILE)
   restore --snapshot ID --target URL [--tenant ID] [--replace]
   audit verify [--json]         check the audit log's hash chain
   keys export --out FILE        export the wrapped dimension keys (disaster recovery)
+  hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT --actor NAME
+  hold release --case ID --actor NAME    hold list [--all] [--json]     legal holds
+  erase request --tenant T (--user U | --conversation C | --all) --reason TEXT --actor NAME
+  erase approve ID --actor NAME   erase list   erase show ID   deletion requests (two-person rule)
+  lifecycle plan [--now ISO-8601] [--json]   what retention, holds and requests make due
+  lifecycle apply [--json]      carry the plan out: re-wrap held cells, destroy keys, expire, delete
+  export --case ID --out DIR    a legal hold's data as NDJSON per table (e-discovery)
+  vault backup | vault list | vault restore --from KEY    encrypted vault backups (grace window)
   demo [--dir DIR] [--scale small|medium] [--json]   the whole cycle on the embedded default
 
-Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or config, 3 a check failed,
-4 another run holds the job lock, 130 interrupted. See README.md.`;
+Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or config, 3 a check failed or
+a rule refused (two-person rule, legal hold), 4 another run holds the job lock,
+130 interrupted. See README.md.`;
 
 function resolveCommand(argv: readonly string[]): { command: Command; rest: string[] } | undefined {
   const [first, second, ...others] = argv;
@@ -32,7 +41,7 @@ function resolveCommand(argv: readonly string[]): { command: Command; rest: stri
   return undefined;
 }
 
-function parse(command: Command, rest: string[]): Record<string, string | boolean | undefined> {
+function parse(command: Command, rest: string[]): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
   const options: ParseArgsConfig['options'] = {
     config: { type: 'string' },
     json: { type: 'boolean' },
@@ -40,8 +49,8 @@ function parse(command: Command, rest: string[]): Record<string, string | boolea
     ...command.options,
   };
   try {
-    const { values } = parseArgs({ args: rest, options, strict: true, allowPositionals: command.positionals === true });
-    return values as Record<string, string | boolean | undefined>;
+    const { values, positionals } = parseArgs({ args: rest, options, strict: true, allowPositionals: command.positionals === true });
+    return { values: values as Record<string, string | boolean | undefined>, positionals };
   } catch (err) {
     throw new LetheError(ErrorCode.USAGE, `${(err as Error).message}\nusage: lethe ${command.usage}`);
   }
@@ -86,13 +95,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const values = parse(command, rest);
+    const { values, positionals } = parse(command, rest);
     if (values['help'] === true) {
       process.stdout.write(`usage: lethe ${command.usage}\n`);
       return ExitCode.OK;
     }
     const ctx: CommandContext = {
       values,
+      positionals,
       json,
       signal: controller.signal,
       out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),

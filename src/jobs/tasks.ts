@@ -3,6 +3,10 @@ import { generateSigningKey, readMasterKeyFile, writeMasterKeyFile } from '../cr
 import { runRestore, runVerify, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import { runBackup, type BackupProgress, type BackupResult } from '../snapshot/index.ts';
 import { migrateVault } from '../vault/index.ts';
+import { runLifecycleApply, type ApplyOptions, type ApplyResult } from '../lifecycle/apply.ts';
+import { planLifecycle, type Plan } from '../lifecycle/plan.ts';
+import { loadPlanInput } from '../lifecycle/state.ts';
+import { exportCase, type ExportOptions, type ExportResult } from '../lifecycle/export.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
@@ -133,5 +137,49 @@ export async function restore(
     masterIdentity: master.identity,
     concurrency: rt.config.verify.concurrency,
     log: rt.log,
+  });
+}
+
+/** `lethe lifecycle plan`: what apply would do at `now`; reads, never changes anything. */
+export async function lifecyclePlan(rt: Runtime, options: { now: Date }): Promise<Plan> {
+  return planLifecycle(await loadPlanInput(await rt.vault(), await rt.store(), rt.config, options.now));
+}
+
+/** `lethe lifecycle apply` with the config's rules, on the clock given (the real one from the CLI). */
+export async function lifecycleApply(
+  rt: Runtime,
+  options: { actor: string; now: () => Date; signal?: AbortSignal; onProgress?: ApplyOptions['onProgress'] },
+): Promise<ApplyResult> {
+  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  return runLifecycleApply({
+    vault: await rt.vault(),
+    store: await rt.store(),
+    config: rt.config,
+    masterIdentity: master.identity,
+    masterRecipient: master.recipient,
+    actor: options.actor,
+    now: options.now,
+    log: rt.log,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+  });
+}
+
+/** `lethe export --case`: the case's held data as NDJSON per table. */
+export async function exportHeld(
+  rt: Runtime,
+  options: { caseId: string; outDir: string; actor: string; signal?: AbortSignal; onProgress?: ExportOptions['onProgress'] },
+): Promise<ExportResult> {
+  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  return exportCase({
+    vault: await rt.vault(),
+    store: await rt.store(),
+    mapping: rt.mapping(),
+    masterIdentity: master.identity,
+    caseId: options.caseId,
+    outDir: options.outDir,
+    actor: options.actor,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
   });
 }

@@ -10,6 +10,7 @@ import { readManifest, signedMessage, type CellEntry, type KeyFileRef, type Snap
 import { schemaToDdl, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
+import type { DestructionRecord } from '../lifecycle/types.ts';
 import { readCell, type ReadCell } from './cell-reader.ts';
 
 /** One problem found while reading a snapshot. */
@@ -38,15 +39,43 @@ export interface LoadResult {
   readonly findings: Finding[];
   /** Rows loaded per table (cells that passed every check). */
   readonly rowsByTable: Map<string, number>;
-  /** Cells that could not be opened because a key was destroyed. */
-  readonly shredded: { cell: string; destroyed: readonly string[] }[];
+  /**
+   * Cells that could not be opened because a dimension key was destroyed on purpose, per
+   * destroyed key, with its destruction record (what, when, who, why).
+   */
+  readonly shredded: ShreddedByKey[];
+  /**
+   * Foreign keys added NOT VALID because rows refer to shredded rows (a reply to an erased
+   * user's message): the rest of the data is intact, the reference dangles by design.
+   */
+  readonly constraintsNotValidated: string[];
 }
+
+/** The cells one destroyed key made unreadable, with the record that accounts for them. */
+export interface ShreddedByKey {
+  readonly keyId: string;
+  readonly cells: number;
+  /** Up to {@link SHREDDED_SAMPLE} cell ids, as examples. */
+  readonly sampleCells: string[];
+  readonly record: DestructionRecord;
+}
+
+const SHREDDED_SAMPLE = 5;
 
 export interface LoadOptions {
   readonly store: ObjectStore;
   readonly vault: Vault;
   readonly opener: KeyOpener;
-  readonly snapshot: { readonly id: string; readonly manifestKey: string; readonly manifestSha256: string };
+  readonly snapshot: {
+    readonly id: string;
+    readonly manifestKey: string;
+    readonly manifestSha256: string;
+    /**
+     * Cells the backup itself left out because a key they needed was already destroyed
+     * (erased data still in the chat store): rows referring to them dangle by design.
+     */
+    readonly cellsLeftOut?: number;
+  };
   /** Connected, inside a transaction the caller commits or rolls back. */
   readonly target: pg.Client;
   /** PostgreSQL schema to create the tables in. */
@@ -113,7 +142,9 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   const findings: Finding[] = [];
   const tally: CellTally = { cells: 0, verified: 0, shredded: 0, failed: 0, skipped: 0, rows: 0 };
   const rowsByTable = new Map<string, number>();
-  const shredded: LoadResult['shredded'] = [];
+  const shreddedByKey = new Map<string, { keyId: string; cells: number; sampleCells: string[]; record: DestructionRecord }>();
+  const destructionRecords = new Map<string, DestructionRecord | null>();
+  const constraintsNotValidated: string[] = [];
   let header: SnapshotHeader | null = null;
   let keyFiles: readonly KeyFileRef[] = [];
   let totals: Totals | null = null;
@@ -143,8 +174,20 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   const load = async (cell: CellEntry, read: ReadCell): Promise<void> => {
     tally.cells += 1;
     if (read.status === 'shredded') {
+      // Shredded on purpose only if a destroyed key has a destruction record; a key that is
+      // gone without one is damage (or tampering), and the cell is a failure.
+      const accounted = read.destroyed.find((id) => (destructionRecords.get(id) ?? null) !== null);
+      if (accounted === undefined) {
+        tally.failed += 1;
+        fail(`cell ${cell.id}`, 'KEY_DESTROYED_WITHOUT_RECORD', `its key needs ${read.destroyed.join(', ')}, destroyed with no destruction record in the vault`);
+        return;
+      }
       tally.shredded += 1;
-      shredded.push({ cell: cell.id, destroyed: read.destroyed });
+      const record = destructionRecords.get(accounted) as DestructionRecord;
+      const entry = shreddedByKey.get(accounted) ?? { keyId: accounted, cells: 0, sampleCells: [], record };
+      entry.cells += 1;
+      if (entry.sampleCells.length < SHREDDED_SAMPLE) entry.sampleCells.push(cell.id);
+      shreddedByKey.set(accounted, entry);
       return;
     }
     if (read.status === 'failed') {
@@ -171,6 +214,15 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     batch = [];
     if (cells.length === 0) return;
     await opener.prefetch(cells.map((c) => c.key));
+    const destroyed = new Set<string>();
+    for (const cell of cells) {
+      const key = await opener.open(cell.key);
+      if (!key.ok && 'destroyed' in key) for (const id of key.destroyed) if (!destructionRecords.has(id)) destroyed.add(id);
+    }
+    if (destroyed.size > 0) {
+      const records = await vault.getDestructions([...destroyed]);
+      for (const id of destroyed) destructionRecords.set(id, records.get(id) ?? null);
+    }
     // Fetch and decrypt up to `concurrency` cells ahead; load them in manifest order.
     const reads: Promise<ReadCell>[] = [];
     const start = async (cell: CellEntry): Promise<ReadCell> =>
@@ -233,7 +285,8 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
 
   if (!copyBroken) {
     for (const statement of ddl.postData) {
-      if (mode === 'restore') {
+      const foreignKey = (tally.shredded > 0 || (options.snapshot.cellsLeftOut ?? 0) > 0) && FOREIGN_KEY.test(statement);
+      if (mode === 'restore' && !foreignKey) {
         await target.query(statement);
         continue;
       }
@@ -243,6 +296,15 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
         await target.query('RELEASE SAVEPOINT post_data');
       } catch (err) {
         await target.query('ROLLBACK TO SAVEPOINT post_data');
+        if (foreignKey) {
+          // Rows that refer to shredded rows (another user's reply to an erased message)
+          // are kept; the constraint still guards every new row.
+          await target.query(`${statement} NOT VALID`);
+          await target.query('RELEASE SAVEPOINT post_data');
+          constraintsNotValidated.push(statement.replace(/^ALTER TABLE /, ''));
+          continue;
+        }
+        if (mode === 'restore') throw err;
         findings.push({ subject: 'schema', code: 'CONSTRAINT_FAILED', problem: `${statement.slice(0, 120)}: ${(err as Error).message}` });
       }
     }
@@ -254,7 +316,16 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     }
     if (totals.cells !== tally.cells) fail('manifest', 'CELL_COUNT', `lists ${tally.cells} cells, its totals say ${totals.cells}`);
   }
-  return { header, keyFiles, totals, tally, findings, rowsByTable, shredded };
+  const shredded = [...shreddedByKey.values()].sort((a, b) => (a.keyId < b.keyId ? -1 : a.keyId > b.keyId ? 1 : 0));
+  return { header, keyFiles, totals, tally, findings, rowsByTable, shredded, constraintsNotValidated };
+}
+
+const FOREIGN_KEY = /^ALTER TABLE .* ADD CONSTRAINT .* FOREIGN KEY /s;
+
+/** How many cells a snapshot's backup left out as shredded, from the vault's stats of it. */
+export function leftOut(stats: Readonly<Record<string, unknown>> | null): number {
+  const n = stats?.['cellsSkippedShredded'];
+  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : 0;
 }
 
 function checkSignature(

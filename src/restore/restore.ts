@@ -6,7 +6,7 @@ import type { SnapshotHeader } from '../manifest/index.ts';
 import type { SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
-import { loadSnapshot } from './engine.ts';
+import { leftOut, loadSnapshot, type ShreddedByKey } from './engine.ts';
 
 export interface RestoreOptions {
   readonly vault: Vault;
@@ -31,6 +31,10 @@ export interface RestoreResult {
   readonly tables: number;
   readonly cells: number;
   readonly cellsShredded: number;
+  /** Per destroyed key: how many cells it left out, and its destruction record. */
+  readonly shredded: ShreddedByKey[];
+  /** Foreign keys added NOT VALID because rows refer to shredded rows. */
+  readonly constraintsNotValidated: string[];
   readonly rows: number;
   readonly rowsByTable: Record<string, number>;
   readonly durationMs: number;
@@ -101,7 +105,7 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
       store,
       vault,
       opener: new KeyOpener(vault, options.masterIdentity),
-      snapshot: { id: snapshot.id, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256 },
+      snapshot: { id: snapshot.id, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256, cellsLeftOut: leftOut(snapshot.stats) },
       target,
       targetSchema: schema,
       mode: 'restore',
@@ -121,6 +125,8 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
       tables: loaded.header?.tables.length ?? 0,
       cells: loaded.tally.verified,
       cellsShredded: loaded.tally.shredded,
+      shredded: loaded.shredded,
+      constraintsNotValidated: loaded.constraintsNotValidated,
       rows: loaded.tally.rows,
       rowsByTable: Object.fromEntries(loaded.rowsByTable),
       durationMs: Date.now() - started,

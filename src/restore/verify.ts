@@ -5,7 +5,7 @@ import { KeyOpener } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { SnapshotRecord, Vault } from '../vault/index.ts';
-import { loadSnapshot, type Finding } from './engine.ts';
+import { leftOut, loadSnapshot, type Finding, type ShreddedByKey } from './engine.ts';
 
 export interface VerifyOptions {
   readonly vault: Vault;
@@ -32,7 +32,10 @@ export interface VerifyResult {
   readonly cellsFailed: number;
   readonly rows: number;
   readonly findings: Finding[];
-  readonly shredded: { cell: string; destroyed: readonly string[] }[];
+  /** Cells left out because a key was destroyed on purpose, per key, with its destruction record. */
+  readonly shredded: ShreddedByKey[];
+  /** Foreign keys that only hold NOT VALID because rows refer to shredded rows. */
+  readonly constraintsNotValidated: string[];
   /** Age of the newest data in the snapshot at the time of the drill (RPO), in seconds. */
   readonly dataAgeSeconds: number | null;
   /** Wall time of the drill, including the restore into the scratch database (RTO). */
@@ -109,7 +112,7 @@ export async function runVerify(options: VerifyOptions): Promise<VerifyResult> {
       store,
       vault,
       opener: new KeyOpener(vault, options.masterIdentity),
-      snapshot: { id: snapshot.id, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256 },
+      snapshot: { id: snapshot.id, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256, cellsLeftOut: leftOut(snapshot.stats) },
       target: scratch,
       targetSchema: 'public',
       mode: 'verify',
@@ -133,6 +136,7 @@ export async function runVerify(options: VerifyOptions): Promise<VerifyResult> {
       rows: loaded.tally.rows,
       findings,
       shredded: loaded.shredded,
+      constraintsNotValidated: loaded.constraintsNotValidated,
       dataAgeSeconds: newest === null ? null : Math.round((Date.now() - newest) / 1000),
       durationMs: Date.now() - started,
     };

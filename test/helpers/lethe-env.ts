@@ -251,6 +251,8 @@ export interface LetheEnvOptions {
   readonly backup?: { packSizeMiB?: number; granularity?: 'month' | 'week' | 'day' };
   /** Level of the in-process runtime's logger (its lines are kept in memory). */
   readonly logLevel?: string;
+  /** More top-level config sections (e.g. `retention`), merged over the defaults. */
+  readonly config?: RawConfig;
 }
 
 /** The config document, before validation: what the YAML file holds. */
@@ -357,6 +359,7 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
       backup: { packSizeMiB: 1, granularity: 'month', ...options.backup },
       verify: { concurrency: 4 },
       log: { level: 'warn' },
+      ...options.config,
     };
     const writeConfig = async (name: string, doc: unknown): Promise<string> => {
       const path = join(dir, name);

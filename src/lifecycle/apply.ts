@@ -1,0 +1,194 @@
+import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
+import { KeyOpener } from '../keys/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { Config } from '../config/index.ts';
+import type { ObjectStore } from '../storage/index.ts';
+import type { Vault } from '../vault/index.ts';
+import { failpoint } from '../util/failpoint.ts';
+import { writeVaultBackup } from '../vaultbackup/index.ts';
+import { destroyKeys } from './destroy.ts';
+import { executeApprovedRequest } from './erase.ts';
+import { planLifecycle, type Plan, type PlanAction } from './plan.ts';
+import { rewrapForHolds, type RewrapAction } from './rewrap.ts';
+import { loadPlanInput } from './state.ts';
+
+export interface ApplyOptions {
+  readonly vault: Vault;
+  readonly store: ObjectStore;
+  readonly config: Config;
+  readonly masterIdentity: string;
+  readonly masterRecipient: string;
+  readonly actor: string;
+  /** The clock. The CLI passes the real one; tests move it forward. */
+  readonly now: () => Date;
+  readonly log: Logger;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: { done: number; total: number; action: PlanAction['kind'] }) => void;
+}
+
+export interface ApplyResult {
+  /** The plan that was carried out (made at the start, from the vault and the bucket). */
+  readonly plan: Plan;
+  readonly requestsFinished: number;
+  /** Approved deletion requests a legal hold placed since keeps waiting (with why). */
+  readonly requestsWaiting: readonly { requestId: string; reason: string }[];
+  readonly cellsRewrapped: number;
+  readonly keysDestroyed: number;
+  readonly snapshotsExpired: number;
+  readonly locksExtended: number;
+  readonly objectsDeleted: number;
+  readonly bytesDeleted: number;
+  /** The vault backup this run wrote after its key changes. */
+  readonly vaultBackup: string;
+  readonly durationMs: number;
+}
+
+/**
+ * `lethe lifecycle apply`: plans from the vault and the bucket as they are now, then carries
+ * the plan out in its order: finish approved deletion requests, re-wrap held cells, destroy
+ * keys, write a fresh vault backup (so the newest one no longer holds what was destroyed),
+ * expire snapshots (manifest first, then the vault's record), extend locks of objects live
+ * snapshots still need, and delete what nothing live references and no lock protects.
+ *
+ * Runs under the backup job lock, so a backup never reuses a pack this run deletes. Every
+ * step is idempotent and the plan is remade from the state at each run, so a run killed at
+ * any point is finished by the next one, and nothing still referenced is ever deleted: the
+ * plan only deletes objects that no live snapshot references at planning time, and no
+ * snapshot can start referencing them while the lock is held.
+ */
+export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyResult> {
+  const { vault, store, config, log, actor } = options;
+  return vault.withJobLock('backup', async () => {
+    const started = Date.now();
+    const now = options.now();
+    const plan = planLifecycle(await loadPlanInput(vault, store, config, now));
+    const runLog = log.child({ job: 'lifecycle' });
+    runLog.info({ actions: plan.actions.length }, 'lifecycle apply: plan made');
+    const opener = new KeyOpener(vault, options.masterIdentity);
+    const lock = config.storage.objectLock;
+    const counts = { requestsFinished: 0, cellsRewrapped: 0, keysDestroyed: 0, snapshotsExpired: 0, locksExtended: 0, objectsDeleted: 0, bytesDeleted: 0 };
+    /** The vault backup this run wrote; set once, before the first expiry or deletion. */
+    const backup: { key: string | null } = { key: null };
+    const requestsWaiting: { requestId: string; reason: string }[] = [];
+    const total = plan.actions.length;
+    let done = 0;
+    const progress = (action: PlanAction['kind'], n: number): void => {
+      done += n;
+      options.onProgress?.({ done, total, action });
+    };
+
+    const writeBackup = async (): Promise<void> => {
+      const written = await writeVaultBackup({
+        vault,
+        store,
+        masterRecipient: options.masterRecipient,
+        graceWindowDays: config.retention.graceWindowDays,
+        ...(lock === undefined ? {} : { lockMode: lock.mode }),
+        now: options.now(),
+      });
+      backup.key = written.key;
+      failpoint('apply.after-vault-backup');
+    };
+
+    let i = 0;
+    while (i < plan.actions.length) {
+      throwIfAborted(options.signal, 'applying the lifecycle plan');
+      const action = plan.actions[i] as PlanAction;
+      switch (action.kind) {
+        case 'finish-request': {
+          try {
+            await executeApprovedRequest({ vault, store, graceWindowDays: config.retention.graceWindowDays, now: options.now }, action.requestId);
+            counts.requestsFinished += 1;
+          } catch (err) {
+            // A hold placed after the approval (before a crash let it finish) wins: the
+            // request waits, approved, until the case is released; the rest of the plan runs.
+            if (!isLetheError(err) || err.code !== ErrorCode.REFUSED) throw err;
+            requestsWaiting.push({ requestId: action.requestId, reason: err.message });
+            runLog.warn({ requestId: action.requestId }, 'approved deletion request waits: a legal hold covers it');
+          }
+          failpoint('apply.after-request');
+          progress(action.kind, 1);
+          i += 1;
+          break;
+        }
+        case 'rewrap': {
+          // Consecutive re-wraps go together: one key lookup and one insert per batch.
+          const run: RewrapAction[] = [];
+          while (i < plan.actions.length && plan.actions[i]?.kind === 'rewrap') run.push(plan.actions[i++] as RewrapAction);
+          counts.cellsRewrapped += await rewrapForHolds(
+            { vault, opener, masterRecipient: options.masterRecipient, actor, ...(options.signal === undefined ? {} : { signal: options.signal }) },
+            run,
+          );
+          failpoint('apply.after-rewrap');
+          progress(action.kind, run.length);
+          break;
+        }
+        case 'destroy-key': {
+          // Keys destroyed for the same cause go in one call: one transaction, one VACUUM.
+          const run: Extract<PlanAction, { kind: 'destroy-key' }>[] = [];
+          const cause = JSON.stringify(action.cause);
+          while (i < plan.actions.length) {
+            const next = plan.actions[i] as PlanAction;
+            if (next.kind !== 'destroy-key' || JSON.stringify(next.cause) !== cause) break;
+            run.push(next);
+            i += 1;
+          }
+          const destroyed = await destroyKeys(vault, store, {
+            keyIds: run.map((a) => a.keyId),
+            actor,
+            reason: action.reason,
+            cause: action.cause,
+          });
+          counts.keysDestroyed += destroyed.length;
+          failpoint('apply.after-destroy');
+          progress(action.kind, run.length);
+          break;
+        }
+        case 'expire-snapshot': {
+          if (backup.key === null) await writeBackup();
+          // The manifest goes first: a snapshot without its manifest can never be mistaken
+          // for a readable one, whereas a vault record without a manifest is just finished next run.
+          await store.delete(action.manifestKey);
+          failpoint('apply.after-manifest-delete');
+          if (await vault.expireSnapshot(action.snapshotId)) {
+            await vault.appendAudit({ actor, action: 'snapshot.expire', subject: action.snapshotId, details: { manifest: action.manifestKey, reason: action.reason } });
+          }
+          counts.snapshotsExpired += 1;
+          progress(action.kind, 1);
+          i += 1;
+          break;
+        }
+        case 'extend-lock': {
+          if (lock === undefined) throw new LetheError(ErrorCode.INTERNAL, 'the plan extends a lock but storage.objectLock is not set');
+          await store.extendRetention(action.objectKey, { mode: lock.mode, retainUntil: new Date(action.retainUntil) });
+          await vault.appendAudit({ actor, action: 'lock.extend', subject: action.objectKey, details: { retainUntil: action.retainUntil, reason: action.reason } });
+          counts.locksExtended += 1;
+          progress(action.kind, 1);
+          i += 1;
+          break;
+        }
+        case 'delete-object': {
+          if (backup.key === null) await writeBackup();
+          await store.delete(action.objectKey);
+          await vault.appendAudit({ actor, action: 'object.delete', subject: action.objectKey, details: { kind: action.objectKind, size: action.size, reason: action.reason } });
+          failpoint('apply.after-object-delete');
+          counts.objectsDeleted += 1;
+          counts.bytesDeleted += action.size;
+          progress(action.kind, 1);
+          i += 1;
+          break;
+        }
+      }
+    }
+    if (backup.key === null) await writeBackup();
+    const result: ApplyResult = { plan, ...counts, requestsWaiting, vaultBackup: backup.key ?? '', durationMs: Date.now() - started };
+    await vault.appendAudit({
+      actor,
+      action: 'lifecycle.apply',
+      subject: plan.now,
+      details: { ...counts, vaultBackup: result.vaultBackup, durationMs: result.durationMs },
+    });
+    runLog.info(counts, 'lifecycle apply done');
+    return result;
+  });
+}
