@@ -181,6 +181,9 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       }
     }
     if (backup.key === null) await writeBackup();
+    // Destroyed keys' old row versions that a long transaction kept alive last time go now.
+    const vacuum = await vault.vacuumKeyTables({ waitMs: 10_000 });
+    if (!vacuum.clean) runLog.warn('a long-running transaction may still keep old row versions of destroyed keys; the next apply vacuums again');
     const result: ApplyResult = { plan, ...counts, requestsWaiting, vaultBackup: backup.key ?? '', durationMs: Date.now() - started };
     await vault.appendAudit({
       actor,

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
+import { sign, verifySignature } from '../crypto/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
-import type { Vault } from '../vault/index.ts';
+import { canonicalJson, type Vault } from '../vault/index.ts';
 import type { DestructionCause } from './types.ts';
 
 /** The tombstone's format tag (`destructions/<sha256 of key id>.json`). */
@@ -33,6 +34,24 @@ export interface Tombstone {
   readonly actor: string;
   readonly reason: string;
   readonly cause: DestructionCause;
+  /**
+   * Ed25519 over `lethe.destruction.v1\n` + the canonical JSON of every other field, by the
+   * vault's manifest signing key: a restored vault re-destroys only keys a tombstone lethe
+   * signed names, so whoever can write to the bucket cannot shred keys by planting one.
+   */
+  readonly signature: { readonly keyId: string; readonly value: string };
+}
+
+/** The bytes a tombstone's signature covers. */
+export function tombstoneMessage(tombstone: Omit<Tombstone, 'signature'> & { signature?: unknown }): Uint8Array {
+  const { signature: _signature, ...fields } = tombstone;
+  return new TextEncoder().encode(`${TOMBSTONE_FORMAT}\n${canonicalJson(fields)}`);
+}
+
+/** True when `tombstone` carries a valid signature by one of `publicKeys` (id → key). */
+export function tombstoneSignedBy(tombstone: Tombstone, publicKeys: ReadonlyMap<string, string>): boolean {
+  const publicKey = publicKeys.get(tombstone.signature.keyId);
+  return publicKey !== undefined && verifySignature(publicKey, tombstoneMessage(tombstone), tombstone.signature.value);
 }
 
 /** The bucket key of a dimension key's tombstone: `destructions/<sha256 hex of the id>.json`. */
@@ -73,12 +92,14 @@ export async function destroyKeys(
   const known = await vault.getDimensionKeys(ids);
   const recorded = await vault.getDestructions(ids);
   const now = new Date();
+  const signingKey = await vault.getActiveSigningKey();
+  if (signingKey === null) throw new LetheError(ErrorCode.VAULT, 'the vault has no signing key to sign tombstones with: run `lethe init`');
 
   for (const id of ids) {
     const info = known.get(id);
     if (info === undefined) continue;
     const previous = recorded.get(id);
-    const tombstone: Tombstone = {
+    const fields: Omit<Tombstone, 'signature'> = {
       format: TOMBSTONE_FORMAT,
       keyId: id,
       kind: info.kind,
@@ -88,7 +109,8 @@ export async function destroyKeys(
       reason: previous?.reason ?? input.reason,
       cause: previous?.cause ?? input.cause,
     };
-    await putTombstone(store, tombstone);
+    const signature = { keyId: signingKey.id, value: sign(signingKey.privateKey, tombstoneMessage(fields)) };
+    await putTombstone(store, { ...fields, signature });
   }
 
   const records = await vault.recordKeyDestructions(

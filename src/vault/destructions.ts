@@ -156,11 +156,41 @@ export async function recordKeyDestructions(
  * WAL segments and base backups of the vault's server are outside lethe's reach: they are
  * what the grace window covers, with the vault backups.
  */
-export async function vacuumKeyTables(ctx: VaultContext): Promise<void> {
+export async function vacuumKeyTables(
+  ctx: VaultContext,
+  options: { waitMs?: number } = {},
+): Promise<{ clean: boolean }> {
+  // A dead row version outlives VACUUM FULL while any transaction that might still see it
+  // runs: one that was already running anywhere in the cluster when the key was destroyed
+  // (PostgreSQL keeps rows deleted after the oldest running xid), or an older snapshot in
+  // this database. So first wait, briefly, for those to end; every later apply vacuums again.
+  const deadline = Date.now() + (options.waitMs ?? 60_000);
+  const { rows } = await query<{ next: string }>(ctx.pool, 'reading the transaction horizon', `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next`);
+  const target = rows[0]?.next ?? '0';
+  let clean = false;
+  for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+    const { rows: waiting } = await query<{ older: boolean }>(
+      ctx.pool,
+      'checking for transactions older than the destruction',
+      `SELECT pg_snapshot_xmin(pg_current_snapshot()) < $1::xid8
+           OR EXISTS (SELECT 1 FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()
+                         AND backend_xmin IS NOT NULL
+                         AND age(backend_xmin) > age(($1::xid8::text::numeric % 4294967296)::text::xid)) AS older`,
+      [target],
+    );
+    if (waiting[0]?.older !== true) {
+      clean = true;
+      break;
+    }
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
   // VACUUM cannot run inside a transaction block: one statement per table on the pool.
   for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx)]) {
     await query(ctx.pool, `vacuuming ${table} after destroying keys`, `VACUUM FULL ${table}`);
   }
+  return { clean };
 }
 
 interface FactsRow {

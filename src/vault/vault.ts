@@ -504,9 +504,13 @@ export class Vault {
     return recordKeyDestructions(this.#ctx, keys);
   }
 
-  /** VACUUM FULL of the key tables, so no dead row keeps destroyed key bytes on disk. */
-  vacuumKeyTables(): Promise<void> {
-    return vacuumKeyTables(this.#ctx);
+  /**
+   * VACUUM FULL of the key tables, so no dead row keeps destroyed key bytes on disk, after
+   * waiting (up to `waitMs`) for older transactions that would keep them; `clean` is false
+   * when one was still running (the next apply vacuums again).
+   */
+  vacuumKeyTables(options: { waitMs?: number } = {}): Promise<{ clean: boolean }> {
+    return vacuumKeyTables(this.#ctx, options);
   }
 
   /** Cell keys wrapped to any of `dimensionKeyIds` (tuple facts only). */

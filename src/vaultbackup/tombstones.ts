@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ErrorCode, LetheError } from '../errors/index.ts';
-import { destroyKeys, TOMBSTONE_FORMAT, tombstoneKey } from '../lifecycle/destroy.ts';
+import { destroyKeys, TOMBSTONE_FORMAT, tombstoneKey, tombstoneSignedBy } from '../lifecycle/destroy.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import { canonicalJson, type Vault } from '../vault/index.ts';
 
@@ -33,6 +33,7 @@ const TombstoneSchema = z.looseObject({
   actor: z.string().min(1),
   reason: z.string().min(1),
   cause: CauseSchema,
+  signature: z.strictObject({ keyId: z.string().min(1), value: z.string().min(1) }),
 });
 
 type ParsedTombstone = z.infer<typeof TombstoneSchema>;
@@ -60,6 +61,7 @@ export async function reapplyTombstones(
   context: { key: string; actor: string },
 ): Promise<{ reapplied: ReappliedDestruction[]; alreadyApplied: number; unknownKeys: number }> {
   const tombstones: ParsedTombstone[] = [];
+  const publicKeys = await vault.getSigningPublicKeys();
   for await (const object of store.list(TOMBSTONE_PREFIX)) {
     let raw: unknown;
     try {
@@ -68,10 +70,15 @@ export async function reapplyTombstones(
       raw = undefined;
     }
     const parsed = TombstoneSchema.safeParse(raw);
-    if (!parsed.success || tombstoneKey(parsed.data.keyId) !== object.key) {
+    if (
+      !parsed.success ||
+      tombstoneKey(parsed.data.keyId) !== object.key ||
+      !tombstoneSignedBy(parsed.data, publicKeys)
+    ) {
       throw new LetheError(
         ErrorCode.INTEGRITY,
-        `tombstone ${object.key} is not one lethe wrote (unreadable, or named for another key); the vault ` +
+        `tombstone ${object.key} is not one lethe wrote (unreadable, named for another key, or not signed by ` +
+          'a signing key of this vault); the vault ' +
           `was restored from ${context.key} but its destructions are not re-applied yet. Inspect the object, ` +
           'then run the same restore again to finish',
         { details: { object: object.key } },

@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { destroyKeys, tombstoneKey, type Tombstone } from '../../../src/lifecycle/destroy.ts';
+import { generateSigningKey } from '../../../src/crypto/index.ts';
+import { destroyKeys, tombstoneKey, tombstoneSignedBy, type Tombstone } from '../../../src/lifecycle/destroy.ts';
 import { caseKeyId } from '../../../src/lifecycle/hold-match.ts';
 import type { DestructionCause } from '../../../src/lifecycle/types.ts';
 import { createFilesystemStore, type ObjectStore } from '../../../src/storage/index.ts';
@@ -55,6 +56,9 @@ describe('destroyKeys', () => {
     db = await createTestDatabase('lc_destroy');
     fx = await migratedVault(db.url, 'lethe', 5);
     vault = fx.vault;
+    // Tombstones are signed with the vault's manifest signing key (lethe init makes one).
+    const signing = generateSigningKey();
+    await vault.insertSigningKey({ id: 'ed25519-test', publicKey: signing.publicKey, privateKey: signing.privateKey });
     dir = await mkdtemp(join(tmpdir(), 'lethe-destroy-'));
     store = await createFilesystemStore({ path: dir });
   });
@@ -117,7 +121,10 @@ describe('destroyKeys', () => {
         actor: 'dpo-bob',
         reason: 'GDPR erasure of u1 and u2',
         cause: CAUSE,
+        signature: { keyId: 'ed25519-test', value: expect.any(String) as unknown },
       });
+      expect(tombstoneSignedBy(tombstone, await vault.getSigningPublicKeys())).toBe(true);
+      expect(tombstoneSignedBy({ ...tombstone, keyId: 'user:acme/keep' }, await vault.getSigningPublicKeys())).toBe(false);
     }
     const tombstones = [];
     for await (const o of store.list('destructions/')) tombstones.push(o.key);

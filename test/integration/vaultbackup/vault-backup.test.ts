@@ -7,7 +7,7 @@ import { exportAudit } from '../../../src/audit/index.ts';
 import { decryptBytes, encryptBytes, readMasterKeyFile } from '../../../src/crypto/index.ts';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import { backup, initialize } from '../../../src/jobs/tasks.ts';
-import { destroyKeys } from '../../../src/lifecycle/destroy.ts';
+import { destroyKeys, tombstoneKey, type Tombstone } from '../../../src/lifecycle/destroy.ts';
 import { createS3Store, type ObjectStore } from '../../../src/storage/index.ts';
 import { Vault, migrateVault } from '../../../src/vault/index.ts';
 import {
@@ -350,6 +350,29 @@ describe('vault backups', () => {
       expect(rows[0]?.n).toBe('0');
     } finally {
       await client.end();
+    }
+  });
+
+  it('refuses a planted tombstone that no signing key of the vault signed, destroying nothing', async () => {
+    // Copy a real tombstone, point it at another key and re-file it under that key's name:
+    // well formed, but its signature no longer matches, so anyone with bucket write access
+    // cannot make a restore shred a key.
+    let real = '';
+    for await (const object of store.list('destructions/')) real = object.key;
+    expect(real).not.toBe('');
+    const tombstone = JSON.parse(Buffer.from(await store.getBytes(real)).toString('utf8')) as Tombstone;
+    const victim = 'tenant:planted';
+    const forged = { ...tombstone, keyId: victim };
+    await store.put(tombstoneKey(victim), new Uint8Array(Buffer.from(JSON.stringify(forged))));
+    const target = await env.database('vb_forged');
+    try {
+      await expectLetheError(
+        restoreVaultBackup(restoreInput(target.url, first.key)),
+        ErrorCode.INTEGRITY,
+        /not signed by a signing key of this vault/,
+      );
+    } finally {
+      await store.delete(tombstoneKey(victim));
     }
   });
 
