@@ -23,5 +23,6 @@ COPY --from=build /app /app
 COPY runbooks ./runbooks
 ENV NODE_ENV=production LETHE_CONFIG=/etc/lethe/lethe.yaml
 USER lethe
-ENTRYPOINT ["node", "/app/bin/lethe.js"]
+# The heap cap is bin/lethe.js's own (see its first line): node is named here, so pass it too.
+ENTRYPOINT ["node", "--max-old-space-size=128", "/app/bin/lethe.js"]
 CMD ["--help"]

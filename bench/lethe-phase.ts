@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -10,6 +11,17 @@ import { spawnMeasured, type ProcessStats } from './measured-process.ts';
  */
 
 const LETHE_BIN = fileURLToPath(new URL('../bin/lethe.js', import.meta.url));
+
+/**
+ * The node flags bin/lethe.js's first line gives itself (`#!/usr/bin/env -S node FLAGS`):
+ * the child is spawned as `node FLAGS bin/lethe.js`, which is what running `lethe` does.
+ */
+export function letheNodeFlags(): string[] {
+  const first = readFileSync(LETHE_BIN, 'utf8').split('\n', 1)[0] ?? '';
+  const match = /^#!\/usr\/bin\/env(?: -S)? node(?<flags>(?: --?[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  if (match === null) throw new Error(`bin/lethe.js does not start with a node shebang: ${first}`);
+  return (match.groups?.flags ?? '').split(' ').filter((f) => f !== '');
+}
 /** See SpawnMeasuredOptions.stallMs: a minute blocked with no CPU is a deadlock, not work. */
 const STALL_MS = 60_000;
 
@@ -47,6 +59,8 @@ export interface PhaseOptions {
   readonly useGnuTime: boolean;
   /** When set, the child writes V8 CPU profiles here (and runs slower). */
   readonly cpuProfileDir?: string;
+  /** Node flags of the child; default bin/lethe.js's own ({@link letheNodeFlags}). */
+  readonly nodeFlags?: readonly string[];
   readonly signal?: AbortSignal;
 }
 
@@ -79,10 +93,12 @@ export async function runLethe<S extends z.ZodType>(
   options: PhaseOptions,
   acceptCodes: readonly number[] = [],
 ): Promise<PhaseResult<z.infer<S>>> {
-  const nodeFlags =
-    options.cpuProfileDir === undefined
+  const nodeFlags = [
+    ...(options.nodeFlags ?? letheNodeFlags()),
+    ...(options.cpuProfileDir === undefined
       ? []
-      : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`];
+      : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`]),
+  ];
   const measured = spawnMeasured(
     process.execPath,
     [...nodeFlags, LETHE_BIN, ...args, '--config', options.configFile, '--json'],

@@ -18,7 +18,8 @@ import {
   type BenchServer,
   type RunSetup,
 } from './fixture.ts';
-import { BackupOutput, runLethe, VerifyOutput, type PhaseOptions } from './lethe-phase.ts';
+import { BackupOutput, letheNodeFlags, runLethe, VerifyOutput, type PhaseOptions } from './lethe-phase.ts';
+import { measureLifecycle } from './lifecycle.ts';
 import { gnuTimeAvailable } from './measured-process.ts';
 import {
   formatNotes,
@@ -34,7 +35,8 @@ import {
  * See docs/benchmarks.md.
  */
 
-const USAGE = `usage: npm run bench -- [--scale small|medium] [--runs N] [--json] [--cpu-prof DIR]
+const USAGE = `usage: npm run bench -- [--scale small|medium] [--runs N] [--json] [--cpu-prof DIR] [--heap-mib N]
+                          [--no-lifecycle]
 
   --scale      size of the seeded chat store (default medium)
   --runs       repeat the measurements N times on fresh clones of the same data; the table
@@ -42,6 +44,10 @@ const USAGE = `usage: npm run bench -- [--scale small|medium] [--runs N] [--json
   --json       print the table and every measurement as one JSON document
   --cpu-prof   run the lethe steps under node --cpu-prof, keep the profiles in DIR and print
                the top self-time functions (the times then include profiling overhead)
+  --heap-mib   run the lethe steps with --max-old-space-size=N instead of bin/lethe.js's own
+               cap (0: Node's default), to measure what the cap costs or saves
+  --no-lifecycle  skip the lifecycle steps after verify (erasure of one user, monthly
+               retention shred, keys per 1,000 users)
 
 Exit codes: 0 all targets met, 1 the benchmark failed, 2 bad usage, 3 a target was missed or
 verify found problems, 130 interrupted.`;
@@ -57,6 +63,10 @@ interface Options {
   readonly runs: number;
   readonly json: boolean;
   readonly cpuProfileDir: string | undefined;
+  /** Node flags of the lethe steps. */
+  readonly nodeFlags: readonly string[];
+  /** Also measure the lifecycle steps (erasure, retention shred) after verify. */
+  readonly lifecycle: boolean;
 }
 
 class UsageError extends Error {}
@@ -71,6 +81,8 @@ function parseOptions(argv: readonly string[]): Options | 'help' {
         runs: { type: 'string', default: '1' },
         json: { type: 'boolean', default: false },
         'cpu-prof': { type: 'string' },
+        'heap-mib': { type: 'string' },
+        'no-lifecycle': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -88,11 +100,25 @@ function parseOptions(argv: readonly string[]): Options | 'help' {
       `--runs must be an integer from 1 to 100, got ${JSON.stringify(values.runs)}`,
     );
   const profiles = values['cpu-prof'];
+  let nodeFlags = letheNodeFlags();
+  if (values['heap-mib'] !== undefined) {
+    const heap = Number(values['heap-mib']);
+    if (!Number.isInteger(heap) || heap < 0 || heap > 65_536)
+      throw new UsageError(
+        `--heap-mib must be an integer from 0 to 65536, got ${JSON.stringify(values['heap-mib'])}`,
+      );
+    nodeFlags = [
+      ...nodeFlags.filter((f) => !f.startsWith('--max-old-space-size')),
+      ...(heap === 0 ? [] : [`--max-old-space-size=${heap}`]),
+    ];
+  }
   return {
     scale,
     runs,
     json: values.json,
     cpuProfileDir: profiles === undefined ? undefined : resolve(profiles),
+    nodeFlags,
+    lifecycle: !values['no-lifecycle'],
   };
 }
 
@@ -153,6 +179,8 @@ interface RunContext {
   readonly scale: Options['scale'];
   readonly useGnuTime: boolean;
   readonly cpuProfileDir: string | undefined;
+  readonly nodeFlags: readonly string[];
+  readonly lifecycle: boolean;
   readonly signal: AbortSignal;
   readonly say: (text: string) => void;
 }
@@ -163,7 +191,7 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
   say(`run ${index}: cloning the seeded database, lethe init`);
   const setup: RunSetup = await prepareRun(server, ctx.workDir, index, signal);
   try {
-    const phase = async (step: 'full' | 'incremental' | 'verify'): Promise<PhaseOptions> => {
+    const phase = async (step: 'full' | 'incremental' | 'verify' | 'lifecycle'): Promise<PhaseOptions> => {
       const profileDir =
         ctx.cpuProfileDir === undefined ? undefined : join(ctx.cpuProfileDir, `run-${index}`, step);
       if (profileDir !== undefined) await mkdir(profileDir, { recursive: true });
@@ -172,6 +200,7 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
         env: setup.env,
         scratchDir: setup.dir,
         useGnuTime: ctx.useGnuTime,
+        nodeFlags: ctx.nodeFlags,
         signal,
         ...(profileDir === undefined ? {} : { cpuProfileDir: profileDir }),
       };
@@ -223,6 +252,21 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
     );
     say(`run ${index}: ${stepLine(verify.stats)}, ${verify.output.ok ? 'OK' : 'FAILED'}`);
 
+    // Lifecycle (issue #3) last: it destroys keys. Its failure is reported, not fatal, so
+    // that the backup and verify measurements are never lost to it.
+    let lifecycle: RunMeasurements['lifecycle'];
+    if (ctx.lifecycle) {
+      say(`run ${index}: lifecycle (erasure of one user, monthly retention shred)`);
+      try {
+        lifecycle = await measureLifecycle(server, setup, () => phase('lifecycle'), (t) => say(`run ${index}: ${t}`));
+        say(`run ${index}: lifecycle done`);
+      } catch (err) {
+        if (signal.aborted) throw err;
+        lifecycle = { error: err instanceof Error ? err.message : String(err) };
+        say(`run ${index}: lifecycle failed: ${lifecycle.error}`);
+      }
+    }
+
     let profiles: RunMeasurements['profiles'];
     if (ctx.cpuProfileDir !== undefined) {
       const dir = join(ctx.cpuProfileDir, `run-${index}`);
@@ -238,6 +282,7 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
       incremental: { ...incremental, stored: incrementalStored, messagesAdded: added.messages },
       verify,
       baseline,
+      ...(lifecycle === undefined ? {} : { lifecycle }),
       ...(profiles === undefined ? {} : { profiles }),
     };
   } finally {
@@ -283,6 +328,8 @@ async function bench(
     scale: options.scale,
     useGnuTime,
     cpuProfileDir: options.cpuProfileDir,
+    nodeFlags: options.nodeFlags,
+    lifecycle: options.lifecycle,
     signal,
     say,
   };
@@ -294,6 +341,7 @@ async function bench(
     revision: await revision(),
     cpus: availableParallelism(),
     node: process.version,
+    letheNodeFlags: options.nodeFlags.join(' '),
     postgres: `${template.serverVersion} (embedded, fsync on)`,
     pgDump: await versionOf(PG_DUMP),
     age: await versionOf(AGE),
@@ -308,7 +356,8 @@ async function bench(
   } else {
     const lines = [
       '',
-      `lethe bench (${environment.revision}): scale ${options.scale}, ${options.runs} run(s); ${environment.cpus} CPUs, Node ${environment.node}, ` +
+      `lethe bench (${environment.revision}): scale ${options.scale}, ${options.runs} run(s); ${environment.cpus} CPUs, Node ${environment.node} ` +
+        `(lethe steps: node ${environment.letheNodeFlags === '' ? '' : `${environment.letheNodeFlags} `}bin/lethe.js), ` +
         `PostgreSQL ${environment.postgres}, ${environment.pgDump}, age ${environment.age}; peak RSS from ${environment.peakRssFrom}; ` +
         `1-minute load average ${environment.loadAverage.start.toFixed(1)} at the start, ${environment.loadAverage.end.toFixed(1)} at the end`,
       '',

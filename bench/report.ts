@@ -1,6 +1,7 @@
 import type { BaselineResult } from './baseline.ts';
 import type { ProfileSummary } from './cpu-profile.ts';
 import type { BackupOutput, PhaseResult, VerifyOutput } from './lethe-phase.ts';
+import { keysPerThousandUsers, type LifecycleMeasurements } from './lifecycle.ts';
 
 /**
  * Turns the measurements of one or more runs into the benchmark's table. Pure: the numbers
@@ -21,6 +22,8 @@ export interface RunMeasurements {
   };
   readonly verify: PhaseResult<VerifyOutput>;
   readonly baseline: BaselineResult;
+  /** Issue #3's lifecycle steps, after verify; `error` when one of them failed. */
+  readonly lifecycle?: LifecycleMeasurements | { readonly error: string };
   readonly profiles?: {
     readonly full: ProfileSummary;
     readonly incremental: ProfileSummary;
@@ -191,10 +194,35 @@ export function formatNotes(runs: readonly RunMeasurements[]): string {
       `(pg_dump ${baseline.pgDump.peakRssBytes === null ? 'n/a' : mb(baseline.pgDump.peakRssBytes)}, ` +
       `age ${baseline.age.peakRssBytes === null ? 'n/a' : mb(baseline.age.peakRssBytes)}); the PostgreSQL server is not counted for either`,
   ];
+  if (run.lifecycle !== undefined) lines.push(...lifecycleNotes(run.lifecycle));
   if (runs.length > 1) lines.unshift(`the notes are from run 1 of ${runs.length}`);
   for (const f of verify.output.findings)
     lines.push(`  verify finding ${f.code} ${f.subject}: ${f.problem}`);
   return lines.map((l) => `- ${l}`).join('\n');
+}
+
+function stepText(stats: { wallMs: number; peakRssBytes: number | null }): string {
+  return `${(stats.wallMs / 1000).toFixed(2)} s (peak RSS ${stats.peakRssBytes === null ? 'n/a' : mb(stats.peakRssBytes)} MB)`;
+}
+
+/** The lifecycle lines of the notes: keys per 1,000 users, erasure, retention shred. */
+function lifecycleNotes(l: NonNullable<RunMeasurements['lifecycle']>): string[] {
+  if ('error' in l) return [`lifecycle steps failed: ${l.error}`];
+  const per = keysPerThousandUsers(l.keys);
+  const kinds = Object.entries(l.keys.dimensionKeys)
+    .map(([kind, n]) => `${kind} ${per[kind] ?? 0} (${n})`)
+    .join(', ');
+  return [
+    `keys in the vault per 1,000 users (${l.keys.users} users): ${per['all'] ?? 0} in all = ` +
+      `${per['cell'] ?? 0} cell keys (${l.keys.cellKeys}: ${Object.entries(l.keys.cellKeysByClass).map(([c, n]) => `${c} ${n}`).join(', ')}) + ` +
+      `${per['dimension'] ?? 0} dimension keys: ${kinds}`,
+    `erasure of user ${l.erase.user} of tenant ${l.erase.tenant} (the busiest author, ${l.erase.userCellKeys} cell keys): ` +
+      `erase request ${stepText(l.erase.request.stats)}, erase approve (executes: destroys the key, writes the certificate) ` +
+      stepText(l.erase.approve.stats),
+    `monthly retention shred (messages ${l.retention.rule}: ${l.retention.period} due): lifecycle plan ${stepText(l.retention.plan.stats)}, ` +
+      `${l.retention.plan.output.actions} actions, ${l.retention.plan.output.keysToDestroy} keys to destroy; lifecycle apply ` +
+      `${stepText(l.retention.apply.stats)}, ${l.retention.apply.output.keysDestroyed} keys destroyed`,
+  ];
 }
 
 /** The top self-time functions of each profiled lethe step. */
