@@ -69,6 +69,15 @@ export interface PlanObject {
   readonly tenants: readonly string[];
 }
 
+/** What destroying one dimension key makes unreadable, as the vault counted it. */
+export interface PlanKeyUsage {
+  readonly keyId: string;
+  readonly cellKeys: number;
+  readonly cells: number;
+  readonly bytesPlain: number;
+  readonly snapshots: number;
+}
+
 /**
  * Everything the planner decides on. {@link loadPlanInput} (src/lifecycle/state.ts) builds
  * it from a vault and a store; tests build it by hand.
@@ -80,7 +89,17 @@ export interface PlanInput {
   /** storage.objectLock: packs and key files of live snapshots stay locked retainDays after the snapshot. */
   readonly objectLock: { readonly mode: 'GOVERNANCE' | 'COMPLIANCE'; readonly retainDays: number } | null;
   readonly dimensionKeys: readonly PlanDimensionKey[];
+  /**
+   * Cell keys with their tuple facts: at least every one a legal hold (active, or re-wrapped
+   * for a case) concerns. The loader passes only those, so memory follows held data.
+   */
   readonly cellKeys: readonly PlanCellKey[];
+  /**
+   * What each live period key protects, aggregated by the vault. When given it is the
+   * destroy-key impact of a retention shred; without it (hand-built inputs) the impact is
+   * summed from `cellKeys`.
+   */
+  readonly periodKeyUsage?: readonly PlanKeyUsage[];
   readonly heldCellKeys: readonly PlanHeldCellKey[];
   readonly holds: readonly Hold[];
   readonly eraseRequests: readonly EraseRequest[];
@@ -190,6 +209,7 @@ export function planLifecycle(input: PlanInput): Plan {
   for (const key of input.cellKeys) {
     for (const dim of key.dimensionIds) push(cellKeysByDim, dim, key);
   }
+  const usageByKey = input.periodKeyUsage === undefined ? null : new Map(input.periodKeyUsage.map((u) => [u.keyId, u]));
   const heldByKey = new Map<string, PlanHeldCellKey[]>();
   for (const held of input.heldCellKeys) push(heldByKey, held.keyId, held);
 
@@ -285,7 +305,7 @@ export function planLifecycle(input: PlanInput): Plan {
       reason:
         `${parsed.class} of tenant ${parsed.tenant} ${periodWords(parsed.period)} are past the ${maxAgeText} ` +
         `retention since ${day(dueSince)}`,
-      impact: impactOf(affected, [parsed.tenant]),
+      impact: impactOfPeriod(usageByKey, key.id, affected, parsed.tenant),
     });
   }
 
@@ -554,6 +574,18 @@ function vaultBackupTime(obj: PlanObject): Date {
   if (m === null) return obj.lastModified;
   const [, y, mo, d, h, mi, s, ms] = m.map(Number);
   return new Date(Date.UTC(y ?? 0, (mo ?? 1) - 1, d, h, mi, s, ms));
+}
+
+/** A period key's impact: the vault's aggregate when the loader gave one, else summed here. */
+function impactOfPeriod(
+  usage: ReadonlyMap<string, PlanKeyUsage> | null,
+  keyId: string,
+  affected: readonly PlanCellKey[],
+  tenant: string,
+): DestroyImpact {
+  if (usage === null) return impactOf(affected, [tenant]);
+  const u = usage.get(keyId);
+  return { cellKeys: u?.cellKeys ?? 0, cells: u?.cells ?? 0, bytesPlain: u?.bytesPlain ?? 0, snapshots: u?.snapshots ?? 0, tenants: [tenant] };
 }
 
 function impactOf(cells: readonly PlanCellKey[], fallbackTenants: readonly string[]): DestroyImpact {

@@ -33,9 +33,10 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     for await (const info of store.list(prefix)) listed.push({ info, kind });
   }
 
-  const [dimensionKeys, cellKeys, heldCellKeys, holds, requests, snapshotRows, packRefs, keyFileRefs] = await Promise.all([
+  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, packRefs, keyFileRefs] = await Promise.all([
     vault.lifecycleDimensionKeys(),
     vault.lifecycleCellKeys(),
+    vault.lifecyclePeriodKeyUsage(),
     vault.lifecycleHeldCellKeys(),
     vault.listHolds(),
     vault.listEraseRequests(),
@@ -79,6 +80,7 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     objectLock: objectLock === undefined ? null : { mode: objectLock.mode, retainDays: objectLock.retainDays },
     dimensionKeys,
     cellKeys,
+    periodKeyUsage,
     heldCellKeys,
     holds,
     eraseRequests: requests,

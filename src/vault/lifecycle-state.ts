@@ -56,8 +56,12 @@ export async function lifecycleDimensionKeys(ctx: VaultContext): Promise<Lifecyc
 }
 
 /**
- * Every cell key's tuple facts with its usage by complete snapshots (cell rows, plaintext
- * bytes, distinct snapshots), by id. Keys no complete snapshot uses have zero usage.
+ * The cell keys legal holds concern, with their usage by complete snapshots (cell rows,
+ * plaintext bytes, distinct snapshots), by id: those an active hold's tenant, user and
+ * conversation select (the planner checks the dates), and those already re-wrapped for a
+ * case. Only these are ever re-wrapped or weighed against a case key, so memory follows the
+ * held data, not the store: a vault with no holds loads none. Keys no complete snapshot
+ * uses have zero usage.
  */
 export async function lifecycleCellKeys(ctx: VaultContext): Promise<LifecycleCellKey[]> {
   const { rows } = await query<{
@@ -82,7 +86,13 @@ export async function lifecycleCellKeys(ctx: VaultContext): Promise<LifecycleCel
                          count(DISTINCT c.snapshot_id) AS snapshots
                     FROM ${t(ctx, 'snapshot_cells')} c
                     JOIN ${t(ctx, 'snapshots')} s ON s.id = c.snapshot_id AND s.status = 'complete'
+                   WHERE c.tenant IN (SELECT tenant FROM ${t(ctx, 'holds')})
                    GROUP BY c.key_id) u ON u.key_id = k.id
+      WHERE k.id IN (SELECT key_id FROM ${t(ctx, 'held_cell_keys')})
+         OR EXISTS (SELECT 1 FROM ${t(ctx, 'holds')} h
+                     WHERE h.released_at IS NULL AND h.tenant = k.tenant
+                       AND (h.user_id IS NULL OR h.user_id = k.author)
+                       AND (h.conversation IS NULL OR h.conversation = k.conversation))
       ORDER BY k.id COLLATE "C"`,
   );
   return rows.map((r) => ({
@@ -176,4 +186,45 @@ export async function lifecycleKeyFileRefs(ctx: VaultContext, store: string): Pr
 
 function sorted(xs: readonly string[]): string[] {
   return [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** What destroying one dimension key would make unreadable (see DestroyImpact). */
+export interface LifecycleKeyUsage {
+  readonly keyId: string;
+  readonly cellKeys: number;
+  readonly cells: number;
+  readonly bytesPlain: number;
+  /** The largest number of complete snapshots one affected cell key appears in. */
+  readonly snapshots: number;
+}
+
+/**
+ * Per live period key, the cell keys that need it and their usage by complete snapshots,
+ * aggregated by the database: what a retention shred would make unreadable, without
+ * reading every cell key into memory. Sorted by key id.
+ */
+export async function lifecyclePeriodKeyUsage(ctx: VaultContext): Promise<LifecycleKeyUsage[]> {
+  const { rows } = await query<{ key_id: string; cell_keys: string; cells: string; bytes_plain: string; snapshots: string }>(
+    ctx.pool,
+    'aggregating what each period key protects, for lifecycle planning',
+    `SELECT d.key_id, count(*) AS cell_keys, coalesce(sum(u.cells), 0) AS cells,
+            coalesce(sum(u.bytes_plain), 0) AS bytes_plain, coalesce(max(u.snapshots), 0) AS snapshots
+       FROM ${t(ctx, 'cell_keys')} k
+       CROSS JOIN LATERAL unnest(k.dimension_ids) AS d(key_id)
+       LEFT JOIN (SELECT c.key_id, count(*) AS cells, sum(c.bytes_plain) AS bytes_plain,
+                         count(DISTINCT c.snapshot_id) AS snapshots
+                    FROM ${t(ctx, 'snapshot_cells')} c
+                    JOIN ${t(ctx, 'snapshots')} s ON s.id = c.snapshot_id AND s.status = 'complete'
+                   GROUP BY c.key_id) u ON u.key_id = k.id
+      WHERE d.key_id IN (SELECT id FROM ${t(ctx, 'dimension_keys')} WHERE kind = 'period' AND destroyed_at IS NULL)
+      GROUP BY d.key_id
+      ORDER BY d.key_id COLLATE "C"`,
+  );
+  return rows.map((r) => ({
+    keyId: r.key_id,
+    cellKeys: toSafeInt(r.cell_keys, 'a cell key count'),
+    cells: toSafeInt(r.cells, 'a cell count'),
+    bytesPlain: toSafeInt(r.bytes_plain, 'a byte count'),
+    snapshots: toSafeInt(r.snapshots, 'a snapshot count'),
+  }));
 }

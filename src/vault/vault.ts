@@ -95,6 +95,8 @@ import { listHolds, placeHolds, releaseCase, type NewHold } from './holds.ts';
 import type { CellKeyFacts } from '../lifecycle/types.ts';
 import {
   lifecycleCellKeys,
+  lifecyclePeriodKeyUsage,
+  type LifecycleKeyUsage,
   lifecycleDimensionKeys,
   lifecycleHeldCellKeys,
   lifecycleKeyFileRefs,
@@ -462,6 +464,11 @@ export class Vault {
   /** Every cell key's tuple facts with its usage by complete snapshots, by id. */
   lifecycleCellKeys(): Promise<LifecycleCellKey[]> {
     return lifecycleCellKeys(this.#ctx);
+  }
+
+  /** Per live period key: what destroying it would make unreadable, aggregated in SQL. */
+  lifecyclePeriodKeyUsage(): Promise<LifecycleKeyUsage[]> {
+    return lifecyclePeriodKeyUsage(this.#ctx);
   }
 
   /** Every held (re-wrapped) cell key, without its wrapped bytes. */

@@ -5,7 +5,9 @@ import { formatPlan } from '../../../src/lifecycle/plan-format.ts';
 import { parsePeriodKeyId, planLifecycle, type PlanInput } from '../../../src/lifecycle/plan.ts';
 import { RetentionSchema } from '../../../src/lifecycle/rules.ts';
 import { loadPlanInput } from '../../../src/lifecycle/state.ts';
-import { createChatTemplate, createLetheEnv, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
+import { placeHold, releaseHold } from '../../../src/lifecycle/holds.ts';
+import { demoSample } from '../../../src/store/demo-sample.ts';
+import { createChatTemplate, createLetheEnv, queryValue, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { startS3rver, type S3rverHandle } from '../../helpers/s3.ts';
 
 /**
@@ -49,15 +51,17 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
     const kinds = new Set(input.dimensionKeys.map((k) => k.kind));
     for (const kind of ['tenant', 'user', 'conversation', 'period']) expect(kinds).toContain(kind);
     expect(input.dimensionKeys.every((k) => !k.destroyed)).toBe(true);
-    const dimIds = new Set(input.dimensionKeys.map((k) => k.id));
 
-    expect(input.cellKeys.length).toBeGreaterThan(100);
-    for (const c of input.cellKeys) {
-      for (const d of c.dimensionIds) expect(dimIds.has(d)).toBe(true);
-      expect(c.usage.snapshots).toBe(1);
-      expect(c.usage.cells).toBeGreaterThan(0);
+    // No hold: no cell key is loaded (memory follows held data, not the store); what each
+    // period key protects comes aggregated by the vault instead.
+    expect(input.cellKeys).toEqual([]);
+    const periods = input.dimensionKeys.filter((k) => k.kind === 'period').map((k) => k.id);
+    expect(input.periodKeyUsage?.map((u) => u.keyId)).toEqual(periods);
+    for (const u of input.periodKeyUsage ?? []) {
+      expect(u.snapshots).toBe(1);
+      expect(u.cells).toBeGreaterThanOrEqual(u.cellKeys);
+      expect(u.cellKeys).toBeGreaterThan(0);
     }
-    expect(input.cellKeys.some((c) => c.conversation !== null)).toBe(true);
 
     expect(input.snapshots).toHaveLength(1);
     const snap = input.snapshots[0];
@@ -84,9 +88,34 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
     const keyFiles = input.objects.filter((o) => o.kind === 'key-file');
     expect(keyFiles.map((k) => k.key)).toEqual([`keys/${snapshotId}.ndjson`]);
     expect(keyFiles[0]?.referencedBy).toEqual([snapshotId]);
-    // Bytes add up: the cells' plaintext is what the snapshot holds.
-    const bytesPlain = input.cellKeys.reduce((n, c) => n + c.usage.bytesPlain, 0);
-    expect(bytesPlain).toBeGreaterThan(100_000);
+    // Bytes add up: every timestamped cell of the snapshot is under exactly one period key.
+    const bytesPlain = (input.periodKeyUsage ?? []).reduce((n, u) => n + u.bytesPlain, 0);
+    expect(bytesPlain).toBe(
+      Number(await queryValue<string>(env.vaultDb.url, `SELECT sum(bytes_plain)::text AS v FROM lethe.snapshot_cells WHERE period <> '-'`)),
+    );
+  });
+
+  it('loads the cell keys an active hold selects, with their usage, and only those', async () => {
+    const vault = await env.rt.vault();
+    const { tenant, user } = await demoSample(env.chat.url);
+    await placeHold(vault, { caseId: 'STATE-1', tenant, user, reason: 'loader test', actor: 'legal' });
+    try {
+      const held = await loadPlanInput(vault, await env.rt.store(), env.config, NOW);
+      expect(held.cellKeys.length).toBeGreaterThan(0);
+      for (const c of held.cellKeys) {
+        expect([c.tenant, c.author]).toEqual([tenant, user]);
+        expect(c.usage.snapshots).toBe(1);
+        expect(c.usage.cells).toBeGreaterThan(0);
+      }
+      const expected = await queryValue<string>(
+        env.vaultDb.url,
+        'SELECT count(*)::text AS v FROM lethe.cell_keys WHERE tenant = $1 AND author = $2',
+        [tenant, user],
+      );
+      expect(held.cellKeys.length).toBe(Number(expected));
+    } finally {
+      await releaseHold(vault, 'STATE-1', 'legal');
+    }
   });
 
   it('plans nothing without retention rules, however late', () => {
@@ -108,7 +137,9 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
     expect(expected.length).toBeGreaterThan(3);
     expect(destroyed).toEqual(expected);
     const cells = plan.actions.reduce((n, a) => n + (a.kind === 'destroy-key' ? a.impact.cells : 0), 0);
-    expect(cells).toBe(late.cellKeys.filter((c) => c.class === 'messages' && c.period !== '-').reduce((n, c) => n + c.usage.cells, 0));
+    expect(cells).toBe(
+      Number(await queryValue<string>(env.vaultDb.url, `SELECT count(*)::text AS v FROM lethe.snapshot_cells WHERE data_class = 'messages' AND period <> '-'`)),
+    );
     expect(plan.summary.keysToDestroy).toBe(expected.length);
 
     // Only what is past 30 days plus its month at a date inside the data: fewer keys.
