@@ -15,6 +15,9 @@ export type OpenedKey =
  * (case key in the destroyed key's place) is tried instead. Unwrapped identities are cached
  * for the life of the run (one run, one process); nothing is written anywhere.
  */
+/** Opened cell keys kept per run; dimension keys (far fewer) are all kept. */
+const MAX_CACHED_CELL_KEYS = 20_000;
+
 export class KeyOpener {
   private readonly dimensionIdentities = new Map<string, string | null>();
   private readonly cellIdentities = new Map<string, OpenedKey>();
@@ -31,6 +34,12 @@ export class KeyOpener {
   async prefetch(keyIds: readonly string[]): Promise<void> {
     const wanted = keyIds.filter((id) => !this.cellIdentities.has(id));
     if (wanted.length === 0) return;
+    // Bounded: a run over millions of cells keeps only the most recently opened keys (a
+    // Map iterates in insertion order, so the first entries are the oldest).
+    for (const id of this.cellIdentities.keys()) {
+      if (this.cellIdentities.size + wanted.length <= MAX_CACHED_CELL_KEYS) break;
+      this.cellIdentities.delete(id);
+    }
     const ids = [...new Set(wanted)];
     const cellKeys = await this.vault.getCellKeys(ids);
     const heldWrappings = await this.vault.getHeldCellKeys(ids);
