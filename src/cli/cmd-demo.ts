@@ -40,6 +40,16 @@ storage:
   path: objects
 masterKey:
   file: master.key
+# Retention to try \`lethe lifecycle plan\` on: the demo's history is two years long, so
+# a year of message months is already due. Nothing is destroyed until you run
+# \`lethe lifecycle apply\`.
+retention:
+  classes:
+    messages: 365d
+    attachments: 365d
+  snapshots:
+    keepLast: 10
+  graceWindowDays: 7
 `;
 }
 
@@ -127,7 +137,10 @@ async function runDemo(ctx: CommandContext): Promise<number> {
       say(`  npx lethe snapshots --config ${configFile}`);
       say(`  npx lethe verify --snapshot ${first.snapshotId} --config ${configFile}`);
       say(`  npx lethe audit verify --config ${configFile}`);
+      say(`  npx lethe lifecycle plan --config ${configFile}          # what retention makes due (changes nothing)`);
       say(`A user with messages in several months: tenant ${sample.tenant}, user ${sample.user}, conversation ${sample.conversation}`);
+      say(`  npx lethe hold place --case CASE-1 --tenant ${sample.tenant} --user ${sample.user} --reason "litigation" --actor legal --config ${configFile}`);
+      say(`  npx lethe erase request --tenant ${sample.tenant} --user ${sample.user} --reason "GDPR Art. 17" --actor dpo-1 --config ${configFile}`);
     }
     return verified.ok ? ExitCode.OK : ExitCode.CHECK_FAILED;
   } finally {
