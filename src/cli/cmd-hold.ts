@@ -1,5 +1,5 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
-import { listHolds, placeHold, releaseHold } from '../lifecycle/holds.ts';
+import { holdToJson, listHolds, placeHold, releaseHold } from '../lifecycle/holds.ts';
 import type { Hold } from '../lifecycle/types.ts';
 import type { Command } from './commands.ts';
 import { stringOpt } from './format.ts';
@@ -13,23 +13,6 @@ import { stringOpt } from './format.ts';
 const PLACE_USAGE =
   'hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT --actor NAME [--json] [--config FILE]';
 
-function holdJson(h: Hold): Record<string, unknown> {
-  return {
-    id: h.id,
-    caseId: h.caseId,
-    tenant: h.tenant,
-    user: h.user,
-    conversation: h.conversation,
-    from: h.from?.toISOString() ?? null,
-    to: h.to?.toISOString() ?? null,
-    reason: h.reason,
-    placedBy: h.placedBy,
-    placedAt: h.placedAt.toISOString(),
-    releasedBy: h.releasedBy,
-    releasedAt: h.releasedAt?.toISOString() ?? null,
-    active: h.releasedAt === null,
-  };
-}
 
 /** What a selector pins, in words. */
 export function describeSelector(h: Hold): string {
@@ -75,7 +58,7 @@ export const holdPlaceCommand: Command = {
     };
     const rt = await ctx.runtime();
     const hold = await placeHold(await rt.vault(), input);
-    if (ctx.json) ctx.out(JSON.stringify(holdJson(hold)));
+    if (ctx.json) ctx.out(JSON.stringify(holdToJson(hold)));
     else {
       ctx.out(`legal hold placed: case ${hold.caseId} (${describeSelector(hold)}), by ${hold.placedBy}`);
       ctx.out('No key whose destruction would make this data unreadable will be destroyed until the case is released.');
@@ -95,7 +78,7 @@ export const holdReleaseCommand: Command = {
     const actor = need(stringOpt(ctx.values, 'actor'), '--actor NAME', RELEASE_USAGE);
     const rt = await ctx.runtime();
     const released = await releaseHold(await rt.vault(), caseId, actor, stringOpt(ctx.values, 'reason'));
-    if (ctx.json) ctx.out(JSON.stringify({ caseId, released: released.map(holdJson) }));
+    if (ctx.json) ctx.out(JSON.stringify({ caseId, released: released.map(holdToJson) }));
     else {
       ctx.out(`case ${caseId} released by ${actor}: ${released.length} selector(s)`);
       for (const h of released) ctx.out(`  ${describeSelector(h)}`);
@@ -113,7 +96,7 @@ export const holdListCommand: Command = {
     const rt = await ctx.runtime();
     const all = ctx.values['all'] === true;
     const holds = await listHolds(await rt.vault(), { activeOnly: !all });
-    if (ctx.json) ctx.out(JSON.stringify({ holds: holds.map(holdJson) }));
+    if (ctx.json) ctx.out(JSON.stringify({ holds: holds.map(holdToJson) }));
     else if (holds.length === 0) ctx.out(all ? 'no legal holds' : 'no active legal holds (--all shows released ones too)');
     else {
       for (const h of holds) {

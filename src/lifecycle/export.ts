@@ -12,6 +12,7 @@ import { readCell } from '../restore/cell-reader.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { SnapshotCell, Vault } from '../vault/index.ts';
 import { holdCovers } from './hold-match.ts';
+import { holdToJson } from './holds.ts';
 import type { CellKeyFacts, Hold } from './types.ts';
 
 export interface ExportOptions {
@@ -154,7 +155,7 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
       format: 'lethe.export.v1',
       caseId: options.caseId,
       exportedAt: new Date().toISOString(),
-      selectors: holds.map(describeHold),
+      selectors: holds.map(holdToJson),
       snapshots: used,
       cells,
       rowsByTable,
@@ -177,19 +178,6 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
   }
 }
 
-function describeHold(h: Hold): Record<string, unknown> {
-  return {
-    tenant: h.tenant,
-    user: h.user,
-    conversation: h.conversation,
-    from: h.from?.toISOString() ?? null,
-    to: h.to?.toISOString() ?? null,
-    reason: h.reason,
-    placedBy: h.placedBy,
-    placedAt: h.placedAt.toISOString(),
-    releasedAt: h.releasedAt?.toISOString() ?? null,
-  };
-}
 
 async function refuseNonEmpty(dir: string): Promise<void> {
   let entries: string[];

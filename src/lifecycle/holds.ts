@@ -188,3 +188,22 @@ export async function listHolds(vault: Vault, options: { activeOnly?: boolean } 
   const all = await vault.listHolds();
   return options.activeOnly === true ? all.filter((h) => h.releasedAt === null) : all;
 }
+
+/** A hold as JSON: what `hold list --json` prints and `export` records for each selector. */
+export function holdToJson(h: Hold): Record<string, unknown> {
+  return {
+    id: h.id,
+    caseId: h.caseId,
+    tenant: h.tenant,
+    user: h.user,
+    conversation: h.conversation,
+    from: h.from?.toISOString() ?? null,
+    to: h.to?.toISOString() ?? null,
+    reason: h.reason,
+    placedBy: h.placedBy,
+    placedAt: h.placedAt.toISOString(),
+    releasedBy: h.releasedBy,
+    releasedAt: h.releasedAt?.toISOString() ?? null,
+    active: h.releasedAt === null,
+  };
+}
