@@ -5,16 +5,7 @@ import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
 
 /** One selector to store; the vault adds the id and placement time. */
-export interface NewHold {
-  readonly caseId: string;
-  readonly tenant: string;
-  readonly user: string | null;
-  readonly conversation: string | null;
-  readonly from: Date | null;
-  readonly to: Date | null;
-  readonly reason: string;
-  readonly placedBy: string;
-}
+export type NewHold = Pick<Hold, 'caseId' | 'tenant' | 'user' | 'conversation' | 'from' | 'to' | 'reason' | 'placedBy'>;
 
 interface HoldRow {
   id: string;
