@@ -3,6 +3,9 @@ import { restore, verify } from '../jobs/tasks.ts';
 import type { Command } from './commands.ts';
 import { actorName, duration, stringOpt } from './format.ts';
 
+/** Destroyed keys listed one per line before the rest is summed up (all are in --json). */
+const SHREDDED_LINES = 20;
+
 export const verifyCommand: Command = {
   name: 'verify',
   usage: 'verify [--snapshot ID|latest] [--json] [--config FILE]',
@@ -22,8 +25,11 @@ export const verifyCommand: Command = {
           `${result.cellsShredded} shredded, ${result.cellsFailed} failed, ${result.rows} rows restored in ${duration(result.durationMs)}`,
       );
       for (const f of result.findings) ctx.out(`  ${f.code}  ${f.subject}: ${f.problem}`);
-      for (const s of result.shredded) {
+      for (const s of result.shredded.slice(0, SHREDDED_LINES)) {
         ctx.out(`  shredded  ${s.cells} cell(s) by ${s.keyId}: destroyed ${s.record.destroyedAt.toISOString()} by ${s.record.actor} (${s.record.reason}; audit #${s.record.auditSeq})`);
+      }
+      if (result.shredded.length > SHREDDED_LINES) {
+        ctx.out(`  … and ${result.shredded.length - SHREDDED_LINES} more destroyed keys (every one with its record: --json)`);
       }
       if (result.constraintsNotValidated.length > 0) {
         ctx.out(`  ${result.constraintsNotValidated.length} foreign key(s) hold only NOT VALID: rows refer to shredded rows`);
