@@ -1,7 +1,19 @@
 import { periodRange } from '../cells/periods.ts';
 import { activeHolds, caseKeyId, holdCovers } from './hold-match.ts';
 import { addDuration, formatDuration, maxAgeFor, type RetentionRules, type SnapshotPolicy } from './rules.ts';
-import type { CellKeyFacts, DestructionCause, EraseRequest, EraseScope, Hold } from './types.ts';
+import type {
+  CellKeyFacts,
+  CellKeyUsage,
+  DestructionCause,
+  EraseRequest,
+  EraseScope,
+  HeldCellKeyFacts,
+  Hold,
+  KeyUsage,
+  SnapshotFacts,
+} from './types.ts';
+
+export type { CellKeyUsage };
 
 /**
  * The lifecycle planner: a pure function from the vault's and the bucket's state, the
@@ -20,33 +32,13 @@ export interface PlanDimensionKey {
   readonly destroyed: boolean;
 }
 
-/** Cells of complete snapshots using a cell key. */
-export interface CellKeyUsage {
-  /** Cell rows (one per table, per snapshot). */
-  readonly cells: number;
-  readonly bytesPlain: number;
-  /** Complete snapshots holding at least one cell of this key. */
-  readonly snapshots: number;
-}
-
 export interface PlanCellKey extends CellKeyFacts {
   readonly usage: CellKeyUsage;
 }
 
-/** A cell key re-wrapped for a case (a `held_cell_keys` row, without the wrapped bytes). */
-export interface PlanHeldCellKey {
-  readonly caseId: string;
-  readonly keyId: string;
-  /** Innermost first; the case key takes the destroyed key's place. */
-  readonly dimensionIds: readonly string[];
-}
+export type PlanHeldCellKey = HeldCellKeyFacts;
 
-export interface PlanSnapshot {
-  readonly id: string;
-  readonly status: 'running' | 'complete' | 'abandoned' | 'expired';
-  readonly startedAt: Date;
-  readonly completedAt: Date | null;
-  readonly manifestKey: string | null;
+export interface PlanSnapshot extends SnapshotFacts {
   /** The manifest object's lock; null when it has none (or the manifest is gone). */
   readonly manifestRetainUntil: Date | null;
 }
@@ -69,14 +61,7 @@ export interface PlanObject {
   readonly tenants: readonly string[];
 }
 
-/** What destroying one dimension key makes unreadable, as the vault counted it. */
-export interface PlanKeyUsage {
-  readonly keyId: string;
-  readonly cellKeys: number;
-  readonly cells: number;
-  readonly bytesPlain: number;
-  readonly snapshots: number;
-}
+export type PlanKeyUsage = KeyUsage;
 
 /**
  * Everything the planner decides on. {@link loadPlanInput} (src/lifecycle/state.ts) builds

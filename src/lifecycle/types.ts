@@ -1,3 +1,5 @@
+import type { SnapshotStatus } from '../vault/snapshots.ts';
+
 /**
  * The lifecycle's vocabulary, shared by the planner, apply, holds, deletion requests and the
  * CLI. Plain data only: everything here round-trips through JSON.
@@ -74,4 +76,40 @@ export interface CellKeyFacts {
   readonly conversation: string | null;
   /** Innermost first, as wrapped. */
   readonly dimensionIds: readonly string[];
+}
+
+/** Cells of complete snapshots using a cell key. */
+export interface CellKeyUsage {
+  /** Cell rows (one per table, per snapshot). */
+  readonly cells: number;
+  readonly bytesPlain: number;
+  /** Complete snapshots holding at least one cell of this key. */
+  readonly snapshots: number;
+}
+
+/** A cell key re-wrapped for a case (a `held_cell_keys` row, without the wrapped bytes). */
+export interface HeldCellKeyFacts {
+  readonly caseId: string;
+  readonly keyId: string;
+  /** Innermost first; the case key takes the destroyed key's place. */
+  readonly dimensionIds: readonly string[];
+}
+
+/** What destroying one dimension key makes unreadable, as the vault counted it. */
+export interface KeyUsage {
+  readonly keyId: string;
+  readonly cellKeys: number;
+  readonly cells: number;
+  readonly bytesPlain: number;
+  /** The largest number of complete snapshots one affected cell key appears in. */
+  readonly snapshots: number;
+}
+
+/** A snapshot as lifecycle planning sees it, in any status. */
+export interface SnapshotFacts {
+  readonly id: string;
+  readonly status: SnapshotStatus;
+  readonly startedAt: Date;
+  readonly completedAt: Date | null;
+  readonly manifestKey: string | null;
 }

@@ -1,4 +1,4 @@
-import type { CellKeyFacts } from '../lifecycle/types.ts';
+import type { CellKeyFacts, CellKeyUsage, HeldCellKeyFacts, KeyUsage, SnapshotFacts } from '../lifecycle/types.ts';
 import { query, toSafeInt, type VaultContext } from './db.ts';
 
 /**
@@ -16,22 +16,12 @@ export interface LifecycleDimensionKey {
 
 export interface LifecycleCellKey extends CellKeyFacts {
   /** Over the cells of complete snapshots only. */
-  readonly usage: { readonly cells: number; readonly bytesPlain: number; readonly snapshots: number };
+  readonly usage: CellKeyUsage;
 }
 
-export interface LifecycleHeldCellKey {
-  readonly caseId: string;
-  readonly keyId: string;
-  readonly dimensionIds: readonly string[];
-}
+export type LifecycleHeldCellKey = HeldCellKeyFacts;
 
-export interface LifecycleSnapshot {
-  readonly id: string;
-  readonly status: 'running' | 'complete' | 'abandoned' | 'expired';
-  readonly startedAt: Date;
-  readonly completedAt: Date | null;
-  readonly manifestKey: string | null;
-}
+export type LifecycleSnapshot = SnapshotFacts;
 
 /** An object (pack or key file) and the snapshots and tenants whose cells need it. */
 export interface LifecycleObjectRefs {
@@ -188,15 +178,7 @@ function sorted(xs: readonly string[]): string[] {
   return [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/** What destroying one dimension key would make unreadable (see DestroyImpact). */
-export interface LifecycleKeyUsage {
-  readonly keyId: string;
-  readonly cellKeys: number;
-  readonly cells: number;
-  readonly bytesPlain: number;
-  /** The largest number of complete snapshots one affected cell key appears in. */
-  readonly snapshots: number;
-}
+export type LifecycleKeyUsage = KeyUsage;
 
 /**
  * Per live period key, the cell keys that need it and their usage by complete snapshots,
