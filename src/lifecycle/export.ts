@@ -9,6 +9,7 @@ import { KeyOpener } from '../keys/index.ts';
 import { readManifest, type CellEntry } from '../manifest/index.ts';
 import type { Mapping } from '../mapping/index.ts';
 import { readCell } from '../restore/cell-reader.ts';
+import { digestKeyLookup } from '../restore/digest-keys.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { SnapshotCell, Vault } from '../vault/index.ts';
 import { holdCovers } from './hold-match.ts';
@@ -69,6 +70,7 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
   await mkdir(work, { recursive: true, mode: 0o700 });
   const files = new Map<string, WriteStream>();
   const opener = new KeyOpener(vault, options.masterIdentity);
+  const digestKey = digestKeyLookup(vault);
   const tenants = new Set(holds.map((h) => h.tenant));
   const seen = new Set<string>();
   const rowsByTable: Record<string, number> = {};
@@ -100,7 +102,7 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
           const read = await readCell(toEntry(cell), {
             store,
             key: await opener.open(cell.key),
-            digestKey: await digestKey(vault, cell.tenant),
+            digestKey: await digestKey(cell.tenant),
             columns: tableColumns ?? [],
           });
           if (read.status !== 'ok' || tableColumns === undefined) {
@@ -221,23 +223,6 @@ async function tableColumns(vault: Vault, store: ObjectStore): Promise<Map<strin
   return columns;
 }
 
-const digestKeys = new WeakMap<Vault, Map<string, Uint8Array>>();
-
-async function digestKey(vault: Vault, tenant: string | null): Promise<Uint8Array> {
-  let cache = digestKeys.get(vault);
-  if (cache === undefined) {
-    cache = new Map<string, Uint8Array>();
-    digestKeys.set(vault, cache);
-  }
-  const name = tenant ?? '';
-  let key = cache.get(name);
-  if (key === undefined) {
-    key = (await vault.getDigestKeys([name])).get(name);
-    if (key === undefined) throw new LetheError(ErrorCode.VAULT, `the vault has no digest key for tenant "${name}"`);
-    cache.set(name, key);
-  }
-  return key;
-}
 
 /**
  * Keeps a row when some selector's dates include its timestamp. Only a timestamp in the

@@ -12,6 +12,7 @@ import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
 import type { DestructionRecord } from '../lifecycle/types.ts';
 import { readCell, type ReadCell } from './cell-reader.ts';
+import { digestKeyLookup } from './digest-keys.ts';
 
 /** One problem found while reading a snapshot. */
 export interface Finding {
@@ -155,21 +156,11 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
 
   let ddl: { preData: string[]; postData: string[] } = { preData: [], postData: [] };
   const columnsOf = new Map<string, readonly string[]>();
-  const digestKeys = new Map<string, Uint8Array>();
   let copy: { table: string; stream: TableCopy } | undefined;
   let copyBroken = false;
   let batch: CellEntry[] = [];
 
-  const digestKeyFor = async (tenant: string | null): Promise<Uint8Array> => {
-    const name = tenant ?? '';
-    let key = digestKeys.get(name);
-    if (key === undefined) {
-      key = (await vault.getDigestKeys([name])).get(name);
-      if (key === undefined) throw new LetheError(ErrorCode.VAULT, `the vault has no digest key for tenant "${name}"`);
-      digestKeys.set(name, key);
-    }
-    return key;
-  };
+  const digestKeyFor = digestKeyLookup(vault);
 
   const load = async (cell: CellEntry, read: ReadCell): Promise<void> => {
     tally.cells += 1;
