@@ -85,9 +85,9 @@ export function newHeader(recipients: readonly FileKeyWrapper[]): NewHeader {
 
 /**
  * The file key of a parsed header: the first one any identity unwraps from the stanzas (in
- * identity order), once the header MAC verifies with it. Throws AgeFailure(NO_IDENTITY) when
- * none unwraps, AgeFailure(HEADER_MAC) when the MAC does not verify, and LetheError(CRYPTO)
- * for a malformed X25519 stanza.
+ * identity order), once the header MAC verifies with it. Throws AgeFailure(MALFORMED) for a
+ * malformed X25519 stanza, AgeFailure(NO_IDENTITY) when no identity unwraps, and
+ * AgeFailure(HEADER_MAC) when the MAC does not verify.
  */
 export function openHeader(header: Header, identities: readonly FileKeyUnwrapper[]): Uint8Array {
   let fileKey: Uint8Array | null = null;

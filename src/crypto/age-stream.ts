@@ -40,8 +40,9 @@ export function encryptStream(
  * Decrypts an age v1 file from `source` with any of the identities, chunk by chunk.
  * Identities are checked now: throws LetheError(KEY) for an empty or malformed list. While
  * iterating, throws LetheError(CRYPTO) when no identity opens the file or it is malformed,
- * truncated or modified. Each yielded chunk is authenticated, but only a clean end proves
- * that nothing was cut off: treat the output as untrusted until the iteration ends. Errors thrown by `source` pass
+ * truncated or modified (`details.ageProblem` says which: see ageProblemOf, age-errors.ts).
+ * Each yielded chunk is authenticated, but only a clean end proves that nothing was cut off:
+ * treat the output as untrusted until the iteration ends. Errors thrown by `source` pass
  * through unchanged; an abort throws LetheError(ABORTED).
  */
 export function decryptStream(

@@ -24,10 +24,11 @@ export function encryptBytes(
 }
 
 /**
- * Decrypts one binary age v1 file with any of the identities and returns the plaintext.
- * Throws LetheError(KEY) for an empty or malformed identity list, and LetheError(CRYPTO)
- * when no identity opens the file or it is malformed, truncated or modified. Messages never
- * contain key material or file content.
+ * Decrypts one binary age v1 file with any of the identities and returns the plaintext, only
+ * once all of it has authenticated. Throws LetheError(KEY) for an empty or malformed identity
+ * list, and LetheError(CRYPTO) when no identity opens the file or it is malformed, truncated
+ * or modified (`details.ageProblem` says which: see ageProblemOf, age-errors.ts). Messages
+ * never contain key material or file content.
  */
 export function decryptBytes(
   cipher: Uint8Array,

@@ -3,6 +3,7 @@ import { createCipheriv, createDecipheriv, diffieHellman, type KeyObject } from 
 // Decrypter (the tests use it as an interop oracle); nothing of it runs in lethe.
 import type { Identity, Recipient } from 'age-encryption';
 import { ErrorCode, LetheError } from '../errors/index.ts';
+import { AgeFailure, AgeProblem } from './age-errors.ts';
 import { decodeBase64, encodeBase64, type Stanza } from './age-format.ts';
 import { decodeIdentity, decodeRecipient, encodeRecipient } from './bech32.ts';
 import { hkdfSha256 } from './hkdf.ts';
@@ -70,7 +71,8 @@ export class FastX25519Identity implements Identity {
 
   /**
    * The file key from the first X25519 stanza this identity opens, or null when none is
-   * for it. Throws LetheError(CRYPTO) for a malformed X25519 stanza, as the age spec asks.
+   * for it. Throws AgeFailure(MALFORMED) for a malformed X25519 stanza: the age spec makes
+   * that a broken header, not a stanza for another key.
    */
   unwrapFileKey(stanzas: Stanza[]): Uint8Array | null {
     for (const stanza of stanzas) {
@@ -133,6 +135,6 @@ function open(key: Buffer, body: Uint8Array): Uint8Array | null {
   }
 }
 
-function malformed(why: string): LetheError {
-  return new LetheError(ErrorCode.CRYPTO, `age file has a malformed X25519 stanza: ${why}`);
+function malformed(why: string): AgeFailure {
+  return new AgeFailure(AgeProblem.MALFORMED, `an X25519 stanza is malformed: ${why}`);
 }

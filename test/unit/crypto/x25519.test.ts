@@ -11,6 +11,8 @@ import {
   FastX25519Recipient,
   generateKeyPair,
 } from '../../../src/crypto/index.ts';
+import { AgeFailure, AgeProblem, ageProblemOf } from '../../../src/crypto/age-errors.ts';
+import { encryptTo } from '../../../src/crypto/age.ts';
 import { encodeRecipient } from '../../../src/crypto/bech32.ts';
 import { letheError } from './support.ts';
 
@@ -73,9 +75,21 @@ describe('FastX25519Identity.unwrapFileKey', () => {
       new Stanza(['X25519', base64nopad.encode(new Uint8Array(32))], good.body),
       /low-order/,
     ],
-  ])('throws CRYPTO for a stanza with %s', async (_, stanza, why) => {
-    const err = await letheError(() => identity.unwrapFileKey([stanza]), ErrorCode.CRYPTO);
+  ])('refuses a stanza with %s as a malformed header', async (_, stanza, why) => {
+    let thrown: unknown;
+    try {
+      identity.unwrapFileKey([stanza]);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(AgeFailure);
+    expect((thrown as AgeFailure).problem).toBe(AgeProblem.MALFORMED);
+    expect((thrown as AgeFailure).message).toMatch(why);
+    // And the readers report it as CRYPTO, naming the problem.
+    const file = encryptTo(new Uint8Array(1), [{ wrapFileKey: () => [stanza] }]);
+    const err = await letheError(() => decryptBytes(file, [alice.identity]), ErrorCode.CRYPTO);
     expect(err.message).toMatch(why);
+    expect(ageProblemOf(err)).toBe(AgeProblem.MALFORMED);
   });
 });
 
