@@ -19,6 +19,15 @@ const RECIPIENT_CACHE_SIZE = 256;
 const recipientCache = new Map<string, FastX25519Recipient>();
 
 /**
+ * The failure for a file that ends before its payload nonce is complete: a malformed file,
+ * not a damaged payload, as the age reference and its test vectors class it (the nonce is
+ * read with the header, before any payload).
+ */
+export function nonceCutShort(): AgeFailure {
+  return new AgeFailure(AgeProblem.MALFORMED, 'it ends inside the nonce that follows its header');
+}
+
+/**
  * The X25519 recipients for `recipients` (`age1...`). Throws LetheError(KEY) for an empty list
  * or a malformed recipient, so bad input fails before any data is read.
  */

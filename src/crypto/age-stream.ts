@@ -3,6 +3,7 @@ import { AgeFailure, AgeProblem, ageError } from './age-errors.ts';
 import { HeaderParser, type Header } from './age-format.ts';
 import {
   newHeader,
+  nonceCutShort,
   openHeader,
   parseIdentities,
   parseRecipients,
@@ -99,7 +100,7 @@ async function* decrypting(
     const nonce = new Uint8Array(PAYLOAD_NONCE_BYTES);
     let input: Uint8Array | null = rest;
     for (let have = 0; ; input = await reader.next()) {
-      if (input === null) throw new AgeFailure(AgeProblem.PAYLOAD, 'it ends inside its nonce');
+      if (input === null) throw nonceCutShort();
       const taken = Math.min(PAYLOAD_NONCE_BYTES - have, input.length);
       nonce.set(input.subarray(0, taken), have);
       have += taken;

@@ -1,7 +1,8 @@
-import { AgeFailure, AgeProblem, ageError } from './age-errors.ts';
+import { ageError } from './age-errors.ts';
 import { parseHeader } from './age-format.ts';
 import {
   newHeader,
+  nonceCutShort,
   openHeader,
   parseIdentities,
   parseRecipients,
@@ -65,7 +66,7 @@ export function decryptWith(
     const { header, rest } = parseHeader(cipher);
     const fileKey = openHeader(header, identities);
     if (rest.length < PAYLOAD_NONCE_BYTES) {
-      throw new AgeFailure(AgeProblem.PAYLOAD, 'it ends inside its nonce');
+      throw nonceCutShort();
     }
     const nonce = rest.subarray(0, PAYLOAD_NONCE_BYTES);
     return openPayload(payloadKey(fileKey, nonce), rest.subarray(PAYLOAD_NONCE_BYTES));

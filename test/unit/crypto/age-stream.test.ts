@@ -8,6 +8,7 @@ import {
   encryptStream,
   generateKeyPair,
 } from '../../../src/crypto/index.ts';
+import { AgeProblem, ageProblemOf } from '../../../src/crypto/age-errors.ts';
 import {
   chunked,
   chunkSizes,
@@ -251,10 +252,19 @@ describe('streaming without holding on to the source', () => {
     const headerEnd =
       Buffer.from(cipher).indexOf('\n', Buffer.from(cipher).indexOf('\n---') + 1) + 1;
     for (const cut of [0, 10, headerEnd - 1, headerEnd, headerEnd + 15, headerEnd + 16]) {
-      await letheError(
-        () => collect(decryptStream(chunked(cipher.subarray(0, cut), [7]), [alice.identity])),
+      const truncated = cipher.subarray(0, cut);
+      const err = await letheError(
+        () => collect(decryptStream(chunked(truncated, [7]), [alice.identity])),
         ErrorCode.CRYPTO,
       );
+      // Inside the nonce is a malformed file, as age classes it; after it, a cut payload.
+      const problem = cut < headerEnd + 16 ? AgeProblem.MALFORMED : AgeProblem.PAYLOAD;
+      expect(ageProblemOf(err), `cut at ${cut}`).toBe(problem);
+      const whole = await letheError(
+        () => decryptBytes(truncated, [alice.identity]),
+        ErrorCode.CRYPTO,
+      );
+      expect(whole.details).toEqual(err.details);
     }
   });
 });
