@@ -12,6 +12,7 @@ const FILE_KEY_BYTES = 16;
 /** Bytes of the payload nonce that follows the header. */
 export const PAYLOAD_NONCE_BYTES = 16;
 const HEADER_LABEL = 'header';
+const SCRYPT_TYPE = 'scrypt';
 
 // Recipients are public and lethe encrypts to the same few (dimension and master keys) over
 // and over; decoding and importing one costs as much as a third of a small file.
@@ -95,10 +96,18 @@ export function newHeader(recipients: readonly FileKeyWrapper[]): NewHeader {
 /**
  * The file key of a parsed header: the first one any identity unwraps from the stanzas (in
  * identity order), once the header MAC verifies with it. Throws AgeFailure(MALFORMED) for a
- * malformed X25519 stanza, AgeFailure(NO_IDENTITY) when no identity unwraps, and
- * AgeFailure(HEADER_MAC) when the MAC does not verify.
+ * header where an scrypt stanza is not alone or for a malformed X25519 stanza,
+ * AgeFailure(NO_IDENTITY) when no identity unwraps, and AgeFailure(HEADER_MAC) when the MAC
+ * does not verify.
  */
 export function openHeader(header: Header, identities: readonly FileKeyUnwrapper[]): Uint8Array {
+  // The age spec: an scrypt stanza must be the only one, so that a passphrase-encrypted file
+  // stays authenticated by the passphrase, and an identity that reads scrypt must refuse a
+  // header that breaks the rule. lethe has no such identity, but refuses these headers all
+  // the same, whatever the identities: no age implementation writes one.
+  if (header.stanzas.length > 1 && header.stanzas.some((s) => s.args[0] === SCRYPT_TYPE)) {
+    throw new AgeFailure(AgeProblem.MALFORMED, 'an scrypt stanza is not the only stanza');
+  }
   let fileKey: Uint8Array | null = null;
   for (const identity of identities) {
     fileKey = identity.unwrapFileKey(header.stanzas);

@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import { decryptBytes, encryptBytes, generateKeyPair } from '../../../src/crypto/index.ts';
+import { AgeProblem, ageProblemOf } from '../../../src/crypto/age-errors.ts';
+import { encryptTo } from '../../../src/crypto/age.ts';
+import { parseRecipients } from '../../../src/crypto/age-header.ts';
 import { allMessages, expectSameBytes, letheError, plaintexts } from './support.ts';
 
 const alice = generateKeyPair();
@@ -73,6 +76,28 @@ describe('encryptBytes / decryptBytes', () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it('refuses a header with an scrypt stanza beside others, even one it opens', async () => {
+    // The age spec lets an scrypt stanza only stand alone; lethe refuses it whatever the keys.
+    const scrypt = {
+      wrapFileKey: () => [
+        { args: ['scrypt', 'c2FsdHNhbHRzYWx0c2FsdA', '10'], body: new Uint8Array(32) },
+      ],
+    };
+    const [toAlice] = parseRecipients([alice.recipient]);
+    if (toAlice === undefined) throw new Error('no recipient');
+    const mixed = encryptTo(new Uint8Array(3), [toAlice, scrypt]);
+    const err = await letheError(() => decryptBytes(mixed, [alice.identity]), ErrorCode.CRYPTO);
+    expect(ageProblemOf(err)).toBe(AgeProblem.MALFORMED);
+    expect(err.message).toMatch(/an scrypt stanza is not the only stanza/);
+    // Alone, it is just a stanza for no identity lethe has.
+    const alone = encryptTo(new Uint8Array(3), [scrypt]);
+    const noKey = await letheError(() => decryptBytes(alone, [alice.identity]), ErrorCode.CRYPTO);
+    expect(ageProblemOf(noKey)).toBe(AgeProblem.NO_IDENTITY);
+    // And an X25519 file still opens: the rule is about scrypt only.
+    const plain = await decryptBytes(encryptTo(new Uint8Array(3), [toAlice]), [alice.identity]);
+    expect(plain).toHaveLength(3);
   });
 
   it('never echoes content of a non-age input (which may be an identity)', async () => {
