@@ -48,22 +48,28 @@ export function sealPayload(key: Uint8Array, plain: Uint8Array, out: Uint8Array,
 
 /**
  * Opens a whole payload and returns the plaintext in a buffer of its own. Throws
- * AgeFailure(PAYLOAD) when it is empty or truncated, has data after its final chunk, ends in
- * an empty chunk after others, or any chunk fails authentication.
+ * AgeFailure(PAYLOAD) when it is empty, ends without a final chunk, has data after its final
+ * chunk, ends in an empty chunk after others, or a chunk fails authentication; then nothing
+ * is returned. It decides chunk by chunk exactly as {@link PayloadOpener}, so both readers
+ * accept the same payloads and give the same reason for refusing one.
  */
 export function openPayload(key: Uint8Array, sealed: Uint8Array): Uint8Array {
-  if (sealed.length === 0) throw payloadFailure('it ends before its first chunk');
-  const chunks = Math.ceil(sealed.length / SEALED_CHUNK_BYTES);
-  const lastLength = sealed.length - (chunks - 1) * SEALED_CHUNK_BYTES;
-  checkFinalChunk(lastLength, chunks - 1);
-  const out = Buffer.allocUnsafeSlow(sealed.length - chunks * TAG_BYTES);
-  const nonce = Buffer.alloc(NONCE_BYTES);
-  for (let index = 0, at = 0; index < chunks; index++) {
-    const from = index * SEALED_CHUNK_BYTES;
-    const chunk = sealed.subarray(from, from + SEALED_CHUNK_BYTES);
-    at += open(key, setNonce(nonce, index, index === chunks - 1), chunk, out, at, index);
+  const reader = new ChunkReader(key);
+  const tail = sealed.length % SEALED_CHUNK_BYTES;
+  const full = (sealed.length - tail) / SEALED_CHUNK_BYTES;
+  const out = Buffer.allocUnsafeSlow(full * CHUNK_BYTES + Math.max(0, tail - TAG_BYTES));
+  let at = 0;
+  try {
+    for (let from = 0; from < sealed.length; from += SEALED_CHUNK_BYTES) {
+      at += reader.open(sealed.subarray(from, from + SEALED_CHUNK_BYTES), out, at);
+    }
+    reader.end();
+  } catch (err) {
+    // The chunks opened so far are plaintext that is not being returned.
+    out.fill(0);
+    throw err;
   }
-  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  return new Uint8Array(out.buffer, out.byteOffset, at);
 }
 
 /**
@@ -117,34 +123,31 @@ export class PayloadSealer {
 }
 
 /**
- * Opens a payload pushed in pieces of any size, holding at most one sealed chunk: a full
- * chunk is opened as a middle chunk only once more bytes arrive, and what is held when the
- * input ends is the final chunk. Everything yielded has been authenticated.
+ * Opens a payload pushed in pieces of any size, holding at most one sealed chunk. Each chunk
+ * is opened, and its plaintext yielded, as soon as it is complete, as age's reference reader
+ * releases it; what is held when the input ends is the final chunk. Everything yielded has
+ * been authenticated, but only {@link finish} returning proves the payload whole.
  */
 export class PayloadOpener {
-  readonly #key: Uint8Array;
-  readonly #nonce = Buffer.alloc(NONCE_BYTES);
+  readonly #reader: ChunkReader;
   readonly #pending = Buffer.allocUnsafeSlow(SEALED_CHUNK_BYTES);
   #used = 0;
-  #counter = 0;
 
   constructor(key: Uint8Array) {
-    this.#key = key;
+    this.#reader = new ChunkReader(key);
   }
 
   /**
-   * Takes the next sealed bytes and yields the plaintext of each chunk they show is not the
-   * last. Throws AgeFailure(PAYLOAD) when a chunk fails authentication.
+   * Takes the next sealed bytes and yields the plaintext of each chunk they complete. Throws
+   * AgeFailure(PAYLOAD) when a chunk fails authentication or bytes follow the final chunk.
    */
   *push(sealed: Uint8Array): Generator<Uint8Array, void, undefined> {
     let input = sealed;
     while (input.length > 0) {
-      if (this.#used === SEALED_CHUNK_BYTES) {
-        yield this.#open(this.#pending, false);
-        this.#used = 0;
-      }
-      if (this.#used === 0 && input.length > SEALED_CHUNK_BYTES) {
-        yield this.#open(input.subarray(0, SEALED_CHUNK_BYTES), false);
+      this.#reader.expectMore();
+      if (this.#used === 0 && input.length >= SEALED_CHUNK_BYTES) {
+        // A whole chunk in the input: opened from it, not copied.
+        yield this.#open(input.subarray(0, SEALED_CHUNK_BYTES));
         input = input.subarray(SEALED_CHUNK_BYTES);
         continue;
       }
@@ -152,35 +155,94 @@ export class PayloadOpener {
       this.#pending.set(input.subarray(0, taken), this.#used);
       this.#used += taken;
       input = input.subarray(taken);
+      if (this.#used === SEALED_CHUNK_BYTES) {
+        this.#used = 0;
+        yield this.#open(this.#pending);
+      }
     }
   }
 
   /**
-   * Opens what is held as the final chunk. Call once, when the input has ended. Throws
-   * AgeFailure(PAYLOAD) when there is no final chunk (the payload is truncated), it is empty
-   * after other chunks, or it fails authentication (also the case for data after it).
+   * Opens what is held as the final chunk and checks that the payload ended there. Call
+   * once, when the input has ended. Throws AgeFailure(PAYLOAD) when there is no chunk at all
+   * or no final chunk (the payload is truncated), or the held chunk is cut short, is empty
+   * after other chunks, or fails authentication.
    */
   finish(): Uint8Array {
-    if (this.#counter === 0 && this.#used === 0) {
-      throw payloadFailure('it ends before its first chunk');
-    }
-    checkFinalChunk(this.#used, this.#counter);
-    return this.#open(this.#pending.subarray(0, this.#used), true);
+    const held = this.#pending.subarray(0, this.#used);
+    this.#used = 0;
+    const last = held.length > 0 ? this.#open(held) : new Uint8Array();
+    this.#reader.end();
+    return last;
   }
 
-  #open(sealed: Uint8Array, last: boolean): Uint8Array {
-    const out = Buffer.allocUnsafeSlow(sealed.length - TAG_BYTES);
-    const index = this.#counter++;
-    open(this.#key, setNonce(this.#nonce, index, last), sealed, out, 0, index);
-    return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  #open(sealed: Uint8Array): Uint8Array {
+    const out = Buffer.allocUnsafeSlow(Math.max(0, sealed.length - TAG_BYTES));
+    const length = this.#reader.open(sealed, out, 0);
+    return new Uint8Array(out.buffer, out.byteOffset, length);
   }
 }
 
-/** Rejects a final chunk of `length` sealed bytes that follows `before` chunks. */
-function checkFinalChunk(length: number, before: number): void {
-  if (length < TAG_BYTES) throw payloadFailure(`chunk ${before + 1} is cut short`);
-  if (length === TAG_BYTES && before > 0) {
-    throw payloadFailure(`its final chunk, ${before + 1}, is empty`);
+/**
+ * The decisions of reading STREAM, one sealed chunk after another, shared by both readers.
+ * Which chunk is the final one cannot be told from where the input ends (a file may be cut
+ * at a chunk boundary, or have bytes appended), so it is read from the chunk itself, as age's
+ * reference reader does: a chunk shorter than a full one can only be final, and a full one is
+ * opened as a middle chunk and, failing that, as the final one. A chunk is thus refused only
+ * when it authenticates as neither, and a payload that is cut after a middle chunk, or has
+ * bytes after its final chunk, is refused after its authentic chunks, not blaming one of them.
+ */
+class ChunkReader {
+  readonly #key: Uint8Array;
+  readonly #nonce = Buffer.alloc(NONCE_BYTES);
+  /** Chunks opened so far. */
+  #count = 0;
+  #ended = false;
+
+  constructor(key: Uint8Array) {
+    this.#key = key;
+  }
+
+  /** Throws AgeFailure(PAYLOAD) once the final chunk has been read: nothing may follow it. */
+  expectMore(): void {
+    if (this.#ended) throw payloadFailure(`data follows its final chunk, chunk ${this.#count}`);
+  }
+
+  /**
+   * Opens the next chunk, `sealed` (a full one, or a shorter one that ends the input), into
+   * `out` at `at`, which must have room for its plaintext. Returns the plaintext bytes
+   * written; nothing is written unless the chunk authenticates. Throws AgeFailure(PAYLOAD)
+   * when it does not, or when it cannot be a chunk in this place.
+   */
+  open(sealed: Uint8Array, out: Uint8Array, at: number): number {
+    this.expectMore();
+    const index = this.#count;
+    const name = `chunk ${index + 1}`;
+    let final = sealed.length < SEALED_CHUNK_BYTES;
+    if (final) {
+      if (sealed.length < TAG_BYTES) throw payloadFailure(`${name} is cut short`);
+      // Only the empty plaintext is sealed as an empty chunk; any other ends in a full one.
+      if (sealed.length === TAG_BYTES && index > 0) {
+        throw payloadFailure(`its final chunk, ${name}, is empty`);
+      }
+    } else if (!open(this.#key, setNonce(this.#nonce, index, false), sealed, out, at)) {
+      final = true;
+    }
+    if (final && !open(this.#key, setNonce(this.#nonce, index, true), sealed, out, at)) {
+      throw payloadFailure(`${name} failed authentication`);
+    }
+    this.#ended = final;
+    this.#count++;
+    return sealed.length - TAG_BYTES;
+  }
+
+  /** Throws AgeFailure(PAYLOAD) unless the chunks read so far ended with the final one. */
+  end(): void {
+    if (this.#ended) return;
+    if (this.#count === 0) throw payloadFailure('it ends before its first chunk');
+    throw payloadFailure(
+      `it ends after chunk ${this.#count} without a final chunk (cut at a chunk boundary)`,
+    );
   }
 }
 
@@ -209,8 +271,8 @@ function seal(
 }
 
 /**
- * Opens one sealed chunk into `out` at `at`; returns the bytes written. Nothing is written
- * unless the chunk authenticates. Throws AgeFailure(PAYLOAD) naming chunk `index` otherwise.
+ * Opens one sealed chunk into `out` at `at` with this nonce. Returns false, having written
+ * nothing, when it does not authenticate.
  */
 function open(
   key: Uint8Array,
@@ -218,8 +280,7 @@ function open(
   sealed: Uint8Array,
   out: Uint8Array,
   at: number,
-  index: number,
-): number {
+): boolean {
   const bodyLength = sealed.length - TAG_BYTES;
   const decipher = createDecipheriv('chacha20-poly1305', key, nonce, { authTagLength: TAG_BYTES });
   decipher.setAuthTag(sealed.subarray(bodyLength));
@@ -228,10 +289,10 @@ function open(
     decipher.final();
   } catch {
     body.fill(0);
-    throw payloadFailure(`chunk ${index + 1} failed authentication`);
+    return false;
   }
   out.set(body, at);
-  return bodyLength;
+  return true;
 }
 
 function payloadFailure(detail: string): AgeFailure {

@@ -42,9 +42,10 @@ export function encryptStream(
  * Identities are checked now: throws LetheError(KEY) for an empty or malformed list. While
  * iterating, throws LetheError(CRYPTO) when no identity opens the file or it is malformed,
  * truncated or modified (`details.ageProblem` says which: see ageProblemOf, age-errors.ts).
- * Each yielded chunk is authenticated, but only a clean end proves that nothing was cut off:
- * treat the output as untrusted until the iteration ends. Errors thrown by `source` pass
- * through unchanged; an abort throws LetheError(ABORTED).
+ * Each chunk is yielded as soon as it authenticates, as age's reference reader releases it,
+ * but only a clean end proves that nothing was cut off or appended: treat the output as
+ * untrusted until the iteration ends. Errors thrown by `source` pass through unchanged; an
+ * abort throws LetheError(ABORTED).
  */
 export function decryptStream(
   source: AsyncIterable<Uint8Array>,

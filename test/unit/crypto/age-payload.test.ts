@@ -22,6 +22,8 @@ import { chunkSizes, expectSameBytes, plaintexts } from './support.ts';
 const SIZES = [0, 1, 65535, 65536, 65537, 131072, 1024 * 1024 + 7];
 const payloadFailure = /its payload is truncated or was modified/;
 
+const full = (): Buffer => randomBytes(CHUNK);
+
 function keys(): { fileKey: Buffer; nonce: Buffer; key: Buffer } {
   const fileKey = randomBytes(16);
   const nonce = randomBytes(16);
@@ -97,7 +99,6 @@ describe('openPayload', () => {
     expectSameBytes(streamOpen(key, pieces(sealed, [7, 65_552, 1000])), plain);
   });
 
-  const full = (): Buffer => randomBytes(CHUNK);
   const rejected: [string, () => ChunkSpec[], Uint8Array?][] = [
     ['no chunk at all', () => []],
     [
@@ -159,8 +160,17 @@ describe('openPayload', () => {
       sealChunks(fileKey, nonce, chunks()),
       trailer ?? new Uint8Array(),
     ]);
-    expect(() => openPayload(key, sealed)).toThrow(payloadFailure);
-    expect(() => streamOpen(key, pieces(sealed, [1000, 65_553]))).toThrow(payloadFailure);
+    const reason = (open: () => unknown): string => {
+      try {
+        open();
+      } catch (err) {
+        return (err as Error).message;
+      }
+      throw new Error('the payload opened');
+    };
+    const whole = reason(() => openPayload(key, sealed));
+    expect(whole).toMatch(payloadFailure);
+    expect(reason(() => streamOpen(key, pieces(sealed, [1000, 65_553])))).toBe(whole);
   });
 
   it('accepts one empty final chunk as the empty plaintext', () => {
@@ -192,21 +202,51 @@ describe('PayloadSealer / PayloadOpener', () => {
     );
   });
 
-  it('hold back a full chunk until more input shows it is not the last', () => {
+  it('seal a full chunk only once more input shows it is not the last', () => {
     const { key } = keys();
     const sealer = new PayloadSealer(key);
     expect([...sealer.push(randomBytes(CHUNK))]).toHaveLength(0);
     const sealedChunks = [...sealer.push(randomBytes(1))];
     expect(sealedChunks.map((c) => c.length)).toEqual([SEALED_CHUNK]);
-    const sealed = Buffer.concat([...sealedChunks, sealer.finish()]);
-    expect(sealed).toHaveLength(SEALED_CHUNK + 17);
+    expect(Buffer.concat([...sealedChunks, sealer.finish()])).toHaveLength(SEALED_CHUNK + 17);
+  });
 
+  it('open each chunk as soon as it is complete, as the age reference releases it', () => {
+    const { key } = keys();
+    const sealed = seal(key, randomBytes(CHUNK + 1));
     const opener = new PayloadOpener(key);
-    expect([...opener.push(sealed.subarray(0, SEALED_CHUNK))]).toHaveLength(0);
-    const opened = [...opener.push(sealed.subarray(SEALED_CHUNK, SEALED_CHUNK + 1))];
+    const opened = [...opener.push(sealed.subarray(0, SEALED_CHUNK))];
     expect(opened.map((c) => c.length)).toEqual([CHUNK]);
+    expect([...opener.push(sealed.subarray(SEALED_CHUNK, SEALED_CHUNK + 1))]).toHaveLength(0);
     expect([...opener.push(sealed.subarray(SEALED_CHUNK + 1))]).toHaveLength(0);
     expect(opener.finish()).toHaveLength(1);
+  });
+
+  it('release the middle chunks of a payload cut at a chunk boundary, then refuse it', () => {
+    const { fileKey, nonce, key } = keys();
+    const middle = [full(), full()];
+    const sealed = sealChunks(
+      fileKey,
+      nonce,
+      middle.map((plain) => ({ plain, last: false })),
+    );
+    const opener = new PayloadOpener(key);
+    expectSameBytes(Buffer.concat([...opener.push(sealed)]), Buffer.concat(middle));
+    const cut = /it ends after chunk 2 without a final chunk/;
+    expect(() => opener.finish()).toThrow(cut);
+    expect(() => openPayload(key, sealed)).toThrow(cut);
+  });
+
+  it('release a full final chunk, then refuse the first byte after it', () => {
+    const { fileKey, nonce, key } = keys();
+    const plain = full();
+    const sealed = sealChunks(fileKey, nonce, [{ plain, last: true }]);
+    const opener = new PayloadOpener(key);
+    expectSameBytes(Buffer.concat([...opener.push(sealed)]), plain);
+    const after = /data follows its final chunk, chunk 1/;
+    expect(() => [...opener.push(new Uint8Array(1))]).toThrow(after);
+    const extended = Buffer.concat([sealed, new Uint8Array(1)]);
+    expect(() => openPayload(key, extended)).toThrow(after);
   });
 
   it('yield nothing from a chunk that fails authentication', () => {
