@@ -132,6 +132,7 @@ function configDocument(
     vault: { database: { url: url(vaultDatabase) }, schema: 'lethe' },
     storage: { type: 'filesystem', path: 'objects' },
     masterKey: { file: 'master.key' },
+    signingKeys: { backup: { file: 'backup-signing.key' }, lifecycle: { file: 'lifecycle-signing.key' } },
     log: { level: 'warn' },
   };
 }

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # dr-decrypt.sh: read a lethe snapshot without lethe (runbooks/disaster-recovery.md).
 #
-# Uses only the stock age CLI (age, age-keygen), jq, grep and GNU coreutils (base64, dd,
-# sha256sum, head, tail, stat, mktemp): no lethe code, no Node.js.
+# Uses only the stock age CLI (age, age-keygen), openssl (Ed25519 signatures), jq, grep and
+# GNU coreutils (base64, dd, sha256sum, head, tail, stat, mktemp): no lethe code, no Node.js.
+#
+# Nothing in a manifest is used before it is authenticated: its Ed25519 signature must
+# verify under a public key you give with --signing-key (the backup signing key's public
+# half, escrowed with the master key; never a key found in the bucket or a keys export),
+# it must be the snapshot its file name says, and no other signed manifest beside it may
+# follow it (so an old snapshot is never taken for the newest) unless --not-latest says so.
 # Decrypts one cell of a snapshot to PostgreSQL COPY text, lists a manifest's cells, or
 # prints the SQL that recreates the snapshot's tables.
 #
@@ -19,15 +25,15 @@ set -euo pipefail
 umask 077
 
 readonly PROG=${0##*/}
-readonly MANIFEST_FORMAT='lethe.manifest.v1'
+readonly MANIFEST_FORMATS=('lethe.manifest.v1' 'lethe.manifest.v2')
 readonly EXPORT_FORMAT='lethe.keys-export.v1'
 
 usage() {
   cat <<EOF
 usage:
-  $PROG --master-key FILE --manifest FILE --objects DIR --keys-export FILE --cell CELL_ID [--out FILE]
-  $PROG --list --manifest FILE [--table NAME] [--tenant ID]
-  $PROG --schema-sql pre|post --manifest FILE
+  $PROG --signing-key PUB --master-key FILE --manifest FILE --objects DIR --keys-export FILE --cell CELL_ID [--out FILE]
+  $PROG --signing-key PUB --list --manifest FILE [--table NAME] [--tenant ID]
+  $PROG --signing-key PUB --schema-sql pre|post --manifest FILE
 
   --cell ID        decrypt one cell (ids from --list) to COPY text, on stdout or into
                    --out FILE (written only when everything checked out; never overwritten)
@@ -37,9 +43,15 @@ usage:
   --list           print the manifest's cells: id<TAB>table<TAB>rows, one per line
   --schema-sql     print the SQL that creates the snapshot's tables before loading (pre),
                    or adds keys, indexes and sequence positions after loading (post)
+  --signing-key    the backup signing key's public half (PEM, backup-signing.key.pub from
+                   \`lethe init\`), from your escrow; repeat it for keys retired by a rotation.
+                   Required: the manifest's signature is checked before anything in it is used
+  --not-latest     read a snapshot although a newer signed one follows it in the same
+                   directory (a point-in-time restore on purpose)
 
 exit codes: 0 ok, 2 usage, 3 missing tool, 4 not found, 5 crypto-shredded,
-            6 integrity (sha256 or recipient mismatch), 7 key does not open, 1 other
+            6 integrity (signature, sha256 or recipient mismatch, not the newest snapshot),
+            7 key does not open, 1 other
 EOF
 }
 
@@ -56,7 +68,7 @@ need_tools() {
   local tool missing=()
   for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
   if ((${#missing[@]} > 0)); then
-    die 3 "required tool(s) not found on PATH: ${missing[*]}; install them (Debian/Ubuntu: apt-get install age jq coreutils)"
+    die 3 "required tool(s) not found on PATH: ${missing[*]}; install them (Debian/Ubuntu: apt-get install age jq openssl coreutils)"
   fi
 }
 
@@ -101,18 +113,16 @@ find_entry() {
   fi
 }
 
-# header_value NAME: the JSON value of a manifest member written before the cells
+# header_value NAME [FILE]: the JSON value of a manifest member written before the cells
 # (snapshot, schema, keyFiles). lethe writes each on its own line, `"NAME":<json>,`, so it
-# is read without parsing a million-cell manifest; a full parse decides if reformatted.
+# is read without parsing a million-cell manifest. (A reformatted manifest never gets this
+# far: its signature covers the bytes as lethe wrote them.)
 header_value() {
   local line
-  line=$(grep -m 1 -e "^\"$1\":" -- "$MANIFEST" || true)
+  line=$(grep -m 1 -e "^\"$1\":" -- "${2:-$MANIFEST}" || true)
   line=${line:${#1}+3}
   [[ $line != *, ]] || line=${line:0:${#line}-1}
-  if [[ -n $line ]] && jq -ce '.' <<<"$line" 2>/dev/null; then
-    return 0
-  fi
-  jq -c --arg name "$1" '.[$name]' "$MANIFEST"
+  jq -ce '.' <<<"$line" 2>/dev/null || die 6 "${2:-$MANIFEST} has no readable \"$1\" line"
 }
 
 # --- secrets: these functions write identities to stdout; call them only inside pipes or
@@ -197,21 +207,81 @@ schema_sql() {
       else error("--schema-sql takes pre or post") end'
 }
 
-# Checks that the manifest is a lethe manifest and that its body hashes to the sha256 its
-# signature covers. That catches corruption; only the Ed25519 signature (checked with the
-# signing public key, see the runbook) proves who wrote it.
-check_manifest() {
-  local format last signed actual
-  IFS= read -r format <"$MANIFEST" || true
-  [[ $format == "{\"format\":\"$MANIFEST_FORMAT\"," ]] ||
-    die 6 "$MANIFEST is not a $MANIFEST_FORMAT manifest (first line: ${format:0:80})"
-  last=$(tail -n 1 -- "$MANIFEST")
+# signature_problem FILE: prints nothing and returns 0 when FILE is a lethe manifest whose
+# body hashes to the sha256 its signature covers and whose Ed25519 signature verifies under
+# one of the --signing-key files; otherwise prints why and returns 1. The signed bytes are
+# `<format>\n<sha256 of every byte before the last line>\n`.
+signature_problem() {
+  local file=$1 first format last signed value actual key
+  IFS= read -r first <"$file" || true
+  format=''
+  for key in "${MANIFEST_FORMATS[@]}"; do [[ $first == "{\"format\":\"$key\"," ]] && format=$key; done
+  [[ -n $format ]] || { echo "it is not a lethe manifest (first line: ${first:0:80})"; return 1; }
+  last=$(tail -n 1 -- "$file")
   [[ $last =~ ^\"signature\":\{.*\"sha256\":\"([0-9a-f]{64})\" ]] ||
-    die 6 "$MANIFEST has no signature line: it is truncated or not a complete manifest"
+    { echo 'it has no signature line: it is truncated or not a complete manifest'; return 1; }
   signed=${BASH_REMATCH[1]}
-  actual=$(head -n -1 -- "$MANIFEST" | sha256_of)
+  [[ $last =~ \"value\":\"([A-Za-z0-9+/=]+)\" ]] || { echo 'its signature line is malformed'; return 1; }
+  value=${BASH_REMATCH[1]}
+  actual=$(head -n -1 -- "$file" | sha256_of)
   [[ $actual == "$signed" ]] ||
-    die 6 "sha256 mismatch: manifest body of $MANIFEST hashes to $actual but its signature covers $signed; the manifest is corrupted or was edited: fetch it again"
+    { echo "its body hashes to $actual but its signature covers $signed: it was edited after signing, or is corrupted"; return 1; }
+  printf '%s\n%s\n' "$format" "$actual" >"$WORK/signed-message"
+  printf '%s' "$value" | base64 -d >"$WORK/signature" 2>/dev/null || { echo 'its signature is not base64'; return 1; }
+  for key in "${SIGNING_KEYS[@]}"; do
+    openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$WORK/signed-message" -sigfile "$WORK/signature" >/dev/null 2>&1 && return 0
+  done
+  echo "its signature does not verify under the signing key(s) given (${SIGNING_KEYS[*]})"
+  return 1
+}
+
+# authenticate_manifest: the checks every mode runs before it uses anything in the manifest.
+# 1. The Ed25519 signature, under a key from your escrow (never one from the bucket).
+# 2. The snapshot id inside equals the file name: a validly signed manifest of another
+#    snapshot copied over this name is refused.
+# 3. Freshness: no other validly signed manifest in the same directory names this one as its
+#    previous snapshot (fetch the whole snapshots/ prefix: it is small). An attacker who
+#    cannot sign cannot forge a newer one; one who deletes newer manifests is stopped by
+#    object lock, or by comparing with your own record of the latest snapshot id.
+# 4. The link to the previous snapshot: when its manifest is beside this one, its sha256
+#    must be the one this manifest names.
+authenticate_manifest() {
+  ((${#SIGNING_KEYS[@]} > 0)) ||
+    die 2 "--signing-key FILE is required: the backup signing key's public half from your escrow (backup-signing.key.pub, written by lethe init). The manifest's signature is checked before anything in it is used; a key found in the bucket or in a keys export proves nothing"
+  local key why id base dir other previous newer=() prev_id prev_sha actual
+  for key in "${SIGNING_KEYS[@]}"; do
+    need_file 'signing key' "$key"
+    grep -q -- '-----BEGIN PUBLIC KEY-----' "$key" ||
+      die 2 "--signing-key $key is not a PEM public key; give the .pub file (never the private key)"
+  done
+  why=$(signature_problem "$MANIFEST") ||
+    die 6 "manifest $MANIFEST cannot be trusted, so nothing in it was used: $why. Fetch it again from the bucket; if it persists, the stored manifest was altered: use another snapshot"
+  id=$(header_value snapshot | jq -r '.id')
+  base=$(basename -- "$MANIFEST" .json)
+  [[ $id == "$base" ]] ||
+    die 6 "manifest $MANIFEST is signed, but names snapshot $id, not $base: a manifest stored under another snapshot's name"
+  dir=$(dirname -- "$MANIFEST")
+  for other in "$dir"/*.json; do
+    [[ -f $other && $other != "$MANIFEST" ]] || continue
+    previous=$(grep -m 1 -e '^"snapshot":' -- "$other" 2>/dev/null || true)
+    [[ $previous == *"\"previous\":{\"id\":\"$id\""* ]] || continue
+    if why=$(signature_problem "$other"); then
+      newer+=("$(basename -- "$other" .json)")
+    else
+      warn "$other claims to follow snapshot $id but cannot be trusted ($why); ignored"
+    fi
+  done
+  if ((${#newer[@]} > 0)); then
+    ((NOT_LATEST == 1)) ||
+      die 6 "snapshot $id is not the newest: ${newer[*]} follows it, signed. Use the newest snapshot, or pass --not-latest to read this older one on purpose"
+    warn "snapshot $id is not the newest (${newer[*]} follows it); reading it as asked (--not-latest)"
+  fi
+  IFS=$'\t' read -r prev_id prev_sha < <(header_value snapshot | jq -r '[.previous.id // "", .previous.sha256 // ""] | @tsv')
+  if [[ -n $prev_id && -f $dir/$prev_id.json ]]; then
+    actual=$(sha256_of <"$dir/$prev_id.json")
+    [[ $actual == "$prev_sha" ]] ||
+      die 6 "the previous snapshot's manifest $dir/$prev_id.json hashes to $actual, but $id names $prev_sha: one of the two was altered"
+  fi
 }
 
 # Finds the cell's key in the key files the manifest lists, after checking that file's
@@ -278,8 +348,6 @@ decrypt_cell() {
   mode=$(stat -L -c '%a' -- "$MASTER_KEY")
   [[ $mode == 600 || $mode == 400 ]] || warn "master key $MASTER_KEY has mode $mode; it should be 600 (chmod 600 $MASTER_KEY)"
 
-  check_manifest
-
   # The cell.
   local table key pack offset length sha rows
   IFS=$'\t' read -r table key pack offset length sha rows < <(
@@ -320,14 +388,11 @@ decrypt_cell() {
   fi
 
   # The ciphertext: cut out of the pack and checked BEFORE anything is decrypted.
-  local pack_path size work actual
+  local pack_path size work=$WORK actual
   pack_path=$(object_path "$pack")
   [[ -f $pack_path ]] || die 4 "pack $pack of cell $CELL is missing under $OBJECTS; copy it from the bucket (aws s3 cp s3://BUCKET/$pack $pack_path)"
   size=$(stat -L -c '%s' -- "$pack_path")
   ((offset + length <= size)) || die 6 "pack $pack is $size bytes, but cell $CELL lies at bytes $offset..$((offset + length)): the pack copy is truncated; fetch it again"
-  work=$(mktemp -d "${TMPDIR:-/tmp}/dr-decrypt.XXXXXX")
-  # shellcheck disable=SC2064 # expand now: $work is local
-  trap "rm -rf -- '$work'" EXIT
   dd if="$pack_path" of="$work/cell.age" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$length" status=none
   actual=$(sha256_of <"$work/cell.age")
   [[ $actual == "$sha" ]] ||
@@ -345,8 +410,8 @@ decrypt_cell() {
   else
     local partial
     partial=$(mktemp "$OUT.partial.XXXXXX")
-    # shellcheck disable=SC2064
-    trap "rm -rf -- '$work' '$partial'" EXIT
+    # shellcheck disable=SC2064 # expand now: both are fixed for this run
+    trap "rm -rf -- '$WORK' '$partial'" EXIT
     age -d -i <(cell_identity 2>/dev/null) "$work/cell.age" >"$partial" 2>"$work/age.err" || diagnose_unwrap "$work/age.err"
     local lines
     lines=$(wc -l <"$partial")
@@ -360,7 +425,8 @@ decrypt_cell() {
 # --- arguments
 
 MASTER_KEY='' MANIFEST='' OBJECTS='' KEYS_EXPORT='' CELL='' OUT='' TABLE='' TENANT=''
-MODE=decrypt SCHEMA_PART=''
+MODE=decrypt SCHEMA_PART='' NOT_LATEST=0 WORK=''
+SIGNING_KEYS=()
 # The cell key (from its key file) and its dimension keys (from the export). These are
 # wrapped, not secrets; identities are unwrapped only inside pipes.
 KEY_RECIPIENT='' KEY_WRAPPED=''
@@ -368,7 +434,7 @@ DIMENSIONS=()
 declare -A DIM_RECIPIENT=() DIM_WRAPPED=()
 while (($# > 0)); do
   case $1 in
-    --master-key | --manifest | --objects | --keys-export | --cell | --out | --table | --tenant | --schema-sql)
+    --master-key | --manifest | --objects | --keys-export | --cell | --out | --table | --tenant | --schema-sql | --signing-key)
       (($# >= 2)) || die 2 "$1 needs a value (see --help)"
       case $1 in
         --master-key) MASTER_KEY=$2 ;;
@@ -380,18 +446,24 @@ while (($# > 0)); do
         --table) TABLE=$2 ;;
         --tenant) TENANT=$2 ;;
         --schema-sql) MODE=schema SCHEMA_PART=$2 ;;
+        --signing-key) SIGNING_KEYS+=("$2") ;;
       esac
       shift 2
       ;;
     --list) MODE=list; shift ;;
+    --not-latest) NOT_LATEST=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die 2 "unknown argument ${1@Q} (see --help)" ;;
   esac
 done
 
-need_tools jq
+need_tools jq openssl base64 sha256sum head tail grep mktemp
 [[ -n $MANIFEST ]] || die 2 '--manifest FILE is required'
 need_file 'manifest' "$MANIFEST"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dr-decrypt.XXXXXX")
+# shellcheck disable=SC2064 # expand now: fixed for this run
+trap "rm -rf -- '$WORK'" EXIT
+authenticate_manifest
 case $MODE in
   list) list_cells ;;
   schema)

@@ -1,1 +1,1 @@
-export { auditObjectKey, exportAudit } from './record.ts';
+export { AUDIT_EXPORT_FORMAT, auditExportMessage, auditExportSignedBy, auditObjectKey, exportAudit } from './record.ts';

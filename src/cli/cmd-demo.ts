@@ -40,6 +40,12 @@ storage:
   path: objects
 masterKey:
   file: master.key
+# Each job signs with its own key; the vault keeps only the public halves.
+signingKeys:
+  backup:
+    file: backup-signing.key
+  lifecycle:
+    file: lifecycle-signing.key
 # Retention to try \`lethe lifecycle plan\` on: the demo's history is two years long, so
 # a year of message months is already due. Nothing is destroyed until you run
 # \`lethe lifecycle apply\`.

@@ -1,5 +1,6 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { verifyCertificate, type DestructionCertificate } from '../lifecycle/certificate.ts';
+import { tombstoneLock, type ForeignTombstone } from '../lifecycle/destroy.ts';
 import { approveErasure, certificateKey, erasureKeyId, requestErasure } from '../lifecycle/erase.ts';
 import type { EraseScope } from '../lifecycle/types.ts';
 import type { StoredEraseRequest } from '../vault/index.ts';
@@ -105,12 +106,29 @@ export const eraseApproveCommand: Command = {
     const actor = stringOpt(ctx.values, 'actor');
     if (actor === undefined) throw usage('missing --actor NAME (who approves; not the requester)', APPROVE_USAGE);
     const rt = await ctx.runtime();
+    const foreignTombstones: ForeignTombstone[] = [];
+    const graceWindowDays = rt.config.retention.graceWindowDays;
+    const lock = tombstoneLock(rt.config.storage.objectLock, graceWindowDays, new Date());
     const certificate = await approveErasure(
-      { vault: await rt.vault(), store: await rt.store(), graceWindowDays: rt.config.retention.graceWindowDays, now: () => new Date() },
+      {
+        vault: await rt.vault(),
+        store: await rt.store(),
+        graceWindowDays,
+        now: () => new Date(),
+        signer: await rt.signer('lifecycle'),
+        ...(lock === undefined ? {} : { lock }),
+        onForeignTombstone: (found) => foreignTombstones.push(found),
+      },
       id,
       actor,
     );
-    if (ctx.json) ctx.out(JSON.stringify({ id, status: 'executed', certificateKey: certificateKey(id), certificate }));
+    for (const found of foreignTombstones) {
+      ctx.warn(
+        `${found.key} is not a tombstone lethe wrote (${found.problem}); the real tombstone was written under another name. ` +
+          'Someone with write access to the bucket may have planted it: keep it for the investigation (lifecycle never trusts it)',
+      );
+    }
+    if (ctx.json) ctx.out(JSON.stringify({ id, status: 'executed', certificateKey: certificateKey(id), certificate, foreignTombstones }));
     else {
       printCertificate(ctx, certificate);
       ctx.out(`certificate stored as ${certificateKey(id)} (and in the vault: lethe erase show ${id})`);
@@ -165,7 +183,7 @@ export const eraseShowCommand: Command = {
       );
     }
     const certificate = request.certificate as DestructionCertificate;
-    const check = verifyCertificate(certificate, await vault.getSigningPublicKeys());
+    const check = verifyCertificate(certificate, await vault.getSigningPublicKeys(['lifecycle', 'legacy']));
     if (ctx.json) ctx.out(JSON.stringify(certificate));
     else {
       printCertificate(ctx, certificate);

@@ -19,6 +19,21 @@ export const initCommand: Command = {
     if (result.masterKeyCreated) {
       ctx.out('  keep an offline escrow copy of this file: without it no snapshot can be read (runbooks/disaster-recovery.md)');
     }
+    for (const key of result.signingKeys) {
+      const where = key.file === null ? 'from the config value' : `${key.created ? 'created at' : 'in'} ${key.file}`;
+      const state = key.registered
+        ? key.retired.length > 0
+          ? `registered, retiring ${key.retired.join(', ')}`
+          : 'registered'
+        : 'already registered';
+      ctx.out(`${key.purpose} signing key ${key.id} ${where} (${state})`);
+      if (key.created) ctx.out(`  its public half is ${key.file ?? ''}.pub: keep a copy with the master key escrow (disaster recovery checks signatures with it)`);
+    }
+    for (const purpose of ['backup', 'lifecycle'] as const) {
+      if (!result.signingKeys.some((k) => k.purpose === purpose)) {
+        ctx.out(`no ${purpose} signing key in this config (\`signingKeys.${purpose}\`): the ${purpose === 'backup' ? 'backup' : 'lifecycle, hold and erase'} commands will refuse to run with it`);
+      }
+    }
     ctx.out(`storage: ${result.storage}`);
     return ExitCode.OK;
   },

@@ -23,8 +23,14 @@ export const keysExportCommand: Command = {
     let count = 0;
     let destroyed = 0;
     try {
-      // The signing public keys let a recovery check manifest signatures without the vault.
-      const signingKeys = [...(await vault.getSigningPublicKeys())].map(([id, publicKey]) => ({ id, publicKey }));
+      // For information only: a recovery checks signatures with the public keys escrowed with
+      // the master key (`<key file>.pub`), never with keys read from an export file.
+      const signingKeys = (await vault.listSigningKeys()).map((k) => ({
+        id: k.id,
+        purpose: k.purpose,
+        publicKey: k.publicKey,
+        retired: k.retiredAt !== null,
+      }));
       await file.write(
         `{"format":"${KEYS_EXPORT_FORMAT}","masterRecipient":${JSON.stringify(await vault.getMasterRecipient())},` +
           `"exportedAt":"${new Date().toISOString()}","signingKeys":${JSON.stringify(signingKeys)},"dimensionKeys":[\n`,

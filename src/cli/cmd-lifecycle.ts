@@ -57,6 +57,12 @@ export const lifecycleApplyCommand: Command = {
     for (const w of result.requestsWaiting) ctx.out(`  waiting: deletion request ${w.requestId}: ${w.reason}`);
     for (const d of result.plan.deferred) ctx.out(`  deferred: ${d.objectKey ?? d.snapshotId ?? ''} ${d.reason}`);
     for (const b of result.plan.blocked) ctx.out(`  blocked: ${b.keyId} (cases ${b.cases.join(', ')}): ${b.reason}`);
+    for (const u of result.plan.unknownObjects) {
+      ctx.warn(`${u.objectKey}: lethe has no record of writing this object to this store, so it was left alone; look at it`);
+    }
+    for (const f of result.foreignTombstones) {
+      ctx.warn(`${f.key} is not a tombstone lethe wrote (${f.problem}); the real tombstone went under another name`);
+    }
     return ExitCode.OK;
   },
 };

@@ -1,5 +1,7 @@
 import { exportAudit } from '../audit/index.ts';
-import { readMasterKeyFile } from '../crypto/index.ts';
+import { readFile } from 'node:fs/promises';
+import { publicKeyFromText, readMasterKeyFile, signingKeyId } from '../crypto/index.ts';
+import { readConfiguredSigningKey, signerFromKey } from '../keys/index.ts';
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import type { ObjectLock } from '../storage/index.ts';
 import { listVaultBackups, restoreVaultBackup, writeVaultBackup } from '../vaultbackup/index.ts';
@@ -28,6 +30,7 @@ export const vaultBackupCommand: Command = {
       store: await rt.store(),
       // Public half only: writing a vault backup never needs the master key file.
       masterRecipient: await vault.getMasterRecipient(),
+      signer: await rt.signer('lifecycle'),
       graceWindowDays: rt.config.retention.graceWindowDays,
       ...(lock === undefined ? {} : { lockMode: lock.mode }),
       now: new Date(),
@@ -71,8 +74,13 @@ export const vaultListCommand: Command = {
 export const vaultRestoreCommand: Command = {
   name: 'vault restore',
   usage:
-    'vault restore --from vault/<YYYYMMDDTHHMMSSmmmZ>.age [--actor NAME] [--json] [--config FILE]',
-  options: { from: { type: 'string' }, actor: { type: 'string' } },
+    'vault restore --from vault/<YYYYMMDDTHHMMSSmmmZ>.age [--trust-key PUBLIC_KEY_FILE] [--allow-unsigned-audit] [--actor NAME] [--json] [--config FILE]',
+  options: {
+    from: { type: 'string' },
+    actor: { type: 'string' },
+    'trust-key': { type: 'string' },
+    'allow-unsigned-audit': { type: 'boolean' },
+  },
   async run(ctx) {
     const from = stringOpt(ctx.values, 'from');
     if (from === undefined || from === '') {
@@ -85,6 +93,21 @@ export const vaultRestoreCommand: Command = {
     const { config } = rt;
     const store = await rt.store();
     const master = await readMasterKeyFile(config.masterKey.file);
+    // The vault is what is being restored, so the key is not checked against it: the config's
+    // lifecycle key is the operator's own, and the restore registers it.
+    const signer = signerFromKey(await readConfiguredSigningKey(config.signingKeys.lifecycle, 'lifecycle'), 'lifecycle');
+    const trustKey = stringOpt(ctx.values, 'trust-key');
+    const trustedKeys = new Map<string, string>();
+    if (trustKey !== undefined) {
+      let text: string;
+      try {
+        text = await readFile(trustKey, 'utf8');
+      } catch (err) {
+        throw new LetheError(ErrorCode.USAGE, `--trust-key ${trustKey} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+      const publicKey = publicKeyFromText(text, `--trust-key ${trustKey}`);
+      trustedKeys.set(signingKeyId(publicKey), publicKey);
+    }
     const result = await restoreVaultBackup({
       vaultUrl: await rt.vaultUrl(),
       schema: config.vault.schema,
@@ -92,6 +115,9 @@ export const vaultRestoreCommand: Command = {
       masterIdentity: master.identity,
       key: from,
       actor: actorName(ctx.values.actor),
+      signer,
+      trustedKeys,
+      allowUnsignedAudit: ctx.values['allow-unsigned-audit'] === true,
       signal: ctx.signal,
     });
     // The re-applied destructions and the restore itself go to the bucket's audit copy now,
@@ -104,7 +130,7 @@ export const vaultRestoreCommand: Command = {
             mode: objectLock.mode,
             retainUntil: new Date(Date.now() + objectLock.retainDays * DAY_MS),
           };
-    const exported = await exportAudit(await rt.vault(), store, lock);
+    const exported = await exportAudit(await rt.vault(), store, signer, lock);
     if (ctx.json) {
       ctx.out(JSON.stringify({ ...result, auditExported: exported }));
       return ExitCode.OK;
@@ -126,7 +152,12 @@ export const vaultRestoreCommand: Command = {
         `  ${d.keyId}: first destroyed ${d.firstDestroyedAt}, destroyed again (audit entry ${d.auditSeq})`,
       );
     }
-    ctx.out('next: run `lethe audit verify`, then `lethe verify` on the latest snapshot');
+    for (const t of result.ignoredTombstones) {
+      ctx.warn(`${t.key} under destructions/ was ignored: ${t.problem}. Keep it for the investigation; lethe never trusts it`);
+    }
+    if (result.auditUnsigned > 0) ctx.warn(`${result.auditUnsigned} unsigned audit entries were replayed (--allow-unsigned-audit)`);
+    ctx.out(`the backup's signature verified (key ${result.signedBy})`);
+    ctx.out('next: run `lethe init` (registers the backup signing key if the restored vault predates it), `lethe audit verify`, then `lethe verify` on the latest snapshot');
     return ExitCode.OK;
   },
 };

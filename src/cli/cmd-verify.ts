@@ -17,6 +17,7 @@ export const verifyCommand: Command = {
       signal: ctx.signal,
       onProgress: (p) => ctx.progress(`verify: ${p.cells} cells, ${p.rows} rows`),
     });
+    for (const warning of result.warnings) ctx.warn(warning);
     if (ctx.json) {
       ctx.out(JSON.stringify(result));
     } else {
@@ -41,7 +42,7 @@ export const verifyCommand: Command = {
 
 export const restoreCommand: Command = {
   name: 'restore',
-  usage: 'restore --snapshot ID|latest --target URL [--tenant ID] [--replace] [--json] [--config FILE]',
+  usage: 'restore --snapshot ID|latest --target URL [--schema NAME] [--tenant ID] [--replace] [--json] [--config FILE]',
   options: {
     snapshot: { type: 'string' },
     target: { type: 'string' },
@@ -62,7 +63,7 @@ export const restoreCommand: Command = {
       throw new LetheError(ErrorCode.USAGE, '--target must be a postgres:// URL (put the password in PGPASSWORD, not in the URL)');
     }
     if (url.password !== '') {
-      process.stderr.write('lethe: warning: --target holds a password, which other users can see in the process list; use PGPASSWORD or ~/.pgpass instead\n');
+      ctx.warn('--target holds a password, which other users can see in the process list; use PGPASSWORD or ~/.pgpass instead');
     }
     const tenant = stringOpt(ctx.values, 'tenant');
     const schema = stringOpt(ctx.values, 'schema');
@@ -76,6 +77,7 @@ export const restoreCommand: Command = {
       signal: ctx.signal,
       onProgress: (p) => ctx.progress(`restore: ${p.cells} cells, ${p.rows} rows`),
     });
+    for (const warning of result.warnings) ctx.warn(warning);
     if (ctx.json) ctx.out(JSON.stringify(result));
     else {
       ctx.out(

@@ -22,6 +22,8 @@ export interface CommandContext {
   readonly signal: AbortSignal;
   /** Command output (stdout). */
   readonly out: (text: string) => void;
+  /** A warning for the operator, on stderr (`lethe: warning: …`), also with --json. */
+  readonly warn: (text: string) => void;
   /** A one-line progress update on a terminal (stderr); silent otherwise and with --json. */
   readonly progress: (text: string) => void;
   readonly runtime: () => Promise<Runtime>;

@@ -106,6 +106,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       json,
       signal: controller.signal,
       out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
+      warn: (text) => {
+        if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+        process.stderr.write(`lethe: warning: ${text}\n`);
+      },
       progress: (text) => {
         if (!json && process.stderr.isTTY) process.stderr.write(`\r\x1b[2K${text}`);
       },

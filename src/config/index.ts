@@ -1,4 +1,12 @@
-export { ConfigSchema, type Config, type DatabaseConfig, type EmbeddedConfig, type StorageConfig } from './schema.ts';
+export {
+  ConfigSchema,
+  type Config,
+  type DatabaseConfig,
+  type EmbeddedConfig,
+  type SecretSource,
+  type SigningPurpose,
+  type StorageConfig,
+} from './schema.ts';
 export { configPath, formatIssues, interpolateEnv, loadConfig, parseConfig } from './load.ts';
 
 /** Log level override from LETHE_LOG_LEVEL, if set. Only src/config reads the environment. */

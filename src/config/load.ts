@@ -11,6 +11,8 @@ const PATH_FIELDS: readonly (readonly string[])[] = [
   ['masterKey', 'file'],
   ['embedded', 'dataDir'],
   ['embedded', 'passwordFile'],
+  ['signingKeys', 'backup', 'file'],
+  ['signingKeys', 'lifecycle', 'file'],
 ];
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -61,10 +63,13 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
 function resolvePaths(raw: unknown, baseDir: string): unknown {
   if (raw === null || typeof raw !== 'object') return raw;
   const copy = structuredClone(raw) as Record<string, unknown>;
-  for (const [section, field] of PATH_FIELDS) {
-    if (section === undefined || field === undefined) continue;
-    const holder = copy[section];
-    if (holder === null || typeof holder !== 'object') continue;
+  for (const path of PATH_FIELDS) {
+    const field = path.at(-1);
+    let holder: unknown = copy;
+    for (const part of path.slice(0, -1)) {
+      holder = holder !== null && typeof holder === 'object' ? (holder as Record<string, unknown>)[part] : undefined;
+    }
+    if (field === undefined || holder === null || typeof holder !== 'object') continue;
     const record = holder as Record<string, unknown>;
     const value = record[field];
     if (typeof value === 'string' && value !== '' && !isAbsolute(value)) {

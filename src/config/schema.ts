@@ -56,6 +56,26 @@ export const MasterKeySchema = z.strictObject({
   file: nonEmpty,
 });
 
+/**
+ * Where a secret comes from: a file only its owner can read (`file`, relative to the config),
+ * or the value itself (`value`), which belongs in the config only as `${ENV}`.
+ */
+export const SecretSourceSchema = z.union([
+  z.strictObject({ file: nonEmpty }),
+  z.strictObject({ value: nonEmpty }),
+], { error: 'give `file: PATH` (a 0600 file) or `value: ${ENV_VARIABLE}`' });
+
+/**
+ * The Ed25519 keys jobs sign with. The vault keeps only their public halves, so whoever can
+ * read the vault cannot forge what they sign. `backup` signs manifests (and derives the
+ * keyed digests that find unchanged cells); `lifecycle` signs tombstones, destruction
+ * certificates and vault backups. A job needs only its own: verify and restore need neither.
+ */
+export const SigningKeysSchema = z.strictObject({
+  backup: SecretSourceSchema.optional(),
+  lifecycle: SecretSourceSchema.optional(),
+});
+
 export const BackupSchema = z.strictObject({
   /** Target pack size; a pack closes at the first cell boundary past it. */
   packSizeMiB: z.number().int().min(1).max(4096).default(64),
@@ -95,6 +115,7 @@ export const ConfigSchema = z.strictObject({
   }),
   storage: StorageSchema,
   masterKey: MasterKeySchema,
+  signingKeys: SigningKeysSchema.default({}),
   embedded: EmbeddedSchema.optional(),
   backup: BackupSchema.default(BackupSchema.parse({})),
   verify: VerifySchema.default(VerifySchema.parse({})),
@@ -112,3 +133,5 @@ export type Config = z.infer<typeof ConfigSchema>;
 export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type StorageConfig = z.infer<typeof StorageSchema>;
 export type EmbeddedConfig = z.infer<typeof EmbeddedSchema>;
+export type SecretSource = z.infer<typeof SecretSourceSchema>;
+export type SigningPurpose = keyof z.infer<typeof SigningKeysSchema>;

@@ -1,4 +1,4 @@
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 
 const DIGEST_KEY_BYTES = 32;
@@ -41,4 +41,20 @@ export function createCellDigest(key: Uint8Array): CellDigest {
 /** The lowercase hex SHA-256 of `bytes`. */
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * True when `a` and `b` are equal, compared in time that depends only on their lengths: for
+ * MACs, digests and identities, where an early exit would tell an attacker how many leading
+ * characters of a guess were right. Strings are compared as UTF-8 bytes. Never throws.
+ */
+export function equalConstantTime(a: string | Uint8Array, b: string | Uint8Array): boolean {
+  const x = typeof a === 'string' ? Buffer.from(a, 'utf8') : Buffer.from(a);
+  const y = typeof b === 'string' ? Buffer.from(b, 'utf8') : Buffer.from(b);
+  if (x.length !== y.length) {
+    // Same work either way, so a length mismatch is not faster than a content mismatch.
+    timingSafeEqual(x, x);
+    return false;
+  }
+  return timingSafeEqual(x, y);
 }

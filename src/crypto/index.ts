@@ -6,6 +6,18 @@ export { generateKeyPair, recipientOf, type KeyPair } from './keys.ts';
 export { decryptBytes, encryptBytes } from './age.ts';
 export { decryptStream, encryptStream, type StreamOptions } from './age-stream.ts';
 export { andUnwrap, andWrap } from './and-wrap.ts';
-export { generateSigningKey, sign, verifySignature, type SigningKey } from './signing.ts';
-export { createCellDigest, generateDigestKey, sha256Hex, type CellDigest } from './digest.ts';
+export {
+  deriveFromSigningKey,
+  generateSigningKey,
+  publicKeyFromText,
+  publicKeyToPem,
+  sign,
+  signingKeyFromPem,
+  signingKeyId,
+  signingKeyToPem,
+  verifySignature,
+  type SigningKey,
+} from './signing.ts';
+export { publicKeyFileText, readSigningKeyFile, writeSigningKeyFile } from './signing-key-file.ts';
+export { createCellDigest, equalConstantTime, generateDigestKey, sha256Hex, type CellDigest } from './digest.ts';
 export { readMasterKeyFile, writeMasterKeyFile, type MasterKey } from './master-key-file.ts';

@@ -1,5 +1,5 @@
-import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { ErrorCode, LetheError, wrapForeign } from '../errors/index.ts';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import { createOwnerOnlyFile, readOwnerOnlyFile } from './private-file.ts';
 import { generateKeyPair, recipientOf } from './keys.ts';
 
 /** The master key as read from its file. */
@@ -20,28 +20,7 @@ export async function writeMasterKeyFile(path: string): Promise<{ recipient: str
   const { identity, recipient } = generateKeyPair();
   const created = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
   const text = `# created: ${created}\n# public key: ${recipient}\n${identity}\n`;
-  let handle: FileHandle;
-  try {
-    handle = await open(path, 'wx', 0o600);
-  } catch (err) {
-    if (errnoCode(err) === 'EEXIST') {
-      throw new LetheError(
-        ErrorCode.MASTER_KEY,
-        `master key file ${path} already exists; lethe never overwrites a master key. Keep using it, or choose another path`,
-        { cause: err },
-      );
-    }
-    throw wrapForeign(ErrorCode.MASTER_KEY, `creating master key file ${path}`, err);
-  }
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } catch (err) {
-    await handle.close().catch(() => undefined);
-    await unlink(path).catch(() => undefined);
-    throw wrapForeign(ErrorCode.MASTER_KEY, `writing master key file ${path}`, err);
-  }
-  await handle.close();
+  await createOwnerOnlyFile(path, text, ErrorCode.MASTER_KEY, 'master key file');
   return { recipient };
 }
 
@@ -53,38 +32,7 @@ export async function writeMasterKeyFile(path: string): Promise<{ recipient: str
  * identity.
  */
 export async function readMasterKeyFile(path: string): Promise<MasterKey> {
-  let handle: FileHandle;
-  try {
-    handle = await open(path, 'r');
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') {
-      throw new LetheError(
-        ErrorCode.MASTER_KEY,
-        `master key file ${path} does not exist; check the path in the config, or create a new master key there`,
-        { cause: err },
-      );
-    }
-    throw wrapForeign(ErrorCode.MASTER_KEY, `opening master key file ${path}`, err);
-  }
-  try {
-    // Checked on the open handle, so the file read is the file checked.
-    const stats = await handle.stat();
-    if (!stats.isFile()) {
-      throw new LetheError(ErrorCode.MASTER_KEY, `master key file ${path} is not a regular file`);
-    }
-    if ((stats.mode & 0o077) !== 0) {
-      const mode = (stats.mode & 0o777).toString(8).padStart(4, '0');
-      throw new LetheError(
-        ErrorCode.MASTER_KEY,
-        `master key file ${path} is accessible by group or others (mode ${mode}); run \`chmod 600 ${path}\``,
-      );
-    }
-    return parseIdentityFile(path, await handle.readFile('utf8'));
-  } catch (err) {
-    throw wrapForeign(ErrorCode.MASTER_KEY, `reading master key file ${path}`, err);
-  } finally {
-    await handle.close();
-  }
+  return parseIdentityFile(path, await readOwnerOnlyFile(path, ErrorCode.MASTER_KEY, 'master key file'));
 }
 
 function parseIdentityFile(path: string, text: string): MasterKey {
@@ -119,6 +67,3 @@ function parseIdentityFile(path: string, text: string): MasterKey {
   }
 }
 
-function errnoCode(err: unknown): unknown {
-  return err instanceof Error ? (err as NodeJS.ErrnoException).code : undefined;
-}

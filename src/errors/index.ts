@@ -25,6 +25,8 @@ export const ErrorCode = {
   KEY: 'KEY',
   /** The master key file is missing, unreadable, or too widely readable. */
   MASTER_KEY: 'MASTER_KEY',
+  /** A signing key is missing, unreadable, too widely readable, or not the one the vault lists. */
+  SIGNING_KEY: 'SIGNING_KEY',
   /** An age file is malformed or cannot be decrypted with the identities given. */
   CRYPTO: 'CRYPTO',
   /** The object store failed or refused. */
@@ -104,6 +106,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.TARGET_NOT_EMPTY:
     case ErrorCode.SNAPSHOT_NOT_FOUND:
     case ErrorCode.MASTER_KEY:
+    case ErrorCode.SIGNING_KEY:
       return ExitCode.USAGE;
     case ErrorCode.INTEGRITY:
     case ErrorCode.MANIFEST_INVALID:

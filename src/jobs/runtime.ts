@@ -1,9 +1,10 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import pg from 'pg';
-import type { Config, DatabaseConfig, EmbeddedConfig } from '../config/index.ts';
+import type { Config, DatabaseConfig, EmbeddedConfig, SigningPurpose } from '../config/index.ts';
 import { EmbeddedPostgres } from '../embedded/postgres.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
+import { loadSigner, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import { BUILTIN_MAPPING, parseMapping, type Mapping } from '../mapping/index.ts';
 import { openStore, type ObjectStore } from '../storage/index.ts';
@@ -56,6 +57,7 @@ export class Runtime {
   private embeddedPassword: string | undefined;
   private vaultHandle: Vault | undefined;
   private storeHandle: ObjectStore | undefined;
+  private readonly signers = new Map<SigningPurpose, Signer>();
 
   constructor(
     readonly config: Config,
@@ -107,6 +109,19 @@ export class Runtime {
   async store(): Promise<ObjectStore> {
     this.storeHandle ??= await openStore(this.config.storage);
     return this.storeHandle;
+  }
+
+  /**
+   * The job's signing key for `purpose`, read from the config and checked against the
+   * vault's record of the active key (see keys/signer.ts). Throws SIGNING_KEY naming the fix.
+   */
+  async signer(purpose: SigningPurpose): Promise<Signer> {
+    let signer = this.signers.get(purpose);
+    if (signer === undefined) {
+      signer = await loadSigner(this.config.signingKeys[purpose], purpose, await this.vault());
+      this.signers.set(purpose, signer);
+    }
+    return signer;
   }
 
   /** The table mapping: built in, or validated from the config. */

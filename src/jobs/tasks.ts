@@ -1,5 +1,8 @@
 import { access } from 'node:fs/promises';
-import { generateSigningKey, readMasterKeyFile, writeMasterKeyFile } from '../crypto/index.ts';
+import type { SigningPurpose } from '../config/index.ts';
+import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
+import { readConfiguredSigningKey } from '../keys/index.ts';
+import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import { runBackup, type BackupProgress, type BackupResult } from '../snapshot/index.ts';
 import { migrateVault } from '../vault/index.ts';
@@ -20,8 +23,22 @@ export interface InitResult {
   readonly masterKeyFile: string;
   readonly masterKeyCreated: boolean;
   readonly masterRecipient: string;
-  readonly signingKeyId: string;
+  /** The signing keys the config names, with what init did about each. */
+  readonly signingKeys: readonly InitSigningKey[];
   readonly storage: string;
+}
+
+export interface InitSigningKey {
+  readonly purpose: SigningPurpose;
+  readonly id: string;
+  /** The key file, when the key comes from one. */
+  readonly file: string | null;
+  /** True when init wrote the key file (and `<file>.pub`, its public half for the DR escrow). */
+  readonly created: boolean;
+  /** True when init registered it in the vault now (a first key, or a rotation). */
+  readonly registered: boolean;
+  /** Keys this registration retired (a rotation). */
+  readonly retired: readonly string[];
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -35,7 +52,11 @@ async function exists(path: string): Promise<boolean> {
 
 /**
  * Creates (or brings up to date) the vault, the master key file (mode 0600, never
- * overwritten) and the manifest signing key. Idempotent: a second run changes nothing.
+ * overwritten) and each signing key the config names: a missing key file is created (mode
+ * 0600, with its public half beside it as `<file>.pub`), and the key's public half is
+ * registered in the vault as the active key for its purpose, retiring the one before (a
+ * rotation: replace the file, run init). The vault never holds a private signing key.
+ * Idempotent: a second run changes nothing.
  */
 export async function initialize(rt: Runtime, actor: string): Promise<InitResult> {
   const { config } = rt;
@@ -47,19 +68,36 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     : (await readMasterKeyFile(keyFile)).recipient;
   const vault = await rt.vault();
   await vault.setMasterRecipient(masterRecipient);
-  let signing = await vault.getActiveSigningKey();
-  const signingCreated = signing === null;
-  if (signing === null) {
-    const key = generateSigningKey();
-    await vault.insertSigningKey({ id: `ed25519-${Date.now().toString(36)}`, publicKey: key.publicKey, privateKey: key.privateKey });
-    signing = await vault.getActiveSigningKey();
+  const signingKeys: InitSigningKey[] = [];
+  for (const purpose of ['backup', 'lifecycle'] as const) {
+    const source = config.signingKeys[purpose];
+    if (source === undefined) continue;
+    const file = 'file' in source ? source.file : null;
+    let key: SigningKey;
+    let created = false;
+    if (file !== null && !(await exists(file))) {
+      key = await writeSigningKeyFile(file, `${purpose} signing key file`);
+      await writeFile(`${file}.pub`, publicKeyFileText(key), { mode: 0o644 });
+      created = true;
+    } else {
+      key = await readConfiguredSigningKey(source, purpose);
+    }
+    const id = signingKeyId(key.publicKey);
+    const { changed, retired } = await vault.registerSigningKey({ id, purpose, publicKey: key.publicKey });
+    signingKeys.push({ purpose, id, file, created, registered: changed, retired });
   }
-  if (applied.length > 0 || masterKeyCreated || signingCreated) {
+  const changedKeys = signingKeys.filter((k) => k.created || k.registered);
+  if (applied.length > 0 || masterKeyCreated || changedKeys.length > 0) {
     await vault.appendAudit({
       actor,
       action: 'init',
       subject: config.vault.schema,
-      details: { migrations: applied, masterKeyCreated, masterRecipient, signingKeyCreated: signingCreated },
+      details: {
+        migrations: applied,
+        masterKeyCreated,
+        masterRecipient,
+        signingKeys: changedKeys.map((k) => ({ purpose: k.purpose, id: k.id, created: k.created, retired: [...k.retired] })),
+      },
     });
   }
   return {
@@ -68,7 +106,7 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     masterKeyFile: keyFile,
     masterKeyCreated,
     masterRecipient,
-    signingKeyId: signing?.id ?? '',
+    signingKeys,
     storage: (await rt.store()).description,
   };
 }
@@ -90,6 +128,7 @@ export async function backup(
     ...(storage.objectLock === undefined ? {} : { lockDays: { mode: storage.objectLock.mode, days: storage.objectLock.retainDays } }),
     log: rt.log,
     actor: options.actor,
+    signer: await rt.signer('backup'),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
   });
@@ -157,6 +196,7 @@ export async function lifecycleApply(
     config: rt.config,
     masterIdentity: master.identity,
     masterRecipient: master.recipient,
+    signer: await rt.signer('lifecycle'),
     actor: options.actor,
     now: options.now,
     log: rt.log,

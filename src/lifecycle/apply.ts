@@ -1,12 +1,12 @@
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
-import { KeyOpener } from '../keys/index.ts';
+import { KeyOpener, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { Config } from '../config/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
 import { failpoint } from '../util/failpoint.ts';
 import { writeVaultBackup } from '../vaultbackup/index.ts';
-import { destroyKeys } from './destroy.ts';
+import { destroyKeys, tombstoneLock, type ForeignTombstone } from './destroy.ts';
 import { executeApprovedRequest } from './erase.ts';
 import { planLifecycle, type Plan, type PlanAction } from './plan.ts';
 import { rewrapForHolds, type RewrapAction } from './rewrap.ts';
@@ -18,6 +18,8 @@ export interface ApplyOptions {
   readonly config: Config;
   readonly masterIdentity: string;
   readonly masterRecipient: string;
+  /** The lifecycle signing key: tombstones, certificates and vault backups are signed with it. */
+  readonly signer: Signer;
   readonly actor: string;
   /** The clock. The CLI passes the real one; tests move it forward. */
   readonly now: () => Date;
@@ -40,6 +42,8 @@ export interface ApplyResult {
   readonly bytesDeleted: number;
   /** The vault backup this run wrote after its key changes. */
   readonly vaultBackup: string;
+  /** Objects found where a tombstone belongs that lethe did not write: reported, never trusted. */
+  readonly foreignTombstones: readonly ForeignTombstone[];
   readonly durationMs: number;
 }
 
@@ -70,6 +74,12 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     /** The vault backup this run wrote; set once, before the first expiry or deletion. */
     const backup: { key: string | null } = { key: null };
     const requestsWaiting: { requestId: string; reason: string }[] = [];
+    const foreignTombstones: ForeignTombstone[] = [];
+    const tombstoneLockNow = (): ReturnType<typeof tombstoneLock> => tombstoneLock(lock, config.retention.graceWindowDays, options.now());
+    const reportForeign = (found: ForeignTombstone): void => {
+      foreignTombstones.push(found);
+      runLog.warn({ object: found.key, problem: found.problem }, 'an object where a tombstone belongs is not one lethe wrote; wrote the tombstone under another name');
+    };
     const total = plan.actions.length;
     let done = 0;
     const progress = (action: PlanAction['kind'], n: number): void => {
@@ -82,6 +92,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
         vault,
         store,
         masterRecipient: options.masterRecipient,
+        signer: options.signer,
         graceWindowDays: config.retention.graceWindowDays,
         ...(lock === undefined ? {} : { lockMode: lock.mode }),
         now: options.now(),
@@ -97,7 +108,19 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       switch (action.kind) {
         case 'finish-request': {
           try {
-            await executeApprovedRequest({ vault, store, graceWindowDays: config.retention.graceWindowDays, now: options.now }, action.requestId);
+            const requestLock = tombstoneLockNow();
+            await executeApprovedRequest(
+              {
+                vault,
+                store,
+                graceWindowDays: config.retention.graceWindowDays,
+                now: options.now,
+                signer: options.signer,
+                ...(requestLock === undefined ? {} : { lock: requestLock }),
+                onForeignTombstone: reportForeign,
+              },
+              action.requestId,
+            );
             counts.requestsFinished += 1;
           } catch (err) {
             // A hold placed after the approval (before a crash let it finish) wins: the
@@ -133,12 +156,16 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
             run.push(next);
             i += 1;
           }
-          const destroyed = await destroyKeys(vault, store, {
+          const destroyLock = tombstoneLockNow();
+          const { destroyed, foreignTombstones: foreign } = await destroyKeys(vault, store, {
             keyIds: run.map((a) => a.keyId),
             actor,
             reason: action.reason,
             cause: action.cause,
+            signer: options.signer,
+            ...(destroyLock === undefined ? {} : { tombstoneLock: destroyLock }),
           });
+          foreign.forEach(reportForeign);
           counts.keysDestroyed += destroyed.length;
           failpoint('apply.after-destroy');
           progress(action.kind, run.length);
@@ -170,6 +197,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
         case 'delete-object': {
           if (backup.key === null) await writeBackup();
           await store.delete(action.objectKey);
+          await vault.forgetStoreObjects(store.description, [action.objectKey]);
           await vault.appendAudit({ actor, action: 'object.delete', subject: action.objectKey, details: { kind: action.objectKind, size: action.size, reason: action.reason } });
           failpoint('apply.after-object-delete');
           counts.objectsDeleted += 1;
@@ -184,7 +212,17 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     // Destroyed keys' old row versions that a long transaction kept alive last time go now.
     const vacuum = await vault.vacuumKeyTables({ waitMs: 10_000 });
     if (!vacuum.clean) runLog.warn('a long-running transaction may still keep old row versions of destroyed keys; the next apply vacuums again');
-    const result: ApplyResult = { plan, ...counts, requestsWaiting, vaultBackup: backup.key ?? '', durationMs: Date.now() - started };
+    if (plan.unknownObjects.length > 0) {
+      runLog.warn({ objects: plan.unknownObjects.length, first: plan.unknownObjects[0]?.objectKey }, 'objects lethe has no record of writing to this store were left alone');
+    }
+    const result: ApplyResult = {
+      plan,
+      ...counts,
+      requestsWaiting,
+      vaultBackup: backup.key ?? '',
+      foreignTombstones,
+      durationMs: Date.now() - started,
+    };
     await vault.appendAudit({
       actor,
       action: 'lifecycle.apply',

@@ -1,4 +1,5 @@
-import { sign, verifySignature } from '../crypto/index.ts';
+import { verifySignature } from '../crypto/index.ts';
+import type { Signer } from '../keys/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { canonicalJson, type StoredEraseRequest, type Vault } from '../vault/index.ts';
 import type { DestroyedKey } from './destroy.ts';
@@ -10,8 +11,8 @@ const DAY_MS = 86_400_000;
 
 /**
  * A signed record that a deletion request was carried out. Plain JSON: an auditor can check
- * it with any Ed25519 library given the vault's signing public keys (`lethe keys export`
- * lists them): the signature covers `lethe.destruction-certificate.v1\n` followed by the
+ * it with any Ed25519 library given the lifecycle signing key's public half (`lethe init`
+ * writes it beside the key file; the vault lists it): the signature covers `lethe.destruction-certificate.v1\n` followed by the
  * canonical JSON (keys sorted, no whitespace) of the certificate without `signature`.
  */
 export interface DestructionCertificate {
@@ -77,10 +78,9 @@ export interface CertificateFacts {
  * Builds and signs the certificate of an executed request: gathers the cells and snapshots
  * affected from the vault (cell keys wrapped to a destroyed key, via the GIN index on
  * dimension_ids), takes the chain position of the last `key.destroy` entry, and signs with
- * the vault's active signing key. Throws VAULT when there is no signing key (run `lethe
- * init`), INTERNAL when the request was never approved.
+ * the lifecycle signing key. Throws INTERNAL when the request was never approved.
  */
-export async function buildCertificate(vault: Vault, facts: CertificateFacts): Promise<DestructionCertificate> {
+export async function buildCertificate(vault: Vault, signer: Signer, facts: CertificateFacts): Promise<DestructionCertificate> {
   const { request } = facts;
   if (request.approvedBy === null || request.approvedAt === null) {
     throw new LetheError(ErrorCode.INTERNAL, `certificate for ${request.id}: the request was never approved`);
@@ -131,14 +131,12 @@ export async function buildCertificate(vault: Vault, facts: CertificateFacts): P
       explanation: graceWindowExplanation(facts.graceWindowDays, irreversibleAt),
     },
   };
-  const key = await vault.getActiveSigningKey();
-  if (key === null) throw new LetheError(ErrorCode.VAULT, 'the vault has no signing key: run `lethe init`');
-  return { ...body, signature: { algorithm: 'ed25519', keyId: key.id, value: sign(key.privateKey, certificateMessage(body)) } };
+  return { ...body, signature: { algorithm: 'ed25519', keyId: signer.id, value: signer.sign(certificateMessage(body)) } };
 }
 
 /**
  * Checks a certificate's format and signature against `publicKeys` (signing key id →
- * base64 Ed25519 public key, e.g. Vault.getSigningPublicKeys()). Never throws: returns
+ * base64 Ed25519 public key, e.g. Vault.getSigningPublicKeys(['lifecycle', 'legacy'])). Never throws: returns
  * `{ ok: false, problem }` for anything wrong.
  */
 export function verifyCertificate(

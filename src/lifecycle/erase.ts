@@ -2,8 +2,10 @@ import { conversationKeyId, tenantKeyId, userKeyId } from '../cells/ids.ts';
 import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { StoredEraseRequest, Vault } from '../vault/index.ts';
+import type { Signer } from '../keys/index.ts';
+import type { ObjectLock } from '../storage/index.ts';
 import { buildCertificate, verifyCertificate, type DestructionCertificate } from './certificate.ts';
-import { destroyKeys } from './destroy.ts';
+import { destroyKeys, type ForeignTombstone } from './destroy.ts';
 import { holdsBlockingDestruction } from './hold-match.ts';
 import type { EraseScope, Hold } from './types.ts';
 
@@ -13,6 +15,12 @@ export interface EraseContext {
   readonly store: ObjectStore;
   readonly graceWindowDays: number;
   readonly now: () => Date;
+  /** The lifecycle signing key: tombstones and the certificate are signed with it. */
+  readonly signer: Signer;
+  /** Lock for the tombstones and the certificate, when the store locks objects. */
+  readonly lock?: ObjectLock;
+  /** Receives objects found where a tombstone belongs that lethe did not write (reported, never trusted). */
+  readonly onForeignTombstone?: (found: ForeignTombstone) => void;
 }
 
 export interface EraseRequestInput {
@@ -184,24 +192,27 @@ export async function executeApprovedRequest(ctx: EraseContext, requestId: strin
 
   const keyId = erasureKeyId(request);
   const approver = request.approvedBy ?? request.requestedBy;
-  const destroyed = await destroyKeys(ctx.vault, ctx.store, {
+  const { destroyed, foreignTombstones } = await destroyKeys(ctx.vault, ctx.store, {
     keyIds: [keyId],
     actor: approver,
     reason: `deletion request ${request.id} (${request.scope}${request.subject === null ? '' : ` ${request.subject}`} of tenant ${request.tenant}): ${request.reason}`,
     cause: { kind: 'erasure', request: request.id, scope: request.scope },
+    signer: ctx.signer,
+    ...(ctx.lock === undefined ? {} : { tombstoneLock: ctx.lock }),
   });
+  for (const found of foreignTombstones) ctx.onForeignTombstone?.(found);
 
   const key = certificateKey(request.id);
   let certificate = await storedCertificate(ctx, key, request.id);
   if (certificate === null) {
-    certificate = await buildCertificate(ctx.vault, {
+    certificate = await buildCertificate(ctx.vault, ctx.signer, {
       request,
       requestedKeyIds: [keyId],
       destroyed,
       executedAt: ctx.now(),
       graceWindowDays: ctx.graceWindowDays,
     });
-    await ctx.store.put(key, new TextEncoder().encode(`${JSON.stringify(certificate, null, 2)}\n`));
+    await ctx.store.put(key, new TextEncoder().encode(`${JSON.stringify(certificate, null, 2)}\n`), ctx.lock === undefined ? {} : { lock: ctx.lock });
   }
   const done = certificate;
   const stored = await ctx.vault.markEraseRequestExecuted(
@@ -240,7 +251,7 @@ async function storedCertificate(ctx: EraseContext, key: string, requestId: stri
   } catch {
     parsed = null;
   }
-  const check = verifyCertificate(parsed, await ctx.vault.getSigningPublicKeys());
+  const check = verifyCertificate(parsed, await ctx.vault.getSigningPublicKeys(['lifecycle', 'legacy']));
   if (!check.ok || (parsed as DestructionCertificate).request.id !== requestId) {
     throw new LetheError(
       ErrorCode.INTEGRITY,

@@ -4,12 +4,12 @@ import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { copyLines, decodeCopyField } from '../cells/copy-text.ts';
-import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
 import { KeyOpener } from '../keys/index.ts';
-import { readManifest, type CellEntry } from '../manifest/index.ts';
+import type { CellEntry } from '../manifest/index.ts';
 import type { Mapping } from '../mapping/index.ts';
 import { readCell } from '../restore/cell-reader.ts';
-import { digestKeyLookup } from '../restore/digest-keys.ts';
+import { openSnapshotManifest } from '../restore/manifest-source.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { SnapshotCell, Vault } from '../vault/index.ts';
 import { holdCovers } from './hold-match.ts';
@@ -70,7 +70,6 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
   await mkdir(work, { recursive: true, mode: 0o700 });
   const files = new Map<string, WriteStream>();
   const opener = new KeyOpener(vault, options.masterIdentity);
-  const digestKey = digestKeyLookup(vault);
   const tenants = new Set(holds.map((h) => h.tenant));
   const seen = new Set<string>();
   const rowsByTable: Record<string, number> = {};
@@ -99,12 +98,7 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
           throwIfAborted(options.signal, 'exporting held data');
           seen.add(`${cell.table}\0${cell.id}`);
           const tableColumns = columns.get(cell.table);
-          const read = await readCell(toEntry(cell), {
-            store,
-            key: await opener.open(cell.key),
-            digestKey: await digestKey(cell.tenant),
-            columns: tableColumns ?? [],
-          });
+          const read = await readCell(toEntry(cell), { store, key: await opener.open(cell.key) });
           if (read.status !== 'ok' || tableColumns === undefined) {
             const problem = read.status === 'shredded'
               ? `its keys were destroyed (${read.destroyed.join(', ')})`
@@ -204,25 +198,33 @@ async function fileFor(files: Map<string, WriteStream>, dir: string, table: stri
   return stream;
 }
 
-/** Table → COPY columns, from the newest manifest that can still be read. */
+/**
+ * Table → COPY columns, from the newest manifest still in the bucket, authenticated like
+ * every manifest read (sha256 against the vault, signature, chain) before its header is
+ * used. A manifest that fails authentication stops the export (INTEGRITY): the column
+ * layout of a legal hold's export must not come from an object anyone could have written.
+ * A manifest that is gone (expired) is skipped for the next newest.
+ */
 async function tableColumns(vault: Vault, store: ObjectStore): Promise<Map<string, readonly string[]>> {
   const columns = new Map<string, readonly string[]>();
   for (const snapshot of await vault.listSnapshots({ limit: 5 })) {
-    if (snapshot.manifestKey === null) continue;
+    if (snapshot.status !== 'complete' || snapshot.manifestKey === null || snapshot.manifestSha256 === null) continue;
+    let manifest;
     try {
-      for await (const event of readManifest(await store.get(snapshot.manifestKey), snapshot.manifestKey)) {
-        if (event.type !== 'header') break;
-        for (const table of event.header.tables) columns.set(table.name, table.columns);
-        break;
-      }
+      manifest = await openSnapshotManifest(vault, store, { ...snapshot, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256 });
+    } catch (err) {
+      if (isLetheError(err, ErrorCode.NOT_FOUND)) continue;
+      throw err;
+    }
+    try {
+      for (const table of manifest.header.tables) columns.set(table.name, table.columns);
       return columns;
-    } catch {
-      continue;
+    } finally {
+      await manifest.close();
     }
   }
   return columns;
 }
-
 
 /**
  * Keeps a row when some selector's dates include its timestamp. Only a timestamp in the
@@ -263,7 +265,6 @@ function toEntry(cell: SnapshotCell): CellEntry {
     offset: cell.offset,
     length: cell.length,
     sha256: cell.sha256,
-    digest: cell.digest,
     rows: cell.rows,
     bytesPlain: cell.bytesPlain,
     reused: cell.reused,

@@ -79,6 +79,11 @@ export function formatPlan(plan: Plan): string {
       out.push(`  ${what}${d.until === null ? '' : ` (until ${d.until})`}: ${d.reason}`);
     }
   }
+  if (plan.unknownObjects.length > 0) {
+    section(out, `Objects lethe has no record of writing to this store (${plan.unknownObjects.length}): left alone`);
+    for (const u of plan.unknownObjects) out.push(`  ${u.objectKey} (${bytes(u.size)}, ${u.lastModified})`);
+    out.push('  Look at them: a file someone else put here, or a copy of another store. lifecycle never deletes them.');
+  }
   if (plan.blocked.length > 0) {
     section(out, `Blocked by legal holds (${plan.blocked.length})`);
     for (const b of plan.blocked) out.push(`  ${b.keyId} (cases ${b.cases.join(', ')}): ${b.reason}`);

@@ -41,6 +41,12 @@ export type PlanHeldCellKey = HeldCellKeyFacts;
 export interface PlanSnapshot extends SnapshotFacts {
   /** The manifest object's lock; null when it has none (or the manifest is gone). */
   readonly manifestRetainUntil: Date | null;
+  /**
+   * True when the vault records writing the manifest to the store being planned for. A
+   * snapshot of another store (same vault, another bucket or prefix) is never expired from
+   * this one: its manifest here, if any, is a copy lethe did not write.
+   */
+  readonly manifestInStore: boolean;
 }
 
 export type PlanObjectKind = 'pack' | 'key-file' | 'vault-backup';
@@ -59,6 +65,12 @@ export interface PlanObject {
   readonly referencedBy: readonly string[];
   /** Tenants with cells in the pack (or keys in the key file); `''` stands for system. */
   readonly tenants: readonly string[];
+  /**
+   * True when the vault records lethe writing this object to this store. Anything else (a
+   * file someone put in the bucket, a copy of another store's objects) is only reported in
+   * `unknownObjects`: lifecycle never deletes, or extends the lock of, an object it did not write.
+   */
+  readonly recorded: boolean;
 }
 
 export type PlanKeyUsage = KeyUsage;
@@ -133,6 +145,13 @@ export interface PlanDeferred {
   reason: string;
 }
 
+/** An object under lethe's prefixes that the vault has no record of lethe writing to this store. */
+export interface PlanUnknownObject {
+  objectKey: string;
+  size: number;
+  lastModified: string;
+}
+
 export interface PlanBlocked {
   keyId: string;
   cases: string[];
@@ -152,6 +171,8 @@ export interface Plan {
   /** Execution order: finish-request, rewrap, destroy-key, expire-snapshot, extend-lock, delete-object. */
   actions: PlanAction[];
   deferred: PlanDeferred[];
+  /** Objects lethe has no record of writing here: reported, never touched. */
+  unknownObjects: PlanUnknownObject[];
   blocked: PlanBlocked[];
   pendingRequests: PlanPendingRequest[];
   summary: {
@@ -358,6 +379,14 @@ export function planLifecycle(input: PlanInput): Plan {
   for (const snap of [...complete].sort((a, b) => cmp(a.id, b.id))) {
     if (kept.has(snap.id) || snap.manifestKey === null) continue;
     const why = `snapshot ${snap.id} of ${day(snap.completedAt ?? snap.startedAt)} is outside the keep policy (${describePolicy(input.rules.snapshots)})`;
+    if (!snap.manifestInStore) {
+      deferred.push({
+        snapshotId: snap.id,
+        until: null,
+        reason: `${why}, but it was written to another store: run lifecycle apply with that store's config`,
+      });
+      continue;
+    }
     if (snap.manifestRetainUntil !== null && snap.manifestRetainUntil.getTime() > now.getTime()) {
       deferred.push({
         snapshotId: snap.id,
@@ -387,7 +416,12 @@ export function planLifecycle(input: PlanInput): Plan {
   const lockedUntil = (o: PlanObject): Date | null =>
     o.retainUntil !== null && o.retainUntil.getTime() > now.getTime() ? o.retainUntil : null;
 
+  const unknownObjects: PlanUnknownObject[] = [];
   for (const obj of [...input.objects].sort((a, b) => cmp(a.key, b.key))) {
+    if (!obj.recorded) {
+      unknownObjects.push({ objectKey: obj.key, size: obj.size, lastModified: obj.lastModified.toISOString() });
+      continue;
+    }
     const what = obj.kind === 'pack' ? 'pack' : obj.kind === 'key-file' ? 'key file' : 'vault backup';
     if (obj.kind === 'vault-backup') {
       const created = vaultBackupTime(obj);
@@ -464,6 +498,7 @@ export function planLifecycle(input: PlanInput): Plan {
     now: now.toISOString(),
     actions,
     deferred: deferred.sort((a, b) => cmp(a.snapshotId ?? a.objectKey ?? '', b.snapshotId ?? b.objectKey ?? '')),
+    unknownObjects,
     blocked: blocked.sort((a, b) => cmp(a.keyId, b.keyId)),
     pendingRequests,
     summary: {
@@ -555,7 +590,7 @@ export function parsePeriodKeyId(id: string): { tenant: string; class: string; p
 
 /** The creation time in a vault backup's name (`vault/<YYYYMMDDTHHMMSSmmmZ>.age`), else lastModified. */
 function vaultBackupTime(obj: PlanObject): Date {
-  const m = /(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z\.age$/.exec(obj.key);
+  const m = /(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z\.age(?:\.sig)?$/.exec(obj.key);
   if (m === null) return obj.lastModified;
   const [, y, mo, d, h, mi, s, ms] = m.map(Number);
   return new Date(Date.UTC(y ?? 0, (mo ?? 1) - 1, d, h, mi, s, ms));

@@ -44,7 +44,12 @@ export async function rewrapForHolds(ctx: RewrapContext, actions: readonly Rewra
       for (const action of slice) {
         const opened = await ctx.opener.open(action.cellKeyId);
         if (!opened.ok) {
-          const why = 'destroyed' in opened ? `it needs ${opened.destroyed.join(', ')}, already destroyed` : 'it is not in the vault';
+          const why =
+            'destroyed' in opened
+              ? `it needs ${opened.destroyed.join(', ')}, already destroyed`
+              : 'problem' in opened
+                ? opened.problem
+                : 'it is not in the vault';
           throw new LetheError(ErrorCode.KEY, `cannot re-wrap cell key ${action.cellKeyId} for case ${action.caseId}: ${why}`);
         }
         const wrapTo = action.dimensionIds.map((id) => {

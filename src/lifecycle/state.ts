@@ -17,7 +17,9 @@ const LOCK_CONCURRENCY = 8;
 /**
  * Reads everything {@link planLifecycle} decides on: the vault's keys, cell keys (with
  * usage by complete snapshots), re-wraps, holds, deletion requests and snapshots, and the
- * store's packs, key files and vault backups with their locks. Changes nothing.
+ * store's packs, key files and vault backups with their locks and whether the vault records
+ * lethe writing each of them to this store. Changes nothing. References count across every
+ * store the vault knows, so an object any snapshot still needs is never taken for an orphan.
  *
  * The store is listed before the vault is read: an object listed then either belongs to a
  * snapshot the vault already shows (running or done) or was left by a run that is over, so
@@ -33,7 +35,7 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     for await (const info of store.list(prefix)) listed.push({ info, kind });
   }
 
-  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, packRefs, keyFileRefs] = await Promise.all([
+  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, packRefs, keyFileRefs, recorded] = await Promise.all([
     vault.lifecycleDimensionKeys(),
     vault.lifecycleCellKeys(),
     vault.lifecyclePeriodKeyUsage(),
@@ -42,7 +44,8 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     vault.listEraseRequests(),
     vault.lifecycleSnapshots(),
     vault.lifecyclePackRefs(),
-    vault.lifecycleKeyFileRefs(store.description),
+    vault.lifecycleKeyFileRefs(),
+    vault.storeObjects(store.description),
   ]);
 
   const refs = new Map<string, { snapshots: readonly string[]; tenants: readonly string[] }>();
@@ -62,6 +65,7 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
         retainUntil: lock,
         referencedBy: ref?.snapshots ?? [],
         tenants: ref?.tenants ?? [],
+        recorded: recorded.get(info.key)?.kind === kind,
       };
     })
   ).filter((o): o is PlanObject => o !== null);
@@ -69,6 +73,7 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
   // Only a complete snapshot's manifest can be due for deletion.
   const snapshots: PlanSnapshot[] = await mapLimit(snapshotRows, LOCK_CONCURRENCY, async (s) => ({
     ...s,
+    manifestInStore: s.manifestKey !== null && recorded.get(s.manifestKey)?.kind === 'manifest',
     manifestRetainUntil:
       s.status === 'complete' && s.manifestKey !== null ? ((await lockOf(store, s.manifestKey)) ?? null) : null,
   }));

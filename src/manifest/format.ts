@@ -19,9 +19,19 @@ import { DATA_CLASSES } from '../cells/ids.ts';
  * "signature":{...}}
  * ```
  *
- * The signature covers the SHA-256 of every byte before the signature line.
+ * The signature covers the SHA-256 of every byte before the signature line, as stored (the
+ * raw bytes, never a decoded and re-encoded form).
+ *
+ * v2 dropped each cell's keyed digest of its plaintext: a digest outlives the keys that
+ * open the cell, so it would let anyone with the digest key confirm a guess of shredded
+ * content. Readers accept v1 (its `digest` is ignored): the AEAD of each cell and the
+ * signed sha256 of its ciphertext already prove the rows are the ones backed up.
  */
-export const MANIFEST_FORMAT = 'lethe.manifest.v1';
+export const MANIFEST_FORMAT = 'lethe.manifest.v2';
+
+/** Every manifest format this build reads. */
+export const MANIFEST_FORMATS = ['lethe.manifest.v1', MANIFEST_FORMAT] as const;
+export type ManifestFormat = (typeof MANIFEST_FORMATS)[number];
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 hex digest');
 
@@ -57,13 +67,14 @@ export const CellEntrySchema = z.strictObject({
   length: z.number().int().positive(),
   /** sha256 of the ciphertext range: checked before anything is decrypted. */
   sha256: hex64,
-  /** HMAC-SHA-256 of the plaintext under the tenant's digest key. */
-  digest: hex64,
   rows: z.number().int().positive(),
   bytesPlain: z.number().int().nonnegative(),
   /** True when the cell was unchanged since the previous snapshot and is referenced, not re-uploaded. */
   reused: z.boolean(),
 });
+
+/** A v1 cell line: v2 plus the keyed digest, which readers ignore. */
+export const CellEntryV1Schema = CellEntrySchema.extend({ digest: hex64 });
 
 export const TotalsSchema = z.strictObject({
   cells: z.number().int().nonnegative(),
@@ -88,9 +99,12 @@ export type CellEntry = z.infer<typeof CellEntrySchema>;
 export type Totals = z.infer<typeof TotalsSchema>;
 export type Signature = z.infer<typeof SignatureSchema>;
 
-/** The bytes that are signed: a domain tag, so a signature can never be replayed elsewhere. */
-export function signedMessage(bodySha256: string): Uint8Array {
-  return Buffer.from(`${MANIFEST_FORMAT}\n${bodySha256}\n`, 'utf8');
+/**
+ * The bytes that are signed: the format as a domain tag (so a signature can never be
+ * replayed elsewhere) and the sha256 of the manifest's bytes before the signature line.
+ */
+export function signedMessage(bodySha256: string, format: ManifestFormat = MANIFEST_FORMAT): Uint8Array {
+  return Buffer.from(`${format}\n${bodySha256}\n`, 'utf8');
 }
 
 /** Object key of a snapshot's manifest. */

@@ -1,129 +1,305 @@
 import { createHash } from 'node:crypto';
-import type { z } from 'zod';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
 import { copyLines } from '../cells/copy-text.ts';
+import { equalConstantTime, verifySignature } from '../crypto/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
+import { SchemaDescriptionSchema, type SchemaDescription } from '../mapping/index.ts';
+import type { ObjectStore } from '../storage/index.ts';
 import {
   CellEntrySchema,
+  CellEntryV1Schema,
   KeyFileRefSchema,
-  MANIFEST_FORMAT,
+  MANIFEST_FORMATS,
   SignatureSchema,
   SnapshotHeaderSchema,
   TotalsSchema,
+  signedMessage,
   type CellEntry,
   type KeyFileRef,
+  type ManifestFormat,
   type Signature,
   type SnapshotHeader,
   type Totals,
 } from './format.ts';
 
-export type ManifestEvent =
-  | { readonly type: 'header'; readonly header: SnapshotHeader; readonly schema: unknown; readonly keyFiles: readonly KeyFileRef[] }
-  | { readonly type: 'cell'; readonly cell: CellEntry }
-  | {
-      readonly type: 'end';
-      readonly totals: Totals;
-      readonly signature: Signature;
-      /** sha256 of the bytes before the signature line, as read (compare with `signature.sha256`). */
-      readonly bodySha256: string;
-      /** sha256 of the whole manifest object, as read. */
-      readonly fileSha256: string;
-    };
+/**
+ * Reading a manifest back from the bucket, where anyone with write access could have put
+ * anything. Nothing in a manifest is used before it is authenticated: {@link openManifest}
+ * copies the object to a private temporary file while hashing its raw bytes, compares the
+ * whole file's sha256 with the one the vault recorded when the backup stored it, checks the
+ * Ed25519 signature over the body's sha256 with a key the vault lists for backups, and only
+ * then parses the header, checks that it names the expected snapshot and its place in the
+ * chain, and validates the schema. Every later read comes from that verified local copy, so
+ * the bucket cannot change the content between the check and its use.
+ */
+
+/** One problem that makes a manifest untrustworthy (the codes verify reports). */
+export interface ManifestProblem {
+  readonly code: 'MANIFEST_SHA256' | 'SIGNATURE' | 'CHAIN' | 'MANIFEST_MISMATCH' | 'MANIFEST_INVALID';
+  readonly problem: string;
+}
+
+/** What the vault says the manifest must be. */
+export interface ManifestExpectation {
+  readonly snapshotId: string;
+  /** The object key, `snapshots/<id>.json`. */
+  readonly key: string;
+  /** sha256 of the whole object, recorded by the backup when it stored the manifest. */
+  readonly sha256: string;
+  /** The previous snapshot as the vault recorded it (null: the first snapshot). */
+  readonly previous: { readonly id: string; readonly sha256: string | null } | null;
+}
+
+/** An authenticated manifest, read from its verified local copy. */
+export interface TrustedManifest {
+  readonly key: string;
+  readonly format: ManifestFormat;
+  readonly header: SnapshotHeader;
+  readonly schema: SchemaDescription;
+  readonly keyFiles: readonly KeyFileRef[];
+  readonly totals: Totals;
+  readonly signature: Signature;
+  /** sha256 of the whole object (equal to the vault's record). */
+  readonly sha256: string;
+  /** The cells in manifest order. Throws MANIFEST_INVALID on a malformed line. */
+  cells(): AsyncGenerator<CellEntry>;
+  /** Removes the local copy. Idempotent. */
+  close(): Promise<void>;
+}
 
 function invalid(what: string, line: number, detail: string): LetheError {
   return new LetheError(ErrorCode.MANIFEST_INVALID, `manifest ${what}, line ${line}: ${detail}`);
 }
 
-function parseField<T>(text: string, name: string, schema: z.ZodType<T>, what: string, line: number): T {
-  const prefix = `"${name}":`;
-  if (!text.startsWith(prefix)) throw invalid(what, line, `expected "${name}"`);
-  const body = text.slice(prefix.length).replace(/,$/, '');
+function untrusted(key: string, problems: readonly ManifestProblem[]): LetheError {
+  return new LetheError(
+    problems.some((p) => p.code === 'MANIFEST_INVALID') && problems.length === 1 ? ErrorCode.MANIFEST_INVALID : ErrorCode.INTEGRITY,
+    `manifest ${key} cannot be trusted, so none of it was used: ${problems.map((p) => p.problem).join('; ')}`,
+    { details: { manifest: key, problems } },
+  );
+}
+
+function parseJson<T>(text: string, schema: z.ZodType<T>, what: string, line: number, name: string): T {
   let value: unknown;
   try {
-    value = JSON.parse(body);
+    value = JSON.parse(text);
   } catch {
-    throw invalid(what, line, `"${name}" is not valid JSON`);
+    throw invalid(what, line, `${name} is not valid JSON`);
   }
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw invalid(what, line, `"${name}" ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
+    throw invalid(what, line, `${name} ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
   }
   return parsed.data;
 }
 
-/**
- * Reads a manifest as a stream of events: the header, then each cell, then the totals and
- * signature with the digests of what was read. Throws MANIFEST_INVALID (naming `what`, e.g.
- * the object key, and the line) on any deviation from the format. It does not check the
- * signature: the caller does, with the vault's signing keys, after `end`.
- */
-export async function* readManifest(source: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<ManifestEvent> {
-  const body = createHash('sha256');
-  const file = createHash('sha256');
-  let lineNo = 0;
-  const lines = copyLines(source)[Symbol.asyncIterator]();
-  const nextLine = async (): Promise<string> => {
-    let result: IteratorResult<Buffer>;
-    try {
-      result = await lines.next();
-    } catch {
-      throw invalid(what, lineNo + 1, 'the object ends in the middle of a line (truncated?)');
-    }
-    if (result.done === true) throw invalid(what, lineNo + 1, 'the object ends early (truncated?)');
-    lineNo += 1;
-    file.update(result.value);
-    return result.value.toString('utf8', 0, result.value.length - 1);
-  };
-  const bodyLine = async (): Promise<string> => {
-    const text = await nextLine();
-    body.update(`${text}\n`);
-    return text;
-  };
+/** The member `name` of the line `"name":<json>,` (a trailing comma is optional). */
+function member<T>(line: Buffer | undefined, name: string, schema: z.ZodType<T>, what: string, lineNo: number): T {
+  const text = line === undefined ? '' : line.toString('utf8', 0, line.length - 1);
+  const prefix = `"${name}":`;
+  if (!text.startsWith(prefix)) throw invalid(what, lineNo, `expected "${name}"`);
+  return parseJson(text.slice(prefix.length).replace(/,$/, ''), schema, what, lineNo, `"${name}"`);
+}
 
-  // A reader that stops early (an error, or a consumer that stops iterating) must release the
-  // source: an abandoned object stream holds a file handle or an HTTP connection.
+function formatOf(line: Buffer | undefined, what: string): ManifestFormat {
+  const text = line?.toString('utf8') ?? '';
+  const format = MANIFEST_FORMATS.find((f) => text === `{"format":${JSON.stringify(f)},\n`);
+  if (format === undefined) throw invalid(what, 1, `not a lethe manifest (expected one of ${MANIFEST_FORMATS.join(', ')})`);
+  return format;
+}
+
+/** The raw facts of a downloaded copy, before anything in it is believed. */
+interface Fetched {
+  readonly dir: string;
+  readonly path: string;
+  readonly fileSha256: string;
+  /** sha256 of every raw byte before the last line. */
+  readonly bodySha256: string;
+  /** The first four lines (format, snapshot, schema, keyFiles), the second to last (totals) and the last (signature). */
+  readonly head: Buffer[];
+  readonly totalsLine: Buffer | undefined;
+  readonly lastLine: Buffer | undefined;
+  readonly lines: number;
+}
+
+/** Copies the object to a new private directory, hashing the raw bytes as they pass. */
+async function fetchCopy(store: ObjectStore, key: string, signal: AbortSignal | undefined): Promise<Fetched> {
+  const source = await store.get(key, signal === undefined ? {} : { signal });
+  const dir = await mkdtemp(join(tmpdir(), 'lethe-manifest-'));
+  const path = join(dir, 'manifest.json');
   try {
-    if ((await bodyLine()) !== `{"format":${JSON.stringify(MANIFEST_FORMAT)},`) {
-      throw invalid(what, 1, `not a ${MANIFEST_FORMAT} manifest`);
-    }
-    const header = parseField(await bodyLine(), 'snapshot', SnapshotHeaderSchema, what, lineNo);
-    const schemaLine = await bodyLine();
-    if (!schemaLine.startsWith('"schema":')) throw invalid(what, lineNo, 'expected "schema"');
-    let schema: unknown;
+    const handle = await open(path, 'wx', 0o600);
+    const file = createHash('sha256');
+    const body = createHash('sha256');
+    const head: Buffer[] = [];
+    let previous: Buffer | undefined;
+    let last: Buffer | undefined;
+    let lines = 0;
     try {
-      schema = JSON.parse(schemaLine.slice('"schema":'.length).replace(/,$/, ''));
-    } catch {
-      throw invalid(what, lineNo, '"schema" is not valid JSON');
-    }
-    const keyFiles = parseField(await bodyLine(), 'keyFiles', KeyFileRefSchema.array(), what, lineNo);
-    yield { type: 'header', header, schema, keyFiles };
-
-    if ((await bodyLine()) !== '"cells":[') throw invalid(what, lineNo, 'expected "cells":[');
-    for (;;) {
-      const text = await bodyLine();
-      if (text === '],') break;
-      let value: unknown;
+      async function* tee(): AsyncGenerator<Uint8Array> {
+        for await (const chunk of source) {
+          file.update(chunk);
+          await handle.write(chunk);
+          yield chunk;
+        }
+      }
       try {
-        value = JSON.parse(text.endsWith(',') ? text.slice(0, -1) : text);
-      } catch {
-        throw invalid(what, lineNo, 'cell entry is not valid JSON');
+        for await (const line of copyLines(tee())) {
+          lines += 1;
+          if (last !== undefined) body.update(last);
+          previous = last;
+          last = line;
+          if (head.length < 4) head.push(line);
+        }
+      } catch (err) {
+        if (err instanceof Error && /middle of a row/.test(err.message)) {
+          // A missing final newline: the object was cut short.
+          return { dir, path, fileSha256: file.digest('hex'), bodySha256: '', head, totalsLine: undefined, lastLine: undefined, lines: -1 };
+        }
+        throw err;
       }
-      const parsed = CellEntrySchema.safeParse(value);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw invalid(what, lineNo, `cell ${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
-      }
-      yield { type: 'cell', cell: parsed.data };
+    } finally {
+      await handle.close();
     }
-    const totals = parseField(await bodyLine(), 'totals', TotalsSchema, what, lineNo);
-    const bodySha256 = body.digest('hex');
-    const last = await nextLine();
-    if (!last.endsWith('}')) throw invalid(what, lineNo, 'the signature line does not close the document');
-    const signature = parseField(last.slice(0, -1), 'signature', SignatureSchema, what, lineNo);
-    const extra = await lines.next();
-    if (extra.done !== true) throw invalid(what, lineNo + 1, 'unexpected data after the signature');
-    yield { type: 'end', totals, signature, bodySha256, fileSha256: file.digest('hex') };
-  } finally {
-    await lines.return(undefined);
+    return { dir, path, fileSha256: file.digest('hex'), bodySha256: body.digest('hex'), head, totalsLine: previous, lastLine: last, lines };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
   }
+}
+
+/**
+ * Fetches and authenticates the manifest `expected.key`, trusting only signatures by
+ * `trustedKeys` (key id → base64 Ed25519 public key; the vault's backup keys). Throws,
+ * before any of the manifest's content is used:
+ * - INTEGRITY (details.problems lists each: MANIFEST_SHA256, SIGNATURE, CHAIN,
+ *   MANIFEST_MISMATCH) when the object is not byte for byte the one the vault recorded, its
+ *   signature does not verify under a trusted key, or it names another snapshot or another
+ *   predecessor than the vault;
+ * - MANIFEST_INVALID for an authentic manifest that does not parse (a lethe bug), or whose
+ *   schema fails the structural check (src/mapping/schema-check.ts);
+ * - NOT_FOUND / STORAGE as the store raises them.
+ * The caller must {@link TrustedManifest.close} the result.
+ */
+export async function openManifest(
+  store: ObjectStore,
+  expected: ManifestExpectation,
+  trustedKeys: ReadonlyMap<string, string>,
+  options: { signal?: AbortSignal } = {},
+): Promise<TrustedManifest> {
+  const what = expected.key;
+  const fetched = await fetchCopy(store, what, options.signal);
+  const close = async (): Promise<void> => {
+    await rm(fetched.dir, { recursive: true, force: true });
+  };
+  try {
+    const problems: ManifestProblem[] = [];
+    if (!equalConstantTime(fetched.fileSha256, expected.sha256)) {
+      problems.push({
+        code: 'MANIFEST_SHA256',
+        problem: `the object's sha256 ${fetched.fileSha256} differs from the one the vault recorded at backup (${expected.sha256}): it was modified or replaced after the backup`,
+      });
+    }
+    const signature = signatureOf(fetched, what, problems);
+    if (signature !== null) {
+      const publicKey = trustedKeys.get(signature.value.keyId);
+      if (!equalConstantTime(signature.value.sha256, fetched.bodySha256)) {
+        problems.push({ code: 'SIGNATURE', problem: 'the content does not match the digest it was signed over: it was modified after signing' });
+      } else if (publicKey === undefined) {
+        problems.push({ code: 'SIGNATURE', problem: `it is signed by key ${signature.value.keyId}, which the vault does not list as a backup signing key` });
+      } else if (!verifySignature(publicKey, signedMessage(fetched.bodySha256, signature.format), signature.value.value)) {
+        problems.push({ code: 'SIGNATURE', problem: 'its signature does not verify' });
+      }
+    }
+    if (problems.length > 0) throw untrusted(what, problems);
+
+    // Authentic from here on: what the backup wrote. Still checked, never assumed.
+    const format = formatOf(fetched.head[0], what);
+    const header = member(fetched.head[1], 'snapshot', SnapshotHeaderSchema, what, 2);
+    const rawSchema = member(fetched.head[2], 'schema', z.unknown(), what, 3);
+    const keyFiles = member(fetched.head[3], 'keyFiles', KeyFileRefSchema.array(), what, 4);
+    const totals = member(fetched.totalsLine, 'totals', TotalsSchema, what, fetched.lines - 1);
+    if (header.id !== expected.snapshotId) {
+      problems.push({ code: 'MANIFEST_MISMATCH', problem: `it names snapshot ${header.id}, but is stored as ${expected.snapshotId}` });
+    }
+    const linkedId = header.previous?.id ?? null;
+    const vaultId = expected.previous?.id ?? null;
+    if (linkedId !== vaultId) {
+      problems.push({ code: 'CHAIN', problem: `it follows ${linkedId ?? 'nothing'}, but the vault records ${vaultId ?? 'nothing'} as the previous snapshot` });
+    } else if (header.previous !== null && expected.previous?.sha256 != null && !equalConstantTime(header.previous.sha256, expected.previous.sha256)) {
+      problems.push({
+        code: 'CHAIN',
+        problem: `its link to ${header.previous.id} names sha256 ${header.previous.sha256}, the vault recorded ${expected.previous.sha256}`,
+      });
+    }
+    if (problems.length > 0) throw untrusted(what, problems);
+    const schemaCheck = SchemaDescriptionSchema.safeParse(rawSchema);
+    if (!schemaCheck.success) {
+      const issue = schemaCheck.error.issues[0];
+      throw untrusted(what, [
+        { code: 'MANIFEST_INVALID', problem: `its schema is not one lethe restores (${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'})` },
+      ]);
+    }
+    const cellSchema = format === 'lethe.manifest.v1' ? CellEntryV1Schema : CellEntrySchema;
+    return {
+      key: what,
+      format,
+      header,
+      schema: schemaCheck.data,
+      keyFiles,
+      totals,
+      signature: signature?.value as Signature,
+      sha256: fetched.fileSha256,
+      cells: () => readCells(fetched.path, what, cellSchema),
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+function signatureOf(fetched: Fetched, what: string, problems: ManifestProblem[]): { value: Signature; format: ManifestFormat } | null {
+  if (fetched.lines < 0 || fetched.lastLine === undefined) {
+    problems.push({ code: 'SIGNATURE', problem: 'the object ends in the middle of a line (truncated?), so it has no signature' });
+    return null;
+  }
+  const first = fetched.head[0]?.toString('utf8') ?? '';
+  const format = MANIFEST_FORMATS.find((f) => first === `{"format":${JSON.stringify(f)},\n`);
+  const text = fetched.lastLine.toString('utf8', 0, fetched.lastLine.length - 1);
+  if (format === undefined || !text.startsWith('"signature":') || !text.endsWith('}')) {
+    problems.push({ code: 'SIGNATURE', problem: 'it is not a lethe manifest ending in a signature line (truncated or replaced?)' });
+    return null;
+  }
+  try {
+    return { value: parseJson(text.slice('"signature":'.length, -1), SignatureSchema, what, fetched.lines, 'signature'), format };
+  } catch (err) {
+    problems.push({ code: 'SIGNATURE', problem: `its signature line is malformed (${(err as Error).message})` });
+    return null;
+  }
+}
+
+async function* readCells(path: string, what: string, schema: z.ZodType<CellEntry>): AsyncGenerator<CellEntry> {
+  let lineNo = 0;
+  let inCells = false;
+  for await (const line of copyLines(createReadStream(path))) {
+    lineNo += 1;
+    const text = line.toString('utf8', 0, line.length - 1);
+    if (!inCells) {
+      if (text === '"cells":[') inCells = true;
+      else if (lineNo > 5) throw invalid(what, lineNo, 'expected "cells":[');
+      continue;
+    }
+    if (text === '],') return;
+    const parsed = parseJson(text.endsWith(',') ? text.slice(0, -1) : text, schema, what, lineNo, 'cell');
+    // A v1 line carries a digest: drop it, nothing reads it.
+    const { digest: _digest, ...cell } = parsed as CellEntry & { digest?: string };
+    yield cell;
+  }
+  throw invalid(what, lineNo, 'the cell list is not closed');
 }

@@ -29,6 +29,7 @@ export {
 export { checkCoverage, type TableInfo } from './coverage.ts';
 export { readSchema } from './read-schema.ts';
 export { schemaToDdl, type SchemaDdl } from './schema-ddl.ts';
+export { SchemaDescriptionSchema, sqlFragmentProblem } from './schema-check.ts';
 export type {
   ColumnDescription,
   ConstraintDescription,

@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createCellDigest, decryptBytes, decryptStream } from '../crypto/index.ts';
+import { decryptBytes, decryptStream, equalConstantTime } from '../crypto/index.ts';
 import { isLetheError } from '../errors/index.ts';
 import type { OpenedKey } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
-import { digestPrefix } from '../snapshot/cell-writer.ts';
 
 /** Ranges up to this size are fetched, checked and decrypted in memory. */
 export const IN_MEMORY_CELL_BYTES = 32 << 20;
@@ -37,24 +36,24 @@ function problemOf(err: unknown): string {
 export interface ReadCellOptions {
   readonly store: ObjectStore;
   readonly key: OpenedKey;
-  readonly digestKey: Uint8Array;
-  readonly columns: readonly string[];
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
 }
 
 /**
- * Fetches one cell's ciphertext, checks its sha256 against the manifest BEFORE decrypting,
- * decrypts it with the cell key and checks the keyed digest and row count.
+ * Fetches one cell's ciphertext, checks its sha256 against the (authenticated) manifest
+ * BEFORE decrypting, decrypts it with the cell key (age's AEAD authenticates every chunk
+ * and the end of the plaintext) and checks the row count.
  *
  * Cells up to {@link IN_MEMORY_CELL_BYTES} are checked completely before anything is
- * returned. A larger cell is hashed in slices first, then decrypted as a stream; its digest
- * and row count are checked as the stream ends, and the stream throws if they differ, so
- * the caller must load it inside a transaction it can roll back.
+ * returned. A larger cell is hashed in slices first, then decrypted as a stream; its row
+ * count is checked as the stream ends, and the stream throws if it differs or a chunk does
+ * not authenticate, so the caller must load it inside a transaction it can roll back.
  */
 export async function readCell(cell: CellEntry, options: ReadCellOptions): Promise<ReadCell> {
   const { key, store } = options;
   if (!key.ok) {
     if ('destroyed' in key) return { status: 'shredded', destroyed: key.destroyed };
+    if ('problem' in key) return { status: 'failed', problem: key.problem };
     return { status: 'failed', problem: `its key ${key.missing} is not in the vault` };
   }
   const signalOpt = options.signal === undefined ? {} : { signal: options.signal };
@@ -62,12 +61,10 @@ export async function readCell(cell: CellEntry, options: ReadCellOptions): Promi
     if (cell.length <= IN_MEMORY_CELL_BYTES) {
       const ciphertext = await store.getRange(cell.pack, cell.offset, cell.length, signalOpt);
       const sha = createHash('sha256').update(ciphertext).digest('hex');
-      if (sha !== cell.sha256) {
+      if (!equalConstantTime(sha, cell.sha256)) {
         return { status: 'failed', problem: `ciphertext sha256 ${sha} does not match the manifest (${cell.sha256}): the pack was modified` };
       }
       const plaintext = await decryptBytes(ciphertext, [key.identity]);
-      const digest = createCellDigest(options.digestKey).update(digestPrefix(cell.table, options.columns)).update(plaintext).digest();
-      if (digest !== cell.digest) return { status: 'failed', problem: 'plaintext digest does not match the manifest' };
       const rows = countRows(plaintext);
       if (rows !== cell.rows) return { status: 'failed', problem: `holds ${rows} rows, the manifest says ${cell.rows}` };
       return { status: 'ok', plaintext, rows };
@@ -76,19 +73,16 @@ export async function readCell(cell: CellEntry, options: ReadCellOptions): Promi
     const hash = createHash('sha256');
     for await (const slice of slices(store, cell, options.signal)) hash.update(slice);
     const sha = hash.digest('hex');
-    if (sha !== cell.sha256) {
+    if (!equalConstantTime(sha, cell.sha256)) {
       return { status: 'failed', problem: `ciphertext sha256 ${sha} does not match the manifest (${cell.sha256}): the pack was modified` };
     }
-    const digest = createCellDigest(options.digestKey).update(digestPrefix(cell.table, options.columns));
     const decrypted = decryptStream(slices(store, cell, options.signal), [key.identity], signalOpt);
     async function* checked(): AsyncGenerator<Uint8Array> {
       let rows = 0;
       for await (const chunk of decrypted) {
-        digest.update(chunk);
         rows += countRows(chunk);
         yield chunk;
       }
-      if (digest.digest() !== cell.digest) throw new Error(`cell ${cell.id}: plaintext digest does not match the manifest`);
       if (rows !== cell.rows) throw new Error(`cell ${cell.id}: holds ${rows} rows, the manifest says ${cell.rows}`);
     }
     return { status: 'ok', plaintext: checked(), rows: cell.rows };

@@ -3,16 +3,14 @@ import { finished } from 'node:stream/promises';
 import type pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { copySessionStatements } from '../cells/index.ts';
-import { verifySignature } from '../crypto/index.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
 import type { KeyOpener } from '../keys/index.ts';
-import { readManifest, signedMessage, type CellEntry, type KeyFileRef, type SnapshotHeader, type Totals } from '../manifest/index.ts';
+import type { CellEntry, KeyFileRef, SnapshotHeader, Totals, TrustedManifest } from '../manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
 import type { DestructionRecord } from '../lifecycle/types.ts';
 import { readCell, type ReadCell } from './cell-reader.ts';
-import { digestKeyLookup } from './digest-keys.ts';
 
 /** One problem found while reading a snapshot. */
 export interface Finding {
@@ -32,7 +30,7 @@ export interface CellTally {
 }
 
 export interface LoadResult {
-  readonly header: SnapshotHeader | null;
+  readonly header: SnapshotHeader;
   /** The key files the manifest names (what a reader without the vault would use). */
   readonly keyFiles: readonly KeyFileRef[];
   readonly totals: Totals | null;
@@ -67,10 +65,10 @@ export interface LoadOptions {
   readonly store: ObjectStore;
   readonly vault: Vault;
   readonly opener: KeyOpener;
+  /** The snapshot's manifest, authenticated by openManifest before anything here uses it. */
+  readonly manifest: TrustedManifest;
   readonly snapshot: {
     readonly id: string;
-    readonly manifestKey: string;
-    readonly manifestSha256: string;
     /**
      * Cells the backup itself left out because a key they needed was already destroyed
      * (erased data still in the chat store): rows referring to them dangle by design.
@@ -129,26 +127,36 @@ function quoteIdent(name: string): string {
 }
 
 /**
- * Streams a snapshot into `target`: the manifest is read line by line, the schema created
- * from it, each table's cells fetched (several ahead), checked and loaded with one COPY per
- * table, then constraints and indexes added. Every check lethe can make without the source
- * is made: range sha256 before decryption, keyed digest and row count after, the manifest's
- * signature and sha256, and its totals against what was loaded.
+ * Runs one DDL statement built from the manifest's schema with the extended query protocol,
+ * which executes exactly one statement: even a definition that slipped past every check
+ * could not append a second one.
+ */
+async function runDdl(client: pg.Client, statement: string): Promise<void> {
+  await client.query({ text: statement, queryMode: 'extended' } as pg.QueryConfig);
+}
+
+/**
+ * Streams a snapshot into `target` from its authenticated manifest (see openManifest: the
+ * signature, sha256 and chain are checked before this runs): the schema created from it,
+ * each table's cells fetched (several ahead), checked and loaded with one COPY per table,
+ * then constraints and indexes added. Every check lethe can make without the source is made:
+ * range sha256 before decryption, the AEAD and row count after, and the totals against
+ * what was loaded.
  *
  * In `restore` mode the first failure throws (the caller rolls back). In `verify` mode
  * failures become findings and loading carries on where it is safe.
  */
 export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
-  const { store, vault, opener, target, mode } = options;
+  const { store, vault, opener, target, mode, manifest } = options;
   const findings: Finding[] = [];
   const tally: CellTally = { cells: 0, verified: 0, shredded: 0, failed: 0, skipped: 0, rows: 0 };
   const rowsByTable = new Map<string, number>();
   const shreddedByKey = new Map<string, { keyId: string; cells: number; sampleCells: string[]; record: DestructionRecord }>();
   const destructionRecords = new Map<string, DestructionRecord | null>();
   const constraintsNotValidated: string[] = [];
-  let header: SnapshotHeader | null = null;
-  let keyFiles: readonly KeyFileRef[] = [];
-  let totals: Totals | null = null;
+  const header: SnapshotHeader = manifest.header;
+  const keyFiles: readonly KeyFileRef[] = manifest.keyFiles;
+  const totals: Totals = manifest.totals;
   const fail = (subject: string, code: string, problem: string): void => {
     if (mode === 'restore') throw new LetheError(ErrorCode.INTEGRITY, `${subject}: ${problem}`);
     findings.push({ subject, code, problem });
@@ -159,8 +167,6 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   let copy: { table: string; stream: TableCopy } | undefined;
   let copyBroken = false;
   let batch: CellEntry[] = [];
-
-  const digestKeyFor = digestKeyLookup(vault);
 
   const load = async (cell: CellEntry, read: ReadCell): Promise<void> => {
     tally.cells += 1;
@@ -220,8 +226,6 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
       readCell(cell, {
         store,
         key: await opener.open(cell.key),
-        digestKey: await digestKeyFor(cell.tenant),
-        columns: columnsOf.get(cell.table) ?? [],
         ...(options.signal === undefined ? {} : { signal: options.signal }),
       });
     for (let i = 0; i < cells.length; i++) {
@@ -238,59 +242,45 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   };
 
   for (const statement of copySessionStatements()) await target.query(statement);
+  for (const table of header.tables) columnsOf.set(table.name, table.columns);
   try {
-    // Inside the try: in verify mode a missing manifest is a finding like any other.
-    const manifestSource = await store.get(options.snapshot.manifestKey, options.signal === undefined ? {} : { signal: options.signal });
-    for await (const event of readManifest(manifestSource, options.snapshot.manifestKey)) {
-      if (event.type === 'header') {
-        header = event.header;
-        keyFiles = event.keyFiles;
-        if (header.id !== options.snapshot.id) {
-          fail(options.snapshot.manifestKey, 'MANIFEST_MISMATCH', `names snapshot ${header.id}, expected ${options.snapshot.id}`);
-        }
-        for (const table of header.tables) columnsOf.set(table.name, table.columns);
-        const description = event.schema as SchemaDescription;
-        await options.beforeLoad?.(header, description);
-        ddl = schemaToDdl(description, { pgSchema: options.targetSchema });
-        for (const statement of ddl.preData) await target.query(statement);
-      } else if (event.type === 'cell') {
-        if (options.tenant !== undefined && event.cell.tenant !== null && event.cell.tenant !== options.tenant) {
-          tally.skipped += 1;
-          continue;
-        }
-        batch.push(event.cell);
-        if (batch.length >= BATCH) await runBatch();
-      } else {
-        await runBatch();
-        totals = event.totals;
-        checkSignature(event, await vault.getSigningPublicKeys(), options.snapshot, fail);
+    await options.beforeLoad?.(header, manifest.schema);
+    ddl = schemaToDdl(manifest.schema, { pgSchema: options.targetSchema });
+    for (const statement of ddl.preData) await runDdl(target, statement);
+    for await (const cell of manifest.cells()) {
+      if (options.tenant !== undefined && cell.tenant !== null && cell.tenant !== options.tenant) {
+        tally.skipped += 1;
+        continue;
       }
+      batch.push(cell);
+      if (batch.length >= BATCH) await runBatch();
     }
+    await runBatch();
     await copy?.stream.end();
   } catch (err) {
     copyBroken = true;
     await copy?.stream.abort('lethe: loading the snapshot failed');
     if (mode === 'restore' || !isLetheError(err) || err.code === ErrorCode.ABORTED) throw err;
-    findings.push({ subject: options.snapshot.manifestKey, code: err.code, problem: err.message });
+    findings.push({ subject: manifest.key, code: err.code, problem: err.message });
   }
 
   if (!copyBroken) {
     for (const statement of ddl.postData) {
       const foreignKey = (tally.shredded > 0 || (options.snapshot.cellsLeftOut ?? 0) > 0) && FOREIGN_KEY.test(statement);
       if (mode === 'restore' && !foreignKey) {
-        await target.query(statement);
+        await runDdl(target, statement);
         continue;
       }
       await target.query('SAVEPOINT post_data');
       try {
-        await target.query(statement);
+        await runDdl(target, statement);
         await target.query('RELEASE SAVEPOINT post_data');
       } catch (err) {
         await target.query('ROLLBACK TO SAVEPOINT post_data');
         if (foreignKey) {
           // Rows that refer to shredded rows (another user's reply to an erased message)
           // are kept; the constraint still guards every new row.
-          await target.query(`${statement} NOT VALID`);
+          await runDdl(target, `${statement} NOT VALID`);
           await target.query('RELEASE SAVEPOINT post_data');
           constraintsNotValidated.push(statement.replace(/^ALTER TABLE /, ''));
           continue;
@@ -300,7 +290,7 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
       }
     }
   }
-  if (totals !== null && options.tenant === undefined && tally.shredded === 0 && tally.failed === 0) {
+  if (options.tenant === undefined && tally.shredded === 0 && tally.failed === 0 && !copyBroken) {
     for (const [table, rows] of Object.entries(totals.rowsByTable)) {
       const loaded = rowsByTable.get(table) ?? 0;
       if (loaded !== rows) fail(`table ${table}`, 'ROW_COUNT', `loaded ${loaded} rows, the manifest totals say ${rows}`);
@@ -317,25 +307,4 @@ const FOREIGN_KEY = /^ALTER TABLE .* ADD CONSTRAINT .* FOREIGN KEY /s;
 export function leftOut(stats: Readonly<Record<string, unknown>> | null): number {
   const n = stats?.['cellsSkippedShredded'];
   return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : 0;
-}
-
-function checkSignature(
-  end: { bodySha256: string; fileSha256: string; signature: { keyId: string; sha256: string; value: string } },
-  publicKeys: ReadonlyMap<string, string>,
-  snapshot: LoadOptions['snapshot'],
-  fail: (subject: string, code: string, problem: string) => void,
-): void {
-  const subject = snapshot.manifestKey;
-  if (end.signature.sha256 !== end.bodySha256) {
-    fail(subject, 'SIGNATURE', 'the manifest content does not match the digest it was signed over: it was modified after signing');
-  }
-  const publicKey = publicKeys.get(end.signature.keyId);
-  if (publicKey === undefined) {
-    fail(subject, 'SIGNATURE', `signed by key ${end.signature.keyId}, which the vault does not know`);
-  } else if (!verifySignature(publicKey, signedMessage(end.signature.sha256), end.signature.value)) {
-    fail(subject, 'SIGNATURE', 'the manifest signature does not verify');
-  }
-  if (end.fileSha256 !== snapshot.manifestSha256) {
-    fail(subject, 'MANIFEST_SHA256', `object sha256 ${end.fileSha256} differs from the one the vault recorded at backup (${snapshot.manifestSha256})`);
-  }
 }

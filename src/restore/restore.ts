@@ -7,6 +7,8 @@ import type { SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
 import { leftOut, loadSnapshot, type ShreddedByKey } from './engine.ts';
+import { openSnapshotManifest } from './manifest-source.ts';
+import { excessPrivileges } from './target-role.ts';
 
 export interface RestoreOptions {
   readonly vault: Vault;
@@ -37,6 +39,8 @@ export interface RestoreResult {
   readonly constraintsNotValidated: string[];
   readonly rows: number;
   readonly rowsByTable: Record<string, number>;
+  /** Things the operator should fix that did not stop the restore (a target role with too much power). */
+  readonly warnings: string[];
   readonly durationMs: number;
 }
 
@@ -87,25 +91,35 @@ async function checkTarget(
 /**
  * Restores a whole snapshot, or one tenant's cells (with the system cells), into the
  * database at `targetUrl`, schema and rows, in ONE transaction: a failure of any check
- * rolls everything back, so the target is either fully restored or untouched. Refuses a
- * target that already has any of the snapshot's tables or enum types unless `replace` is set.
- * Cells whose keys were destroyed are left out and counted (they are shredded by design).
+ * rolls everything back, so the target is either fully restored or untouched. The manifest
+ * is authenticated (sha256 against the vault, signature, chain) before the target is even
+ * connected to, so no SQL derived from an unauthenticated manifest ever reaches it. Refuses
+ * a target that already has any of the snapshot's tables or enum types unless `replace` is
+ * set. Warns (result `warnings`, log) when the target role is a superuser or can reach the
+ * server's files or programs. Cells whose keys were destroyed are left out and counted
+ * (they are shredded by design).
  */
 export async function runRestore(options: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now();
   const { vault, store } = options;
   const snapshot = await vault.getSnapshot(options.snapshot);
   const schema = options.targetSchema ?? 'public';
+  const manifest = await openSnapshotManifest(vault, store, snapshot, options.signal === undefined ? {} : { signal: options.signal });
   const target = new pg.Client({ connectionString: options.targetUrl, application_name: 'lethe restore' });
   target.on('error', () => undefined);
   try {
     await target.connect();
+    const warnings = (await excessPrivileges(target)).map(
+      (w) => `the restore target: ${w}; restore as a role that owns the target database and nothing more (runbooks/restore-role.md)`,
+    );
+    for (const warning of warnings) options.log.warn({ warning }, 'restore target role has more power than a restore needs');
     await target.query('BEGIN');
     const loaded = await loadSnapshot({
       store,
       vault,
       opener: new KeyOpener(vault, options.masterIdentity),
-      snapshot: { id: snapshot.id, manifestKey: snapshot.manifestKey, manifestSha256: snapshot.manifestSha256, cellsLeftOut: leftOut(snapshot.stats) },
+      manifest,
+      snapshot: { id: snapshot.id, cellsLeftOut: leftOut(snapshot.stats) },
       target,
       targetSchema: schema,
       mode: 'restore',
@@ -122,13 +136,14 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
     const result: RestoreResult = {
       snapshotId: snapshot.id,
       tenant: options.tenant ?? null,
-      tables: loaded.header?.tables.length ?? 0,
+      tables: loaded.header.tables.length,
       cells: loaded.tally.verified,
       cellsShredded: loaded.tally.shredded,
       shredded: loaded.shredded,
       constraintsNotValidated: loaded.constraintsNotValidated,
       rows: loaded.tally.rows,
       rowsByTable: Object.fromEntries(loaded.rowsByTable),
+      warnings,
       durationMs: Date.now() - started,
     };
     await vault.appendAudit({
@@ -144,5 +159,6 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
     throw wrapForeign(ErrorCode.DATABASE, `restoring snapshot ${snapshot.id}`, err);
   } finally {
     await target.end().catch(() => undefined);
+    await manifest.close();
   }
 }

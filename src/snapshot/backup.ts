@@ -3,9 +3,8 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { copySessionStatements, groupCells } from '../cells/index.ts';
-import { generateDigestKey, sign } from '../crypto/index.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
-import { KeyMinter } from '../keys/index.ts';
+import { KeyMinter, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import { CellEntrySchema, manifestKey, manifestLines, type CellEntry, type SnapshotHeader } from '../manifest/index.ts';
 import {
@@ -17,7 +16,7 @@ import {
   type Mapping,
 } from '../mapping/index.ts';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
-import type { Vault } from '../vault/index.ts';
+import type { CellDigestRecord, Vault } from '../vault/index.ts';
 import { CellWriter, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { writeKeyFile } from './key-file.ts';
 import { PackWriter } from './pack-writer.ts';
@@ -34,6 +33,8 @@ export interface BackupOptions {
   readonly lockDays?: { mode: ObjectLock['mode']; days: number };
   readonly log: Logger;
   readonly actor: string;
+  /** The backup's signing key (loadSigner checked it is the vault's active backup key). */
+  readonly signer: Signer;
   readonly signal?: AbortSignal;
   readonly onProgress?: (progress: BackupProgress) => void;
   /** The clock; tests inject one. */
@@ -76,6 +77,9 @@ export function newSnapshotId(at: Date): string {
 
 const CELL_ROWS_BATCH = 1000;
 
+/** Domain tag of the digest key the backup derives from its signing key. */
+export const CELL_DIGEST_KEY_LABEL = 'lethe.cell-digest-key.v1';
+
 /** The snapshot's cells as the vault recorded them, in restore order, as manifest entries. */
 async function* manifestCells(vault: Vault, snapshotId: string): AsyncGenerator<CellEntry> {
   for await (const cell of vault.iterateSnapshotCells(snapshotId, { order: 'table' })) {
@@ -116,10 +120,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
     }
 
     const masterRecipient = await vault.getMasterRecipient();
-    const signingKey = await vault.getActiveSigningKey();
-    if (signingKey === null) {
-      throw new LetheError(ErrorCode.VAULT, 'the vault has no manifest signing key: run `lethe init`');
-    }
+    const { signer } = options;
     const { tables } = await checkCoverage(options.chatStoreUrl, options.mapping);
     const schema = await readSchema(
       options.chatStoreUrl,
@@ -142,29 +143,26 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         : { mode: options.lockDays.mode, retainUntil: new Date(createdAt.getTime() + options.lockDays.days * 86_400_000) };
     const packs = new PackWriter(store, {
       targetBytes: options.packSizeBytes,
+      beforeUpload: (key) => vault.recordStoreObjects(store.description, [{ key, kind: 'pack', snapshotId }]),
       ...(lock === undefined ? {} : { lock }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     const keys = new KeyMinter(vault, masterRecipient);
-    const digestKeys = new Map<string, Uint8Array>();
-    const digestKeyFor = async (tenant: string | null): Promise<Uint8Array> => {
-      const name = tenant ?? '';
-      const known = digestKeys.get(name);
-      if (known !== undefined) return known;
-      const got = (await vault.getOrCreateDigestKeys([name], generateDigestKey)).get(name);
-      if (got === undefined) throw new LetheError(ErrorCode.VAULT, `no digest key for tenant ${name}`);
-      digestKeys.set(name, got);
-      return got;
-    };
+    // The digest key never leaves this process: the vault stores only digests, and only the
+    // newest of each cell, deleted when a key the cell needs is destroyed.
+    const digestKey = signer.derive(CELL_DIGEST_KEY_LABEL);
 
     const totals = { cells: 0, reused: 0, written: 0, shredded: 0, rows: 0, bytesPlain: 0, bytesStored: 0 };
     let pendingRows: CellEntry[] = [];
+    let pendingDigests: CellDigestRecord[] = [];
     const flushRows = async (): Promise<void> => {
       if (pendingRows.length === 0) return;
       // Cell rows reference their keys; the minter stores a batch's keys before returning them.
       const batch = pendingRows;
+      const digests = pendingDigests;
       pendingRows = [];
-      await vault.addSnapshotCells(snapshotId, batch);
+      pendingDigests = [];
+      await vault.addSnapshotCells(snapshotId, batch, digests);
     };
 
     const chat = new pg.Client({ connectionString: options.chatStoreUrl, application_name: 'lethe backup' });
@@ -208,9 +206,9 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
           columns: table.copyColumns,
           packs,
           keys,
-          digestKeyFor,
+          digestKey,
           previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> =>
-            previousId === null ? new Map() : vault.getSnapshotCells(previousId, table.name, cellIds),
+            previousId === null ? new Map() : vault.getPreviousCells(previousId, table.name, cellIds),
           bufferBytes: options.cellBufferBytes,
           ...(options.signal === undefined ? {} : { signal: options.signal }),
         });
@@ -232,6 +230,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
             else {
               totals.written += 1;
               totals.bytesStored += entry.length;
+              pendingDigests.push({ table: entry.table, id: entry.id, key: entry.key, pack: entry.pack, offset: entry.offset, digest: outcome.digest });
             }
             pendingRows.push(entry);
             if (pendingRows.length >= CELL_ROWS_BATCH) await flushRows();
@@ -271,6 +270,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         tables: ordered.map((t) => ({ name: t.name, class: t.class, columns: [...t.copyColumns] })),
       };
       const key = manifestKey(snapshotId);
+      await vault.recordStoreObjects(store.description, [{ key, kind: 'manifest', snapshotId }]);
       const written = await store.put(
         key,
         manifestLines({
@@ -278,7 +278,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
           schema,
           keyFiles: await vault.keyFilesForSnapshot(snapshotId, store.description),
           cells: manifestCells(vault, snapshotId),
-          sign: (message) => ({ keyId: signingKey.id, value: sign(signingKey.privateKey, message) }),
+          sign: (message) => ({ keyId: signer.id, value: signer.sign(message) }),
         }),
         lock === undefined ? {} : { lock },
       );
@@ -309,7 +309,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         subject: snapshotId,
         details: { ...result, manifestSha256: written.sha256 },
       });
-      await exportAudit(vault, store, lock);
+      await exportAudit(vault, store, signer, lock);
       runLog.info(result, 'backup complete');
       return result;
     } catch (err) {

@@ -1,4 +1,4 @@
-import { createCellDigest, encryptBytes, encryptStream, type CellDigest } from '../crypto/index.ts';
+import { createCellDigest, encryptBytes, encryptStream, equalConstantTime, type CellDigest } from '../crypto/index.ts';
 import { cellId, cellKeyId, type CellRows, type CellTuple } from '../cells/index.ts';
 import type { KeyMinter } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
@@ -7,7 +7,8 @@ import type { PackWriter } from './pack-writer.ts';
 /** What the writer knows of the previous snapshot's copy of a cell. */
 export interface PreviousCell {
   readonly key: string;
-  readonly digest: string;
+  /** The keyed digest of that copy's plaintext; null when the vault no longer has it. */
+  readonly digest: string | null;
   readonly pack: string;
   readonly offset: number;
   readonly length: number;
@@ -17,7 +18,9 @@ export interface PreviousCell {
 }
 
 export type CellOutcome =
-  | { readonly kind: 'written' | 'reused'; readonly entry: CellEntry }
+  /** `digest`: the keyed digest of the plaintext, for the vault only (never the manifest). */
+  | { readonly kind: 'written'; readonly entry: CellEntry; readonly digest: string }
+  | { readonly kind: 'reused'; readonly entry: CellEntry }
   | { readonly kind: 'shredded'; readonly cellId: string; readonly destroyedKey: string; readonly rows: number };
 
 /**
@@ -33,7 +36,8 @@ export interface CellWriterOptions {
   readonly columns: readonly string[];
   readonly packs: PackWriter;
   readonly keys: KeyMinter;
-  readonly digestKeyFor: (tenant: string | null) => Promise<Uint8Array>;
+  /** The backup's digest key (derived from its signing key). */
+  readonly digestKey: Uint8Array;
   /** The previous snapshot's copies of these cells of `table` (absent ones are new). */
   readonly previous: (cellIds: readonly string[]) => Promise<ReadonlyMap<string, PreviousCell>>;
   /** Cells up to this many plaintext bytes are held until their digest is known. */
@@ -84,7 +88,7 @@ export class CellWriter {
   /** Reads one cell's rows; returns the outcomes of the cells this finished (maybe none). */
   async add(cell: CellRows): Promise<CellOutcome[]> {
     const id = cellId(this.options.table, cell.tuple);
-    const digest = createCellDigest(await this.options.digestKeyFor(cell.tuple.tenant));
+    const digest = createCellDigest(this.options.digestKey);
     digest.update(this.prefix);
     const plaintext: Buffer[] = [];
     let rows = 0;
@@ -132,7 +136,7 @@ export class CellWriter {
       }
       const base = this.base(cell.id, cell.tuple, key.keyId);
       const prior = previous.get(cell.id);
-      if (prior !== undefined && prior.digest === cell.digest && prior.key === key.keyId) {
+      if (prior?.digest != null && prior.key === key.keyId && equalConstantTime(prior.digest, cell.digest)) {
         outcomes.push({
           kind: 'reused',
           entry: {
@@ -141,7 +145,6 @@ export class CellWriter {
             offset: prior.offset,
             length: prior.length,
             sha256: prior.sha256,
-            digest: cell.digest,
             rows: cell.rows,
             bytesPlain: cell.bytesPlain,
             reused: true,
@@ -154,7 +157,8 @@ export class CellWriter {
       const location = await this.options.packs.writeCell(ciphertext);
       outcomes.push({
         kind: 'written',
-        entry: { ...base, ...location, digest: cell.digest, rows: cell.rows, bytesPlain: cell.bytesPlain, reused: false },
+        entry: { ...base, ...location, rows: cell.rows, bytesPlain: cell.bytesPlain, reused: false },
+        digest: cell.digest,
       });
     }
     return outcomes;
@@ -197,11 +201,11 @@ export class CellWriter {
       entry: {
         ...this.base(id, tuple, key.keyId),
         ...location,
-        digest: digest.digest(),
         rows: counted.rows,
         bytesPlain: counted.bytesPlain,
         reused: false,
       },
+      digest: digest.digest(),
     };
   }
 

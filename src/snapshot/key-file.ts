@@ -36,6 +36,7 @@ export async function writeKeyFile(options: {
     }
   }
   const key = keyFileKey(snapshotId);
+  await vault.recordStoreObjects(store.description, [{ key, kind: 'key-file', snapshotId }]);
   const { sha256 } = await store.put(key, lines(), options.lock === undefined ? {} : { lock: options.lock });
   await vault.recordKeyFile({ store: store.description, key, sha256, snapshotId, keyIds: ids });
   return key;

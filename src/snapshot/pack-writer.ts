@@ -51,7 +51,13 @@ export class PackWriter {
 
   constructor(
     private readonly store: ObjectStore,
-    private readonly options: { targetBytes: number; lock?: ObjectLock; signal?: AbortSignal },
+    private readonly options: {
+      targetBytes: number;
+      lock?: ObjectLock;
+      signal?: AbortSignal;
+      /** Called with a new pack's key before its upload starts (the vault records it). */
+      beforeUpload?: (key: string) => Promise<void>;
+    },
   ) {}
 
   /** Packs finished so far. */
@@ -65,7 +71,7 @@ export class PackWriter {
    */
   async writeCell(body: Uint8Array | AsyncIterable<Uint8Array>): Promise<CellLocation> {
     throwIfAborted(this.options.signal, 'writing a pack');
-    const pack = this.current ?? this.open();
+    const pack = this.current ?? (await this.open());
     const offset = pack.bytes;
     const hash = createHash('sha256');
     const chunks = body instanceof Uint8Array ? [body] : body;
@@ -102,8 +108,9 @@ export class PackWriter {
     await pack.upload.catch(() => undefined);
   }
 
-  private open(): OpenPack {
+  private async open(): Promise<OpenPack> {
     const key = newPackKey();
+    await this.options.beforeUpload?.(key);
     const stream = new PassThrough({ highWaterMark: 1 << 20 });
     const upload = this.store.put(key, stream, {
       ...(this.options.lock === undefined ? {} : { lock: this.options.lock }),

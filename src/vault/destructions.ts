@@ -104,6 +104,16 @@ export async function recordKeyDestructions(
     );
     const before = new Map(recorded.rows.map((r) => [r.key_id, r]));
     const out: RecordedDestruction[] = [];
+    // The digests of every cell that needs these keys go in the same transaction: a digest
+    // that outlived its cell's keys would confirm a guess of the shredded content to anyone
+    // holding the digest key. (Idempotent, so a re-destruction after a vault restore repeats it.)
+    await query(
+      client,
+      doing,
+      `DELETE FROM ${ctx.t.cellDigests}
+        WHERE key_id IN (SELECT id FROM ${ctx.t.cellKeys} WHERE dimension_ids && $1::text[])`,
+      [ids.filter((id) => present.has(id))],
+    );
     for (const [id, key] of byId) {
       if (!present.has(id)) continue;
       const old = before.get(id);
@@ -149,9 +159,9 @@ export async function recordKeyDestructions(
 }
 
 /**
- * VACUUM FULL of dimension_keys and held_cell_keys: rewrites both tables into new files so
- * no dead row version keeps a destroyed key's wrapped identity on disk (the old files are
- * truncated at commit). Takes an ACCESS EXCLUSIVE lock on each table for the rewrite (a
+ * VACUUM FULL of dimension_keys, held_cell_keys and cell_digests: rewrites them into new
+ * files so no dead row version keeps a destroyed key's wrapped identity (or a shredded
+ * cell's digest) on disk (the old files are truncated at commit). Takes an ACCESS EXCLUSIVE lock on each table for the rewrite (a
  * fraction of a second for a vault's few thousand dimension keys), so backups wait briefly.
  * WAL segments and base backups of the vault's server are outside lethe's reach: they are
  * what the grace window covers, with the vault backups.
@@ -187,7 +197,7 @@ export async function vacuumKeyTables(
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   // VACUUM cannot run inside a transaction block: one statement per table on the pool.
-  for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx)]) {
+  for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx), ctx.t.cellDigests]) {
     await query(ctx.pool, `vacuuming ${table} after destroying keys`, `VACUUM FULL ${table}`);
   }
   return { clean };

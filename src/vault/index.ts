@@ -22,15 +22,15 @@ export type {
   WrappedDimensionKey,
 } from './dimension-keys.ts';
 export type { CellKey } from './cell-keys.ts';
-export { MIN_DIGEST_KEY_BYTES } from './digest-keys.ts';
-export type { SigningKey } from './signing-keys.ts';
+export type { SigningPublicKey, SigningPurpose } from './signing-keys.ts';
+export type { StoreObject, StoreObjectKind } from './store-objects.ts';
 export {
   isComplete,
   type CompleteSnapshot,
   type SnapshotRecord,
   type SnapshotStatus,
 } from './snapshots.ts';
-export type { CellOrder, SnapshotCell } from './snapshot-cells.ts';
+export type { CellDigestRecord, CellOrder, PreviousCellRecord, SnapshotCell } from './snapshot-cells.ts';
 export type { KeyFileRef, UnstoredCellKey } from './key-files.ts';
 export type { Verification, VerificationInput } from './verifications.ts';
 export type { AffectedSnapshot, KeyDestruction, RecordedDestruction } from './destructions.ts';

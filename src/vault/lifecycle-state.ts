@@ -148,10 +148,11 @@ export async function lifecyclePackRefs(ctx: VaultContext): Promise<LifecycleObj
 }
 
 /**
- * Per key file recorded for `store`: the snapshots that need one of its keys (those with a
- * cell using it, plus the snapshot that wrote it) and the tenants of its keys.
+ * Per key file (in any store: a copy of a store holds the same keys): the snapshots that
+ * need one of its keys (those with a cell using it, plus the snapshot that wrote it) and
+ * the tenants of its keys.
  */
-export async function lifecycleKeyFileRefs(ctx: VaultContext, store: string): Promise<LifecycleObjectRefs[]> {
+export async function lifecycleKeyFileRefs(ctx: VaultContext): Promise<LifecycleObjectRefs[]> {
   const { rows } = await query<{ key: string; snapshots: string[]; tenants: string[] }>(
     ctx.pool,
     'reading key file references for lifecycle planning',
@@ -163,9 +164,7 @@ export async function lifecycleKeyFileRefs(ctx: VaultContext, store: string): Pr
        LEFT JOIN ${t(ctx, 'key_file_entries')} e ON e.store = f.store AND e.key_file = f.key
        LEFT JOIN ${t(ctx, 'cell_keys')} k ON k.id = e.key_id
        LEFT JOIN ${t(ctx, 'snapshot_cells')} c ON c.key_id = e.key_id
-      WHERE f.store = $1
       GROUP BY f.key, f.snapshot_id ORDER BY f.key COLLATE "C"`,
-    [store],
   );
   return rows.map((r) => ({
     key: r.key,

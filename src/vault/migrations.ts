@@ -262,11 +262,84 @@ CREATE TABLE erase_requests (
 );
 `;
 
+const trust = `
+-- Signing keys: the vault keeps public halves only. A key whose private half was stored
+-- here (every key before this migration) could be used by anyone who read the vault, so it
+-- becomes 'legacy': retired, it only verifies what it signed before. Each job now brings its
+-- own key (config signingKeys.backup / signingKeys.lifecycle); lethe init registers them.
+ALTER TABLE signing_keys ADD COLUMN purpose text;
+UPDATE signing_keys SET purpose = 'legacy', retired_at = coalesce(retired_at, now());
+ALTER TABLE signing_keys ALTER COLUMN purpose SET NOT NULL;
+ALTER TABLE signing_keys ADD CONSTRAINT signing_keys_purpose
+  CHECK (purpose IN ('backup', 'lifecycle', 'legacy'));
+ALTER TABLE signing_keys ADD CONSTRAINT signing_keys_legacy_retired
+  CHECK (purpose <> 'legacy' OR retired_at IS NOT NULL);
+ALTER TABLE signing_keys ADD CONSTRAINT signing_keys_public_key_form
+  CHECK (public_key ~ '^[A-Za-z0-9+/]{43}=$');
+DROP INDEX signing_keys_one_active;
+CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (purpose) WHERE retired_at IS NULL;
+ALTER TABLE signing_keys DROP COLUMN private_key;
+
+-- Keyed digests leave the bucket and the per-cell history: a digest of shredded data must
+-- not outlive its keys, or anyone with the digest key could confirm a guess of the content.
+-- The backup derives its digest key from its own signing key; the vault keeps only the
+-- newest digest of each cell, with the copy it describes, and destroying a dimension key
+-- deletes the digests of every cell that needed it.
+DROP TABLE digest_keys;
+ALTER TABLE snapshot_cells DROP COLUMN digest;
+CREATE TABLE cell_digests (
+  table_name  text NOT NULL,
+  cell_id     text NOT NULL,
+  key_id      text NOT NULL REFERENCES cell_keys (id),
+  pack        text NOT NULL,
+  pack_offset bigint NOT NULL CHECK (pack_offset >= 0),
+  digest      text NOT NULL CHECK (digest ~ '^[0-9a-f]{64}$'),
+  PRIMARY KEY (table_name, cell_id)
+);
+CREATE INDEX cell_digests_by_key ON cell_digests (key_id);
+
+-- Every object lethe writes to a store that lifecycle may later delete, recorded before the
+-- upload starts. Lifecycle deletes only objects recorded here for the store it works on: an
+-- object lethe has no record of writing there (a copy, a file someone else put in the
+-- bucket) is reported, never deleted.
+CREATE TABLE store_objects (
+  store       text NOT NULL,
+  key         text NOT NULL,
+  kind        text NOT NULL CHECK (kind IN ('pack', 'key-file', 'manifest', 'vault-backup')),
+  snapshot_id text,
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (store, key)
+);
+INSERT INTO store_objects (store, key, kind, snapshot_id)
+SELECT DISTINCT ON (s.stats->>'store', c.pack) s.stats->>'store', c.pack, 'pack', c.snapshot_id
+  FROM snapshot_cells c JOIN snapshots s ON s.id = c.snapshot_id
+ WHERE s.stats ? 'store'
+ ORDER BY s.stats->>'store', c.pack, c.snapshot_id;
+INSERT INTO store_objects (store, key, kind, snapshot_id)
+SELECT store, key, 'key-file', snapshot_id FROM key_files
+ON CONFLICT DO NOTHING;
+INSERT INTO store_objects (store, key, kind, snapshot_id)
+SELECT stats->>'store', manifest_key, 'manifest', id FROM snapshots
+ WHERE manifest_key IS NOT NULL AND stats ? 'store'
+ON CONFLICT DO NOTHING;
+-- Vault backups were not recorded per store: those the audit log names are filed under the
+-- store of the newest complete snapshot, the store the deployment last wrote to.
+INSERT INTO store_objects (store, key, kind)
+SELECT st.store, a.subject, 'vault-backup'
+  FROM audit_log a,
+       (SELECT stats->>'store' AS store FROM snapshots
+         WHERE status = 'complete' AND stats ? 'store'
+         ORDER BY completed_at DESC LIMIT 1) st
+ WHERE a.action = 'vault.backup'
+ON CONFLICT DO NOTHING;
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
   { version: 2, name: 'key files', sql: keyFiles },
   { version: 3, name: 'lifecycle: holds, erasure, destructions', sql: lifecycle },
+  { version: 4, name: 'trust: public signing keys only, digests that die with their keys, recorded objects', sql: trust },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -14,7 +14,8 @@ export interface VaultTables {
   readonly cellKeys: string;
   readonly keyFiles: string;
   readonly keyFileEntries: string;
-  readonly digestKeys: string;
+  readonly cellDigests: string;
+  readonly storeObjects: string;
   readonly signingKeys: string;
   readonly snapshots: string;
   readonly snapshotCells: string;
@@ -48,7 +49,8 @@ export function vaultTables(schema: string): VaultTables {
     cellKeys: `${s}.cell_keys`,
     keyFiles: `${s}.key_files`,
     keyFileEntries: `${s}.key_file_entries`,
-    digestKeys: `${s}.digest_keys`,
+    cellDigests: `${s}.cell_digests`,
+    storeObjects: `${s}.store_objects`,
     signingKeys: `${s}.signing_keys`,
     snapshots: `${s}.snapshots`,
     snapshotCells: `${s}.snapshot_cells`,

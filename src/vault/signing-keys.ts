@@ -1,96 +1,132 @@
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { inTransaction, query, type VaultContext } from './db.ts';
 
-/** A manifest signing key pair. */
-export interface SigningKey {
+/**
+ * What a signing key signs. `backup`: manifests and the audit objects the backup exports.
+ * `lifecycle`: tombstones, destruction certificates, vault backups. `legacy`: a key from
+ * before the vault stopped holding private halves (vault schema 4); it signed all of these,
+ * and its private half was stored in the vault, so it is retired and only ever verifies.
+ */
+export type SigningPurpose = 'backup' | 'lifecycle' | 'legacy';
+
+/** The public half of a signing key, as the vault records it. Private halves never enter the vault. */
+export interface SigningPublicKey {
   readonly id: string;
-  /** Published in manifests' signatures so verifiers can pick the key. */
+  readonly purpose: SigningPurpose;
+  /** base64 of the raw 32-byte Ed25519 public key. */
   readonly publicKey: string;
-  /**
-   * Secret. Stored as given: the caller chooses the encoding (and whether it is wrapped).
-   * Never put it in errors or logs.
-   */
-  readonly privateKey: Uint8Array;
+  readonly createdAt: Date;
+  readonly retiredAt: Date | null;
 }
 
-interface SigningKeyRow {
+interface Row {
   id: string;
+  purpose: SigningPurpose;
   public_key: string;
-  private_key: Buffer;
+  created_at: Date;
+  retired_at: Date | null;
 }
 
-/** The key new manifests are signed with, or null before the first one is created. */
-export async function getActiveSigningKey(ctx: VaultContext): Promise<SigningKey | null> {
-  const { rows } = await query<SigningKeyRow>(
+const toKey = (r: Row): SigningPublicKey => ({
+  id: r.id,
+  purpose: r.purpose,
+  publicKey: r.public_key,
+  createdAt: r.created_at,
+  retiredAt: r.retired_at,
+});
+
+/** Every signing key's public half, oldest first. */
+export async function listSigningKeys(ctx: VaultContext): Promise<SigningPublicKey[]> {
+  const { rows } = await query<Row>(
     ctx.pool,
-    'reading the active signing key',
-    `SELECT id, public_key, private_key FROM ${ctx.t.signingKeys} WHERE retired_at IS NULL`,
+    'reading signing keys',
+    `SELECT id, purpose, public_key, created_at, retired_at FROM ${ctx.t.signingKeys} ORDER BY created_at, id`,
   );
-  const row = rows[0];
-  return row === undefined
-    ? null
-    : { id: row.id, publicKey: row.public_key, privateKey: row.private_key };
+  return rows.map(toKey);
 }
 
 /**
- * Stores `key` and returns the key that is active afterwards.
- *
- * Without `rotate`, `key` becomes active only if no key is: concurrent first runs
- * converge on one winner, and callers must sign with the returned key. With `rotate`, the
- * active key is retired (kept, so old manifests still verify) and `key` becomes active.
- *
- * Throws DATABASE when `key.id` or `key.publicKey` is already stored.
+ * The public halves (id → base64 key) of every key, retired ones too, whose purpose is one
+ * of `purposes`: what a reader checks a signature of that kind against. A manifest is
+ * trusted only under a `backup` (or `legacy`) key, a tombstone only under a `lifecycle` (or
+ * `legacy`) key, so one job's key cannot vouch for another job's objects.
  */
-export async function insertSigningKey(
+export async function getSigningPublicKeys(
   ctx: VaultContext,
-  key: SigningKey,
-  options: { rotate?: boolean } = {},
-): Promise<SigningKey> {
-  const doing = `storing signing key ${key.id}`;
-  const values = [key.id, key.publicKey, key.privateKey];
-  if (options.rotate === true) {
-    return inTransaction(ctx.pool, doing, async (client) => {
-      // Serialise rotations: two at once would otherwise both retire and both insert.
-      await query(client, doing, `LOCK TABLE ${ctx.t.signingKeys} IN SHARE ROW EXCLUSIVE MODE`);
-      await query(
-        client,
-        doing,
-        `UPDATE ${ctx.t.signingKeys} SET retired_at = now() WHERE retired_at IS NULL`,
-      );
-      await query(
-        client,
-        doing,
-        `INSERT INTO ${ctx.t.signingKeys} (id, public_key, private_key) VALUES ($1, $2, $3)`,
-        values,
-      );
-      return key;
-    });
-  }
-  // The conflict target is the one-active-key index, so a duplicate id or public key
-  // still raises instead of being silently dropped.
-  await query(
-    ctx.pool,
-    doing,
-    `INSERT INTO ${ctx.t.signingKeys} (id, public_key, private_key) VALUES ($1, $2, $3)
-     ON CONFLICT ((true)) WHERE retired_at IS NULL DO NOTHING`,
-    values,
-  );
-  const active = await getActiveSigningKey(ctx);
-  if (active === null) {
-    throw new LetheError(
-      ErrorCode.VAULT,
-      `${doing}: no signing key is active right after storing one`,
-    );
-  }
-  return active;
-}
-
-/** Every signing key's public half (retired ones too), by id, to verify any manifest. */
-export async function getSigningPublicKeys(ctx: VaultContext): Promise<Map<string, string>> {
+  purposes: readonly SigningPurpose[],
+): Promise<Map<string, string>> {
   const { rows } = await query<{ id: string; public_key: string }>(
     ctx.pool,
     'reading signing public keys',
-    `SELECT id, public_key FROM ${ctx.t.signingKeys} ORDER BY created_at, id`,
+    `SELECT id, public_key FROM ${ctx.t.signingKeys} WHERE purpose = ANY($1::text[]) ORDER BY created_at, id`,
+    [purposes],
   );
   return new Map(rows.map((r) => [r.id, r.public_key]));
+}
+
+/**
+ * Records `key` (public half only) as the active key for its purpose. When another key is
+ * active for that purpose it is retired (kept, so what it signed still verifies): replacing
+ * a key file and running `lethe init` is a rotation. Returns whether anything changed.
+ *
+ * Throws SIGNING_KEY when the key is already recorded for another purpose, or was retired
+ * (a retired key is never made active again: generate a new one), and for `legacy`, which
+ * is never registered.
+ */
+export async function registerSigningKey(
+  ctx: VaultContext,
+  key: { id: string; purpose: Exclude<SigningPurpose, 'legacy'>; publicKey: string },
+): Promise<{ changed: boolean; retired: string[] }> {
+  const doing = `registering ${key.purpose} signing key ${key.id}`;
+  return inTransaction(ctx.pool, doing, async (client) => {
+    // Serialise registrations: two at once would otherwise both retire and both insert.
+    await query(client, doing, `LOCK TABLE ${ctx.t.signingKeys} IN SHARE ROW EXCLUSIVE MODE`);
+    const { rows } = await query<Row>(
+      client,
+      doing,
+      `SELECT id, purpose, public_key, created_at, retired_at FROM ${ctx.t.signingKeys} WHERE id = $1 OR public_key = $2`,
+      [key.id, key.publicKey],
+    );
+    const known = rows[0];
+    if (known !== undefined) {
+      if (known.purpose !== key.purpose || known.public_key !== key.publicKey) {
+        throw new LetheError(
+          ErrorCode.SIGNING_KEY,
+          `${doing}: the vault already records this key as a ${known.purpose} key; each job needs a key of its own`,
+        );
+      }
+      if (known.retired_at !== null) {
+        throw new LetheError(
+          ErrorCode.SIGNING_KEY,
+          `${doing}: this key was retired on ${known.retired_at.toISOString()} and is never used again; ` +
+            'move the key file aside and run `lethe init` to create a new one',
+        );
+      }
+      return { changed: false, retired: [] };
+    }
+    const retired = await query<{ id: string }>(
+      client,
+      doing,
+      `UPDATE ${ctx.t.signingKeys} SET retired_at = now() WHERE purpose = $1 AND retired_at IS NULL RETURNING id`,
+      [key.purpose],
+    );
+    await query(
+      client,
+      doing,
+      `INSERT INTO ${ctx.t.signingKeys} (id, purpose, public_key) VALUES ($1, $2, $3)`,
+      [key.id, key.purpose, key.publicKey],
+    );
+    return { changed: true, retired: retired.rows.map((r) => r.id) };
+  });
+}
+
+/** The id of the active key for `purpose`, or null when none is registered. */
+export async function activeSigningKeyId(ctx: VaultContext, purpose: Exclude<SigningPurpose, 'legacy'>): Promise<string | null> {
+  const { rows } = await query<{ id: string }>(
+    ctx.pool,
+    `reading the active ${purpose} signing key`,
+    `SELECT id FROM ${ctx.t.signingKeys} WHERE purpose = $1 AND retired_at IS NULL`,
+    [purpose],
+  );
+  return rows[0]?.id ?? null;
 }

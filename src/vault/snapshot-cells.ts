@@ -22,8 +22,6 @@ export interface SnapshotCell {
   readonly length: number;
   /** Hex SHA-256 of the ciphertext range. */
   readonly sha256: string;
-  /** Keyed digest of the canonical plaintext; equal digests mean an unchanged cell. */
-  readonly digest: string;
   readonly rows: number;
   readonly bytesPlain: number;
   /** True when the ciphertext was written by an earlier snapshot and only referenced. */
@@ -42,7 +40,6 @@ interface CellRow {
   pack_offset: string;
   pack_length: string;
   sha256: string;
-  digest: string;
   row_count: string;
   bytes_plain: string;
   reused: boolean;
@@ -50,12 +47,31 @@ interface CellRow {
 
 const COLUMNS =
   'table_name, cell_id, tenant, data_class, period, author, key_id, pack, pack_offset, ' +
-  'pack_length, sha256, digest, row_count, bytes_plain, reused';
+  'pack_length, sha256, row_count, bytes_plain, reused';
+
+/**
+ * The keyed digest of a cell's plaintext (HMAC-SHA-256 under the backup's digest key) and
+ * the copy it describes: the backup compares the next snapshot's plaintext with it to find
+ * unchanged cells. Only the newest copy's digest is kept, and destroying a dimension key
+ * deletes the digests of every cell that needed it (destructions.ts).
+ */
+export interface CellDigestRecord {
+  readonly table: string;
+  readonly id: string;
+  readonly key: string;
+  readonly pack: string;
+  readonly offset: number;
+  readonly digest: string;
+}
+
+/** A previous snapshot's cell with the digest of its copy, when the vault still has it. */
+export type PreviousCellRecord = SnapshotCell & { readonly digest: string | null };
 
 const PAGE_ROWS = 5000;
 
 /**
- * Adds cells to a running snapshot, in multi-row batches inside one transaction. The
+ * Adds cells to a running snapshot, in multi-row batches inside one transaction, with the
+ * digests of the cells it wrote anew (replacing the digests of their older copies). The
  * snapshot row is share-locked meanwhile, so a concurrent abandon cannot leave these rows
  * behind. Throws SNAPSHOT_NOT_FOUND for an unknown snapshot, VAULT when it is not running,
  * DATABASE for a duplicate (table, cell) or an unknown key id.
@@ -64,6 +80,7 @@ export async function addSnapshotCells(
   ctx: VaultContext,
   snapshotId: string,
   cells: readonly SnapshotCell[],
+  digests: readonly CellDigestRecord[] = [],
 ): Promise<void> {
   if (cells.length === 0) return;
   const doing = `recording cells of snapshot ${snapshotId}`;
@@ -91,7 +108,7 @@ export async function addSnapshotCells(
         `INSERT INTO ${ctx.t.snapshotCells} (snapshot_id, ${COLUMNS})
          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[],
-                                  $12::text[], $13::text[], $14::int8[], $15::int8[], $16::boolean[])`,
+                                  $12::text[], $13::int8[], $14::int8[], $15::boolean[])`,
         [
           snapshotId,
           batch.map((c) => c.table),
@@ -105,10 +122,27 @@ export async function addSnapshotCells(
           batch.map((c) => c.offset),
           batch.map((c) => c.length),
           batch.map((c) => c.sha256),
-          batch.map((c) => c.digest),
           batch.map((c) => c.rows),
           batch.map((c) => c.bytesPlain),
           batch.map((c) => c.reused),
+        ],
+      );
+    }
+    for (const batch of chunks(digests)) {
+      await query(
+        client,
+        doing,
+        `INSERT INTO ${ctx.t.cellDigests} AS d (table_name, cell_id, key_id, pack, pack_offset, digest)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
+         ON CONFLICT (table_name, cell_id) DO UPDATE
+           SET key_id = excluded.key_id, pack = excluded.pack, pack_offset = excluded.pack_offset, digest = excluded.digest`,
+        [
+          batch.map((d) => d.table),
+          batch.map((d) => d.id),
+          batch.map((d) => d.key),
+          batch.map((d) => d.pack),
+          batch.map((d) => d.offset),
+          batch.map((d) => d.digest),
         ],
       );
     }
@@ -154,6 +188,35 @@ export async function getSnapshotCells(
       [snapshotId, tableName, batch],
     );
     for (const row of rows) found.set(row.cell_id, toCell(row));
+  }
+  return found;
+}
+
+/**
+ * The cells among `cellIds` that one table has in a snapshot, each with the digest of that
+ * very copy when the vault still has it (null once the digest was replaced by a newer copy's,
+ * or deleted because a key the cell needs was destroyed). For the backup, once per batch.
+ */
+export async function getPreviousCells(
+  ctx: VaultContext,
+  snapshotId: string,
+  tableName: string,
+  cellIds: readonly string[],
+): Promise<Map<string, PreviousCellRecord>> {
+  const found = new Map<string, PreviousCellRecord>();
+  const columns = COLUMNS.split(', ').map((c) => `c.${c}`).join(', ');
+  for (const batch of chunks([...new Set(cellIds)])) {
+    const { rows } = await query<CellRow & { digest: string | null }>(
+      ctx.pool,
+      `reading cells of ${tableName} in snapshot ${snapshotId}`,
+      `SELECT ${columns}, d.digest FROM ${ctx.t.snapshotCells} c
+         LEFT JOIN ${ctx.t.cellDigests} d
+           ON d.table_name = c.table_name AND d.cell_id = c.cell_id AND d.key_id = c.key_id
+          AND d.pack = c.pack AND d.pack_offset = c.pack_offset
+        WHERE c.snapshot_id = $1 AND c.table_name = $2 AND c.cell_id = ANY($3::text[])`,
+      [snapshotId, tableName, batch],
+    );
+    for (const row of rows) found.set(row.cell_id, { ...toCell(row), digest: row.digest });
   }
   return found;
 }
@@ -235,7 +298,6 @@ function toCell(row: CellRow): SnapshotCell {
     offset: toSafeInt(row.pack_offset, `pack offset of cell ${row.cell_id}`),
     length: toSafeInt(row.pack_length, `length of cell ${row.cell_id}`),
     sha256: row.sha256,
-    digest: row.digest,
     rows: toSafeInt(row.row_count, `row count of cell ${row.cell_id}`),
     bytesPlain: toSafeInt(row.bytes_plain, `plaintext bytes of cell ${row.cell_id}`),
     reused: row.reused,

@@ -6,7 +6,6 @@ import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
 import { appendAudit, auditHead, iterateAudit, verifyAuditChain } from './audit-log.ts';
 import { getCellKeyRecipients, getCellKeys, insertCellKeys, listCellKeyRecipients, type CellKey } from './cell-keys.ts';
 import { query, vaultContext, type VaultContext } from './db.ts';
-import { getDigestKeys, getOrCreateDigestKeys } from './digest-keys.ts';
 import {
   destroyDimensionKeys,
   getDimensionKeys,
@@ -23,17 +22,23 @@ import { getFormatVersion, getMasterRecipient, setMasterRecipient } from './meta
 import { VAULT_SCHEMA_VERSION } from './migrations.ts';
 import { DEFAULT_VAULT_SCHEMA } from './schema-name.ts';
 import {
-  getActiveSigningKey,
+  activeSigningKeyId,
   getSigningPublicKeys,
-  insertSigningKey,
-  type SigningKey,
+  listSigningKeys,
+  registerSigningKey,
+  type SigningPublicKey,
+  type SigningPurpose,
 } from './signing-keys.ts';
+import { forgetStoreObjects, recordStoreObjects, storeObjects, type StoreObject } from './store-objects.ts';
 import {
   addSnapshotCells,
   cellIndexForTable,
+  getPreviousCells,
   getSnapshotCells,
   iterateSnapshotCells,
+  type CellDigestRecord,
   type CellOrder,
+  type PreviousCellRecord,
   type SnapshotCell,
 } from './snapshot-cells.ts';
 import {
@@ -116,8 +121,8 @@ const FORMAT_VERSION = 1;
  * lethe's key vault: a PostgreSQL schema holding wrapped keys, the snapshot catalogue,
  * verification results and the audit chain. It stores bytes as given and does no
  * cryptography beyond SHA-256 for the audit chain: wrapping and unwrapping happen in the
- * caller, so this module never sees a key's secret half in clear (digest and signing keys
- * excepted: they are stored as-is and never put in errors).
+ * caller, so this module never sees a key's secret half in clear; signing keys are held
+ * by the jobs that sign, and the vault keeps only their public halves.
  *
  * Every method is one or a few round trips whatever the number of ids (multi-row
  * statements over arrays). pg errors surface as DATABASE errors that say what was being
@@ -281,32 +286,47 @@ export class Vault {
     return listCellKeyRecipients(this.#ctx, dataClass);
   }
 
-  /** Each tenant's digest key, created with `create` when missing (converging). */
-  getOrCreateDigestKeys(
-    tenants: readonly string[],
-    create: () => Uint8Array,
-  ): Promise<Map<string, Uint8Array>> {
-    return getOrCreateDigestKeys(this.#ctx, tenants, create);
+  // --- signing keys (public halves only) ----------------------------------------------
+
+  /** Every signing key's public half, oldest first. */
+  listSigningKeys(): Promise<SigningPublicKey[]> {
+    return listSigningKeys(this.#ctx);
   }
 
-  /** The digest keys that exist for `tenants`; never creates one. */
-  getDigestKeys(tenants: readonly string[]): Promise<Map<string, Uint8Array>> {
-    return getDigestKeys(this.#ctx, tenants);
+  /** Public halves (id → key) of the keys of these purposes, retired ones included. */
+  getSigningPublicKeys(purposes: readonly SigningPurpose[]): Promise<Map<string, string>> {
+    return getSigningPublicKeys(this.#ctx, purposes);
   }
 
-  /** The active manifest signing key, or null before the first. */
-  getActiveSigningKey(): Promise<SigningKey | null> {
-    return getActiveSigningKey(this.#ctx);
+  /** Makes `key` the active key for its purpose, retiring the previous one (see signing-keys.ts). */
+  registerSigningKey(key: {
+    id: string;
+    purpose: Exclude<SigningPurpose, 'legacy'>;
+    publicKey: string;
+  }): Promise<{ changed: boolean; retired: string[] }> {
+    return registerSigningKey(this.#ctx, key);
   }
 
-  /** Stores a signing key; returns the key active afterwards (see signing-keys.ts). */
-  insertSigningKey(key: SigningKey, options: { rotate?: boolean } = {}): Promise<SigningKey> {
-    return insertSigningKey(this.#ctx, key, options);
+  /** The id of the active key for `purpose`, or null. */
+  activeSigningKeyId(purpose: Exclude<SigningPurpose, 'legacy'>): Promise<string | null> {
+    return activeSigningKeyId(this.#ctx, purpose);
   }
 
-  /** Every signing public key by id, retired ones included. */
-  getSigningPublicKeys(): Promise<Map<string, string>> {
-    return getSigningPublicKeys(this.#ctx);
+  // --- objects lethe wrote to a store ---------------------------------------------------
+
+  /** Records objects before they are uploaded (see store-objects.ts). */
+  recordStoreObjects(store: string, objects: readonly StoreObject[]): Promise<void> {
+    return recordStoreObjects(this.#ctx, store, objects);
+  }
+
+  /** Every object recorded as written by lethe to `store`, by key. */
+  storeObjects(store: string): Promise<Map<string, StoreObject>> {
+    return storeObjects(this.#ctx, store);
+  }
+
+  /** Forgets objects deleted from `store`. */
+  forgetStoreObjects(store: string, keys: readonly string[]): Promise<void> {
+    return forgetStoreObjects(this.#ctx, store, keys);
   }
 
   // --- snapshots ----------------------------------------------------------------------
@@ -320,9 +340,9 @@ export class Vault {
     return beginSnapshot(this.#ctx, run);
   }
 
-  /** Adds cells to a running snapshot (batched, one transaction). */
-  addSnapshotCells(snapshotId: string, cells: readonly SnapshotCell[]): Promise<void> {
-    return addSnapshotCells(this.#ctx, snapshotId, cells);
+  /** Adds cells to a running snapshot, and the digests of those it wrote (batched, one transaction). */
+  addSnapshotCells(snapshotId: string, cells: readonly SnapshotCell[], digests: readonly CellDigestRecord[] = []): Promise<void> {
+    return addSnapshotCells(this.#ctx, snapshotId, cells, digests);
   }
 
   /** running → complete in one statement; throws when not running. */
@@ -373,6 +393,11 @@ export class Vault {
   /** The cells among `cellIds` of one table in a snapshot, by cell id. */
   getSnapshotCells(snapshotId: string, tableName: string, cellIds: readonly string[]): Promise<Map<string, SnapshotCell>> {
     return getSnapshotCells(this.#ctx, snapshotId, tableName, cellIds);
+  }
+
+  /** The cells among `cellIds` of one table in a snapshot, with their copy's digest when kept. */
+  getPreviousCells(snapshotId: string, tableName: string, cellIds: readonly string[]): Promise<Map<string, PreviousCellRecord>> {
+    return getPreviousCells(this.#ctx, snapshotId, tableName, cellIds);
   }
 
   /** One table's cells of a snapshot, by cell id. */
@@ -486,9 +511,9 @@ export class Vault {
     return lifecyclePackRefs(this.#ctx);
   }
 
-  /** Per key file of `store`: the snapshots that need one of its keys and its keys' tenants. */
-  lifecycleKeyFileRefs(store: string): Promise<LifecycleObjectRefs[]> {
-    return lifecycleKeyFileRefs(this.#ctx, store);
+  /** Per key file (any store): the snapshots that need one of its keys and its keys' tenants. */
+  lifecycleKeyFileRefs(): Promise<LifecycleObjectRefs[]> {
+    return lifecycleKeyFileRefs(this.#ctx);
   }
 
   // --- lifecycle: destructions, holds, deletion requests ------------------------------

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { canonicalJson } from '../vault/index.ts';
 
 /**
  * The vault backup's layout. The object `vault/<YYYYMMDDTHHMMSSmmmZ>.age` is one age v1 file
@@ -65,3 +66,34 @@ export const TrailerSchema = z.strictObject({
   end: z.literal(true),
   rows: z.record(z.string(), z.number().int().nonnegative()),
 });
+
+/**
+ * Beside each backup, `vault/<…>.age.sig`: what the backup is (its key, sha256, size, time and
+ * schema version), signed with the lifecycle signing key over `lethe.vault-backup-signature.v1\n`
+ * followed by the canonical JSON of every other field. A vault backup is age-encrypted to the
+ * master key's *public* recipient, so anyone could make one: a restore checks this signature,
+ * and the backup's sha256 against it, before decrypting a byte.
+ */
+export const VAULT_BACKUP_SIGNATURE_FORMAT = 'lethe.vault-backup-signature.v1';
+
+/** The signature object's key for a vault backup's key. */
+export function vaultBackupSignatureKey(backupKey: string): string {
+  return `${backupKey}.sig`;
+}
+
+export const VaultBackupSignatureSchema = z.strictObject({
+  format: z.literal(VAULT_BACKUP_SIGNATURE_FORMAT),
+  backup: z.string().min(1),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().nonnegative(),
+  createdAt: z.iso.datetime(),
+  schemaVersion: z.number().int().positive(),
+  signature: z.strictObject({ keyId: z.string().min(1), value: z.string().min(1) }),
+});
+
+export type VaultBackupSignature = z.infer<typeof VaultBackupSignatureSchema>;
+
+/** The bytes a vault backup signature covers. */
+export function vaultBackupSignedMessage(body: Omit<VaultBackupSignature, 'signature'>): Uint8Array {
+  return new TextEncoder().encode(`${VAULT_BACKUP_SIGNATURE_FORMAT}\n${canonicalJson(body)}`);
+}

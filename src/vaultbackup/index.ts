@@ -6,8 +6,10 @@
 export {
   VAULT_BACKUP_FORMAT,
   VAULT_BACKUP_PREFIX,
+  VAULT_BACKUP_SIGNATURE_FORMAT,
   parseVaultBackupKey,
   vaultBackupKey,
+  vaultBackupSignatureKey,
   type VaultBackupHeader,
 } from './format.ts';
 export { writeVaultBackup, type VaultBackupResult, type WriteVaultBackupInput } from './write.ts';
@@ -17,4 +19,4 @@ export {
   type RestoreVaultBackupInput,
   type RestoreVaultBackupResult,
 } from './restore.ts';
-export { reapplyTombstones, type ReappliedDestruction } from './tombstones.ts';
+export { reapplyTombstones, type IgnoredTombstone, type ReappliedDestruction } from './tombstones.ts';

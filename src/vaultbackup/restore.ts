@@ -1,6 +1,12 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { z } from 'zod';
-import { decryptStream } from '../crypto/index.ts';
+import { decryptStream, equalConstantTime, verifySignature } from '../crypto/index.ts';
+import type { Signer } from '../keys/index.ts';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import {
@@ -16,7 +22,7 @@ import {
 import { query } from '../vault/db.ts';
 import { MIGRATIONS } from '../vault/migrations.ts';
 import { lockKeyText } from '../vault/schema-name.ts';
-import { auditObjectKey } from '../audit/index.ts';
+import { auditExportSignedBy, auditObjectKey } from '../audit/index.ts';
 import { quoteIdent, readVaultCatalog, SESSION_SETTINGS, type CatalogTable } from './catalog.ts';
 import {
   HeaderSchema,
@@ -24,9 +30,12 @@ import {
   TableEndSchema,
   TableStartSchema,
   TrailerSchema,
+  VaultBackupSignatureSchema,
+  vaultBackupSignatureKey,
+  vaultBackupSignedMessage,
   type VaultBackupHeader,
 } from './format.ts';
-import { reapplyTombstones, type ReappliedDestruction } from './tombstones.ts';
+import { reapplyTombstones, type IgnoredTombstone, type ReappliedDestruction } from './tombstones.ts';
 
 /** Rows per INSERT statement while loading. */
 const INSERT_ROWS = 500;
@@ -50,6 +59,20 @@ export interface RestoreVaultBackupInput {
   readonly key: string;
   /** Who restores: the actor of the re-applied destructions and the `vault.restore` entry. */
   readonly actor: string;
+  /**
+   * The lifecycle signing key from the config. The backup's signature must verify under its
+   * public half (or one of `trustedKeys`) before anything is decrypted; it signs the
+   * tombstones of re-applied destructions, and is registered in the restored vault.
+   */
+  readonly signer: Signer;
+  /** More public keys (id → base64) a backup may be signed by: an older lifecycle key, after a rotation. */
+  readonly trustedKeys?: ReadonlyMap<string, string>;
+  /**
+   * Replay audit objects that carry no export signature (exported by a lethe from before
+   * they were signed). Only for restoring a backup taken before that upgrade; the result
+   * counts them.
+   */
+  readonly allowUnsignedAudit?: boolean;
   readonly signal?: AbortSignal;
 }
 
@@ -72,6 +95,12 @@ export interface RestoreVaultBackupResult {
   readonly tombstonesAlreadyApplied: number;
   /** Tombstones naming keys the restored vault never had (created after the backup). */
   readonly tombstonesForUnknownKeys: number;
+  /** Objects under `destructions/` that are not tombstones lethe signed: reported, never applied. */
+  readonly ignoredTombstones: IgnoredTombstone[];
+  /** Audit entries replayed although they carried no export signature (allowUnsignedAudit). */
+  readonly auditUnsigned: number;
+  /** The signing key that signed the backup. */
+  readonly signedBy: string;
   /** True when this run finished a restore an earlier run loaded but did not finish. */
   readonly resumed: boolean;
 }
@@ -80,6 +109,12 @@ export interface RestoreVaultBackupResult {
  * Restores a vault backup into `schema` of the database at `vaultUrl`, then makes the
  * restored vault catch up with what the bucket knows happened since:
  *
+ * 0. Authenticates the backup before using any of it: `<key>.sig` must be signed by the
+ *    configured lifecycle key (or a key in `trustedKeys`) and name this backup, and the
+ *    backup, copied to a private temporary file, must have the sha256 and size it states.
+ *    Everything after reads that verified copy. (A vault backup is encrypted to the master
+ *    key's public recipient, so without this anyone who can write to the bucket could make
+ *    one, and a restore of it would hand the vault to them.) INTEGRITY, nothing restored.
  * 1. In ONE transaction: refuses a schema that already holds vault data (TARGET_NOT_EMPTY,
  *    naming the fix: a fresh schema or database), creates the schema at the backup's
  *    version, loads every table from the decrypted stream, moves sequences past the loaded
@@ -87,9 +122,11 @@ export interface RestoreVaultBackupResult {
  *    `audit/<seq>.json` that follow the backup's last entry, each checked against the chain
  *    (INTEGRITY on a gap, a bad hash or a backup whose chain disagrees with the bucket's).
  *    A corrupt, truncated or wrongly keyed backup (CRYPTO / INTEGRITY) rolls everything back.
- * 2. Re-destroys, with lifecycle's destroyKeys, every key named by a tombstone under
- *    `destructions/` that the restored vault still holds, so an old backup cannot
- *    resurrect a shredded key.
+ * 2. Registers the lifecycle key in the restored vault, then re-destroys, with lifecycle's
+ *    destroyKeys, every key named by a tombstone under `destructions/` that a lifecycle key
+ *    of the vault signed and that the restored vault still holds, so an old backup cannot
+ *    resurrect a shredded key. Other objects there are reported (`ignoredTombstones`), not
+ *    trusted and not a reason to stop: a bucket writer must not be able to block a restore.
  * 3. Appends `vault.restore` to the audit log.
  *
  * A run interrupted after step 1 leaves a marker in meta; running the same restore again
@@ -115,22 +152,29 @@ export async function restoreVaultBackup(
     );
   }
 
-  const client = new pg.Client({ connectionString: input.vaultUrl, application_name: 'lethe' });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-  } catch (err) {
-    throw wrapForeign(
-      ErrorCode.DATABASE,
-      `restoring ${key}: connecting to the vault database`,
-      err,
-    );
-  }
+  const trusted = new Map(input.trustedKeys ?? []);
+  trusted.set(input.signer.id, input.signer.publicKey);
+  const copy = await authenticatedCopy(store, key, trusted, signal);
   let loaded: Loaded;
   try {
-    loaded = await loadInTransaction(client, schema, input);
+    const client = new pg.Client({ connectionString: input.vaultUrl, application_name: 'lethe' });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+    } catch (err) {
+      throw wrapForeign(
+        ErrorCode.DATABASE,
+        `restoring ${key}: connecting to the vault database`,
+        err,
+      );
+    }
+    try {
+      loaded = await loadInTransaction(client, schema, input, copy, trusted);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
   } finally {
-    await client.end().catch(() => undefined);
+    await rm(copy.dir, { recursive: true, force: true });
   }
 
   const pool = new pg.Pool({ connectionString: input.vaultUrl, max: 2, application_name: 'lethe' });
@@ -138,7 +182,8 @@ export async function restoreVaultBackup(
   const vault = new Vault(pool, schema);
   try {
     throwIfAborted(signal, `restoring ${key}`);
-    const tombstones = await reapplyTombstones(vault, store, { key, actor: input.actor });
+    await vault.registerSigningKey({ id: input.signer.id, purpose: 'lifecycle', publicKey: input.signer.publicKey });
+    const tombstones = await reapplyTombstones(vault, store, { key, actor: input.actor, signer: input.signer });
     const entry = await vault.appendAudit({
       actor: input.actor,
       action: 'vault.restore',
@@ -149,10 +194,13 @@ export async function restoreVaultBackup(
         backupSchemaVersion: loaded.header.schemaVersion,
         tables: loaded.tables,
         auditReplayed: loaded.auditReplayed,
+        auditUnsigned: loaded.auditUnsigned,
         resumed: loaded.resumed,
+        signedBy: copy.signedBy,
         destructionsReapplied: tombstones.reapplied.map((d) => d.keyId),
         tombstonesAlreadyApplied: tombstones.alreadyApplied,
         tombstonesForUnknownKeys: tombstones.unknownKeys,
+        ignoredTombstones: tombstones.ignored.map((t) => t.key),
       },
     });
     await query(
@@ -173,6 +221,9 @@ export async function restoreVaultBackup(
       destructionsReapplied: tombstones.reapplied,
       tombstonesAlreadyApplied: tombstones.alreadyApplied,
       tombstonesForUnknownKeys: tombstones.unknownKeys,
+      ignoredTombstones: tombstones.ignored,
+      auditUnsigned: loaded.auditUnsigned,
+      signedBy: copy.signedBy,
       resumed: loaded.resumed,
     };
   } finally {
@@ -185,6 +236,7 @@ interface Loaded {
   readonly header: VaultBackupHeader;
   readonly tables: Record<string, number>;
   readonly auditReplayed: number;
+  readonly auditUnsigned: number;
   readonly resumed: boolean;
 }
 
@@ -193,12 +245,90 @@ const MarkSchema = z.object({
   header: HeaderSchema,
   tables: z.record(z.string(), z.number()),
   auditReplayed: z.number(),
+  auditUnsigned: z.number().default(0),
 });
+
+/** A verified local copy of a vault backup. */
+interface AuthenticatedCopy {
+  readonly dir: string;
+  readonly path: string;
+  readonly signedBy: string;
+  /** The vault schema version the signature states; the dump's header must say the same. */
+  readonly schemaVersion: number;
+}
+
+/**
+ * Checks `<key>.sig` (format, names this backup, Ed25519 by a key in `trusted`), then copies
+ * the backup to a new private directory while hashing it and checks its sha256 and size
+ * against the signed statement. Throws INTEGRITY naming what failed; NOT_FOUND / STORAGE as
+ * the store raises them. The caller removes `dir`.
+ */
+async function authenticatedCopy(
+  store: ObjectStore,
+  key: string,
+  trusted: ReadonlyMap<string, string>,
+  signal: AbortSignal | undefined,
+): Promise<AuthenticatedCopy> {
+  const refuse = (why: string): LetheError =>
+    new LetheError(
+      ErrorCode.INTEGRITY,
+      `vault backup ${key} cannot be trusted, so nothing was restored: ${why}. Restore another vault backup (\`lethe vault list\`)`,
+      { details: { key } },
+    );
+  const signatureKey = vaultBackupSignatureKey(key);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(await store.getBytes(signatureKey, signal === undefined ? {} : { signal })).toString('utf8'));
+  } catch (err) {
+    if (isLetheErrorCode(err, ErrorCode.NOT_FOUND)) throw refuse(`it has no signature (${signatureKey}): lethe did not finish writing it, or the signature was removed`);
+    if (err instanceof SyntaxError) throw refuse(`${signatureKey} is not JSON`);
+    throw err;
+  }
+  const parsed = VaultBackupSignatureSchema.safeParse(raw);
+  if (!parsed.success) throw refuse(`${signatureKey} is not a vault backup signature`);
+  const { signature, ...body } = parsed.data;
+  if (body.backup !== key) throw refuse(`${signatureKey} signs ${body.backup}, not this backup`);
+  const publicKey = trusted.get(signature.keyId);
+  if (publicKey === undefined) {
+    throw refuse(`it is signed by key ${signature.keyId}, which is not the configured lifecycle signing key (after a rotation, pass the old key's public half with --trust-key)`);
+  }
+  if (!verifySignature(publicKey, vaultBackupSignedMessage(body), signature.value)) throw refuse('its signature does not verify');
+  const dir = await mkdtemp(join(tmpdir(), 'lethe-vault-restore-'));
+  const path = join(dir, 'backup.age');
+  try {
+    const hash = createHash('sha256');
+    let size = 0;
+    const handle = await open(path, 'wx', 0o600);
+    try {
+      for await (const chunk of await store.get(key, signal === undefined ? {} : { signal })) {
+        hash.update(chunk);
+        size += chunk.length;
+        await handle.write(chunk);
+      }
+    } finally {
+      await handle.close();
+    }
+    const sha256 = hash.digest('hex');
+    if (!equalConstantTime(sha256, body.sha256) || size !== body.size) {
+      throw refuse(`its content (sha256 ${sha256}, ${size} bytes) is not what was signed (sha256 ${body.sha256}, ${body.size} bytes)`);
+    }
+    return { dir, path, signedBy: signature.keyId, schemaVersion: body.schemaVersion };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function isLetheErrorCode(err: unknown, code: ErrorCode): boolean {
+  return err instanceof LetheError && err.code === code;
+}
 
 async function loadInTransaction(
   client: pg.Client,
   schema: string,
   input: RestoreVaultBackupInput,
+  localCopy: AuthenticatedCopy,
+  trusted: ReadonlyMap<string, string>,
 ): Promise<Loaded> {
   const doing = `restoring vault backup ${input.key} into schema "${schema}"`;
   await query(client, doing, 'BEGIN');
@@ -226,9 +356,9 @@ async function loadInTransaction(
         { details: { schema, tablesWithData: state.tablesWithData } },
       );
     }
-    const loaded = await loadStream(client, schema, state.version, input, doing);
-    const auditReplayed = await replayAudit(client, schema, input.store, input.signal);
-    const mark = { from: input.key, header: loaded.header, tables: loaded.tables, auditReplayed };
+    const loaded = await loadStream(client, schema, state.version, input, localCopy, doing);
+    const audit = await replayAudit(client, schema, input.store, trusted, input.allowUnsignedAudit === true, input.signal);
+    const mark = { from: input.key, header: loaded.header, tables: loaded.tables, auditReplayed: audit.replayed, auditUnsigned: audit.unsigned };
     await query(
       client,
       doing,
@@ -375,11 +505,11 @@ async function loadStream(
   schema: string,
   targetVersion: number,
   input: RestoreVaultBackupInput,
+  localCopy: AuthenticatedCopy,
   doing: string,
 ): Promise<{ header: VaultBackupHeader; tables: Record<string, number> }> {
   const { key, signal } = input;
-  const source = await input.store.get(key, signal === undefined ? {} : { signal });
-  const decrypted = decryptStream(source, [input.masterIdentity], { signal });
+  const decrypted = decryptStream(createReadStream(localCopy.path), [input.masterIdentity], { signal });
   const iterator = lines(decrypted, key)[Symbol.asyncIterator]();
   let lineNo = 0;
   const next = async (): Promise<unknown> => {
@@ -393,6 +523,9 @@ async function loadStream(
     if (!parsedHeader.success)
       throw corrupt(key, 'its first line is not a lethe.vault-backup.v1 header');
     const header = parsedHeader.data;
+    if (header.schemaVersion !== localCopy.schemaVersion) {
+      throw corrupt(key, `its header says vault schema version ${header.schemaVersion}, its signature ${localCopy.schemaVersion}`);
+    }
     if (header.schemaVersion > VAULT_SCHEMA_VERSION) {
       throw new LetheError(
         ErrorCode.VAULT,
@@ -556,13 +689,16 @@ const AuditObjectSchema = z.strictObject({
   details: z.record(z.string(), z.unknown()),
   prevHash: z.string().regex(/^[0-9a-f]{64}$/),
   hash: z.string().regex(/^[0-9a-f]{64}$/),
+  exportSignature: z.strictObject({ keyId: z.string().min(1), value: z.string().min(1) }).optional(),
 });
+
+type AuditObject = AuditEntry & { readonly exportSignature?: { keyId: string; value: string } | undefined };
 
 async function readAuditObject(
   store: ObjectStore,
   key: string,
   signal: AbortSignal | undefined,
-): Promise<AuditEntry> {
+): Promise<AuditObject> {
   const bytes = await store.getBytes(key, signal === undefined ? {} : { signal });
   let raw: unknown;
   try {
@@ -594,10 +730,18 @@ async function replayAudit(
   client: pg.Client,
   schema: string,
   store: ObjectStore,
+  configured: ReadonlyMap<string, string>,
+  allowUnsigned: boolean,
   signal: AbortSignal | undefined,
-): Promise<number> {
+): Promise<{ replayed: number; unsigned: number }> {
   const s = quoteIdent(schema);
   const doing = 'continuing the restored audit log from the bucket';
+  // Entries are exported by backup and lifecycle jobs: trust their keys as the restored vault
+  // lists them, and the keys the operator vouched for.
+  const trusted = new Map(configured);
+  const keys = await query<{ id: string; public_key: string }>(client, doing, `SELECT id, public_key FROM ${s}.signing_keys`);
+  for (const row of keys.rows) trusted.set(row.id, row.public_key);
+  let unsigned = 0;
   const { rows } = await query<{ seq: string; hash: string }>(
     client,
     doing,
@@ -652,6 +796,22 @@ async function replayAudit(
         `audit object ${objectKey} does not continue the chain (seq, prev_hash or hash wrong); nothing was restored`,
       );
     }
+    if (entry.exportSignature === undefined) {
+      if (!allowUnsigned) {
+        throw new LetheError(
+          ErrorCode.INTEGRITY,
+          `audit object ${objectKey} carries no export signature, so it cannot be told from one anybody with write ` +
+            'access to the bucket could have added; nothing was restored. If it was exported by a lethe from before audit ' +
+            'objects were signed, restore with --allow-unsigned-audit',
+        );
+      }
+      unsigned += 1;
+    } else if (!auditExportSignedBy(entry, entry.exportSignature, trusted)) {
+      throw new LetheError(
+        ErrorCode.INTEGRITY,
+        `audit object ${objectKey} is not signed by a backup or lifecycle key of this vault (key ${entry.exportSignature.keyId}); nothing was restored`,
+      );
+    }
     const stored = await query<{ details: unknown }>(
       client,
       doing,
@@ -687,5 +847,5 @@ async function replayAudit(
       [exported],
     );
   }
-  return later.length;
+  return { replayed: later.length, unsigned };
 }

@@ -1,42 +1,18 @@
-import { z } from 'zod';
-import { ErrorCode, LetheError } from '../errors/index.ts';
-import { destroyKeys, TOMBSTONE_FORMAT, tombstoneKey, tombstoneSignedBy } from '../lifecycle/destroy.ts';
+import { destroyKeys, isTombstoneKeyFor, TombstoneSchema, tombstoneSignedBy, type Tombstone } from '../lifecycle/destroy.ts';
+import type { Signer } from '../keys/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import { canonicalJson, type Vault } from '../vault/index.ts';
 
 /** Where destroyKeys leaves one tombstone per destroyed dimension key. */
 export const TOMBSTONE_PREFIX = 'destructions/';
 
-// Loose: a field a later lethe adds to a tombstone or cause is kept, not a reason to refuse.
-const CauseSchema = z.union([
-  z.looseObject({
-    kind: z.literal('retention'),
-    class: z.string(),
-    period: z.string(),
-    maxAge: z.string(),
-    dueSince: z.string(),
-  }),
-  z.looseObject({
-    kind: z.literal('erasure'),
-    request: z.string(),
-    scope: z.enum(['user', 'conversation', 'tenant']),
-  }),
-  z.looseObject({ kind: z.literal('hold-release'), case: z.string() }),
-]);
+type ParsedTombstone = Tombstone;
 
-const TombstoneSchema = z.looseObject({
-  format: z.literal(TOMBSTONE_FORMAT),
-  keyId: z.string().min(1),
-  kind: z.string(),
-  tenant: z.string().nullable(),
-  destroyedAt: z.iso.datetime(),
-  actor: z.string().min(1),
-  reason: z.string().min(1),
-  cause: CauseSchema,
-  signature: z.strictObject({ keyId: z.string().min(1), value: z.string().min(1) }),
-});
-
-type ParsedTombstone = z.infer<typeof TombstoneSchema>;
+/** An object under `destructions/` that is not a tombstone lethe signed for the key its name says. */
+export interface IgnoredTombstone {
+  readonly key: string;
+  readonly problem: string;
+}
 
 /** A key a restored vault still held although the bucket says it was destroyed. */
 export interface ReappliedDestruction {
@@ -49,19 +25,22 @@ export interface ReappliedDestruction {
 }
 
 /**
- * Reads every tombstone under `destructions/` and destroys again, with lifecycle's
- * destroyKeys (same cause, the original reason, `actor` as actor), each named key the vault
- * still holds. Keys the vault never had are counted, not created. Throws INTEGRITY for a
- * tombstone lethe did not write (unreadable, or filed under another key's name), before
- * destroying anything: the operator must look at the bucket before the restore can finish.
+ * Reads every object under `destructions/` and destroys again, with lifecycle's destroyKeys
+ * (same cause, the original reason, `actor` as actor, tombstones signed by `signer`), each
+ * key that a valid tombstone names and the vault still holds. A valid tombstone is signed by
+ * a lifecycle (or legacy) key of the vault and stored under a name for the key it names
+ * (see isTombstoneKeyFor). Anything else there is ignored and returned in `ignored`: trusting
+ * it would let whoever can write to the bucket shred keys, and stopping on it would let them
+ * block every vault restore. Keys the vault never had are counted, not created.
  */
 export async function reapplyTombstones(
   vault: Vault,
   store: ObjectStore,
-  context: { key: string; actor: string },
-): Promise<{ reapplied: ReappliedDestruction[]; alreadyApplied: number; unknownKeys: number }> {
-  const tombstones: ParsedTombstone[] = [];
-  const publicKeys = await vault.getSigningPublicKeys();
+  context: { key: string; actor: string; signer: Signer },
+): Promise<{ reapplied: ReappliedDestruction[]; alreadyApplied: number; unknownKeys: number; ignored: IgnoredTombstone[] }> {
+  const tombstones = new Map<string, ParsedTombstone>();
+  const ignored: IgnoredTombstone[] = [];
+  const publicKeys = await vault.getSigningPublicKeys(['lifecycle', 'legacy']);
   for await (const object of store.list(TOMBSTONE_PREFIX)) {
     let raw: unknown;
     try {
@@ -70,30 +49,28 @@ export async function reapplyTombstones(
       raw = undefined;
     }
     const parsed = TombstoneSchema.safeParse(raw);
-    if (
-      !parsed.success ||
-      tombstoneKey(parsed.data.keyId) !== object.key ||
-      !tombstoneSignedBy(parsed.data, publicKeys)
-    ) {
-      throw new LetheError(
-        ErrorCode.INTEGRITY,
-        `tombstone ${object.key} is not one lethe wrote (unreadable, named for another key, or not signed by ` +
-          'a signing key of this vault); the vault ' +
-          `was restored from ${context.key} but its destructions are not re-applied yet. Inspect the object, ` +
-          'then run the same restore again to finish',
-        { details: { object: object.key } },
-      );
+    const problem = !parsed.success
+      ? 'not a tombstone'
+      : !isTombstoneKeyFor(object.key, parsed.data.keyId)
+        ? `it names ${parsed.data.keyId}, whose tombstones are stored under another name`
+        : !tombstoneSignedBy(parsed.data, publicKeys)
+          ? `not signed by a lifecycle key of this vault (key ${parsed.data.signature.keyId})`
+          : null;
+    if (problem !== null || !parsed.success) {
+      ignored.push({ key: object.key, problem: problem ?? 'not a tombstone' });
+      continue;
     }
-    tombstones.push(parsed.data);
+    // A key may have a tombstone under its usual and its alternate name: either will do.
+    if (!tombstones.has(parsed.data.keyId)) tombstones.set(parsed.data.keyId, parsed.data);
   }
-  const ids = tombstones.map((t) => t.keyId);
+  const ids = [...tombstones.keys()];
   const known = await vault.getDimensionKeys(ids);
   const wrapped = await vault.getWrappedDimensionIdentities(ids);
   const recorded = await vault.getDestructions(ids);
   let alreadyApplied = 0;
   let unknownKeys = 0;
   const groups = new Map<string, ParsedTombstone[]>();
-  for (const t of tombstones) {
+  for (const t of tombstones.values()) {
     if (!known.has(t.keyId)) {
       unknownKeys += 1;
       continue;
@@ -110,14 +87,16 @@ export async function reapplyTombstones(
   for (const group of groups.values()) {
     const [first] = group;
     if (first === undefined) continue;
-    const destroyed = await destroyKeys(vault, store, {
+    const { destroyed, foreignTombstones } = await destroyKeys(vault, store, {
       keyIds: group.map((t) => t.keyId),
       actor: context.actor,
       reason:
         `${first.reason} (destroyed by ${first.actor}; destroyed again after the vault was restored ` +
         `from ${context.key}, which predates it)`,
       cause: first.cause,
+      signer: context.signer,
     });
+    for (const f of foreignTombstones) if (!ignored.some((i) => i.key === f.key)) ignored.push(f);
     const firstAt = new Map(group.map((t) => [t.keyId, t.destroyedAt]));
     for (const d of destroyed) {
       reapplied.push({
@@ -128,5 +107,5 @@ export async function reapplyTombstones(
       });
     }
   }
-  return { reapplied, alreadyApplied, unknownKeys };
+  return { reapplied, alreadyApplied, unknownKeys, ignored };
 }

@@ -10,7 +10,16 @@ import {
   SESSION_SETTINGS,
   type CatalogTable,
 } from './catalog.ts';
-import { VAULT_BACKUP_FORMAT, vaultBackupKey, type VaultBackupHeader } from './format.ts';
+import type { Signer } from '../keys/index.ts';
+import {
+  VAULT_BACKUP_FORMAT,
+  VAULT_BACKUP_SIGNATURE_FORMAT,
+  vaultBackupKey,
+  vaultBackupSignatureKey,
+  vaultBackupSignedMessage,
+  type VaultBackupHeader,
+  type VaultBackupSignature,
+} from './format.ts';
 
 const DAY_MS = 86_400_000;
 /** Rows per FETCH: bounded memory whatever the table size (a row is at most a few KB). */
@@ -23,6 +32,8 @@ export interface WriteVaultBackupInput {
   readonly store: ObjectStore;
   /** The master key's age recipient (public): the backup opens only with the master identity. */
   readonly masterRecipient: string;
+  /** The lifecycle signing key: it signs `<key>.sig`, which a restore checks before decrypting. */
+  readonly signer: Signer;
   /** Days the backup is locked for when `lockMode` is given (the grace window). */
   readonly graceWindowDays: number;
   /** The configured `storage.objectLock.mode`; absent: the object is written without a lock. */
@@ -37,6 +48,8 @@ export interface WriteVaultBackupInput {
 export interface VaultBackupResult {
   /** `vault/<YYYYMMDDTHHMMSSmmmZ>.age`. */
   readonly key: string;
+  /** `<key>.sig`, its signature. */
+  readonly signatureKey: string;
   /** Bytes of the age file. */
   readonly size: number;
   /** sha256 (hex) of the age file as stored. */
@@ -58,8 +71,11 @@ export interface VaultBackupResult {
  * `now + graceWindowDays`, the grace window after which a destroyed key is gone from every
  * vault backup.
  *
- * The object appears only complete (ObjectStore.put); on any failure nothing is stored.
- * Throws DATABASE, STORAGE, KEY (bad recipient), ABORTED.
+ * The object appears only complete (ObjectStore.put); then `<key>.sig` is stored, signed with
+ * the lifecycle key. A backup without its signature (a crash in between) is never restored;
+ * lifecycle deletes it with the others after the grace window. Both objects are recorded in
+ * the vault as lethe's before they are uploaded. Throws DATABASE, STORAGE, KEY (bad
+ * recipient), ABORTED.
  */
 export async function writeVaultBackup(input: WriteVaultBackupInput): Promise<VaultBackupResult> {
   const { vault, store, now, signal } = input;
@@ -78,6 +94,11 @@ export async function writeVaultBackup(input: WriteVaultBackupInput): Promise<Va
           retainUntil: new Date(now.getTime() + input.graceWindowDays * DAY_MS),
         };
   throwIfAborted(signal, `writing vault backup ${key}`);
+  const signatureKey = vaultBackupSignatureKey(key);
+  await vault.recordStoreObjects(store.description, [
+    { key, kind: 'vault-backup', snapshotId: null },
+    { key: signatureKey, kind: 'vault-backup', snapshotId: null },
+  ]);
   const tables: Record<string, number> = {};
   const { size, sha256 } = await vault.withReadSnapshot(async (client) => {
     await query(client, `writing vault backup ${key}`, SESSION_SETTINGS);
@@ -96,8 +117,25 @@ export async function writeVaultBackup(input: WriteVaultBackupInput): Promise<Va
       ...(signal === undefined ? {} : { signal }),
     });
   });
+  const body: Omit<VaultBackupSignature, 'signature'> = {
+    format: VAULT_BACKUP_SIGNATURE_FORMAT,
+    backup: key,
+    sha256,
+    size,
+    createdAt: now.toISOString(),
+    schemaVersion: VAULT_SCHEMA_VERSION,
+  };
+  const signed: VaultBackupSignature = {
+    ...body,
+    signature: { keyId: input.signer.id, value: input.signer.sign(vaultBackupSignedMessage(body)) },
+  };
+  await store.put(signatureKey, new TextEncoder().encode(`${JSON.stringify(signed)}\n`), {
+    ...(lock === undefined ? {} : { lock }),
+    ...(signal === undefined ? {} : { signal }),
+  });
   const result: VaultBackupResult = {
     key,
+    signatureKey,
     size,
     sha256,
     createdAt: now,

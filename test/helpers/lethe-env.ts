@@ -356,6 +356,7 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
               secretAccessKey: storage.secretAccessKey ?? storage.server.secretAccessKey,
             },
       masterKey: { file: 'master.key' },
+      signingKeys: { backup: { file: 'backup-signing.key' }, lifecycle: { file: 'lifecycle-signing.key' } },
       backup: { packSizeMiB: 1, granularity: 'month', ...options.backup },
       verify: { concurrency: 4 },
       log: { level: 'warn' },

@@ -69,6 +69,7 @@ if (!hasDocker) {
             objectLock: { mode: 'GOVERNANCE', retainDays: 1 },
           },
           masterKey: { file: 'master.key' },
+          signingKeys: { backup: { file: 'backup-signing.key' }, lifecycle: { file: 'lifecycle-signing.key' } },
           verify: { scratchUrl: postgres.getConnectionUri() },
         },
         dir,

@@ -20,8 +20,9 @@ import pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import { generateSigningKey, publicKeyToPem, sign } from '../../../src/crypto/index.ts';
 import { EmbeddedPostgres } from '../../../src/embedded/postgres.ts';
-import type { CellEntry } from '../../../src/manifest/index.ts';
+import { manifestLines, type CellEntry, type SnapshotHeader } from '../../../src/manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../../../src/mapping/index.ts';
 import { freePort, portIsFree } from '../../../src/util/net.ts';
 
@@ -280,6 +281,17 @@ const SYNTHETIC_SCHEMA: SchemaDescription = {
   ],
 };
 
+const SYNTHETIC_HEADER: SnapshotHeader = {
+  id: '',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  completedAt: '2026-01-01T00:00:01.000Z',
+  previous: null,
+  source: { databaseTime: '2026-01-01T00:00:00.000Z', transactionSnapshot: '1:1:', serverVersion: '15' },
+  granularity: 'month',
+  masterRecipient: 'age1synthetic',
+  tables: [],
+};
+
 describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', () => {
   let dir = '';
   let server: EmbeddedPostgres | undefined;
@@ -287,6 +299,8 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
   let keysExport: string;
   let objects: string;
   let masterKey: string;
+  /** The backup signing key's public half, as `lethe init` wrote it beside the key file (the escrow copy). */
+  let signingKey: string;
   let manifestFiles: [first: string, second: string];
   let manifests: [first: Manifest, second: Manifest];
 
@@ -309,6 +323,8 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     objectsDir = objects,
   ): Promise<Result> =>
     run(SCRIPT, [
+      '--signing-key',
+      signingKey,
       '--master-key',
       masterKey,
       '--manifest',
@@ -353,6 +369,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     ]);
     objects = join(dir, 'objects');
     masterKey = join(dir, 'master.key');
+    signingKey = join(dir, 'backup-signing.key.pub');
     const [first, second] = demo.backups;
     if (first === undefined || second === undefined)
       throw new Error('the demo made fewer than two backups');
@@ -387,7 +404,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
   }, 60_000);
 
   it('lists the cells of a manifest with their table and row count', async () => {
-    const listed = (await runOk(SCRIPT, ['--list', '--manifest', manifestFiles[1]])).toString(
+    const listed = (await runOk(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', manifestFiles[1]])).toString(
       'utf8',
     );
     const lines = listed.trimEnd().split('\n');
@@ -396,6 +413,8 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     expect(lines[0]).toBe(`${cell?.id}\t${cell?.table}\t${cell?.rows}`);
     const users = (
       await runOk(SCRIPT, [
+        '--signing-key',
+        signingKey,
         '--list',
         '--manifest',
         manifestFiles[1],
@@ -452,8 +471,12 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       sha256: cell.sha256,
       key: cell.key,
     });
+    // The older snapshot is read only on purpose: a newer signed one follows it.
+    const refused = await decrypt(manifestFiles[0], cell.id);
+    expect(refused.code).toBe(6);
+    expect(refused.stderr).toMatch(new RegExp(`snapshot ${manifests[0].snapshot.id} is not the newest: ${manifests[1].snapshot.id} follows it`));
     const [older, newer] = await Promise.all([
-      decrypt(manifestFiles[0], cell.id),
+      decrypt(manifestFiles[0], cell.id, ['--not-latest']),
       decrypt(manifestFiles[1], cell.id),
     ]);
     expect(older.code).toBe(0);
@@ -542,6 +565,8 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     for (const tool of [
       'bash',
       'jq',
+      'openssl',
+      'basename',
       'age-keygen',
       'base64',
       'dd',
@@ -569,6 +594,8 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       join(bin, 'bash'),
       [
         SCRIPT,
+        '--signing-key',
+        signingKey,
         '--master-key',
         masterKey,
         '--manifest',
@@ -588,10 +615,10 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
 
   it('creates the schema from the manifest, exactly as lethe would, and the cells load with COPY', async () => {
     const pre = (
-      await runOk(SCRIPT, ['--schema-sql', 'pre', '--manifest', manifestFiles[1]])
+      await runOk(SCRIPT, ['--signing-key', signingKey, '--schema-sql', 'pre', '--manifest', manifestFiles[1]])
     ).toString('utf8');
     const post = (
-      await runOk(SCRIPT, ['--schema-sql', 'post', '--manifest', manifestFiles[1]])
+      await runOk(SCRIPT, ['--signing-key', signingKey, '--schema-sql', 'post', '--manifest', manifestFiles[1]])
     ).toString('utf8');
     const ddl = schemaToDdl(manifests[1].schema);
     expect(pre).toBe(ddl.preData.map((s) => `${s};\n`).join(''));
@@ -657,19 +684,28 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       pre: ddl.preData.map((sql) => `${sql};\n`).join(''),
       post: ddl.postData.map((sql) => `${sql};\n`).join(''),
     };
-    // As lethe writes a manifest (one member per line), and reformatted (read by a full parse).
-    const lined = join(dir, 'synthetic-manifest.json');
-    await writeFile(
-      lined,
-      `{"format":"lethe.manifest.v1",\n"schema":${JSON.stringify(SYNTHETIC_SCHEMA)},\n"cells":[\n]}\n`,
-    );
-    const pretty = join(dir, 'synthetic-manifest-pretty.json');
-    await writeFile(pretty, JSON.stringify({ schema: SYNTHETIC_SCHEMA, cells: [] }, null, 2));
-    for (const manifest of [lined, pretty]) {
-      for (const part of ['pre', 'post'] as const) {
-        const sql = await runOk(SCRIPT, ['--schema-sql', part, '--manifest', manifest]);
-        expect(sql.toString('utf8')).toBe(expected[part]);
-      }
+    // A manifest as lethe writes it (one member per line), signed by a key of the test's own.
+    const key = generateSigningKey();
+    const id = '20260101T000000Z-abcdef';
+    const synthetic = join(dir, 'synthetic', 'snapshots');
+    await mkdir(synthetic, { recursive: true });
+    const lined = join(synthetic, `${id}.json`);
+    const lines: Buffer[] = [];
+    for await (const line of manifestLines({
+      header: { ...SYNTHETIC_HEADER, id },
+      schema: SYNTHETIC_SCHEMA,
+      keyFiles: [],
+      cells: (async function* () {})(),
+      sign: (message) => ({ keyId: 'test', value: sign(key.privateKey, message) }),
+    })) {
+      lines.push(line);
+    }
+    await writeFile(lined, Buffer.concat(lines));
+    const pub = join(dir, 'synthetic', 'signing.pub');
+    await writeFile(pub, publicKeyToPem(key.publicKey));
+    for (const part of ['pre', 'post'] as const) {
+      const sql = await runOk(SCRIPT, ['--signing-key', pub, '--schema-sql', part, '--manifest', lined]);
+      expect(sql.toString('utf8')).toBe(expected[part]);
     }
     await admin().query('CREATE DATABASE dr_synthetic');
     const db = new pg.Client({ connectionString: server?.url('dr_synthetic') });
@@ -695,5 +731,41 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     } finally {
       await db.end();
     }
+  });
+
+  it('checks the manifest before using anything in it: a key from the escrow, the name, nothing altered', async () => {
+    const list = (manifest: string, keys: string[] = ['--signing-key', signingKey]): Promise<Result> =>
+      run(SCRIPT, [...keys, '--list', '--manifest', manifest]);
+    const none = await list(manifestFiles[1], []);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/--signing-key FILE is required/);
+
+    // A key the operator did not escrow (here: anybody's) verifies nothing.
+    const other = join(dir, 'other-signing.pub');
+    await writeFile(other, publicKeyToPem(generateSigningKey().publicKey));
+    const foreign = await list(manifestFiles[1], ['--signing-key', other]);
+    expect(foreign.code).toBe(6);
+    expect(foreign.stderr).toMatch(/cannot be trusted, so nothing in it was used: its signature does not verify/);
+    expect(foreign.stdout.length).toBe(0);
+
+    // The schema line edited (signature line as it was): no SQL comes out.
+    const edited = join(dir, 'edited', 'snapshots');
+    await mkdir(edited, { recursive: true });
+    const text = await readFile(manifestFiles[1], 'utf8');
+    const tampered = join(edited, `${manifests[1].snapshot.id}.json`);
+    await writeFile(tampered, text.replace('"type":"bigint"', `"type":"bigint); SELECT pg_sleep(0); --"`));
+    const sql = await run(SCRIPT, ['--signing-key', signingKey, '--schema-sql', 'pre', '--manifest', tampered]);
+    expect(sql.code).toBe(6);
+    expect(sql.stderr).toMatch(/edited after signing/);
+    expect(sql.stdout.length).toBe(0);
+
+    // A genuine, signed manifest under another snapshot's name.
+    const renamed = join(dir, 'renamed', 'snapshots');
+    await mkdir(renamed, { recursive: true });
+    const swapped = join(renamed, `${manifests[1].snapshot.id}.json`);
+    await copyFile(manifestFiles[0], swapped);
+    const wrongName = await list(swapped);
+    expect(wrongName.code).toBe(6);
+    expect(wrongName.stderr).toMatch(new RegExp(`names snapshot ${manifests[0].snapshot.id}, not ${manifests[1].snapshot.id}`));
   });
 });

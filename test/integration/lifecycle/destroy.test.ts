@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSigningKey } from '../../../src/crypto/index.ts';
+import type { Signer } from '../../../src/keys/index.ts';
+import { registeredSigner } from '../../helpers/signing.ts';
 import { destroyKeys, tombstoneKey, tombstoneSignedBy, type Tombstone } from '../../../src/lifecycle/destroy.ts';
 import { caseKeyId } from '../../../src/lifecycle/hold-match.ts';
 import type { DestructionCause } from '../../../src/lifecycle/types.ts';
@@ -51,14 +52,14 @@ describe('destroyKeys', () => {
   let vault: Vault;
   let dir: string;
   let store: ObjectStore;
+  let signer: Signer;
 
   beforeAll(async () => {
     db = await createTestDatabase('lc_destroy');
     fx = await migratedVault(db.url, 'lethe', 5);
     vault = fx.vault;
-    // Tombstones are signed with the vault's manifest signing key (lethe init makes one).
-    const signing = generateSigningKey();
-    await vault.insertSigningKey({ id: 'ed25519-test', publicKey: signing.publicKey, privateKey: signing.privateKey });
+    // Tombstones are signed with the lifecycle signing key (lethe init registers it).
+    signer = await registeredSigner(vault, 'lifecycle');
     dir = await mkdtemp(join(tmpdir(), 'lethe-destroy-'));
     store = await createFilesystemStore({ path: dir });
   });
@@ -74,7 +75,7 @@ describe('destroyKeys', () => {
     await vault.insertDimensionKeys(keys);
     const before = (await auditEntries(vault)).length;
 
-    const destroyed = await destroyKeys(vault, store, {
+    const { destroyed } = await destroyKeys(vault, store, { signer,
       keyIds: ['user:acme/u1', 'user:acme/u2', 'user:acme/u1', 'user:acme/never-existed'],
       actor: 'dpo-bob',
       reason: 'GDPR erasure of u1 and u2',
@@ -121,10 +122,10 @@ describe('destroyKeys', () => {
         actor: 'dpo-bob',
         reason: 'GDPR erasure of u1 and u2',
         cause: CAUSE,
-        signature: { keyId: 'ed25519-test', value: expect.any(String) as unknown },
+        signature: { keyId: signer.id, value: expect.any(String) as unknown },
       });
-      expect(tombstoneSignedBy(tombstone, await vault.getSigningPublicKeys())).toBe(true);
-      expect(tombstoneSignedBy({ ...tombstone, keyId: 'user:acme/keep' }, await vault.getSigningPublicKeys())).toBe(false);
+      expect(tombstoneSignedBy(tombstone, await vault.getSigningPublicKeys(['lifecycle']))).toBe(true);
+      expect(tombstoneSignedBy({ ...tombstone, keyId: 'user:acme/keep' }, await vault.getSigningPublicKeys(['lifecycle']))).toBe(false);
     }
     const tombstones = [];
     for await (const o of store.list('destructions/')) tombstones.push(o.key);
@@ -132,7 +133,7 @@ describe('destroyKeys', () => {
 
     // Again, with another actor and reason: the existing records come back, nothing is redone.
     const tombstoneBytes = await readFile(join(dir, tombstoneKey('user:acme/u1')));
-    const again = await destroyKeys(vault, store, {
+    const { destroyed: again } = await destroyKeys(vault, store, { signer,
       keyIds: ['user:acme/u2', 'user:acme/u1'],
       actor: 'someone-else',
       reason: 'again',
@@ -154,13 +155,13 @@ describe('destroyKeys', () => {
       seenAlive.push((await vault.getDimensionKeys([id])).get(id)?.destroyed === false);
       return store.put(key, body, options);
     };
-    await destroyKeys(vault, watching, { keyIds: ['user:acme/t1'], actor: 'a', reason: 'r', cause: CAUSE });
+    await destroyKeys(vault, watching, { signer, keyIds: ['user:acme/t1'], actor: 'a', reason: 'r', cause: CAUSE });
     expect(seenAlive).toEqual([true]);
 
     const failing: ObjectStore = Object.create(store) as ObjectStore;
     failing.put = () => Promise.reject(new Error('bucket unreachable'));
     await expect(
-      destroyKeys(vault, failing, { keyIds: ['user:acme/t2'], actor: 'a', reason: 'r', cause: CAUSE }),
+      destroyKeys(vault, failing, { signer, keyIds: ['user:acme/t2'], actor: 'a', reason: 'r', cause: CAUSE }),
     ).rejects.toThrow(/bucket unreachable/);
     expect((await vault.getDimensionKeys(['user:acme/t2'])).get('user:acme/t2')?.destroyed).toBe(false);
     expect((await vault.getDestructions(['user:acme/t2'])).size).toBe(0);
@@ -178,7 +179,7 @@ describe('destroyKeys', () => {
     await rawSql(db.url, 'CREATE TRIGGER boom BEFORE INSERT ON lethe.destructions FOR EACH ROW EXECUTE FUNCTION lethe.boom()');
     try {
       await expect(
-        destroyKeys(vault, store, { keyIds: ['user:acme/x1', 'user:acme/boom'], actor: 'a', reason: 'r', cause: CAUSE }),
+        destroyKeys(vault, store, { signer, keyIds: ['user:acme/x1', 'user:acme/boom'], actor: 'a', reason: 'r', cause: CAUSE }),
       ).rejects.toThrow(/injected failure/);
     } finally {
       await rawSql(db.url, 'DROP TRIGGER boom ON lethe.destructions');
@@ -190,7 +191,7 @@ describe('destroyKeys', () => {
     expect((await vault.getDestructions(['user:acme/x1'])).size).toBe(0);
     expect((await auditEntries(vault)).length).toBe(before);
     // The tombstones were written first; a retry finishes the job.
-    const done = await destroyKeys(vault, store, { keyIds: ['user:acme/x1', 'user:acme/boom'], actor: 'a', reason: 'r', cause: CAUSE });
+    const { destroyed: done } = await destroyKeys(vault, store, { signer, keyIds: ['user:acme/x1', 'user:acme/boom'], actor: 'a', reason: 'r', cause: CAUSE });
     expect(done).toHaveLength(2);
     expect((await vault.verifyAuditChain()).ok).toBe(true);
     expectNoCheckedOutClients(fx.pool);
@@ -204,7 +205,7 @@ describe('destroyKeys', () => {
     // The search can fail: the bytes are on disk before the destruction.
     expect(before.bytes?.includes(needle)).toBe(true);
 
-    await destroyKeys(vault, store, { keyIds: ['tenant:heap'], actor: 'a', reason: 'tenant left', cause: { kind: 'erasure', request: 'er-heap0000', scope: 'tenant' } });
+    await destroyKeys(vault, store, { signer, keyIds: ['tenant:heap'], actor: 'a', reason: 'tenant left', cause: { kind: 'erasure', request: 'er-heap0000', scope: 'tenant' } });
 
     const { rows } = await rawSql(db.url, `SELECT count(*)::int AS n FROM lethe.dimension_keys WHERE position($1::bytea IN coalesce(wrapped_identity, ''::bytea)) > 0`, [needle]);
     expect(rows[0]).toEqual({ n: 0 });
@@ -249,7 +250,7 @@ describe('destroyKeys', () => {
     ).toBe(0);
 
     expect((await heapFile(db.url, 'lethe.held_cell_keys')).bytes?.includes(Buffer.from(heldBytes))).toBe(true);
-    await destroyKeys(vault, store, { keyIds: [caseKey], actor: 'legal', reason: 'case closed', cause: { kind: 'hold-release', case: 'CASE-1' } });
+    await destroyKeys(vault, store, { signer, keyIds: [caseKey], actor: 'legal', reason: 'case closed', cause: { kind: 'hold-release', case: 'CASE-1' } });
     const held = await vault.getHeldCellKeys(['cell:acme/messages/2026-03/h1']);
     expect(held.get('cell:acme/messages/2026-03/h1')?.map((h) => h.caseId)).toEqual(['CASE-2']);
     const file = await heapFile(db.url, 'lethe.held_cell_keys');

@@ -111,9 +111,12 @@ describe('lifecycle apply killed at several points', () => {
       expectExit(await env.cli(['hold', 'release', '--config', env.configPath, '--case', 'CASE-7', '--actor', 'legal']), 0);
       await addMessages(env.chat.url, { count: 300, seed: 5, at: new Date('2026-11-01T00:00:00Z') });
       await backup(env.rt, { actor: 'e2e' });
-      // What a backup killed mid-run leaves behind: uploaded packs no snapshot references.
+      // What a backup killed mid-run leaves behind: uploaded packs no snapshot references,
+      // recorded in the vault as lethe's before their upload began.
       const store = await env.rt.store();
-      for (const name of ['0a/0a0a0a0a', '0b/0b0b0b0b', '0c/0c0c0c0c']) await store.put(`packs/${name}`, Buffer.alloc(4096, 7));
+      const leftovers = ['0a/0a0a0a0a', '0b/0b0b0b0b', '0c/0c0c0c0c'].map((name) => `packs/${name}`);
+      await (await env.rt.vault()).recordStoreObjects(store.description, leftovers.map((key) => ({ key, kind: 'pack', snapshotId: null })));
+      for (const key of leftovers) await store.put(key, Buffer.alloc(4096, 7));
     }
     const before = await lifecyclePlan(clean.rt, { now: new Date() });
     expect(before.actions.some((a) => a.kind === 'expire-snapshot')).toBe(true);

@@ -57,7 +57,7 @@ describe('a destroyed key leaves no trace', () => {
     if (identity === null || wrapped === undefined || wrapped === null) throw new Error('the user key should exist before the erasure');
     wrappedBase64 = Buffer.from(wrapped).toString('base64');
     needles = [identity, identity.toLowerCase(), Buffer.from(wrapped).toString('hex'), wrappedBase64];
-    before = (await writeVaultBackup({ vault, store: await env.rt.store(), masterRecipient: master.recipient, graceWindowDays: 7, now: new Date() })).key;
+    before = (await writeVaultBackup({ vault, store: await env.rt.store(), masterRecipient: master.recipient, signer: await env.rt.signer('lifecycle'), graceWindowDays: 7, now: new Date() })).key;
 
     const env2 = { LETHE_LOG_LEVEL: 'trace' };
     const request = await env.cli(['erase', 'request', '--config', env.configPath, '--tenant', tenant, '--user', user, '--reason', 'erasure', '--actor', 'alice', '--json'], { env: env2 });

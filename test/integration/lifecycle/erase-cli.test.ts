@@ -117,7 +117,7 @@ describe('lethe hold / lethe erase (CLI)', () => {
     const cert = jsonOut(show) as DestructionCertificate;
     expect(cert).toEqual(out.certificate);
     const vault = await env.rt.vault();
-    expect(verifyCertificate(cert, await vault.getSigningPublicKeys())).toEqual({ ok: true });
+    expect(verifyCertificate(cert, await vault.getSigningPublicKeys(['lifecycle']))).toEqual({ ok: true });
     expect(cert.keysDestroyed.map((k) => k.keyId)).toEqual([userKeyId(tenant, user)]);
     const cellKeys = (await vault.cellKeysNeeding([userKeyId(tenant, user)])).map((k) => k.id);
     expect(cellKeys.length).toBeGreaterThan(0);

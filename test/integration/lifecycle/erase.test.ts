@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSigningKey } from '../../../src/crypto/index.ts';
+import type { Signer } from '../../../src/keys/index.ts';
+import { registeredSigner } from '../../helpers/signing.ts';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import { verifyCertificate, type DestructionCertificate } from '../../../src/lifecycle/certificate.ts';
 import { approveErasure, executeApprovedRequest, requestErasure, type EraseContext } from '../../../src/lifecycle/erase.ts';
@@ -44,7 +45,6 @@ function cell(table: string, key: CellKey, offset: number): SnapshotCell {
     offset,
     length: 100,
     sha256: '0'.repeat(64),
-    digest: '1'.repeat(64),
     rows: 3,
     bytesPlain: 300,
     reused: false,
@@ -64,6 +64,7 @@ describe('deletion requests and certificates', () => {
   let dir: string;
   let store: ObjectStore;
   let ctx: EraseContext;
+  let signer: Signer;
   const aliceMar = cellKey('cell:t1/messages/2026-03/alice', 'alice', '2026-03', [MAR, 'user:t1/alice', 'tenant:t1']);
   const aliceApr = cellKey('cell:t1/messages/2026-04/alice', 'alice', '2026-04', [APR, 'user:t1/alice', 'tenant:t1']);
   const aliceC1 = cellKey('cell:t1/messages/2026-03/alice/c1', 'alice', '2026-03', [MAR, 'user:t1/alice', 'conversation:t1/c1', 'tenant:t1'], 'c1');
@@ -76,9 +77,8 @@ describe('deletion requests and certificates', () => {
     vault = fx.vault;
     dir = await mkdtemp(join(tmpdir(), 'lethe-erase-'));
     store = await createFilesystemStore({ path: dir });
-    ctx = { vault, store, graceWindowDays: 7, now: () => NOW };
-    const signing = generateSigningKey();
-    await vault.insertSigningKey({ id: 'ed25519-test', ...signing });
+    signer = await registeredSigner(vault, 'lifecycle');
+    ctx = { vault, store, graceWindowDays: 7, now: () => NOW, signer };
     const ids = ['tenant:t1', 'user:t1/alice', 'user:t1/bob', 'conversation:t1/c1', MAR, APR];
     await vault.insertDimensionKeys(
       ids.map((id) => ({
@@ -193,21 +193,21 @@ describe('deletion requests and certificates', () => {
       executedAt: NOW.toISOString(),
       auditChain: { seq: destroyEntry?.seq, hash: destroyEntry?.hash },
       graceWindow: { days: 7, irreversibleAt: '2026-12-05T12:00:00.000Z' },
-      signature: { algorithm: 'ed25519', keyId: 'ed25519-test' },
+      signature: { algorithm: 'ed25519', keyId: signer.id },
     });
     expect(cert.graceWindow.explanation).toMatch(/up to 7 days.*2026-12-05T12:00:00.000Z/);
     // The entries, in order: approve, destroy, execute.
     const mine = entries.filter((e) => e.subject === aliceRequest || e.subject === 'user:t1/alice').map((e) => e.action);
     expect(mine).toEqual(['erase.request', 'erase.approve', 'key.destroy', 'erase.execute']);
 
-    const keys = await vault.getSigningPublicKeys();
+    const keys = await vault.getSigningPublicKeys(['lifecycle']);
     expect(verifyCertificate(cert, keys)).toEqual({ ok: true });
     const bucket = JSON.parse(await readFile(join(dir, 'certificates', `${aliceRequest}.json`), 'utf8')) as unknown;
     expect(bucket).toEqual(cert);
     expect(verifyCertificate(bucket, keys)).toEqual({ ok: true });
     const tampered = { ...cert, keysDestroyed: [{ ...cert.keysDestroyed[0], keyId: 'user:t1/bob' }] };
     expect(verifyCertificate(tampered, keys)).toEqual({ ok: false, problem: 'bad signature' });
-    expect(verifyCertificate(cert, new Map())).toEqual({ ok: false, problem: 'unknown signing key ed25519-test' });
+    expect(verifyCertificate(cert, new Map())).toEqual({ ok: false, problem: `unknown signing key ${signer.id}` });
     expect(verifyCertificate({ ...cert, format: 'x' }, keys).ok).toBe(false);
   });
 
@@ -223,7 +223,7 @@ describe('deletion requests and certificates', () => {
     expect(cert.keysAbsent).toEqual([{ keyId: 'user:t1/ghost', note: expect.stringMatching(/no key existed/) as string }]);
     expect(cert.cellsAffected).toEqual({ count: 0, cellKeyIds: [] });
     expect(cert.snapshotsAffected).toEqual({ count: 0, cells: 0, snapshots: [] });
-    expect(verifyCertificate(cert, await vault.getSigningPublicKeys())).toEqual({ ok: true });
+    expect(verifyCertificate(cert, await vault.getSigningPublicKeys(['lifecycle']))).toEqual({ ok: true });
     expect((await vault.getEraseRequest(ghost.id))?.status).toBe('executed');
   });
 

@@ -153,8 +153,15 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
   if (kind === 'filesystem') it('reads object locks from the store and plans orphans and old vault backups', async () => {
     const store = await env.rt.store();
     const until = new Date('2031-01-01T00:00:00Z');
+    // As a crashed backup and an old vault backup leave them: recorded by lethe before upload.
+    await (await env.rt.vault()).recordStoreObjects(store.description, [
+      { key: 'vault/20290101T000000000Z.age', kind: 'vault-backup', snapshotId: null },
+      { key: 'packs/zz/orphan', kind: 'pack', snapshotId: null },
+    ]);
     await store.put('vault/20290101T000000000Z.age', new Uint8Array([1, 2, 3]), { lock: { mode: 'GOVERNANCE', retainUntil: until } });
     await store.put('packs/zz/orphan', new Uint8Array(10));
+    // Not written by lethe: only reported.
+    await store.put('packs/zz/foreign', new Uint8Array(7));
     const withObjects = await loadPlanInput(await env.rt.vault(), store, env.config, NOW);
     const backupObj = withObjects.objects.find((o) => o.key === 'vault/20290101T000000000Z.age');
     expect(backupObj?.kind).toBe('vault-backup');
@@ -167,6 +174,9 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
     expect(plan.deferred).toEqual([
       expect.objectContaining({ objectKey: 'vault/20290101T000000000Z.age', until: until.toISOString() }),
     ]);
+    expect(plan.unknownObjects).toEqual([expect.objectContaining({ objectKey: 'packs/zz/foreign', size: 7 })]);
+    expect(formatPlan(plan)).toMatch(/no record of writing to this store \(1\): left alone:\n {2}packs\/zz\/foreign/);
     await store.delete('packs/zz/orphan');
+    await store.delete('packs/zz/foreign');
   });
 });

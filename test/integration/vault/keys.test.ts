@@ -1,8 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 import type { CellKey, NewDimensionKey, Vault } from '../../../src/vault/index.ts';
-import { query } from '../../../src/vault/db.ts';
 import { expectNoCheckedOutClients, migratedVault, rawSql, rejectsWith } from './fixture.ts';
 
 function dimensionKey(id: string, n: number, over: Partial<NewDimensionKey> = {}): NewDimensionKey {
@@ -248,136 +246,49 @@ describe('vault keys', () => {
     });
   });
 
-  describe('digest keys', () => {
-    it('creates missing keys once and returns stored ones afterwards', async () => {
-      let created = 0;
-      const create = (): Uint8Array => {
-        created++;
-        return randomBytes(32);
-      };
-      const first = await vault.getOrCreateDigestKeys(['', 'acme', 'acme', 'globex'], create);
-      expect(created).toBe(3);
-      expect([...first.keys()].sort()).toEqual(['', 'acme', 'globex']);
-      const second = await vault.getOrCreateDigestKeys(['acme', 'globex', ''], () => {
-        throw new Error('must not create');
-      });
-      for (const tenant of ['', 'acme', 'globex']) {
-        expect(Buffer.from(second.get(tenant) ?? [])).toEqual(Buffer.from(first.get(tenant) ?? []));
-        expect(second.get(tenant)?.length).toBe(32);
-      }
-    });
-
-    it('reads existing digest keys without ever creating one', async () => {
-      const created = await vault.getOrCreateDigestKeys(['acme'], () => randomBytes(32));
-      const read = await vault.getDigestKeys(['acme', 'never-seen']);
-      expect([...read.keys()]).toEqual(['acme']);
-      expect(Buffer.from(read.get('acme') ?? [])).toEqual(Buffer.from(created.get('acme') ?? []));
-      expect((await vault.getDigestKeys(['never-seen'])).size).toBe(0);
-    });
-
-    it('keeps key material out of a constraint violation kept as the cause', async () => {
-      // The public API checks lengths first, so go one level down to make PostgreSQL refuse
-      // a row holding key bytes, as a future bug might.
-      const short = randomBytes(8);
-      const err = await rejectsWith(
-        query(
-          fx.pool,
-          'test insert',
-          'INSERT INTO lethe.digest_keys (tenant, key) VALUES ($1, $2)',
-          ['leaky', short],
-        ),
-        'DATABASE',
-      );
-      const cause = (err as { cause?: { detail?: string; constraint?: string } }).cause;
-      expect(cause?.constraint).toBe('digest_keys_key_check');
-      expect(cause?.detail).toMatch(/^Failing row contains \[redacted/);
-      expect(`${err.message}\n${JSON.stringify(cause)}`).not.toContain(short.toString('hex'));
-    });
-
-    it('converges concurrent creators on one key per tenant', async () => {
-      const results = await Promise.all(
-        Array.from({ length: 10 }, () =>
-          vault.getOrCreateDigestKeys(['initech'], () => randomBytes(32)),
-        ),
-      );
-      const distinct = new Set(
-        results.map((r) => Buffer.from(r.get('initech') ?? []).toString('hex')),
-      );
-      expect(distinct.size).toBe(1);
-    });
-
-    it('refuses a short key without printing it', async () => {
-      const short = Buffer.from('0123456789', 'utf8');
-      const err = await rejectsWith(
-        vault.getOrCreateDigestKeys(['umbrella'], () => short),
-        'KEY',
-      );
-      expect(err.message).toContain('10 bytes');
-      expect(err.message).not.toContain('0123456789');
-      expect(err.message).not.toContain(short.toString('hex'));
-      expect(JSON.stringify((err as { details?: unknown }).details ?? {})).not.toContain(
-        '0123456789',
-      );
-    });
-  });
-
   describe('signing keys', () => {
-    const secret = randomBytes(32);
-    const k1 = { id: 'sig-1', publicKey: 'pub-1', privateKey: secret };
+    const pub = (n: number): string => Buffer.alloc(32, n).toString('base64');
 
-    it('converges concurrent first keys on one active key', async () => {
-      expect(await vault.getActiveSigningKey()).toBeNull();
-      const candidates = Array.from({ length: 5 }, (_, n) =>
-        n === 0 ? k1 : { id: `race-${n}`, publicKey: `race-pub-${n}`, privateKey: randomBytes(32) },
+    it('keeps public halves only: the table has no column for a private key', async () => {
+      const { rows } = await rawSql(
+        db.url,
+        `SELECT column_name FROM information_schema.columns
+          WHERE table_schema = 'lethe' AND table_name = 'signing_keys' ORDER BY column_name`,
       );
-      const results = await Promise.all(candidates.map((k) => vault.insertSigningKey(k)));
-      const ids = new Set(results.map((r) => r.id));
-      expect(ids.size).toBe(1);
-      const active = await vault.getActiveSigningKey();
-      expect(active?.id).toBe(results[0]?.id);
-      expect((await vault.getSigningPublicKeys()).size).toBe(1);
+      expect(rows.map((r) => (r as { column_name: string }).column_name)).toEqual([
+        'created_at',
+        'id',
+        'public_key',
+        'purpose',
+        'retired_at',
+      ]);
     });
 
-    it('rotates: the old key retires but stays for verification', async () => {
-      const before = await vault.getActiveSigningKey();
-      const k3 = { id: 'sig-3', publicKey: 'pub-3', privateKey: randomBytes(32) };
-      const active = await vault.insertSigningKey(k3, { rotate: true });
-      expect(active.id).toBe('sig-3');
-      const now = await vault.getActiveSigningKey();
-      expect(now?.id).toBe('sig-3');
-      expect(Buffer.from(now?.privateKey ?? [])).toEqual(k3.privateKey);
-      const publics = await vault.getSigningPublicKeys();
-      expect([...publics.keys()]).toEqual([before?.id, 'sig-3']);
-      // Without rotate, an active key wins over a newcomer.
-      const kept = await vault.insertSigningKey({
-        id: 'sig-4',
-        publicKey: 'pub-4',
-        privateKey: randomBytes(32),
-      });
-      expect(kept.id).toBe('sig-3');
+    it('registers one active key per purpose, and a rotation retires the old one, which still verifies', async () => {
+      expect(await vault.activeSigningKeyId('backup')).toBeNull();
+      expect(await vault.registerSigningKey({ id: 'b-1', purpose: 'backup', publicKey: pub(1) })).toEqual({ changed: true, retired: [] });
+      expect(await vault.registerSigningKey({ id: 'b-1', purpose: 'backup', publicKey: pub(1) })).toEqual({ changed: false, retired: [] });
+      expect(await vault.registerSigningKey({ id: 'l-1', purpose: 'lifecycle', publicKey: pub(2) })).toEqual({ changed: true, retired: [] });
+      expect(await vault.registerSigningKey({ id: 'b-2', purpose: 'backup', publicKey: pub(3) })).toEqual({ changed: true, retired: ['b-1'] });
+      expect(await vault.activeSigningKeyId('backup')).toBe('b-2');
+      expect(await vault.activeSigningKeyId('lifecycle')).toBe('l-1');
+      // Readers of each kind of object see only the keys of the job that signs it.
+      expect([...(await vault.getSigningPublicKeys(['backup'])).keys()]).toEqual(['b-1', 'b-2']);
+      expect([...(await vault.getSigningPublicKeys(['lifecycle'])).keys()]).toEqual(['l-1']);
     });
 
-    it('reports a duplicate id without revealing the private key', async () => {
-      const leaky = randomBytes(32);
-      const err = await rejectsWith(
-        vault.insertSigningKey(
-          { id: 'sig-3', publicKey: 'pub-new', privateKey: leaky },
-          { rotate: true },
-        ),
-        'DATABASE',
-      );
-      const cause = (err as { cause?: unknown }).cause;
-      const everything = [
-        err.message,
-        err.stack ?? '',
-        JSON.stringify((err as { details?: unknown }).details ?? {}),
-        cause instanceof Error ? `${cause.message} ${JSON.stringify(cause)}` : String(cause),
-      ].join('\n');
-      expect(everything).toContain('sig-3');
-      for (const encoding of ['hex', 'base64', 'base64url'] as const) {
-        expect(everything).not.toContain(leaky.toString(encoding));
-      }
-      expect((await vault.getActiveSigningKey())?.id).toBe('sig-3');
+    it('refuses to reactivate a retired key or to use one key for two jobs', async () => {
+      const retired = await rejectsWith(vault.registerSigningKey({ id: 'b-1', purpose: 'backup', publicKey: pub(1) }), 'SIGNING_KEY');
+      expect(retired.message).toMatch(/retired/);
+      const shared = await rejectsWith(vault.registerSigningKey({ id: 'l-1', purpose: 'backup', publicKey: pub(2) }), 'SIGNING_KEY');
+      expect(shared.message).toMatch(/key of its own/);
+      expect(await vault.activeSigningKeyId('backup')).toBe('b-2');
+    });
+
+    it('converges concurrent registrations of different keys on one active key per purpose', async () => {
+      await Promise.all([4, 5, 6, 7].map((n) => vault.registerSigningKey({ id: `race-${n}`, purpose: 'lifecycle', publicKey: pub(n) })));
+      const { rows } = await rawSql(db.url, "SELECT count(*)::int AS n FROM lethe.signing_keys WHERE purpose = 'lifecycle' AND retired_at IS NULL");
+      expect((rows[0] as { n: number }).n).toBe(1);
     });
   });
 });

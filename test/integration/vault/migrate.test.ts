@@ -6,9 +6,9 @@ import { rawSql, rejectsWith } from './fixture.ts';
 
 const TABLES = [
   'audit_log',
+  'cell_digests',
   'cell_keys',
   'destructions',
-  'digest_keys',
   'dimension_keys',
   'erase_requests',
   'held_cell_keys',
@@ -20,6 +20,7 @@ const TABLES = [
   'signing_keys',
   'snapshot_cells',
   'snapshots',
+  'store_objects',
   'verifications',
 ];
 

@@ -22,7 +22,6 @@ function cell(
     offset: (n * 7919) % 100_000,
     length: 100 + n,
     sha256: `sha-${n}`,
-    digest: `digest-${n}`,
     rows: n,
     bytesPlain: n * 10,
     reused: n % 2 === 0,

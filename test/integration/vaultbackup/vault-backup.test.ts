@@ -1,20 +1,25 @@
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportAudit } from '../../../src/audit/index.ts';
 import { decryptBytes, encryptBytes, readMasterKeyFile } from '../../../src/crypto/index.ts';
-import { ErrorCode } from '../../../src/errors/index.ts';
+import type { Signer } from '../../../src/keys/index.ts';
+import { ErrorCode, LetheError } from '../../../src/errors/index.ts';
 import { backup, initialize } from '../../../src/jobs/tasks.ts';
 import { destroyKeys, tombstoneKey, type Tombstone } from '../../../src/lifecycle/destroy.ts';
 import { createS3Store, type ObjectStore } from '../../../src/storage/index.ts';
-import { Vault, migrateVault } from '../../../src/vault/index.ts';
+import { VAULT_SCHEMA_VERSION, Vault, migrateVault } from '../../../src/vault/index.ts';
+import { vaultBackupSignedMessage } from '../../../src/vaultbackup/format.ts';
 import {
   listVaultBackups,
   parseVaultBackupKey,
   restoreVaultBackup,
+  VAULT_BACKUP_SIGNATURE_FORMAT,
   vaultBackupKey,
+  vaultBackupSignatureKey,
   writeVaultBackup,
   type RestoreVaultBackupInput,
 } from '../../../src/vaultbackup/index.ts';
@@ -30,6 +35,24 @@ import { startS3rver, type S3rverHandle } from '../../helpers/s3.ts';
 import { expectLetheError } from '../storage/conformance.ts';
 
 const run = promisify(execFile);
+
+/**
+ * Stores `body` as the vault backup `key` with a valid signature by `signer`: a backup lethe
+ * itself wrote, but defective (what the checks after the signature must still catch).
+ */
+async function putSigned(store: ObjectStore, signer: Signer, key: string, body: Uint8Array, schemaVersion = VAULT_SCHEMA_VERSION): Promise<void> {
+  await store.put(key, body);
+  const statement = {
+    format: VAULT_BACKUP_SIGNATURE_FORMAT,
+    backup: key,
+    sha256: createHash('sha256').update(body).digest('hex'),
+    size: body.length,
+    createdAt: new Date().toISOString(),
+    schemaVersion,
+  } as const;
+  const signature = { keyId: signer.id, value: signer.sign(vaultBackupSignedMessage(statement)) };
+  await store.put(vaultBackupSignatureKey(key), new Uint8Array(Buffer.from(JSON.stringify({ ...statement, signature }))));
+}
 const ACTOR = 'vault-backup-test';
 
 /** Every vault table's rows as text, in a stable order, read by PostgreSQL itself. */
@@ -76,6 +99,7 @@ describe('vault backups', () => {
   let store: ObjectStore;
   let identity: string;
   let recipient: string;
+  let signer: Signer;
   /** A vault backup of the populated vault, before any destruction. */
   let first: Awaited<ReturnType<typeof writeVaultBackup>>;
   let firstDump: Record<string, string[]>;
@@ -90,6 +114,7 @@ describe('vault backups', () => {
     masterIdentity: identity,
     key,
     actor: ACTOR,
+    signer,
     ...overrides,
   });
 
@@ -101,6 +126,7 @@ describe('vault backups', () => {
     vault = await env.rt.vault();
     store = await env.rt.store();
     ({ identity, recipient } = await readMasterKeyFile(env.masterKeyFile));
+    signer = await env.rt.signer('lifecycle');
     // Rows in the lifecycle tables too, so every table and a bigserial take part.
     const [tenant] = (await vault.listDimensionKeys()).filter((k) => k.kind === 'tenant');
     await vault.placeHolds(
@@ -123,12 +149,13 @@ describe('vault backups', () => {
         details: { selectors: rows.length },
       }),
     );
-    await exportAudit(vault, store);
+    await exportAudit(vault, store, signer);
     firstDump = await tableDump(env.vaultDb.url);
     first = await writeVaultBackup({
       vault,
       store,
       masterRecipient: recipient,
+      signer,
       graceWindowDays: 7,
       now: new Date(),
       actor: ACTOR,
@@ -185,9 +212,12 @@ describe('vault backups', () => {
     expect(result.destructionsReapplied).toEqual([]);
     const restored = await tableDump(target.url);
     for (const [table, rows] of Object.entries(firstDump)) {
-      if (table === 'audit_log') continue;
+      if (table === 'audit_log' || table === 'store_objects') continue;
       expect(restored[table], table).toEqual(rows);
     }
+    // The backup records itself and its signature as lethe's objects before it dumps the vault.
+    const own = (restored.store_objects ?? []).filter((r) => !(firstDump.store_objects ?? []).includes(r));
+    expect(own.map((r) => r.split(',')[1])).toEqual([first.key, first.signatureKey].sort());
     // The log is the backup's, then the restore's own entry.
     expect(restored.audit_log?.slice(0, firstDump.audit_log?.length)).toEqual(firstDump.audit_log);
     const reopened = await Vault.open(target.url, 'lethe');
@@ -256,7 +286,7 @@ describe('vault backups', () => {
     let ms = 0;
     for (const [label, body, code] of cases) {
       const key = vaultBackupKey(new Date(Date.UTC(2020, 0, 1, 0, 0, 0, ++ms)));
-      await store.put(key, body);
+      await putSigned(store, signer, key, body);
       const target = await env.database('vb_bad');
       await expectLetheError(restoreVaultBackup(restoreInput(target.url, key)), code);
       expect(await schemaExists(target.url), label).toBe(false);
@@ -269,7 +299,7 @@ describe('vault backups', () => {
     ).toString('utf8');
     const newer = plain.replace(/"schemaVersion":\d+/, '"schemaVersion":99');
     const key = vaultBackupKey(new Date(Date.UTC(2020, 0, 2)));
-    await store.put(key, await encryptBytes(new Uint8Array(Buffer.from(newer)), [recipient]));
+    await putSigned(store, signer, key, await encryptBytes(new Uint8Array(Buffer.from(newer)), [recipient]), 99);
     const target = await env.database('vb_new');
     await expectLetheError(
       restoreVaultBackup(restoreInput(target.url, key)),
@@ -298,14 +328,17 @@ describe('vault backups', () => {
     if (user === undefined) throw new Error('no user key in the vault');
     const wrappedBefore = (await vault.getWrappedDimensionIdentities([user.id])).get(user.id);
     expect(wrappedBefore).toBeInstanceOf(Uint8Array);
-    const [destroyed] = await destroyKeys(vault, store, {
+    const {
+      destroyed: [destroyed],
+    } = await destroyKeys(vault, store, {
+      signer,
       keyIds: [user.id],
       actor: 'dpo',
       reason: 'erasure request er-test0001',
       cause: { kind: 'erasure', request: 'er-test0001', scope: 'user' },
     });
     // The next job with write access copies the entry into the bucket.
-    await exportAudit(vault, store);
+    await exportAudit(vault, store, signer);
     const bucketHead = await vault.auditHead();
 
     const target = await env.database('vb_shred');
@@ -353,44 +386,60 @@ describe('vault backups', () => {
     }
   });
 
-  it('refuses a planted tombstone that no signing key of the vault signed, destroying nothing', async () => {
+  it('ignores a planted tombstone that no lifecycle key of the vault signed, destroying nothing, and says so', async () => {
     // Copy a real tombstone, point it at another key and re-file it under that key's name:
     // well formed, but its signature no longer matches, so anyone with bucket write access
-    // cannot make a restore shred a key.
+    // cannot make a restore shred a key, nor stop a restore by planting one.
     let real = '';
     for await (const object of store.list('destructions/')) real = object.key;
     expect(real).not.toBe('');
     const tombstone = JSON.parse(Buffer.from(await store.getBytes(real)).toString('utf8')) as Tombstone;
-    const victim = 'tenant:planted';
-    const forged = { ...tombstone, keyId: victim };
-    await store.put(tombstoneKey(victim), new Uint8Array(Buffer.from(JSON.stringify(forged))));
+    const [victim] = (await vault.listDimensionKeys()).filter((k) => k.kind === 'tenant' && !k.destroyed);
+    if (victim === undefined) throw new Error('no live tenant key');
+    const forged = { ...tombstone, keyId: victim.id };
+    await store.put(tombstoneKey(victim.id), new Uint8Array(Buffer.from(JSON.stringify(forged))));
+    await store.put('destructions/not-a-tombstone.json', new Uint8Array(Buffer.from('{"oops":1}')));
     const target = await env.database('vb_forged');
     try {
-      await expectLetheError(
-        restoreVaultBackup(restoreInput(target.url, first.key)),
-        ErrorCode.INTEGRITY,
-        /not signed by a signing key of this vault/,
-      );
+      const result = await restoreVaultBackup(restoreInput(target.url, first.key));
+      expect(result.ignoredTombstones.map((t) => t.key).sort()).toEqual(['destructions/not-a-tombstone.json', tombstoneKey(victim.id)].sort());
+      expect(result.ignoredTombstones.find((t) => t.key === tombstoneKey(victim.id))?.problem).toMatch(/not signed by a lifecycle key/);
+      expect(result.destructionsReapplied.map((d) => d.keyId)).not.toContain(victim.id);
+      const restored = await Vault.open(target.url, 'lethe');
+      try {
+        expect((await restored.getDimensionKeys([victim.id])).get(victim.id)?.destroyed).toBe(false);
+      } finally {
+        await restored.close();
+      }
     } finally {
-      await store.delete(tombstoneKey(victim));
+      await store.delete(tombstoneKey(victim.id));
+      await store.delete('destructions/not-a-tombstone.json');
     }
   });
 
-  it('stops at a tombstone it cannot read, and the same restore run again finishes the job', async () => {
-    await store.put('destructions/not-a-tombstone.json', new Uint8Array(Buffer.from('{"oops":1}')));
+  it('a restore interrupted after the load is finished by running it again', async () => {
+    // The bucket fails while the tombstones are read: the vault is loaded, not yet caught up.
+    let failed = false;
+    const flaky = new Proxy(store, {
+      get(target, property) {
+        if (property === 'list') {
+          return (prefix: string) => {
+            if (prefix === 'destructions/' && !failed) {
+              failed = true;
+              throw new LetheError(ErrorCode.STORAGE, 'listing destructions/: connection reset');
+            }
+            return target.list(prefix);
+          };
+        }
+        const value = Reflect.get(target, property) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
     const target = await env.database('vb_resume');
-    try {
-      await expectLetheError(
-        restoreVaultBackup(restoreInput(target.url, first.key)),
-        ErrorCode.INTEGRITY,
-        /not-a-tombstone\.json.*run the same restore again/,
-      );
-    } finally {
-      await store.delete('destructions/not-a-tombstone.json');
-    }
+    await expectLetheError(restoreVaultBackup(restoreInput(target.url, first.key, { store: flaky })), ErrorCode.STORAGE, /connection reset/);
     // Loaded but unfinished: another backup is refused, the same one resumes.
     const other = vaultBackupKey(new Date(Date.UTC(2020, 0, 3)));
-    await store.put(other, await store.getBytes(first.key));
+    await putSigned(store, signer, other, await store.getBytes(first.key));
     await expectLetheError(
       restoreVaultBackup(restoreInput(target.url, other)),
       ErrorCode.TARGET_NOT_EMPTY,
@@ -416,6 +465,7 @@ describe('vault backups', () => {
       vault,
       store,
       masterRecipient: recipient,
+      signer,
       graceWindowDays: 7,
       lockMode: 'COMPLIANCE',
       now,
@@ -451,6 +501,7 @@ describe('vault backups', () => {
         vault,
         store: s3,
         masterRecipient: recipient,
+        signer,
         graceWindowDays: 7,
         now: new Date(),
       });

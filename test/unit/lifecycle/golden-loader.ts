@@ -28,7 +28,9 @@ import type { EraseRequest, Hold } from '../../../src/lifecycle/types.ts';
  * - erase requests: approval fields default to null, `requestedAt` to 2026-01-01;
  * - snapshots: `status` complete, `startedAt` = completedAt, `manifestKey`
  *   `snapshots/<id>.json` when complete, `manifestRetainUntil` null;
- * - objects: `lastModified` 2026-01-01, `retainUntil` null, `referencedBy` and `tenants` [].
+ * - snapshots also `manifestInStore` true;
+ * - objects: `lastModified` 2026-01-01, `retainUntil` null, `referencedBy` and `tenants` [],
+ *   `recorded` true.
  */
 
 export const GOLDEN_DIR = join(dirname(fileURLToPath(import.meta.url)), 'golden');
@@ -135,6 +137,7 @@ export function expandInput(raw: Raw): PlanInput {
       manifestKey:
         s['manifestKey'] === undefined ? (status === 'running' ? null : `snapshots/${s['id'] as string}.json`) : (s['manifestKey'] as string | null),
       manifestRetainUntil: orNull<Date>(s['manifestRetainUntil']),
+      manifestInStore: (s['manifestInStore'] as boolean | undefined) ?? true,
     };
   });
   const objects: PlanObject[] = list(raw['objects']).map((o) => ({
@@ -145,6 +148,7 @@ export function expandInput(raw: Raw): PlanInput {
     retainUntil: orNull<Date>(o['retainUntil']),
     referencedBy: (o['referencedBy'] as string[] | undefined) ?? [],
     tenants: (o['tenants'] as string[] | undefined) ?? [],
+    recorded: (o['recorded'] as boolean | undefined) ?? true,
   }));
   return {
     now: raw['now'] as Date,

@@ -1,31 +1,60 @@
-import { describe, expect, it } from 'vitest';
-import { generateSigningKey, sign, verifySignature } from '../../../src/crypto/index.ts';
-import { isLetheError } from '../../../src/errors/index.ts';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateSigningKey, sign } from '../../../src/crypto/index.ts';
+import { isLetheError, type LetheError } from '../../../src/errors/index.ts';
 import {
   manifestLines,
-  readManifest,
-  signedMessage,
+  openManifest,
   type CellEntry,
-  type ManifestEvent,
+  type ManifestExpectation,
+  type ManifestProblem,
   type SnapshotHeader,
 } from '../../../src/manifest/index.ts';
+import type { SchemaDescription } from '../../../src/mapping/index.ts';
+import { createFilesystemStore } from '../../../src/storage/index.ts';
+import type { ObjectStore } from '../../../src/storage/index.ts';
+
+/**
+ * Must hold (issue 7, item 1): nothing in a manifest is used before it is authenticated,
+ * and the signature covers the raw bytes. openManifest is the only reader.
+ */
 
 const header: SnapshotHeader = {
   id: '20261128T000000Z-abcdef',
   createdAt: '2026-11-28T00:00:00.000Z',
   completedAt: '2026-11-28T00:01:00.000Z',
-  previous: null,
+  previous: { id: '20261127T000000Z-000000', sha256: 'd'.repeat(64) },
   source: { databaseTime: '2026-11-28T00:00:00.000Z', transactionSnapshot: '1:1:', serverVersion: '15.18' },
   granularity: 'month',
   masterRecipient: 'age1qqqq',
   tables: [{ name: 'messages', class: 'messages', columns: ['id', 'body'] }],
 };
 
-function cell(i: number, reused = false): CellEntry {
+const schema: SchemaDescription = {
+  schema: 'public',
+  enums: [],
+  sequences: [],
+  tables: [
+    {
+      name: 'messages',
+      columns: [
+        { name: 'id', type: 'bigint', notNull: true, default: null, collation: null, identity: null, generated: null },
+        { name: 'body', type: 'text', notNull: false, default: "''::text", collation: null, identity: null, generated: null },
+      ],
+      constraints: [{ name: 'messages_pkey', type: 'p', definition: 'PRIMARY KEY (id)' }],
+      indexes: [],
+    },
+  ],
+};
+
+function cell(i: number, reused = false, tenant = '1'): CellEntry {
   return {
     id: `messages/1/2026-0${i}/7`,
     table: 'messages',
-    tenant: '1',
+    tenant,
     class: 'messages',
     period: `2026-0${i}`,
     author: '7',
@@ -34,80 +63,149 @@ function cell(i: number, reused = false): CellEntry {
     offset: i * 100,
     length: 100,
     sha256: 'a'.repeat(64),
-    digest: 'b'.repeat(64),
     rows: i,
     bytesPlain: i * 10,
     reused,
   };
 }
 
-async function write(cells: CellEntry[]): Promise<{ bytes: Buffer; publicKey: string }> {
-  const key = generateSigningKey();
+const signer = generateSigningKey();
+const trusted = new Map([['k1', signer.publicKey]]);
+
+async function write(cells: CellEntry[], options: { schema?: unknown; header?: SnapshotHeader } = {}): Promise<Buffer> {
   const source = async function* (): AsyncGenerator<CellEntry> {
     for (const c of cells) yield await Promise.resolve(c);
   };
   const parts: Buffer[] = [];
   for await (const line of manifestLines({
-    header,
-    schema: { tables: [] },
+    header: options.header ?? header,
+    schema: options.schema ?? schema,
     keyFiles: [{ key: 'keys/x.ndjson', sha256: 'c'.repeat(64) }],
     cells: source(),
-    sign: (message) => ({ keyId: 'k1', value: sign(key.privateKey, message) }),
+    sign: (message) => ({ keyId: 'k1', value: sign(signer.privateKey, message) }),
   })) {
     parts.push(line);
   }
-  return { bytes: Buffer.concat(parts), publicKey: key.publicKey };
+  return Buffer.concat(parts);
 }
 
-async function read(bytes: Buffer): Promise<ManifestEvent[]> {
-  const source = async function* (): AsyncGenerator<Uint8Array> {
-    for (let i = 0; i < bytes.length; i += 17) yield await Promise.resolve(bytes.subarray(i, i + 17));
-  };
-  const events: ManifestEvent[] = [];
-  for await (const event of readManifest(source(), 'test manifest')) events.push(event);
-  return events;
-}
+const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-describe('manifest', () => {
-  it('round-trips, is valid JSON, and its signature verifies', async () => {
-    const { bytes, publicKey } = await write([cell(1), cell(2, true), cell(3)]);
-    const whole = JSON.parse(bytes.toString('utf8')) as { cells: unknown[]; totals: { rows: number } };
-    expect(whole.cells).toHaveLength(3);
-    expect(whole.totals.rows).toBe(6);
-    const events = await read(bytes);
-    const cells = events.flatMap((e) => (e.type === 'cell' ? [e.cell] : []));
-    expect(cells).toEqual([cell(1), cell(2, true), cell(3)]);
-    const end = events.at(-1);
-    if (end?.type !== 'end') throw new Error('no end event');
-    expect(end.totals).toMatchObject({ cells: 3, rows: 6, cellsReused: 1, bytesStored: 200, rowsByTable: { messages: 6 } });
-    expect(end.bodySha256).toBe(end.signature.sha256);
-    expect(verifySignature(publicKey, signedMessage(end.bodySha256), end.signature.value)).toBe(true);
+describe('openManifest', () => {
+  let dir: string;
+  let store: ObjectStore;
+  let n = 0;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'lethe-manifest-test-'));
+    store = await createFilesystemStore({ path: dir });
+  });
+  afterAll(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Stores `bytes` and opens them as the vault would expect `recorded` (default: their own sha256). */
+  async function open(bytes: Buffer, over: Partial<ManifestExpectation> = {}, keys: ReadonlyMap<string, string> = trusted) {
+    n += 1;
+    const key = `snapshots/test-${n}.json`;
+    await store.put(key, bytes);
+    return openManifest(store, { snapshotId: header.id, key, sha256: sha256(bytes), previous: { id: header.previous?.id ?? '', sha256: 'd'.repeat(64) }, ...over }, keys);
+  }
+
+  async function refused(promise: Promise<unknown>): Promise<{ err: LetheError; codes: string[] }> {
+    const err = await promise.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    if (!isLetheError(err)) throw new Error(`expected a LetheError, got ${String(err)}`);
+    const problems = (err.details?.['problems'] ?? []) as ManifestProblem[];
+    return { err, codes: problems.map((p) => p.code) };
+  }
+
+  it('reads back an authentic manifest: header, schema, cells, totals', async () => {
+    const manifest = await open(await write([cell(1), cell(2, true), cell(3)]));
+    try {
+      expect(manifest.header).toEqual(header);
+      expect(manifest.schema).toEqual(schema);
+      const cells: CellEntry[] = [];
+      for await (const c of manifest.cells()) cells.push(c);
+      expect(cells).toEqual([cell(1), cell(2, true), cell(3)]);
+      expect(manifest.totals).toMatchObject({ cells: 3, rows: 6, cellsReused: 1, bytesStored: 200, rowsByTable: { messages: 6 } });
+    } finally {
+      await manifest.close();
+    }
+  });
+
+  it('leaves no local copy behind', async () => {
+    const before = (await readdir(tmpdir())).filter((f) => f.startsWith('lethe-manifest-') && !dir.endsWith(f)).length;
+    const manifest = await open(await write([cell(1)]));
+    await manifest.close();
+    await refused(open(await write([cell(1)]), { sha256: '0'.repeat(64) }));
+    const after = (await readdir(tmpdir())).filter((f) => f.startsWith('lethe-manifest-') && !dir.endsWith(f)).length;
+    expect(after).toBe(before);
   });
 
   it('an empty snapshot is a valid manifest', async () => {
-    const { bytes } = await write([]);
-    const events = await read(bytes);
-    expect(events.map((e) => e.type)).toEqual(['header', 'end']);
+    const manifest = await open(await write([]));
+    const cells: CellEntry[] = [];
+    for await (const c of manifest.cells()) cells.push(c);
+    await manifest.close();
+    expect(cells).toEqual([]);
   });
 
-  it('a modified cell no longer matches what was signed', async () => {
-    const { bytes, publicKey } = await write([cell(1), cell(2)]);
+  it('refuses a manifest changed after the backup: sha256 and signature both fail, nothing is parsed', async () => {
+    const bytes = await write([cell(1), cell(2)]);
     const tampered = Buffer.from(bytes.toString('utf8').replace('"rows":2', '"rows":9'), 'utf8');
-    const end = (await read(tampered)).at(-1);
-    if (end?.type !== 'end') throw new Error('no end event');
-    expect(end.bodySha256).not.toBe(end.signature.sha256);
-    expect(verifySignature(publicKey, signedMessage(end.bodySha256), end.signature.value)).toBe(false);
+    const { err, codes } = await refused(open(tampered, { sha256: sha256(bytes) }));
+    expect(err.code).toBe('INTEGRITY');
+    expect(codes).toEqual(['MANIFEST_SHA256', 'SIGNATURE']);
   });
 
-  it('a truncated or malformed manifest is MANIFEST_INVALID with the line', async () => {
-    const { bytes } = await write([cell(1), cell(2)]);
-    for (const bad of [bytes.subarray(0, bytes.length - 30), bytes.subarray(0, 40), Buffer.from('{"format":"other"},\n')]) {
-      const error = await read(bad).then(
-        () => null,
-        (err: unknown) => err,
-      );
-      expect(isLetheError(error, 'MANIFEST_INVALID')).toBe(true);
-      expect((error as Error).message).toMatch(/line \d+/);
+  it('signs the raw bytes: an invalid UTF-8 byte that decodes like the original does not pass', async () => {
+    // U+FFFD stored as EF BF BD; a lone 0xFF decodes to U+FFFD too, so a reader that hashed
+    // decoded text would find the same digest and accept the altered bytes.
+    const bytes = await write([cell(1, false, 't\uFFFD')]);
+    const at = bytes.indexOf(Buffer.from('efbfbd', 'hex'));
+    expect(at).toBeGreaterThan(0);
+    const altered = Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff]), bytes.subarray(at + 3)]);
+    expect(altered.toString('utf8')).toBe(bytes.toString('utf8'));
+    // Even with the vault's record made over the altered bytes, the signature refuses them.
+    const { codes } = await refused(open(altered));
+    expect(codes).toEqual(['SIGNATURE']);
+  });
+
+  it('refuses a signature by a key the vault does not list for backups', async () => {
+    const { codes, err } = await refused(open(await write([cell(1)]), {}, new Map([['k1', generateSigningKey().publicKey]])));
+    expect(codes).toEqual(['SIGNATURE']);
+    expect(err.message).toMatch(/does not verify/);
+    const unknown = await refused(open(await write([cell(1)]), {}, new Map()));
+    expect(unknown.err.message).toMatch(/k1, which the vault does not list/);
+  });
+
+  it('refuses a truncated manifest as unsigned', async () => {
+    const bytes = await write([cell(1), cell(2)]);
+    for (const cut of [bytes.subarray(0, bytes.length - 30), bytes.subarray(0, 40)]) {
+      const { codes } = await refused(open(Buffer.from(cut)));
+      expect(codes).toEqual(['SIGNATURE']);
     }
+  });
+
+  it('checks the snapshot id and the place in the chain against the vault', async () => {
+    const bytes = await write([cell(1)]);
+    expect((await refused(open(bytes, { snapshotId: 'another' }))).codes).toEqual(['MANIFEST_MISMATCH']);
+    expect((await refused(open(bytes, { previous: null }))).codes).toEqual(['CHAIN']);
+    expect((await refused(open(bytes, { previous: { id: 'x', sha256: null } }))).codes).toEqual(['CHAIN']);
+    expect((await refused(open(bytes, { previous: { id: header.previous?.id ?? '', sha256: 'e'.repeat(64) } }))).codes).toEqual(['CHAIN']);
+  });
+
+  it('refuses an authentic manifest whose schema would splice SQL, before any of it becomes DDL', async () => {
+    const evil = structuredClone(schema) as unknown as { tables: { columns: { type: string }[] }[] };
+    const column = evil.tables[0]?.columns[0];
+    if (column === undefined) throw new Error('no column');
+    column.type = "bigint); COPY (SELECT 1) TO PROGRAM 'touch /tmp/x'; CREATE TABLE t (x int";
+    const { err } = await refused(open(await write([cell(1)], { schema: evil })));
+    expect(err.code).toBe('MANIFEST_INVALID');
+    expect(err.message).toMatch(/schema is not one lethe restores/);
   });
 });
