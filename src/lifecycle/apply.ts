@@ -3,7 +3,7 @@ import { KeyOpener } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { Config } from '../config/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
-import type { Vault } from '../vault/index.ts';
+import type { DurabilityFinding, Vault } from '../vault/index.ts';
 import { failpoint } from '../util/failpoint.ts';
 import { writeVaultBackup } from '../vaultbackup/index.ts';
 import { destroyKeys } from './destroy.ts';
@@ -11,6 +11,7 @@ import { executeApprovedRequest } from './erase.ts';
 import { planLifecycle, type Plan, type PlanAction } from './plan.ts';
 import { rewrapForHolds, type RewrapAction } from './rewrap.ts';
 import { loadPlanInput } from './state.ts';
+import { logVaultDurability } from './vault-durability.ts';
 
 export interface ApplyOptions {
   readonly vault: Vault;
@@ -34,12 +35,19 @@ export interface ApplyResult {
   readonly requestsWaiting: readonly { requestId: string; reason: string }[];
   readonly cellsRewrapped: number;
   readonly keysDestroyed: number;
+  /** Keys destroyed by the deletion requests this run finished (not counted in `keysDestroyed`). */
+  readonly requestKeysDestroyed: number;
   readonly snapshotsExpired: number;
   readonly locksExtended: number;
   readonly objectsDeleted: number;
   readonly bytesDeleted: number;
   /** The vault backup this run wrote after its key changes. */
   readonly vaultBackup: string;
+  /**
+   * What the vault database's server keeps of its WAL beyond lethe's reach, seen at the end
+   * of the run (Vault.inspectDurability); always present, logged at warn when keys were destroyed.
+   */
+  readonly vaultDurability: readonly DurabilityFinding[];
   readonly durationMs: number;
 }
 
@@ -49,6 +57,8 @@ export interface ApplyResult {
  * keys, write a fresh vault backup (so the newest one no longer holds what was destroyed),
  * expire snapshots (manifest first, then the vault's record), extend locks of objects live
  * snapshots still need, and delete what nothing live references and no lock protects.
+ * Last it looks at what the vault database keeps of its WAL (archiving, replicas, slots):
+ * the result carries the findings, and they are logged at warn when keys were destroyed.
  *
  * Runs under the backup job lock, so a backup never reuses a pack this run deletes. Every
  * step is idempotent and the plan is remade from the state at each run, so a run killed at
@@ -70,6 +80,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     /** The vault backup this run wrote; set once, before the first expiry or deletion. */
     const backup: { key: string | null } = { key: null };
     const requestsWaiting: { requestId: string; reason: string }[] = [];
+    let requestKeysDestroyed = 0;
     const total = plan.actions.length;
     let done = 0;
     const progress = (action: PlanAction['kind'], n: number): void => {
@@ -97,8 +108,12 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       switch (action.kind) {
         case 'finish-request': {
           try {
-            await executeApprovedRequest({ vault, store, graceWindowDays: config.retention.graceWindowDays, now: options.now }, action.requestId);
+            const certificate = await executeApprovedRequest(
+              { vault, store, graceWindowDays: config.retention.graceWindowDays, now: options.now },
+              action.requestId,
+            );
             counts.requestsFinished += 1;
+            requestKeysDestroyed += certificate.keysDestroyed.length;
           } catch (err) {
             // A hold placed after the approval (before a crash let it finish) wins: the
             // request waits, approved, until the case is released; the rest of the plan runs.
@@ -184,7 +199,18 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     // Destroyed keys' old row versions that a long transaction kept alive last time go now.
     const vacuum = await vault.vacuumKeyTables({ waitMs: 10_000 });
     if (!vacuum.clean) runLog.warn('a long-running transaction may still keep old row versions of destroyed keys; the next apply vacuums again');
-    const result: ApplyResult = { plan, ...counts, requestsWaiting, vaultBackup: backup.key ?? '', durationMs: Date.now() - started };
+    // The shred is final only once the vault database's own copies of its WAL are gone too.
+    const vaultDurability = await vault.inspectDurability({ graceWindowDays: config.retention.graceWindowDays });
+    if (counts.keysDestroyed + requestKeysDestroyed > 0) logVaultDurability(runLog, vaultDurability);
+    const result: ApplyResult = {
+      plan,
+      ...counts,
+      requestKeysDestroyed,
+      requestsWaiting,
+      vaultBackup: backup.key ?? '',
+      vaultDurability,
+      durationMs: Date.now() - started,
+    };
     await vault.appendAudit({
       actor,
       action: 'lifecycle.apply',
