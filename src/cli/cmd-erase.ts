@@ -3,8 +3,10 @@ import { verifyCertificate, type DestructionCertificate } from '../lifecycle/cer
 import { tombstoneLock, type ForeignTombstone } from '../lifecycle/destroy.ts';
 import { approveErasure, certificateKey, erasureKeyId, requestErasure } from '../lifecycle/erase.ts';
 import type { EraseScope } from '../lifecycle/types.ts';
+import { logVaultDurability } from '../lifecycle/vault-durability.ts';
 import type { StoredEraseRequest } from '../vault/index.ts';
 import type { Command, CommandContext } from './commands.ts';
+import { printVaultDurabilityWarnings } from './durability-warnings.ts';
 import { stringOpt } from './format.ts';
 
 /**
@@ -12,6 +14,10 @@ import { stringOpt } from './format.ts';
  * 0 done; 2 bad usage (missing or conflicting options, unknown request id, no certificate
  * yet); 3 refused by rule (the requester approving their own request, a legal hold covering
  * the data, a request already executed). See runbooks/deletion-request.md.
+ *
+ * `erase approve` also reports what the vault database keeps of destroyed keys beyond lethe
+ * (WAL archiving, replicas, replication slots): labelled warnings on stderr and a warn log
+ * line when keys were destroyed; `vaultDurability` in the `--json` result always.
  */
 
 function requestJson(r: StoredEraseRequest): Record<string, unknown> {
@@ -106,12 +112,13 @@ export const eraseApproveCommand: Command = {
     const actor = stringOpt(ctx.values, 'actor');
     if (actor === undefined) throw usage('missing --actor NAME (who approves; not the requester)', APPROVE_USAGE);
     const rt = await ctx.runtime();
+    const vault = await rt.vault();
     const foreignTombstones: ForeignTombstone[] = [];
     const graceWindowDays = rt.config.retention.graceWindowDays;
     const lock = tombstoneLock(rt.config.storage.objectLock, graceWindowDays, new Date());
     const certificate = await approveErasure(
       {
-        vault: await rt.vault(),
+        vault,
         store: await rt.store(),
         graceWindowDays,
         now: () => new Date(),
@@ -128,10 +135,17 @@ export const eraseApproveCommand: Command = {
           'Someone with write access to the bucket may have planted it: keep it for the investigation (lifecycle never trusts it)',
       );
     }
-    if (ctx.json) ctx.out(JSON.stringify({ id, status: 'executed', certificateKey: certificateKey(id), certificate, foreignTombstones }));
-    else {
+    // The certificate records what the vault database kept at execution; one made before
+    // lethe recorded that is completed by a look now.
+    const vaultDurability = certificate.guarantees?.vaultDurabilityFindings ?? (await vault.inspectDurability({ graceWindowDays }));
+    const shredded = certificate.keysDestroyed.length > 0;
+    if (shredded) logVaultDurability(rt.log.child({ job: 'erase', requestId: id }), vaultDurability);
+    if (ctx.json) {
+      ctx.out(JSON.stringify({ id, status: 'executed', certificateKey: certificateKey(id), certificate, vaultDurability, foreignTombstones }));
+    } else {
       printCertificate(ctx, certificate);
       ctx.out(`certificate stored as ${certificateKey(id)} (and in the vault: lethe erase show ${id})`);
+      if (shredded) printVaultDurabilityWarnings(vaultDurability);
     }
     return ExitCode.OK;
   },
@@ -205,6 +219,22 @@ function printCertificate(ctx: CommandContext, c: DestructionCertificate): void 
   for (const k of c.keysAbsent) ctx.out(`  key ${k.keyId}: ${k.note}`);
   ctx.out(`  cells made unreadable: ${c.cellsAffected.count} cell keys; ${c.snapshotsAffected.cells} cells in ${c.snapshotsAffected.count} snapshots`);
   ctx.out(`  audit chain:  entry ${c.auditChain.seq}, hash ${c.auditChain.hash}`);
-  ctx.out(`  grace window: ${c.graceWindow.days} days, irreversible from ${c.graceWindow.irreversibleAt}`);
-  ctx.out(`  ${c.graceWindow.explanation}`);
+  const g = c.guarantees;
+  if (g === undefined) {
+    // Issued before certificates recorded their guarantees: its own words are all it states.
+    ctx.out(`  grace window: ${c.graceWindow.days} days, until ${c.graceWindow.irreversibleAt}`);
+    ctx.out(`  ${c.graceWindow.explanation}`);
+    return;
+  }
+  ctx.out(`  grace window: ${c.graceWindow.days} days`);
+  ctx.out(`  guaranteed from ${g.liveVault.since}: the destroyed keys are gone from the live vault tables`);
+  ctx.out(`  guaranteed by ${g.vaultBackups.until}: lethe's own vault backups made before the execution have expired`);
+  ctx.out("  NOT guaranteed by lethe: these copies of the vault database may hold the wrapped keys until their own retention ends:");
+  for (const copy of g.outsideLethe) ctx.out(`    - ${copy}`);
+  ctx.out(`  the erasure is final once those have expired too (${g.vaultBackups.until} if their retention is within the grace window)`);
+  if (g.vaultDurabilityFindings.length === 0) {
+    ctx.out("  seen at execution: no WAL archiving, attached replica or replication slot on the vault database's server");
+  } else {
+    for (const f of g.vaultDurabilityFindings) ctx.out(`  seen at execution [${f.code}]: ${f.message}`);
+  }
 }

@@ -2,6 +2,7 @@ import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { lifecycleApply, lifecyclePlan } from '../jobs/tasks.ts';
 import { formatPlan } from '../lifecycle/plan-format.ts';
 import type { Command } from './commands.ts';
+import { printVaultDurabilityWarnings } from './durability-warnings.ts';
 import { actorName, bytes, duration, stringOpt } from './format.ts';
 
 /** `--now`: a full ISO-8601 date or instant; anything else is a usage error, not a guess. */
@@ -47,7 +48,8 @@ export const lifecycleApplyCommand: Command = {
         `lifecycle apply done in ${duration(result.durationMs)}:`,
         `  deletion requests finished  ${result.requestsFinished}`,
         `  held cells re-wrapped       ${result.cellsRewrapped}`,
-        `  keys destroyed              ${result.keysDestroyed}`,
+        `  keys destroyed              ${result.keysDestroyed}` +
+          (result.requestKeysDestroyed > 0 ? ` (and ${result.requestKeysDestroyed} by deletion requests)` : ''),
         `  snapshots expired           ${result.snapshotsExpired}`,
         `  object locks extended       ${result.locksExtended}`,
         `  objects deleted             ${result.objectsDeleted} (${bytes(result.bytesDeleted)})`,
@@ -63,6 +65,7 @@ export const lifecycleApplyCommand: Command = {
     for (const f of result.foreignTombstones) {
       ctx.warn(`${f.key} is not a tombstone lethe wrote (${f.problem}); the real tombstone went under another name`);
     }
+    if (result.keysDestroyed + result.requestKeysDestroyed > 0) printVaultDurabilityWarnings(result.vaultDurability);
     return ExitCode.OK;
   },
 };

@@ -20,6 +20,31 @@ export interface EmbeddedPostgresOptions {
   readonly unsafeFast?: boolean;
   /** Where the server's own log goes; default `<dataDir>/../postgres.log`. */
   readonly logFile?: string;
+  /**
+   * More server settings, each `name=value`, passed as `-c name=value` (e.g.
+   * `archive_mode=on` for a test). They are on the server's command line, so never a
+   * secret; the address, socket and port settings are fixed and refused here.
+   */
+  readonly settings?: readonly string[];
+}
+
+/** Settings {@link EmbeddedPostgresOptions.settings} may not change: they keep the server on loopback. */
+const FIXED_SETTINGS: ReadonlySet<string> = new Set(['listen_addresses', 'unix_socket_directories', 'port']);
+
+/** `-c` arguments for `settings`; EMBEDDED for a malformed entry or a fixed setting. */
+function settingArgs(settings: readonly string[]): string[] {
+  const args: string[] = [];
+  for (const setting of settings) {
+    const name = /^([a-z_][a-z0-9_.]*)=/i.exec(setting)?.[1]?.toLowerCase();
+    if (name === undefined) {
+      throw new LetheError(ErrorCode.EMBEDDED, `embedded PostgreSQL setting "${setting}" is not of the form name=value`);
+    }
+    if (FIXED_SETTINGS.has(name)) {
+      throw new LetheError(ErrorCode.EMBEDDED, `embedded PostgreSQL setting ${name} is fixed (127.0.0.1 only, no socket): leave it out`);
+    }
+    args.push('-c', setting);
+  }
+  return args;
 }
 
 interface Binaries {
@@ -137,9 +162,10 @@ export class EmbeddedPostgres {
   /**
    * Initialises the cluster if `dataDir` holds none, then starts the server and waits until
    * it accepts connections. Throws LetheError EMBEDDED when the port is taken, the directory
-   * is unusable, or the server does not come up within 60 s.
+   * is unusable, a setting is malformed or fixed, or the server does not come up within 60 s.
    */
   static async start(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
+    const extra = settingArgs(options.settings ?? []);
     const bins = await binaries();
     const owner = await runAs();
     const user = options.user ?? 'postgres';
@@ -161,6 +187,7 @@ export class EmbeddedPostgres {
     if (options.unsafeFast === true) {
       args.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
     }
+    args.push(...extra);
     const child = spawn(bins.postgres, args, { ...owner, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout.pipe(log);
     child.stderr.pipe(log);

@@ -3,7 +3,7 @@ import { KeyOpener, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { Config } from '../config/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
-import type { Vault } from '../vault/index.ts';
+import type { DurabilityFinding, Vault } from '../vault/index.ts';
 import { failpoint } from '../util/failpoint.ts';
 import { writeVaultBackup } from '../vaultbackup/index.ts';
 import { destroyKeys, tombstoneLock, type ForeignTombstone } from './destroy.ts';
@@ -11,6 +11,7 @@ import { executeApprovedRequest } from './erase.ts';
 import { planLifecycle, type Plan, type PlanAction } from './plan.ts';
 import { rewrapForHolds, type RewrapAction } from './rewrap.ts';
 import { loadPlanInput } from './state.ts';
+import { logVaultDurability } from './vault-durability.ts';
 
 export interface ApplyOptions {
   readonly vault: Vault;
@@ -36,6 +37,8 @@ export interface ApplyResult {
   readonly requestsWaiting: readonly { requestId: string; reason: string }[];
   readonly cellsRewrapped: number;
   readonly keysDestroyed: number;
+  /** Keys destroyed by the deletion requests this run finished (not counted in `keysDestroyed`). */
+  readonly requestKeysDestroyed: number;
   readonly snapshotsExpired: number;
   readonly locksExtended: number;
   readonly objectsDeleted: number;
@@ -44,6 +47,11 @@ export interface ApplyResult {
   readonly vaultBackup: string;
   /** Objects found where a tombstone belongs that lethe did not write: reported, never trusted. */
   readonly foreignTombstones: readonly ForeignTombstone[];
+  /**
+   * What the vault database's server keeps of its WAL beyond lethe's reach, seen at the end
+   * of the run (Vault.inspectDurability); always present, logged at warn when keys were destroyed.
+   */
+  readonly vaultDurability: readonly DurabilityFinding[];
   readonly durationMs: number;
 }
 
@@ -53,6 +61,8 @@ export interface ApplyResult {
  * keys, write a fresh vault backup (so the newest one no longer holds what was destroyed),
  * expire snapshots (manifest first, then the vault's record), extend locks of objects live
  * snapshots still need, and delete what nothing live references and no lock protects.
+ * Last it looks at what the vault database keeps of its WAL (archiving, replicas, slots):
+ * the result carries the findings, and they are logged at warn when keys were destroyed.
  *
  * Runs under the backup job lock, so a backup never reuses a pack this run deletes. Every
  * step is idempotent and the plan is remade from the state at each run, so a run killed at
@@ -80,6 +90,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       foreignTombstones.push(found);
       runLog.warn({ object: found.key, problem: found.problem }, 'an object where a tombstone belongs is not one lethe wrote; wrote the tombstone under another name');
     };
+    let requestKeysDestroyed = 0;
     const total = plan.actions.length;
     let done = 0;
     const progress = (action: PlanAction['kind'], n: number): void => {
@@ -109,7 +120,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
         case 'finish-request': {
           try {
             const requestLock = tombstoneLockNow();
-            await executeApprovedRequest(
+            const certificate = await executeApprovedRequest(
               {
                 vault,
                 store,
@@ -122,6 +133,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
               action.requestId,
             );
             counts.requestsFinished += 1;
+            requestKeysDestroyed += certificate.keysDestroyed.length;
           } catch (err) {
             // A hold placed after the approval (before a crash let it finish) wins: the
             // request waits, approved, until the case is released; the rest of the plan runs.
@@ -215,12 +227,17 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     if (plan.unknownObjects.length > 0) {
       runLog.warn({ objects: plan.unknownObjects.length, first: plan.unknownObjects[0]?.objectKey }, 'objects lethe has no record of writing to this store were left alone');
     }
+    // The shred is final only once the vault database's own copies of its WAL are gone too.
+    const vaultDurability = await vault.inspectDurability({ graceWindowDays: config.retention.graceWindowDays });
+    if (counts.keysDestroyed + requestKeysDestroyed > 0) logVaultDurability(runLog, vaultDurability);
     const result: ApplyResult = {
       plan,
       ...counts,
+      requestKeysDestroyed,
       requestsWaiting,
       vaultBackup: backup.key ?? '',
       foreignTombstones,
+      vaultDurability,
       durationMs: Date.now() - started,
     };
     await vault.appendAudit({

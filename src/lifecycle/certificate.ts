@@ -1,7 +1,7 @@
 import { verifySignature } from '../crypto/index.ts';
 import type { Signer } from '../keys/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
-import { canonicalJson, type StoredEraseRequest, type Vault } from '../vault/index.ts';
+import { canonicalJson, type DurabilityFinding, type StoredEraseRequest, type Vault } from '../vault/index.ts';
 import type { DestroyedKey } from './destroy.ts';
 import type { EraseScope } from './types.ts';
 
@@ -44,9 +44,45 @@ export interface DestructionCertificate {
   readonly executedAt: string;
   /** The last `key.destroy` entry of this request (or the chain's head when no key existed). */
   readonly auditChain: { readonly seq: number; readonly hash: string };
+  /**
+   * `irreversibleAt` is when lethe's own vault backups made before the execution have expired;
+   * the erasure is final then only if the vault database's own copies are gone too (see
+   * {@link CertificateGuarantees}).
+   */
   readonly graceWindow: { readonly days: number; readonly irreversibleAt: string; readonly explanation: string };
+  /**
+   * Exactly what lethe guarantees, and what it cannot: absent only from certificates issued
+   * before lethe recorded it (same format, v1).
+   */
+  readonly guarantees?: CertificateGuarantees;
   readonly signature: { readonly algorithm: 'ed25519'; readonly keyId: string; readonly value: string };
 }
+
+/**
+ * What the certificate promises, part by part. A destroyed key's wrapped identity went through
+ * the vault database's write-ahead log, so copies of that log kept outside lethe hold it (still
+ * wrapped to the master key) until they expire; lethe records what it could see of them.
+ */
+export interface CertificateGuarantees {
+  /** True from `since`: the wrapped identities are gone from the live vault tables. */
+  readonly liveVault: { readonly since: string; readonly statement: string };
+  /** lethe's encrypted vault backups (`vault/<time>.age`) made before the execution: expired by `until`. */
+  readonly vaultBackups: { readonly until: string; readonly statement: string };
+  /** Copies lethe does not control that may hold the wrapped keys until their own retention ends. */
+  readonly outsideLethe: readonly string[];
+  /** What lethe saw on the vault database's server at execution (Vault.inspectDurability). */
+  readonly vaultDurabilityFindings: readonly DurabilityFinding[];
+}
+
+/** The copies of a destroyed key outside lethe's control, as every certificate lists them. */
+export const OUTSIDE_LETHE: readonly string[] = [
+  "WAL segments in the vault database's pg_wal (recycled segments keep their old contents until overwritten)",
+  "WAL archives of the vault database (archive_mode, archive_command or archive_library)",
+  'streaming and logical replicas of the vault database, and WAL receivers such as pg_receivewal',
+  'base backups of the vault database (pg_basebackup, disk, volume or VM snapshots)',
+  'pg_dump or other copies of the vault database made outside lethe',
+  'key escrow files written with `lethe keys export`',
+];
 
 export type UnsignedCertificate = Omit<DestructionCertificate, 'signature'>;
 
@@ -56,13 +92,31 @@ export function certificateMessage(body: UnsignedCertificate): Uint8Array {
   return new TextEncoder().encode(`${format}\n${canonicalJson(body)}`);
 }
 
-/** The sentence every certificate carries about its grace window. */
-export function graceWindowExplanation(days: number, irreversibleAt: Date): string {
+/**
+ * The paragraph every certificate carries about its grace window: what holds now, what holds
+ * from `irreversibleAt`, and what lethe cannot promise. `findings` (what lethe saw on the
+ * vault database at execution) adds one sentence.
+ */
+export function graceWindowExplanation(
+  days: number,
+  irreversibleAt: Date,
+  findings: readonly Pick<DurabilityFinding, 'code'>[] = [],
+): string {
+  const at = irreversibleAt.toISOString();
+  const seen =
+    findings.length === 0
+      ? "At execution lethe saw no WAL archiving, attached replica or replication slot on the vault database's server " +
+        '(base backups and other copies cannot be seen from the database).'
+      : `At execution lethe saw ${findings.length} such cop${findings.length === 1 ? 'y' : 'ies'} in use on the vault ` +
+        `database's server (${[...new Set(findings.map((f) => f.code))].join(', ')}; see guarantees.vaultDurabilityFindings).`;
   return (
-    `The keys are gone from the live vault now. Encrypted backups of the vault made before ` +
-    `this execution may still hold them for up to ${days} days (their retention); after ` +
-    `${irreversibleAt.toISOString()} every such backup has expired and the erased data cannot ` +
-    'be recovered by anyone, from any backup.'
+    "Guaranteed now: the destroyed keys' wrapped identities are gone from the live vault tables. " +
+    `Guaranteed by ${at}: lethe's own encrypted vault backups made before this execution are past their ` +
+    `${days}-day retention (the first \`lethe lifecycle apply\` after that date deletes them). ` +
+    "Not guaranteed by lethe: the vault database's own copies (WAL segments, WAL archives, streaming and logical " +
+    'replicas, base backups, pg_dump copies made by its administrators) and key escrow exports may still hold the ' +
+    'wrapped keys, which the master key opens, until their own retention ends. The erasure is final only once those ' +
+    `have expired too: on ${at} if their retention is kept within the grace window. ${seen}`
   );
 }
 
@@ -72,6 +126,8 @@ export interface CertificateFacts {
   readonly destroyed: readonly DestroyedKey[];
   readonly executedAt: Date;
   readonly graceWindowDays: number;
+  /** What the vault database's server keeps of its WAL, seen at execution (Vault.inspectDurability). */
+  readonly vaultDurability: readonly DurabilityFinding[];
 }
 
 /**
@@ -128,7 +184,24 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
     graceWindow: {
       days: facts.graceWindowDays,
       irreversibleAt: irreversibleAt.toISOString(),
-      explanation: graceWindowExplanation(facts.graceWindowDays, irreversibleAt),
+      explanation: graceWindowExplanation(facts.graceWindowDays, irreversibleAt, facts.vaultDurability),
+    },
+    guarantees: {
+      liveVault: {
+        since: facts.executedAt.toISOString(),
+        statement:
+          "Each destroyed key's wrapped identity was set to NULL in the vault and the key tables rewritten (VACUUM FULL). " +
+          'An old row version a transaction older than the destruction still needed stays in the table files until the ' +
+          'next `lethe lifecycle apply` rewrites them again.',
+      },
+      vaultBackups: {
+        until: irreversibleAt.toISOString(),
+        statement:
+          "lethe's encrypted vault backups in the bucket made before the execution are past their retention " +
+          `(${facts.graceWindowDays} days) by this date; the first \`lethe lifecycle apply\` after it deletes them.`,
+      },
+      outsideLethe: OUTSIDE_LETHE,
+      vaultDurabilityFindings: facts.vaultDurability,
     },
   };
   return { ...body, signature: { algorithm: 'ed25519', keyId: signer.id, value: signer.sign(certificateMessage(body)) } };

@@ -168,8 +168,9 @@ export async function approveErasure(ctx: EraseContext, id: string, actor: strin
 }
 
 /**
- * Finishes an approved request: destroys its key (idempotent), builds and signs the
- * certificate (or reuses the one already in the bucket, so a crash between storing it and
+ * Finishes an approved request: destroys its key (idempotent), looks at what the vault
+ * database keeps of its WAL (Vault.inspectDurability), builds and signs the certificate with
+ * those findings (or reuses the one already in the bucket, so a crash between storing it and
  * recording it yields one certificate), stores it, and marks the request executed with an
  * `erase.execute` entry. An executed request returns its stored certificate unchanged.
  * Lifecycle apply calls this for requests a crash left approved.
@@ -205,12 +206,15 @@ export async function executeApprovedRequest(ctx: EraseContext, requestId: strin
   const key = certificateKey(request.id);
   let certificate = await storedCertificate(ctx, key, request.id);
   if (certificate === null) {
+    // What the vault database keeps of its WAL is part of what the certificate can promise.
+    const vaultDurability = await ctx.vault.inspectDurability({ graceWindowDays: ctx.graceWindowDays });
     certificate = await buildCertificate(ctx.vault, ctx.signer, {
       request,
       requestedKeyIds: [keyId],
       destroyed,
       executedAt: ctx.now(),
       graceWindowDays: ctx.graceWindowDays,
+      vaultDurability,
     });
     await ctx.store.put(key, new TextEncoder().encode(`${JSON.stringify(certificate, null, 2)}\n`), ctx.lock === undefined ? {} : { lock: ctx.lock });
   }

@@ -35,5 +35,6 @@ export type { KeyFileRef, UnstoredCellKey } from './key-files.ts';
 export type { Verification, VerificationInput } from './verifications.ts';
 export type { AffectedSnapshot, KeyDestruction, RecordedDestruction } from './destructions.ts';
 export { newEraseRequestId, type NewEraseRequest, type StoredEraseRequest } from './erase-requests.ts';
+export { DurabilityCode, type DurabilityFinding } from './durability.ts';
 export type { HeldWrapping, NewHeldCellKey } from './held-cell-keys.ts';
 export type { NewHold } from './holds.ts';

@@ -6,6 +6,7 @@ import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
 import { appendAudit, auditHead, iterateAudit, verifyAuditChain } from './audit-log.ts';
 import { getCellKeyRecipients, getCellKeys, insertCellKeys, listCellKeyRecipients, type CellKey } from './cell-keys.ts';
 import { query, vaultContext, type VaultContext } from './db.ts';
+import { inspectVaultDurability, type DurabilityFinding } from './durability.ts';
 import {
   destroyDimensionKeys,
   getDimensionKeys,
@@ -634,6 +635,17 @@ export class Vault {
     audit: (request: StoredEraseRequest) => AuditInput,
   ): Promise<StoredEraseRequest> {
     return markEraseRequestExecuted(this.#ctx, id, done, audit);
+  }
+
+  // --- the vault database's own copies ----------------------------------------------
+
+  /**
+   * What the vault database's server keeps of destroyed keys beyond lethe's reach (WAL
+   * archiving, streaming clients, replication slots), one finding each; see durability.ts.
+   * A permission error becomes an "unchecked" finding; DATABASE when the server is unreachable.
+   */
+  inspectDurability(options: { graceWindowDays: number }): Promise<DurabilityFinding[]> {
+    return inspectVaultDurability(this.#ctx, options);
   }
 
   // --- vault backups (src/vaultbackup) -----------------------------------------------

@@ -109,8 +109,12 @@ describe('lethe hold / lethe erase (CLI)', () => {
 
     const approve = await run('erase', 'approve', requestId, '--actor', 'dpo-eve', '--json');
     expectExit(approve, 0);
-    const out = jsonOut(approve) as { status: string; certificate: DestructionCertificate };
+    const out = jsonOut(approve) as { status: string; certificate: DestructionCertificate; vaultDurability: { code: string }[] };
     expect(out.status).toBe('executed');
+    // The shared test server is plain: no WAL archiving, replica or slot to warn about.
+    expect(out.vaultDurability).toEqual([]);
+    expect(out.certificate.guarantees?.vaultDurabilityFindings).toEqual([]);
+    expect(approve.stderr).not.toMatch(/lethe: warning|"finding"/);
 
     const show = await run('erase', 'show', requestId, '--json');
     expectExit(show, 0);
@@ -131,6 +135,10 @@ describe('lethe hold / lethe erase (CLI)', () => {
     expect(human.stdout).toMatch(/key destroyed: user:/);
     expect(human.stdout).toMatch(/signature: valid/);
     expect(human.stdout).toMatch(/grace window: 7 days/);
+    expect(human.stdout).toMatch(/guaranteed from \S+: the destroyed keys are gone from the live vault tables/);
+    expect(human.stdout).toMatch(/NOT guaranteed by lethe: [\s\S]*- WAL archives of the vault database/);
+    expect(human.stdout).toMatch(/seen at execution: no WAL archiving, attached replica or replication slot/);
+    expect(human.stdout).not.toMatch(/irreversible|cannot be recovered/);
 
     const list = await run('erase', 'list', '--json');
     expectExit(list, 0);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Signer } from '../../../src/keys/index.ts';
 import { registeredSigner } from '../../helpers/signing.ts';
 import { ErrorCode } from '../../../src/errors/index.ts';
-import { verifyCertificate, type DestructionCertificate } from '../../../src/lifecycle/certificate.ts';
+import { OUTSIDE_LETHE, verifyCertificate, type DestructionCertificate } from '../../../src/lifecycle/certificate.ts';
 import { approveErasure, executeApprovedRequest, requestErasure, type EraseContext } from '../../../src/lifecycle/erase.ts';
 import { placeHold, releaseHold } from '../../../src/lifecycle/holds.ts';
 import { createFilesystemStore, type ObjectStore } from '../../../src/storage/index.ts';
@@ -195,7 +195,24 @@ describe('deletion requests and certificates', () => {
       graceWindow: { days: 7, irreversibleAt: '2026-12-05T12:00:00.000Z' },
       signature: { algorithm: 'ed25519', keyId: signer.id },
     });
-    expect(cert.graceWindow.explanation).toMatch(/up to 7 days.*2026-12-05T12:00:00.000Z/);
+    // It states what is guaranteed, and no longer that nobody can recover the data from any
+    // backup: the vault database's own WAL, archives, replicas and base backups are not lethe's.
+    expect(cert.graceWindow.explanation).not.toMatch(/cannot be recovered by anyone|from any backup|irreversible/);
+    expect(cert.graceWindow.explanation).toMatch(
+      /^Guaranteed now: the destroyed keys' wrapped identities are gone from the live vault tables\. Guaranteed by 2026-12-05T12:00:00\.000Z: lethe's own encrypted vault backups made before this execution are past their 7-day retention/,
+    );
+    expect(cert.graceWindow.explanation).toMatch(
+      /Not guaranteed by lethe: the vault database's own copies \(WAL segments, WAL archives, streaming and logical replicas, base backups, pg_dump copies made by its administrators\)/,
+    );
+    expect(cert.graceWindow.explanation).toMatch(/final only once those have expired too: on 2026-12-05T12:00:00\.000Z if their retention is kept within the grace window/);
+    expect(cert.guarantees).toEqual({
+      liveVault: { since: NOW.toISOString(), statement: expect.stringMatching(/set to NULL in the vault and the key tables rewritten \(VACUUM FULL\)/) as string },
+      vaultBackups: { until: '2026-12-05T12:00:00.000Z', statement: expect.stringMatching(/made before the execution are past their retention \(7 days\)/) as string },
+      outsideLethe: OUTSIDE_LETHE,
+      // A plain server, read by its superuser: no archiving, replica or slot, nothing unchecked.
+      vaultDurabilityFindings: [],
+    });
+    expect(OUTSIDE_LETHE.join('\n')).toMatch(/pg_wal[\s\S]*WAL archives[\s\S]*replicas[\s\S]*base backups[\s\S]*pg_dump/);
     // The entries, in order: approve, destroy, execute.
     const mine = entries.filter((e) => e.subject === aliceRequest || e.subject === 'user:t1/alice').map((e) => e.action);
     expect(mine).toEqual(['erase.request', 'erase.approve', 'key.destroy', 'erase.execute']);
