@@ -40,7 +40,8 @@ storage:
   path: objects
 masterKey:
   file: master.key
-# Each job signs with its own key; the vault keeps only the public halves.
+# Each job signs with its own key; the vault keeps only the public halves. Init writes
+# backup-signing.key.pub too: disaster recovery checks manifests with it.
 signingKeys:
   backup:
     file: backup-signing.key
@@ -56,6 +57,9 @@ retention:
   snapshots:
     keepLast: 10
   graceWindowDays: 7
+# Commands print what needs your attention; the log (JSON lines, stderr) only errors here.
+log:
+  level: error
 `;
 }
 
@@ -135,6 +139,9 @@ async function runDemo(ctx: CommandContext): Promise<number> {
         `${verified.rows} rows, ${duration(verified.durationMs)}`,
     );
     for (const f of verified.findings) say(`    ${f.code} ${f.subject}: ${f.problem}`);
+    if (verified.warnings.length > 0) {
+      say("    note: the demo's scratch database is on the embedded server, as its superuser; in production give verify a role with CREATEDB only (runbooks/restore-role.md)");
+    }
     const sample = await demoSample(chatUrl);
     if (ctx.json) {
       ctx.out(JSON.stringify({ dir, config: configFile, backups: [first, second], verify: verified, sample }));
