@@ -125,6 +125,28 @@ export async function schemaShape(url: string, schema = 'public'): Promise<strin
   }
 }
 
+/**
+ * Every row of every table in the vault schema of the database at `url`, as JSON text (one
+ * line per row; bytea as `\\x…` hex): what anyone who can read the vault can see.
+ */
+export async function vaultRowsText(url: string, schema = 'lethe'): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ t: string }>('SELECT tablename AS t FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [schema]);
+    const lines: string[] = [];
+    for (const { t } of rows) {
+      const dump = await client.query<{ j: string }>(
+        `SELECT row_to_json(x)::text AS j FROM ${client.escapeIdentifier(schema)}.${client.escapeIdentifier(t)} x`,
+      );
+      lines.push(...dump.rows.map((r) => r.j));
+    }
+    return lines.join('\n');
+  } finally {
+    await client.end();
+  }
+}
+
 /** A single value from a query on `url`. */
 export async function queryValue<T>(url: string, sql: string, params: unknown[] = []): Promise<T> {
   const client = new pg.Client({ connectionString: url });

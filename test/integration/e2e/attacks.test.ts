@@ -19,6 +19,7 @@ import {
   createChatTemplate,
   createLetheEnv,
   filesUnder,
+  vaultRowsText,
   type LetheEnv,
   type TestDatabase,
 } from '../../helpers/lethe-env.ts';
@@ -180,38 +181,10 @@ describe('an attacker with write access to the bucket', () => {
     /** Every 32-byte secret anyone holding the vault (or the backup's own key) could key a digest with. */
     const candidateKeys = async (): Promise<Buffer[]> => {
       const keys: Buffer[] = [Buffer.from((await env.rt.signer('backup')).derive(CELL_DIGEST_KEY_LABEL))];
-      const client = new pg.Client({ connectionString: env.vaultDb.url });
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ t: string }>("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'lethe'");
-        for (const { t } of rows) {
-          const dump = await client.query<{ j: string }>(`SELECT row_to_json(x)::text AS j FROM lethe.${client.escapeIdentifier(t)} x`);
-          for (const { j } of dump.rows) {
-            for (const hex of j.match(/[0-9a-f]{64}/g) ?? []) keys.push(Buffer.from(hex, 'hex'));
-            for (const b64 of j.match(/[A-Za-z0-9+/]{43}=/g) ?? []) keys.push(Buffer.from(b64, 'base64'));
-            // bytea columns come out of row_to_json as \x hex
-            for (const bytea of j.match(/\\\\x([0-9a-f]{64})\b/g) ?? []) keys.push(Buffer.from(bytea.slice(3), 'hex'));
-          }
-        }
-      } finally {
-        await client.end();
-      }
+      const text = await vaultRowsText(env.vaultDb.url);
+      for (const hex of text.match(/[0-9a-f]{64}/g) ?? []) keys.push(Buffer.from(hex, 'hex'));
+      for (const b64 of text.match(/[A-Za-z0-9+/]{43}=/g) ?? []) keys.push(Buffer.from(b64, 'base64'));
       return keys;
-    };
-    const vaultText = async (): Promise<string> => {
-      const client = new pg.Client({ connectionString: env.vaultDb.url });
-      await client.connect();
-      try {
-        const { rows } = await client.query<{ t: string }>("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'lethe'");
-        const parts: string[] = [];
-        for (const { t } of rows) {
-          const dump = await client.query<{ j: string }>(`SELECT row_to_json(x)::text AS j FROM lethe.${client.escapeIdentifier(t)} x`);
-          parts.push(...dump.rows.map((r) => r.j));
-        }
-        return parts.join('\n');
-      } finally {
-        await client.end();
-      }
     };
     const bucketText = async (): Promise<string> => {
       const parts: string[] = [];
@@ -220,7 +193,7 @@ describe('an attacker with write access to the bucket', () => {
     };
     /** Digests of the guess under every candidate key that appear anywhere, as hex or base64. */
     const confirmations = async (): Promise<string[]> => {
-      const haystack = `${await vaultText()}\n${await bucketText()}`;
+      const haystack = `${await vaultRowsText(env.vaultDb.url)}\n${await bucketText()}`;
       const present = new Set(haystack.match(/[0-9a-f]{64}/g) ?? []);
       for (const b64 of haystack.match(/[A-Za-z0-9+/]{43}=/g) ?? []) present.add(Buffer.from(b64, 'base64').toString('hex'));
       const keys = new Map((await candidateKeys()).map((k) => [k.toString('hex'), k]));

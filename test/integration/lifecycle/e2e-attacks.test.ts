@@ -19,6 +19,7 @@ import {
   expectExit,
   filesUnder,
   jsonOut,
+  vaultRowsText,
   type LetheEnv,
   type TestDatabase,
 } from '../../helpers/lethe-env.ts';
@@ -161,18 +162,7 @@ describe('lifecycle against a hostile bucket and a readable vault', () => {
       const key = signingKeyFromPem(await readFile(join(env.dir, file), 'utf8'), file);
       seeds.push(Buffer.from(key.privateKey).subarray(16));
     }
-    const client = new pg.Client({ connectionString: env.vaultDb.url });
-    await client.connect();
-    let dump = '';
-    try {
-      const { rows } = await client.query<{ t: string }>("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'lethe'");
-      for (const { t } of rows) {
-        const r = await client.query<{ j: string }>(`SELECT row_to_json(x)::text AS j FROM lethe.${client.escapeIdentifier(t)} x`);
-        dump += r.rows.map((row) => row.j).join('\n');
-      }
-    } finally {
-      await client.end();
-    }
+    const dump = await vaultRowsText(env.vaultDb.url);
     for (const seed of seeds) {
       for (const form of [seed.toString('hex'), seed.toString('base64'), seed.toString('base64').slice(0, 40)]) expect(dump).not.toContain(form);
     }
