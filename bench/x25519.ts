@@ -8,8 +8,6 @@
 import { loadavg } from 'node:os';
 import { Decrypter, Encrypter } from 'age-encryption';
 import {
-  andUnwrap,
-  andWrap,
   decryptBytes,
   decryptStream,
   encryptBytes,
@@ -71,8 +69,6 @@ const keys = Array.from({ length: RECIPIENTS_PER_FILE }, generateKeyPair);
 const [first] = keys;
 if (!first) throw new Error('no keys');
 const recipients = keys.map((k) => k.recipient);
-const layers = keys.slice(0, 3);
-const cell = generateKeyPair();
 
 // The library configured as lethe used it before: fast X25519 stanzas, library payload.
 function libraryEncrypter(...to: string[]): Encrypter {
@@ -85,17 +81,6 @@ function libraryDecrypter(...identities: string[]): Decrypter {
   for (const i of identities) decrypter.addIdentity(new FastX25519Identity(i));
   return decrypter;
 }
-async function libraryAndWrap(identity: string, to: readonly string[]): Promise<Uint8Array> {
-  let wrapped: Uint8Array = new TextEncoder().encode(`${identity}\n`);
-  for (const r of to) wrapped = await libraryEncrypter(r).encrypt(wrapped);
-  return wrapped;
-}
-async function libraryAndUnwrap(wrapped: Uint8Array, outermostFirst: readonly string[]) {
-  let plain = wrapped;
-  for (const i of outermostFirst) plain = await libraryDecrypter(i).decrypt(plain);
-  return plain;
-}
-
 /** 64 KiB pieces of `bytes`, as a Node stream would deliver them. */
 async function* pieces(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   for (let at = 0; at < bytes.length; at += 65_536) {
@@ -131,9 +116,6 @@ const small = new Uint8Array(1024).fill(7);
 const big = new Uint8Array(16 * MiB).map((_, i) => i);
 const smallCipher = await encryptBytes(small, [first.recipient]);
 const bigCipher = await encryptBytes(big, [first.recipient]);
-const layerRecipients = layers.map((k) => k.recipient);
-const unwrapIdentities = layers.map((k) => k.identity).reverse();
-const wrapped = await andWrap(cell.identity, layerRecipients);
 
 const wrapsWith = (makeRecipient: (r: string) => string | FastX25519Recipient) => {
   const encrypter = new Encrypter();
@@ -168,22 +150,6 @@ const rows: Row[] = [
     await compare(
       () => libraryDecrypter(first.identity).decrypt(smallCipher),
       () => decryptBytes(smallCipher, [first.identity]),
-    ),
-  ],
-  [
-    'andWrap 3 layers',
-    'wraps/s',
-    await compare(
-      () => libraryAndWrap(cell.identity, layerRecipients),
-      () => andWrap(cell.identity, layerRecipients),
-    ),
-  ],
-  [
-    'andUnwrap 3 layers',
-    'unwraps/s',
-    await compare(
-      () => libraryAndUnwrap(wrapped, unwrapIdentities),
-      () => andUnwrap(wrapped, unwrapIdentities),
     ),
   ],
   [

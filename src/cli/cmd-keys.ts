@@ -3,7 +3,7 @@ import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import type { Command } from './commands.ts';
 import { stringOpt } from './format.ts';
 
-export const KEYS_EXPORT_FORMAT = 'lethe.keys-export.v1';
+export const KEYS_EXPORT_FORMAT = 'lethe.keys-export.v2';
 
 export const keysExportCommand: Command = {
   name: 'keys export',

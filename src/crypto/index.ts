@@ -1,11 +1,37 @@
 // age v1 encryption on node:crypto (header, X25519 stanzas and STREAM payload, byte for byte
-// what the age CLI writes and reads), AND-wrapping of keys, signatures, keyed digests and the
-// master key file. The age library is not used at run time; the tests use it as an oracle.
+// what the age CLI writes and reads) for the master-wrapped dimension keys and vault backups,
+// the key encapsulation cells derive their keys from (one ephemeral X25519 key per snapshot
+// and tenant, docs/format.md), signatures, keyed digests and the master key file. The age library is not used at run time; the tests use it as an oracle.
 export { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
-export { generateKeyPair, recipientOf, type KeyPair } from './keys.ts';
+export {
+  generateKeyPair,
+  generateRawKeyPair,
+  parseX25519PrivateKeyPem,
+  publicKeyOf,
+  recipientOf,
+  x25519PrivateKey,
+  x25519PrivateKeyPem,
+  type KeyPair,
+} from './keys.ts';
+export { decodeRecipient, encodeRecipient } from './bech32.ts';
+export {
+  CELL_KEY_INFO,
+  CELL_KEY_SALT,
+  HELD_KEY_INFO,
+  TAG_BYTES,
+  cellKey,
+  heldWrapKey,
+  newEphemeral,
+  open as openSealed,
+  openStream as openSealedStream,
+  seal,
+  sealStream,
+  sharedSecret,
+  tupleKey,
+  type Ephemeral,
+} from './encapsulation.ts';
 export { decryptBytes, encryptBytes } from './age.ts';
 export { decryptStream, encryptStream, type StreamOptions } from './age-stream.ts';
-export { andUnwrap, andWrap } from './and-wrap.ts';
 export {
   deriveFromSigningKey,
   generateSigningKey,

@@ -9,6 +9,7 @@ import {
   type JsonWebKey,
   type KeyObject,
 } from 'node:crypto';
+import { ErrorCode, LetheError } from '../errors/index.ts';
 import { decodeIdentity, encodeIdentity, encodeRecipient } from './bech32.ts';
 
 /** An age X25519 key pair as the strings age-keygen prints. */
@@ -77,6 +78,42 @@ export function generateKeyPair(): KeyPair {
     identity: encodeIdentity(jwkBytes(privateKey.d)),
     recipient: encodeRecipient(jwkBytes(privateKey.x)),
   };
+}
+
+/** A fresh X25519 key pair as raw 32-byte halves, from node:crypto's CSPRNG. Never throws. */
+export function generateRawKeyPair(): { privateKey: Uint8Array; publicKey: Uint8Array } {
+  const { privateKey } = generateJwk('x25519', {
+    publicKeyEncoding: { format: 'jwk' },
+    privateKeyEncoding: { format: 'jwk' },
+  });
+  return { privateKey: jwkBytes(privateKey.d), publicKey: jwkBytes(privateKey.x) };
+}
+
+/**
+ * A raw X25519 private key as an unencrypted PKCS#8 PEM block, the form `openssl pkey` and
+ * `openssl pkeyutl -derive` read: how the vault wraps dimension keys (docs/format.md).
+ */
+export function x25519PrivateKeyPem(raw: Uint8Array): string {
+  const body = Buffer.concat([PKCS8_X25519_PREFIX, raw]).toString('base64');
+  return `-----BEGIN PRIVATE KEY-----\n${body}\n-----END PRIVATE KEY-----\n`;
+}
+
+/**
+ * The raw 32-byte X25519 private key in a PKCS#8 PEM block written by
+ * {@link x25519PrivateKeyPem}. Throws LetheError(KEY) (never quoting the text) otherwise.
+ */
+export function parseX25519PrivateKeyPem(text: string, what: string): Uint8Array {
+  const block = /^-----BEGIN PRIVATE KEY-----\s*([A-Za-z0-9+/=]+)\s*-----END PRIVATE KEY-----\s*$/.exec(text);
+  const der = block === null ? null : Buffer.from(block[1] ?? '', 'base64');
+  if (der === null || der.length !== PKCS8_X25519_PREFIX.length + 32 || !der.subarray(0, PKCS8_X25519_PREFIX.length).equals(PKCS8_X25519_PREFIX)) {
+    throw new LetheError(ErrorCode.KEY, `${what} is not an X25519 private key in PKCS#8 PEM form`);
+  }
+  return new Uint8Array(der.subarray(PKCS8_X25519_PREFIX.length));
+}
+
+/** The raw public key of a raw X25519 private key. */
+export function publicKeyOf(rawPrivate: Uint8Array): Uint8Array {
+  return rawPublicKey(x25519PrivateKey(rawPrivate));
 }
 
 /**

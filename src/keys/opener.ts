@@ -1,37 +1,51 @@
-import { andUnwrap, decryptBytes, equalConstantTime, recipientOf } from '../crypto/index.ts';
-import { ErrorCode, LetheError } from '../errors/index.ts';
-import type { Vault } from '../vault/index.ts';
+import type { KeyObject } from 'node:crypto';
+import {
+  decodeRecipient,
+  decryptBytes,
+  equalConstantTime,
+  heldWrapKey,
+  openSealed,
+  parseX25519PrivateKeyPem,
+  publicKeyOf,
+  sharedSecret,
+  tupleKey,
+  x25519PrivateKey,
+} from '../crypto/index.ts';
+import type { CellKey, Encapsulation, HeldWrapping, Vault } from '../vault/index.ts';
 
-/** A cell key's identity, or why it cannot be had. */
+/** A tuple key (of one tuple under one encapsulation), or why it cannot be had. */
 export type OpenedKey =
-  | { readonly ok: true; readonly identity: string }
+  | { readonly ok: true; readonly prk: Buffer; readonly dimensionIds: readonly string[] }
   | { readonly ok: false; readonly destroyed: readonly string[] }
   | { readonly ok: false; readonly missing: string }
-  /** The vault holds the key, but what it unwraps to is not the key its recipient names. */
+  /** The vault holds the key, but it cannot be trusted or does not open. */
   | { readonly ok: false; readonly problem: string };
 
-/** A dimension key as opened: its identity, null when destroyed or absent, or what is wrong with it. */
-type OpenedDimension = string | null | { readonly problem: string };
+/** A dimension key as opened: its private key, null when destroyed or absent, or what is wrong with it. */
+type OpenedDimension = KeyObject | null | { readonly problem: string };
 
-/** Opened cell keys kept per run; dimension keys (far fewer) are all kept. */
-const MAX_CACHED_CELL_KEYS = 20_000;
+/** Opened tuple keys and shared secrets kept per run. */
+const MAX_CACHED = 20_000;
 
 /**
- * Opens cell keys for verify, restore, export and the lifecycle's re-wrap: master identity →
- * dimension identities → AND-unwrap of the cell key. When the cell key's own wrapping needs
- * a destroyed dimension key (a period past retention), a wrapping made for a legal hold
- * (case key in the destroyed key's place) is tried instead. Unwrapped identities are cached
- * for the life of the run (one run, one process); nothing is written anywhere.
+ * Opens tuple keys for verify, restore, export and the lifecycle's hold re-wrap: master key
+ * → dimension private keys → `Z = X25519(d, E)` for each dimension key of the tuple and the
+ * encapsulation `E` its cells were written under → the tuple key (see
+ * src/crypto/encapsulation.ts). When a dimension key is destroyed (a period past retention),
+ * a held wrapping made for a legal hold (a re-encapsulation to the case key in its place) is
+ * tried instead. Nothing is written anywhere; everything is cached for the run, bounded.
  *
- * Every identity unwrapped from the vault is checked, in constant time, against the public
- * recipient stored beside it: a vault row whose wrapped bytes were swapped for another
- * identity wrapped to the (public) master recipient would otherwise open as the wrong key
- * (or, in a re-wrap, be wrapped onwards). Such a key is reported as a `problem`, per cell,
- * never used.
+ * Every private key unwrapped from the vault is checked, in constant time, against the
+ * public key stored beside it: a vault row whose wrapped bytes were swapped for another key
+ * wrapped to the (public) master recipient is reported as a `problem` per cell, never used.
  */
 export class KeyOpener {
-  private readonly dimensionIdentities = new Map<string, OpenedDimension>();
-  private readonly cellIdentities = new Map<string, OpenedKey>();
+  private readonly dimensions = new Map<string, OpenedDimension>();
+  private readonly tuples = new Map<string, OpenedKey>();
+  private readonly facts = new Map<string, CellKey>();
+  private readonly encapsulations = new Map<string, Encapsulation>();
+  /** `X25519(d, E)` per (dimension key, encapsulation): the tuples of one encapsulation share most of them. */
+  private readonly secrets = new Map<string, Buffer>();
 
   constructor(
     private readonly vault: Vault,
@@ -39,130 +53,137 @@ export class KeyOpener {
   ) {}
 
   /**
-   * Loads the wrapped cell keys for `keyIds` (a batch) and their dimension keys, so that
-   * {@link open} needs no further round trips for them. Throws only for vault errors.
+   * Loads what opening these (tuple, encapsulation) pairs needs (a batch): tuple facts,
+   * encapsulations, held wrappings and dimension keys, so that {@link open} needs no
+   * further round trips for them. Throws only for vault errors.
    */
-  async prefetch(keyIds: readonly string[]): Promise<void> {
-    const wanted = keyIds.filter((id) => !this.cellIdentities.has(id));
+  async prefetch(pairs: readonly { key: string; encapsulation: string }[]): Promise<void> {
+    const wanted = pairs.filter((p) => !this.tuples.has(pairKey(p.key, p.encapsulation)));
     if (wanted.length === 0) return;
-    // Bounded: a run over millions of cells keeps only the most recently opened keys (a
-    // Map iterates in insertion order, so the first entries are the oldest).
-    for (const id of this.cellIdentities.keys()) {
-      if (this.cellIdentities.size + wanted.length <= MAX_CACHED_CELL_KEYS) break;
-      this.cellIdentities.delete(id);
+    for (const id of this.tuples.keys()) {
+      if (this.tuples.size + wanted.length <= MAX_CACHED) break;
+      this.tuples.delete(id);
     }
-    const ids = [...new Set(wanted)];
-    const cellKeys = await this.vault.getCellKeys(ids);
-    const heldWrappings = await this.vault.getHeldCellKeys(ids);
+    if (this.facts.size > MAX_CACHED) this.facts.clear();
+    if (this.encapsulations.size > MAX_CACHED) this.encapsulations.clear();
+    const keyIds = [...new Set(wanted.map((p) => p.key))].filter((id) => !this.facts.has(id));
+    for (const [id, fact] of await this.vault.getCellKeys(keyIds)) this.facts.set(id, fact);
+    const held = await this.vault.getHeldCellKeys([...new Set(wanted.map((p) => p.key))]);
+    const encIds = new Set(wanted.map((p) => p.encapsulation));
+    for (const list of held.values()) for (const w of list) encIds.add(w.rewrap);
+    const unknownEnc = [...encIds].filter((id) => !this.encapsulations.has(id));
+    for (const [id, e] of await this.vault.getEncapsulations(unknownEnc)) this.encapsulations.set(id, e);
     const dimensionIds = new Set<string>();
-    for (const key of cellKeys.values()) for (const d of key.dimensionIds) dimensionIds.add(d);
-    for (const rewraps of heldWrappings.values()) for (const w of rewraps) for (const d of w.dimensionIds) dimensionIds.add(d);
+    for (const p of wanted) for (const d of this.facts.get(p.key)?.dimensionIds ?? []) dimensionIds.add(d);
+    for (const list of held.values()) for (const w of list) for (const d of w.dimensionIds) dimensionIds.add(d);
     await this.loadDimensions([...dimensionIds]);
-    for (const id of ids) {
-      const key = cellKeys.get(id);
-      this.cellIdentities.set(
-        id,
-        key === undefined
-          ? { ok: false, missing: id }
-          : await this.openCellKey(id, key, heldWrappings.get(id) ?? []),
-      );
+    for (const p of wanted) {
+      this.tuples.set(pairKey(p.key, p.encapsulation), this.openPair(p.key, p.encapsulation, held.get(p.key) ?? []));
     }
   }
 
-  private async openCellKey(
-    id: string,
-    key: { dimensionIds: readonly string[]; wrappedIdentity: Uint8Array; recipient: string },
-    held: readonly { caseId: string; dimensionIds: readonly string[]; wrappedIdentity: Uint8Array }[],
-  ): Promise<OpenedKey> {
-    const wrappings = [
-      { dimensionIds: key.dimensionIds, wrappedIdentity: key.wrappedIdentity, what: 'its dimension keys' },
-      ...held.map((w) => ({ ...w, what: `the keys of case ${w.caseId}` })),
-    ];
-    for (const wrapping of wrappings) {
-      const outermostFirst = [...wrapping.dimensionIds].reverse();
-      const opened = outermostFirst.map((d) => this.dimensionIdentities.get(d));
-      const broken = outermostFirst.find((_, i) => typeof opened[i] === 'object' && opened[i] !== null);
-      if (broken !== undefined) {
-        const why = this.dimensionIdentities.get(broken) as { problem: string };
-        return { ok: false, problem: `cell key ${id} needs dimension key ${broken}, which cannot be trusted: ${why.problem}` };
+  private openPair(keyId: string, encId: string, held: readonly HeldWrapping[]): OpenedKey {
+    const fact = this.facts.get(keyId);
+    if (fact === undefined) return { ok: false, missing: keyId };
+    const encapsulation = this.encapsulations.get(encId);
+    if (encapsulation === undefined) return { ok: false, missing: `encapsulation ${encId}` };
+    const direct = this.derive(keyId, fact.dimensionIds, encapsulation);
+    if (direct.ok || !('destroyed' in direct)) return direct;
+    // A destroyed key: a legal hold may have kept this tuple key under a re-encapsulation.
+    for (const wrapping of held.filter((w) => w.encapsulation === encId)) {
+      const rewrap = this.encapsulations.get(wrapping.rewrap);
+      if (rewrap === undefined) continue;
+      const viaCase = this.derive(keyId, wrapping.dimensionIds, rewrap);
+      if (!viaCase.ok) {
+        if ('problem' in viaCase) return viaCase;
+        continue;
       }
-      if (opened.some((d) => typeof d !== 'string')) continue;
-      let identity: string;
       try {
-        identity = await andUnwrap(wrapping.wrappedIdentity, opened as string[]);
+        const prk = openSealed(heldWrapKey(viaCase.prk, keyId, encId), wrapping.wrapped, `the tuple key of ${keyId} kept for case ${wrapping.caseId}`);
+        return { ok: true, prk, dimensionIds: fact.dimensionIds };
       } catch (err) {
-        return { ok: false, problem: `cell key ${id} does not unwrap with ${wrapping.what}: ${(err as Error).message}` };
+        return { ok: false, problem: (err as Error).message };
       }
-      if (!matchesRecipient(identity, key.recipient)) {
-        return {
-          ok: false,
-          problem: `cell key ${id}: the identity unwrapped with ${wrapping.what} is not the key its recipient names; the vault row was altered`,
-        };
-      }
-      return { ok: true, identity };
     }
-    // Report the original wrapping's destroyed keys: that is what made the data unreadable.
-    return {
-      ok: false,
-      destroyed: [...key.dimensionIds].reverse().filter((d) => this.dimensionIdentities.get(d) === null),
-    };
+    return direct;
   }
 
-  /**
-   * The identity of dimension key `id` (unwrapped with the master key and checked against
-   * its recipient), or null once it is destroyed or when the vault has no such key. For the
-   * lifecycle's re-wrap. Throws KEY when the vault's wrapped identity does not belong to the
-   * key's recipient (the row was altered): a re-wrap must never wrap to a key it cannot trust.
-   */
-  async dimensionIdentity(id: string): Promise<string | null> {
-    await this.loadDimensions([id]);
-    const opened = this.dimensionIdentities.get(id) ?? null;
-    if (opened !== null && typeof opened === 'object') throw new LetheError(ErrorCode.KEY, `dimension key ${id}: ${opened.problem}`);
-    return opened;
+  /** The tuple key of `dimensionIds` under `encapsulation`, or the keys that are gone. */
+  private derive(keyId: string, dimensionIds: readonly string[], encapsulation: Encapsulation): OpenedKey {
+    const secrets: Buffer[] = [];
+    const destroyed: string[] = [];
+    for (const id of dimensionIds) {
+      const d = this.dimensions.get(id) ?? null;
+      if (d === null) {
+        destroyed.push(id);
+        continue;
+      }
+      if ('problem' in d) return { ok: false, problem: `tuple ${keyId} needs dimension key ${id}, which cannot be trusted: ${d.problem}` };
+      const cacheKey = `${id}\n${encapsulation.id}`;
+      let secret = this.secrets.get(cacheKey);
+      if (secret === undefined) {
+        try {
+          secret = sharedSecret(d, encapsulation.ephemeral, `encapsulation ${encapsulation.id}`);
+        } catch (err) {
+          return { ok: false, problem: (err as Error).message };
+        }
+        if (this.secrets.size >= MAX_CACHED) this.secrets.delete(this.secrets.keys().next().value as string);
+        this.secrets.set(cacheKey, secret);
+      }
+      secrets.push(secret);
+    }
+    if (destroyed.length > 0) return { ok: false, destroyed };
+    return { ok: true, prk: tupleKey(secrets, encapsulation.ephemeral, dimensionIds), dimensionIds };
   }
 
   private async loadDimensions(ids: readonly string[]): Promise<void> {
-    const unknown = ids.filter((d) => !this.dimensionIdentities.has(d));
+    const unknown = ids.filter((d) => !this.dimensions.has(d));
     if (unknown.length === 0) return;
+    // Bounded: the oldest go first and are unwrapped again should they recur.
+    const wanted = new Set(ids);
+    for (const id of this.dimensions.keys()) {
+      if (this.dimensions.size + unknown.length <= MAX_CACHED) break;
+      if (!wanted.has(id)) this.dimensions.delete(id);
+    }
     const wrapped = await this.vault.getWrappedDimensionIdentities(unknown);
     const facts = await this.vault.getDimensionKeys(unknown);
     for (const id of unknown) {
       const bytes = wrapped.get(id);
       const recipient = facts.get(id)?.recipient;
       if (bytes === undefined || bytes === null || recipient === undefined) {
-        this.dimensionIdentities.set(id, null);
+        this.dimensions.set(id, null);
         continue;
       }
-      let identity: string;
+      let raw: Uint8Array;
       try {
-        identity = Buffer.from(await decryptBytes(bytes, [this.masterIdentity])).toString('utf8').trim();
+        const pem = Buffer.from(await decryptBytes(bytes, [this.masterIdentity])).toString('utf8');
+        raw = parseX25519PrivateKeyPem(pem, `dimension key ${id}`);
       } catch (err) {
-        this.dimensionIdentities.set(id, { problem: `its wrapped identity does not open with the master key (${(err as Error).message})` });
+        this.dimensions.set(id, { problem: `its wrapped private key does not open with the master key (${(err as Error).message})` });
         continue;
       }
-      this.dimensionIdentities.set(
+      let matches: boolean;
+      try {
+        matches = equalConstantTime(publicKeyOf(raw), decodeRecipient(recipient));
+      } catch {
+        matches = false;
+      }
+      this.dimensions.set(
         id,
-        matchesRecipient(identity, recipient)
-          ? identity
-          : { problem: 'the identity unwrapped from the vault is not the key its recipient names; the vault row was altered' },
+        matches ? x25519PrivateKey(raw) : { problem: 'the private key unwrapped from the vault is not the key its recipient names; the vault row was altered' },
       );
+      raw.fill(0);
     }
   }
 
-  /** The identity of cell key `keyId`; prefetches it if needed. */
-  async open(keyId: string): Promise<OpenedKey> {
-    if (!this.cellIdentities.has(keyId)) await this.prefetch([keyId]);
-    return this.cellIdentities.get(keyId) ?? { ok: false, missing: keyId };
+  /** The tuple key of `keyId` under encapsulation `encapsulationId`; prefetches it if needed. */
+  async open(keyId: string, encapsulationId: string): Promise<OpenedKey> {
+    const id = pairKey(keyId, encapsulationId);
+    if (!this.tuples.has(id)) await this.prefetch([{ key: keyId, encapsulation: encapsulationId }]);
+    return this.tuples.get(id) ?? { ok: false, missing: keyId };
   }
 }
 
-/** True when `identity` is an age identity whose recipient is `recipient` (constant time). */
-function matchesRecipient(identity: string, recipient: string): boolean {
-  let actual: string;
-  try {
-    actual = recipientOf(identity);
-  } catch {
-    return false;
-  }
-  return equalConstantTime(actual, recipient);
+function pairKey(keyId: string, encapsulationId: string): string {
+  return `${keyId}\n${encapsulationId}`;
 }

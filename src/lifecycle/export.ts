@@ -93,12 +93,12 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
           return key !== undefined && holds.some((h) => holdCovers(h, key));
         });
         if (held.length === 0) return;
-        await opener.prefetch(held.map((c) => c.key));
+        await opener.prefetch(held.map((c) => ({ key: c.key, encapsulation: c.encapsulation })));
         for (const cell of held) {
           throwIfAborted(options.signal, 'exporting held data');
           seen.add(`${cell.table}\0${cell.id}`);
           const tableColumns = columns.get(cell.table);
-          const read = await readCell(toEntry(cell), { store, key: await opener.open(cell.key) });
+          const read = await readCell(toEntry(cell, facts.get(cell.key)?.dimensionIds ?? []), { store, key: await opener.open(cell.key, cell.encapsulation) });
           if (read.status !== 'ok' || tableColumns === undefined) {
             const problem = read.status === 'shredded'
               ? `its keys were destroyed (${read.destroyed.join(', ')})`
@@ -252,15 +252,14 @@ function parseTimestamp(value: string | null, type: string): number | null {
   return Number.isNaN(at) ? null : at;
 }
 
-function toEntry(cell: SnapshotCell): CellEntry {
+function toEntry(cell: SnapshotCell, dims: readonly string[]): CellEntry {
   return {
     id: cell.id,
     table: cell.table,
     tenant: cell.tenant,
-    class: cell.class as CellEntry['class'],
-    period: cell.period ?? '-',
-    author: cell.author,
     key: cell.key,
+    dims: [...dims],
+    enc: cell.encapsulation,
     pack: cell.pack,
     offset: cell.offset,
     length: cell.length,

@@ -1,14 +1,26 @@
-import { andWrap, encryptBytes, generateKeyPair } from '../crypto/index.ts';
+import { randomBytes } from 'node:crypto';
+import {
+  decodeRecipient,
+  encodeRecipient,
+  encryptBytes,
+  generateRawKeyPair,
+  heldWrapKey,
+  seal,
+  sharedSecret,
+  tupleKey,
+  x25519PrivateKey,
+  x25519PrivateKeyPem,
+} from '../crypto/index.ts';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import type { KeyOpener } from '../keys/index.ts';
-import type { Vault } from '../vault/index.ts';
+import type { NewHeldCellKey, Vault } from '../vault/index.ts';
 import type { PlanAction } from './plan.ts';
 
 export type RewrapAction = Extract<PlanAction, { kind: 'rewrap' }>;
 
 export interface RewrapContext {
   readonly vault: Vault;
-  /** Opens the cells' keys through their current wrapping (the period key is still alive). */
+  /** Opens the tuple keys through their own dimension keys (the period key is still alive). */
   readonly opener: KeyOpener;
   /** The master key's public recipient: a new case key is wrapped to it. */
   readonly masterRecipient: string;
@@ -19,11 +31,13 @@ export interface RewrapContext {
 const BATCH = 500;
 
 /**
- * Re-wraps held cells' keys for their cases, ahead of the destruction of a period key they
- * need: each cell identity is opened through its current wrapping and AND-wrapped again to
- * the action's dimension ids (the case key in the period key's place). Creates the case key
- * the first time a case needs one. Idempotent: a re-wrap already stored is kept as it is.
- * One audit entry per case and period key, naming how many cells it keeps.
+ * Keeps held cells readable ahead of the destruction of a period key they need: for each
+ * held tuple and each encapsulation its cells were written under, the tuple key is opened
+ * through its own dimension keys and sealed under a key derived from a fresh encapsulation
+ * (one ephemeral X25519 key per run and tenant) to the action's dimension ids: the case key
+ * in the period key's place. Destroying the case key, or any remaining dimension key, still
+ * shreds them. Creates the case key the first time a case needs one. Idempotent: a held
+ * wrapping already stored is kept as it is. One audit entry per case and period key.
  */
 export async function rewrapForHolds(ctx: RewrapContext, actions: readonly RewrapAction[]): Promise<number> {
   const groups = new Map<string, RewrapAction[]>();
@@ -31,43 +45,61 @@ export async function rewrapForHolds(ctx: RewrapContext, actions: readonly Rewra
     const group = `${action.caseKeyId}\n${action.replaces}`;
     groups.set(group, [...(groups.get(group) ?? []), action]);
   }
+  const run = `hold-${new Date().toISOString().replace(/[-:.]/g, '')}-${randomBytes(3).toString('hex')}`;
+  /** This run's re-encapsulation per tenant; its private key lives only here. */
+  const encapsulations = new Map<string, { id: string; privateKey: ReturnType<typeof x25519PrivateKey>; ephemeral: Uint8Array }>();
+  const encapsulationFor = async (tenant: string): Promise<{ id: string; privateKey: ReturnType<typeof x25519PrivateKey>; ephemeral: Uint8Array }> => {
+    let found = encapsulations.get(tenant);
+    if (found === undefined) {
+      const pair = generateRawKeyPair();
+      found = { id: `${run}/${encodeURIComponent(tenant)}`, privateKey: x25519PrivateKey(pair.privateKey), ephemeral: pair.publicKey };
+      pair.privateKey.fill(0);
+      await ctx.vault.insertEncapsulations([{ id: found.id, purpose: 'hold', snapshotId: null, tenant, kem: 'x25519', ephemeral: found.ephemeral }]);
+      encapsulations.set(tenant, found);
+    }
+    return found;
+  };
   let done = 0;
   for (const group of groups.values()) {
     const first = group[0] as RewrapAction;
     await ensureCaseKey(ctx, first.caseKeyId, first.tenant, first.caseId);
+    const encapsulation = await encapsulationFor(first.tenant);
     for (let i = 0; i < group.length; i += BATCH) {
       throwIfAborted(ctx.signal, 're-wrapping held cells');
       const slice = group.slice(i, i + BATCH);
-      await ctx.opener.prefetch(slice.map((a) => a.cellKeyId));
-      const recipients = await ctx.vault.getDimensionKeys([...new Set(slice.flatMap((a) => a.dimensionIds))]);
-      const rows = [];
+      const encsOf = await ctx.vault.encapsulationsOfKeys(slice.map((a) => a.cellKeyId));
+      const pairs = slice.flatMap((a) => (encsOf.get(a.cellKeyId) ?? []).map((enc) => ({ key: a.cellKeyId, encapsulation: enc })));
+      await ctx.opener.prefetch(pairs);
+      const publicKeys = await ctx.vault.getDimensionKeys([...new Set(slice.flatMap((a) => a.dimensionIds))]);
+      const rows: NewHeldCellKey[] = [];
       for (const action of slice) {
-        const opened = await ctx.opener.open(action.cellKeyId);
-        if (!opened.ok) {
-          const why =
-            'destroyed' in opened
-              ? `it needs ${opened.destroyed.join(', ')}, already destroyed`
-              : 'problem' in opened
-                ? opened.problem
-                : 'it is not in the vault';
-          throw new LetheError(ErrorCode.KEY, `cannot re-wrap cell key ${action.cellKeyId} for case ${action.caseId}: ${why}`);
-        }
-        const wrapTo = action.dimensionIds.map((id) => {
-          const key = recipients.get(id);
+        const secrets = action.dimensionIds.map((id) => {
+          const key = publicKeys.get(id);
           if (key === undefined || key.destroyed) {
-            throw new LetheError(ErrorCode.KEY, `cannot re-wrap cell key ${action.cellKeyId} for case ${action.caseId}: dimension key ${id} is ${key === undefined ? 'missing' : 'destroyed'}`);
+            throw new LetheError(ErrorCode.KEY, `cannot keep cell key ${action.cellKeyId} for case ${action.caseId}: dimension key ${id} is ${key === undefined ? 'missing' : 'destroyed'}`);
           }
-          return key.recipient;
+          return sharedSecret(encapsulation.privateKey, decodeRecipient(key.recipient), `dimension key ${id}`);
         });
-        rows.push({
-          caseId: action.caseId,
-          keyId: action.cellKeyId,
-          dimensionIds: [...action.dimensionIds],
-          wrappedIdentity: await andWrap(opened.identity, wrapTo),
-        });
+        const prkCase = tupleKey(secrets, encapsulation.ephemeral, action.dimensionIds);
+        for (const enc of encsOf.get(action.cellKeyId) ?? []) {
+          const opened = await ctx.opener.open(action.cellKeyId, enc);
+          if (!opened.ok) {
+            const why = 'destroyed' in opened ? `it needs ${opened.destroyed.join(', ')}, already destroyed` : 'problem' in opened ? opened.problem : 'it is not in the vault';
+            throw new LetheError(ErrorCode.KEY, `cannot keep cell key ${action.cellKeyId} (encapsulation ${enc}) for case ${action.caseId}: ${why}`);
+          }
+          rows.push({
+            caseId: action.caseId,
+            keyId: action.cellKeyId,
+            encapsulation: enc,
+            rewrap: encapsulation.id,
+            dimensionIds: [...action.dimensionIds],
+            wrapped: seal(heldWrapKey(prkCase, action.cellKeyId, enc), opened.prk),
+          });
+        }
+        prkCase.fill(0);
       }
       await ctx.vault.insertHeldCellKeys(rows);
-      done += rows.length;
+      done += slice.length;
     }
     await ctx.vault.appendAudit({
       actor: ctx.actor,
@@ -91,8 +123,9 @@ async function ensureCaseKey(ctx: RewrapContext, id: string, tenant: string, cas
     }
     return;
   }
-  const pair = generateKeyPair();
-  const wrappedIdentity = await encryptBytes(Buffer.from(`${pair.identity}\n`, 'utf8'), [ctx.masterRecipient]);
-  await ctx.vault.insertDimensionKeys([{ id, kind: 'case', tenant, recipient: pair.recipient, wrappedIdentity }]);
+  const pair = generateRawKeyPair();
+  const wrappedIdentity = await encryptBytes(Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8'), [ctx.masterRecipient]);
+  pair.privateKey.fill(0);
+  await ctx.vault.insertDimensionKeys([{ id, kind: 'case', tenant, recipient: encodeRecipient(pair.publicKey), wrappedIdentity }]);
   await ctx.vault.appendAudit({ actor: ctx.actor, action: 'key.create', subject: id, details: { kind: 'case', tenant, case: caseId } });
 }

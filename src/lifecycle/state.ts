@@ -7,7 +7,6 @@ import type { PlanInput, PlanObject, PlanObjectKind, PlanSnapshot } from './plan
 /** Prefixes the lifecycle deletes under, with the kind of object each holds. */
 const PREFIXES: readonly [string, PlanObjectKind][] = [
   ['packs/', 'pack'],
-  ['keys/', 'key-file'],
   ['vault/', 'vault-backup'],
 ];
 
@@ -35,7 +34,7 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     for await (const info of store.list(prefix)) listed.push({ info, kind });
   }
 
-  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, packRefs, keyFileRefs, recorded] = await Promise.all([
+  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, packRefs, recorded] = await Promise.all([
     vault.lifecycleDimensionKeys(),
     vault.lifecycleCellKeys(),
     vault.lifecyclePeriodKeyUsage(),
@@ -44,13 +43,11 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     vault.listEraseRequests(),
     vault.lifecycleSnapshots(),
     vault.lifecyclePackRefs(),
-    vault.lifecycleKeyFileRefs(),
     vault.storeObjects(store.description),
   ]);
 
   const refs = new Map<string, { snapshots: readonly string[]; tenants: readonly string[] }>();
   for (const r of packRefs) refs.set(r.key, r);
-  for (const r of keyFileRefs) refs.set(r.key, r);
 
   const objects = (
     await mapLimit(listed, LOCK_CONCURRENCY, async ({ info, kind }): Promise<PlanObject | null> => {

@@ -1,3 +1,3 @@
 export * from './format.ts';
-export { manifestLines, type ManifestInput, type ManifestSigner } from './write.ts';
+export { ManifestWriter, type ManifestSigner } from './write.ts';
 export { openManifest, type ManifestExpectation, type ManifestProblem, type TrustedManifest } from './read.ts';

@@ -9,18 +9,17 @@ import { equalConstantTime, verifySignature } from '../crypto/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { SchemaDescriptionSchema, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
+import { createGunzip } from 'node:zlib';
 import {
   CellEntrySchema,
-  CellEntryV1Schema,
-  KeyFileRefSchema,
-  MANIFEST_FORMATS,
+  EncapsulationEntrySchema,
+  MANIFEST_FORMAT,
   SignatureSchema,
   SnapshotHeaderSchema,
   TotalsSchema,
   signedMessage,
   type CellEntry,
-  type KeyFileRef,
-  type ManifestFormat,
+  type EncapsulationEntry,
   type Signature,
   type SnapshotHeader,
   type Totals,
@@ -29,9 +28,10 @@ import {
 /**
  * Reading a manifest back from the bucket, where anyone with write access could have put
  * anything. Nothing in a manifest is used before it is authenticated: {@link openManifest}
- * copies the object to a private temporary file while hashing its raw bytes, compares the
- * whole file's sha256 with the one the vault recorded when the backup stored it, checks the
- * Ed25519 signature over the body's sha256 with a key the vault lists for backups, and only
+ * copies the stored object into a private temporary directory while hashing it, compares
+ * that sha256 with the one the vault recorded when the backup stored it (before even
+ * decompressing it: a planted gzip bomb is never inflated), decompresses it next to it while
+ * hashing the raw uncompressed bytes (the signed body), checks the Ed25519 signature over the body's sha256 with a key the vault lists for backups, and only
  * then parses the header, checks that it names the expected snapshot and its place in the
  * chain, and validates the schema. Every later read comes from that verified local copy, so
  * the bucket cannot change the content between the check and its use.
@@ -46,7 +46,7 @@ export interface ManifestProblem {
 /** What the vault says the manifest must be. */
 export interface ManifestExpectation {
   readonly snapshotId: string;
-  /** The object key, `snapshots/<id>.json`. */
+  /** The object key, `snapshots/<id>.json.gz`. */
   readonly key: string;
   /** sha256 of the whole object, recorded by the backup when it stored the manifest. */
   readonly sha256: string;
@@ -57,10 +57,10 @@ export interface ManifestExpectation {
 /** An authenticated manifest, read from its verified local copy. */
 export interface TrustedManifest {
   readonly key: string;
-  readonly format: ManifestFormat;
   readonly header: SnapshotHeader;
   readonly schema: SchemaDescription;
-  readonly keyFiles: readonly KeyFileRef[];
+  /** The encapsulations the cells' keys derive from, by id. */
+  readonly encapsulations: ReadonlyMap<string, EncapsulationEntry>;
   readonly totals: Totals;
   readonly signature: Signature;
   /** sha256 of the whole object (equal to the vault's record). */
@@ -106,12 +106,7 @@ function member<T>(line: Buffer | undefined, name: string, schema: z.ZodType<T>,
   return parseJson(text.slice(prefix.length).replace(/,$/, ''), schema, what, lineNo, `"${name}"`);
 }
 
-function formatOf(line: Buffer | undefined, what: string): ManifestFormat {
-  const text = line?.toString('utf8') ?? '';
-  const format = MANIFEST_FORMATS.find((f) => text === `{"format":${JSON.stringify(f)},\n`);
-  if (format === undefined) throw invalid(what, 1, `not a lethe manifest (expected one of ${MANIFEST_FORMATS.join(', ')})`);
-  return format;
-}
+const FIRST_LINE = `{"format":${JSON.stringify(MANIFEST_FORMAT)},\n`;
 
 /** The raw facts of a downloaded copy, before anything in it is believed. */
 interface Fetched {
@@ -120,57 +115,85 @@ interface Fetched {
   readonly fileSha256: string;
   /** sha256 of every raw byte before the last line. */
   readonly bodySha256: string;
-  /** The first four lines (format, snapshot, schema, keyFiles), the second to last (totals) and the last (signature). */
+  /** The first three lines (format, snapshot, schema), the second to last (totals) and the last (signature). */
   readonly head: Buffer[];
+  /** The lines of the encapsulations list (bounded: one per tenant per snapshot that wrote cells). */
+  readonly encapsulations: Buffer[];
   readonly totalsLine: Buffer | undefined;
   readonly lastLine: Buffer | undefined;
   readonly lines: number;
 }
 
-/** Copies the object to a new private directory, hashing the raw bytes as they pass. */
-async function fetchCopy(store: ObjectStore, key: string, signal: AbortSignal | undefined): Promise<Fetched> {
+/**
+ * Copies the stored object as it is to a new private directory, hashing it as it passes.
+ * Nothing reads it (not even gunzip) until that hash matches the vault's record.
+ */
+async function download(store: ObjectStore, key: string, signal: AbortSignal | undefined): Promise<{ dir: string; fileSha256: string }> {
   const source = await store.get(key, signal === undefined ? {} : { signal });
   const dir = await mkdtemp(join(tmpdir(), 'lethe-manifest-'));
-  const path = join(dir, 'manifest.json');
   try {
-    const handle = await open(path, 'wx', 0o600);
     const file = createHash('sha256');
-    const body = createHash('sha256');
-    const head: Buffer[] = [];
-    let previous: Buffer | undefined;
-    let last: Buffer | undefined;
-    let lines = 0;
+    const handle = await open(join(dir, STORED), 'wx', 0o600);
     try {
-      async function* tee(): AsyncGenerator<Uint8Array> {
-        for await (const chunk of source) {
-          file.update(chunk);
-          await handle.write(chunk);
-          yield chunk;
-        }
-      }
-      try {
-        for await (const line of copyLines(tee())) {
-          lines += 1;
-          if (last !== undefined) body.update(last);
-          previous = last;
-          last = line;
-          if (head.length < 4) head.push(line);
-        }
-      } catch (err) {
-        if (err instanceof Error && /middle of a row/.test(err.message)) {
-          // A missing final newline: the object was cut short.
-          return { dir, path, fileSha256: file.digest('hex'), bodySha256: '', head, totalsLine: undefined, lastLine: undefined, lines: -1 };
-        }
-        throw err;
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        file.update(chunk);
+        await handle.write(chunk);
       }
     } finally {
       await handle.close();
     }
-    return { dir, path, fileSha256: file.digest('hex'), bodySha256: body.digest('hex'), head, totalsLine: previous, lastLine: last, lines };
+    return { dir, fileSha256: file.digest('hex') };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+const STORED = 'manifest.json.gz';
+const PLAIN = 'manifest.json';
+
+/**
+ * Decompresses the verified copy next to it, hashing the uncompressed bytes before the last
+ * line (what the signature covers) and keeping the few lines the checks need.
+ */
+async function inflate(dir: string, fileSha256: string): Promise<Fetched> {
+  const path = join(dir, PLAIN);
+  const handle = await open(path, 'wx', 0o600);
+  const body = createHash('sha256');
+  const head: Buffer[] = [];
+  const encapsulations: Buffer[] = [];
+  let inEncapsulations = false;
+  let previous: Buffer | undefined;
+  let last: Buffer | undefined;
+  let lines = 0;
+  try {
+    const gunzip = createReadStream(join(dir, STORED)).pipe(createGunzip());
+    async function* plain(): AsyncGenerator<Uint8Array> {
+      for await (const chunk of gunzip as AsyncIterable<Buffer>) {
+        await handle.write(chunk);
+        yield chunk;
+      }
+    }
+    for await (const line of copyLines(plain())) {
+      lines += 1;
+      if (last !== undefined) body.update(last);
+      previous = last;
+      last = line;
+      if (head.length < 3) head.push(line);
+      if (inEncapsulations) {
+        if (line.toString('latin1') === '],\n') inEncapsulations = false;
+        else encapsulations.push(line);
+      } else if (line.toString('latin1') === '"encapsulations":[\n') {
+        inEncapsulations = true;
+      }
+    }
+  } catch {
+    // Not gzip, cut short, or ending inside a line: nothing usable; the signature check says so.
+    return { dir, path, fileSha256, bodySha256: '', head, encapsulations: [], totalsLine: undefined, lastLine: undefined, lines: -1 };
+  } finally {
+    await handle.close();
+  }
+  return { dir, path, fileSha256, bodySha256: body.digest('hex'), head, encapsulations, totalsLine: previous, lastLine: last, lines };
 }
 
 /**
@@ -193,18 +216,22 @@ export async function openManifest(
   options: { signal?: AbortSignal } = {},
 ): Promise<TrustedManifest> {
   const what = expected.key;
-  const fetched = await fetchCopy(store, what, options.signal);
+  const copy = await download(store, what, options.signal);
   const close = async (): Promise<void> => {
-    await rm(fetched.dir, { recursive: true, force: true });
+    await rm(copy.dir, { recursive: true, force: true });
   };
   try {
     const problems: ManifestProblem[] = [];
-    if (!equalConstantTime(fetched.fileSha256, expected.sha256)) {
-      problems.push({
-        code: 'MANIFEST_SHA256',
-        problem: `the object's sha256 ${fetched.fileSha256} differs from the one the vault recorded at backup (${expected.sha256}): it was modified or replaced after the backup`,
-      });
+    if (!equalConstantTime(copy.fileSha256, expected.sha256)) {
+      // Not decompressed, let alone parsed: a planted object could be a gzip bomb.
+      throw untrusted(what, [
+        {
+          code: 'MANIFEST_SHA256',
+          problem: `the object's sha256 ${copy.fileSha256} differs from the one the vault recorded at backup (${expected.sha256}): it was modified or replaced after the backup`,
+        },
+      ]);
     }
+    const fetched = await inflate(copy.dir, copy.fileSha256);
     const signature = signatureOf(fetched, what, problems);
     if (signature !== null) {
       const publicKey = trustedKeys.get(signature.value.keyId);
@@ -212,17 +239,21 @@ export async function openManifest(
         problems.push({ code: 'SIGNATURE', problem: 'the content does not match the digest it was signed over: it was modified after signing' });
       } else if (publicKey === undefined) {
         problems.push({ code: 'SIGNATURE', problem: `it is signed by key ${signature.value.keyId}, which the vault does not list as a backup signing key` });
-      } else if (!verifySignature(publicKey, signedMessage(fetched.bodySha256, signature.format), signature.value.value)) {
+      } else if (!verifySignature(publicKey, signedMessage(fetched.bodySha256), signature.value.value)) {
         problems.push({ code: 'SIGNATURE', problem: 'its signature does not verify' });
       }
     }
     if (problems.length > 0) throw untrusted(what, problems);
 
     // Authentic from here on: what the backup wrote. Still checked, never assumed.
-    const format = formatOf(fetched.head[0], what);
     const header = member(fetched.head[1], 'snapshot', SnapshotHeaderSchema, what, 2);
     const rawSchema = member(fetched.head[2], 'schema', z.unknown(), what, 3);
-    const keyFiles = member(fetched.head[3], 'keyFiles', KeyFileRefSchema.array(), what, 4);
+    const encapsulations = new Map<string, EncapsulationEntry>();
+    for (const line of fetched.encapsulations) {
+      const text = line.toString('utf8', 0, line.length - 1);
+      const entry = parseJson(text.endsWith(',') ? text.slice(0, -1) : text, EncapsulationEntrySchema, what, 0, 'encapsulation');
+      encapsulations.set(entry.id, entry);
+    }
     const totals = member(fetched.totalsLine, 'totals', TotalsSchema, what, fetched.lines - 1);
     if (header.id !== expected.snapshotId) {
       problems.push({ code: 'MANIFEST_MISMATCH', problem: `it names snapshot ${header.id}, but is stored as ${expected.snapshotId}` });
@@ -245,17 +276,15 @@ export async function openManifest(
         { code: 'MANIFEST_INVALID', problem: `its schema is not one lethe restores (${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'})` },
       ]);
     }
-    const cellSchema = format === 'lethe.manifest.v1' ? CellEntryV1Schema : CellEntrySchema;
     return {
       key: what,
-      format,
       header,
       schema: schemaCheck.data,
-      keyFiles,
+      encapsulations,
       totals,
       signature: signature?.value as Signature,
       sha256: fetched.fileSha256,
-      cells: () => readCells(fetched.path, what, cellSchema),
+      cells: () => readCells(fetched.path, what),
       close,
     };
   } catch (err) {
@@ -264,27 +293,26 @@ export async function openManifest(
   }
 }
 
-function signatureOf(fetched: Fetched, what: string, problems: ManifestProblem[]): { value: Signature; format: ManifestFormat } | null {
+function signatureOf(fetched: Fetched, what: string, problems: ManifestProblem[]): { value: Signature } | null {
   if (fetched.lines < 0 || fetched.lastLine === undefined) {
     problems.push({ code: 'SIGNATURE', problem: 'the object ends in the middle of a line (truncated?), so it has no signature' });
     return null;
   }
   const first = fetched.head[0]?.toString('utf8') ?? '';
-  const format = MANIFEST_FORMATS.find((f) => first === `{"format":${JSON.stringify(f)},\n`);
   const text = fetched.lastLine.toString('utf8', 0, fetched.lastLine.length - 1);
-  if (format === undefined || !text.startsWith('"signature":') || !text.endsWith('}')) {
+  if (first !== FIRST_LINE || !text.startsWith('"signature":') || !text.endsWith('}')) {
     problems.push({ code: 'SIGNATURE', problem: 'it is not a lethe manifest ending in a signature line (truncated or replaced?)' });
     return null;
   }
   try {
-    return { value: parseJson(text.slice('"signature":'.length, -1), SignatureSchema, what, fetched.lines, 'signature'), format };
+    return { value: parseJson(text.slice('"signature":'.length, -1), SignatureSchema, what, fetched.lines, 'signature') };
   } catch (err) {
     problems.push({ code: 'SIGNATURE', problem: `its signature line is malformed (${(err as Error).message})` });
     return null;
   }
 }
 
-async function* readCells(path: string, what: string, schema: z.ZodType<CellEntry>): AsyncGenerator<CellEntry> {
+async function* readCells(path: string, what: string): AsyncGenerator<CellEntry> {
   let lineNo = 0;
   let inCells = false;
   for await (const line of copyLines(createReadStream(path))) {
@@ -292,14 +320,11 @@ async function* readCells(path: string, what: string, schema: z.ZodType<CellEntr
     const text = line.toString('utf8', 0, line.length - 1);
     if (!inCells) {
       if (text === '"cells":[') inCells = true;
-      else if (lineNo > 5) throw invalid(what, lineNo, 'expected "cells":[');
+      else if (lineNo > 4) throw invalid(what, lineNo, 'expected "cells":[');
       continue;
     }
     if (text === '],') return;
-    const parsed = parseJson(text.endsWith(',') ? text.slice(0, -1) : text, schema, what, lineNo, 'cell');
-    // A v1 line carries a digest: drop it, nothing reads it.
-    const { digest: _digest, ...cell } = parsed as CellEntry & { digest?: string };
-    yield cell;
+    yield parseJson(text.endsWith(',') ? text.slice(0, -1) : text, CellEntrySchema, what, lineNo, 'cell');
   }
   throw invalid(what, lineNo, 'the cell list is not closed');
 }

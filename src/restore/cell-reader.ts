@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { decryptBytes, decryptStream, equalConstantTime } from '../crypto/index.ts';
+import { cellKey, equalConstantTime, openSealed, openSealedStream } from '../crypto/index.ts';
 import { isLetheError } from '../errors/index.ts';
 import type { OpenedKey } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
@@ -17,7 +17,9 @@ export type ReadCell =
 
 function countRows(bytes: Uint8Array): number {
   let rows = 0;
-  for (const byte of bytes) if (byte === 0x0a) rows += 1;
+  let at = -1;
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  while ((at = buf.indexOf(0x0a, at + 1)) !== -1) rows += 1;
   return rows;
 }
 
@@ -35,36 +37,47 @@ function problemOf(err: unknown): string {
 
 export interface ReadCellOptions {
   readonly store: ObjectStore;
+  /** The tuple key of the cell's tuple under its encapsulation. */
   readonly key: OpenedKey;
+  /** The cell's ciphertext when the caller fetched it already (with its neighbours in one read). */
+  readonly ciphertext?: Uint8Array | undefined;
   readonly signal?: AbortSignal | undefined;
 }
 
+/** Why a cell's key cannot be had, as a ReadCell; null when it can. */
+export function keyProblem(key: OpenedKey): ReadCell | null {
+  if (key.ok) return null;
+  if ('destroyed' in key) return { status: 'shredded', destroyed: key.destroyed };
+  if ('problem' in key) return { status: 'failed', problem: key.problem };
+  return { status: 'failed', problem: `its key ${key.missing} is not in the vault` };
+}
+
 /**
- * Fetches one cell's ciphertext, checks its sha256 against the (authenticated) manifest
- * BEFORE decrypting, decrypts it with the cell key (age's AEAD authenticates every chunk
- * and the end of the plaintext) and checks the row count.
+ * Checks one cell's ciphertext against the sha256 in the (authenticated) manifest BEFORE
+ * decrypting, opens it with its cell key (ChaCha20-Poly1305: the tag authenticates it under
+ * a key only its dimension keys give) and checks the row count.
  *
  * Cells up to {@link IN_MEMORY_CELL_BYTES} are checked completely before anything is
- * returned. A larger cell is hashed in slices first, then decrypted as a stream; its row
- * count is checked as the stream ends, and the stream throws if it differs or a chunk does
- * not authenticate, so the caller must load it inside a transaction it can roll back.
+ * returned. A larger cell is hashed in slices first, then decrypted as a stream whose tag
+ * and row count are checked as it ends (the stream throws otherwise), so the caller must
+ * load it inside a transaction it can roll back.
  */
 export async function readCell(cell: CellEntry, options: ReadCellOptions): Promise<ReadCell> {
   const { key, store } = options;
-  if (!key.ok) {
-    if ('destroyed' in key) return { status: 'shredded', destroyed: key.destroyed };
-    if ('problem' in key) return { status: 'failed', problem: key.problem };
-    return { status: 'failed', problem: `its key ${key.missing} is not in the vault` };
-  }
+  const problem = keyProblem(key);
+  if (problem !== null || !key.ok) return problem as ReadCell;
   const signalOpt = options.signal === undefined ? {} : { signal: options.signal };
+  const mismatch = (sha: string): ReadCell => ({
+    status: 'failed',
+    problem: `ciphertext sha256 ${sha} does not match the manifest (${cell.sha256}): the pack was modified`,
+  });
   try {
+    const k = cellKey(key.prk, cell.id);
     if (cell.length <= IN_MEMORY_CELL_BYTES) {
-      const ciphertext = await store.getRange(cell.pack, cell.offset, cell.length, signalOpt);
+      const ciphertext = options.ciphertext ?? (await store.getRange(cell.pack, cell.offset, cell.length, signalOpt));
       const sha = createHash('sha256').update(ciphertext).digest('hex');
-      if (!equalConstantTime(sha, cell.sha256)) {
-        return { status: 'failed', problem: `ciphertext sha256 ${sha} does not match the manifest (${cell.sha256}): the pack was modified` };
-      }
-      const plaintext = await decryptBytes(ciphertext, [key.identity]);
+      if (!equalConstantTime(sha, cell.sha256)) return mismatch(sha);
+      const plaintext = openSealed(k, ciphertext, `cell ${cell.id}`);
       const rows = countRows(plaintext);
       if (rows !== cell.rows) return { status: 'failed', problem: `holds ${rows} rows, the manifest says ${cell.rows}` };
       return { status: 'ok', plaintext, rows };
@@ -73,10 +86,8 @@ export async function readCell(cell: CellEntry, options: ReadCellOptions): Promi
     const hash = createHash('sha256');
     for await (const slice of slices(store, cell, options.signal)) hash.update(slice);
     const sha = hash.digest('hex');
-    if (!equalConstantTime(sha, cell.sha256)) {
-      return { status: 'failed', problem: `ciphertext sha256 ${sha} does not match the manifest (${cell.sha256}): the pack was modified` };
-    }
-    const decrypted = decryptStream(slices(store, cell, options.signal), [key.identity], signalOpt);
+    if (!equalConstantTime(sha, cell.sha256)) return mismatch(sha);
+    const decrypted = openSealedStream(k, slices(store, cell, options.signal), `cell ${cell.id}`);
     async function* checked(): AsyncGenerator<Uint8Array> {
       let rows = 0;
       for await (const chunk of decrypted) {

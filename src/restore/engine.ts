@@ -5,12 +5,13 @@ import pgCopyStreams from 'pg-copy-streams';
 import { copySessionStatements } from '../cells/index.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
 import type { KeyOpener } from '../keys/index.ts';
-import type { CellEntry, KeyFileRef, SnapshotHeader, Totals, TrustedManifest } from '../manifest/index.ts';
+import type { CellEntry, SnapshotHeader, Totals, TrustedManifest } from '../manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
 import type { DestructionRecord } from '../lifecycle/types.ts';
-import { readCell, type ReadCell } from './cell-reader.ts';
+import { IN_MEMORY_CELL_BYTES, readCell, type ReadCell } from './cell-reader.ts';
+import { equalConstantTime } from '../crypto/index.ts';
 
 /** One problem found while reading a snapshot. */
 export interface Finding {
@@ -31,8 +32,6 @@ export interface CellTally {
 
 export interface LoadResult {
   readonly header: SnapshotHeader;
-  /** The key files the manifest names (what a reader without the vault would use). */
-  readonly keyFiles: readonly KeyFileRef[];
   readonly totals: Totals | null;
   readonly tally: CellTally;
   readonly findings: Finding[];
@@ -90,7 +89,11 @@ export interface LoadOptions {
   readonly signal?: AbortSignal;
 }
 
-const BATCH = 256;
+const BATCH = 1024;
+/** Ciphertext bytes a batch holds at most (large cells stream and count only their cap). */
+const BATCH_BYTES = 32 << 20;
+/** Longest ranged read of neighbouring cells. */
+const RUN_BYTES = 8 << 20;
 
 class TableCopy {
   private readonly stream: ReturnType<typeof pgCopyStreams.from>;
@@ -155,7 +158,6 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   const destructionRecords = new Map<string, DestructionRecord | null>();
   const constraintsNotValidated: string[] = [];
   const header: SnapshotHeader = manifest.header;
-  const keyFiles: readonly KeyFileRef[] = manifest.keyFiles;
   const totals: Totals = manifest.totals;
   const fail = (subject: string, code: string, problem: string): void => {
     if (mode === 'restore') throw new LetheError(ErrorCode.INTEGRITY, `${subject}: ${problem}`);
@@ -167,6 +169,7 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   let copy: { table: string; stream: TableCopy } | undefined;
   let copyBroken = false;
   let batch: CellEntry[] = [];
+  let batchBytes = 0;
 
   const load = async (cell: CellEntry, read: ReadCell): Promise<void> => {
     tally.cells += 1;
@@ -206,37 +209,99 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     rowsByTable.set(cell.table, (rowsByTable.get(cell.table) ?? 0) + read.rows);
   };
 
+  /** Encapsulations whose manifest copy was checked against the vault's (null: they agree). */
+  const encapsulationProblems = new Map<string, string | null>();
+  const checkEncapsulations = async (ids: readonly string[]): Promise<void> => {
+    const unknown = [...new Set(ids)].filter((id) => !encapsulationProblems.has(id));
+    if (unknown.length === 0) return;
+    const stored = await vault.getEncapsulations(unknown);
+    for (const id of unknown) {
+      const listed = manifest.encapsulations.get(id);
+      const known = stored.get(id);
+      encapsulationProblems.set(
+        id,
+        listed === undefined
+          ? `its encapsulation ${id} is not listed in the manifest`
+          : known === undefined
+            ? `its encapsulation ${id} is not in the vault`
+            : !equalConstantTime(listed.ephemeral, Buffer.from(known.ephemeral).toString('hex'))
+              ? `the manifest and the vault disagree on encapsulation ${id}`
+              : null,
+      );
+    }
+  };
+
   const runBatch = async (): Promise<void> => {
     const cells = batch;
     batch = [];
+    batchBytes = 0;
     if (cells.length === 0) return;
-    await opener.prefetch(cells.map((c) => c.key));
+    await opener.prefetch(cells.map((c) => ({ key: c.key, encapsulation: c.enc })));
+    await checkEncapsulations(cells.map((c) => c.enc));
     const destroyed = new Set<string>();
     for (const cell of cells) {
-      const key = await opener.open(cell.key);
+      const key = await opener.open(cell.key, cell.enc);
       if (!key.ok && 'destroyed' in key) for (const id of key.destroyed) if (!destructionRecords.has(id)) destroyed.add(id);
     }
     if (destroyed.size > 0) {
       const records = await vault.getDestructions([...destroyed]);
       for (const id of destroyed) destructionRecords.set(id, records.get(id) ?? null);
     }
-    // Fetch and decrypt up to `concurrency` cells ahead; load them in manifest order.
-    const reads: Promise<ReadCell>[] = [];
-    const start = async (cell: CellEntry): Promise<ReadCell> =>
-      readCell(cell, {
-        store,
-        key: await opener.open(cell.key),
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      });
+    // Neighbouring cells of one pack are fetched with one ranged read (up to RUN_BYTES),
+    // `concurrency` reads at a time, ahead of the loading, which keeps manifest order.
+    const runs: { pack: string; offset: number; length: number; cells: number[] }[] = [];
+    for (const [i, cell] of cells.entries()) {
+      if (cell.length > IN_MEMORY_CELL_BYTES) continue;
+      const run = runs.at(-1);
+      if (run !== undefined && run.pack === cell.pack && run.offset + run.length === cell.offset && run.length + cell.length <= RUN_BYTES) {
+        run.length += cell.length;
+        run.cells.push(i);
+      } else {
+        runs.push({ pack: cell.pack, offset: cell.offset, length: cell.length, cells: [i] });
+      }
+    }
+    const ciphertexts = new Map<number, Promise<Uint8Array>>();
+    const signalOpt = options.signal === undefined ? {} : { signal: options.signal };
+    let started = 0;
+    const startRuns = (upTo: number): void => {
+      for (; started < Math.min(upTo, runs.length); started++) {
+        const run = runs[started] as (typeof runs)[number];
+        const read = store.getRange(run.pack, run.offset, run.length, signalOpt);
+        read.catch(() => undefined);
+        for (const i of run.cells) {
+          const cell = cells[i] as CellEntry;
+          const slice = read.then((bytes) => bytes.subarray(cell.offset - run.offset, cell.offset - run.offset + cell.length));
+          slice.catch(() => undefined);
+          ciphertexts.set(i, slice);
+        }
+      }
+    };
+    let runIndex = 0;
     for (let i = 0; i < cells.length; i++) {
       throwIfAborted(options.signal, 'loading a snapshot');
-      while (reads.length < Math.min(cells.length, i + options.concurrency)) {
-        const next = cells[reads.length] as CellEntry;
-        const pending = start(next);
-        pending.catch(() => undefined);
-        reads.push(pending);
+      const cell = cells[i] as CellEntry;
+      while (runIndex < runs.length && ((runs[runIndex] as (typeof runs)[number]).cells.at(-1) ?? -1) < i) runIndex += 1;
+      startRuns(runIndex + options.concurrency);
+      const key = await opener.open(cell.key, cell.enc);
+      const problem = encapsulationProblems.get(cell.enc) ?? null;
+      let read: ReadCell;
+      if (problem !== null) {
+        read = { status: 'failed', problem };
+      } else if (key.ok && key.dimensionIds.join('\n') !== cell.dims.join('\n')) {
+        read = { status: 'failed', problem: `the manifest says it needs ${cell.dims.join(', ')}, the vault ${key.dimensionIds.join(', ')}` };
+      } else {
+        let ciphertext: Uint8Array | undefined;
+        let fetchProblem: string | null = null;
+        try {
+          ciphertext = await ciphertexts.get(i);
+        } catch (err) {
+          fetchProblem = isLetheError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
+        }
+        read = fetchProblem !== null && key.ok
+          ? { status: 'failed', problem: fetchProblem }
+          : await readCell(cell, { store, key, ciphertext, signal: options.signal });
       }
-      await load(cells[i] as CellEntry, await (reads[i] as Promise<ReadCell>));
+      await load(cell, read);
       options.onProgress?.({ cells: tally.cells, rows: tally.rows });
     }
   };
@@ -253,7 +318,8 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
         continue;
       }
       batch.push(cell);
-      if (batch.length >= BATCH) await runBatch();
+      batchBytes += Math.min(cell.length, IN_MEMORY_CELL_BYTES);
+      if (batch.length >= BATCH || batchBytes >= BATCH_BYTES) await runBatch();
     }
     await runBatch();
     await copy?.stream.end();
@@ -298,7 +364,7 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     if (totals.cells !== tally.cells) fail('manifest', 'CELL_COUNT', `lists ${tally.cells} cells, its totals say ${totals.cells}`);
   }
   const shredded = [...shreddedByKey.values()].sort((a, b) => (a.keyId < b.keyId ? -1 : a.keyId > b.keyId ? 1 : 0));
-  return { header, keyFiles, totals, tally, findings, rowsByTable, shredded, constraintsNotValidated };
+  return { header, totals, tally, findings, rowsByTable, shredded, constraintsNotValidated };
 }
 
 const FOREIGN_KEY = /^ALTER TABLE .* ADD CONSTRAINT .* FOREIGN KEY /s;

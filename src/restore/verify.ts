@@ -56,11 +56,10 @@ async function sha256Of(store: ObjectStore, key: string): Promise<string> {
 
 /**
  * Checks what the authenticated manifest points to outside itself: that the previous
- * manifest object still hashes to the sha256 the link names, and that every key file it
- * lists hashes to its recorded sha256. (The link itself was checked against the vault
- * before the manifest was used.)
+ * manifest object still hashes to the sha256 the link names. (The link itself was checked
+ * against the vault before the manifest was used.)
  */
-async function checkLinks(store: ObjectStore, vault: Vault, header: SnapshotHeader, keyFiles: readonly { key: string; sha256: string }[]): Promise<Finding[]> {
+async function checkLinks(store: ObjectStore, vault: Vault, header: SnapshotHeader): Promise<Finding[]> {
   const findings: Finding[] = [];
   if (header.previous !== null) {
     const previous = await vault.findSnapshot(header.previous.id);
@@ -73,14 +72,6 @@ async function checkLinks(store: ObjectStore, vault: Vault, header: SnapshotHead
       } catch (err) {
         findings.push({ subject: previous.manifestKey, code: isLetheError(err) ? err.code : 'STORAGE', problem: `the previous manifest cannot be read: ${(err as Error).message}` });
       }
-    }
-  }
-  for (const file of keyFiles) {
-    try {
-      const actual = await sha256Of(store, file.key);
-      if (!equalConstantTime(actual, file.sha256)) findings.push({ subject: file.key, code: 'INTEGRITY', problem: `key file sha256 ${actual} does not match the manifest (${file.sha256})` });
-    } catch (err) {
-      findings.push({ subject: file.key, code: isLetheError(err) ? err.code : 'STORAGE', problem: `key file cannot be read: ${(err as Error).message}` });
     }
   }
   return findings;
@@ -186,7 +177,7 @@ async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifes
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     await scratch.query('ROLLBACK');
-    const findings = [...loaded.findings, ...(await checkLinks(store, vault, loaded.header, loaded.keyFiles))];
+    const findings = [...loaded.findings, ...(await checkLinks(store, vault, loaded.header))];
     const newest = Date.parse(loaded.header.source.databaseTime);
     return {
       snapshotId: snapshot.id,

@@ -4,9 +4,9 @@ import pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { copySessionStatements, groupCells } from '../cells/index.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
-import { KeyMinter, type Signer } from '../keys/index.ts';
+import { Encapsulator, type SecretObserver, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
-import { CellEntrySchema, manifestKey, manifestLines, type CellEntry, type SnapshotHeader } from '../manifest/index.ts';
+import { ManifestWriter, manifestKey, type EncapsulationEntry, type SnapshotHeader } from '../manifest/index.ts';
 import {
   buildCellQuery,
   buildOrphanCheckQuery,
@@ -16,9 +16,8 @@ import {
   type Mapping,
 } from '../mapping/index.ts';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
-import type { CellDigestRecord, Vault } from '../vault/index.ts';
+import type { CellDigestRecord, SnapshotCell, Vault } from '../vault/index.ts';
 import { CellWriter, type CellOutcome, type PreviousCell } from './cell-writer.ts';
-import { writeKeyFile } from './key-file.ts';
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
 
@@ -39,6 +38,8 @@ export interface BackupOptions {
   readonly onProgress?: (progress: BackupProgress) => void;
   /** The clock; tests inject one. */
   readonly now?: () => Date;
+  /** Test hook: sees every secret the run makes (it must be found nowhere afterwards). */
+  readonly observeSecrets?: SecretObserver;
 }
 
 export interface BackupProgress {
@@ -64,7 +65,10 @@ export interface BackupResult {
   /** Ciphertext bytes uploaded by this run (reused cells cost nothing). */
   readonly bytesStored: number;
   readonly packs: number;
+  /** Dimension keys this run created. */
   readonly keysCreated: number;
+  /** Key encapsulations (one per tenant with new cells) this run created. */
+  readonly encapsulations: number;
   readonly manifest: string;
   readonly durationMs: number;
 }
@@ -80,24 +84,14 @@ const CELL_ROWS_BATCH = 1000;
 /** Domain tag of the digest key the backup derives from its signing key. */
 export const CELL_DIGEST_KEY_LABEL = 'lethe.cell-digest-key.v1';
 
-/** The snapshot's cells as the vault recorded them, in restore order, as manifest entries. */
-async function* manifestCells(vault: Vault, snapshotId: string): AsyncGenerator<CellEntry> {
-  for await (const cell of vault.iterateSnapshotCells(snapshotId, { order: 'table' })) {
-    const parsed = CellEntrySchema.safeParse(cell);
-    if (!parsed.success) {
-      throw new LetheError(ErrorCode.INTERNAL, `cell ${cell.id} of snapshot ${snapshotId} does not fit the manifest format: ${parsed.error.message}`);
-    }
-    yield parsed.data;
-  }
-}
-
 /**
  * Takes one snapshot of the chat store: every mapped table read in one REPEATABLE READ
- * transaction, rows grouped into cells, each cell encrypted to its own key (or referenced
- * from the previous snapshot when unchanged), packed, uploaded; then the key file and,
- * last, the signed manifest. The snapshot exists only once the manifest is stored and the
- * vault marks it complete: a run that dies earlier leaves nothing that looks complete, and
- * the next run cleans up after it.
+ * transaction, rows grouped into cells, each cell sealed under a key derived from its
+ * tenant's encapsulation for this snapshot (or referenced from the previous snapshot when
+ * unchanged), packed and uploaded, while the signed manifest streams to the store beside
+ * them. The manifest becomes visible only when its upload completes, after the last cell,
+ * and the snapshot exists only once the vault then marks it complete: a run that dies
+ * earlier leaves nothing that looks complete, and the next run cleans up after it.
  *
  * Throws TABLE_UNMAPPED / MAPPING_INVALID before anything is written when the mapping does
  * not cover the store, JOB_LOCKED when another backup is running.
@@ -147,22 +141,33 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       ...(lock === undefined ? {} : { lock }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
-    const keys = new KeyMinter(vault, masterRecipient);
+    const keys = new Encapsulator(vault, masterRecipient, snapshotId, options.observeSecrets);
     // The digest key never leaves this process: the vault stores only digests, and only the
     // newest of each cell, deleted when a key the cell needs is destroyed.
     const digestKey = signer.derive(CELL_DIGEST_KEY_LABEL);
+    let manifest: ManifestWriter | undefined;
 
     const totals = { cells: 0, reused: 0, written: 0, shredded: 0, rows: 0, bytesPlain: 0, bytesStored: 0 };
-    let pendingRows: CellEntry[] = [];
+    /** Cells left out because a key they need is destroyed, per destroyed key (logged once, summed up). */
+    const shreddedByKey = new Map<string, { cells: number; rows: number }>();
+    /** Encapsulations of earlier snapshots that reused cells still derive their keys from. */
+    const referenced = new Set<string>();
+    let pendingRows: SnapshotCell[] = [];
     let pendingDigests: CellDigestRecord[] = [];
+    // Cell rows go to the vault while the next batch is read and sealed: one batch in flight.
+    let recording: Promise<void> = Promise.resolve();
     const flushRows = async (): Promise<void> => {
-      if (pendingRows.length === 0) return;
-      // Cell rows reference their keys; the minter stores a batch's keys before returning them.
+      // Cell rows name their tuples (recorded in the same transaction, or by an earlier one,
+      // committed before this one starts) and encapsulations (stored when first drawn).
+      const tuples = keys.takeTupleFacts();
+      if (pendingRows.length === 0 && tuples.length === 0) return;
       const batch = pendingRows;
       const digests = pendingDigests;
       pendingRows = [];
       pendingDigests = [];
-      await vault.addSnapshotCells(snapshotId, batch, digests);
+      await recording;
+      recording = vault.addSnapshotCells(snapshotId, batch, digests, tuples);
+      recording.catch(() => undefined);
     };
 
     const chat = new pg.Client({ connectionString: options.chatStoreUrl, application_name: 'lethe backup' });
@@ -183,6 +188,31 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       if (source === undefined) throw new LetheError(ErrorCode.INTERNAL, 'no snapshot point returned');
 
       const ordered = [...tables].sort((a, b) => a.name.localeCompare(b.name));
+      const header: SnapshotHeader = {
+        id: snapshotId,
+        createdAt: createdAt.toISOString(),
+        previous: previous === null ? null : { id: previous.id, sha256: previous.manifestSha256 },
+        source: {
+          databaseTime: source.now.toISOString(),
+          transactionSnapshot: source.snap,
+          serverVersion: source.version,
+        },
+        granularity: options.granularity,
+        masterRecipient,
+        tables: ordered.map((t) => ({ name: t.name, class: t.class, columns: [...t.copyColumns] })),
+      };
+      // The manifest streams to the store as cells are written; the store makes it visible
+      // only when the upload completes, after the last line (the signature).
+      const key = manifestKey(snapshotId);
+      await vault.recordStoreObjects(store.description, [{ key, kind: 'manifest', snapshotId }]);
+      const writing = new ManifestWriter(header, schema);
+      manifest = writing;
+      const upload = store.put(key, writing.stream, {
+        ...(lock === undefined ? {} : { lock }),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+      upload.catch(() => undefined);
+
       for (const [index, table] of ordered.entries()) {
         throwIfAborted(options.signal, 'backup');
         const orphans = await chat.query<{ dropped: string; tenantless: string }>(
@@ -216,23 +246,42 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
           for (const outcome of outcomes) {
             if (outcome.kind === 'shredded') {
               totals.shredded += 1;
-              runLog.warn(
-                { cell: outcome.cellId, destroyedKey: outcome.destroyedKey, rows: outcome.rows },
-                'cell not backed up: a key it needs was destroyed (erased data is still in the chat store)',
-              );
+              const seen = shreddedByKey.get(outcome.destroyedKey) ?? { cells: 0, rows: 0 };
+              seen.cells += 1;
+              seen.rows += outcome.rows;
+              shreddedByKey.set(outcome.destroyedKey, seen);
               continue;
             }
-            const entry = outcome.entry;
+            const { entry, tuple } = outcome;
             totals.cells += 1;
             totals.rows += entry.rows;
             totals.bytesPlain += entry.bytesPlain;
-            if (outcome.kind === 'reused') totals.reused += 1;
-            else {
+            if (outcome.kind === 'reused') {
+              totals.reused += 1;
+              referenced.add(entry.enc);
+            } else {
               totals.written += 1;
               totals.bytesStored += entry.length;
               pendingDigests.push({ table: entry.table, id: entry.id, key: entry.key, pack: entry.pack, offset: entry.offset, digest: outcome.digest });
             }
-            pendingRows.push(entry);
+            await writing.cell(entry);
+            pendingRows.push({
+              id: entry.id,
+              table: entry.table,
+              tenant: tuple.tenant,
+              class: tuple.class,
+              period: tuple.period,
+              author: tuple.author,
+              key: entry.key,
+              encapsulation: entry.enc,
+              pack: entry.pack,
+              offset: entry.offset,
+              length: entry.length,
+              sha256: entry.sha256,
+              rows: entry.rows,
+              bytesPlain: entry.bytesPlain,
+              reused: entry.reused,
+            });
             if (pendingRows.length >= CELL_ROWS_BATCH) await flushRows();
             if (totals.cells % 500 === 0) {
               options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
@@ -250,38 +299,30 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
         runLog.info({ table: table.name, cells: totals.cells }, 'table done');
       }
+      await chat.query('COMMIT');
       const packsWritten = await packs.close();
       await flushRows();
-      await chat.query('COMMIT');
+      await recording;
+      for (const [destroyedKey, seen] of shreddedByKey) {
+        runLog.warn({ destroyedKey, cells: seen.cells, rows: seen.rows }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
+      }
 
-      const keyFile = await writeKeyFile({ vault, store, snapshotId, ...(lock === undefined ? {} : { lock }) });
-      const header: SnapshotHeader = {
-        id: snapshotId,
-        createdAt: createdAt.toISOString(),
-        completedAt: now().toISOString(),
-        previous: previous === null ? null : { id: previous.id, sha256: previous.manifestSha256 },
-        source: {
-          databaseTime: source.now.toISOString(),
-          transactionSnapshot: source.snap,
-          serverVersion: source.version,
-        },
-        granularity: options.granularity,
-        masterRecipient,
-        tables: ordered.map((t) => ({ name: t.name, class: t.class, columns: [...t.copyColumns] })),
-      };
-      const key = manifestKey(snapshotId);
-      await vault.recordStoreObjects(store.description, [{ key, kind: 'manifest', snapshotId }]);
-      const written = await store.put(
-        key,
-        manifestLines({
-          header,
-          schema,
-          keyFiles: await vault.keyFilesForSnapshot(snapshotId, store.description),
-          cells: manifestCells(vault, snapshotId),
-          sign: (message) => ({ keyId: signer.id, value: signer.sign(message) }),
-        }),
-        lock === undefined ? {} : { lock },
-      );
+      // Every encapsulation a cell's key derives from: this run's, and earlier snapshots'
+      // for the cells it references.
+      const created = keys.created();
+      const ownIds = new Set(created.map((e) => e.id));
+      const earlier = await vault.getEncapsulations([...referenced].filter((id) => !ownIds.has(id)));
+      const encapsulations: EncapsulationEntry[] = [
+        ...created.map((e) => ({ id: e.id, tenant: e.tenant, kem: 'x25519' as const, ephemeral: Buffer.from(e.ephemeral).toString('hex') })),
+        ...[...earlier.values()].map((e) => ({ id: e.id, tenant: e.tenant, kem: e.kem, ephemeral: Buffer.from(e.ephemeral).toString('hex') })),
+      ].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      const lost = [...referenced].filter((id) => !ownIds.has(id) && !earlier.has(id));
+      if (lost.length > 0) {
+        throw new LetheError(ErrorCode.VAULT, `encapsulation(s) ${lost.slice(0, 3).join(', ')} that reused cells derive their keys from are missing from the vault`);
+      }
+      keys.forget();
+      writing.finish(encapsulations, now(), (message) => ({ keyId: signer.id, value: signer.sign(message) }));
+      const written = await upload;
       const durationMs = Date.now() - started;
       const result: BackupResult = {
         snapshotId,
@@ -294,14 +335,15 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         bytesPlain: totals.bytesPlain,
         bytesStored: totals.bytesStored,
         packs: packsWritten.length,
-        keysCreated: keys.created,
+        keysCreated: keys.dimensionKeysCreated,
+        encapsulations: created.length,
         manifest: key,
         durationMs,
       };
       await vault.completeSnapshot(snapshotId, {
         manifestKey: key,
         manifestSha256: written.sha256,
-        stats: { ...result, keyFile, store: store.description },
+        stats: { ...result, manifestBytes: written.size, store: store.description },
       });
       await vault.appendAudit({
         actor: options.actor,
@@ -313,6 +355,8 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       runLog.info(result, 'backup complete');
       return result;
     } catch (err) {
+      keys.forget();
+      manifest?.abort(err instanceof Error ? err : new Error(String(err)));
       await packs.abort();
       // No ROLLBACK: a COPY may still be streaming on this connection, and a query queued
       // behind it would wait forever. Closing the connection (finally) ends the read-only

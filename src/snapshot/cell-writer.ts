@@ -1,26 +1,26 @@
-import { createCellDigest, encryptBytes, encryptStream, equalConstantTime, type CellDigest } from '../crypto/index.ts';
+import { createHmac } from 'node:crypto';
 import { cellId, cellKeyId, type CellRows, type CellTuple } from '../cells/index.ts';
-import type { KeyMinter } from '../keys/index.ts';
+import { cellKey, equalConstantTime, seal, sealStream } from '../crypto/index.ts';
+import type { Encapsulator, TupleKey } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
 import type { PackWriter } from './pack-writer.ts';
 
 /** What the writer knows of the previous snapshot's copy of a cell. */
 export interface PreviousCell {
   readonly key: string;
+  readonly encapsulation: string;
   /** The keyed digest of that copy's plaintext; null when the vault no longer has it. */
   readonly digest: string | null;
   readonly pack: string;
   readonly offset: number;
   readonly length: number;
   readonly sha256: string;
-  readonly rows: number;
-  readonly bytesPlain: number;
 }
 
 export type CellOutcome =
   /** `digest`: the keyed digest of the plaintext, for the vault only (never the manifest). */
-  | { readonly kind: 'written'; readonly entry: CellEntry; readonly digest: string }
-  | { readonly kind: 'reused'; readonly entry: CellEntry }
+  | { readonly kind: 'written'; readonly entry: CellEntry; readonly tuple: CellTuple; readonly digest: string }
+  | { readonly kind: 'reused'; readonly entry: CellEntry; readonly tuple: CellTuple }
   | { readonly kind: 'shredded'; readonly cellId: string; readonly destroyedKey: string; readonly rows: number };
 
 /**
@@ -35,7 +35,7 @@ export interface CellWriterOptions {
   readonly table: string;
   readonly columns: readonly string[];
   readonly packs: PackWriter;
-  readonly keys: KeyMinter;
+  readonly keys: Encapsulator;
   /** The backup's digest key (derived from its signing key). */
   readonly digestKey: Uint8Array;
   /** The previous snapshot's copies of these cells of `table` (absent ones are new). */
@@ -49,32 +49,65 @@ export interface CellWriterOptions {
   readonly signal?: AbortSignal;
 }
 
-/** A small cell read whole: its plaintext and digest are known. */
+/** A small cell read whole: where its plaintext lies in the batch buffer. */
 interface HeldCell {
   readonly id: string;
   readonly tuple: CellTuple;
-  readonly plaintext: Buffer[];
+  readonly start: number;
+  readonly end: number;
   readonly rows: number;
-  readonly bytesPlain: number;
-  readonly digest: string;
 }
 
 const BATCH_CELLS = 1000;
 const BATCH_BYTES = 8 * 1024 * 1024;
 
 /**
+ * Grows by doubling; rows are copied in once (a row is a view into a COPY chunk that is
+ * about to be reused) and every cell of a batch is a slice of one buffer, so a batch costs
+ * a handful of allocations, not one per row.
+ */
+class BatchBuffer {
+  #buf = Buffer.allocUnsafe(1 << 20);
+  length = 0;
+
+  append(bytes: Uint8Array): void {
+    if (this.length + bytes.length > this.#buf.length) {
+      let size = this.#buf.length * 2;
+      while (size < this.length + bytes.length) size *= 2;
+      const grown = Buffer.allocUnsafe(size);
+      this.#buf.copy(grown, 0, 0, this.length);
+      this.#buf = grown;
+    }
+    this.#buf.set(bytes, this.length);
+    this.length += bytes.length;
+  }
+
+  slice(start: number, end: number): Buffer {
+    return this.#buf.subarray(start, end);
+  }
+
+  reset(): void {
+    this.length = 0;
+  }
+}
+
+/**
  * Writes one table's cells into the pack stream, or references the previous snapshot's
  * copy of a cell whose keyed digest shows it unchanged. Small cells (up to `bufferBytes`)
- * are held in a batch until their digest is known; a batch's keys and previous copies are
- * then looked up with one vault query each, by primary key, so memory holds one batch and
- * never grows with the store. A cell larger than the buffer ends the batch and streams
- * straight through age into the pack with bounded memory, always written anew.
+ * are held in a batch; a batch's tuple keys and previous copies are then looked up with one
+ * vault query each, so memory holds one batch and never grows with the store. A new cell is
+ * sealed with ChaCha20-Poly1305 under its own key, derived from its tuple key and its id
+ * (docs/format.md). A cell larger than the buffer ends the batch and streams straight
+ * through the cipher into the pack with bounded memory, always written anew.
+ *
+ * Per cell: one HMAC for the digest, one for the key, one AEAD, one SHA-256 (in the pack
+ * writer); per tuple, the tuple key (see Encapsulator).
  *
  * Outcomes come back in the order the cells were added.
  */
 export class CellWriter {
   private held: HeldCell[] = [];
-  private heldBytes = 0;
+  private readonly buffer = new BatchBuffer();
   private readonly batchCells: number;
   private readonly batchBytes: number;
   private readonly prefix: Buffer;
@@ -88,29 +121,25 @@ export class CellWriter {
   /** Reads one cell's rows; returns the outcomes of the cells this finished (maybe none). */
   async add(cell: CellRows): Promise<CellOutcome[]> {
     const id = cellId(this.options.table, cell.tuple);
-    const digest = createCellDigest(this.options.digestKey);
-    digest.update(this.prefix);
-    const plaintext: Buffer[] = [];
+    const start = this.buffer.length;
     let rows = 0;
-    let bytesPlain = 0;
     const iterator = cell.rows[Symbol.asyncIterator]();
     for (;;) {
       const next = await iterator.next();
       if (next.done === true) break;
       rows += 1;
-      bytesPlain += next.value.length;
-      digest.update(next.value);
-      // A copy: the row may be a view into a much larger chunk of the COPY stream.
-      plaintext.push(Buffer.from(next.value));
-      if (bytesPlain > this.options.bufferBytes) {
+      this.buffer.append(next.value);
+      if (this.buffer.length - start > this.options.bufferBytes) {
+        // Too large to hold: write what is held before it, then stream this one.
+        const head = Buffer.from(this.buffer.slice(start, this.buffer.length));
+        this.buffer.length = start;
         const done = await this.flush();
-        done.push(await this.writeLarge(id, cell.tuple, { plaintext, rows, bytesPlain, digest, iterator }));
+        done.push(await this.writeLarge(id, cell.tuple, { head, rows, iterator }));
         return done;
       }
     }
-    this.held.push({ id, tuple: cell.tuple, plaintext, rows, bytesPlain, digest: digest.digest() });
-    this.heldBytes += bytesPlain;
-    if (this.held.length >= this.batchCells || this.heldBytes >= this.batchBytes) return this.flush();
+    this.held.push({ id, tuple: cell.tuple, start, end: this.buffer.length, rows });
+    if (this.held.length >= this.batchCells || this.buffer.length >= this.batchBytes) return this.flush();
     return [];
   }
 
@@ -118,49 +147,61 @@ export class CellWriter {
   async flush(): Promise<CellOutcome[]> {
     const batch = this.held;
     this.held = [];
-    this.heldBytes = 0;
-    if (batch.length === 0) return [];
-    const keys = await this.options.keys.cellKeys(batch.map((c) => c.tuple));
-    const live = batch.filter((c) => {
-      const key = keys.get(cellKeyId(c.tuple));
-      return key !== undefined && !('destroyed' in key);
-    });
-    const previous = live.length === 0 ? new Map<string, PreviousCell>() : await this.options.previous(live.map((c) => c.id));
+    if (batch.length === 0) {
+      this.buffer.reset();
+      return [];
+    }
+    // Public facts first: which cells a destroyed key forbids, and the digests of the others.
+    const facts = await this.options.keys.facts(batch.map((c) => c.tuple));
+    const factsOf = (cell: HeldCell): { dimensionIds: string[] } | { destroyed: string } => {
+      const found = facts.get(cellKeyId(cell.tuple));
+      if (found === undefined) throw new Error(`no key facts were returned for cell ${cell.id}`);
+      return found;
+    };
+    const digests = new Map<string, string>();
+    for (const cell of batch) {
+      if ('destroyed' in factsOf(cell)) continue;
+      digests.set(cell.id, createHmac('sha256', this.options.digestKey).update(this.prefix).update(this.buffer.slice(cell.start, cell.end)).digest('hex'));
+    }
+    const previous = digests.size === 0 ? new Map<string, PreviousCell>() : await this.options.previous([...digests.keys()]);
+    const unchanged = (cell: HeldCell): PreviousCell | undefined => {
+      const prior = previous.get(cell.id);
+      const digest = digests.get(cell.id);
+      return prior?.digest != null && digest !== undefined && prior.key === cellKeyId(cell.tuple) && equalConstantTime(prior.digest, digest) ? prior : undefined;
+    };
+    // Only cells that changed need a key: an unchanged one keeps the encapsulation it was written under.
+    const changed = batch.filter((c) => !('destroyed' in factsOf(c)) && unchanged(c) === undefined);
+    const keys = changed.length === 0 ? new Map<string, TupleKey>() : await this.options.keys.tupleKeys(changed.map((c) => c.tuple));
     const outcomes: CellOutcome[] = [];
     for (const cell of batch) {
-      const key = keys.get(cellKeyId(cell.tuple));
-      if (key === undefined) throw new Error(`no key was returned for cell ${cell.id}`);
-      if ('destroyed' in key) {
-        outcomes.push({ kind: 'shredded', cellId: cell.id, destroyedKey: key.destroyed, rows: cell.rows });
+      const fact = factsOf(cell);
+      if ('destroyed' in fact) {
+        outcomes.push({ kind: 'shredded', cellId: cell.id, destroyedKey: fact.destroyed, rows: cell.rows });
         continue;
       }
-      const base = this.base(cell.id, cell.tuple, key.keyId);
-      const prior = previous.get(cell.id);
-      if (prior?.digest != null && prior.key === key.keyId && equalConstantTime(prior.digest, cell.digest)) {
+      const bytesPlain = cell.end - cell.start;
+      const keyId = cellKeyId(cell.tuple);
+      const prior = unchanged(cell);
+      if (prior !== undefined) {
         outcomes.push({
           kind: 'reused',
-          entry: {
-            ...base,
-            pack: prior.pack,
-            offset: prior.offset,
-            length: prior.length,
-            sha256: prior.sha256,
-            rows: cell.rows,
-            bytesPlain: cell.bytesPlain,
-            reused: true,
-          },
+          tuple: cell.tuple,
+          entry: this.entry(cell.id, cell.tuple, keyId, fact.dimensionIds, prior.encapsulation, prior, cell.rows, bytesPlain, true),
         });
         continue;
       }
-      const ciphertext = await encryptBytes(Buffer.concat(cell.plaintext), [key.recipient]);
-      cell.plaintext.length = 0;
-      const location = await this.options.packs.writeCell(ciphertext);
+      const key = keys.get(keyId);
+      if (key === undefined || 'destroyed' in key) throw new Error(`no tuple key was returned for cell ${cell.id}`);
+      const sealed = seal(cellKey(key.prk, cell.id), this.buffer.slice(cell.start, cell.end));
+      const location = await this.options.packs.writeCell(sealed);
       outcomes.push({
         kind: 'written',
-        entry: { ...base, ...location, rows: cell.rows, bytesPlain: cell.bytesPlain, reused: false },
-        digest: cell.digest,
+        tuple: cell.tuple,
+        digest: digests.get(cell.id) as string,
+        entry: this.entry(cell.id, cell.tuple, keyId, key.dimensionIds, key.encapsulation, location, cell.rows, bytesPlain, false),
       });
     }
+    this.buffer.reset();
     return outcomes;
   }
 
@@ -168,13 +209,12 @@ export class CellWriter {
   private async writeLarge(
     id: string,
     tuple: CellTuple,
-    read: { plaintext: Buffer[]; rows: number; bytesPlain: number; digest: CellDigest; iterator: AsyncIterator<Buffer> },
+    read: { head: Buffer; rows: number; iterator: AsyncIterator<Buffer> },
   ): Promise<CellOutcome> {
-    const key = await this.options.keys.cellKey(tuple);
-    const counted = { rows: read.rows, bytesPlain: read.bytesPlain };
-    const { iterator, digest } = read;
+    const key = await this.options.keys.tupleKey(tuple);
+    const counted = { rows: read.rows, bytesPlain: read.head.length };
+    const { iterator } = read;
     if ('destroyed' in key) {
-      read.plaintext.length = 0;
       for (;;) {
         const next = await iterator.next();
         if (next.done === true) break;
@@ -182,8 +222,9 @@ export class CellWriter {
       }
       return { kind: 'shredded', cellId: id, destroyedKey: key.destroyed, rows: counted.rows };
     }
+    const digest = createHmac('sha256', this.options.digestKey).update(this.prefix).update(read.head);
     async function* plaintext(): AsyncGenerator<Uint8Array> {
-      for (const chunk of read.plaintext.splice(0)) yield chunk;
+      yield read.head;
       for (;;) {
         const next = await iterator.next();
         if (next.done === true) return;
@@ -193,31 +234,40 @@ export class CellWriter {
         yield next.value;
       }
     }
-    const location = await this.options.packs.writeCell(
-      encryptStream(plaintext(), [key.recipient], this.options.signal === undefined ? {} : { signal: this.options.signal }),
-    );
+    const location = await this.options.packs.writeCell(sealStream(cellKey(key.prk, id), plaintext()));
     return {
       kind: 'written',
-      entry: {
-        ...this.base(id, tuple, key.keyId),
-        ...location,
-        rows: counted.rows,
-        bytesPlain: counted.bytesPlain,
-        reused: false,
-      },
-      digest: digest.digest(),
+      tuple,
+      digest: digest.digest('hex'),
+      entry: this.entry(id, tuple, key.keyId, key.dimensionIds, key.encapsulation, location, counted.rows, counted.bytesPlain, false),
     };
   }
 
-  private base(id: string, tuple: CellTuple, keyId: string): Pick<CellEntry, 'id' | 'table' | 'tenant' | 'class' | 'period' | 'author' | 'key'> {
+  private entry(
+    id: string,
+    tuple: CellTuple,
+    keyId: string,
+    dims: readonly string[],
+    encapsulation: string,
+    location: { pack: string; offset: number; length: number; sha256: string },
+    rows: number,
+    bytesPlain: number,
+    reused: boolean,
+  ): CellEntry {
     return {
       id,
       table: this.options.table,
       tenant: tuple.tenant,
-      class: tuple.class,
-      period: tuple.period,
-      author: tuple.author,
       key: keyId,
+      dims: [...dims],
+      enc: encapsulation,
+      pack: location.pack,
+      offset: location.offset,
+      length: location.length,
+      sha256: location.sha256,
+      rows,
+      bytesPlain,
+      reused,
     };
   }
 }

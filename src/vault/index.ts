@@ -31,7 +31,7 @@ export {
   type SnapshotStatus,
 } from './snapshots.ts';
 export type { CellDigestRecord, CellOrder, PreviousCellRecord, SnapshotCell } from './snapshot-cells.ts';
-export type { KeyFileRef, UnstoredCellKey } from './key-files.ts';
+export type { Encapsulation } from './encapsulations.ts';
 export type { Verification, VerificationInput } from './verifications.ts';
 export type { AffectedSnapshot, KeyDestruction, RecordedDestruction } from './destructions.ts';
 export { newEraseRequestId, type NewEraseRequest, type StoredEraseRequest } from './erase-requests.ts';

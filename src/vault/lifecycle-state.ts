@@ -101,13 +101,23 @@ export async function lifecycleCellKeys(ctx: VaultContext): Promise<LifecycleCel
   }));
 }
 
-/** Every re-wrap for a case (without the wrapped bytes), by case then key. */
+/**
+ * Every tuple kept for a case (without the wrapped bytes), by case then key: a tuple counts
+ * as kept only when every encapsulation its cells were written under (in any snapshot) has
+ * its held wrapping, so cells written after an earlier re-wrap are re-wrapped too.
+ */
 export async function lifecycleHeldCellKeys(ctx: VaultContext): Promise<LifecycleHeldCellKey[]> {
   const { rows } = await query<{ case_id: string; key_id: string; dimension_ids: string[] }>(
     ctx.pool,
     'reading held cell keys for lifecycle planning',
-    `SELECT case_id, key_id, dimension_ids FROM ${t(ctx, 'held_cell_keys')}
-      ORDER BY case_id COLLATE "C", key_id COLLATE "C"`,
+    `WITH kept AS (
+       SELECT case_id, key_id, min(dimension_ids) AS dimension_ids, array_agg(encapsulation) AS encs
+         FROM ${t(ctx, 'held_cell_keys')} GROUP BY case_id, key_id)
+     SELECT k.case_id, k.key_id, k.dimension_ids FROM kept k
+      WHERE NOT EXISTS (SELECT 1 FROM ${t(ctx, 'snapshot_cells')} c
+                          JOIN ${t(ctx, 'snapshots')} s ON s.id = c.snapshot_id AND s.status IN ('complete', 'expired')
+                         WHERE c.key_id = k.key_id AND c.encapsulation <> ALL (k.encs))
+      ORDER BY k.case_id COLLATE "C", k.key_id COLLATE "C"`,
   );
   return rows.map((r) => ({ caseId: r.case_id, keyId: r.key_id, dimensionIds: r.dimension_ids }));
 }
@@ -145,32 +155,6 @@ export async function lifecyclePackRefs(ctx: VaultContext): Promise<LifecycleObj
        FROM ${t(ctx, 'snapshot_cells')} GROUP BY pack ORDER BY pack COLLATE "C"`,
   );
   return rows.map((r) => ({ key: r.pack, snapshots: sorted(r.snapshots), tenants: sorted(r.tenants) }));
-}
-
-/**
- * Per key file (in any store: a copy of a store holds the same keys): the snapshots that
- * need one of its keys (those with a cell using it, plus the snapshot that wrote it) and
- * the tenants of its keys.
- */
-export async function lifecycleKeyFileRefs(ctx: VaultContext): Promise<LifecycleObjectRefs[]> {
-  const { rows } = await query<{ key: string; snapshots: string[]; tenants: string[] }>(
-    ctx.pool,
-    'reading key file references for lifecycle planning',
-    `SELECT f.key,
-            coalesce(array_agg(DISTINCT c.snapshot_id) FILTER (WHERE c.snapshot_id IS NOT NULL), '{}')
-              || f.snapshot_id AS snapshots,
-            coalesce(array_agg(DISTINCT coalesce(k.tenant, '')) FILTER (WHERE k.id IS NOT NULL), '{}') AS tenants
-       FROM ${t(ctx, 'key_files')} f
-       LEFT JOIN ${t(ctx, 'key_file_entries')} e ON e.store = f.store AND e.key_file = f.key
-       LEFT JOIN ${t(ctx, 'cell_keys')} k ON k.id = e.key_id
-       LEFT JOIN ${t(ctx, 'snapshot_cells')} c ON c.key_id = e.key_id
-      GROUP BY f.key, f.snapshot_id ORDER BY f.key COLLATE "C"`,
-  );
-  return rows.map((r) => ({
-    key: r.key,
-    snapshots: sorted([...new Set(r.snapshots)]),
-    tenants: sorted(r.tenants),
-  }));
 }
 
 function sorted(xs: readonly string[]): string[] {

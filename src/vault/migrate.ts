@@ -81,11 +81,16 @@ async function migrateLocked(
   }
   const applied: number[] = [];
   for (const migration of pending(done)) {
-    await query(
-      client,
-      `${doing}: migration ${migration.version} (${migration.name})`,
-      migration.sql,
-    );
+    try {
+      await client.query(migration.sql);
+    } catch (err) {
+      // A migration that refuses the vault (object_not_in_prerequisite_state) says why and
+      // what to do in its message and hint: that is the operator's error, not a crash.
+      if (err instanceof pg.DatabaseError && err.code === '55000') {
+        throw new LetheError(ErrorCode.VAULT, `${err.message}: ${err.hint ?? 'see the README'}`, { details: { schema, migration: migration.version } });
+      }
+      throw wrapForeign(ErrorCode.DATABASE, `${doing}: migration ${migration.version} (${migration.name})`, err);
+    }
     await query(client, doing, `INSERT INTO ${migrationsTable} (version, name) VALUES ($1, $2)`, [
       migration.version,
       migration.name,

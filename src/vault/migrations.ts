@@ -334,12 +334,69 @@ SELECT st.store, a.subject, 'vault-backup'
 ON CONFLICT DO NOTHING;
 `;
 
+const encapsulation = `
+-- Cell keys are no longer stored: each snapshot draws one ephemeral X25519 key per tenant
+-- (an encapsulation), and a cell's key is derived from the shared secrets of that key with
+-- each of its dimension keys (docs/format.md). A vault of the first format holds one
+-- AND-wrapped key per cell and dimension keys in another form; this lethe cannot read it.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM dimension_keys) OR EXISTS (SELECT 1 FROM snapshots) THEN
+    RAISE EXCEPTION USING
+      ERRCODE = 'object_not_in_prerequisite_state',
+      MESSAGE = 'this vault was written by a lethe that stored one AND-wrapped key per cell (vault format 1); '
+        || 'this lethe derives cell keys from one key encapsulation per snapshot and tenant (format 2) and cannot read it',
+      HINT = 'keep the lethe that wrote this vault to read its snapshots until they expire; give this version a new vault '
+        || '(another vault.schema or vault.database) and a new storage prefix, then run lethe init';
+  END IF;
+END
+$$;
+UPDATE meta SET value = '2'::jsonb WHERE key = 'format_version';
+
+-- cell_keys keeps only the facts of each tuple: which dimension keys its cells need.
+ALTER TABLE cell_keys DROP COLUMN recipient, DROP COLUMN wrapped_identity;
+DROP TABLE key_file_entries;
+DROP TABLE key_files;
+
+-- One per (snapshot, tenant) that wrote cells, and one per (hold re-wrap run, tenant): the
+-- ephemeral public key E. Its private half is never stored anywhere.
+CREATE TABLE encapsulations (
+  id          text PRIMARY KEY CHECK (id <> ''),
+  purpose     text NOT NULL CHECK (purpose IN ('snapshot', 'hold')),
+  snapshot_id text REFERENCES snapshots (id) ON DELETE CASCADE,
+  tenant      text,
+  kem         text NOT NULL CHECK (kem = 'x25519'),
+  ephemeral   bytea NOT NULL CHECK (length(ephemeral) = 32),
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  CONSTRAINT encapsulations_snapshot CHECK ((purpose = 'snapshot') = (snapshot_id IS NOT NULL))
+);
+
+ALTER TABLE snapshot_cells ADD COLUMN encapsulation text NOT NULL REFERENCES encapsulations (id);
+
+-- A legal hold keeps a tuple key (one per tuple and encapsulation) readable after a period
+-- key goes: the tuple key, sealed under a key derived from a hold re-encapsulation to the
+-- case key and the tuple's other dimension keys.
+DROP TABLE held_cell_keys;
+CREATE TABLE held_cell_keys (
+  case_id         text NOT NULL,
+  key_id          text NOT NULL REFERENCES cell_keys (id),
+  encapsulation   text NOT NULL REFERENCES encapsulations (id) ON DELETE CASCADE,
+  rewrap          text NOT NULL REFERENCES encapsulations (id),
+  dimension_ids   text[] NOT NULL CHECK (cardinality(dimension_ids) > 0),
+  wrapped         bytea NOT NULL CHECK (length(wrapped) = 48),
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (case_id, key_id, encapsulation)
+);
+CREATE INDEX held_cell_keys_by_key ON held_cell_keys (key_id);
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
   { version: 2, name: 'key files', sql: keyFiles },
   { version: 3, name: 'lifecycle: holds, erasure, destructions', sql: lifecycle },
   { version: 4, name: 'trust: public signing keys only, digests that die with their keys, recorded objects', sql: trust },
+  { version: 5, name: 'one key encapsulation per snapshot and tenant', sql: encapsulation },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -12,8 +12,8 @@ export interface VaultTables {
   readonly meta: string;
   readonly dimensionKeys: string;
   readonly cellKeys: string;
-  readonly keyFiles: string;
-  readonly keyFileEntries: string;
+  readonly encapsulations: string;
+  readonly heldCellKeys: string;
   readonly cellDigests: string;
   readonly storeObjects: string;
   readonly signingKeys: string;
@@ -47,8 +47,8 @@ export function vaultTables(schema: string): VaultTables {
     meta: `${s}.meta`,
     dimensionKeys: `${s}.dimension_keys`,
     cellKeys: `${s}.cell_keys`,
-    keyFiles: `${s}.key_files`,
-    keyFileEntries: `${s}.key_file_entries`,
+    encapsulations: `${s}.encapsulations`,
+    heldCellKeys: `${s}.held_cell_keys`,
     cellDigests: `${s}.cell_digests`,
     storeObjects: `${s}.store_objects`,
     signingKeys: `${s}.signing_keys`,

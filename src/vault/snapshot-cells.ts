@@ -1,4 +1,5 @@
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { insertCellKeys, type CellKey } from './cell-keys.ts';
 import { chunks, inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
 
 /**
@@ -14,8 +15,10 @@ export interface SnapshotCell {
   readonly class: string;
   readonly period: string | null;
   readonly author: string | null;
-  /** The cell key (cell_keys.id) the ciphertext is encrypted to. */
+  /** The tuple (cell_keys.id) whose dimension keys the cell needs. */
   readonly key: string;
+  /** The key encapsulation the ciphertext was written under (its snapshot's, for a reused cell). */
+  readonly encapsulation: string;
   /** Pack object id, and the age file's byte range in it. */
   readonly pack: string;
   readonly offset: number;
@@ -36,6 +39,7 @@ interface CellRow {
   period: string | null;
   author: string | null;
   key_id: string;
+  encapsulation: string;
   pack: string;
   pack_offset: string;
   pack_length: string;
@@ -46,7 +50,7 @@ interface CellRow {
 }
 
 const COLUMNS =
-  'table_name, cell_id, tenant, data_class, period, author, key_id, pack, pack_offset, ' +
+  'table_name, cell_id, tenant, data_class, period, author, key_id, encapsulation, pack, pack_offset, ' +
   'pack_length, sha256, row_count, bytes_plain, reused';
 
 /**
@@ -71,7 +75,8 @@ const PAGE_ROWS = 5000;
 
 /**
  * Adds cells to a running snapshot, in multi-row batches inside one transaction, with the
- * digests of the cells it wrote anew (replacing the digests of their older copies). The
+ * facts of the tuples they name that are not recorded yet (`cellKeys`) and the digests of
+ * the cells it wrote anew (replacing the digests of their older copies). The
  * snapshot row is share-locked meanwhile, so a concurrent abandon cannot leave these rows
  * behind. Throws SNAPSHOT_NOT_FOUND for an unknown snapshot, VAULT when it is not running,
  * DATABASE for a duplicate (table, cell) or an unknown key id.
@@ -81,10 +86,16 @@ export async function addSnapshotCells(
   snapshotId: string,
   cells: readonly SnapshotCell[],
   digests: readonly CellDigestRecord[] = [],
+  cellKeys: readonly CellKey[] = [],
 ): Promise<void> {
-  if (cells.length === 0) return;
+  if (cells.length === 0 && cellKeys.length === 0) return;
   const doing = `recording cells of snapshot ${snapshotId}`;
   await inTransaction(ctx.pool, doing, async (client) => {
+    // Not waiting for the WAL flush here is safe: completeSnapshot's commit is synchronous
+    // and flushes the WAL up to it, these rows included; a crash before it loses rows of a
+    // snapshot that is then abandoned anyway.
+    await query(client, doing, 'SET LOCAL synchronous_commit = off');
+    await insertCellKeys(ctx, cellKeys, client);
     const { rows } = await query<{ status: string }>(
       client,
       doing,
@@ -107,8 +118,8 @@ export async function addSnapshotCells(
         doing,
         `INSERT INTO ${ctx.t.snapshotCells} (snapshot_id, ${COLUMNS})
          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[],
-                                  $12::text[], $13::int8[], $14::int8[], $15::boolean[])`,
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[],
+                                  $13::text[], $14::int8[], $15::int8[], $16::boolean[])`,
         [
           snapshotId,
           batch.map((c) => c.table),
@@ -118,6 +129,7 @@ export async function addSnapshotCells(
           batch.map((c) => c.period),
           batch.map((c) => c.author),
           batch.map((c) => c.key),
+          batch.map((c) => c.encapsulation),
           batch.map((c) => c.pack),
           batch.map((c) => c.offset),
           batch.map((c) => c.length),
@@ -222,6 +234,26 @@ export async function getPreviousCells(
 }
 
 /**
+ * The encapsulations the cells of each tuple in `keyIds` were written under, in complete
+ * and expired snapshots (what a legal hold must keep readable), by cell key id.
+ */
+export async function encapsulationsOfKeys(ctx: VaultContext, keyIds: readonly string[]): Promise<Map<string, string[]>> {
+  const found = new Map<string, string[]>();
+  for (const batch of chunks([...new Set(keyIds)])) {
+    const { rows } = await query<{ key_id: string; encapsulation: string }>(
+      ctx.pool,
+      'reading the encapsulations of held tuples',
+      `SELECT DISTINCT c.key_id, c.encapsulation FROM ${ctx.t.snapshotCells} c
+         JOIN ${ctx.t.snapshots} s ON s.id = c.snapshot_id AND s.status IN ('complete', 'expired')
+        WHERE c.key_id = ANY($1::text[]) ORDER BY 1, 2`,
+      [batch],
+    );
+    for (const r of rows) found.set(r.key_id, [...(found.get(r.key_id) ?? []), r.encapsulation]);
+  }
+  return found;
+}
+
+/**
  * Cell orders: `pack` walks each pack front to back; `table` groups a table's cells (by
  * cell id, in byte order), which is how restore loads them, one COPY per table.
  */
@@ -294,6 +326,7 @@ function toCell(row: CellRow): SnapshotCell {
     period: row.period,
     author: row.author,
     key: row.key_id,
+    encapsulation: row.encapsulation,
     pack: row.pack,
     offset: toSafeInt(row.pack_offset, `pack offset of cell ${row.cell_id}`),
     length: toSafeInt(row.pack_length, `length of cell ${row.cell_id}`),

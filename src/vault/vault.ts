@@ -4,7 +4,8 @@ import type { AuditAnchor, AuditChainReport } from './audit-chain-check.ts';
 import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
 import { appendAudit, auditHead, iterateAudit, verifyAuditChain } from './audit-log.ts';
-import { getCellKeyRecipients, getCellKeys, insertCellKeys, listCellKeyRecipients, type CellKey } from './cell-keys.ts';
+import { getCellKeys, insertCellKeys, type CellKey } from './cell-keys.ts';
+import { getEncapsulations, insertEncapsulations, type Encapsulation } from './encapsulations.ts';
 import { query, vaultContext, type VaultContext } from './db.ts';
 import { inspectVaultDurability, type DurabilityFinding } from './durability.ts';
 import {
@@ -34,6 +35,7 @@ import { forgetStoreObjects, recordStoreObjects, storeObjects, type StoreObject 
 import {
   addSnapshotCells,
   cellIndexForTable,
+  encapsulationsOfKeys,
   getPreviousCells,
   getSnapshotCells,
   iterateSnapshotCells,
@@ -42,13 +44,6 @@ import {
   type PreviousCellRecord,
   type SnapshotCell,
 } from './snapshot-cells.ts';
-import {
-  iterateUnstoredCellKeys,
-  keyFilesForSnapshot,
-  recordKeyFile,
-  type KeyFileRef,
-  type UnstoredCellKey,
-} from './key-files.ts';
 import {
   abandonSnapshot,
   abandonStaleSnapshots,
@@ -105,7 +100,6 @@ import {
   type LifecycleKeyUsage,
   lifecycleDimensionKeys,
   lifecycleHeldCellKeys,
-  lifecycleKeyFileRefs,
   lifecyclePackRefs,
   lifecycleSnapshots,
   type LifecycleCellKey,
@@ -116,7 +110,7 @@ import {
 } from './lifecycle-state.ts';
 
 /** The vault's data format this build understands (meta `format_version`). */
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
 
 /**
  * lethe's key vault: a PostgreSQL schema holding wrapped keys, the snapshot catalogue,
@@ -265,26 +259,26 @@ export class Vault {
     return destroyDimensionKeys(this.#ctx, ids);
   }
 
-  // --- cell, digest and signing keys --------------------------------------------------
+  // --- tuples and encapsulations (no key material) ------------------------------------
 
-  /** The cell keys that exist among `ids`. */
+  /** The facts of the tuples that exist among `ids`. */
   getCellKeys(ids: readonly string[]): Promise<Map<string, CellKey>> {
     return getCellKeys(this.#ctx, ids);
   }
 
-  /** Inserts missing cell keys; every id maps to the stored (winning) recipient. */
-  insertCellKeys(keys: readonly CellKey[]): Promise<Map<string, string>> {
+  /** Records tuples not recorded yet. */
+  insertCellKeys(keys: readonly CellKey[]): Promise<void> {
     return insertCellKeys(this.#ctx, keys);
   }
 
-  /** The recipient of each of `ids` that exists, by id (one query per 2,000 ids). */
-  getCellKeyRecipients(ids: readonly string[]): Promise<Map<string, string>> {
-    return getCellKeyRecipients(this.#ctx, ids);
+  /** Stores new key encapsulations (public halves). */
+  insertEncapsulations(encapsulations: readonly Encapsulation[]): Promise<void> {
+    return insertEncapsulations(this.#ctx, encapsulations);
   }
 
-  /** Recipients of every cell key of one data class, by id. */
-  listCellKeyRecipients(dataClass: string): Promise<Map<string, string>> {
-    return listCellKeyRecipients(this.#ctx, dataClass);
+  /** The encapsulations that exist among `ids`. */
+  getEncapsulations(ids: readonly string[]): Promise<Map<string, Encapsulation>> {
+    return getEncapsulations(this.#ctx, ids);
   }
 
   // --- signing keys (public halves only) ----------------------------------------------
@@ -342,8 +336,13 @@ export class Vault {
   }
 
   /** Adds cells to a running snapshot, and the digests of those it wrote (batched, one transaction). */
-  addSnapshotCells(snapshotId: string, cells: readonly SnapshotCell[], digests: readonly CellDigestRecord[] = []): Promise<void> {
-    return addSnapshotCells(this.#ctx, snapshotId, cells, digests);
+  addSnapshotCells(
+    snapshotId: string,
+    cells: readonly SnapshotCell[],
+    digests: readonly CellDigestRecord[] = [],
+    cellKeys: readonly CellKey[] = [],
+  ): Promise<void> {
+    return addSnapshotCells(this.#ctx, snapshotId, cells, digests, cellKeys);
   }
 
   /** running → complete in one statement; throws when not running. */
@@ -401,6 +400,11 @@ export class Vault {
     return getPreviousCells(this.#ctx, snapshotId, tableName, cellIds);
   }
 
+  /** The encapsulations each tuple's cells were written under (complete and expired snapshots). */
+  encapsulationsOfKeys(keyIds: readonly string[]): Promise<Map<string, string[]>> {
+    return encapsulationsOfKeys(this.#ctx, keyIds);
+  }
+
   /** One table's cells of a snapshot, by cell id. */
   cellIndexForTable(snapshotId: string, tableName: string): Promise<Map<string, SnapshotCell>> {
     return cellIndexForTable(this.#ctx, snapshotId, tableName);
@@ -412,23 +416,6 @@ export class Vault {
     options: { pageRows?: number; signal?: AbortSignal; order?: CellOrder } = {},
   ): AsyncGenerator<SnapshotCell> {
     return iterateSnapshotCells(this.#ctx, snapshotId, options);
-  }
-
-  // --- key files ----------------------------------------------------------------------
-
-  /** Cell keys a snapshot uses that no key file in `store` holds yet, by id, a page at a time. */
-  iterateUnstoredCellKeys(snapshotId: string, store: string): AsyncGenerator<UnstoredCellKey> {
-    return iterateUnstoredCellKeys(this.#ctx, snapshotId, store);
-  }
-
-  /** Records a stored key file and the keys it holds. */
-  recordKeyFile(file: { store: string; key: string; sha256: string; snapshotId: string; keyIds: readonly string[] }): Promise<void> {
-    return recordKeyFile(this.#ctx, file);
-  }
-
-  /** The key files holding the keys a snapshot's cells use. */
-  keyFilesForSnapshot(snapshotId: string, store: string): Promise<KeyFileRef[]> {
-    return keyFilesForSnapshot(this.#ctx, snapshotId, store);
   }
 
   // --- verifications ------------------------------------------------------------------
@@ -510,11 +497,6 @@ export class Vault {
   /** Per pack: the snapshots (any status) and tenants with cells in it. */
   lifecyclePackRefs(): Promise<LifecycleObjectRefs[]> {
     return lifecyclePackRefs(this.#ctx);
-  }
-
-  /** Per key file (any store): the snapshots that need one of its keys and its keys' tenants. */
-  lifecycleKeyFileRefs(): Promise<LifecycleObjectRefs[]> {
-    return lifecycleKeyFileRefs(this.#ctx);
   }
 
   // --- lifecycle: destructions, holds, deletion requests ------------------------------

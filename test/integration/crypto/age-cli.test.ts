@@ -4,19 +4,23 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import {
-  andWrap,
   decryptBytes,
   decryptStream,
   encryptBytes,
   encryptStream,
   FastX25519Identity,
   generateKeyPair,
+  generateRawKeyPair,
+  newEphemeral,
+  publicKeyOf,
   readMasterKeyFile,
   recipientOf,
+  sharedSecret,
   writeMasterKeyFile,
+  x25519PrivateKeyPem,
 } from '../../../src/crypto/index.ts';
 import { chunked, collect, expectSameBytes, letheError } from '../../unit/crypto/support.ts';
-import { identityFile, pipeline, privateTempDir, run } from './age-cli.ts';
+import { identityFile, privateTempDir, run } from './age-cli.ts';
 
 const SIZES = [0, 1, 1000, 65535, 65536, 65537, 131072, 1024 * 1024 + 7];
 
@@ -121,45 +125,32 @@ describe('keys', () => {
   });
 });
 
-describe('AND-wrap and the age CLI', () => {
-  it.each([1, 3])('a %i-layer AND-wrap opens with a piped age -d chain', async (layers) => {
-    const keys = Array.from({ length: layers }, generateKeyPair);
-    const cell = generateKeyPair();
-    const wrapped = await andWrap(
-      cell.identity,
-      keys.map((k) => k.recipient),
-    );
-    const outermostFirst = [...keys].reverse();
-    const paths = await Promise.all(
-      outermostFirst.map((k, i) => identityFile(dir, `layer${i}.key`, k.identity)),
-    );
-    // age -d -i outer.key | age -d -i mid.key | age -d -i inner.key > cell.key
-    const cellKey = await pipeline(
-      paths.map((path) => ['age', ['-d', '-i', path]] as const),
-      wrapped,
-    );
-    expect(cellKey.toString()).toBe(`${cell.identity}\n`);
-    const cellKeyPath = join(dir, 'cell.key');
-    await writeFile(cellKeyPath, cellKey, { mode: 0o600 });
-    const data = await encryptBytes(Buffer.from('a cell of messages'), [cell.recipient]);
-    expect((await run('age', ['-d', '-i', cellKeyPath], data)).toString()).toBe(
-      'a cell of messages',
-    );
+/** The SubjectPublicKeyInfo PEM of a raw X25519 public key, as a DR script builds it from the manifest's hex. */
+function publicKeyPem(raw: Uint8Array): string {
+  const der = Buffer.concat([Buffer.from('302a300506032b656e032100', 'hex'), raw]);
+  return `-----BEGIN PUBLIC KEY-----\n${der.toString('base64')}\n-----END PUBLIC KEY-----\n`;
+}
+
+describe('dimension keys and the stock tools (the disaster-recovery path)', () => {
+  it('a master-wrapped dimension key opens with age -d into a PKCS#8 key that openssl reads', async () => {
+    const master = generateKeyPair();
+    const dimension = generateRawKeyPair();
+    const wrapped = await encryptBytes(Buffer.from(x25519PrivateKeyPem(dimension.privateKey)), [master.recipient]);
+    const masterPath = await identityFile(dir, 'master.key', master.identity);
+    const pem = await run('age', ['-d', '-i', masterPath], wrapped);
+    const der = await run('openssl', ['pkey', '-pubout', '-outform', 'DER'], pem);
+    expectSameBytes(der.subarray(der.length - 32), publicKeyOf(dimension.privateKey));
+    expectSameBytes(der.subarray(der.length - 32), dimension.publicKey);
   });
 
-  it('the chain fails when one layer key is missing', async () => {
-    const [inner, outer] = [generateKeyPair(), generateKeyPair()];
-    const wrapped = await andWrap(generateKeyPair().identity, [inner.recipient, outer.recipient]);
-    const outerPath = await identityFile(dir, 'outer.key', outer.identity);
-    const wrongPath = await identityFile(dir, 'wrong.key', generateKeyPair().identity);
-    await expect(
-      pipeline(
-        [
-          ['age', ['-d', '-i', outerPath]],
-          ['age', ['-d', '-i', wrongPath]],
-        ],
-        wrapped,
-      ),
-    ).rejects.toThrow(/no identity matched/);
+  it('openssl pkeyutl -derive computes the shared secret lethe derives cell keys from', async () => {
+    const dimension = generateRawKeyPair();
+    const ephemeral = newEphemeral();
+    const keyPath = join(dir, 'dimension.pem');
+    const peerPath = join(dir, 'ephemeral.pub.pem');
+    await writeFile(keyPath, x25519PrivateKeyPem(dimension.privateKey), { mode: 0o600 });
+    await writeFile(peerPath, publicKeyPem(ephemeral.publicKey));
+    const derived = await run('openssl', ['pkeyutl', '-derive', '-inkey', keyPath, '-peerkey', peerPath]);
+    expectSameBytes(derived, sharedSecret(ephemeral.privateKey, dimension.publicKey, 'test'));
   });
 });

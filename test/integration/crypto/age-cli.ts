@@ -1,10 +1,10 @@
-// Runs the real age CLI (no shell: arguments are never parsed, secrets never on a command line).
+// Runs the real age CLI (and openssl) (no shell: arguments are never parsed, secrets never on a command line).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmod, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export type Command = readonly [file: 'age' | 'age-keygen', args: readonly string[]];
+export type Command = readonly [file: 'age' | 'age-keygen' | 'openssl', args: readonly string[]];
 
 /** Runs `commands` as a pipeline (stdout of each into stdin of the next) and returns the last stdout. */
 export async function pipeline(commands: readonly Command[], input?: Uint8Array): Promise<Buffer> {

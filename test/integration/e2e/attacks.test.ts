@@ -2,10 +2,11 @@ import { createHmac } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { userKeyId } from '../../../src/cells/ids.ts';
-import { decryptBytes, encryptBytes, generateKeyPair, readMasterKeyFile } from '../../../src/crypto/index.ts';
+import { cellKey, encryptBytes, generateRawKeyPair, openSealed, readMasterKeyFile, x25519PrivateKeyPem } from '../../../src/crypto/index.ts';
 import { isLetheError } from '../../../src/errors/index.ts';
 import { backup, exportHeld, initialize, restore, verify } from '../../../src/jobs/tasks.ts';
 import { KeyOpener } from '../../../src/keys/index.ts';
@@ -39,16 +40,16 @@ describe('an attacker with write access to the bucket', () => {
 
   const storeFile = (key: string): string => join(env.storePath ?? '', ...key.split('/'));
 
-  /** Rewrites one line of the manifest (the signature line is left as it was). */
+  /** Rewrites one line of the manifest (the signature line is left as it was) and compresses it again. */
   async function editManifestLine(prefix: string, edit: (value: unknown) => unknown): Promise<void> {
     const bytes = await readFile(manifestPath);
     if (!originals.has(manifestPath)) originals.set(manifestPath, Buffer.from(bytes));
-    const lines = bytes.toString('utf8').split('\n');
+    const lines = gunzipSync(bytes).toString('utf8').split('\n');
     const at = lines.findIndex((l) => l.startsWith(`"${prefix}":`));
     const line = lines[at] ?? '';
     const value = JSON.parse(line.slice(prefix.length + 3).replace(/,$/, '')) as unknown;
     lines[at] = `"${prefix}":${JSON.stringify(edit(value))},`;
-    await writeFile(manifestPath, lines.join('\n'));
+    await writeFile(manifestPath, gzipSync(lines.join('\n')));
   }
 
   beforeAll(async () => {
@@ -91,7 +92,8 @@ describe('an attacker with write access to the bucket', () => {
       expect((refused as Error).message).toMatch(/cannot be trusted, so none of it was used/);
       const checked = await verify(env.rt, { snapshot: snapshotId, actor: 'e2e' });
       expect(checked.ok).toBe(false);
-      expect(checked.findings.map((f) => f.code).sort()).toEqual(['MANIFEST_SHA256', 'SIGNATURE']);
+      // Refused by its hash against the vault's record, before it is even decompressed.
+      expect(checked.findings.map((f) => f.code)).toEqual(['MANIFEST_SHA256']);
       expect(checked.cellsVerified).toBe(0);
       await expect(stat(marker)).rejects.toThrow(/ENOENT/);
       // The restore target was never touched: no table, injected or not.
@@ -136,7 +138,7 @@ describe('an attacker with write access to the bucket', () => {
   it('a vault row whose wrapped identity was swapped is named, never used (item 4)', async () => {
     const keyId = userKeyId(sample.tenant, sample.user);
     const master = await readMasterKeyFile(env.masterKeyFile);
-    const impostor = await encryptBytes(Buffer.from(`${generateKeyPair().identity}\n`), [master.recipient]);
+    const impostor = await encryptBytes(Buffer.from(x25519PrivateKeyPem(generateRawKeyPair().privateKey)), [master.recipient]);
     const client = new pg.Client({ connectionString: env.vaultDb.url });
     await client.connect();
     const { rows } = await client.query<{ w: Buffer }>('SELECT wrapped_identity AS w FROM lethe.dimension_keys WHERE id = $1', [keyId]);
@@ -166,15 +168,15 @@ describe('an attacker with write access to the bucket', () => {
     const store = await env.rt.store();
     const master = await readMasterKeyFile(env.masterKeyFile);
     // The guess: the exact plaintext of one of the user's message cells (the best an attacker could guess).
-    const manifest = JSON.parse((await readFile(manifestPath)).toString('utf8')) as {
+    const manifest = JSON.parse(gunzipSync(await readFile(manifestPath)).toString('utf8')) as {
       cells: CellEntry[];
       snapshot: { tables: { name: string; columns: string[] }[] };
     };
-    const target = manifest.cells.find((c) => c.table === 'messages' && c.tenant === sample.tenant && c.author === sample.user);
+    const target = manifest.cells.find((c) => c.table === 'messages' && c.tenant === sample.tenant && c.dims.includes(userKeyId(sample.tenant, sample.user)));
     if (target === undefined) throw new Error('the sample user has no messages cell');
-    const opened = await new KeyOpener(vault, master.identity).open(target.key);
+    const opened = await new KeyOpener(vault, master.identity).open(target.key, target.enc);
     if (!opened.ok) throw new Error('cannot open the cell before the erasure');
-    const plaintext = await decryptBytes(await store.getRange(target.pack, target.offset, target.length), [opened.identity]);
+    const plaintext = openSealed(cellKey(opened.prk, target.id), await store.getRange(target.pack, target.offset, target.length), 'the cell');
     const columns = manifest.snapshot.tables.find((t) => t.name === 'messages')?.columns ?? [];
     const message = Buffer.concat([digestPrefix('messages', columns), Buffer.from(plaintext)]);
 
@@ -188,7 +190,10 @@ describe('an attacker with write access to the bucket', () => {
     };
     const bucketText = async (): Promise<string> => {
       const parts: string[] = [];
-      for (const file of await filesUnder(env.storePath ?? '')) parts.push((await readFile(join(env.storePath ?? '', file))).toString('latin1'));
+      for (const file of await filesUnder(env.storePath ?? '')) {
+        const bytes = await readFile(join(env.storePath ?? '', file));
+        parts.push((file.endsWith('.gz') ? gunzipSync(bytes) : bytes).toString('latin1'));
+      }
       return parts.join('\n');
     };
     /** Digests of the guess under every candidate key that appear anywhere, as hex or base64. */

@@ -231,28 +231,32 @@ describe('destroyKeys', () => {
         author: 'h1',
         conversation: null,
         dimensionIds: ['period:acme/messages/2026-03', 'user:acme/h1', 'tenant:acme'],
-        recipient: `age1cell${randomBytes(8).toString('hex')}`,
-        wrappedIdentity: new Uint8Array(randomBytes(32)),
       },
     ]);
-    const heldBytes = new Uint8Array(randomBytes(64));
+    const encapsulation = (id: string) => ({ id, purpose: 'hold' as const, snapshotId: null, tenant: 'acme', kem: 'x25519' as const, ephemeral: new Uint8Array(randomBytes(32)) });
+    await vault.insertEncapsulations([encapsulation('enc-held-1'), encapsulation('rewrap-1'), encapsulation('rewrap-2')]);
+    const heldBytes = new Uint8Array(randomBytes(48));
+    const held = (caseId: string, rewrap: string, dimensionIds: string[], wrapped: Uint8Array) => ({
+      caseId,
+      keyId: 'cell:acme/messages/2026-03/h1',
+      encapsulation: 'enc-held-1',
+      rewrap,
+      dimensionIds,
+      wrapped,
+    });
     expect(
       await vault.insertHeldCellKeys([
-        { caseId: 'CASE-1', keyId: 'cell:acme/messages/2026-03/h1', dimensionIds: [caseKey, 'user:acme/h1', 'tenant:acme'], wrappedIdentity: heldBytes },
-        { caseId: 'CASE-2', keyId: 'cell:acme/messages/2026-03/h1', dimensionIds: [otherCase, 'user:acme/h1', 'tenant:acme'], wrappedIdentity: new Uint8Array(randomBytes(64)) },
+        held('CASE-1', 'rewrap-1', [caseKey, 'user:acme/h1', 'tenant:acme'], heldBytes),
+        held('CASE-2', 'rewrap-2', [otherCase, 'user:acme/h1', 'tenant:acme'], new Uint8Array(randomBytes(48))),
       ]),
     ).toBe(2);
     // ON CONFLICT DO NOTHING: a re-run inserts nothing.
-    expect(
-      await vault.insertHeldCellKeys([
-        { caseId: 'CASE-1', keyId: 'cell:acme/messages/2026-03/h1', dimensionIds: [caseKey], wrappedIdentity: Uint8Array.of(1) },
-      ]),
-    ).toBe(0);
+    expect(await vault.insertHeldCellKeys([held('CASE-1', 'rewrap-1', [caseKey], new Uint8Array(48))])).toBe(0);
 
     expect((await heapFile(db.url, 'lethe.held_cell_keys')).bytes?.includes(Buffer.from(heldBytes))).toBe(true);
     await destroyKeys(vault, store, { signer, keyIds: [caseKey], actor: 'legal', reason: 'case closed', cause: { kind: 'hold-release', case: 'CASE-1' } });
-    const held = await vault.getHeldCellKeys(['cell:acme/messages/2026-03/h1']);
-    expect(held.get('cell:acme/messages/2026-03/h1')?.map((h) => h.caseId)).toEqual(['CASE-2']);
+    const kept = await vault.getHeldCellKeys(['cell:acme/messages/2026-03/h1']);
+    expect(kept.get('cell:acme/messages/2026-03/h1')?.map((h) => h.caseId)).toEqual(['CASE-2']);
     const file = await heapFile(db.url, 'lethe.held_cell_keys');
     expect(file.bytes?.includes(Buffer.from(heldBytes))).toBe(false);
     expectNoCheckedOutClients(fx.pool);

@@ -184,7 +184,7 @@ describe('lifecycle against a hostile bucket and a readable vault', () => {
   });
 
   it('never deletes objects of another store, nor files it did not write (item 5)', async () => {
-    // A second snapshot, so the store holds several packs and two key files' worth of keys.
+    // A second snapshot, so the store holds several packs and two manifests.
     await backup(env.rt, { actor: 'e2e' });
     const copyDir = join(env.dir, 'store-copy');
     await cp(env.storePath ?? '', copyDir, { recursive: true });
@@ -194,7 +194,7 @@ describe('lifecycle against a hostile bucket and a readable vault', () => {
       const before = await filesUnder(copyDir);
       const plan = await lifecyclePlan(copy, { now: new Date() });
       expect(plan.actions.filter((a) => a.kind === 'delete-object')).toEqual([]);
-      expect(plan.unknownObjects.map((u) => u.objectKey)).toContain(before.find((f) => f.startsWith('keys/')));
+      expect(plan.unknownObjects.map((u) => u.objectKey)).toContain(before.find((f) => f.startsWith('packs/')));
       const applied = await lifecycleApply(copy, { actor: 'e2e', now: () => new Date() });
       expect(applied.objectsDeleted).toBe(0);
       // Everything that was there still is (apply adds its own vault backup).

@@ -1,9 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeyId } from '../../../src/cells/ids.ts';
-import { decryptStream, readMasterKeyFile } from '../../../src/crypto/index.ts';
+import { decryptBytes, decryptStream, parseX25519PrivateKeyPem, readMasterKeyFile } from '../../../src/crypto/index.ts';
 import { backup, initialize, lifecycleApply } from '../../../src/jobs/tasks.ts';
-import { KeyOpener } from '../../../src/keys/index.ts';
 import { demoSample } from '../../../src/store/demo-sample.ts';
 import { listVaultBackups, writeVaultBackup } from '../../../src/vaultbackup/index.ts';
 import {
@@ -29,7 +28,7 @@ describe('a destroyed key leaves no trace', () => {
   let template: TestDatabase;
   let env: LetheEnv;
   let keyId: string;
-  /** The user key's age identity (AGE-SECRET-KEY-1…) and its wrapped form, hex and base64. */
+  /** The user key's private key (PKCS#8 PEM body, raw hex and base64) and its wrapped form, hex and base64. */
   let needles: string[];
   let wrappedBase64: string;
   let before: string;
@@ -52,11 +51,14 @@ describe('a destroyed key leaves no trace', () => {
     keyId = userKeyId(tenant, user);
     const vault = await env.rt.vault();
     const master = await readMasterKeyFile(env.masterKeyFile);
-    const identity = await new KeyOpener(vault, master.identity).dimensionIdentity(keyId);
     const wrapped = (await vault.getWrappedDimensionIdentities([keyId])).get(keyId);
-    if (identity === null || wrapped === undefined || wrapped === null) throw new Error('the user key should exist before the erasure');
+    if (wrapped === undefined || wrapped === null) throw new Error('the user key should exist before the erasure');
+    const pem = Buffer.from(await decryptBytes(wrapped, [master.identity])).toString('utf8');
+    const raw = Buffer.from(parseX25519PrivateKeyPem(pem, 'the user key'));
+    const pemBody = pem.split('\n')[1] ?? '';
+    expect(pemBody.length).toBeGreaterThan(40);
     wrappedBase64 = Buffer.from(wrapped).toString('base64');
-    needles = [identity, identity.toLowerCase(), Buffer.from(wrapped).toString('hex'), wrappedBase64];
+    needles = [pemBody, raw.toString('hex'), raw.toString('base64'), Buffer.from(wrapped).toString('hex'), wrappedBase64];
     before = (await writeVaultBackup({ vault, store: await env.rt.store(), masterRecipient: master.recipient, signer: await env.rt.signer('lifecycle'), graceWindowDays: 7, now: new Date() })).key;
 
     const env2 = { LETHE_LOG_LEVEL: 'trace' };

@@ -17,6 +17,8 @@ import { expectNoCheckedOutClients, migratedVault, rawSql, rejectsWith } from '.
 const NOW = new Date('2026-11-28T12:00:00.000Z');
 const MAR = 'period:t1/messages/2026-03';
 const APR = 'period:t1/messages/2026-04';
+/** The encapsulation every fixture cell names (a hold's: it needs no snapshot row). */
+const ENCAPSULATION = 'enc-fixture';
 
 function cellKey(id: string, author: string, period: string, dims: string[], conversation: string | null = null): CellKey {
   return {
@@ -27,8 +29,6 @@ function cellKey(id: string, author: string, period: string, dims: string[], con
     author,
     conversation,
     dimensionIds: dims,
-    recipient: `age1cell${randomBytes(8).toString('hex')}`,
-    wrappedIdentity: new Uint8Array(randomBytes(32)),
   };
 }
 
@@ -41,6 +41,7 @@ function cell(table: string, key: CellKey, offset: number): SnapshotCell {
     period: key.period,
     author: key.author,
     key: key.id,
+    encapsulation: ENCAPSULATION,
     pack: 'pack-1',
     offset,
     length: 100,
@@ -90,6 +91,10 @@ describe('deletion requests and certificates', () => {
       })),
     );
     await vault.insertCellKeys([aliceMar, aliceApr, aliceC1, bobMar]);
+    // Cells name an encapsulation; a hold-purpose one needs no snapshot row of its own.
+    await vault.insertEncapsulations([
+      { id: ENCAPSULATION, purpose: 'hold', snapshotId: null, tenant: 't1', kem: 'x25519', ephemeral: Buffer.alloc(32, 9) },
+    ]);
     // s1: alice's March in two tables and bob's; s2: alice's April; s3 abandoned (not counted).
     const snap = async (id: string, cells: SnapshotCell[], complete: boolean) => {
       await vault.beginSnapshot({ id, previousId: null, runOwner: 'test' });

@@ -85,9 +85,8 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
     const tenantsInPacks = new Set(packs.flatMap((p) => p.tenants));
     expect(tenantsInPacks.has('1')).toBe(true);
 
-    const keyFiles = input.objects.filter((o) => o.kind === 'key-file');
-    expect(keyFiles.map((k) => k.key)).toEqual([`keys/${snapshotId}.ndjson`]);
-    expect(keyFiles[0]?.referencedBy).toEqual([snapshotId]);
+    // Cell keys are derived, not stored: a snapshot writes no key file.
+    expect(input.objects.filter((o) => o.kind === 'key-file')).toEqual([]);
     // Bytes add up: every timestamped cell of the snapshot is under exactly one period key.
     const bytesPlain = (input.periodKeyUsage ?? []).reduce((n, u) => n + u.bytesPlain, 0);
     expect(bytesPlain).toBe(

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cellId, cellKeyId, conversationKeyId, userKeyId, type CellRows, type CellTuple } from '../../../src/cells/index.ts';
 import { generateKeyPair } from '../../../src/crypto/index.ts';
-import { KeyMinter } from '../../../src/keys/index.ts';
+import { Encapsulator } from '../../../src/keys/index.ts';
 import { CellWriter, type CellOutcome, type PreviousCell } from '../../../src/snapshot/cell-writer.ts';
 import { PackWriter } from '../../../src/snapshot/pack-writer.ts';
 import { createFilesystemStore, type ObjectStore } from '../../../src/storage/index.ts';
@@ -67,9 +67,13 @@ describe('CellWriter (batched lookups)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** One backup run's worth of writing: a fresh minter and pack writer, like runBackup. */
-  async function run(previous: ReadonlyMap<string, PreviousCell>): Promise<{ outcomes: CellOutcome[]; created: number; asked: number }> {
-    const keys = new KeyMinter(vault, master);
+  let runs = 0;
+  /** One backup run's worth of writing: a fresh encapsulator and pack writer, like runBackup. */
+  async function run(previous: ReadonlyMap<string, PreviousCell>): Promise<{ outcomes: CellOutcome[]; created: number; asked: number; encapsulations: number }> {
+    runs += 1;
+    const snapshotId = `s${runs}`;
+    await vault.beginSnapshot({ id: snapshotId, previousId: null, runOwner: 'test' });
+    const keys = new Encapsulator(vault, master, snapshotId);
     const packs = new PackWriter(store, { targetBytes: 1 << 20 });
     let asked = 0;
     const writer = new CellWriter({
@@ -92,24 +96,38 @@ describe('CellWriter (batched lookups)', () => {
     }
     outcomes.push(...(await writer.flush()));
     await packs.close();
-    return { outcomes, created: keys.created, asked };
+    // What runBackup records with each batch's cells.
+    await vault.insertCellKeys(keys.takeTupleFacts());
+    const encapsulations = keys.created().length;
+    keys.forget();
+    return { outcomes, created: keys.dimensionKeysCreated, asked, encapsulations };
   }
 
   const idOf = (o: CellOutcome): string => (o.kind === 'shredded' ? o.cellId : o.entry.id);
   /** What the vault gives the next run: each cell's copy, with the digest it recorded for a written one. */
   const asPrevious = (outcomes: readonly CellOutcome[]): Map<string, PreviousCell> =>
-    new Map(outcomes.flatMap((o) => (o.kind === 'written' ? [[o.entry.id, { ...o.entry, digest: o.digest }]] : [])));
+    new Map(outcomes.flatMap((o) => (o.kind === 'written' ? [[o.entry.id, { ...o.entry, encapsulation: o.entry.enc, digest: o.digest }]] : [])));
 
   let first: CellOutcome[] = [];
 
-  it('writes every cell once, in order, each under its tuple key wrapped to the conversation key', async () => {
+  it('writes every cell once, in order, under one encapsulation for the tenant and keys that need every dimension', async () => {
     const result = await run(new Map());
     first = result.outcomes;
     expect(first.map(idOf)).toEqual(CELLS.map((c) => cellId('messages', c.tuple)));
     expect(first.map((o) => o.kind)).toEqual(CELLS.map(() => 'written'));
     const large = first[4];
     expect(large?.kind === 'written' && large.entry.rows).toBe(20);
-    expect(result.created).toBe(CELLS.length);
+    // period, tenant, users u1..u4, conversations c1..c3: each made once, whatever the cell count.
+    expect(result.created).toBe(9);
+    expect(result.encapsulations).toBe(1);
+    expect(new Set(first.map((o) => o.kind === 'written' && o.entry.enc))).toEqual(new Set(['s1/t1']));
+    const withConversationEntry = first[1];
+    expect(withConversationEntry?.kind === 'written' && withConversationEntry.entry.dims).toEqual([
+      'period:t1/messages/2026-03',
+      userKeyId('t1', 'u1'),
+      conversationKeyId('t1', 'c2'),
+      'tenant:t1',
+    ]);
     const stored = await vault.getCellKeys(CELLS.map((c) => cellKeyId(c.tuple)));
     expect(stored.size).toBe(CELLS.length);
     const withConversation = stored.get(cellKeyId(tuple('u1', 'c2')));
@@ -126,6 +144,8 @@ describe('CellWriter (batched lookups)', () => {
   it('references unchanged small cells from the previous snapshot and keeps every key', async () => {
     const second = await run(asPrevious(first));
     expect(second.created).toBe(0);
+    // The one cell written anew (the large one streams, never reused) uses this run's encapsulation.
+    expect(second.encapsulations).toBe(1);
     // Batches of three, cut early by the large cell: [0,1,2] [3] (large 4) [5,6].
     expect(second.asked).toBe(3);
     expect(second.outcomes.map((o) => o.kind)).toEqual(['reused', 'reused', 'reused', 'reused', 'written', 'reused', 'reused']);
@@ -133,6 +153,8 @@ describe('CellWriter (batched lookups)', () => {
       const before = first[i];
       if (o.kind === 'shredded' || before === undefined || before.kind === 'shredded') throw new Error('unexpected shred');
       expect(o.entry.key).toBe(before.entry.key);
+      // A reused cell keeps the encapsulation it was written under.
+      expect(o.entry.enc).toBe(o.kind === 'reused' ? before.entry.enc : 's2/t1');
       // The digest goes to the vault only, never into the manifest entry.
       expect(Object.keys(o.entry)).not.toContain('digest');
       if (o.kind === 'written' && before.kind === 'written') expect(o.digest).toBe(before.digest);
@@ -144,6 +166,7 @@ describe('CellWriter (batched lookups)', () => {
     expect(await vault.destroyDimensionKeys([conversationKeyId('t1', 'c1')])).toEqual([conversationKeyId('t1', 'c1')]);
     const third = await run(asPrevious(first));
     expect(third.created).toBe(0);
+    expect(third.encapsulations).toBe(0);
     const kinds = Object.fromEntries(third.outcomes.map((o) => [idOf(o), o.kind]));
     expect(kinds).toEqual(
       Object.fromEntries(

@@ -23,9 +23,7 @@ function cellKey(id: string, n: number): CellKey {
     period: '2026-03',
     conversation: null,
     author: 'u1',
-    dimensionIds: ['period:acme/messages/2026-03', 'user:acme/u1', 'tenant:acme'],
-    recipient: `age1cell${id}#${n}`,
-    wrappedIdentity: Uint8Array.of(n, 9, 9),
+    dimensionIds: ['period:acme/messages/2026-03', `user:acme/u${n}`, 'tenant:acme'],
   };
 }
 
@@ -194,51 +192,34 @@ describe('vault keys', () => {
   });
 
   describe('cell keys', () => {
-    it('stores cell keys with their dimension order intact', async () => {
-      const stored = await vault.insertCellKeys([cellKey('acme/messages/2026-03/u1', 1)]);
-      expect(stored).toEqual(
-        new Map([['acme/messages/2026-03/u1', 'age1cellacme/messages/2026-03/u1#1']]),
-      );
+    it('stores a tuple\'s facts with their dimension order intact, and no key material', async () => {
+      await vault.insertCellKeys([cellKey('acme/messages/2026-03/u1', 1)]);
       const read = await vault.getCellKeys(['acme/messages/2026-03/u1', 'missing']);
       expect([...read.keys()]).toEqual(['acme/messages/2026-03/u1']);
-      const key = read.get('acme/messages/2026-03/u1');
-      expect(key?.dimensionIds).toEqual([
-        'period:acme/messages/2026-03',
-        'user:acme/u1',
-        'tenant:acme',
+      expect(read.get('acme/messages/2026-03/u1')).toEqual(cellKey('acme/messages/2026-03/u1', 1));
+      const { rows } = await rawSql(
+        db.url,
+        `SELECT column_name FROM information_schema.columns
+          WHERE table_schema = 'lethe' AND table_name = 'cell_keys' ORDER BY column_name`,
+      );
+      expect(rows.map((r) => (r as { column_name: string }).column_name)).toEqual([
+        'author',
+        'conversation',
+        'created_at',
+        'data_class',
+        'dimension_ids',
+        'id',
+        'period',
+        'tenant',
       ]);
-      expect(key?.recipient).toBe('age1cellacme/messages/2026-03/u1#1');
-      expect(Buffer.from(key?.wrappedIdentity ?? [])).toEqual(Buffer.from([1, 9, 9]));
-      expect(key).toEqual({
-        ...cellKey('acme/messages/2026-03/u1', 1),
-        wrappedIdentity: Buffer.from([1, 9, 9]),
-      });
     });
 
-    it('converges concurrent creators of one cell key', async () => {
+    it('converges concurrent writers of one tuple: the first facts stay', async () => {
       const id = 'acme/messages/2026-04/u2';
-      const results = await Promise.all(
-        Array.from({ length: 10 }, (_, n) => vault.insertCellKeys([cellKey(id, n)])),
-      );
-      const winners = new Set(results.map((r) => r.get(id)));
-      expect(winners.size).toBe(1);
-      // The stored identity is the winner's own, not another creator's.
+      await Promise.all(Array.from({ length: 10 }, (_, n) => vault.insertCellKeys([cellKey(id, n)])));
       const stored = (await vault.getCellKeys([id])).get(id);
-      expect(winners.has(stored?.recipient)).toBe(true);
-      expect(stored?.recipient).toBe(`age1cell${id}#${stored?.wrappedIdentity[0] ?? -1}`);
-    });
-
-    it('lists the recipients of one data class', async () => {
-      await vault.insertCellKeys([{ ...cellKey('acme/profiles/-/u1', 5), class: 'profiles' }]);
-      expect(await vault.listCellKeyRecipients('profiles')).toEqual(
-        new Map([['acme/profiles/-/u1', 'age1cellacme/profiles/-/u1#5']]),
-      );
-      const messages = await vault.listCellKeyRecipients('messages');
-      expect([...messages.keys()].sort()).toEqual([
-        'acme/messages/2026-03/u1',
-        'acme/messages/2026-04/u2',
-      ]);
-      expect((await vault.listCellKeyRecipients('attachments')).size).toBe(0);
+      expect(stored?.dimensionIds).toHaveLength(3);
+      expect((await rawSql(db.url, `SELECT count(*)::int AS n FROM lethe.cell_keys WHERE id = $1`, [id])).rows).toEqual([{ n: 1 }]);
     });
 
     it('refuses a cell key wrapped to no dimension key', async () => {

@@ -1,4 +1,6 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCode } from '../../../src/errors/index.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 import { VAULT_SCHEMA_VERSION, Vault, migrateVault } from '../../../src/vault/index.ts';
 import { MIGRATIONS } from '../../../src/vault/migrations.ts';
@@ -10,11 +12,10 @@ const TABLES = [
   'cell_keys',
   'destructions',
   'dimension_keys',
+  'encapsulations',
   'erase_requests',
   'held_cell_keys',
   'holds',
-  'key_file_entries',
-  'key_files',
   'meta',
   'migrations',
   'signing_keys',
@@ -54,7 +55,7 @@ describe('migrateVault', () => {
     const { rows } = await rawSql(db.url, 'SELECT version, name FROM lethe.migrations');
     expect(rows).toEqual(MIGRATIONS.map((m) => ({ version: m.version, name: m.name })));
     const meta = await rawSql(db.url, `SELECT value FROM lethe.meta WHERE key = 'format_version'`);
-    expect(meta.rows).toEqual([{ value: 1 }]);
+    expect(meta.rows).toEqual([{ value: 2 }]);
   });
 
   it('is idempotent', async () => {
@@ -99,6 +100,29 @@ describe('migrateVault', () => {
     );
     await expect(rawSql(db.url, 'DELETE FROM lethe.audit_log')).rejects.toThrow(/append-only/);
     await expect(rawSql(db.url, 'TRUNCATE lethe.audit_log')).rejects.toThrow(/append-only/);
+  });
+  it('refuses a vault of the per-cell key format with a message that names the fix, changing nothing', async () => {
+    // A vault as the previous lethe left it: migrations 1 to 4 and one snapshot recorded.
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      await client.query('CREATE SCHEMA lethe_v1; SET search_path TO lethe_v1;');
+      await client.query('CREATE TABLE migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      for (const m of MIGRATIONS.filter((x) => x.version <= 4)) {
+        await client.query(m.sql);
+        await client.query('INSERT INTO migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      }
+      await client.query(`INSERT INTO snapshots (id, run_owner) VALUES ('20260101T000000Z-aaaaaa', 'old')`);
+    } finally {
+      await client.end();
+    }
+    const err = await rejectsWith(migrateVault(db.url, 'lethe_v1'), ErrorCode.VAULT);
+    expect(err.message).toMatch(/one AND-wrapped key per cell \(vault format 1\)/);
+    expect(err.message).toMatch(/give this version a new vault .*then run lethe init/);
+    // The refused migration rolled back: the old vault is as it was.
+    const { rows } = await rawSql(db.url, 'SELECT max(version) AS v FROM lethe_v1.migrations');
+    expect(rows).toEqual([{ v: 4 }]);
+    expect(await tablesIn('lethe_v1')).toContain('key_files');
   });
 });
 
@@ -147,4 +171,5 @@ describe('Vault.open', () => {
       await vault.close();
     }
   });
+
 });

@@ -4,6 +4,8 @@ import { isComplete, type SnapshotCell, type Vault } from '../../../src/vault/in
 import { expectNoCheckedOutClients, migratedVault, rejectsWith } from './fixture.ts';
 
 const KEY_ID = 'acme/messages/2026-03/u1';
+/** Cells must name a recorded encapsulation; a hold's needs no snapshot row. */
+const ENCAPSULATION = 'enc-fixture';
 
 function cell(
   table: string,
@@ -18,6 +20,7 @@ function cell(
     period: '2026-03',
     author: n % 3 === 0 ? null : `u${n % 3}`,
     key: KEY_ID,
+    encapsulation: ENCAPSULATION,
     pack,
     offset: (n * 7919) % 100_000,
     length: 100 + n,
@@ -55,9 +58,10 @@ describe('vault snapshots', () => {
         conversation: null,
         author: 'u1',
         dimensionIds: ['period:acme/messages/2026-03', 'tenant:acme'],
-        recipient: 'age1cell',
-        wrappedIdentity: Uint8Array.of(1),
       },
+    ]);
+    await vault.insertEncapsulations([
+      { id: ENCAPSULATION, purpose: 'hold', snapshotId: null, tenant: 'acme', kem: 'x25519', ephemeral: Buffer.alloc(32, 9) },
     ]);
   });
   afterEach(() => {

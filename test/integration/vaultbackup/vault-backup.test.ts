@@ -377,7 +377,7 @@ describe('vault backups', () => {
     try {
       const { rows } = await client.query<{ n: string }>(
         `SELECT (SELECT count(*) FROM lethe.dimension_keys WHERE wrapped_identity = decode($1, 'hex'))
-              + (SELECT count(*) FROM lethe.held_cell_keys WHERE wrapped_identity = decode($1, 'hex')) AS n`,
+              + (SELECT count(*) FROM lethe.held_cell_keys WHERE wrapped = decode($1, 'hex')) AS n`,
         [hex],
       );
       expect(rows[0]?.n).toBe('0');

@@ -1,14 +1,16 @@
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSigningKey, sign } from '../../../src/crypto/index.ts';
 import { isLetheError, type LetheError } from '../../../src/errors/index.ts';
 import {
-  manifestLines,
+  ManifestWriter,
   openManifest,
   type CellEntry,
+  type EncapsulationEntry,
   type ManifestExpectation,
   type ManifestProblem,
   type SnapshotHeader,
@@ -25,7 +27,6 @@ import type { ObjectStore } from '../../../src/storage/index.ts';
 const header: SnapshotHeader = {
   id: '20261128T000000Z-abcdef',
   createdAt: '2026-11-28T00:00:00.000Z',
-  completedAt: '2026-11-28T00:01:00.000Z',
   previous: { id: '20261127T000000Z-000000', sha256: 'd'.repeat(64) },
   source: { databaseTime: '2026-11-28T00:00:00.000Z', transactionSnapshot: '1:1:', serverVersion: '15.18' },
   granularity: 'month',
@@ -55,10 +56,9 @@ function cell(i: number, reused = false, tenant = '1'): CellEntry {
     id: `messages/1/2026-0${i}/7`,
     table: 'messages',
     tenant,
-    class: 'messages',
-    period: `2026-0${i}`,
-    author: '7',
-    key: `cell:1/messages/2026-0${i}/7`,
+    key: `cell:1/messages/2026-0${i}/7/-`,
+    dims: [`period:2026-0${i}`, 'user:1/7', 'tenant:1'],
+    enc: `${header.id}/1`,
     pack: 'packs/ab/abcd',
     offset: i * 100,
     length: 100,
@@ -72,21 +72,25 @@ function cell(i: number, reused = false, tenant = '1'): CellEntry {
 const signer = generateSigningKey();
 const trusted = new Map([['k1', signer.publicKey]]);
 
+const encapsulation: EncapsulationEntry = { id: `${header.id}/1`, tenant: '1', kem: 'x25519', ephemeral: 'e'.repeat(64) };
+const completedAt = new Date('2026-11-28T00:01:00.000Z');
+
+/** The stored (gzip-compressed) manifest of `cells`, as the backup writes it. */
 async function write(cells: CellEntry[], options: { schema?: unknown; header?: SnapshotHeader } = {}): Promise<Buffer> {
-  const source = async function* (): AsyncGenerator<CellEntry> {
-    for (const c of cells) yield await Promise.resolve(c);
-  };
+  const writer = new ManifestWriter(options.header ?? header, options.schema ?? schema);
   const parts: Buffer[] = [];
-  for await (const line of manifestLines({
-    header: options.header ?? header,
-    schema: options.schema ?? schema,
-    keyFiles: [{ key: 'keys/x.ndjson', sha256: 'c'.repeat(64) }],
-    cells: source(),
-    sign: (message) => ({ keyId: 'k1', value: sign(signer.privateKey, message) }),
-  })) {
-    parts.push(line);
-  }
+  const collected = (async () => {
+    for await (const chunk of writer.stream) parts.push(chunk as Buffer);
+  })();
+  for (const c of cells) await writer.cell(c);
+  writer.finish([encapsulation], completedAt, (message) => ({ keyId: 'k1', value: sign(signer.privateKey, message) }));
+  await collected;
   return Buffer.concat(parts);
+}
+
+/** Applies `change` to the uncompressed manifest and compresses it again, as an attacker would. */
+function edited(stored: Buffer, change: (plain: Buffer) => Buffer): Buffer {
+  return gzipSync(change(gunzipSync(stored)));
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -108,7 +112,7 @@ describe('openManifest', () => {
   /** Stores `bytes` and opens them as the vault would expect `recorded` (default: their own sha256). */
   async function open(bytes: Buffer, over: Partial<ManifestExpectation> = {}, keys: ReadonlyMap<string, string> = trusted) {
     n += 1;
-    const key = `snapshots/test-${n}.json`;
+    const key = `snapshots/test-${n}.json.gz`;
     await store.put(key, bytes);
     return openManifest(store, { snapshotId: header.id, key, sha256: sha256(bytes), previous: { id: header.previous?.id ?? '', sha256: 'd'.repeat(64) }, ...over }, keys);
   }
@@ -123,15 +127,24 @@ describe('openManifest', () => {
     return { err, codes: problems.map((p) => p.code) };
   }
 
-  it('reads back an authentic manifest: header, schema, cells, totals', async () => {
+  it('reads back an authentic manifest: header, schema, cells, encapsulations, totals', async () => {
     const manifest = await open(await write([cell(1), cell(2, true), cell(3)]));
     try {
       expect(manifest.header).toEqual(header);
       expect(manifest.schema).toEqual(schema);
+      expect([...manifest.encapsulations.values()]).toEqual([encapsulation]);
       const cells: CellEntry[] = [];
       for await (const c of manifest.cells()) cells.push(c);
       expect(cells).toEqual([cell(1), cell(2, true), cell(3)]);
-      expect(manifest.totals).toMatchObject({ cells: 3, rows: 6, cellsReused: 1, bytesStored: 200, rowsByTable: { messages: 6 } });
+      expect(manifest.totals).toEqual({
+        completedAt: completedAt.toISOString(),
+        cells: 3,
+        rows: 6,
+        bytesPlain: 60,
+        cellsReused: 1,
+        bytesStored: 200,
+        rowsByTable: { messages: 6 },
+      });
     } finally {
       await manifest.close();
     }
@@ -154,22 +167,42 @@ describe('openManifest', () => {
     expect(cells).toEqual([]);
   });
 
-  it('refuses a manifest changed after the backup: sha256 and signature both fail, nothing is parsed', async () => {
+  it('refuses a manifest changed after the backup: the sha256 fails before anything is decompressed', async () => {
     const bytes = await write([cell(1), cell(2)]);
-    const tampered = Buffer.from(bytes.toString('utf8').replace('"rows":2', '"rows":9'), 'utf8');
+    const tampered = edited(bytes, (plain) => Buffer.from(plain.toString('utf8').replace('"rows":2', '"rows":9'), 'utf8'));
     const { err, codes } = await refused(open(tampered, { sha256: sha256(bytes) }));
     expect(err.code).toBe('INTEGRITY');
-    expect(codes).toEqual(['MANIFEST_SHA256', 'SIGNATURE']);
+    expect(codes).toEqual(['MANIFEST_SHA256']);
+    // With the vault's record changed too (an attacker with both), the signature still refuses it.
+    expect((await refused(open(tampered))).codes).toEqual(['SIGNATURE']);
+  });
+
+  it('never inflates an object the vault did not record: a planted gzip bomb is refused by its hash', async () => {
+    const bomb = gzipSync(Buffer.alloc(8 * 1024 * 1024));
+    const before = (await readdir(tmpdir())).length;
+    const { codes } = await refused(open(bomb, { sha256: sha256(await write([cell(1)])) }));
+    expect(codes).toEqual(['MANIFEST_SHA256']);
+    expect((await readdir(tmpdir())).length).toBe(before);
+  });
+
+  it('refuses an object that is not gzip, or cut short, as unsigned', async () => {
+    const bytes = await write([cell(1), cell(2)]);
+    for (const broken of [Buffer.from('{"format":"lethe.manifest.v3",\n'), bytes.subarray(0, bytes.length - 20)]) {
+      const { codes } = await refused(open(Buffer.from(broken)));
+      expect(codes).toEqual(['SIGNATURE']);
+    }
   });
 
   it('signs the raw bytes: an invalid UTF-8 byte that decodes like the original does not pass', async () => {
     // U+FFFD stored as EF BF BD; a lone 0xFF decodes to U+FFFD too, so a reader that hashed
     // decoded text would find the same digest and accept the altered bytes.
     const bytes = await write([cell(1, false, 't\uFFFD')]);
-    const at = bytes.indexOf(Buffer.from('efbfbd', 'hex'));
+    const plain = gunzipSync(bytes);
+    const at = plain.indexOf(Buffer.from('efbfbd', 'hex'));
     expect(at).toBeGreaterThan(0);
-    const altered = Buffer.concat([bytes.subarray(0, at), Buffer.from([0xff]), bytes.subarray(at + 3)]);
-    expect(altered.toString('utf8')).toBe(bytes.toString('utf8'));
+    const alteredPlain = Buffer.concat([plain.subarray(0, at), Buffer.from([0xff]), plain.subarray(at + 3)]);
+    expect(alteredPlain.toString('utf8')).toBe(plain.toString('utf8'));
+    const altered = gzipSync(alteredPlain);
     // Even with the vault's record made over the altered bytes, the signature refuses them.
     const { codes } = await refused(open(altered));
     expect(codes).toEqual(['SIGNATURE']);
@@ -184,9 +217,9 @@ describe('openManifest', () => {
   });
 
   it('refuses a truncated manifest as unsigned', async () => {
-    const bytes = await write([cell(1), cell(2)]);
-    for (const cut of [bytes.subarray(0, bytes.length - 30), bytes.subarray(0, 40)]) {
-      const { codes } = await refused(open(Buffer.from(cut)));
+    const plain = gunzipSync(await write([cell(1), cell(2)]));
+    for (const cut of [plain.subarray(0, plain.length - 30), plain.subarray(0, 40)]) {
+      const { codes } = await refused(open(gzipSync(cut)));
       expect(codes).toEqual(['SIGNATURE']);
     }
   });

@@ -1,0 +1,276 @@
+import type { KeyObject } from 'node:crypto';
+import { cellKeyId, dimensionKeyIds, dimensionKind, type CellTuple } from '../cells/ids.ts';
+import {
+  decodeRecipient,
+  encodeRecipient,
+  encryptBytes,
+  generateRawKeyPair,
+  sharedSecret,
+  tupleKey,
+  x25519PrivateKey,
+  x25519PrivateKeyPem,
+} from '../crypto/index.ts';
+import { ErrorCode, LetheError } from '../errors/index.ts';
+import { BoundedMap } from '../util/bounded-map.ts';
+import type { CellKey, Vault } from '../vault/index.ts';
+
+/** What the backup needs to write a tuple's cells, or the destroyed dimension key that forbids it. */
+export type TupleKey =
+  | {
+      readonly keyId: string;
+      readonly dimensionIds: readonly string[];
+      readonly encapsulation: string;
+      /** The tuple key (HKDF-Extract output); secret, never stored. */
+      readonly prk: Buffer;
+    }
+  | { readonly keyId: string; readonly destroyed: string };
+
+/** A test hook: sees every secret the backup makes (ephemeral keys, shared secrets, tuple keys). */
+export type SecretObserver = (kind: 'ephemeral' | 'shared' | 'tuple', secret: Uint8Array) => void;
+
+/** One (snapshot, tenant) encapsulation of this run: the ephemeral private key lives here only. */
+interface RunEncapsulation {
+  readonly id: string;
+  readonly tenant: string | null;
+  readonly privateKey: KeyObject;
+  readonly ephemeral: Uint8Array;
+}
+
+interface DimensionFacts {
+  readonly publicKey: Uint8Array;
+  readonly destroyed: boolean;
+}
+
+/**
+ * Entries kept per cache generation (see BoundedMap). Tenant and current period keys recur
+ * in every batch; users and conversations come and go. What is dropped is recomputed (or
+ * asked for again) when it recurs, so memory does not grow with the store.
+ */
+const CACHE_ENTRIES = 20_000;
+
+/** The id of the encapsulation of snapshot `snapshotId` for `tenant` (`-` for system cells). */
+export function encapsulationId(snapshotId: string, tenant: string | null): string {
+  return `${snapshotId}/${tenant === null ? '-' : encodeURIComponent(tenant).replaceAll('-', '%2D')}`;
+}
+
+/**
+ * The backup's keys, made from public material only: one encapsulation (an ephemeral X25519
+ * key) per tenant that this snapshot writes cells of, recorded in the vault (public half)
+ * the first time the tenant is met; the shared secret with each dimension key its cells
+ * use, computed once; the tuple key of each tuple. Missing dimension keys are created: a
+ * fresh X25519 key, its private half as PKCS#8 PEM age-encrypted to the master key's public
+ * recipient and stored, then dropped. Nothing here can decrypt anything.
+ *
+ * Must run under the backup job lock. {@link forget} drops every secret when the run ends.
+ */
+export class Encapsulator {
+  #encapsulations = new Map<string, RunEncapsulation>();
+  /** This run's encapsulation per tenant (`null` for system cells). */
+  #byTenant = new Map<string | null, RunEncapsulation>();
+  readonly #dimensions = new BoundedMap<string, DimensionFacts>(CACHE_ENTRIES);
+  readonly #shared = new BoundedMap<string, Buffer>(CACHE_ENTRIES);
+  readonly #tuples = new BoundedMap<string, TupleKey>(CACHE_ENTRIES);
+  /** Tuple facts not yet handed to the vault (see {@link takeTupleFacts}). */
+  #unrecorded: CellKey[] = [];
+  /** Dimension keys created by this run. */
+  dimensionKeysCreated = 0;
+
+  constructor(
+    private readonly vault: Vault,
+    private readonly masterRecipient: string,
+    private readonly snapshotId: string,
+    private readonly observe?: SecretObserver,
+  ) {}
+
+  /** The encapsulations this run created, for the manifest (public halves). */
+  created(): { id: string; tenant: string | null; ephemeral: Uint8Array }[] {
+    return [...this.#encapsulations.values()].map((e) => ({ id: e.id, tenant: e.tenant, ephemeral: e.ephemeral }));
+  }
+
+  /**
+   * For each tuple, by cell key id: its dimension key ids, or the destroyed dimension key
+   * that forbids writing it. Public facts only (no encapsulation is made): what the backup
+   * needs before it knows which cells changed.
+   */
+  async facts(tuples: readonly CellTuple[]): Promise<Map<string, { dimensionIds: string[] } | { destroyed: string }>> {
+    const out = new Map<string, { dimensionIds: string[] } | { destroyed: string }>();
+    const wanted = new Map<string, string[]>();
+    for (const tuple of tuples) {
+      const keyId = cellKeyId(tuple);
+      if (!wanted.has(keyId)) wanted.set(keyId, dimensionKeyIds(tuple));
+    }
+    const dimensions = await this.#loadDimensions([...wanted.values()].flat());
+    for (const [keyId, dimensionIds] of wanted) {
+      const destroyed = dimensionIds.find((id) => dimensions.get(id)?.destroyed === true);
+      out.set(keyId, destroyed === undefined ? { dimensionIds } : { destroyed });
+    }
+    return out;
+  }
+
+  /**
+   * The tuple key of each tuple, by cell key id, creating missing dimension keys and
+   * encapsulations in the vault first (the tuples' facts wait for {@link takeTupleFacts}). A tuple one of whose
+   * dimension keys was destroyed gets `destroyed`: such data is never written again.
+   */
+  async tupleKeys(tuples: readonly CellTuple[]): Promise<Map<string, TupleKey>> {
+    const results = new Map<string, TupleKey>();
+    const wanted = new Map<string, { tuple: CellTuple; dimensionIds: string[] }>();
+    for (const tuple of tuples) {
+      const keyId = cellKeyId(tuple);
+      const known = this.#tuples.get(keyId);
+      if (known !== undefined) results.set(keyId, known);
+      else if (!wanted.has(keyId)) wanted.set(keyId, { tuple, dimensionIds: dimensionKeyIds(tuple) });
+    }
+    if (wanted.size === 0) return results;
+    const dimensions = await this.#loadDimensions([...wanted.values()].flatMap((w) => w.dimensionIds));
+    const live: { keyId: string; tuple: CellTuple; dimensionIds: string[] }[] = [];
+    for (const [keyId, { tuple, dimensionIds }] of wanted) {
+      const destroyed = dimensionIds.find((id) => dimensions.get(id)?.destroyed === true);
+      if (destroyed === undefined) live.push({ keyId, tuple, dimensionIds });
+      else this.#remember(keyId, { keyId, destroyed }, results);
+    }
+    if (live.length === 0) return results;
+    for (const { keyId, tuple, dimensionIds } of live) {
+      this.#unrecorded.push({
+        id: keyId,
+        tenant: tuple.tenant,
+        class: tuple.class,
+        period: tuple.period,
+        author: tuple.author,
+        conversation: tuple.conversation,
+        dimensionIds,
+      });
+    }
+    await this.#createMissing(live.flatMap(({ tuple, dimensionIds }) => dimensionIds.map((id) => ({ id, tenant: tuple.tenant }))));
+    for (const { keyId, tuple, dimensionIds } of live) {
+      // Synchronous when cached (nearly always): an await per dimension key per tuple costs more than the HMAC.
+      const encapsulation = this.#byTenant.get(tuple.tenant) ?? (await this.#encapsulation(tuple.tenant));
+      const secrets: Buffer[] = [];
+      for (const id of dimensionIds) secrets.push(this.#shared.get(`${encapsulation.id}\n${id}`) ?? (await this.#secret(encapsulation, id, tuple.tenant)));
+      const prk = tupleKey(secrets, encapsulation.ephemeral, dimensionIds);
+      this.observe?.('tuple', prk);
+      this.#remember(keyId, { keyId, dimensionIds, encapsulation: encapsulation.id, prk }, results);
+    }
+    return results;
+  }
+
+  /**
+   * The facts of the tuples this run gave keys to since the last call, for the vault. They
+   * must be recorded (Vault.addSnapshotCells) with or before the first cell that names them;
+   * the backup records them in the same transaction as the batch's cells.
+   */
+  takeTupleFacts(): CellKey[] {
+    const facts = this.#unrecorded;
+    this.#unrecorded = [];
+    return facts;
+  }
+
+  /** The tuple key of one tuple (see {@link tupleKeys}). */
+  async tupleKey(tuple: CellTuple): Promise<TupleKey> {
+    const keyId = cellKeyId(tuple);
+    const result = (await this.tupleKeys([tuple])).get(keyId);
+    if (result === undefined) throw new LetheError(ErrorCode.INTERNAL, `no tuple key for ${keyId}`);
+    return result;
+  }
+
+  /** Drops every secret of the run: ephemeral keys, shared secrets, tuple keys. */
+  forget(): void {
+    for (const secret of this.#shared.values()) secret.fill(0);
+    for (const key of this.#tuples.values()) if ('prk' in key) key.prk.fill(0);
+    this.#shared.clear();
+    this.#tuples.clear();
+    this.#encapsulations = new Map();
+    this.#byTenant = new Map();
+  }
+
+  #remember(keyId: string, key: TupleKey, results: Map<string, TupleKey>): void {
+    results.set(keyId, key);
+    this.#tuples.set(keyId, key);
+  }
+
+  async #encapsulation(tenant: string | null): Promise<RunEncapsulation> {
+    const id = encapsulationId(this.snapshotId, tenant);
+    let found = this.#encapsulations.get(id);
+    if (found === undefined) {
+      const pair = generateRawKeyPair();
+      this.observe?.('ephemeral', pair.privateKey);
+      found = { id, tenant, privateKey: x25519PrivateKey(pair.privateKey), ephemeral: pair.publicKey };
+      pair.privateKey.fill(0);
+      // Recorded before any cell refers to it (the vault's foreign key says so too).
+      await this.vault.insertEncapsulations([
+        { id, purpose: 'snapshot', snapshotId: this.snapshotId, tenant, kem: 'x25519', ephemeral: found.ephemeral },
+      ]);
+      this.#encapsulations.set(id, found);
+      this.#byTenant.set(tenant, found);
+    }
+    return found;
+  }
+
+  async #secret(encapsulation: RunEncapsulation, dimensionId: string, tenant: string | null): Promise<Buffer> {
+    const cacheKey = `${encapsulation.id}\n${dimensionId}`;
+    const known = this.#shared.get(cacheKey);
+    if (known !== undefined) return known;
+    const publicKey = await this.#dimensionPublicKey(dimensionId, tenant);
+    const secret = sharedSecret(encapsulation.privateKey, publicKey, `dimension key ${dimensionId}`);
+    this.observe?.('shared', secret);
+    this.#shared.set(cacheKey, secret);
+    return secret;
+  }
+
+  /**
+   * The facts of each of `ids` the vault has (absent: not created yet), from the cache or
+   * the vault. The result is the caller's own: an entry the cache drops meanwhile cannot
+   * turn a destroyed key into an unknown one.
+   */
+  async #loadDimensions(ids: readonly string[]): Promise<Map<string, DimensionFacts>> {
+    const out = new Map<string, DimensionFacts>();
+    const missing: string[] = [];
+    for (const id of new Set(ids)) {
+      const known = this.#dimensions.get(id);
+      if (known === undefined) missing.push(id);
+      else out.set(id, known);
+    }
+    if (missing.length === 0) return out;
+    for (const [id, info] of await this.vault.getDimensionKeys(missing)) {
+      const facts = { publicKey: decodeRecipient(info.recipient), destroyed: info.destroyed };
+      this.#dimensions.set(id, facts);
+      out.set(id, facts);
+    }
+    return out;
+  }
+
+  async #dimensionPublicKey(id: string, tenant: string | null): Promise<Uint8Array> {
+    const known = (await this.#loadDimensions([id])).get(id) ?? (await this.#createMissing([{ id, tenant }])).get(id);
+    if (known === undefined) throw new LetheError(ErrorCode.VAULT, `dimension key ${id} was not stored`);
+    return known.publicKey;
+  }
+
+  /**
+   * Creates the dimension keys among `wanted` the vault does not have, in one statement: a
+   * fresh X25519 key each, its private half (PKCS#8 PEM) age-encrypted to the master key's
+   * public recipient and then dropped. When another writer won a race, its key is used.
+   */
+  async #createMissing(wanted: readonly { id: string; tenant: string | null }[]): Promise<Map<string, DimensionFacts>> {
+    const byId = new Map(wanted.map((w) => [w.id, w.tenant]));
+    const known = await this.#loadDimensions([...byId.keys()]);
+    const missing = [...byId].filter(([id]) => !known.has(id));
+    if (missing.length === 0) return known;
+    const fresh = [];
+    for (const [id, tenant] of missing) {
+      const pair = generateRawKeyPair();
+      const wrappedIdentity = await encryptBytes(Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8'), [this.masterRecipient]);
+      pair.privateKey.fill(0);
+      fresh.push({ id, kind: dimensionKind(id), tenant, recipient: encodeRecipient(pair.publicKey), wrappedIdentity });
+    }
+    const stored = await this.vault.insertDimensionKeys(fresh);
+    for (const key of fresh) {
+      const recipient = stored.get(key.id);
+      if (recipient === undefined) throw new LetheError(ErrorCode.VAULT, `dimension key ${key.id} was not stored`);
+      if (recipient === key.recipient) this.dimensionKeysCreated += 1;
+      const facts = { publicKey: decodeRecipient(recipient), destroyed: false };
+      this.#dimensions.set(key.id, facts);
+      known.set(key.id, facts);
+    }
+    return known;
+  }
+}
