@@ -29,7 +29,16 @@ interface OpenPack {
   readonly failed: Promise<never>;
   bytes: number;
   cells: number;
+  /** Ciphertext not yet handed to the upload stream: small cells go in as one write. */
+  pending: Uint8Array[];
+  pendingBytes: number;
 }
+
+/**
+ * Bytes gathered before one write to the upload stream. A chat store's cells are about a
+ * kilobyte; one stream write each costs more than sealing them.
+ */
+const WRITE_BYTES = 256 * 1024;
 
 /** `packs/<aa>/<32 hex>`: the two-character fan-out keeps listings and directories small. */
 export function newPackKey(): string {
@@ -38,7 +47,7 @@ export function newPackKey(): string {
 }
 
 /**
- * Concatenates cell ciphertexts (each a complete age file) into pack objects of about
+ * Concatenates cell ciphertexts (each a sealed cell, docs/format.md) into pack objects of about
  * `targetBytes`, streaming each pack to the store as it is written. A pack closes at the
  * first cell boundary past the target, so a cell never spans two packs.
  *
@@ -78,9 +87,9 @@ export class PackWriter {
     for await (const chunk of chunks) {
       hash.update(chunk);
       pack.bytes += chunk.length;
-      if (!pack.stream.write(chunk)) {
-        await Promise.race([once(pack.stream, 'drain'), pack.failed]);
-      }
+      pack.pending.push(chunk);
+      pack.pendingBytes += chunk.length;
+      if (pack.pendingBytes >= WRITE_BYTES) await this.handOver(pack);
     }
     pack.cells += 1;
     const location: CellLocation = {
@@ -108,6 +117,15 @@ export class PackWriter {
     await pack.upload.catch(() => undefined);
   }
 
+  /** Writes the gathered ciphertext to the upload, waiting while the upload is behind. */
+  private async handOver(pack: OpenPack): Promise<void> {
+    if (pack.pendingBytes === 0) return;
+    const bytes = pack.pending.length === 1 ? (pack.pending[0] as Uint8Array) : Buffer.concat(pack.pending, pack.pendingBytes);
+    pack.pending = [];
+    pack.pendingBytes = 0;
+    if (!pack.stream.write(bytes)) await Promise.race([once(pack.stream, 'drain'), pack.failed]);
+  }
+
   private async open(): Promise<OpenPack> {
     const key = newPackKey();
     await this.options.beforeUpload?.(key);
@@ -123,7 +141,7 @@ export class PackWriter {
       },
     );
     failed.catch(() => undefined);
-    const pack: OpenPack = { key, stream, upload, failed, bytes: 0, cells: 0 };
+    const pack: OpenPack = { key, stream, upload, failed, bytes: 0, cells: 0, pending: [], pendingBytes: 0 };
     this.current = pack;
     return pack;
   }
@@ -132,6 +150,7 @@ export class PackWriter {
     const pack = this.current;
     if (pack === undefined) return;
     this.current = undefined;
+    await this.handOver(pack);
     pack.stream.end();
     const { size, sha256 } = await pack.upload;
     if (size !== pack.bytes) {
