@@ -1,32 +1,63 @@
 #!/usr/bin/env bash
 # dr-decrypt.sh: read a lethe snapshot without lethe (runbooks/disaster-recovery.md).
 #
-# Uses only the stock age CLI (age, age-keygen), openssl (Ed25519 signatures), jq, grep and
-# GNU coreutils (base64, dd, sha256sum, head, tail, stat, mktemp): no lethe code, no Node.js.
+# Reads lethe.manifest.v3 snapshots (snapshots/<id>.json.gz) and lethe.keys-export.v2
+# exports, with stock tools only: age (the dimension keys are wrapped to the master key),
+# openssl >= 3.0 (Ed25519 signatures, X25519, ChaCha20, Poly1305), jq, gzip, xxd, awk,
+# grep and GNU coreutils. No lethe code, no Node.js. docs/format.md specifies every byte.
 #
-# Nothing in a manifest is used before it is authenticated: its Ed25519 signature must
-# verify under a public key you give with --signing-key (the backup signing key's public
-# half, escrowed with the master key; never a key found in the bucket or a keys export),
-# it must be the snapshot its file name says, and no other signed manifest beside it may
-# follow it (so an old snapshot is never taken for the newest) unless --not-latest says so.
-# Decrypts one cell of a snapshot to PostgreSQL COPY text, lists a manifest's cells, or
-# prints the SQL that recreates the snapshot's tables.
+# Nothing in a manifest is used before it is authenticated: it is decompressed into a
+# private temporary directory (removed on exit) and its Ed25519 signature over the
+# uncompressed body must verify under a public key you give with --signing-key (the backup
+# signing key's public half, escrowed with the master key; never a key found in the bucket
+# or a keys export); it must be the snapshot its file name says; and no other signed
+# manifest beside it may follow it (so an old snapshot is never taken for the newest)
+# unless --not-latest says so. Every later read comes from that verified copy.
 #
-# Secrets never touch disk or argv: every identity (dimension keys, cell key) exists only
-# in pipes. Each is unwrapped inside a process substitution, `age -i <(...)`, so age reads
-# it from /dev/fd/N. A temp file, even on tmpfs, can be swapped out and outlives a kill -9;
-# a pipe holds the secret only while both ends are alive. The master key is read from the
-# escrow file given, where it already is.
+# Decrypts one cell to PostgreSQL COPY text, lists a manifest's cells, or prints the SQL
+# that recreates the snapshot's tables. A cell's key is derived from its encapsulation's
+# ephemeral public key E and its dimension keys D1..Dk (docs/format.md):
+#   Z_i = X25519(d_i, E)                 openssl pkeyutl -derive
+#   prk = HMAC-SHA-256("lethe.cell-key.v1", Z_1 ‖ … ‖ Z_k ‖ E ‖ "D1\n" ‖ … ‖ "Dk\n")
+#   K   = HMAC-SHA-256(prk, "lethe.cell.v1\n" ‖ cell id ‖ 0x01)
+#   cell = ChaCha20-Poly1305(K, zero nonce): ciphertext ‖ tag
+# The ciphertext's sha256 is checked against the manifest, and its Poly1305 tag under K,
+# before a single byte is decrypted: `openssl enc -chacha20` does not check tags itself.
 #
-# Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 a required tool is missing,
+# Secrets. Dimension private keys, the shared secrets Z and the tuple key prk never touch
+# disk or argv: they live in bash variables and reach programs only through pipes and
+# process substitutions (`-inkey <(printf …)`, read from /dev/fd/N); printf is a bash
+# builtin, so nothing is exec'd with them as arguments. (Never here-strings or heredocs for
+# them: older bash writes those to temporary files.) HMAC-SHA-256 is computed from its
+# definition with sha256sum and xxd, so no HMAC key is ever an argument. A temp file, even
+# on tmpfs, can be swapped out and outlives a kill -9; a pipe holds a secret only while both
+# ends are alive. The master key is read from the escrow file given, where it already is.
+#
+# ONE EXCEPTION: openssl takes a raw cipher key only as an argument, so each cell's own key
+# K (and the Poly1305 one-time key derived from it) is in the argv of `openssl enc` and
+# `openssl mac` for the few milliseconds they run, where other users of this host can see
+# it in the process list. K opens that one cell and nothing else (every cell has its own
+# key, derived one way from prk). Run a recovery on a host with no other users.
+#
+# Exit codes: 0 ok, 1 unexpected failure, 2 usage (also: a manifest, export or
+# encapsulation of a format this script does not read), 3 a required tool is missing,
 # 4 not found (cell, key, file), 5 crypto-shredded (a dimension key is not in the export),
-# 6 integrity (sha256 mismatch, wrong recipient), 7 a key does not open (wrong master key).
+# 6 integrity (signature, sha256, tag or recipient mismatch, a low-order point, not the
+# newest snapshot), 7 a key does not open (wrong master key or export).
 set -euo pipefail
 umask 077
 
 readonly PROG=${0##*/}
-readonly MANIFEST_FORMATS=('lethe.manifest.v1' 'lethe.manifest.v2')
-readonly EXPORT_FORMAT='lethe.keys-export.v1'
+readonly MANIFEST_FORMAT='lethe.manifest.v3'
+readonly EXPORT_FORMAT='lethe.keys-export.v2'
+readonly CELL_KEY_SALT='lethe.cell-key.v1'
+readonly CELL_KEY_INFO=$'lethe.cell.v1\n'
+# DER SubjectPublicKeyInfo of an X25519 key, up to the 32 raw bytes (RFC 8410).
+readonly X25519_SPKI_PREFIX='302a300506032b656e032100'
+# openssl's ChaCha20 IV: 32-bit little-endian block counter, then the 12-byte nonce (zero).
+readonly IV_BLOCK0='00000000000000000000000000000000'
+readonly IV_BLOCK1='01000000000000000000000000000000'
+readonly TAG_BYTES=16
 
 usage() {
   cat <<EOF
@@ -35,9 +66,10 @@ usage:
   $PROG --signing-key PUB --list --manifest FILE [--table NAME] [--tenant ID]
   $PROG --signing-key PUB --schema-sql pre|post --manifest FILE
 
+  --manifest FILE  a snapshot manifest, snapshots/<id>.json.gz (lethe.manifest.v3)
   --cell ID        decrypt one cell (ids from --list) to COPY text, on stdout or into
                    --out FILE (written only when everything checked out; never overwritten)
-  --objects DIR    local copy of the bucket (or its prefix): DIR/packs/..., DIR/keys/...
+  --objects DIR    local copy of the bucket (or its prefix): DIR/packs/...
   --keys-export    output of \`lethe keys export\` (dimension keys wrapped to the master key)
   --master-key     the escrowed master age identity file
   --list           print the manifest's cells: id<TAB>table<TAB>rows, one per line
@@ -49,9 +81,12 @@ usage:
   --not-latest     read a snapshot although a newer signed one follows it in the same
                    directory (a point-in-time restore on purpose)
 
-exit codes: 0 ok, 2 usage, 3 missing tool, 4 not found, 5 crypto-shredded,
-            6 integrity (signature, sha256 or recipient mismatch, not the newest snapshot),
-            7 key does not open, 1 other
+Each cell's own key is briefly in the argv of openssl (see the header of this script):
+run a recovery on a host with no other users.
+
+exit codes: 0 ok, 2 usage or unsupported format, 3 missing tool, 4 not found,
+            5 crypto-shredded, 6 integrity (signature, sha256, tag or recipient mismatch,
+            low-order point, not the newest snapshot), 7 key does not open, 1 other
 EOF
 }
 
@@ -68,8 +103,16 @@ need_tools() {
   local tool missing=()
   for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
   if ((${#missing[@]} > 0)); then
-    die 3 "required tool(s) not found on PATH: ${missing[*]}; install them (Debian/Ubuntu: apt-get install age jq openssl coreutils)"
+    die 3 "required tool(s) not found on PATH: ${missing[*]}; install them (Debian/Ubuntu: apt-get install age jq openssl gzip xxd gawk coreutils)"
   fi
+}
+
+# Ed25519 with -rawin, X25519 derivation and `openssl mac` need OpenSSL 3 (not LibreSSL).
+need_openssl3() {
+  local version
+  version=$(openssl version 2>/dev/null || true)
+  [[ $version =~ ^OpenSSL\ ([0-9]+)\. ]] && ((BASH_REMATCH[1] >= 3)) ||
+    die 3 "OpenSSL >= 3.0 is required (found: ${version:-none}); install it (Debian/Ubuntu: apt-get install openssl)"
 }
 
 need_file() {
@@ -77,7 +120,8 @@ need_file() {
 }
 
 # A bucket key from a manifest, as a path under --objects. Refuses anything that could
-# leave the directory: the manifest is only trusted after its checks.
+# leave the directory, although the manifest is signed: a signature proves who wrote it,
+# not that the writer was careful.
 object_path() {
   local key=$1
   case "/$key/" in
@@ -89,75 +133,185 @@ object_path() {
 
 sha256_of() { sha256sum | { read -r sum _ && printf '%s' "$sum"; }; }
 
-# find_entry FILE ID KIND FILTER: prints FILTER (a jq filter, raw output) applied to the
-# entry whose .id is ID, or nothing. KIND is `array:<jq path>` for one JSON document
-# (manifest, export) or `ndjson` (key files). lethe writes one entry per line,
-# `{"id":"...",...}` (ids are percent-encoded: no quotes or backslashes), so a fixed-string
-# grep finds it in a multi-GB file without parsing it all, and jq checks that line. If the
-# file was reformatted, a full jq parse decides.
-find_entry() {
-  local file=$1 id=$2 kind=$3 filter=$4 line out
-  line=$(grep -F -m 1 -e "{\"id\":\"$id\"," -- "$file" || true)
+# entry_line FILE ID NEXT: the line of FILE that is lethe's entry `{"id":"ID","NEXT":...}`,
+# without its trailing comma, or nothing. lethe writes one entry per line and ids are
+# percent-encoded (no quotes or backslashes), so a fixed-string grep finds it in a
+# multi-GB file without parsing it all; NEXT, the member lethe writes after the id, tells
+# a cell (`table`) from an encapsulation (`tenant`) or an exported key (`kind`).
+entry_line() {
+  local line
+  line=$(grep -F -m 1 -e "{\"id\":\"$2\",\"$3\":" -- "$1" || true)
   # (Not ${line%,}: bash pattern removal is quadratic on a multi-MB line.)
   [[ $line != *, ]] || line=${line:0:${#line}-1}
+  printf '%s' "$line"
+}
+
+# section NAME: the entries of the manifest's array member NAME (cells, encapsulations),
+# one JSON object per line, streamed from the verified copy.
+section() {
+  awk -v start="\"$1\":[" '
+    on && ($0 == "]," || $0 == "]") { exit }
+    on { sub(/,$/, ""); print }
+    $0 == start { on = 1 }' "$PLAIN"
+}
+
+# manifest_entry ID NEXT SECTION FILTER: FILTER (jq, raw output) of the manifest entry
+# whose .id is ID in SECTION, or nothing. The signed bytes are as lethe laid them out, so
+# the grep finds it; the streamed section is the fallback.
+manifest_entry() {
+  local id=$1 next=$2 name=$3 filter=$4 line out
+  line=$(entry_line "$PLAIN" "$id" "$next")
+  if [[ -n $line ]] &&
+    out=$(jq -r --arg id "$id" "select(type == \"object\" and .id == \$id and has(\"$next\")) | $filter" <<<"$line" 2>/dev/null) &&
+    [[ -n $out ]]; then
+    printf '%s\n' "$out"
+    return 0
+  fi
+  section "$name" | jq -rn --arg id "$id" "first(inputs | select(.id == \$id)) // empty | $filter"
+}
+
+# export_entry ID FILTER: the same for a key of the keys export, which is not signed and
+# may have been reformatted: then a full jq parse decides.
+export_entry() {
+  local id=$1 filter=$2 line out
+  line=$(entry_line "$KEYS_EXPORT" "$id" kind)
   if [[ -n $line ]] &&
     out=$(jq -r --arg id "$id" "select(type == \"object\" and .id == \$id) | $filter" <<<"$line" 2>/dev/null) &&
     [[ -n $out ]]; then
     printf '%s\n' "$out"
     return 0
   fi
-  if [[ $kind == ndjson ]]; then
-    jq -rn --arg id "$id" "first(inputs | select(.id == \$id)) // empty | $filter" "$file"
-  else
-    jq -r --arg id "$id" "first(${kind#array:}[] | select(.id == \$id)) // empty | $filter" "$file"
-  fi
+  jq -r --arg id "$id" "first(.dimensionKeys[] | select(.id == \$id)) // empty | $filter" "$KEYS_EXPORT"
 }
 
-# header_value NAME [FILE]: the JSON value of a manifest member written before the cells
-# (snapshot, schema, keyFiles). lethe writes each on its own line, `"NAME":<json>,`, so it
-# is read without parsing a million-cell manifest. (A reformatted manifest never gets this
-# far: its signature covers the bytes as lethe wrote them.)
+# header_value NAME [FILE]: the JSON value of a manifest member on a line of its own,
+# `"NAME":<json>,` (snapshot, schema, totals), read without parsing the cell list.
 header_value() {
-  local line
-  line=$(grep -m 1 -e "^\"$1\":" -- "${2:-$MANIFEST}" || true)
+  local file=${2:-$PLAIN} line
+  line=$(grep -m 1 -e "^\"$1\":" -- "$file" || true)
   line=${line:${#1}+3}
   [[ $line != *, ]] || line=${line:0:${#line}-1}
-  jq -ce '.' <<<"$line" 2>/dev/null || die 6 "${2:-$MANIFEST} has no readable \"$1\" line"
+  jq -ce '.' <<<"$line" 2>/dev/null || die 6 "manifest $MANIFEST has no readable \"$1\" line"
 }
 
-# --- secrets: these functions write identities to stdout; call them only inside pipes or
-# --- process substitutions, never capture their output in a variable or file.
+# --- the manifest
 
-# dimension_identity ID: the dimension key's age identity, unwrapped with the master key
-# from its export entry (looked up by decrypt_cell into DIM_WRAPPED).
-dimension_identity() {
-  [[ -n ${DIM_WRAPPED[$1]:-} ]] || return 1
-  printf '%s' "${DIM_WRAPPED[$1]}" | base64 -d | age -d -i "$MASTER_KEY"
+# legacy_format FILE: the format of a manifest lethe wrote before v3 (uncompressed
+# snapshots/<id>.json, lethe.manifest.v1 or v2), or nothing.
+legacy_format() {
+  local magic first
+  magic=$(head -c 2 -- "$1" | xxd -p)
+  [[ $magic != 1f8b ]] || return 0
+  IFS= read -r first <"$1" || true
+  [[ $first =~ ^\{\"format\":\"(lethe\.manifest\.v[12])\",$ ]] && printf '%s' "${BASH_REMATCH[1]}"
+  return 0
 }
 
-# peel ID...: stdin is an AND-wrapped identity, args its dimension key ids innermost first.
-# Peels the outermost layer (the last id: the tenant) and recurses inward.
-peel() {
-  if (($# == 0)); then
-    cat
-    return
+# inflate FILE DEST: decompresses a stored manifest into DEST (private: umask 077, in WORK).
+# Prints why and returns 1 when FILE is not one complete gzip stream.
+inflate() {
+  gzip -dc <"$1" >"$2" 2>/dev/null && return 0
+  echo 'it is not one complete gzip file (truncated, corrupted, or not a lethe.manifest.v3 snapshots/<id>.json.gz)'
+  return 1
+}
+
+# signature_problem PLAIN: prints nothing and returns 0 when PLAIN (an uncompressed
+# manifest) is a lethe.manifest.v3 whose body (every byte before its last line) hashes to
+# the sha256 its signature covers and whose Ed25519 signature over
+# `lethe.manifest.v3\n<that sha256>\n` verifies under one of the --signing-key files;
+# otherwise prints why and returns 1.
+signature_problem() {
+  local file=$1 first last signed value actual key
+  IFS= read -r first <"$file" || true
+  [[ $first == "{\"format\":\"$MANIFEST_FORMAT\"," ]] ||
+    { echo "it is not a $MANIFEST_FORMAT manifest (first line: ${first:0:80})"; return 1; }
+  [[ $(tail -c 1 -- "$file" | xxd -p) == 0a ]] ||
+    { echo 'it does not end with a complete line: it is truncated'; return 1; }
+  last=$(tail -n 1 -- "$file")
+  [[ $last =~ ^\"signature\":\{.*\"sha256\":\"([0-9a-f]{64})\" ]] ||
+    { echo 'it has no signature line: it is truncated or not a complete manifest'; return 1; }
+  signed=${BASH_REMATCH[1]}
+  [[ $last =~ \"value\":\"([A-Za-z0-9+/=]+)\" ]] || { echo 'its signature line is malformed'; return 1; }
+  value=${BASH_REMATCH[1]}
+  actual=$(head -n -1 -- "$file" | sha256_of)
+  [[ $actual == "$signed" ]] ||
+    { echo "its body hashes to $actual but its signature covers $signed: it was edited after signing, or is corrupted"; return 1; }
+  # Public bytes: `pkeyutl -rawin` reads its input and signature from real files.
+  printf '%s\n%s\n' "$MANIFEST_FORMAT" "$actual" >"$WORK/signed-message"
+  printf '%s' "$value" | base64 -d >"$WORK/signature" 2>/dev/null || { echo 'its signature is not base64'; return 1; }
+  for key in "${SIGNING_KEYS[@]}"; do
+    openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$WORK/signed-message" -sigfile "$WORK/signature" >/dev/null 2>&1 && return 0
+  done
+  echo "its signature does not verify under the signing key(s) given (${SIGNING_KEYS[*]})"
+  return 1
+}
+
+# authenticate_manifest: the checks every mode runs before it uses anything in the manifest.
+# 0. Format: a manifest of an older lethe is refused, naming the script that reads it.
+# 1. The Ed25519 signature over the uncompressed body, under a key from your escrow (never
+#    one from the bucket). The body is decompressed once, to PLAIN, and only PLAIN is read.
+# 2. The snapshot id inside equals the file name: a validly signed manifest of another
+#    snapshot copied over this name is refused.
+# 3. Freshness: no other validly signed manifest in the same directory names this one as its
+#    previous snapshot (fetch the whole snapshots/ prefix: it is small). An attacker who
+#    cannot sign cannot forge a newer one; one who deletes newer manifests is stopped by
+#    object lock, or by comparing with your own record of the latest snapshot id.
+# 4. The link to the previous snapshot: when its manifest is beside this one, its sha256
+#    (of the stored object) must be the one this manifest names.
+authenticate_manifest() {
+  ((${#SIGNING_KEYS[@]} > 0)) ||
+    die 2 "--signing-key FILE is required: the backup signing key's public half from your escrow (backup-signing.key.pub, written by lethe init). The manifest's signature is checked before anything in it is used; a key found in the bucket or in a keys export proves nothing"
+  local key why id base dir other previous newer=() prev_id prev_sha prev_file actual legacy
+  for key in "${SIGNING_KEYS[@]}"; do
+    need_file 'signing key' "$key"
+    grep -q -- '-----BEGIN PUBLIC KEY-----' "$key" ||
+      die 2 "--signing-key $key is not a PEM public key; give the .pub file (never the private key)"
+  done
+  legacy=$(legacy_format "$MANIFEST")
+  [[ -z $legacy ]] ||
+    die 2 "manifest $MANIFEST is $legacy, written by a lethe from before the $MANIFEST_FORMAT cell format; this script reads only $MANIFEST_FORMAT (snapshots/<id>.json.gz). Read it with the runbooks/dr-decrypt.sh of the lethe version that wrote it (keep that copy in the escrow too), or with that lethe"
+  why=$(inflate "$MANIFEST" "$PLAIN" && signature_problem "$PLAIN") ||
+    die 6 "manifest $MANIFEST cannot be trusted, so nothing in it was used: $why. Fetch it again from the bucket; if it persists, the stored manifest was altered: use another snapshot"
+  id=$(header_value snapshot | jq -r '.id')
+  base=$(basename -- "$MANIFEST" .json.gz)
+  [[ $id == "$base" ]] ||
+    die 6 "manifest $MANIFEST is signed, but names snapshot $id, not $base: a manifest stored under another snapshot's name"
+  dir=$(dirname -- "$MANIFEST")
+  for other in "$dir"/*.json.gz; do
+    [[ -f $other && ! $other -ef $MANIFEST ]] || continue
+    # Its second line, `"snapshot":{...,"previous":{"id":...}}`: gunzip stops when head does.
+    previous=$({ gzip -dc <"$other" 2>/dev/null || true; } | head -n 2 | tail -n 1) || true
+    [[ $previous == '"snapshot":'*"\"previous\":{\"id\":\"$id\""* ]] || continue
+    if why=$(inflate "$other" "$WORK/other.json" && signature_problem "$WORK/other.json"); then
+      newer+=("$(basename -- "$other" .json.gz)")
+    else
+      warn "$other claims to follow snapshot $id but cannot be trusted ($why); ignored"
+    fi
+    rm -f -- "$WORK/other.json"
+  done
+  if ((${#newer[@]} > 0)); then
+    ((NOT_LATEST == 1)) ||
+      die 6 "snapshot $id is not the newest: ${newer[*]} follows it, signed. Use the newest snapshot, or pass --not-latest to read this older one on purpose"
+    warn "snapshot $id is not the newest (${newer[*]} follows it); reading it as asked (--not-latest)"
   fi
-  local outermost=${!#}
-  age -d -i <(dimension_identity "$outermost") | peel "${@:1:$#-1}"
-}
-
-# cell_identity: the cell key's identity, AND-unwrapped from the key file entry.
-cell_identity() {
-  printf '%s' "$KEY_WRAPPED" | base64 -d | peel "${DIMENSIONS[@]}"
+  IFS=$'\t' read -r prev_id prev_sha < <(header_value snapshot | jq -r '[.previous.id // "", .previous.sha256 // ""] | @tsv')
+  if [[ -n $prev_id ]]; then
+    # The first v3 snapshot after an upgrade follows an uncompressed v2 manifest.
+    for prev_file in "$dir/$prev_id.json.gz" "$dir/$prev_id.json"; do
+      [[ -f $prev_file ]] || continue
+      actual=$(sha256_of <"$prev_file")
+      [[ $actual == "$prev_sha" ]] ||
+        die 6 "the previous snapshot's manifest $prev_file hashes to $actual, but $id names $prev_sha: one of the two was altered"
+    done
+  fi
 }
 
 # --- modes
 
 list_cells() {
-  jq -r --arg table "$TABLE" --arg tenant "$TENANT" '
-    .cells[]
-    | select(($table == "" or .table == $table) and ($tenant == "" or .tenant == $tenant))
-    | [.id, .table, .rows] | @tsv' "$MANIFEST"
+  section cells | jq -r --arg table "$TABLE" --arg tenant "$TENANT" '
+    select(($table == "" or .table == $table) and ($tenant == "" or .tenant == $tenant))
+    | [.id, .table, .rows] | @tsv'
 }
 
 # Mirrors lethe's schemaToDdl (src/mapping/schema-ddl.ts): tables without keys before the
@@ -207,136 +361,115 @@ schema_sql() {
       else error("--schema-sql takes pre or post") end'
 }
 
-# signature_problem FILE: prints nothing and returns 0 when FILE is a lethe manifest whose
-# body hashes to the sha256 its signature covers and whose Ed25519 signature verifies under
-# one of the --signing-key files; otherwise prints why and returns 1. The signed bytes are
-# `<format>\n<sha256 of every byte before the last line>\n`.
-signature_problem() {
-  local file=$1 first format last signed value actual key
-  IFS= read -r first <"$file" || true
-  format=''
-  for key in "${MANIFEST_FORMATS[@]}"; do [[ $first == "{\"format\":\"$key\"," ]] && format=$key; done
-  [[ -n $format ]] || { echo "it is not a lethe manifest (first line: ${first:0:80})"; return 1; }
-  last=$(tail -n 1 -- "$file")
-  [[ $last =~ ^\"signature\":\{.*\"sha256\":\"([0-9a-f]{64})\" ]] ||
-    { echo 'it has no signature line: it is truncated or not a complete manifest'; return 1; }
-  signed=${BASH_REMATCH[1]}
-  [[ $last =~ \"value\":\"([A-Za-z0-9+/=]+)\" ]] || { echo 'its signature line is malformed'; return 1; }
-  value=${BASH_REMATCH[1]}
-  actual=$(head -n -1 -- "$file" | sha256_of)
-  [[ $actual == "$signed" ]] ||
-    { echo "its body hashes to $actual but its signature covers $signed: it was edited after signing, or is corrupted"; return 1; }
-  printf '%s\n%s\n' "$format" "$actual" >"$WORK/signed-message"
-  printf '%s' "$value" | base64 -d >"$WORK/signature" 2>/dev/null || { echo 'its signature is not base64'; return 1; }
-  for key in "${SIGNING_KEYS[@]}"; do
-    openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$WORK/signed-message" -sigfile "$WORK/signature" >/dev/null 2>&1 && return 0
+# --- key derivation. Functions below take and return secrets as hex in bash variables
+# --- and stdout captured by $(...); never call them with output to a file.
+
+# hmac_sha256 KEY_HEX: HMAC-SHA-256 (RFC 2104) of stdin under a key of at most 64 bytes,
+# as 64 hex digits: sha256((K ⊕ opad) ‖ sha256((K ⊕ ipad) ‖ message)), K zero-padded to 64
+# bytes. The XOR is bash arithmetic and the padded keys reach xxd and sha256sum through
+# pipes only, so the key is never an argument of any program.
+hmac_sha256() {
+  local key=$1 ipad='' opad='' i byte inner outer
+  ((${#key} <= 128)) || return 1
+  while ((${#key} < 128)); do key+=0; done
+  for ((i = 0; i < 128; i += 2)); do
+    byte=$((16#${key:i:2}))
+    printf -v ipad '%s%02x' "$ipad" $((byte ^ 0x36))
+    printf -v opad '%s%02x' "$opad" $((byte ^ 0x5c))
   done
-  echo "its signature does not verify under the signing key(s) given (${SIGNING_KEYS[*]})"
-  return 1
+  inner=$({ printf '%s' "$ipad" | xxd -r -p && cat; } | sha256sum) || return 1
+  outer=$(printf '%s%s' "$opad" "${inner%% *}" | xxd -r -p | sha256sum) || return 1
+  printf '%s' "${outer%% *}"
 }
 
-# authenticate_manifest: the checks every mode runs before it uses anything in the manifest.
-# 1. The Ed25519 signature, under a key from your escrow (never one from the bucket).
-# 2. The snapshot id inside equals the file name: a validly signed manifest of another
-#    snapshot copied over this name is refused.
-# 3. Freshness: no other validly signed manifest in the same directory names this one as its
-#    previous snapshot (fetch the whole snapshots/ prefix: it is small). An attacker who
-#    cannot sign cannot forge a newer one; one who deletes newer manifests is stopped by
-#    object lock, or by comparing with your own record of the latest snapshot id.
-# 4. The link to the previous snapshot: when its manifest is beside this one, its sha256
-#    must be the one this manifest names.
-authenticate_manifest() {
-  ((${#SIGNING_KEYS[@]} > 0)) ||
-    die 2 "--signing-key FILE is required: the backup signing key's public half from your escrow (backup-signing.key.pub, written by lethe init). The manifest's signature is checked before anything in it is used; a key found in the bucket or in a keys export proves nothing"
-  local key why id base dir other previous newer=() prev_id prev_sha actual
-  for key in "${SIGNING_KEYS[@]}"; do
-    need_file 'signing key' "$key"
-    grep -q -- '-----BEGIN PUBLIC KEY-----' "$key" ||
-      die 2 "--signing-key $key is not a PEM public key; give the .pub file (never the private key)"
-  done
-  why=$(signature_problem "$MANIFEST") ||
-    die 6 "manifest $MANIFEST cannot be trusted, so nothing in it was used: $why. Fetch it again from the bucket; if it persists, the stored manifest was altered: use another snapshot"
-  id=$(header_value snapshot | jq -r '.id')
-  base=$(basename -- "$MANIFEST" .json)
-  [[ $id == "$base" ]] ||
-    die 6 "manifest $MANIFEST is signed, but names snapshot $id, not $base: a manifest stored under another snapshot's name"
-  dir=$(dirname -- "$MANIFEST")
-  for other in "$dir"/*.json; do
-    [[ -f $other && $other != "$MANIFEST" ]] || continue
-    previous=$(grep -m 1 -e '^"snapshot":' -- "$other" 2>/dev/null || true)
-    [[ $previous == *"\"previous\":{\"id\":\"$id\""* ]] || continue
-    if why=$(signature_problem "$other"); then
-      newer+=("$(basename -- "$other" .json)")
-    else
-      warn "$other claims to follow snapshot $id but cannot be trusted ($why); ignored"
+# recipient_hex AGE1…: the raw X25519 public key of an age recipient (bech32), as hex.
+# The checksum is not checked: the result is only compared with a key derived from the
+# unwrapped private key, and a typo can only make that comparison fail.
+recipient_hex() {
+  local charset=qpzry9x8gf2tvdw0s3jn54khce6mua7l data acc=0 bits=0 out='' i c v
+  [[ ${1,,} =~ ^age1([qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58})$ ]] || return 1
+  data=${BASH_REMATCH[1]:0:52}
+  for ((i = 0; i < 52; i++)); do
+    c=${data:i:1}
+    v=${charset%%"$c"*}
+    acc=$(((acc << 5) | ${#v}))
+    bits=$((bits + 5))
+    if ((bits >= 8)); then
+      bits=$((bits - 8))
+      printf -v out '%s%02x' "$out" $(((acc >> bits) & 255))
+      acc=$((acc & ((1 << bits) - 1)))
     fi
   done
-  if ((${#newer[@]} > 0)); then
-    ((NOT_LATEST == 1)) ||
-      die 6 "snapshot $id is not the newest: ${newer[*]} follows it, signed. Use the newest snapshot, or pass --not-latest to read this older one on purpose"
-    warn "snapshot $id is not the newest (${newer[*]} follows it); reading it as asked (--not-latest)"
-  fi
-  IFS=$'\t' read -r prev_id prev_sha < <(header_value snapshot | jq -r '[.previous.id // "", .previous.sha256 // ""] | @tsv')
-  if [[ -n $prev_id && -f $dir/$prev_id.json ]]; then
-    actual=$(sha256_of <"$dir/$prev_id.json")
-    [[ $actual == "$prev_sha" ]] ||
-      die 6 "the previous snapshot's manifest $dir/$prev_id.json hashes to $actual, but $id names $prev_sha: one of the two was altered"
-  fi
+  ((acc == 0)) || return 1
+  printf '%s' "$out"
 }
 
-# Finds the cell's key in the key files the manifest lists, after checking that file's
-# sha256 against the manifest. Sets KEY_RECIPIENT, KEY_WRAPPED and DIMENSIONS.
-find_cell_key() {
-  local key=$1 file sha path entry missing=() key_files fields
-  key_files=$(header_value keyFiles)
-  [[ $(jq 'length' <<<"$key_files") -gt 0 ]] || die 4 "the manifest lists no key files, so the key of cell $CELL cannot be found"
-  while IFS=$'\t' read -r file sha; do
-    path=$(object_path "$file")
-    if [[ ! -f $path ]]; then
-      missing+=("$file")
-      continue
-    fi
-    entry=$(find_entry "$path" "$key" ndjson '[.recipient, .wrapped] + .dimensions | @tsv')
-    [[ -n $entry ]] || continue
-    local actual
-    actual=$(sha256_of <"$path")
-    [[ $actual == "$sha" ]] ||
-      die 6 "sha256 mismatch: key file $file hashes to $actual, the manifest says $sha; fetch it again from the bucket"
-    IFS=$'\t' read -r -a fields <<<"$entry"
-    KEY_RECIPIENT=${fields[0]}
-    KEY_WRAPPED=${fields[1]}
-    DIMENSIONS=("${fields[@]:2}")
-    ((${#DIMENSIONS[@]} > 0)) || die 6 "cell key $key has no dimension keys in key file $file"
-    return 0
-  done < <(jq -r '.[] | [.key, .sha256] | @tsv' <<<"$key_files")
-  if ((${#missing[@]} > 0)); then
-    die 4 "cell key $key is in none of the key files present, and these key files the manifest lists are missing under $OBJECTS: ${missing[*]}; copy keys/ from the bucket (aws s3 sync s3://BUCKET/keys/ $OBJECTS/keys/)"
-  fi
-  die 4 "cell key $key is in none of the key files the manifest lists; the bucket copy is incomplete or the manifest is not lethe's"
+# dimension_pem ID: the dimension key's private key (PKCS#8 PEM), unwrapped with the master
+# key from its export entry. Call only as `pem=$(dimension_pem ID)`.
+dimension_pem() {
+  printf '%s' "${DIM_WRAPPED[$1]}" | base64 -d 2>/dev/null | age -d -i "$MASTER_KEY" 2>/dev/null
 }
 
-# diagnose_unwrap AGE_STDERR_FILE: explains why the cell could not be decrypted, layer by
-# layer, and exits. (age's messages hold no key material.)
-diagnose_unwrap() {
-  local id recipient expected age_said
-  age_said=$(head -c 500 -- "$1" | tr '\n' ' ')
-  for id in "${DIMENSIONS[@]}"; do
-    expected=${DIM_RECIPIENT[$id]}
-    recipient=$(dimension_identity "$id" 2>/dev/null | age-keygen -y 2>/dev/null) ||
-      die 7 "the master key cannot open dimension key $id from the export: the master key file does not match this export, or the export is damaged"
-    [[ $recipient == "$expected" ]] ||
-      die 6 "dimension key $id unwraps to a key for $recipient but the export lists $expected: the export is damaged"
-  done
-  expected=$KEY_RECIPIENT
-  recipient=$(cell_identity 2>/dev/null | age-keygen -y 2>/dev/null) ||
-    die 7 "the dimension keys open, but not the AND-wrapped key of cell $CELL (${DIMENSIONS[*]}): its key file entry is damaged, or the cell key was re-wrapped after this key file was written (e.g. under a legal-hold case key), which only lethe can read"
-  [[ $recipient == "$expected" ]] ||
-    die 6 "cell key of $CELL unwraps to a key for $recipient, but its key file says $expected: the key file entry is damaged"
-  die 7 "the cell key of $CELL opens, but age failed on the cell (whose sha256 matched the manifest): $age_said"
+# check_dimension ID PEM: exits when the private key PEM (unwrapped from the export) is not
+# an X25519 key or not the key its export entry's recipient names; returns otherwise.
+check_dimension() {
+  local id=$1 pem=$2 derived listed
+  derived=$(openssl pkey -in <(printf '%s\n' "$pem") -pubout -outform DER 2>/dev/null | tail -c 32 | xxd -p -c 64) || derived=''
+  [[ ${#derived} == 64 ]] ||
+    die 6 "dimension key $id of the export unwraps to something that is not an X25519 private key: the export is damaged; use another export"
+  listed=$(recipient_hex "${DIM_RECIPIENT[$id]}") || listed=''
+  [[ $derived == "$listed" ]] ||
+    die 6 "dimension key $id of the export unwraps to the private key of public key $derived, but the export lists ${DIM_RECIPIENT[$id]}: the export is damaged; use another export"
 }
+
+# shared_secret ID: Z = X25519(d, E) with dimension key ID and the cell's encapsulation
+# (WORK/peer.der), as hex. Call only as `z=$(shared_secret ID) || exit`. Refuses an
+# all-zero Z (OpenSSL 3 already refuses to derive one): a low-order E gives a secret anyone
+# can compute.
+shared_secret() {
+  local id=$1 pem z
+  pem=$(dimension_pem "$id") ||
+    die 7 "the master key cannot open dimension key $id from the export: the master key file does not match this export, or the export is damaged"
+  [[ $pem == '-----BEGIN PRIVATE KEY-----'* ]] ||
+    die 2 "dimension key $id of the export is not an X25519 private key in PKCS#8 PEM form; $PROG reads $EXPORT_FORMAT exports: take one with \`lethe keys export\`"
+  z=$(openssl pkeyutl -derive -inkey <(printf '%s\n' "$pem") -peerkey "$WORK/peer.der" -peerform DER 2>/dev/null | xxd -p -c 64) || z=''
+  if [[ ! $z =~ ^[0-9a-f]{64}$ || $z =~ ^0+$ ]]; then
+    # The private key, or the point? A sound key that matches its recipient leaves the point.
+    check_dimension "$id" "$pem"
+    die 6 "refusing cell $CELL: encapsulation $ENC_ID has ephemeral key $EPHEMERAL, a low-order or malformed X25519 point, with which no secret can be derived (anyone could compute it); nothing was decrypted. The manifest is signed, so lethe wrote this: report it, and read the cell from another snapshot"
+  fi
+  printf '%s' "$z"
+}
+
+# le64 N: N as 8 bytes little-endian, in hex.
+le64() {
+  local be out='' i
+  printf -v be '%016x' "$1"
+  for ((i = 14; i >= 0; i -= 2)); do out+=${be:i:2}; done
+  printf '%s' "$out"
+}
+
+# tag_verifies KEY_HEX CELL_FILE: whether CELL_FILE (ciphertext ‖ tag) authenticates under
+# KEY_HEX as ChaCha20-Poly1305 with a zero nonce and no associated data (RFC 8439 2.8):
+# the Poly1305 one-time key is the first 32 bytes of ChaCha20 block 0, and the MAC covers
+# ciphertext ‖ zero padding to 16 ‖ le64(0) ‖ le64(ciphertext length).
+tag_verifies() {
+  local key=$1 file=$2 otk clen pad tag expected
+  clen=$(($(stat -L -c '%s' -- "$file") - TAG_BYTES))
+  otk=$(head -c 32 /dev/zero | openssl enc -chacha20 -K "$key" -iv "$IV_BLOCK0" | xxd -p -c 64) || return 1
+  pad=$(((16 - clen % 16) % 16))
+  tag=$({
+    head -c "$clen" -- "$file"
+    head -c "$pad" /dev/zero
+    printf '%s%s' "$(le64 0)" "$(le64 "$clen")" | xxd -r -p
+  } | openssl mac -macopt "hexkey:$otk" POLY1305) || return 1
+  expected=$(tail -c "$TAG_BYTES" -- "$file" | xxd -p)
+  [[ ${tag,,} == "$expected" ]]
+}
+
+# --- decrypt
 
 decrypt_cell() {
-  need_file 'manifest' "$MANIFEST"
   need_file 'keys export' "$KEYS_EXPORT"
   need_file 'master key' "$MASTER_KEY"
   [[ -d $OBJECTS ]] || die 4 "objects directory $OBJECTS does not exist"
@@ -348,11 +481,23 @@ decrypt_cell() {
   mode=$(stat -L -c '%a' -- "$MASTER_KEY")
   [[ $mode == 600 || $mode == 400 ]] || warn "master key $MASTER_KEY has mode $mode; it should be 600 (chmod 600 $MASTER_KEY)"
 
-  # The cell.
-  local table key pack offset length sha rows
-  IFS=$'\t' read -r table key pack offset length sha rows < <(
-    find_entry "$MANIFEST" "$CELL" 'array:.cells' '[.table, .key, .pack, .offset, .length, .sha256, .rows] | @tsv'
+  # The cell, and the encapsulation its key derives from.
+  local table key enc pack offset length sha rows fields
+  IFS=$'\t' read -r -a fields < <(
+    manifest_entry "$CELL" table cells '[.table, .key, .enc, .pack, .offset, .length, .sha256, .rows] + .dims | @tsv'
   ) || die 4 "cell $CELL is not in manifest $MANIFEST; list its cells with: $PROG --list --manifest $MANIFEST"
+  ((${#fields[@]} >= 9)) || die 6 "cell $CELL in manifest $MANIFEST names no dimension keys"
+  table=${fields[0]} key=${fields[1]} enc=${fields[2]} pack=${fields[3]} offset=${fields[4]}
+  length=${fields[5]} sha=${fields[6]} rows=${fields[7]}
+  DIMS=("${fields[@]:8}")
+  ENC_ID=$enc
+  local kem
+  IFS=$'\t' read -r kem EPHEMERAL < <(manifest_entry "$enc" tenant encapsulations '[.kem, .ephemeral] | @tsv') ||
+    die 6 "cell $CELL derives its key from encapsulation $enc, which manifest $MANIFEST does not list"
+  [[ $kem == x25519 ]] ||
+    die 2 "cell $CELL's key derives from encapsulation $enc of kem ${kem@Q}; $PROG opens only kem \"x25519\" (docs/format.md). Use lethe, or the runbooks/dr-decrypt.sh of the lethe version that wrote this snapshot"
+  [[ $EPHEMERAL =~ ^[0-9a-f]{64}$ ]] ||
+    die 6 "encapsulation $enc in manifest $MANIFEST has ephemeral key ${EPHEMERAL@Q}, not 32 bytes of hex"
 
   # The keys export and the master key.
   local export_format export_master master exported_at completed_at first
@@ -362,16 +507,18 @@ decrypt_cell() {
     jq -r '[.format, .masterRecipient, .exportedAt] | @tsv' <<<"$first]}" 2>/dev/null ||
       jq -r '[.format, .masterRecipient, .exportedAt] | @tsv' "$KEYS_EXPORT"
   ) || die 2 "$KEYS_EXPORT is not JSON: is it a lethe keys export?"
+  if [[ $export_format == 'lethe.keys-export.v1' ]]; then
+    die 2 "$KEYS_EXPORT is a lethe.keys-export.v1 export, from a lethe before the $MANIFEST_FORMAT cell format (its dimension keys are age identities); this snapshot needs a keys export of format $EXPORT_FORMAT, taken with \`lethe keys export\` by the lethe that wrote it"
+  fi
   [[ $export_format == "$EXPORT_FORMAT" ]] || die 2 "$KEYS_EXPORT is not a lethe keys export (format ${export_format@Q}, expected $EXPORT_FORMAT)"
   master=$(age-keygen -y "$MASTER_KEY" 2>/dev/null) || die 7 "$MASTER_KEY is not an age identity file"
   [[ $master == "$export_master" ]] ||
     die 7 "the master key $MASTER_KEY (recipient $master) is not the one this export is wrapped to ($export_master); use the escrowed key of the vault that made the export"
 
-  # The cell key, and whether every dimension key it needs still exists.
-  find_cell_key "$key"
+  # Whether every dimension key the cell needs still exists.
   local id entry absent=()
-  for id in "${DIMENSIONS[@]}"; do
-    entry=$(find_entry "$KEYS_EXPORT" "$id" 'array:.dimensionKeys' '[.recipient, .wrapped] | @tsv')
+  for id in "${DIMS[@]}"; do
+    entry=$(export_entry "$id" '[.recipient, .wrapped] | @tsv')
     if [[ -z $entry ]]; then
       absent+=("$id")
       continue
@@ -380,57 +527,77 @@ decrypt_cell() {
     DIM_WRAPPED[$id]=${entry#*$'\t'}
   done
   if ((${#absent[@]} > 0)); then
-    completed_at=$(header_value snapshot | jq -r '.completedAt')
-    local why="a key absent from the export has been destroyed: the cell is crypto-shredded and unreadable by design (erasure, retention or shredded case); the destruction certificate and audit log name it"
+    completed_at=$(header_value totals | jq -r '.completedAt')
+    local why="a key absent from the export has been destroyed: the cell is crypto-shredded and unreadable by design (erasure, retention or shredded case); the destruction certificate and audit log name it. (Data under a legal hold whose period key was destroyed is kept under the case's key, which is not exported: lethe with its vault reads it, this script cannot)"
     [[ $exported_at > "$completed_at" ]] ||
       why+=". NOTE: the export ($exported_at) is older than this snapshot ($completed_at): the key may simply be newer than the export; use a newer export"
     die 5 "cell $CELL cannot be decrypted: its key $key needs dimension key(s) ${absent[*]}, which the keys export does not hold; $why"
   fi
 
   # The ciphertext: cut out of the pack and checked BEFORE anything is decrypted.
-  local pack_path size work=$WORK actual
+  local pack_path size cell=$WORK/cell.bin actual
   pack_path=$(object_path "$pack")
   [[ -f $pack_path ]] || die 4 "pack $pack of cell $CELL is missing under $OBJECTS; copy it from the bucket (aws s3 cp s3://BUCKET/$pack $pack_path)"
   size=$(stat -L -c '%s' -- "$pack_path")
   ((offset + length <= size)) || die 6 "pack $pack is $size bytes, but cell $CELL lies at bytes $offset..$((offset + length)): the pack copy is truncated; fetch it again"
-  dd if="$pack_path" of="$work/cell.age" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$length" status=none
-  actual=$(sha256_of <"$work/cell.age")
+  ((length >= TAG_BYTES)) || die 6 "cell $CELL is $length bytes in the manifest, shorter than its tag"
+  dd if="$pack_path" of="$cell" bs=1M iflag=skip_bytes,count_bytes skip="$offset" count="$length" status=none
+  actual=$(sha256_of <"$cell")
   [[ $actual == "$sha" ]] ||
     die 6 "sha256 mismatch: cell $CELL (bytes $offset..$((offset + length)) of $pack) hashes to $actual, the manifest says $sha; nothing was decrypted. Fetch the pack again; if it persists the stored object is damaged"
 
-  # Decrypt, with the cell key AND-unwrapped in pipes only. age authenticates: a wrong key
-  # yields no plaintext at all, and then diagnose_unwrap says which layer failed. With
-  # --out, into a private partial file renamed only when everything checked out.
+  # The cell key, from secrets held in variables only (see the header).
+  printf '%s%s' "$X25519_SPKI_PREFIX" "$EPHEMERAL" | xxd -r -p >"$WORK/peer.der"
+  local secrets='' z prk cell_key salt
+  for id in "${DIMS[@]}"; do
+    z=$(shared_secret "$id") || exit
+    secrets+=$z
+  done
+  salt=$(printf '%s' "$CELL_KEY_SALT" | xxd -p -c 64)
+  prk=$({ printf '%s%s' "$secrets" "$EPHEMERAL" | xxd -r -p && printf '%s\n' "${DIMS[@]}"; } | hmac_sha256 "$salt") ||
+    die 1 "could not compute the tuple key of cell $CELL"
+  unset secrets z
+  cell_key=$(printf '%s%s\001' "$CELL_KEY_INFO" "$CELL" | hmac_sha256 "$prk") ||
+    die 1 "could not compute the key of cell $CELL"
+  unset prk
+
+  # The tag, before any plaintext exists: a wrong key never yields output.
+  if ! tag_verifies "$cell_key" "$cell"; then
+    for id in "${DIMS[@]}"; do check_dimension "$id" "$(dimension_pem "$id")"; done
+    die 7 "cell $CELL does not authenticate under the key derived from the export (its ciphertext matches the manifest, its Poly1305 tag does not); nothing was decrypted. The export holds keys for ${DIMS[*]} that are not the ones the backup used: an export of another vault, or an altered export; use the export taken with this snapshot's vault"
+  fi
+
+  # Decrypt: the ciphertext without its tag, ChaCha20 from block 1. With --out, into a
+  # private partial file renamed only when everything checked out.
+  local clen=$((length - TAG_BYTES))
   if [[ -z $OUT ]]; then
     local status=0
-    age -d -i <(cell_identity 2>/dev/null) "$work/cell.age" 2>"$work/age.err" || status=$?
+    head -c "$clen" -- "$cell" | openssl enc -d -chacha20 -K "$cell_key" -iv "$IV_BLOCK1" 2>/dev/null || status=$?
     # 141 = SIGPIPE: whoever reads stdout stopped early (`| head`); that is not a failure here.
-    ((status == 0 || status == 141)) || diagnose_unwrap "$work/age.err"
-    return "$status"
-  else
-    local partial
-    partial=$(mktemp "$OUT.partial.XXXXXX")
-    # shellcheck disable=SC2064 # expand now: both are fixed for this run
-    trap "rm -rf -- '$WORK' '$partial'" EXIT
-    age -d -i <(cell_identity 2>/dev/null) "$work/cell.age" >"$partial" 2>"$work/age.err" || diagnose_unwrap "$work/age.err"
-    local lines
-    lines=$(wc -l <"$partial")
-    ((lines == rows)) || die 6 "cell $CELL decrypted to $lines rows, the manifest says $rows"
-    mv -n -- "$partial" "$OUT" || true
-    [[ ! -e $partial ]] || die 2 "--out $OUT appeared while decrypting; left it alone"
-    printf '%s: cell %s: %s rows of table %s written to %s\n' "$PROG" "$CELL" "$rows" "$table" "$OUT" >&2
+    ((status == 0 || status == 141)) || die 1 "openssl could not decrypt cell $CELL (exit $status)"
+    return 0
   fi
+  PARTIAL=$(mktemp "$OUT.partial.XXXXXX")
+  head -c "$clen" -- "$cell" | openssl enc -d -chacha20 -K "$cell_key" -iv "$IV_BLOCK1" >"$PARTIAL" 2>/dev/null ||
+    die 1 "openssl could not decrypt cell $CELL"
+  local lines
+  lines=$(wc -l <"$PARTIAL")
+  ((lines == rows)) || die 6 "cell $CELL decrypted to $lines rows, the manifest says $rows"
+  mv -n -- "$PARTIAL" "$OUT" || true
+  [[ ! -e $PARTIAL ]] || die 2 "--out $OUT appeared while decrypting; left it alone"
+  PARTIAL=''
+  printf '%s: cell %s: %s rows of table %s written to %s\n' "$PROG" "$CELL" "$rows" "$table" "$OUT" >&2
 }
 
 # --- arguments
 
 MASTER_KEY='' MANIFEST='' OBJECTS='' KEYS_EXPORT='' CELL='' OUT='' TABLE='' TENANT=''
-MODE=decrypt SCHEMA_PART='' NOT_LATEST=0 WORK=''
+MODE=decrypt SCHEMA_PART='' NOT_LATEST=0 WORK='' PLAIN='' PARTIAL=''
 SIGNING_KEYS=()
-# The cell key (from its key file) and its dimension keys (from the export). These are
-# wrapped, not secrets; identities are unwrapped only inside pipes.
-KEY_RECIPIENT='' KEY_WRAPPED=''
-DIMENSIONS=()
+# The cell's dimension key ids (key-derivation order), its encapsulation, and the export's
+# entries for its dimension keys: wrapped to the master key, not secrets.
+DIMS=()
+ENC_ID='' EPHEMERAL=''
 declare -A DIM_RECIPIENT=() DIM_WRAPPED=()
 while (($# > 0)); do
   case $1 in
@@ -457,12 +624,24 @@ while (($# > 0)); do
   esac
 done
 
-need_tools jq openssl base64 sha256sum head tail grep mktemp
+need_tools jq openssl gzip xxd awk base64 sha256sum head tail grep mktemp basename dirname cat rm
+need_openssl3
 [[ -n $MANIFEST ]] || die 2 '--manifest FILE is required'
 need_file 'manifest' "$MANIFEST"
+if [[ $MODE == decrypt ]]; then
+  for opt in MASTER_KEY:--master-key OBJECTS:--objects KEYS_EXPORT:--keys-export CELL:--cell; do
+    var=${opt%%:*}
+    [[ -n ${!var} ]] || die 2 "${opt#*:} is required to decrypt a cell (or use --list / --schema-sql)"
+  done
+  need_tools age age-keygen dd stat wc mv
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dr-decrypt.XXXXXX")
-# shellcheck disable=SC2064 # expand now: fixed for this run
-trap "rm -rf -- '$WORK'" EXIT
+PLAIN=$WORK/manifest.json
+cleanup() {
+  rm -rf -- "$WORK"
+  [[ -z $PARTIAL ]] || rm -f -- "$PARTIAL"
+}
+trap cleanup EXIT
 authenticate_manifest
 case $MODE in
   list) list_cells ;;
@@ -470,12 +649,5 @@ case $MODE in
     [[ $SCHEMA_PART == pre || $SCHEMA_PART == post ]] || die 2 "--schema-sql takes pre or post, not ${SCHEMA_PART@Q}"
     schema_sql "$SCHEMA_PART"
     ;;
-  decrypt)
-    for opt in MASTER_KEY:--master-key OBJECTS:--objects KEYS_EXPORT:--keys-export CELL:--cell; do
-      var=${opt%%:*}
-      [[ -n ${!var} ]] || die 2 "${opt#*:} is required to decrypt a cell (or use --list / --schema-sql)"
-    done
-    need_tools age age-keygen base64 dd sha256sum grep head tail wc stat mktemp dirname
-    decrypt_cell
-    ;;
+  decrypt) decrypt_cell ;;
 esac

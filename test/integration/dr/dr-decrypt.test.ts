@@ -1,5 +1,7 @@
-// Disaster recovery without lethe: runbooks/dr-decrypt.sh reads a real demo snapshot with the
-// stock age CLI, jq and coreutils, and what it decrypts is exactly the chat store's rows.
+// Disaster recovery without lethe: runbooks/dr-decrypt.sh reads a real demo snapshot
+// (lethe.manifest.v3, keys export v2) with the stock age CLI, openssl, jq, gzip, xxd and
+// coreutils, and what it decrypts is exactly the chat store's rows.
+import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import {
@@ -16,13 +18,19 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
 import pgCopyStreams from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { generateSigningKey, publicKeyToPem, sign } from '../../../src/crypto/index.ts';
 import { EmbeddedPostgres } from '../../../src/embedded/postgres.ts';
-import { manifestLines, type CellEntry, type SnapshotHeader } from '../../../src/manifest/index.ts';
+import {
+  ManifestWriter,
+  type CellEntry,
+  type EncapsulationEntry,
+  type SnapshotHeader,
+} from '../../../src/manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../../../src/mapping/index.ts';
 import { freePort, portIsFree } from '../../../src/util/net.ts';
 
@@ -65,15 +73,62 @@ interface Manifest {
   };
   readonly schema: SchemaDescription;
   readonly cells: CellEntry[];
+  readonly encapsulations: EncapsulationEntry[];
+}
+
+/** A stored manifest (`snapshots/<id>.json.gz`) as text: the signed, uncompressed bytes. */
+async function manifestText(path: string): Promise<string> {
+  return gunzipSync(await readFile(path)).toString('utf8');
 }
 
 /**
- * The conversation of a cell: the last component of its id (`-` for none, otherwise
- * percent-encoded), as src/cells/ids.ts cellId names cells.
+ * The period, author and conversation of a cell, from its id
+ * `<table>/<tenant>/<period>/<author>/<conversation>` (components percent-encoded, `-` for
+ * none), as src/cells/ids.ts cellId names cells.
  */
-function conversationOf(cell: CellEntry): string | null {
-  const last = cell.id.slice(cell.id.lastIndexOf('/') + 1);
-  return last === '-' ? null : decodeURIComponent(last);
+function tupleOf(cell: CellEntry): { period: string; author: string | null; conversation: string | null } {
+  const [, , period = '', author = '', conversation = ''] = cell.id.split('/');
+  const part = (value: string): string | null => (value === '-' ? null : decodeURIComponent(value));
+  return { period: decodeURIComponent(period), author: part(author), conversation: part(conversation) };
+}
+
+/**
+ * Re-signs an edited manifest text with `key`, as an attacker with a signing key of their
+ * own would: the body's sha256 and the signature line are made consistent again.
+ */
+function resign(text: string, key: { privateKey: Uint8Array }): string {
+  const lines = text.split('\n');
+  const last = lines.at(-2) ?? '';
+  const body = `${lines.slice(0, -2).join('\n')}\n`;
+  const bodySha256 = createHash('sha256').update(body, 'utf8').digest('hex');
+  const old = JSON.parse(last.slice('"signature":'.length, -1)) as { keyId: string };
+  const value = sign(key.privateKey, Buffer.from(`lethe.manifest.v3\n${bodySha256}\n`, 'utf8'));
+  return `${body}"signature":${JSON.stringify({ algorithm: 'ed25519', keyId: old.keyId, sha256: bodySha256, value })}}\n`;
+}
+
+/** Writes a manifest as the backup does (ManifestWriter, gzip), signed by `key`. */
+async function writeManifest(
+  path: string,
+  parts: {
+    header: SnapshotHeader;
+    schema: SchemaDescription;
+    cells: readonly CellEntry[];
+    encapsulations: readonly EncapsulationEntry[];
+  },
+  key: { privateKey: Uint8Array },
+): Promise<void> {
+  const writer = new ManifestWriter(parts.header, parts.schema);
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const chunk of writer.stream) chunks.push(chunk as Buffer);
+  })();
+  for (const cell of parts.cells) await writer.cell(cell);
+  writer.finish(parts.encapsulations, new Date('2026-01-01T00:00:01.000Z'), (message) => ({
+    keyId: 'test',
+    value: sign(key.privateKey, message),
+  }));
+  await collected;
+  await writeFile(path, Buffer.concat(chunks));
 }
 
 /**
@@ -90,26 +145,27 @@ function sourceQuery(
   const fromMs = (col: string): string =>
     `(TIMESTAMP '1970-01-01' + ${col} * INTERVAL '1 millisecond')`;
   const tenant = cell.tenant ?? '';
-  const conversation = conversationOf(cell) ?? '';
+  const { period, author, conversation: inConversation } = tupleOf(cell);
+  const conversation = inConversation ?? '';
   switch (cell.table) {
     case 'messages':
       return {
         sql: `SELECT ${cols} FROM messages t JOIN conversations c ON c.id = t.conversation_id
                WHERE c.tenant_id::text = $1 AND ${month(`t.created_at AT TIME ZONE 'UTC'`)} = $2
                  AND t.sender_id::text = $3 AND t.conversation_id::text = $4 ORDER BY t.id`,
-        params: [tenant, cell.period, cell.author ?? '', conversation],
+        params: [tenant, period, author ?? '', conversation],
       };
     case 'attachments':
       return {
         sql: `SELECT ${cols} FROM attachments t JOIN messages m ON m.id = t.message_id
                WHERE t.tenant_id::text = $1 AND ${month(fromMs('t.created_at_ms'))} = $2
                  AND t.uploader_id::text = $3 AND m.conversation_id::text = $4 ORDER BY t.id`,
-        params: [tenant, cell.period, cell.author ?? '', conversation],
+        params: [tenant, period, author ?? '', conversation],
       };
     case 'users':
       return {
         sql: `SELECT ${cols} FROM users t WHERE t.tenant_id::text = $1 AND t.id::text = $2 ORDER BY t.id`,
-        params: [tenant, cell.author ?? ''],
+        params: [tenant, author ?? ''],
       };
     case 'tenants':
       return { sql: `SELECT ${cols} FROM tenants t WHERE t.id::text = $1`, params: [tenant] };
@@ -160,7 +216,7 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /** Writes a keys export laid out as `lethe keys export` writes it: one key per line. */
-async function writeExport(path: string, exported: { dimensionKeys: unknown[] }): Promise<void> {
+async function writeExport(path: string, exported: { dimensionKeys: unknown[]; [member: string]: unknown }): Promise<void> {
   const { dimensionKeys, ...header } = exported;
   const head = JSON.stringify(header).slice(0, -1);
   const keys = dimensionKeys.map((k) => JSON.stringify(k)).join(',\n');
@@ -284,7 +340,6 @@ const SYNTHETIC_SCHEMA: SchemaDescription = {
 const SYNTHETIC_HEADER: SnapshotHeader = {
   id: '',
   createdAt: '2026-01-01T00:00:00.000Z',
-  completedAt: '2026-01-01T00:00:01.000Z',
   previous: null,
   source: { databaseTime: '2026-01-01T00:00:00.000Z', transactionSnapshot: '1:1:', serverVersion: '15' },
   granularity: 'month',
@@ -292,7 +347,7 @@ const SYNTHETIC_HEADER: SnapshotHeader = {
   tables: [],
 };
 
-describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', () => {
+describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => {
   let dir = '';
   let server: EmbeddedPostgres | undefined;
   let chat: pg.Client | undefined;
@@ -321,10 +376,11 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     extra: readonly string[] = [],
     exportFile = keysExport,
     objectsDir = objects,
+    signingKeyFile = signingKey,
   ): Promise<Result> =>
     run(SCRIPT, [
       '--signing-key',
-      signingKey,
+      signingKeyFile,
       '--master-key',
       masterKey,
       '--manifest',
@@ -374,9 +430,10 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     if (first === undefined || second === undefined)
       throw new Error('the demo made fewer than two backups');
     manifestFiles = [join(objects, first.manifest), join(objects, second.manifest)];
+    expect(manifestFiles[1]).toMatch(/\.json\.gz$/);
     manifests = [
-      JSON.parse(await readFile(manifestFiles[0], 'utf8')) as Manifest,
-      JSON.parse(await readFile(manifestFiles[1], 'utf8')) as Manifest,
+      JSON.parse(await manifestText(manifestFiles[0])) as Manifest,
+      JSON.parse(await manifestText(manifestFiles[1])) as Manifest,
     ];
 
     // Every CLI command stops the embedded server it started: nothing may be left running.
@@ -434,20 +491,25 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     );
   });
 
+  const ALL_DIMENSIONS = ['period', 'user', 'conversation', 'tenant'];
   it.each([
     [
       'a messages cell written by the second backup',
       (c: CellEntry) => c.table === 'messages' && !c.reused,
+      ALL_DIMENSIONS,
     ],
-    ['an attachments cell (bytea)', (c: CellEntry) => c.table === 'attachments'],
-    ['a users cell, which has no period key', (c: CellEntry) => c.table === 'users'],
-    ['a tenants cell, wrapped to the tenant key only', (c: CellEntry) => c.table === 'tenants'],
+    ['an attachments cell (bytea)', (c: CellEntry) => c.table === 'attachments', ALL_DIMENSIONS],
+    ['a users cell, which has no period key', (c: CellEntry) => c.table === 'users', ['user', 'tenant']],
+    ['a tenants cell, whose key derives from the tenant key only', (c: CellEntry) => c.table === 'tenants', ['tenant']],
     [
-      'a messages cell reused from the first backup',
+      'a messages cell reused from the first backup (an earlier encapsulation)',
       (c: CellEntry) => c.table === 'messages' && c.reused,
+      ALL_DIMENSIONS,
     ],
-  ])('decrypts %s to exactly the chat store rows', async (what, predicate) => {
+  ])('decrypts %s to exactly the chat store rows', async (what, predicate, kinds) => {
     const cell = pick(predicate, what);
+    // The dimension keys in key-derivation order: the order the script feeds the extract.
+    expect(cell.dims.map((d) => d.slice(0, d.indexOf(':')))).toEqual(kinds);
     const columns = columnsOf(cell.table);
     const result = await decrypt(manifestFiles[1], cell.id);
     expect(result.stderr).toBe('');
@@ -462,7 +524,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       expect(result.stdout.toString('utf8')).toMatch(/\t\\\\x[0-9a-f]{2,}\t/);
   });
 
-  it('reads a reused cell from either snapshot: same pack range, key from the first key file', async () => {
+  it('reads a reused cell from either snapshot: same pack range, same encapsulation of the first', async () => {
     const cell = pick((c) => c.table === 'messages' && c.reused, 'reused messages cell');
     const inFirst = manifests[0].cells.find((c) => c.id === cell.id);
     expect(inFirst).toMatchObject({
@@ -470,7 +532,14 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       offset: cell.offset,
       sha256: cell.sha256,
       key: cell.key,
+      dims: cell.dims,
+      enc: cell.enc,
     });
+    // The second manifest lists the first snapshot's encapsulation that the cell's key derives from.
+    expect(cell.enc.startsWith(`${manifests[0].snapshot.id}/`)).toBe(true);
+    expect(manifests[1].encapsulations.find((e) => e.id === cell.enc)).toEqual(
+      manifests[0].encapsulations.find((e) => e.id === cell.enc),
+    );
     // The older snapshot is read only on purpose: a newer signed one follows it.
     const refused = await decrypt(manifestFiles[0], cell.id);
     expect(refused.code).toBe(6);
@@ -503,10 +572,6 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
     const bad = join(dir, 'objects-flipped');
     await mkdir(join(bad, dirname(cell.pack)), { recursive: true });
-    await mkdir(join(bad, 'keys'), { recursive: true });
-    for (const name of await readdir(join(objects, 'keys'))) {
-      await copyFile(join(objects, 'keys', name), join(bad, 'keys', name));
-    }
     const pack = join(bad, cell.pack);
     await copyFile(join(objects, cell.pack), pack);
     const bytes = await readFile(pack);
@@ -531,8 +596,9 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
   });
 
   it('reports a cell whose dimension key is absent from the export as crypto-shredded', async () => {
-    const cell = pick((c) => c.table === 'messages' && c.author !== null, 'messages cell');
-    const userKey = `user:${cell.tenant ?? ''}/${cell.author ?? ''}`;
+    const cell = pick((c) => c.table === 'messages' && c.dims.some((d) => d.startsWith('user:')), 'messages cell');
+    const userKey = cell.dims.find((d) => d.startsWith('user:')) ?? '';
+    expect(userKey).toBe(`user:${cell.tenant ?? ''}/${tupleOf(cell).author ?? ''}`);
     const exported = JSON.parse(await readFile(keysExport, 'utf8')) as {
       dimensionKeys: { id: string }[];
     };
@@ -552,6 +618,48 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     expect(result.stdout.length).toBe(0);
   });
 
+  it('refuses an export whose keys are not the ones the backup used, before any plaintext exists', async () => {
+    const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+    const userKey = cell.dims.find((d) => d.startsWith('user:')) ?? '';
+    const exported = JSON.parse(await readFile(keysExport, 'utf8')) as {
+      format: string;
+      dimensionKeys: { id: string; kind: string; recipient: string; wrapped: string }[];
+    };
+    const mine = exported.dimensionKeys.find((k) => k.id === userKey);
+    const other = exported.dimensionKeys.find((k) => k.kind === 'user' && k.id !== userKey);
+    if (mine === undefined || other === undefined) throw new Error('the export lacks the user keys this test swaps');
+    const withKey = (fields: Partial<typeof mine>) =>
+      exported.dimensionKeys.map((k) => (k.id === userKey ? { ...k, ...fields } : k));
+    const outDir = join(dir, 'out-swapped');
+    await mkdir(outDir);
+
+    // Another genuine key (wrapped to the same master key) under this id, recipient and all:
+    // every key opens, but the cell's Poly1305 tag does not verify under the derived key.
+    const swapped = join(dir, 'keys-export-swapped.json');
+    await writeExport(swapped, { ...exported, dimensionKeys: withKey({ recipient: other.recipient, wrapped: other.wrapped }) });
+    const wrongKey = await decrypt(manifestFiles[1], cell.id, ['--out', join(outDir, 'a.copy')], swapped);
+    expect(wrongKey.code).toBe(7);
+    expect(wrongKey.stderr).toMatch(new RegExp(`cell ${cell.id} does not authenticate under the key derived from the export .*nothing was decrypted`));
+    expect(wrongKey.stdout.length).toBe(0);
+
+    // Only the wrapped key swapped: it is not the key its recipient names.
+    const damaged = join(dir, 'keys-export-damaged.json');
+    await writeExport(damaged, { ...exported, dimensionKeys: withKey({ wrapped: other.wrapped }) });
+    const mismatch = await decrypt(manifestFiles[1], cell.id, ['--out', join(outDir, 'b.copy')], damaged);
+    expect(mismatch.code).toBe(6);
+    expect(mismatch.stderr).toContain(`dimension key ${userKey} of the export unwraps to the private key of public key`);
+    expect(mismatch.stderr).toContain(`but the export lists ${mine.recipient}: the export is damaged`);
+    expect(mismatch.stdout.length).toBe(0);
+    expect(await readdir(outDir)).toEqual([]);
+
+    // An export of lethe before v3 (age identities, not X25519 keys) is refused by name.
+    const v1 = join(dir, 'keys-export-v1.json');
+    await writeExport(v1, { ...exported, format: 'lethe.keys-export.v1' });
+    const old = await decrypt(manifestFiles[1], cell.id, [], v1);
+    expect(old.code).toBe(2);
+    expect(old.stderr).toMatch(/is a lethe\.keys-export\.v1 export.*needs a keys export of format lethe\.keys-export\.v2/);
+  });
+
   it('names a cell that is not in the manifest', async () => {
     const result = await decrypt(manifestFiles[1], 'messages/no-such-tenant/2026-01/1');
     expect(result.code).toBe(4);
@@ -566,6 +674,9 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       'bash',
       'jq',
       'openssl',
+      'gzip',
+      'xxd',
+      'awk',
       'basename',
       'age-keygen',
       'base64',
@@ -684,23 +795,13 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
       pre: ddl.preData.map((sql) => `${sql};\n`).join(''),
       post: ddl.postData.map((sql) => `${sql};\n`).join(''),
     };
-    // A manifest as lethe writes it (one member per line), signed by a key of the test's own.
+    // A manifest as lethe writes it (one member per line, gzip), signed by a key of the test's own.
     const key = generateSigningKey();
     const id = '20260101T000000Z-abcdef';
     const synthetic = join(dir, 'synthetic', 'snapshots');
     await mkdir(synthetic, { recursive: true });
-    const lined = join(synthetic, `${id}.json`);
-    const lines: Buffer[] = [];
-    for await (const line of manifestLines({
-      header: { ...SYNTHETIC_HEADER, id },
-      schema: SYNTHETIC_SCHEMA,
-      keyFiles: [],
-      cells: (async function* () {})(),
-      sign: (message) => ({ keyId: 'test', value: sign(key.privateKey, message) }),
-    })) {
-      lines.push(line);
-    }
-    await writeFile(lined, Buffer.concat(lines));
+    const lined = join(synthetic, `${id}.json.gz`);
+    await writeManifest(lined, { header: { ...SYNTHETIC_HEADER, id }, schema: SYNTHETIC_SCHEMA, cells: [], encapsulations: [] }, key);
     const pub = join(dir, 'synthetic', 'signing.pub');
     await writeFile(pub, publicKeyToPem(key.publicKey));
     for (const part of ['pre', 'post'] as const) {
@@ -748,24 +849,141 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with the stock age CLI', 
     expect(foreign.stderr).toMatch(/cannot be trusted, so nothing in it was used: its signature does not verify/);
     expect(foreign.stdout.length).toBe(0);
 
-    // The schema line edited (signature line as it was): no SQL comes out.
+    // The schema line edited in the uncompressed text, compressed again, signature line as
+    // it was: no SQL comes out.
     const edited = join(dir, 'edited', 'snapshots');
     await mkdir(edited, { recursive: true });
-    const text = await readFile(manifestFiles[1], 'utf8');
-    const tampered = join(edited, `${manifests[1].snapshot.id}.json`);
-    await writeFile(tampered, text.replace('"type":"bigint"', `"type":"bigint); SELECT pg_sleep(0); --"`));
+    const text = await manifestText(manifestFiles[1]);
+    expect(text).toContain('"type":"bigint"');
+    const tampered = join(edited, `${manifests[1].snapshot.id}.json.gz`);
+    await writeFile(tampered, gzipSync(text.replace('"type":"bigint"', `"type":"bigint); SELECT pg_sleep(0); --"`)));
     const sql = await run(SCRIPT, ['--signing-key', signingKey, '--schema-sql', 'pre', '--manifest', tampered]);
     expect(sql.code).toBe(6);
-    expect(sql.stderr).toMatch(/edited after signing/);
+    expect(sql.stderr).toMatch(/cannot be trusted, so nothing in it was used: .*edited after signing/);
     expect(sql.stdout.length).toBe(0);
+
+    // Cut short in transfer: not a complete gzip stream, nothing listed.
+    const cut = join(dir, 'cut', 'snapshots');
+    await mkdir(cut, { recursive: true });
+    const truncated = join(cut, `${manifests[1].snapshot.id}.json.gz`);
+    const stored = await readFile(manifestFiles[1]);
+    await writeFile(truncated, stored.subarray(0, Math.floor(stored.length / 2)));
+    const short = await list(truncated);
+    expect(short.code).toBe(6);
+    expect(short.stderr).toMatch(/cannot be trusted, so nothing in it was used: it is not one complete gzip file/);
+    expect(short.stdout.length).toBe(0);
 
     // A genuine, signed manifest under another snapshot's name.
     const renamed = join(dir, 'renamed', 'snapshots');
     await mkdir(renamed, { recursive: true });
-    const swapped = join(renamed, `${manifests[1].snapshot.id}.json`);
+    const swapped = join(renamed, `${manifests[1].snapshot.id}.json.gz`);
     await copyFile(manifestFiles[0], swapped);
     const wrongName = await list(swapped);
     expect(wrongName.code).toBe(6);
     expect(wrongName.stderr).toMatch(new RegExp(`names snapshot ${manifests[0].snapshot.id}, not ${manifests[1].snapshot.id}`));
+  });
+
+  it('refuses a manifest of lethe before v3, naming the script that reads it', async () => {
+    const legacy = join(dir, 'legacy', 'snapshots');
+    await mkdir(legacy, { recursive: true });
+    const id = '20250101T000000Z-abcdef';
+    const v2 = join(legacy, `${id}.json`);
+    await writeFile(v2, `{"format":"lethe.manifest.v2",\n"snapshot":{"id":"${id}"},\n"signature":{}}\n`);
+    const result = await run(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', v2]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/is lethe\.manifest\.v2, written by a lethe from before the lethe\.manifest\.v3 cell format/);
+    expect(result.stderr).toMatch(/dr-decrypt\.sh of the lethe version that wrote it/);
+    expect(result.stdout.length).toBe(0);
+  });
+
+  it('refuses an ephemeral key replaced in a manifest re-signed with another key: the signature check stops it', async () => {
+    const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+    const text = await manifestText(manifestFiles[1]);
+    const enc = manifests[1].encapsulations.find((e) => e.id === cell.enc);
+    const planted = manifests[1].encapsulations.find((e) => e.id !== cell.enc);
+    if (enc === undefined || planted === undefined) throw new Error('the manifest lacks the encapsulations this test needs');
+    const line = JSON.stringify(enc);
+    expect(text).toContain(line);
+    // The attacker's manifest: another (valid) point as E, the body re-hashed and re-signed.
+    const attacker = generateSigningKey();
+    const forged = resign(text.replace(line, JSON.stringify({ ...enc, ephemeral: planted.ephemeral })), attacker);
+    const forgedDir = join(dir, 'forged', 'snapshots');
+    await mkdir(forgedDir, { recursive: true });
+    const forgedFile = join(forgedDir, `${manifests[1].snapshot.id}.json.gz`);
+    await writeFile(forgedFile, gzipSync(forged));
+    const outDir = join(dir, 'out-forged');
+    await mkdir(outDir);
+
+    const refused = await decrypt(forgedFile, cell.id, ['--out', join(outDir, 'cell.copy')]);
+    expect(refused.code).toBe(6);
+    expect(refused.stderr).toMatch(/cannot be trusted, so nothing in it was used: its signature does not verify under the signing key/);
+    expect(refused.stdout.length).toBe(0);
+
+    // Even were the attacker's key trusted, the wrong E derives a key the cell's tag refuses.
+    const attackerPub = join(dir, 'forged', 'attacker.pub');
+    await writeFile(attackerPub, publicKeyToPem(attacker.publicKey));
+    const underAttackerKey = await decrypt(forgedFile, cell.id, ['--out', join(outDir, 'cell.copy')], keysExport, objects, attackerPub);
+    expect(underAttackerKey.code).toBe(7);
+    expect(underAttackerKey.stderr).toMatch(/does not authenticate under the key derived from the export/);
+    expect(underAttackerKey.stdout.length).toBe(0);
+    expect(await readdir(outDir)).toEqual([]);
+  });
+
+  describe('an encapsulation in a manifest signed with a trusted key', () => {
+    /**
+     * A manifest holding one real cell of the demo whose encapsulation is `replaced`, signed
+     * by a key of the test's own that the script is told to trust.
+     */
+    const signedWith = async (name: string, replaced: (e: EncapsulationEntry) => EncapsulationEntry) => {
+      const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+      const enc = manifests[1].encapsulations.find((e) => e.id === cell.enc);
+      if (enc === undefined) throw new Error(`encapsulation ${cell.enc} is not in the manifest`);
+      const key = generateSigningKey();
+      const base = join(dir, name);
+      await mkdir(join(base, 'snapshots'), { recursive: true });
+      const pub = join(base, 'signing.pub');
+      await writeFile(pub, publicKeyToPem(key.publicKey));
+      const id = '20260101T000000Z-0f0f0f';
+      const manifest = join(base, 'snapshots', `${id}.json.gz`);
+      await writeManifest(
+        manifest,
+        { header: { ...SYNTHETIC_HEADER, id }, schema: SYNTHETIC_SCHEMA, cells: [cell], encapsulations: [replaced(enc)] },
+        key,
+      );
+      const outDir = join(base, 'out');
+      await mkdir(outDir);
+      const result = await decrypt(manifest, cell.id, ['--out', join(outDir, 'cell.copy')], keysExport, objects, pub);
+      return { cell, result, written: await readdir(outDir) };
+    };
+
+    it('decrypts the cell when the encapsulation is the real one (the control)', async () => {
+      const { cell, result, written } = await signedWith('trusted-control', (e) => e);
+      expect(result.stderr).toMatch(new RegExp(`cell ${cell.id}: ${cell.rows} rows of table messages written to`));
+      expect(result.code).toBe(0);
+      expect(written).toEqual(['cell.copy']);
+    });
+
+    it.each([
+      ['all zeros', '00'.repeat(32)],
+      ['the point 1', `01${'00'.repeat(31)}`],
+      ['a point of order 8', 'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800'],
+    ])('refuses a low-order ephemeral point (%s) with a clear message, and decrypts nothing', async (what, ephemeral) => {
+      const { cell, result, written } = await signedWith(`low-order-${what.replaceAll(' ', '-')}`, (e) => ({ ...e, ephemeral }));
+      expect(result.code).toBe(6);
+      expect(result.stderr).toContain(
+        `refusing cell ${cell.id}: encapsulation ${cell.enc} has ephemeral key ${ephemeral}, a low-order or malformed X25519 point`,
+      );
+      expect(result.stderr).toMatch(/nothing was decrypted/);
+      expect(result.stdout.length).toBe(0);
+      expect(written).toEqual([]);
+    });
+
+    it('refuses a kem it does not know, naming it', async () => {
+      const { result, written } = await signedWith('unknown-kem', (e) => ({ ...e, kem: 'x25519-mlkem768' }) as unknown as EncapsulationEntry);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/of kem 'x25519-mlkem768'; dr-decrypt\.sh opens only kem "x25519"/);
+      expect(result.stdout.length).toBe(0);
+      expect(written).toEqual([]);
+    });
   });
 });
