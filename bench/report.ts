@@ -240,3 +240,78 @@ export function formatProfiles(profiles: NonNullable<RunMeasurements['profiles']
   }
   return parts.join('\n');
 }
+
+/** The figures issue 8 sets targets for, as `--json` prints them (medians over runs). */
+export interface Summary {
+  readonly scale: string;
+  readonly ratios: {
+    /** pg_dump | age's time over lethe's full backup's: above 1, lethe is faster. */
+    readonly fullVsBaseline: number;
+    /** verify's plaintext throughput over the full backup's. */
+    readonly verifyVsFull: number;
+  };
+  /** Everything the full backup added to storage over its plaintext bytes. */
+  readonly storedVsPlain: number;
+  /** Highest peak RSS over runs, MB (10^6 bytes); null where it could not be measured. */
+  readonly peakRssMb: { readonly full: number | null; readonly incremental: number | null; readonly verify: number | null };
+  /** The full backup's new cells per second of its wall time. */
+  readonly cellsPerSecond: number;
+}
+
+/** The targets of {@link Summary}: `ok` false when one is missed. */
+export const SUMMARY_TARGETS = {
+  fullVsBaseline: 1.0,
+  verifyVsFull: 0.8,
+  storedVsPlain: 1.1,
+  peakRssMb: PEAK_RSS_TARGET_BYTES / 1e6,
+} as const;
+
+export function summarize(scale: string, runs: readonly RunMeasurements[]): Summary {
+  const peak = (pick: (r: RunMeasurements) => number | null): number | null => {
+    const v = maxOrNull(runs.map(pick));
+    return v === null ? null : Math.round(v / 1e4) / 100;
+  };
+  return {
+    scale,
+    ratios: {
+      fullVsBaseline: median(runs.map((r) => r.baseline.wallMs / r.full.stats.wallMs)),
+      verifyVsFull: median(
+        runs.map((r) => r.incremental.output.bytesPlain / r.verify.stats.wallMs / (r.full.output.bytesPlain / r.full.stats.wallMs)),
+      ),
+    },
+    storedVsPlain: median(runs.map((r) => total(r.full.stored) / r.full.output.bytesPlain)),
+    peakRssMb: {
+      full: peak((r) => r.full.stats.peakRssBytes),
+      incremental: peak((r) => r.incremental.stats.peakRssBytes),
+      verify: peak((r) => r.verify.stats.peakRssBytes),
+    },
+    cellsPerSecond: median(runs.map((r) => r.full.output.cellsWritten / (r.full.stats.wallMs / 1000))),
+  };
+}
+
+/** Each target of the summary with its figure and PASS or FAIL. */
+export function summaryChecks(s: Summary): { name: string; figure: string; target: string; pass: boolean }[] {
+  const rss = (name: keyof Summary['peakRssMb']): { name: string; figure: string; target: string; pass: boolean } => {
+    const v = s.peakRssMb[name];
+    return { name: `peakRssMb.${name}`, figure: v === null ? 'n/a' : v.toFixed(1), target: `< ${SUMMARY_TARGETS.peakRssMb}`, pass: v !== null && v < SUMMARY_TARGETS.peakRssMb };
+  };
+  return [
+    { name: 'ratios.fullVsBaseline', figure: s.ratios.fullVsBaseline.toFixed(3), target: `>= ${SUMMARY_TARGETS.fullVsBaseline}`, pass: s.ratios.fullVsBaseline >= SUMMARY_TARGETS.fullVsBaseline },
+    { name: 'ratios.verifyVsFull', figure: s.ratios.verifyVsFull.toFixed(3), target: `>= ${SUMMARY_TARGETS.verifyVsFull}`, pass: s.ratios.verifyVsFull >= SUMMARY_TARGETS.verifyVsFull },
+    { name: 'storedVsPlain', figure: s.storedVsPlain.toFixed(3), target: `<= ${SUMMARY_TARGETS.storedVsPlain}`, pass: s.storedVsPlain <= SUMMARY_TARGETS.storedVsPlain },
+    rss('full'),
+    rss('incremental'),
+    rss('verify'),
+  ];
+}
+
+/** The targets as aligned text, and the cells per second. */
+export function formatSummary(s: Summary): string {
+  const checks = summaryChecks(s);
+  const width = Math.max(...checks.map((c) => c.name.length));
+  return [
+    `targets (${s.scale}):`,
+    ...checks.map((c) => `  ${c.name.padEnd(width)}  ${c.figure.padStart(8)}  target ${c.target.padEnd(7)}  ${c.pass ? 'PASS' : 'FAIL'}`),
+    `  ${'cellsPerSecond'.padEnd(width)}  ${s.cellsPerSecond.toFixed(0).padStart(8)}  (new cells per second of the full backup's wall time)`,
+  ].join('\n');
+}
