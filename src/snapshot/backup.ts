@@ -21,6 +21,9 @@ import { CellWriter, type CellOutcome, type PreviousCell } from './cell-writer.t
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
 
+/** A COPY TO STDOUT in flight on one of the backup's readers. */
+type CopyStream = ReturnType<typeof pgCopyStreams.to>;
+
 export interface BackupOptions {
   readonly chatStoreUrl: string;
   readonly mapping: Mapping;
@@ -170,22 +173,37 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       recording.catch(() => undefined);
     };
 
-    const chat = new pg.Client({ connectionString: options.chatStoreUrl, application_name: 'lethe backup' });
-    chat.on('error', () => undefined);
+    // Two readers in one snapshot: the second imports the first's exported snapshot, so both
+    // see exactly the same rows. While one table's cells are grouped, sealed and uploaded,
+    // the server already sorts the next table's rows on the other connection (sorting is
+    // most of what the server does for a cell query); the paused COPY holds only what fits
+    // in the socket and the stream's buffer until it is read.
+    const readers = [0, 1].map(() => {
+      const client = new pg.Client({ connectionString: options.chatStoreUrl, application_name: 'lethe backup' });
+      client.on('error', () => undefined);
+      return client;
+    });
+    const chat = readers[0] as pg.Client;
     const cancel = (): void => {
-      void chat.end().catch(() => undefined);
+      for (const client of readers) void client.end().catch(() => undefined);
     };
     options.signal?.addEventListener('abort', cancel, { once: true });
     try {
-      await chat.connect();
+      await Promise.all(readers.map((client) => client.connect()));
       await chat.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       for (const statement of copySessionStatements()) await chat.query(statement);
-      const point = await chat.query<{ now: Date; snap: string; version: string }>(
-        'SELECT now() AS now, pg_current_snapshot()::text AS snap, current_setting($1) AS version',
+      const point = await chat.query<{ now: Date; snap: string; version: string; exported: string }>(
+        'SELECT now() AS now, pg_current_snapshot()::text AS snap, current_setting($1) AS version, pg_export_snapshot() AS exported',
         ['server_version'],
       );
       const source = point.rows[0];
       if (source === undefined) throw new LetheError(ErrorCode.INTERNAL, 'no snapshot point returned');
+      for (const client of readers.slice(1)) {
+        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        // The id is the server's own output, but it is still quoted as a literal, never pasted.
+        await client.query(`SET TRANSACTION SNAPSHOT ${client.escapeLiteral(source.exported)}`);
+        for (const statement of copySessionStatements()) await client.query(statement);
+      }
 
       const ordered = [...tables].sort((a, b) => a.name.localeCompare(b.name));
       const header: SnapshotHeader = {
@@ -213,9 +231,12 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       });
       upload.catch(() => undefined);
 
-      for (const [index, table] of ordered.entries()) {
-        throwIfAborted(options.signal, 'backup');
-        const orphans = await chat.query<{ dropped: string; tenantless: string }>(
+      /** Checks table `index` for rows the mapping would lose, then starts its COPY on its reader. */
+      const startTable = async (index: number): Promise<CopyStream> => {
+        const table = ordered[index];
+        const reader = readers[index % readers.length];
+        if (table === undefined || reader === undefined) throw new LetheError(ErrorCode.INTERNAL, `no table ${index}`);
+        const orphans = await reader.query<{ dropped: string; tenantless: string }>(
           buildOrphanCheckQuery(options.mapping, table.name),
         );
         const dropped = Number(orphans.rows[0]?.dropped ?? 0);
@@ -228,6 +249,17 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
               '(docs/mapping.md), and run again',
           );
         }
+        const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity);
+        return reader.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
+      };
+      let next: Promise<CopyStream> | undefined = ordered.length > 0 ? startTable(0) : undefined;
+      next?.catch(() => undefined);
+
+      for (const [index, table] of ordered.entries()) {
+        throwIfAborted(options.signal, 'backup');
+        const copy = await (next as Promise<CopyStream>);
+        next = index + 1 < ordered.length ? startTable(index + 1) : undefined;
+        next?.catch(() => undefined);
         // The previous snapshot's copies are looked up a batch of cells at a time, by
         // primary key: memory holds one batch, never a table's whole index.
         const previousId = previous?.id ?? null;
@@ -289,8 +321,6 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
           }
         };
         const dataClass = classOf(options.mapping, table.name);
-        const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity);
-        const copy = chat.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
         for await (const cell of groupCells(copy, dataClass)) {
           throwIfAborted(options.signal, 'backup');
           await record(await writer.add(cell));
@@ -299,7 +329,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.cells, rows: totals.rows, bytesPlain: totals.bytesPlain });
         runLog.info({ table: table.name, cells: totals.cells }, 'table done');
       }
-      await chat.query('COMMIT');
+      for (const client of readers) await client.query('COMMIT');
       const packsWritten = await packs.close();
       await flushRows();
       await recording;
@@ -365,7 +395,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       throw wrapForeign(ErrorCode.DATABASE, 'backup', err);
     } finally {
       options.signal?.removeEventListener('abort', cancel);
-      await chat.end().catch(() => undefined);
+      await Promise.all(readers.map((client) => client.end().catch(() => undefined)));
     }
   });
 }
