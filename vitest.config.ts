@@ -5,7 +5,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts', 'src/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 180_000,
-    globalSetup: ['test/helpers/global-setup.ts'],
+    // build-dist first: tests spawn bin/lethe.js, which runs dist/, compiled from the current sources.
+    globalSetup: ['test/helpers/build-dist.ts', 'test/helpers/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,
     reporters: ['default'],

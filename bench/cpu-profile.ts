@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { REPO_ROOT } from './repo-root.ts';
 
 /**
  * Self time per function from the V8 CPU profiles that `node --cpu-prof` writes: where a
@@ -38,7 +39,7 @@ export interface ProfileSummary {
   readonly top: readonly HotFunction[];
 }
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const ROOT = `${REPO_ROOT}${sep}`;
 
 function shortUrl(url: string): string {
   const path = url.startsWith('file://') ? fileURLToPath(url) : url;
@@ -55,7 +56,7 @@ function label(frame: CallFrame): string {
 
 /**
  * Sums self time by function over the main-thread profiles in `dir` (files named
- * `CPU.<date>.<time>.<pid>.0.<seq>.cpuprofile`; worker threads, such as tsx's loader,
+ * `CPU.<date>.<time>.<pid>.0.<seq>.cpuprofile`; worker threads, such as a module loader's,
  * are left out) and returns the `top` heaviest. A sample's time is the gap to the next one.
  */
 export async function summarizeProfiles(dir: string, top: number): Promise<ProfileSummary> {

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { spawnMeasured, type ProcessStats } from './measured-process.ts';
+import { REPO_ROOT } from './repo-root.ts';
 
 /**
  * Runs one lethe command (`backup`, `verify`) as a child process, exactly as an operator
@@ -10,7 +10,7 @@ import { spawnMeasured, type ProcessStats } from './measured-process.ts';
  * data generator).
  */
 
-const LETHE_BIN = fileURLToPath(new URL('../bin/lethe.js', import.meta.url));
+const LETHE_BIN = join(REPO_ROOT, 'bin', 'lethe.js');
 
 /**
  * The node flags bin/lethe.js's first line gives itself (`#!/usr/bin/env -S node FLAGS`):

@@ -3,7 +3,6 @@ import { rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify, parseArgs } from 'node:util';
 import { addMessages } from '../src/store/index.ts';
 import { AGE, dumpAndEncrypt, PG_DUMP } from './baseline.ts';
@@ -32,6 +31,7 @@ import {
   tableRows,
   type RunMeasurements,
 } from './report.ts';
+import { REPO_ROOT } from './repo-root.ts';
 
 /**
  * `npm run bench`: lethe's full backup, incremental backup and verify against
@@ -61,7 +61,6 @@ verify found problems, 130 interrupted.`;
 const ADDED_MESSAGES: Readonly<Record<'small' | 'medium' | 'large', number>> = { small: 300, medium: 3000, large: 30_000 };
 const ADD_SEED = 1;
 const PROFILE_TOP = 15;
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 interface Options {
   readonly scale: 'small' | 'medium' | 'large';
@@ -151,11 +150,11 @@ function growth(
 async function revision(): Promise<string> {
   try {
     const run = promisify(execFile);
-    const { stdout: head } = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT });
+    const { stdout: head } = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT });
     const { stdout: changes } = await run(
       'git',
       ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'bin', 'package.json'],
-      { cwd: ROOT },
+      { cwd: REPO_ROOT },
     );
     return `${head.trim()}${changes.trim() === '' ? '' : '+dirty'}`;
   } catch {

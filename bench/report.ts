@@ -188,7 +188,7 @@ export function formatNotes(runs: readonly RunMeasurements[]): string {
     `incremental: ${incremental.messagesAdded} messages added, ${incremental.output.cellsReused}/${incremental.output.cells} cells reused, ` +
       `${incremental.output.cellsWritten} written`,
     `verify: ${verify.output.ok ? 'OK' : 'FAILED'}, ${verify.output.cellsVerified}/${verify.output.cells} cells restored into a scratch database and checked`,
-    `time is process wall time, Node and tsx start-up included; lethe's own job time: full ${(full.output.durationMs / 1000).toFixed(2)} s, ` +
+    `time is process wall time, Node start-up included; lethe's own job time: full ${(full.output.durationMs / 1000).toFixed(2)} s, ` +
       `incremental ${(incremental.output.durationMs / 1000).toFixed(2)} s, verify ${(verify.output.durationMs / 1000).toFixed(2)} s`,
     `peak RSS: lethe measured in its own process (target < ${mb(PEAK_RSS_TARGET_BYTES)} MB); pg_dump | age is the sum of both processes' peaks ` +
       `(pg_dump ${baseline.pgDump.peakRssBytes === null ? 'n/a' : mb(baseline.pgDump.peakRssBytes)}, ` +

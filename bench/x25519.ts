@@ -4,7 +4,8 @@
 //
 // Rates are per second of wall time and per second of this process's CPU time: on a shared
 // machine the second is the steadier number.
-// Run: npx tsx bench/x25519.ts [seconds per row and side, default 2]
+// Run: node dist/bench/x25519.js [seconds per row and side, default 2] (npm ci or npm run build
+// compiles it)
 import { loadavg } from 'node:os';
 import { Decrypter, Encrypter } from 'age-encryption';
 import {

@@ -1,5 +1,7 @@
 #!/usr/bin/env -S node --max-old-space-size=128
-// Runs the TypeScript CLI directly: the checkout and the container image run the same sources.
+// Runs the CLI compiled to dist/ by the install step (`npm ci` runs `prepare`, which is
+// `npm run build`): no TypeScript compiler is loaded at run time (docs/benchmarks.md,
+// "Start-up"). The checkout, the jobs and the container image all run this same dist/.
 //
 // The heap cap on the line above is part of lethe's memory bound (docs/benchmarks.md): left
 // alone, V8 grows its old space far past what a backup keeps alive instead of collecting.
@@ -7,7 +9,17 @@
 // the crash tests, exit 4 on a held lock) are lethe's own. Invocations that name node
 // explicitly pass the same flag: package.json `demo`, the Dockerfile, jobs/, the benchmark
 // (which reads it from this line); test/unit/bin/heap-flag.test.ts checks they agree.
-import { register } from 'tsx/esm/api';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-register();
-await import('../src/cli/main.ts');
+const main = new URL('../dist/src/cli/main.js', import.meta.url);
+// Checked before importing: an import error would not say whether dist/ or a dependency is missing.
+if (!existsSync(main)) {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  process.stderr.write(
+    `lethe: ${fileURLToPath(main)} is missing: the CLI runs compiled JavaScript from dist/.\n` +
+      `Build it with \`npm run build\` (or install with \`npm ci\`, which builds) in ${root}\n`,
+  );
+  process.exit(2);
+}
+await import(main.href);
