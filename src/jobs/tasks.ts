@@ -1,7 +1,7 @@
 import { access } from 'node:fs/promises';
 import type { SigningPurpose } from '../config/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
-import { readConfiguredSigningKey } from '../keys/index.ts';
+import { readConfiguredSigningKey, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import { runBackup, type BackupProgress, type BackupResult } from '../snapshot/index.ts';
@@ -111,10 +111,13 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
   };
 }
 
-/** `lethe backup` with the config's settings. */
+/**
+ * `lethe backup` with the config's settings. Needs the master key's public recipient only
+ * (from the vault), never its identity. `observeSecrets` is a test hook (see BackupOptions).
+ */
 export async function backup(
   rt: Runtime,
-  options: { actor: string; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void },
+  options: { actor: string; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void; observeSecrets?: SecretObserver },
 ): Promise<BackupResult> {
   const { backup: settings, storage } = rt.config;
   return runBackup({
@@ -131,6 +134,7 @@ export async function backup(
     signer: await rt.signer('backup'),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+    ...(options.observeSecrets === undefined ? {} : { observeSecrets: options.observeSecrets }),
   });
 }
 
