@@ -54,8 +54,8 @@ export function periodKeyId(tenant: string, dataClass: DataClass, period: string
 export const SYSTEM_KEY_ID = 'system';
 
 /**
- * The dimension keys a cell's key is AND-wrapped to, innermost first: period, then user,
- * then conversation, then tenant. Destroying any one of them makes the cell unreadable. A
+ * The dimension keys a cell's key is derived from, in derivation order: period, then user,
+ * then conversation, then tenant (docs/format.md). Destroying any one of them makes the cell unreadable. A
  * row with no timestamp has no period key; a row with no author has no user key; a row
  * with no conversation has no conversation key; system rows have only the system key.
  */

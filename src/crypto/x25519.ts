@@ -19,7 +19,7 @@ const ZERO_NONCE = Buffer.alloc(12);
 /**
  * age's X25519 recipient on node:crypto (OpenSSL) instead of the pure-JS curve the
  * age-encryption library uses: about 10x more wraps per second (bench/x25519.ts), which
- * matters because every cell and every AND-wrap layer costs one wrap.
+ * matters for every dimension key wrapped to the master key and every vault backup.
  */
 export class FastX25519Recipient implements Recipient {
   readonly #recipient: string;

@@ -59,11 +59,12 @@ export interface PlanObject {
   /** The object's lock; null when it has none. */
   readonly retainUntil: Date | null;
   /**
-   * Snapshots (any status) that need the object: for a pack, those with cells in it; for a
-   * key file, those using one of its keys. Empty for vault backups.
+   * Snapshots (any status) that need the object: for a pack, those with cells in it. Empty
+   * for vault backups. (`key-file` objects belonged to the per-cell key format, whose
+   * vaults this lethe refuses: a vault it opens records none.)
    */
   readonly referencedBy: readonly string[];
-  /** Tenants with cells in the pack (or keys in the key file); `''` stands for system. */
+  /** Tenants with cells in the pack; `''` stands for system. */
   readonly tenants: readonly string[];
   /**
    * True when the vault records lethe writing this object to this store. Anything else (a
@@ -83,7 +84,7 @@ export interface PlanInput {
   readonly now: Date;
   /** Includes the snapshot keep policy and graceWindowDays. */
   readonly rules: RetentionRules;
-  /** storage.objectLock: packs and key files of live snapshots stay locked retainDays after the snapshot. */
+  /** storage.objectLock: packs of live snapshots stay locked retainDays after the snapshot. */
   readonly objectLock: { readonly mode: 'GOVERNANCE' | 'COMPLIANCE'; readonly retainDays: number } | null;
   readonly dimensionKeys: readonly PlanDimensionKey[];
   /**
@@ -101,7 +102,7 @@ export interface PlanInput {
   readonly holds: readonly Hold[];
   readonly eraseRequests: readonly EraseRequest[];
   readonly snapshots: readonly PlanSnapshot[];
-  /** Objects under `packs/`, `keys/` and `vault/`. */
+  /** Objects under `packs/` and `vault/`. */
   readonly objects: readonly PlanObject[];
 }
 
@@ -127,7 +128,7 @@ export type PlanAction =
       cellKeyId: string;
       /** The period key about to be destroyed. */
       replaces: string;
-      /** The new wrapping, innermost first. */
+      /** The dimension keys of the new hold encapsulation, in derivation order. */
       dimensionIds: string[];
       reason: string;
     }
@@ -196,7 +197,7 @@ export interface Plan {
  *   active hold still reads cells only through it (then it is listed as blocked);
  * - approved deletion requests a crash left unfinished are finished; pending ones listed;
  * - snapshots outside the keep policy are expired (deferred while their manifest is locked);
- * - packs and key files no live snapshot needs, of no held tenant, are deleted once their
+ * - packs no live snapshot needs, of no held tenant, are deleted once their
  *   lock has passed (deferred before); vault backups older than the grace window too;
  * - with object lock, objects live snapshots need get their lock extended.
  */

@@ -16,7 +16,7 @@ const LOCK_CONCURRENCY = 8;
 /**
  * Reads everything {@link planLifecycle} decides on: the vault's keys, cell keys (with
  * usage by complete snapshots), re-wraps, holds, deletion requests and snapshots, and the
- * store's packs, key files and vault backups with their locks and whether the vault records
+ * store's packs and vault backups with their locks and whether the vault records
  * lethe writing each of them to this store. Changes nothing. References count across every
  * store the vault knows, so an object any snapshot still needs is never taken for an orphan.
  *

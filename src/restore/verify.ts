@@ -91,7 +91,7 @@ function manifestFindings(key: string, err: unknown): Finding[] {
  * The restore drill: authenticates the manifest (sha256 against the vault's record,
  * signature, place in the chain; a manifest that fails is reported and nothing of it is
  * used), restores the snapshot into a scratch database that it creates and then drops,
- * checking every cell (sha256 before decryption, AEAD and row count after), the key files,
+ * checking every cell (sha256 before decryption, AEAD and row count after), its keys,
  * and the schema's constraints over the restored rows. Collects every finding rather than
  * stopping at the first. Records the result and its duration in the vault and the audit log.
  */

@@ -23,7 +23,7 @@ export type LifecycleHeldCellKey = HeldCellKeyFacts;
 
 export type LifecycleSnapshot = SnapshotFacts;
 
-/** An object (pack or key file) and the snapshots and tenants whose cells need it. */
+/** An object (a pack) and the snapshots and tenants whose cells need it. */
 export interface LifecycleObjectRefs {
   readonly key: string;
   /** Snapshot ids in any status, sorted. */

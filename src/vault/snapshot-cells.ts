@@ -19,7 +19,7 @@ export interface SnapshotCell {
   readonly key: string;
   /** The key encapsulation the ciphertext was written under (its snapshot's, for a reused cell). */
   readonly encapsulation: string;
-  /** Pack object id, and the age file's byte range in it. */
+  /** Pack object id, and the sealed cell's byte range in it. */
   readonly pack: string;
   readonly offset: number;
   readonly length: number;
