@@ -22,10 +22,11 @@ import { generateRawKeyPair, x25519PrivateKey, x25519PublicKey } from './keys.ts
  * associated data: ciphertext ‖ 16-byte tag.
  *
  * Opening needs `Z_D = X25519(d, E)` for every one of the cell's dimension keys, so it needs
- * every one of their identities: HMAC-SHA-256 is a PRF in its message as a dual-PRF in its
- * key, so `prk` is pseudorandom as long as any one `Z_D` is (the KEM-combiner argument).
- * Destroying any dimension key shreds the cell. Public-key work is one X25519 per dimension
- * key per snapshot; per cell it is two HMACs and one AEAD.
+ * every one of their identities. The extract, keyed by a public label over the concatenated
+ * secrets, is taken as a random oracle, as HKDF-Extract is: `prk` is pseudorandom as long as
+ * any one `Z_D` is unknown (the KEM-combiner argument, docs/architecture.md). Destroying any
+ * dimension key shreds the cell. Public-key work is one X25519 per dimension key per
+ * snapshot; per cell it is one HMAC (the expand) and one AEAD, plus the tuple's extract.
  */
 
 export const CELL_KEY_SALT = 'lethe.cell-key.v1';

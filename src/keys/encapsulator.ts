@@ -59,7 +59,8 @@ export function encapsulationId(snapshotId: string, tenant: string | null): stri
  * the first time the tenant is met; the shared secret with each dimension key its cells
  * use, computed once; the tuple key of each tuple. Missing dimension keys are created: a
  * fresh X25519 key, its private half as PKCS#8 PEM age-encrypted to the master key's public
- * recipient and stored, then dropped. Nothing here can decrypt anything.
+ * recipient and stored, then dropped. No identity is ever read: nothing here can open a
+ * cell of an earlier snapshot, and this run's own secrets live in memory only.
  *
  * Must run under the backup job lock. {@link forget} drops every secret when the run ends.
  */
