@@ -136,4 +136,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// A reader that goes away (`lethe snapshots --json | head -1`) closes the pipe: what was left
+// to print has nowhere to go, and the command's own result and exit code stand.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
 process.exitCode = await main(process.argv.slice(2));
