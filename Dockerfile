@@ -29,5 +29,5 @@ COPY runbooks ./runbooks
 ENV NODE_ENV=production LETHE_CONFIG=/etc/lethe/lethe.yaml
 USER lethe
 # The heap cap is bin/lethe.js's own (see its first line): node is named here, so pass it too.
-ENTRYPOINT ["node", "--max-old-space-size=128", "/app/bin/lethe.js"]
+ENTRYPOINT ["node", "--max-old-space-size=128", "--max-semi-space-size=8", "/app/bin/lethe.js"]
 CMD ["--help"]

@@ -16,12 +16,17 @@ describe('the CLI heap cap', () => {
     expect(cap).toMatch(/^--max-old-space-size=\d+$/);
   });
 
-  it('is passed wherever node is named explicitly', () => {
+  it('caps the young generation too', () => {
+    expect(flags).toContainEqual(expect.stringMatching(/^--max-semi-space-size=\d+$/));
+  });
+
+  it('is passed wherever node is named explicitly, with every flag of the first line', () => {
+    const all = flags.join(' ');
     const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
-    expect(scripts.demo).toBe(`node ${cap ?? ''} bin/lethe.js demo`);
-    expect(read('Dockerfile')).toContain(`ENTRYPOINT ["node", "${cap ?? ''}", "/app/bin/lethe.js"]`);
-    for (const unit of ['jobs/systemd/lethe-backup.service', 'jobs/systemd/lethe-verify.service']) {
-      expect(read(unit), unit).toContain(`ExecStart=/usr/bin/node ${cap ?? ''} /opt/lethe/bin/lethe.js `);
+    expect(scripts.demo).toBe(`node ${all} bin/lethe.js demo`);
+    expect(read('Dockerfile')).toContain(`ENTRYPOINT ["node", ${flags.map((f) => `"${f}"`).join(', ')}, "/app/bin/lethe.js"]`);
+    for (const unit of ['jobs/systemd/lethe-backup.service', 'jobs/systemd/lethe-verify.service', 'jobs/systemd/lethe-lifecycle.service']) {
+      expect(read(unit), unit).toContain(`ExecStart=/usr/bin/node ${all} /opt/lethe/bin/lethe.js `);
     }
   });
 });
