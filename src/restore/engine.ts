@@ -12,6 +12,7 @@ import type { Vault } from '../vault/index.ts';
 import type { DestructionRecord } from '../lifecycle/types.ts';
 import { IN_MEMORY_CELL_BYTES, readCell, type ReadCell } from './cell-reader.ts';
 import { equalConstantTime } from '../crypto/index.ts';
+import { tripOnRejection, type Tripwire } from '../util/tripwire.ts';
 
 /** One problem found while reading a snapshot. */
 export interface Finding {
@@ -98,15 +99,18 @@ const RUN_BYTES = 8 << 20;
 class TableCopy {
   private readonly stream: ReturnType<typeof pgCopyStreams.from>;
   private readonly done: Promise<void>;
+  /** Trips when the COPY fails, so that a wait for drain does not hang on a dead stream. */
+  private readonly failed: Tripwire;
 
   constructor(client: pg.Client, sql: string) {
     this.stream = client.query(pgCopyStreams.from(sql));
     this.done = finished(this.stream);
     this.done.catch(() => undefined);
+    this.failed = tripOnRejection(this.done);
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (!this.stream.write(chunk)) await Promise.race([once(this.stream, 'drain'), this.done]);
+    if (!this.stream.write(chunk)) await this.failed.wait(once(this.stream, 'drain'));
   }
 
   async end(): Promise<void> {

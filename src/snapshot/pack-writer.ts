@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
+import { tripOnRejection, type Tripwire } from '../util/tripwire.ts';
 
 /** Where one cell's ciphertext landed. */
 export interface CellLocation {
@@ -26,7 +27,7 @@ interface OpenPack {
   readonly stream: PassThrough;
   readonly upload: Promise<{ size: number; sha256: string }>;
   /** Rejects when the upload fails, so a writer blocked on backpressure wakes up. */
-  readonly failed: Promise<never>;
+  readonly failed: Tripwire;
   bytes: number;
   cells: number;
   /** Ciphertext not yet handed to the upload stream: small cells go in as one write. */
@@ -123,7 +124,7 @@ export class PackWriter {
     const bytes = pack.pending.length === 1 ? (pack.pending[0] as Uint8Array) : Buffer.concat(pack.pending, pack.pendingBytes);
     pack.pending = [];
     pack.pendingBytes = 0;
-    if (!pack.stream.write(bytes)) await Promise.race([once(pack.stream, 'drain'), pack.failed]);
+    if (!pack.stream.write(bytes)) await pack.failed.wait(once(pack.stream, 'drain'));
   }
 
   private async open(): Promise<OpenPack> {
@@ -134,13 +135,8 @@ export class PackWriter {
       ...(this.options.lock === undefined ? {} : { lock: this.options.lock }),
       ...(this.options.signal === undefined ? {} : { signal: this.options.signal }),
     });
-    const failed = upload.then(
-      () => new Promise<never>(() => undefined),
-      (err: unknown) => {
-        throw err;
-      },
-    );
-    failed.catch(() => undefined);
+    // A failed upload interrupts a wait for drain, which would otherwise never come.
+    const failed = tripOnRejection(upload);
     const pack: OpenPack = { key, stream, upload, failed, bytes: 0, cells: 0, pending: [], pendingBytes: 0 };
     this.current = pack;
     return pack;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { Tripwire } from '../util/tripwire.ts';
 
 /** A put body as a stream of chunks, whichever form the caller passed. */
 export async function* chunksOf(
@@ -45,18 +46,17 @@ export async function* abortable<T>(
   throwIfAborted(signal, doing);
   const iterator = source[Symbol.asyncIterator]();
   let onAbort = (): void => undefined;
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => {
-      reject(new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`));
-    };
+  // Not a race against one long-lived "aborted" promise: that would keep every chunk that
+  // passed through alive until the stream ends (see Tripwire).
+  const wire = new Tripwire((trip) => {
+    onAbort = () => trip(new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`));
   });
-  aborted.catch(() => undefined);
   signal.addEventListener('abort', onAbort, { once: true });
   let finished = false;
   try {
     for (;;) {
       throwIfAborted(signal, doing);
-      const step = await Promise.race([iterator.next(), aborted]);
+      const step = await wire.wait(iterator.next());
       if (step.done === true) {
         finished = true;
         return;
