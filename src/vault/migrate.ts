@@ -84,12 +84,7 @@ async function migrateLocked(
     try {
       await client.query(migration.sql);
     } catch (err) {
-      // A migration that refuses the vault (object_not_in_prerequisite_state) says why and
-      // what to do in its message and hint: that is the operator's error, not a crash.
-      if (err instanceof pg.DatabaseError && err.code === '55000') {
-        throw new LetheError(ErrorCode.VAULT, `${err.message}: ${err.hint ?? 'see the README'}`, { details: { schema, migration: migration.version } });
-      }
-      throw wrapForeign(ErrorCode.DATABASE, `${doing}: migration ${migration.version} (${migration.name})`, err);
+      throw migrationRefusal(err, schema, migration.version) ?? wrapForeign(ErrorCode.DATABASE, `${doing}: migration ${migration.version} (${migration.name})`, err);
     }
     await query(client, doing, `INSERT INTO ${migrationsTable} (version, name) VALUES ($1, $2)`, [
       migration.version,
@@ -102,4 +97,14 @@ async function migrateLocked(
 
 function pending(done: ReadonlySet<number>): Migration[] {
   return [...MIGRATIONS].sort((a, b) => a.version - b.version).filter((m) => !done.has(m.version));
+}
+
+/**
+ * A migration that refuses the vault (object_not_in_prerequisite_state) says why and what
+ * to do in its message and hint: that is the operator's error (VAULT), not a crash. Any
+ * other error: undefined.
+ */
+export function migrationRefusal(err: unknown, schema: string, version: number): LetheError | undefined {
+  if (!(err instanceof pg.DatabaseError) || err.code !== '55000') return undefined;
+  return new LetheError(ErrorCode.VAULT, `${err.message}: ${err.hint ?? 'see the README'}`, { details: { schema, migration: version } });
 }

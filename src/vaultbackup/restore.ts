@@ -21,6 +21,7 @@ import {
 } from '../vault/index.ts';
 import { query } from '../vault/db.ts';
 import { MIGRATIONS } from '../vault/migrations.ts';
+import { migrationRefusal } from '../vault/migrate.ts';
 import { lockKeyText } from '../vault/schema-name.ts';
 import { auditExportSignedBy, auditObjectKey } from '../audit/index.ts';
 import { quoteIdent, readVaultCatalog, SESSION_SETTINGS, type CatalogTable } from './catalog.ts';
@@ -445,11 +446,12 @@ async function migrateTo(
   await query(client, doing, `SET LOCAL search_path TO ${s}`);
   for (const migration of [...MIGRATIONS].sort((a, b) => a.version - b.version)) {
     if (migration.version <= from || migration.version > to) continue;
-    await query(
-      client,
-      `${doing}: migration ${migration.version} (${migration.name})`,
-      migration.sql,
-    );
+    try {
+      await client.query(migration.sql);
+    } catch (err) {
+      // A vault backup of a format this lethe refuses: the migration says why and what to do.
+      throw migrationRefusal(err, schema, migration.version) ?? wrapForeign(ErrorCode.DATABASE, `${doing}: migration ${migration.version} (${migration.name})`, err);
+    }
     await query(client, doing, `INSERT INTO ${s}.migrations (version, name) VALUES ($1, $2)`, [
       migration.version,
       migration.name,
