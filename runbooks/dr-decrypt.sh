@@ -207,10 +207,27 @@ legacy_format() {
   return 0
 }
 
+# A manifest is checked only after it is inflated, so a planted gzip bomb must not fill the
+# disk first: lethe's manifests inflate about 6.5 times (JSON lines at gzip level 1);
+# anything past INFLATE_RATIO times the stored size (plus 1 MiB) is refused unread.
+INFLATE_RATIO=64
+
 # inflate FILE DEST: decompresses a stored manifest into DEST (private: umask 077, in WORK).
-# Prints why and returns 1 when FILE is not one complete gzip stream.
+# Prints why and returns 1 when FILE is not one complete gzip stream, or inflates past the cap.
 inflate() {
-  gzip -dc <"$1" >"$2" 2>/dev/null && return 0
+  local limit status errexit=$-
+  limit=$(($(stat -L -c '%s' -- "$1") * INFLATE_RATIO + 1048576))
+  # gzip's own status, not the pipeline's (head stops it early on a bomb); errexit as it was.
+  set +e
+  gzip -dc <"$1" 2>/dev/null | head -c "$((limit + 1))" >"$2"
+  status=${PIPESTATUS[0]}
+  [[ $errexit != *e* ]] || set -e
+  if (($(stat -L -c '%s' -- "$2") > limit)); then
+    : >"$2"
+    echo "it inflates to more than $limit bytes, $INFLATE_RATIO times its stored size: no lethe manifest does (they inflate about 6.5 times), so it was not read further"
+    return 1
+  fi
+  ((status == 0)) && return 0
   echo 'it is not one complete gzip file (truncated, corrupted, or not a lethe.manifest.v3 snapshots/<id>.json.gz)'
   return 1
 }

@@ -873,6 +873,18 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
     expect(short.stderr).toMatch(/cannot be trusted, so nothing in it was used: it is not one complete gzip file/);
     expect(short.stdout.length).toBe(0);
 
+    // A gzip bomb under a manifest's name: refused once it passes the cap, never inflated whole.
+    const bombDir = join(dir, 'bomb', 'snapshots');
+    await mkdir(bombDir, { recursive: true });
+    const bomb = join(bombDir, `${manifests[1].snapshot.id}.json.gz`);
+    const stream = gzipSync(Buffer.alloc(64 << 20, 0x20), { level: 9 });
+    expect(stream.length).toBeLessThan(128 * 1024);
+    await writeFile(bomb, stream);
+    const blown = await list(bomb);
+    expect(blown.code).toBe(6);
+    expect(blown.stderr).toMatch(/cannot be trusted, so nothing in it was used: it inflates to more than \d+ bytes, 64 times its stored size/);
+    expect(blown.stdout.length).toBe(0);
+
     // A genuine, signed manifest under another snapshot's name.
     const renamed = join(dir, 'renamed', 'snapshots');
     await mkdir(renamed, { recursive: true });
