@@ -149,8 +149,14 @@ export class KeyOpener {
     const facts = await this.vault.getDimensionKeys(unknown);
     for (const id of unknown) {
       const bytes = wrapped.get(id);
-      const recipient = facts.get(id)?.recipient;
-      if (bytes === undefined || bytes === null || recipient === undefined) {
+      const fact = facts.get(id);
+      if (fact === undefined) {
+        // No row at all is not a shred: a destroyed key keeps its row (and its tombstone).
+        this.dimensions.set(id, { problem: 'the vault has no row for it, destroyed or not (a row deleted, or a vault older than the snapshot)' });
+        continue;
+      }
+      const recipient = fact.recipient;
+      if (bytes === undefined || bytes === null) {
         this.dimensions.set(id, null);
         continue;
       }

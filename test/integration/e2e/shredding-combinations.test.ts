@@ -238,6 +238,29 @@ describe('shredding any combination of a four-dimension cell’s keys', () => {
     },
   );
 
+  it('tells a key whose vault row is gone from a destroyed one, and still opens nothing', async () => {
+    const gone = DIMS[1];
+    await vaultSql.query('CREATE TEMP TABLE saved_key AS SELECT * FROM lethe.dimension_keys WHERE id = $1', [gone]);
+    try {
+      expect((await vaultSql.query('DELETE FROM lethe.dimension_keys WHERE id = $1', [gone])).rowCount).toBe(1);
+      const { key, read } = await openAsRestoreDoes();
+      expect(key.ok).toBe(false);
+      expect('destroyed' in key).toBe(false);
+      expect(JSON.stringify(key)).toMatch(/the vault has no row for it, destroyed or not/);
+      expect(read.status).toBe('failed');
+      const refused = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' }).then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(isLetheError(refused, 'INTEGRITY'), String(refused)).toBe(true);
+      expect((refused as Error).message).toMatch(/no row for it/);
+      expect(await targetTables()).toBe(0);
+    } finally {
+      await vaultSql.query('INSERT INTO lethe.dimension_keys SELECT * FROM saved_key');
+      await vaultSql.query('DROP TABLE saved_key');
+    }
+  });
+
   it('opens again once every key is back, and the restore job restores the source', async () => {
     const { read } = await openAsRestoreDoes();
     expect(read.status).toBe('ok');
