@@ -14,16 +14,26 @@ import { ErrorCode, LetheError } from '../errors/index.ts';
 import { BoundedMap } from '../util/bounded-map.ts';
 import type { CellKey, Vault } from '../vault/index.ts';
 
-/** What the backup needs to write a tuple's cells, or the destroyed dimension key that forbids it. */
-export type TupleKey =
-  | {
-      readonly keyId: string;
-      readonly dimensionIds: readonly string[];
-      readonly encapsulation: string;
-      /** The tuple key (HKDF-Extract output); secret, never stored. */
-      readonly prk: Buffer;
-    }
-  | { readonly keyId: string; readonly destroyed: string };
+/** What the backup needs to write a tuple's cells. */
+export interface LiveTupleKey {
+  readonly keyId: string;
+  readonly dimensionIds: readonly string[];
+  readonly encapsulation: string;
+  /** The tuple key (HKDF-Extract output); secret, never stored. */
+  readonly prk: Buffer;
+}
+
+/** A tuple's key, or the destroyed dimension key that forbids writing its cells. */
+export type TupleKey = LiveTupleKey | { readonly keyId: string; readonly destroyed: string };
+
+/** A tuple with its cell key id, computed once by the caller (`cellKeyId(tuple)`). */
+export interface KeyedTuple {
+  readonly keyId: string;
+  readonly tuple: CellTuple;
+}
+
+/** A tuple's dimension key ids, or the destroyed one among them. */
+export type TupleFacts = { readonly dimensionIds: string[] } | { readonly destroyed: string };
 
 /** A test hook: sees every secret the backup makes (ephemeral keys, shared secrets, tuple keys). */
 export type SecretObserver = (kind: 'ephemeral' | 'shared' | 'tuple', secret: Uint8Array) => void;
@@ -70,7 +80,7 @@ export class Encapsulator {
   #byTenant = new Map<string | null, RunEncapsulation>();
   readonly #dimensions = new BoundedMap<string, DimensionFacts>(CACHE_ENTRIES);
   readonly #shared = new BoundedMap<string, Buffer>(CACHE_ENTRIES);
-  readonly #tuples = new BoundedMap<string, TupleKey>(CACHE_ENTRIES);
+  readonly #tuples = new BoundedMap<string, LiveTupleKey>(CACHE_ENTRIES);
   /** Tuple facts not yet handed to the vault (see {@link takeTupleFacts}). */
   #unrecorded: CellKey[] = [];
   /** Dimension keys created by this run. */
@@ -93,11 +103,10 @@ export class Encapsulator {
    * that forbids writing it. Public facts only (no encapsulation is made): what the backup
    * needs before it knows which cells changed.
    */
-  async facts(tuples: readonly CellTuple[]): Promise<Map<string, { dimensionIds: string[] } | { destroyed: string }>> {
-    const out = new Map<string, { dimensionIds: string[] } | { destroyed: string }>();
+  async facts(tuples: readonly KeyedTuple[]): Promise<Map<string, TupleFacts>> {
+    const out = new Map<string, TupleFacts>();
     const wanted = new Map<string, string[]>();
-    for (const tuple of tuples) {
-      const keyId = cellKeyId(tuple);
+    for (const { keyId, tuple } of tuples) {
       if (!wanted.has(keyId)) wanted.set(keyId, dimensionKeyIds(tuple));
     }
     const dimensions = await this.#loadDimensions([...wanted.values()].flat());
@@ -109,29 +118,20 @@ export class Encapsulator {
   }
 
   /**
-   * The tuple key of each tuple, by cell key id, creating missing dimension keys and
-   * encapsulations in the vault first (the tuples' facts wait for {@link takeTupleFacts}). A tuple one of whose
-   * dimension keys was destroyed gets `destroyed`: such data is never written again.
+   * The tuple key of each tuple, by cell key id, for tuples whose {@link facts} named no
+   * destroyed key (`dimensionIds` are those facts): missing dimension keys and encapsulations
+   * are created in the vault first; the tuples' facts wait for {@link takeTupleFacts}.
    */
-  async tupleKeys(tuples: readonly CellTuple[]): Promise<Map<string, TupleKey>> {
-    const results = new Map<string, TupleKey>();
-    const wanted = new Map<string, { tuple: CellTuple; dimensionIds: string[] }>();
-    for (const tuple of tuples) {
-      const keyId = cellKeyId(tuple);
+  async tupleKeys(tuples: readonly (KeyedTuple & { readonly dimensionIds: readonly string[] })[]): Promise<Map<string, LiveTupleKey>> {
+    const results = new Map<string, LiveTupleKey>();
+    const live = new Map<string, { tuple: CellTuple; dimensionIds: readonly string[] }>();
+    for (const { keyId, tuple, dimensionIds } of tuples) {
       const known = this.#tuples.get(keyId);
       if (known !== undefined) results.set(keyId, known);
-      else if (!wanted.has(keyId)) wanted.set(keyId, { tuple, dimensionIds: dimensionKeyIds(tuple) });
+      else if (!live.has(keyId)) live.set(keyId, { tuple, dimensionIds });
     }
-    if (wanted.size === 0) return results;
-    const dimensions = await this.#loadDimensions([...wanted.values()].flatMap((w) => w.dimensionIds));
-    const live: { keyId: string; tuple: CellTuple; dimensionIds: string[] }[] = [];
-    for (const [keyId, { tuple, dimensionIds }] of wanted) {
-      const destroyed = dimensionIds.find((id) => dimensions.get(id)?.destroyed === true);
-      if (destroyed === undefined) live.push({ keyId, tuple, dimensionIds });
-      else this.#remember(keyId, { keyId, destroyed }, results);
-    }
-    if (live.length === 0) return results;
-    for (const { keyId, tuple, dimensionIds } of live) {
+    if (live.size === 0) return results;
+    for (const [keyId, { tuple, dimensionIds }] of live) {
       this.#unrecorded.push({
         id: keyId,
         tenant: tuple.tenant,
@@ -139,18 +139,20 @@ export class Encapsulator {
         period: tuple.period,
         author: tuple.author,
         conversation: tuple.conversation,
-        dimensionIds,
+        dimensionIds: [...dimensionIds],
       });
     }
-    await this.#createMissing(live.flatMap(({ tuple, dimensionIds }) => dimensionIds.map((id) => ({ id, tenant: tuple.tenant }))));
-    for (const { keyId, tuple, dimensionIds } of live) {
+    await this.#createMissing([...live.values()].flatMap(({ tuple, dimensionIds }) => dimensionIds.map((id) => ({ id, tenant: tuple.tenant }))));
+    for (const [keyId, { tuple, dimensionIds }] of live) {
       // Synchronous when cached (nearly always): an await per dimension key per tuple costs more than the HMAC.
       const encapsulation = this.#byTenant.get(tuple.tenant) ?? (await this.#encapsulation(tuple.tenant));
       const secrets: Buffer[] = [];
       for (const id of dimensionIds) secrets.push(this.#shared.get(`${encapsulation.id}\n${id}`) ?? (await this.#secret(encapsulation, id, tuple.tenant)));
       const prk = tupleKey(secrets, encapsulation.ephemeral, dimensionIds);
       this.observe?.('tuple', prk);
-      this.#remember(keyId, { keyId, dimensionIds, encapsulation: encapsulation.id, prk }, results);
+      const key = { keyId, dimensionIds, encapsulation: encapsulation.id, prk };
+      results.set(keyId, key);
+      this.#tuples.set(keyId, key);
     }
     return results;
   }
@@ -166,10 +168,12 @@ export class Encapsulator {
     return facts;
   }
 
-  /** The tuple key of one tuple (see {@link tupleKeys}). */
+  /** The tuple key of one tuple, or the destroyed dimension key that forbids it (see {@link facts}). */
   async tupleKey(tuple: CellTuple): Promise<TupleKey> {
     const keyId = cellKeyId(tuple);
-    const result = (await this.tupleKeys([tuple])).get(keyId);
+    const fact = (await this.facts([{ keyId, tuple }])).get(keyId);
+    if (fact !== undefined && 'destroyed' in fact) return { keyId, destroyed: fact.destroyed };
+    const result = fact === undefined ? undefined : (await this.tupleKeys([{ keyId, tuple, dimensionIds: fact.dimensionIds }])).get(keyId);
     if (result === undefined) throw new LetheError(ErrorCode.INTERNAL, `no tuple key for ${keyId}`);
     return result;
   }
@@ -177,16 +181,11 @@ export class Encapsulator {
   /** Drops every secret of the run: ephemeral keys, shared secrets, tuple keys. */
   forget(): void {
     for (const secret of this.#shared.values()) secret.fill(0);
-    for (const key of this.#tuples.values()) if ('prk' in key) key.prk.fill(0);
+    for (const key of this.#tuples.values()) key.prk.fill(0);
     this.#shared.clear();
     this.#tuples.clear();
     this.#encapsulations = new Map();
     this.#byTenant = new Map();
-  }
-
-  #remember(keyId: string, key: TupleKey, results: Map<string, TupleKey>): void {
-    results.set(keyId, key);
-    this.#tuples.set(keyId, key);
   }
 
   async #encapsulation(tenant: string | null): Promise<RunEncapsulation> {

@@ -1,3 +1,3 @@
-export { Encapsulator, encapsulationId, type SecretObserver, type TupleKey } from './encapsulator.ts';
+export { Encapsulator, encapsulationId, type KeyedTuple, type LiveTupleKey, type SecretObserver, type TupleFacts, type TupleKey } from './encapsulator.ts';
 export { KeyOpener, type OpenedKey } from './opener.ts';
 export { loadSigner, readConfiguredSigningKey, signerFromKey, signingKeyField, type Signer } from './signer.ts';

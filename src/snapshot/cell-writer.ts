@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { cellId, cellKeyId, type CellRows, type CellTuple } from '../cells/index.ts';
 import { cellKey, equalConstantTime, seal, sealStream } from '../crypto/index.ts';
-import type { Encapsulator, TupleKey } from '../keys/index.ts';
+import type { Encapsulator, LiveTupleKey } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
 import type { PackWriter } from './pack-writer.ts';
 
@@ -52,10 +52,20 @@ export interface CellWriterOptions {
 /** A small cell read whole: where its plaintext lies in the batch buffer. */
 interface HeldCell {
   readonly id: string;
+  /** `cellKeyId(tuple)`, computed once. */
+  readonly keyId: string;
   readonly tuple: CellTuple;
   readonly start: number;
   readonly end: number;
   readonly rows: number;
+}
+
+/** A held cell none of whose keys is destroyed: its keyed digest, and the previous copy it matches. */
+interface LiveCell {
+  readonly cell: HeldCell;
+  readonly dimensionIds: readonly string[];
+  readonly digest: string;
+  prior: PreviousCell | undefined;
 }
 
 const BATCH_CELLS = 1000;
@@ -138,7 +148,7 @@ export class CellWriter {
         return done;
       }
     }
-    this.held.push({ id, tuple: cell.tuple, start, end: this.buffer.length, rows });
+    this.held.push({ id, keyId: cellKeyId(cell.tuple), tuple: cell.tuple, start, end: this.buffer.length, rows });
     if (this.held.length >= this.batchCells || this.buffer.length >= this.batchBytes) return this.flush();
     return [];
   }
@@ -152,53 +162,57 @@ export class CellWriter {
       return [];
     }
     // Public facts first: which cells a destroyed key forbids, and the digests of the others.
-    const facts = await this.options.keys.facts(batch.map((c) => c.tuple));
-    const factsOf = (cell: HeldCell): { dimensionIds: string[] } | { destroyed: string } => {
-      const found = facts.get(cellKeyId(cell.tuple));
-      if (found === undefined) throw new Error(`no key facts were returned for cell ${cell.id}`);
-      return found;
-    };
-    const digests = new Map<string, string>();
+    const facts = await this.options.keys.facts(batch);
+    const cells: ({ cell: HeldCell; destroyed: string } | LiveCell)[] = [];
+    const live: LiveCell[] = [];
     for (const cell of batch) {
-      if ('destroyed' in factsOf(cell)) continue;
-      digests.set(cell.id, createHmac('sha256', this.options.digestKey).update(this.prefix).update(this.buffer.slice(cell.start, cell.end)).digest('hex'));
-    }
-    const previous = digests.size === 0 ? new Map<string, PreviousCell>() : await this.options.previous([...digests.keys()]);
-    const unchanged = (cell: HeldCell): PreviousCell | undefined => {
-      const prior = previous.get(cell.id);
-      const digest = digests.get(cell.id);
-      return prior?.digest != null && digest !== undefined && prior.key === cellKeyId(cell.tuple) && equalConstantTime(prior.digest, digest) ? prior : undefined;
-    };
-    // Only cells that changed need a key: an unchanged one keeps the encapsulation it was written under.
-    const changed = batch.filter((c) => !('destroyed' in factsOf(c)) && unchanged(c) === undefined);
-    const keys = changed.length === 0 ? new Map<string, TupleKey>() : await this.options.keys.tupleKeys(changed.map((c) => c.tuple));
-    const outcomes: CellOutcome[] = [];
-    for (const cell of batch) {
-      const fact = factsOf(cell);
+      const fact = facts.get(cell.keyId);
+      if (fact === undefined) throw new Error(`no key facts were returned for cell ${cell.id}`);
       if ('destroyed' in fact) {
-        outcomes.push({ kind: 'shredded', cellId: cell.id, destroyedKey: fact.destroyed, rows: cell.rows });
+        cells.push({ cell, destroyed: fact.destroyed });
+        continue;
+      }
+      const digest = createHmac('sha256', this.options.digestKey).update(this.prefix).update(this.buffer.slice(cell.start, cell.end)).digest('hex');
+      const entry: LiveCell = { cell, dimensionIds: fact.dimensionIds, digest, prior: undefined };
+      cells.push(entry);
+      live.push(entry);
+    }
+    const previous = live.length === 0 ? new Map<string, PreviousCell>() : await this.options.previous(live.map((c) => c.cell.id));
+    for (const c of live) {
+      const prior = previous.get(c.cell.id);
+      if (prior?.digest != null && prior.key === c.cell.keyId && equalConstantTime(prior.digest, c.digest)) c.prior = prior;
+    }
+    // Only cells that changed need a key: an unchanged one keeps the encapsulation it was written under.
+    const changed = live.filter((c) => c.prior === undefined);
+    const keys =
+      changed.length === 0
+        ? new Map<string, LiveTupleKey>()
+        : await this.options.keys.tupleKeys(changed.map(({ cell, dimensionIds }) => ({ keyId: cell.keyId, tuple: cell.tuple, dimensionIds })));
+    const outcomes: CellOutcome[] = [];
+    for (const c of cells) {
+      const { cell } = c;
+      if ('destroyed' in c) {
+        outcomes.push({ kind: 'shredded', cellId: cell.id, destroyedKey: c.destroyed, rows: cell.rows });
         continue;
       }
       const bytesPlain = cell.end - cell.start;
-      const keyId = cellKeyId(cell.tuple);
-      const prior = unchanged(cell);
-      if (prior !== undefined) {
+      if (c.prior !== undefined) {
         outcomes.push({
           kind: 'reused',
           tuple: cell.tuple,
-          entry: this.entry(cell.id, cell.tuple, keyId, fact.dimensionIds, prior.encapsulation, prior, cell.rows, bytesPlain, true),
+          entry: this.entry(cell.id, cell.tuple, cell.keyId, c.dimensionIds, c.prior.encapsulation, c.prior, cell.rows, bytesPlain, true),
         });
         continue;
       }
-      const key = keys.get(keyId);
-      if (key === undefined || 'destroyed' in key) throw new Error(`no tuple key was returned for cell ${cell.id}`);
+      const key = keys.get(cell.keyId);
+      if (key === undefined) throw new Error(`no tuple key was returned for cell ${cell.id}`);
       const sealed = seal(cellKey(key.prk, cell.id), this.buffer.slice(cell.start, cell.end));
       const location = await this.options.packs.writeCell(sealed);
       outcomes.push({
         kind: 'written',
         tuple: cell.tuple,
-        digest: digests.get(cell.id) as string,
-        entry: this.entry(cell.id, cell.tuple, keyId, key.dimensionIds, key.encapsulation, location, cell.rows, bytesPlain, false),
+        digest: c.digest,
+        entry: this.entry(cell.id, cell.tuple, cell.keyId, key.dimensionIds, key.encapsulation, location, cell.rows, bytesPlain, false),
       });
     }
     this.buffer.reset();
