@@ -31,6 +31,16 @@ describe('vault keys', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let fx: Awaited<ReturnType<typeof migratedVault>>;
   let vault: Vault;
+  /** The columns of a vault table, by name: what the vault can hold at all. */
+  async function columnsOf(table: string): Promise<string[]> {
+    const { rows } = await rawSql(
+      db.url,
+      `SELECT column_name FROM information_schema.columns WHERE table_schema = 'lethe' AND table_name = $1 ORDER BY column_name`,
+      [table],
+    );
+    return rows.map((r) => (r as { column_name: string }).column_name);
+  }
+
   beforeAll(async () => {
     db = await createTestDatabase('vault_keys');
     fx = await migratedVault(db.url, 'lethe', 10);
@@ -197,12 +207,7 @@ describe('vault keys', () => {
       const read = await vault.getCellKeys(['acme/messages/2026-03/u1', 'missing']);
       expect([...read.keys()]).toEqual(['acme/messages/2026-03/u1']);
       expect(read.get('acme/messages/2026-03/u1')).toEqual(cellKey('acme/messages/2026-03/u1', 1));
-      const { rows } = await rawSql(
-        db.url,
-        `SELECT column_name FROM information_schema.columns
-          WHERE table_schema = 'lethe' AND table_name = 'cell_keys' ORDER BY column_name`,
-      );
-      expect(rows.map((r) => (r as { column_name: string }).column_name)).toEqual([
+      expect(await columnsOf('cell_keys')).toEqual([
         'author',
         'conversation',
         'created_at',
@@ -231,12 +236,7 @@ describe('vault keys', () => {
     const pub = (n: number): string => Buffer.alloc(32, n).toString('base64');
 
     it('keeps public halves only: the table has no column for a private key', async () => {
-      const { rows } = await rawSql(
-        db.url,
-        `SELECT column_name FROM information_schema.columns
-          WHERE table_schema = 'lethe' AND table_name = 'signing_keys' ORDER BY column_name`,
-      );
-      expect(rows.map((r) => (r as { column_name: string }).column_name)).toEqual([
+      expect(await columnsOf('signing_keys')).toEqual([
         'created_at',
         'id',
         'public_key',
