@@ -117,8 +117,8 @@ interface Fetched {
   readonly bodySha256: string;
   /** The first three lines (format, snapshot, schema), the second to last (totals) and the last (signature). */
   readonly head: Buffer[];
-  /** The lines of the encapsulations list (bounded: one per tenant per snapshot that wrote cells). */
-  readonly encapsulations: Buffer[];
+  /** The lines of the encapsulations list, with their line numbers (bounded: one per tenant per snapshot that wrote cells). */
+  readonly encapsulations: { readonly line: Buffer; readonly no: number }[];
   readonly totalsLine: Buffer | undefined;
   readonly lastLine: Buffer | undefined;
   readonly lines: number;
@@ -161,7 +161,7 @@ async function inflate(dir: string, fileSha256: string): Promise<Fetched> {
   const handle = await open(path, 'wx', 0o600);
   const body = createHash('sha256');
   const head: Buffer[] = [];
-  const encapsulations: Buffer[] = [];
+  const encapsulations: { line: Buffer; no: number }[] = [];
   let inEncapsulations = false;
   let previous: Buffer | undefined;
   let last: Buffer | undefined;
@@ -182,7 +182,7 @@ async function inflate(dir: string, fileSha256: string): Promise<Fetched> {
       if (head.length < 3) head.push(line);
       if (inEncapsulations) {
         if (line.toString('latin1') === '],\n') inEncapsulations = false;
-        else encapsulations.push(line);
+        else encapsulations.push({ line, no: lines });
       } else if (line.toString('latin1') === '"encapsulations":[\n') {
         inEncapsulations = true;
       }
@@ -249,9 +249,9 @@ export async function openManifest(
     const header = member(fetched.head[1], 'snapshot', SnapshotHeaderSchema, what, 2);
     const rawSchema = member(fetched.head[2], 'schema', z.unknown(), what, 3);
     const encapsulations = new Map<string, EncapsulationEntry>();
-    for (const line of fetched.encapsulations) {
+    for (const { line, no } of fetched.encapsulations) {
       const text = line.toString('utf8', 0, line.length - 1);
-      const entry = parseJson(text.endsWith(',') ? text.slice(0, -1) : text, EncapsulationEntrySchema, what, 0, 'encapsulation');
+      const entry = parseJson(text.endsWith(',') ? text.slice(0, -1) : text, EncapsulationEntrySchema, what, no, 'encapsulation');
       encapsulations.set(entry.id, entry);
     }
     const totals = member(fetched.totalsLine, 'totals', TotalsSchema, what, fetched.lines - 1);
