@@ -17,12 +17,7 @@ const AGE_NONCE = 16;
 const AGE_CHUNK = 64 * 1024;
 const AGE_TAG = 16;
 
-export interface BaselineOptions {
-  readonly port: number;
-  readonly user: string;
-  /** Reaches pg_dump as PGPASSWORD in its environment, never on argv. */
-  readonly password: string;
-  readonly database: string;
+export interface BaselineOptions extends DumpSource {
   /** An age X25519 recipient (`age1…`). */
   readonly recipient: string;
   readonly outFile: string;
@@ -44,8 +39,31 @@ export interface BaselineResult {
   readonly dumpBytes: number;
 }
 
+/** Where pg_dump connects, as the baseline and the restic peer both run it. */
+export interface DumpSource {
+  readonly port: number;
+  readonly user: string;
+  /** Reaches pg_dump as PGPASSWORD in its environment, never on argv. */
+  readonly password: string;
+  readonly database: string;
+}
+
+/**
+ * pg_dump's arguments: the plain SQL dump of one database, as a DBA would take it. The
+ * restic peer uses exactly these, so both baselines read the same bytes.
+ */
+export function pgDumpArgs(source: DumpSource): string[] {
+  return [
+    '--host=127.0.0.1',
+    `--port=${source.port}`,
+    `--username=${source.user}`,
+    '--no-password',
+    `--dbname=${source.database}`,
+  ];
+}
+
 /** The environment for pg_dump: ours without libpq's PG* settings, plus the password. */
-function dumpEnv(password: string): NodeJS.ProcessEnv {
+export function dumpEnv(password: string): NodeJS.ProcessEnv {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PG')));
   return { ...env, PGPASSWORD: password };
 }
@@ -86,22 +104,12 @@ export async function dumpAndEncrypt(options: BaselineOptions): Promise<Baseline
       useGnuTime: options.useGnuTime,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     };
-    const dump = spawnMeasured(
-      PG_DUMP,
-      [
-        '--host=127.0.0.1',
-        `--port=${options.port}`,
-        `--username=${options.user}`,
-        '--no-password',
-        `--dbname=${options.database}`,
-      ],
-      {
-        ...common,
-        env: dumpEnv(options.password),
-        stdio: ['ignore', 'pipe', 'pipe'],
-        reportFile: join(options.scratchDir, 'time-pg_dump.txt'),
-      },
-    );
+    const dump = spawnMeasured(PG_DUMP, pgDumpArgs(options), {
+      ...common,
+      env: dumpEnv(options.password),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      reportFile: join(options.scratchDir, 'time-pg_dump.txt'),
+    });
     const dumpOut = dump.child.stdout;
     if (dumpOut === null) throw new Error('pg_dump has no stdout pipe');
     const age = spawnMeasured(AGE, ['-r', options.recipient], {

@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { join, relative, resolve, sep } from 'node:path';
+import { join, resolve } from 'node:path';
 import { promisify, parseArgs } from 'node:util';
-import { addMessages } from '../src/store/index.ts';
-import { AGE, dumpAndEncrypt, PG_DUMP } from './baseline.ts';
+import { applyChurn } from '../src/store/index.ts';
+import { AGE, dumpAndEncrypt, PG_DUMP, type DumpSource } from './baseline.ts';
 import { summarizeProfiles } from './cpu-profile.ts';
+import { bytesByTopLevel, growth } from './dir-sizes.ts';
 import { formatPerCell, measurePerCell } from './per-cell.ts';
 import {
   checkpoint,
@@ -32,11 +33,20 @@ import {
   type RunMeasurements,
 } from './report.ts';
 import { REPO_ROOT } from './repo-root.ts';
+import {
+  dumpToRestic,
+  initRestic,
+  RESTIC_MISSING,
+  resticAvailable,
+  resticVersion,
+  type ResticRepo,
+  type ResticResult,
+} from './restic.ts';
 
 /**
- * `npm run bench`: lethe's full backup, incremental backup and verify against
- * `pg_dump | age` on the same seeded database, on an embedded PostgreSQL of its own.
- * See docs/benchmarks.md.
+ * `npm run bench`: lethe's full backup, incremental backup (after a chat service's churn)
+ * and verify against `pg_dump | age` and `pg_dump | restic` on the same seeded database,
+ * on an embedded PostgreSQL of its own. See docs/benchmarks.md.
  */
 
 const USAGE = `usage: npm run bench -- [--scale small|medium|large] [--runs N] [--json] [--cpu-prof DIR] [--heap-mib N]
@@ -54,12 +64,20 @@ const USAGE = `usage: npm run bench -- [--scale small|medium|large] [--runs N] [
   --no-lifecycle  skip the lifecycle steps after verify (erasure of one user, monthly
                retention shred, keys per 1,000 users)
 
+Between the full and the incremental backup the store gets a chat service's churn (+1%
+messages in its last month, 0.1% edited and 0.05% deleted across the history). pg_dump |
+restic is measured next to both backups where /usr/bin/restic exists.
+
 Exit codes: 0 all targets met, 1 the benchmark failed, 2 bad usage, 3 a target was missed or
 verify found problems, 130 interrupted.`;
 
-/** Messages added between the two backups, as in `lethe demo`. */
-const ADDED_MESSAGES: Readonly<Record<'small' | 'medium' | 'large', number>> = { small: 300, medium: 3000, large: 30_000 };
-const ADD_SEED = 1;
+/**
+ * The churn between the full and the incremental backup, as shares of the messages: a
+ * chat service's month or so, new messages in the last month and edits and deletions
+ * anywhere in the history (see `applyChurn`). The same seed every run: the clones are
+ * identical, so every run applies the same churn.
+ */
+const CHURN = { addFraction: 0.01, editFraction: 0.001, deleteFraction: 0.0005, seed: 1 } as const;
 const PROFILE_TOP = 15;
 
 interface Options {
@@ -126,26 +144,6 @@ function parseOptions(argv: readonly string[]): Options | 'help' {
   };
 }
 
-/** Bytes under `dir` per top-level entry (`packs`, `snapshots`, `keys` in an object store). */
-async function bytesByTopLevel(dir: string): Promise<Record<string, number>> {
-  const sizes: Record<string, number> = {};
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile()) continue;
-    const path = join(entry.parentPath, entry.name);
-    const top = relative(dir, path).split(sep)[0] ?? '';
-    sizes[top] = (sizes[top] ?? 0) + (await stat(path)).size;
-  }
-  return sizes;
-}
-
-/** `after - before`, per key. */
-function growth(
-  after: Record<string, number>,
-  before: Record<string, number>,
-): Record<string, number> {
-  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
-}
-
 /** `abc1234`, or `abc1234+dirty` when the working tree has changes: what the numbers are of. */
 async function revision(): Promise<string> {
   try {
@@ -180,16 +178,20 @@ function stepLine(stats: { wallMs: number; peakRssBytes: number | null }): strin
 interface RunContext {
   readonly server: BenchServer;
   readonly workDir: string;
-  readonly scale: Options['scale'];
   readonly useGnuTime: boolean;
   readonly cpuProfileDir: string | undefined;
   readonly nodeFlags: readonly string[];
   readonly lifecycle: boolean;
+  /** False where /usr/bin/restic is missing: the restic steps are skipped. */
+  readonly restic: boolean;
   readonly signal: AbortSignal;
   readonly say: (text: string) => void;
 }
 
-/** One run: full backup, pg_dump | age on the same data, new messages, incremental backup, verify. */
+/**
+ * One run: full backup, pg_dump | age and pg_dump | restic on the same data, churn,
+ * incremental backup, pg_dump | restic again, verify, lifecycle.
+ */
 async function measureRun(ctx: RunContext, index: number): Promise<RunMeasurements> {
   const { server, signal, say } = ctx;
   say(`run ${index}: cloning the seeded database, lethe init`);
@@ -219,11 +221,14 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
     say(`run ${index}: pg_dump | age`);
     await checkpoint(server, signal);
     const dumpFile = join(setup.dir, 'dump.sql.age');
-    const baseline = await dumpAndEncrypt({
+    const source: DumpSource = {
       port: server.port,
       user: server.user,
       password: server.password,
       database: setup.chatDatabase,
+    };
+    const baseline = await dumpAndEncrypt({
+      ...source,
       recipient: setup.recipient,
       outFile: dumpFile,
       scratchDir: setup.dir,
@@ -235,16 +240,47 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
       `run ${index}: ${stepLine({ wallMs: baseline.wallMs, peakRssBytes: baseline.peakRssBytes })}`,
     );
 
-    const count = ADDED_MESSAGES[ctx.scale];
-    say(`run ${index}: adding ${count} messages, lethe backup (incremental)`);
-    // The same seed every run: the clones are identical, so every run adds the same messages.
-    const added = await addMessages(setup.chatUrl, { count, seed: ADD_SEED, signal });
+    // The real peer: restic on the same, unchanged data; again after the churn below.
+    let peer: { repo: ResticRepo; full: ResticResult } | undefined;
+    if (ctx.restic) {
+      say(`run ${index}: pg_dump | restic backup (full)`);
+      const repo = await initRestic(setup.dir, signal);
+      await checkpoint(server, signal);
+      const resticFull = await dumpToRestic({ ...source, repo, scratchDir: setup.dir, useGnuTime: ctx.useGnuTime, label: 'full', signal });
+      say(`run ${index}: ${stepLine(resticFull)}`);
+      peer = { repo, full: resticFull };
+    }
+
+    say(
+      `run ${index}: churn: +${CHURN.addFraction * 100}% messages, ${CHURN.editFraction * 100}% edited, ${CHURN.deleteFraction * 100}% deleted`,
+    );
+    const churn = await applyChurn(setup.chatUrl, { ...CHURN, signal });
+    say(`run ${index}: churn: ${churn.added} added, ${churn.edited} edited, ${churn.deleted} deleted`);
+    const dbBytesAfterChurn = await databaseBytes(server, setup.chatDatabase);
+
+    say(`run ${index}: lethe backup (incremental)`);
     await checkpoint(server, signal);
     const incremental = await runLethe(['backup'], BackupOutput, await phase('incremental'));
     say(
       `run ${index}: ${stepLine(incremental.stats)}, ${incremental.output.cellsReused}/${incremental.output.cells} cells reused`,
     );
     const incrementalStored = growth(await bytesByTopLevel(setup.storageDir), fullStored);
+
+    let restic: RunMeasurements['restic'] = null;
+    if (peer !== undefined) {
+      say(`run ${index}: pg_dump | restic backup (incremental)`);
+      await checkpoint(server, signal);
+      const resticIncremental = await dumpToRestic({
+        ...source,
+        repo: peer.repo,
+        scratchDir: setup.dir,
+        useGnuTime: ctx.useGnuTime,
+        label: 'incremental',
+        signal,
+      });
+      say(`run ${index}: ${stepLine(resticIncremental)}`);
+      restic = { full: peer.full, incremental: resticIncremental };
+    }
 
     say(`run ${index}: lethe verify`);
     // Exit code 3 means verify ran and found problems: a result to report, not a crash.
@@ -283,9 +319,12 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
     return {
       databaseBytes: dbBytes,
       full: { ...full, stored: fullStored },
-      incremental: { ...incremental, stored: incrementalStored, messagesAdded: added.messages },
+      incremental: { ...incremental, stored: incrementalStored },
+      churn,
+      databaseBytesAfterChurn: dbBytesAfterChurn,
       verify,
       baseline,
+      restic,
       ...(lifecycle === undefined ? {} : { lifecycle }),
       ...(profiles === undefined ? {} : { profiles }),
     };
@@ -308,6 +347,8 @@ async function bench(
     );
   };
   const useGnuTime = await gnuTimeAvailable();
+  const restic = await resticAvailable();
+  if (!restic) say(RESTIC_MISSING);
   // Other work on the machine skews the times; the header shows how busy it was.
   const loadAtStart = loadavg()[0] ?? 0;
   // The hot path's per-cell cost first, while nothing else of the benchmark runs.
@@ -332,11 +373,11 @@ async function bench(
   const ctx: RunContext = {
     server,
     workDir,
-    scale: options.scale,
     useGnuTime,
     cpuProfileDir: options.cpuProfileDir,
     nodeFlags: options.nodeFlags,
     lifecycle: options.lifecycle,
+    restic,
     signal,
     say,
   };
@@ -352,12 +393,13 @@ async function bench(
     postgres: `${template.serverVersion} (embedded, fsync on)`,
     pgDump: await versionOf(PG_DUMP),
     age: await versionOf(AGE),
+    restic: restic ? await resticVersion() : null,
     peakRssFrom: useGnuTime ? '/usr/bin/time -v' : '/proc/<pid>/status VmHWM, sampled',
     loadAverage: { start: loadAtStart, end: loadavg()[0] ?? 0 },
   };
   const summary = summarize(options.scale, runs);
   const failed =
-    rows.some((r) => r.target === 'FAIL') || runs.some((r) => !r.verify.output.ok) || summaryChecks(summary).some((c) => !c.pass);
+    rows.some((r) => r.target === 'FAIL') || runs.some((r) => !r.verify.output.ok) || summaryChecks(summary).some((c) => c.pass === false);
   if (options.json) {
     process.stdout.write(
       `${JSON.stringify({ ...summary, runs: options.runs, environment, seed: template.stats, rows, perCell, measurements: runs })}\n`,
@@ -367,7 +409,7 @@ async function bench(
       '',
       `lethe bench (${environment.revision}): scale ${options.scale}, ${options.runs} run(s); ${environment.cpus} CPUs, Node ${environment.node} ` +
         `(lethe steps: node ${environment.letheNodeFlags === '' ? '' : `${environment.letheNodeFlags} `}bin/lethe.js), ` +
-        `PostgreSQL ${environment.postgres}, ${environment.pgDump}, age ${environment.age}; peak RSS from ${environment.peakRssFrom}; ` +
+        `PostgreSQL ${environment.postgres}, ${environment.pgDump}, age ${environment.age}, ${environment.restic ?? 'no restic'}; peak RSS from ${environment.peakRssFrom}; ` +
         `1-minute load average ${environment.loadAverage.start.toFixed(1)} at the start, ${environment.loadAverage.end.toFixed(1)} at the end`,
       '',
       formatTable(rows),

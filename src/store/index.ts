@@ -1,7 +1,7 @@
 /**
  * The reference chat store: its schema, a deterministic seeded generator for demos, tests
- * and benchmarks, and helpers to grow it between backups. Also the pg connection helper
- * the other store-facing modules share.
+ * and benchmarks, and helpers to grow and churn it between backups. Also the pg connection
+ * helper the other store-facing modules share.
  */
 export {
   HISTORY_MONTHS,
@@ -17,6 +17,7 @@ export {
 export { DEFAULT_SEED, seedChatStore, type SeedOptions, type SeedStats } from './seed.ts';
 export { SCALE_PARAMS, SCALES, type Scale, type ScaleParams } from './scale.ts';
 export { addMessages, type AddMessagesOptions } from './add-messages.ts';
+export { applyChurn, type ChurnedMessage, type ChurnOptions, type ChurnResult } from './churn.ts';
 export { demoSample, type DemoSample } from './demo-sample.ts';
 export { TRICKY_BODIES } from './corpus.ts';
 export { COPY_NULL, copyBytea, copyText } from './copy-text.ts';
