@@ -86,6 +86,12 @@ export const BackupSchema = z.strictObject({
    * cell is referenced rather than re-uploaded; larger cells stream straight to the pack.
    */
   cellBufferMiB: z.number().int().min(1).max(256).default(16),
+  /**
+   * Every Nth snapshot reads and digests every row (a full read) instead of only the
+   * segments whose fingerprint changed: a bound on how long a change the fingerprints
+   * missed could go unseen (docs/architecture.md). 1 reads everything every time.
+   */
+  fullEvery: z.number().int().min(1).max(10_000).default(7),
 });
 
 export const VerifySchema = z.strictObject({

@@ -117,7 +117,7 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
  */
 export async function backup(
   rt: Runtime,
-  options: { actor: string; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void; observeSecrets?: SecretObserver },
+  options: { actor: string; fullRead?: boolean; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void; observeSecrets?: SecretObserver },
 ): Promise<BackupResult> {
   const { backup: settings, storage } = rt.config;
   return runBackup({
@@ -128,6 +128,8 @@ export async function backup(
     granularity: settings.granularity,
     packSizeBytes: settings.packSizeMiB * 1024 * 1024,
     cellBufferBytes: settings.cellBufferMiB * 1024 * 1024,
+    fullEvery: settings.fullEvery,
+    ...(options.fullRead === true ? { fullRead: true } : {}),
     ...(storage.objectLock === undefined ? {} : { lockDays: { mode: storage.objectLock.mode, days: storage.objectLock.retainDays } }),
     log: rt.log,
     actor: options.actor,

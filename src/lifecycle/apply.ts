@@ -43,6 +43,11 @@ export interface ApplyResult {
   readonly locksExtended: number;
   readonly objectsDeleted: number;
   readonly bytesDeleted: number;
+  /**
+   * Vault rows of snapshot trees no running or complete snapshot needs any more (cell copies
+   * and segments of expired snapshots, held tenants' excepted), deleted at the end of the run.
+   */
+  readonly pruned: { readonly copies: number; readonly segments: number };
   /** The vault backup this run wrote after its key changes. */
   readonly vaultBackup: string;
   /** Objects found where a tombstone belongs that lethe did not write: reported, never trusted. */
@@ -221,6 +226,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       }
     }
     if (backup.key === null) await writeBackup();
+    const pruned = await vault.pruneTrees();
     // Destroyed keys' old row versions that a long transaction kept alive last time go now.
     const vacuum = await vault.vacuumKeyTables({ waitMs: 10_000 });
     if (!vacuum.clean) runLog.warn('a long-running transaction may still keep old row versions of destroyed keys; the next apply vacuums again');
@@ -235,6 +241,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       ...counts,
       requestKeysDestroyed,
       requestsWaiting,
+      pruned,
       vaultBackup: backup.key ?? '',
       foreignTombstones,
       vaultDurability,
@@ -244,7 +251,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
       actor,
       action: 'lifecycle.apply',
       subject: plan.now,
-      details: { ...counts, vaultBackup: result.vaultBackup, durationMs: result.durationMs },
+      details: { ...counts, pruned, vaultBackup: result.vaultBackup, durationMs: result.durationMs },
     });
     runLog.info(counts, 'lifecycle apply done');
     return result;

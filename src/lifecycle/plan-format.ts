@@ -64,10 +64,10 @@ export function formatPlan(plan: Plan): string {
   if (deletes.length > 0) {
     const total = deletes.reduce((n, a) => n + a.size, 0);
     section(out, `Objects to delete (${deletes.length}, ${bytes(total)})`);
-    for (const kind of ['pack', 'key-file', 'vault-backup'] as const) {
+    for (const kind of ['pack', 'segment', 'key-file', 'vault-backup'] as const) {
       const list = deletes.filter((a) => a.objectKind === kind);
       if (list.length === 0) continue;
-      out.push(`  ${kind === 'pack' ? 'packs' : kind === 'key-file' ? 'key files' : 'vault backups'}:`);
+      out.push(`  ${kind === 'pack' ? 'packs' : kind === 'segment' ? 'segments' : kind === 'key-file' ? 'key files' : 'vault backups'}:`);
       for (const a of list) out.push(`    ${a.objectKey} (${bytes(a.size)}): ${a.reason}`);
     }
   }

@@ -49,7 +49,7 @@ export interface PlanSnapshot extends SnapshotFacts {
   readonly manifestInStore: boolean;
 }
 
-export type PlanObjectKind = 'pack' | 'key-file' | 'vault-backup';
+export type PlanObjectKind = 'pack' | 'segment' | 'key-file' | 'vault-backup';
 
 export interface PlanObject {
   readonly key: string;
@@ -59,7 +59,8 @@ export interface PlanObject {
   /** The object's lock; null when it has none. */
   readonly retainUntil: Date | null;
   /**
-   * Snapshots (any status) that need the object: for a pack, those with cells in it. Empty
+   * Snapshots (any status) that need the object: for a pack, those with cells in it; for a
+   * segment, those whose tree lists it. Empty
    * for vault backups. (`key-file` objects belonged to the per-cell key format, whose
    * vaults this lethe refuses: a vault it opens records none.)
    */
@@ -423,7 +424,7 @@ export function planLifecycle(input: PlanInput): Plan {
       unknownObjects.push({ objectKey: obj.key, size: obj.size, lastModified: obj.lastModified.toISOString() });
       continue;
     }
-    const what = obj.kind === 'pack' ? 'pack' : obj.kind === 'key-file' ? 'key file' : 'vault backup';
+    const what = obj.kind === 'pack' ? 'pack' : obj.kind === 'segment' ? 'segment' : obj.kind === 'key-file' ? 'key file' : 'vault backup';
     if (obj.kind === 'vault-backup') {
       const created = vaultBackupTime(obj);
       const end = new Date(created.getTime() + input.rules.graceWindowDays * DAY_MS);

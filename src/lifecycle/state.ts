@@ -7,6 +7,7 @@ import type { PlanInput, PlanObject, PlanObjectKind, PlanSnapshot } from './plan
 /** Prefixes the lifecycle deletes under, with the kind of object each holds. */
 const PREFIXES: readonly [string, PlanObjectKind][] = [
   ['packs/', 'pack'],
+  ['segments/', 'segment'],
   ['vault/', 'vault-backup'],
 ];
 
@@ -34,7 +35,7 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     for await (const info of store.list(prefix)) listed.push({ info, kind });
   }
 
-  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, packRefs, recorded] = await Promise.all([
+  const [dimensionKeys, cellKeys, periodKeyUsage, heldCellKeys, holds, requests, snapshotRows, objectRefs, recorded] = await Promise.all([
     vault.lifecycleDimensionKeys(),
     vault.lifecycleCellKeys(),
     vault.lifecyclePeriodKeyUsage(),
@@ -42,12 +43,12 @@ export async function loadPlanInput(vault: Vault, store: ObjectStore, config: Co
     vault.listHolds(),
     vault.listEraseRequests(),
     vault.lifecycleSnapshots(),
-    vault.lifecyclePackRefs(),
+    vault.lifecycleObjectRefs(),
     vault.storeObjects(store.description),
   ]);
 
   const refs = new Map<string, { snapshots: readonly string[]; tenants: readonly string[] }>();
-  for (const r of packRefs) refs.set(r.key, r);
+  for (const r of objectRefs) refs.set(r.key, r);
 
   const objects = (
     await mapLimit(listed, LOCK_CONCURRENCY, async ({ info, kind }): Promise<PlanObject | null> => {

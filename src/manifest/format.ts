@@ -3,17 +3,19 @@ import { DATA_CLASSES } from '../cells/ids.ts';
 
 /**
  * The snapshot manifest: the commit point of a snapshot, stored gzip-compressed as
- * `snapshots/<id>.json.gz`. Uncompressed it is one JSON document laid out one entry per line,
- * so that it is written and read as a stream (a store with a million cells has a manifest of
- * a million lines) and still read whole by `gzip -dc … | jq`:
+ * `snapshots/<id>.json.gz`. A snapshot is a tree: the manifest names segments (one per table,
+ * tenant and period) by object key and sha256, and each segment object lists its cells, so a
+ * new snapshot references the unchanged segments of the one before it instead of rewriting
+ * them. Both are one JSON document laid out one entry per line, streamed, and read whole by
+ * `gzip -dc … | jq`:
  *
  * ```
- * {"format":"lethe.manifest.v3",
- * "snapshot":{...},
- * "schema":{...},
- * "cells":[
- * {...},
- * {...}
+ * {"format":"lethe.manifest.v4",          {"format":"lethe.segment.v1",
+ * "snapshot":{...},                        "segment":{...},
+ * "schema":{...},                          "cells":[
+ * "segments":[                             {...cell...},
+ * {...segment...},                         {...cell...}
+ * {...segment...}                          ]}
  * ],
  * "encapsulations":[
  * {...}
@@ -22,12 +24,19 @@ import { DATA_CLASSES } from '../cells/ids.ts';
  * "signature":{...}}
  * ```
  *
- * The cells come in the order the backup wrote them (table by table), the encapsulations
- * their keys derive from after them. The signature (Ed25519, by the backup signing key)
- * covers `lethe.manifest.v3\n<sha256 of every uncompressed byte before the signature line>\n`.
- * docs/format.md specifies every field.
+ * Segments come by table, then id (byte order); the encapsulations every listed cell's key
+ * derives from after them. The signature (Ed25519, by the backup signing key) covers
+ * `lethe.manifest.v4\n<sha256 of every uncompressed byte before the signature line>\n`; the
+ * segments are authenticated by their sha256 in the signed manifest. v3 manifests (cells
+ * inline, no segments) are still read. docs/format.md specifies every field.
  */
-export const MANIFEST_FORMAT = 'lethe.manifest.v3';
+export const MANIFEST_FORMAT = 'lethe.manifest.v4';
+
+/** The previous format: cells listed in the manifest itself. Still read, never written. */
+export const MANIFEST_FORMAT_V3 = 'lethe.manifest.v3';
+
+/** A segment object's format (docs/format.md). */
+export const SEGMENT_FORMAT = 'lethe.segment.v1';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 hex digest');
 
@@ -67,6 +76,37 @@ export const CellEntrySchema = z.strictObject({
   reused: z.boolean(),
 });
 
+/**
+ * One segment of a v4 manifest: the cells of one table, tenant and period, listed in the
+ * segment object `key`, whose stored (compressed) bytes hash to `sha256`.
+ */
+export const SegmentEntrySchema = z.strictObject({
+  /** `<table>/<tenant>/<period>`, the first three components of its cells' ids. */
+  id: z.string().min(1),
+  table: z.string().min(1),
+  tenant: z.string().nullable(),
+  period: z.string().min(1),
+  key: z.string().regex(/^segments\/[0-9a-f]{2}\/[0-9a-f]{32}\.json\.gz$/, 'a segment object key'),
+  sha256: hex64,
+  size: z.number().int().positive(),
+  cells: z.number().int().nonnegative(),
+  rows: z.number().int().nonnegative(),
+  bytesPlain: z.number().int().nonnegative(),
+  /** Cells of its rows not backed up because a key they need was destroyed. */
+  shredded: z.number().int().nonnegative(),
+  /** The snapshot that wrote the segment object (an earlier one when it is referenced, not rewritten). */
+  snapshot: z.string().min(1),
+});
+
+/** The header line of a segment object. */
+export const SegmentHeaderSchema = z.strictObject({
+  id: z.string().min(1),
+  table: z.string().min(1),
+  tenant: z.string().nullable(),
+  period: z.string().min(1),
+  snapshot: z.string().min(1),
+});
+
 export const EncapsulationEntrySchema = z.strictObject({
   id: z.string().min(1),
   tenant: z.string().nullable(),
@@ -85,6 +125,16 @@ export const TotalsSchema = z.strictObject({
   rowsByTable: z.record(z.string(), z.number().int().nonnegative()),
 });
 
+/** Totals of a v4 manifest: those of v3 and the tree's. */
+export const TotalsV4Schema = TotalsSchema.extend({
+  segments: z.number().int().nonnegative(),
+  /** Segment objects this snapshot wrote (the others are referenced from earlier snapshots). */
+  segmentsWritten: z.number().int().nonnegative(),
+  cellsShredded: z.number().int().nonnegative(),
+  /** True when the backup read every row (backup.fullEvery), false when only changed segments. */
+  fullRead: z.boolean(),
+});
+
 export const SignatureSchema = z.strictObject({
   algorithm: z.literal('ed25519'),
   keyId: z.string().min(1),
@@ -97,14 +147,24 @@ export type SnapshotHeader = z.infer<typeof SnapshotHeaderSchema>;
 export type CellEntry = z.infer<typeof CellEntrySchema>;
 export type EncapsulationEntry = z.infer<typeof EncapsulationEntrySchema>;
 export type Totals = z.infer<typeof TotalsSchema>;
+export type TotalsV4 = z.infer<typeof TotalsV4Schema>;
+export type SegmentEntry = z.infer<typeof SegmentEntrySchema>;
+export type SegmentHeader = z.infer<typeof SegmentHeaderSchema>;
 export type Signature = z.infer<typeof SignatureSchema>;
 
 /**
  * The bytes that are signed: the format as a domain tag (so a signature can never be
  * replayed elsewhere) and the sha256 of the uncompressed bytes before the signature line.
  */
-export function signedMessage(bodySha256: string): Uint8Array {
-  return Buffer.from(`${MANIFEST_FORMAT}\n${bodySha256}\n`, 'utf8');
+export function signedMessage(bodySha256: string, format: string = MANIFEST_FORMAT): Uint8Array {
+  return Buffer.from(`${format}\n${bodySha256}\n`, 'utf8');
+}
+
+/** Object key of a new segment object: random, under a two-hex-digit fan-out like packs. */
+export function newSegmentKey(random: Buffer): string {
+  const hex = random.toString('hex');
+  if (hex.length !== 32) throw new Error('a segment key needs 16 random bytes');
+  return `segments/${hex.slice(0, 2)}/${hex}.json.gz`;
 }
 
 /** Object key of a snapshot's manifest. */

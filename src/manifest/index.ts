@@ -1,3 +1,3 @@
 export * from './format.ts';
-export { ManifestWriter, type ManifestSigner } from './write.ts';
-export { openManifest, type ManifestExpectation, type ManifestProblem, type TrustedManifest } from './read.ts';
+export { ManifestWriter, SegmentWriter, type ManifestSigner, type RunTotals } from './write.ts';
+export { openManifest, type CellReadOptions, type ManifestExpectation, type ManifestProblem, type SegmentProblem, type TrustedManifest } from './read.ts';

@@ -10,20 +10,30 @@ import { ErrorCode, LetheError } from '../errors/index.ts';
 import { SchemaDescriptionSchema, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import { createGunzip } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import {
   CellEntrySchema,
   EncapsulationEntrySchema,
   MANIFEST_FORMAT,
+  MANIFEST_FORMAT_V3,
+  SEGMENT_FORMAT,
+  SegmentEntrySchema,
+  SegmentHeaderSchema,
   SignatureSchema,
   SnapshotHeaderSchema,
   TotalsSchema,
+  TotalsV4Schema,
   signedMessage,
   type CellEntry,
   type EncapsulationEntry,
+  type SegmentEntry,
   type Signature,
   type SnapshotHeader,
   type Totals,
 } from './format.ts';
+
+const gunzipAsync = promisify(gunzip);
 
 /**
  * Reading a manifest back from the bucket, where anyone with write access could have put
@@ -65,10 +75,35 @@ export interface TrustedManifest {
   readonly signature: Signature;
   /** sha256 of the whole object (equal to the vault's record). */
   readonly sha256: string;
-  /** The cells in manifest order. Throws MANIFEST_INVALID on a malformed line. */
-  cells(): AsyncGenerator<CellEntry>;
+  /** `lethe.manifest.v4` (a tree of segments) or `lethe.manifest.v3` (cells inline). */
+  readonly format: string;
+  /** The segments in manifest order (none for v3). Throws MANIFEST_INVALID on a malformed line. */
+  segments(): AsyncGenerator<SegmentEntry>;
+  /**
+   * The cells in manifest order: for v4, each segment object fetched, checked against the
+   * sha256 the signed manifest lists before it is decompressed, and validated against its
+   * entry. A segment that fails is reported to `onProblem` and skipped, or, without it,
+   * throws INTEGRITY. `tenant` skips other tenants' segments (system ones are kept).
+   */
+  cells(options?: CellReadOptions): AsyncGenerator<CellEntry>;
   /** Removes the local copy. Idempotent. */
   close(): Promise<void>;
+}
+
+/** A segment object that cannot be used: which, and why. */
+export interface SegmentProblem {
+  readonly segment: string;
+  readonly key: string;
+  readonly code: 'SEGMENT_SHA256' | 'SEGMENT_INVALID' | 'SEGMENT_MISSING';
+  readonly problem: string;
+  /** The cells the manifest lists in it (none of which could be read). */
+  readonly cells: number;
+}
+
+export interface CellReadOptions {
+  readonly onProblem?: (problem: SegmentProblem) => void;
+  readonly tenant?: string;
+  readonly signal?: AbortSignal;
 }
 
 function invalid(what: string, line: number, detail: string): LetheError {
@@ -106,7 +141,7 @@ function member<T>(line: Buffer | undefined, name: string, schema: z.ZodType<T>,
   return parseJson(text.slice(prefix.length).replace(/,$/, ''), schema, what, lineNo, `"${name}"`);
 }
 
-const FIRST_LINE = `{"format":${JSON.stringify(MANIFEST_FORMAT)},\n`;
+const FIRST_LINES = new Map([MANIFEST_FORMAT, MANIFEST_FORMAT_V3].map((f) => [`{"format":${JSON.stringify(f)},\n`, f]));
 
 /** The raw facts of a downloaded copy, before anything in it is believed. */
 interface Fetched {
@@ -239,7 +274,7 @@ export async function openManifest(
         problems.push({ code: 'SIGNATURE', problem: 'the content does not match the digest it was signed over: it was modified after signing' });
       } else if (publicKey === undefined) {
         problems.push({ code: 'SIGNATURE', problem: `it is signed by key ${signature.value.keyId}, which the vault does not list as a backup signing key` });
-      } else if (!verifySignature(publicKey, signedMessage(fetched.bodySha256), signature.value.value)) {
+      } else if (!verifySignature(publicKey, signedMessage(fetched.bodySha256, signature.format), signature.value.value)) {
         problems.push({ code: 'SIGNATURE', problem: 'its signature does not verify' });
       }
     }
@@ -254,7 +289,8 @@ export async function openManifest(
       const entry = parseJson(text.endsWith(',') ? text.slice(0, -1) : text, EncapsulationEntrySchema, what, no, 'encapsulation');
       encapsulations.set(entry.id, entry);
     }
-    const totals = member(fetched.totalsLine, 'totals', TotalsSchema, what, fetched.lines - 1);
+    const v4 = signature?.format === MANIFEST_FORMAT;
+    const totals: Totals = member(fetched.totalsLine, 'totals', v4 ? TotalsV4Schema : TotalsSchema, what, fetched.lines - 1);
     if (header.id !== expected.snapshotId) {
       problems.push({ code: 'MANIFEST_MISMATCH', problem: `it names snapshot ${header.id}, but is stored as ${expected.snapshotId}` });
     }
@@ -284,7 +320,10 @@ export async function openManifest(
       totals,
       signature: signature?.value as Signature,
       sha256: fetched.fileSha256,
-      cells: () => readCells(fetched.path, what),
+      format: v4 ? MANIFEST_FORMAT : MANIFEST_FORMAT_V3,
+      segments: () => (v4 ? readList(fetched.path, what, 'segments', SegmentEntrySchema) : emptyList()),
+      cells: (cellOptions: CellReadOptions = {}) =>
+        v4 ? segmentCells(store, readList(fetched.path, what, 'segments', SegmentEntrySchema), cellOptions) : readList(fetched.path, what, 'cells', CellEntrySchema),
       close,
     };
   } catch (err) {
@@ -293,38 +332,165 @@ export async function openManifest(
   }
 }
 
-function signatureOf(fetched: Fetched, what: string, problems: ManifestProblem[]): { value: Signature } | null {
+function signatureOf(fetched: Fetched, what: string, problems: ManifestProblem[]): { value: Signature; format: string } | null {
   if (fetched.lines < 0 || fetched.lastLine === undefined) {
     problems.push({ code: 'SIGNATURE', problem: 'the object ends in the middle of a line (truncated?), so it has no signature' });
     return null;
   }
   const first = fetched.head[0]?.toString('utf8') ?? '';
+  const format = FIRST_LINES.get(first);
   const text = fetched.lastLine.toString('utf8', 0, fetched.lastLine.length - 1);
-  if (first !== FIRST_LINE || !text.startsWith('"signature":') || !text.endsWith('}')) {
+  if (format === undefined || !text.startsWith('"signature":') || !text.endsWith('}')) {
     problems.push({ code: 'SIGNATURE', problem: 'it is not a lethe manifest ending in a signature line (truncated or replaced?)' });
     return null;
   }
   try {
-    return { value: parseJson(text.slice('"signature":'.length, -1), SignatureSchema, what, fetched.lines, 'signature') };
+    return { value: parseJson(text.slice('"signature":'.length, -1), SignatureSchema, what, fetched.lines, 'signature'), format };
   } catch (err) {
     problems.push({ code: 'SIGNATURE', problem: `its signature line is malformed (${(err as Error).message})` });
     return null;
   }
 }
 
-async function* readCells(path: string, what: string): AsyncGenerator<CellEntry> {
+async function* emptyList<T>(): AsyncGenerator<T> {}
+
+/** The entries of the list `name` (`cells` in v3, `segments` in v4) of the verified local copy. */
+async function* readList<T>(path: string, what: string, name: string, schema: z.ZodType<T>): AsyncGenerator<T> {
   let lineNo = 0;
-  let inCells = false;
+  let inList = false;
+  const opening = `"${name}":[`;
   for await (const line of copyLines(createReadStream(path))) {
     lineNo += 1;
     const text = line.toString('utf8', 0, line.length - 1);
-    if (!inCells) {
-      if (text === '"cells":[') inCells = true;
-      else if (lineNo > 4) throw invalid(what, lineNo, 'expected "cells":[');
+    if (!inList) {
+      if (text === opening) inList = true;
+      else if (lineNo > 4) throw invalid(what, lineNo, `expected ${opening}`);
       continue;
     }
     if (text === '],') return;
-    yield parseJson(text.endsWith(',') ? text.slice(0, -1) : text, CellEntrySchema, what, lineNo, 'cell');
+    yield parseJson(text.endsWith(',') ? text.slice(0, -1) : text, schema, what, lineNo, name === 'cells' ? 'cell' : 'segment');
   }
-  throw invalid(what, lineNo, 'the cell list is not closed');
+  throw invalid(what, lineNo, `the ${name} list is not closed`);
+}
+
+/** Bytes of uncompressed segment text allowed per listed cell (a cell line is a few hundred). */
+const SEGMENT_BYTES_PER_CELL = 4096;
+
+/** Why a segment object cannot be used, as an error carrying the problem. */
+class SegmentFailure extends Error {
+  constructor(readonly problem: SegmentProblem) {
+    super(problem.problem);
+  }
+}
+
+/**
+ * Fetches one segment object into memory (at most the size the manifest lists, plus one
+ * byte to notice a longer object), checks its sha256 against the signed manifest before
+ * decompressing it (with output capped by its listed cell count: a planted gzip bomb is
+ * never inflated past that), and parses and checks every line against the entry.
+ */
+async function readSegment(store: ObjectStore, entry: SegmentEntry, signal: AbortSignal | undefined): Promise<CellEntry[]> {
+  const fail = (code: SegmentProblem['code'], problem: string): SegmentFailure =>
+    new SegmentFailure({ segment: entry.id, key: entry.key, code, problem: `segment ${entry.id} (${entry.key}): ${problem}`, cells: entry.cells });
+  let source: AsyncIterable<Uint8Array>;
+  try {
+    source = await store.get(entry.key, signal === undefined ? {} : { signal });
+  } catch (err) {
+    if (err instanceof LetheError && err.code === ErrorCode.NOT_FOUND) throw fail('SEGMENT_MISSING', 'the object is missing from the store');
+    throw err;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const hash = createHash('sha256');
+  for await (const chunk of source) {
+    size += chunk.length;
+    if (size > entry.size) break;
+    hash.update(chunk);
+    chunks.push(Buffer.from(chunk));
+  }
+  const actual = hash.digest('hex');
+  if (size !== entry.size || !equalConstantTime(actual, entry.sha256)) {
+    throw fail('SEGMENT_SHA256', size !== entry.size
+      ? `the object is ${size > entry.size ? 'larger' : 'smaller'} than the ${entry.size} bytes the manifest lists: it was modified or replaced after the backup`
+      : `the object's sha256 ${actual} differs from the ${entry.sha256} the manifest lists: it was modified or replaced after the backup`);
+  }
+  // Authentic from here on: what the backup wrote. Still checked, never assumed.
+  let text: Buffer;
+  try {
+    text = await gunzipAsync(Buffer.concat(chunks), { maxOutputLength: 65536 + entry.cells * SEGMENT_BYTES_PER_CELL });
+  } catch (err) {
+    throw fail('SEGMENT_INVALID', `it does not decompress within the size its cells allow (${(err as Error).message})`);
+  }
+  const lines = text.toString('utf8').split('\n');
+  if (lines.at(-1) !== '') throw fail('SEGMENT_INVALID', 'it does not end with a newline');
+  lines.pop();
+  if (lines[0] !== `{"format":${JSON.stringify(SEGMENT_FORMAT)},` || lines[2] !== '"cells":[' || lines.at(-1) !== ']}' || !(lines[1] ?? '').startsWith('"segment":')) {
+    throw fail('SEGMENT_INVALID', 'it is not laid out as a lethe segment');
+  }
+  const parse = <T>(json: string, schema: z.ZodType<T>, lineNo: number): T => {
+    try {
+      return parseJson(json, schema, entry.key, lineNo, lineNo === 2 ? 'segment' : 'cell');
+    } catch (err) {
+      throw fail('SEGMENT_INVALID', (err as Error).message);
+    }
+  };
+  const header = parse((lines[1] as string).slice('"segment":'.length).replace(/,$/, ''), SegmentHeaderSchema, 2);
+  if (header.id !== entry.id || header.table !== entry.table || header.tenant !== entry.tenant || header.period !== entry.period || header.snapshot !== entry.snapshot) {
+    throw fail('SEGMENT_INVALID', `it describes segment ${header.id} of snapshot ${header.snapshot}, not what the manifest lists`);
+  }
+  const cells: CellEntry[] = [];
+  let rows = 0;
+  let bytesPlain = 0;
+  let last = '';
+  for (let i = 3; i < lines.length - 1; i++) {
+    const line = lines[i] as string;
+    const cell = parse(i < lines.length - 2 ? line.replace(/,$/, '') : line, CellEntrySchema, i + 1);
+    if (cell.table !== entry.table || cell.tenant !== entry.tenant || !cell.id.startsWith(`${entry.id}/`)) {
+      throw fail('SEGMENT_INVALID', `line ${i + 1}: cell ${cell.id} does not belong to the segment`);
+    }
+    if (cell.id <= last) throw fail('SEGMENT_INVALID', `line ${i + 1}: cell ${cell.id} is out of order or listed twice`);
+    last = cell.id;
+    rows += cell.rows;
+    bytesPlain += cell.bytesPlain;
+    cells.push(cell);
+  }
+  if (cells.length !== entry.cells || rows !== entry.rows || bytesPlain !== entry.bytesPlain) {
+    throw fail('SEGMENT_INVALID', `it lists ${cells.length} cells and ${rows} rows, the manifest ${entry.cells} and ${entry.rows}`);
+  }
+  return cells;
+}
+
+/** The cells of every segment, fetching one segment at a time and the next while it is used. */
+async function* segmentCells(store: ObjectStore, segments: AsyncGenerator<SegmentEntry>, options: CellReadOptions): AsyncGenerator<CellEntry> {
+  const fetch = (entry: SegmentEntry): Promise<CellEntry[] | SegmentProblem> =>
+    readSegment(store, entry, options.signal).catch((err: unknown) => {
+      if (err instanceof SegmentFailure) return err.problem;
+      throw err;
+    });
+  let ahead: Promise<CellEntry[] | SegmentProblem> | undefined;
+  const wanted = (entry: SegmentEntry): boolean => options.tenant === undefined || entry.tenant === null || entry.tenant === options.tenant;
+  const iterator = segments[Symbol.asyncIterator]();
+  const nextWanted = async (): Promise<SegmentEntry | undefined> => {
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done === true) return undefined;
+      if (wanted(next.value)) return next.value;
+    }
+  };
+  let entry = await nextWanted();
+  if (entry !== undefined) ahead = fetch(entry);
+  while (entry !== undefined && ahead !== undefined) {
+    const fetched = await ahead;
+    const following = await nextWanted();
+    ahead = following === undefined ? undefined : fetch(following);
+    ahead?.catch(() => undefined);
+    if (Array.isArray(fetched)) {
+      yield* fetched;
+    } else if (options.onProblem !== undefined) {
+      options.onProblem(fetched);
+    } else {
+      throw new LetheError(ErrorCode.INTEGRITY, `${fetched.problem}; nothing of it was used`, { details: { segment: fetched.segment, key: fetched.key, code: fetched.code } });
+    }
+    entry = following;
+  }
 }

@@ -4,12 +4,15 @@ import { PassThrough, type Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import {
   MANIFEST_FORMAT,
+  SEGMENT_FORMAT,
   signedMessage,
   type CellEntry,
   type EncapsulationEntry,
+  type SegmentEntry,
+  type SegmentHeader,
   type Signature,
   type SnapshotHeader,
-  type Totals,
+  type TotalsV4,
 } from './format.ts';
 
 /** Characters of manifest text gathered before one write to gzip (each write has a fixed cost). */
@@ -19,44 +22,35 @@ const CHUNK_CHARS = 256 * 1024;
 export type ManifestSigner = (message: Uint8Array) => { keyId: string; value: string };
 
 /**
- * Writes a manifest (see format.ts) as the backup goes: the header at once, each cell as it
- * is written, then the encapsulations, totals and signature, computing the totals and the
- * body's sha256 as it goes, so a manifest of any size is written with constant memory.
- * {@link stream} is the gzip-compressed object to store; it ends after {@link finish}.
- * Backpressure is honoured: {@link cell} resolves once its line is accepted.
+ * One JSON document written a line at a time into gzip, hashing the uncompressed bytes as
+ * they go; lines are handed to gzip in chunks of {@link CHUNK_CHARS} (each write has a fixed
+ * cost). The last entry of a list is held back until the list is closed, since only it goes
+ * without a trailing comma.
  */
-export class ManifestWriter {
-  /** The compressed manifest, for ObjectStore.put. */
+class LineDocument {
+  /** The compressed document, for ObjectStore.put. */
   readonly stream: Readable;
   readonly #lines = new PassThrough({ highWaterMark: 1 << 20 });
   readonly #hash = createHash('sha256');
+  #held: string[] = [];
+  #heldChars = 0;
   #pending: string | null = null;
-  readonly #totals: Omit<Totals, 'completedAt'> = { cells: 0, rows: 0, bytesPlain: 0, bytesStored: 0, cellsReused: 0, rowsByTable: {} };
 
-  constructor(header: SnapshotHeader, schema: unknown) {
-    // Level 1: the manifest's redundancy (ids, field names) goes at a fraction of level 6's time.
-    const gzip = createGzip({ level: 1 });
+  constructor(level: number) {
+    const gzip = createGzip({ level });
     this.stream = this.#lines.pipe(gzip);
     // An error on the line stream (an abandoned backup) ends the compressed one too.
     this.#lines.on('error', (err) => gzip.destroy(err));
-    this.#emit(`{"format":${JSON.stringify(MANIFEST_FORMAT)},`);
-    this.#emit(`"snapshot":${JSON.stringify(header)},`);
-    this.#emit(`"schema":${JSON.stringify(schema)},`);
-    this.#emit('"cells":[');
   }
 
-  /** Lines not yet compressed: gzip is fed in chunks of {@link CHUNK_CHARS}, not line by line. */
-  #held: string[] = [];
-  #heldChars = 0;
-
-  #emit(text: string): boolean {
+  emit(text: string): boolean {
     this.#held.push(text, '\n');
     this.#heldChars += text.length + 1;
-    return this.#heldChars < CHUNK_CHARS || this.#release();
+    return this.#heldChars < CHUNK_CHARS || this.release();
   }
 
   /** Hands the held lines to gzip; false when it asks the writer to wait. */
-  #release(): boolean {
+  release(): boolean {
     if (this.#heldChars === 0) return true;
     const chunk = Buffer.from(this.#held.join(''), 'utf8');
     this.#held = [];
@@ -65,49 +59,150 @@ export class ManifestWriter {
     return this.#lines.write(chunk);
   }
 
-  /** Appends one cell (in the order cells are to be restored). */
-  async cell(entry: CellEntry): Promise<void> {
+  /** Appends one entry of the open list; resolves once gzip has room. */
+  async entry(json: string): Promise<void> {
+    const previous = this.#pending;
+    this.#pending = json;
+    if (previous !== null && !this.emit(`${previous},`)) await once(this.#lines, 'drain');
+  }
+
+  /** Appends one entry of the open list without waiting (for short lists). */
+  entryNow(json: string): void {
+    const previous = this.#pending;
+    this.#pending = json;
+    if (previous !== null) this.emit(`${previous},`);
+  }
+
+  /** Closes the open list with `closing` (`],` or `]}`). */
+  closeList(closing: string): void {
+    if (this.#pending !== null) this.emit(this.#pending);
+    this.#pending = null;
+    this.emit(closing);
+  }
+
+  /** The sha256 of every byte emitted so far (after releasing them). */
+  digest(): string {
+    this.release();
+    return this.#hash.digest('hex');
+  }
+
+  end(last?: string): void {
+    this.release();
+    if (last === undefined) this.#lines.end();
+    else this.#lines.end(Buffer.from(last, 'utf8'));
+  }
+
+  abort(reason: Error): void {
+    this.#lines.destroy(reason);
+  }
+}
+
+/** What the backup knows of its own run, for the totals (the rest comes from the segments). */
+export interface RunTotals {
+  readonly bytesStored: number;
+  readonly cellsWritten: number;
+  readonly segmentsWritten: number;
+  readonly fullRead: boolean;
+}
+
+/**
+ * Writes a v4 manifest (see format.ts): the header at once, each segment as it is listed,
+ * then the encapsulations, totals and signature, computing the totals and the body's sha256
+ * as it goes, so a manifest of any size is written with constant memory. {@link stream} is
+ * the gzip-compressed object to store; it ends after {@link finish}.
+ */
+export class ManifestWriter {
+  readonly #doc = new LineDocument(1);
+  readonly #totals = { cells: 0, rows: 0, bytesPlain: 0, segments: 0, cellsShredded: 0, rowsByTable: {} as Record<string, number> };
+
+  /** The compressed manifest, for ObjectStore.put. */
+  get stream(): Readable {
+    return this.#doc.stream;
+  }
+
+  constructor(header: SnapshotHeader, schema: unknown) {
+    this.#doc.emit(`{"format":${JSON.stringify(MANIFEST_FORMAT)},`);
+    this.#doc.emit(`"snapshot":${JSON.stringify(header)},`);
+    this.#doc.emit(`"schema":${JSON.stringify(schema)},`);
+    this.#doc.emit('"segments":[');
+  }
+
+  /** Appends one segment (by table, then id). */
+  async segment(entry: SegmentEntry): Promise<void> {
     const t = this.#totals;
-    t.cells += 1;
+    t.segments += 1;
+    t.cells += entry.cells;
     t.rows += entry.rows;
     t.bytesPlain += entry.bytesPlain;
-    if (entry.reused) t.cellsReused += 1;
-    else t.bytesStored += entry.length;
+    t.cellsShredded += entry.shredded;
     t.rowsByTable[entry.table] = (t.rowsByTable[entry.table] ?? 0) + entry.rows;
-    const previous = this.#pending;
-    this.#pending = JSON.stringify(entry);
-    if (previous !== null && !this.#emit(`${previous},`)) await once(this.#lines, 'drain');
+    await this.#doc.entry(JSON.stringify(entry));
   }
 
   /**
    * Ends the manifest: the encapsulations the cells' keys derive from, the totals (with the
    * completion time) and the signature. Returns the totals and the signed body digest.
    */
-  finish(encapsulations: Iterable<EncapsulationEntry>, completedAt: Date, sign: ManifestSigner): { totals: Totals; bodySha256: string } {
-    if (this.#pending !== null) this.#emit(this.#pending);
-    this.#emit('],');
-    this.#emit('"encapsulations":[');
-    let first = true;
-    let last: string | null = null;
-    for (const e of encapsulations) {
-      if (last !== null) this.#emit(`${last},`);
-      last = JSON.stringify(e);
-      first = false;
-    }
-    if (!first && last !== null) this.#emit(last);
-    this.#emit('],');
-    const totals: Totals = { completedAt: completedAt.toISOString(), ...this.#totals };
-    this.#emit(`"totals":${JSON.stringify(totals)},`);
-    this.#release();
-    const bodySha256 = this.#hash.digest('hex');
+  finish(encapsulations: Iterable<EncapsulationEntry>, run: RunTotals, completedAt: Date, sign: ManifestSigner): { totals: TotalsV4; bodySha256: string } {
+    this.#doc.closeList('],');
+    this.#doc.emit('"encapsulations":[');
+    for (const e of encapsulations) this.#doc.entryNow(JSON.stringify(e));
+    this.#doc.closeList('],');
+    const t = this.#totals;
+    const totals: TotalsV4 = {
+      completedAt: completedAt.toISOString(),
+      cells: t.cells,
+      rows: t.rows,
+      bytesPlain: t.bytesPlain,
+      bytesStored: run.bytesStored,
+      cellsReused: t.cells - run.cellsWritten,
+      rowsByTable: t.rowsByTable,
+      segments: t.segments,
+      segmentsWritten: run.segmentsWritten,
+      cellsShredded: t.cellsShredded,
+      fullRead: run.fullRead,
+    };
+    this.#doc.emit(`"totals":${JSON.stringify(totals)},`);
+    const bodySha256 = this.#doc.digest();
     const { keyId, value } = sign(signedMessage(bodySha256));
     const signature: Signature = { algorithm: 'ed25519', keyId, sha256: bodySha256, value };
-    this.#lines.end(Buffer.from(`"signature":${JSON.stringify(signature)}}\n`, 'utf8'));
+    this.#doc.end(`"signature":${JSON.stringify(signature)}}\n`);
     return { totals, bodySha256 };
   }
 
   /** Abandons the manifest: the store's put fails and nothing becomes visible. */
   abort(reason: Error): void {
-    this.#lines.destroy(reason);
+    this.#doc.abort(reason);
+  }
+}
+
+/**
+ * Writes one segment object: its header line, then its cells (by cell id, byte order). It is
+ * authenticated by the sha256 of its stored bytes, which the signed manifest lists.
+ */
+export class SegmentWriter {
+  readonly #doc = new LineDocument(6);
+
+  get stream(): Readable {
+    return this.#doc.stream;
+  }
+
+  constructor(header: SegmentHeader) {
+    this.#doc.emit(`{"format":${JSON.stringify(SEGMENT_FORMAT)},`);
+    this.#doc.emit(`"segment":${JSON.stringify(header)},`);
+    this.#doc.emit('"cells":[');
+  }
+
+  cell(entry: CellEntry): Promise<void> {
+    return this.#doc.entry(JSON.stringify(entry));
+  }
+
+  finish(): void {
+    this.#doc.closeList(']}');
+    this.#doc.end();
+  }
+
+  abort(reason: Error): void {
+    this.#doc.abort(reason);
   }
 }

@@ -24,7 +24,8 @@ const PERIOD_FORMATS: Readonly<Record<Granularity, string>> = {
  *     computed in UTC for every timestamp type; `-` when no timestamp is mapped or it is NULL
  *  3. author::text — NULL when no author is mapped
  *  4. conversation::text — NULL when none is mapped
- *  5… the base table's `columns`, as `t."col"` in the order given, uncast — so the COPY text
+ *  5. lethe_row_hash — md5 of the row's text (dimensions and columns), for its fingerprint
+ *  6… the base table's `columns`, as `t."col"` in the order given, uncast — so the COPY text
  *     of these fields is exactly what `COPY table (columns) FROM STDIN` accepts.
  *
  * Rows come ordered by tenant, period, author, conversation (byte order, `COLLATE "C"`,
@@ -44,6 +45,7 @@ export function buildCellQuery(
   table: string,
   columns: readonly string[],
   granularity: Granularity,
+  filter?: CellFilter,
 ): string {
   const entry = tableEntry(mapping, table);
   checkColumns(table, columns);
@@ -57,9 +59,92 @@ export function buildCellQuery(
           ...entry.mapping.primaryKey.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`),
         ];
   return [
-    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${baseColumns.join(', ')}`,
+    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, baseColumns)} AS "lethe_row_hash", ${baseColumns.join(', ')}`,
     fromClause(mapping, entry, 'JOIN'),
+    whereClause(dims, filter),
     `ORDER BY ${order.join(', ')}`,
+  ]
+    .filter((part) => part !== '')
+    .join('\n');
+}
+
+/**
+ * Which cells a query reads: every cell (no filter), those of some segments (`segments`:
+ * keys from {@link segmentFilterKey}), or some cells (`cells`: keys from {@link cellFilterKey}).
+ */
+export type CellFilter = { readonly kind: 'segments' | 'cells'; readonly keys: readonly string[] };
+
+/**
+ * PostgreSQL's `quote_literal` (what `format('%L')` writes for a non-NULL text): the text in
+ * single quotes with quotes and backslashes doubled, and an `E` prefix when it holds a
+ * backslash; NULL for null. Filter keys are compared as text with what the server formats.
+ */
+export function quoteLiteralLikePostgres(value: string | null): string {
+  if (value === null) return 'NULL';
+  const quoted = `'${value.replace(/'/g, "''").replace(/\\/g, '\\\\')}'`;
+  return value.includes('\\') ? `E${quoted}` : quoted;
+}
+
+/** The filter key of a segment: its tenant and period. */
+export function segmentFilterKey(tenant: string | null, period: string): string {
+  return `${quoteLiteralLikePostgres(tenant)}|${quoteLiteralLikePostgres(period)}`;
+}
+
+/** The filter key of a cell: its tenant, period, author and conversation. */
+export function cellFilterKey(tuple: { tenant: string | null; period: string; author: string | null; conversation: string | null }): string {
+  return [tuple.tenant, tuple.period, tuple.author, tuple.conversation].map(quoteLiteralLikePostgres).join('|');
+}
+
+function whereClause(dims: Dimensions, filter: CellFilter | undefined): string {
+  if (filter === undefined) return '';
+  const key =
+    filter.kind === 'segments'
+      ? `format('%L|%L', ${dims.tenant}, ${dims.period})`
+      : `format('%L|%L|%L|%L', ${dims.tenant}, ${dims.period}, ${dims.author}, ${dims.conversation})`;
+  if (filter.keys.length === 0) return 'WHERE false';
+  // The keys are values, quoted as literals (standard_conforming_strings is on in every
+  // session lethe opens: copySessionStatements), never pasted as SQL.
+  const list = filter.keys.map((k) => `'${k.replace(/'/g, "''")}'`).join(',');
+  return `WHERE ${key} = ANY(ARRAY[${list}]::text[])`;
+}
+
+/**
+ * The hash of one row as the fingerprint sees it: md5 over the text of the row's dimensions
+ * and columns (the text forms depend on the session settings copySessionStatements fixes).
+ */
+function rowHash(dims: Dimensions, baseColumns: readonly string[]): string {
+  return `md5(ROW(${dims.tenant}, ${dims.period}, ${dims.author}, ${dims.conversation}, ${baseColumns.join(', ')})::text)`;
+}
+
+/**
+ * The fingerprint query of `table`: per segment (`level` segment: tenant, period) or per
+ * cell (`cell`: tenant, period, author, conversation), the row count and the four sums
+ * modulo 2^32 of the 32-bit words of each row's hash (see RowFingerprint), ordered by the
+ * grouping columns (byte order). Output columns: the grouping columns as text, then
+ * `rows`, `w0` … `w3`. The server scans and hashes; nothing is sorted but the groups.
+ */
+export function buildFingerprintQuery(
+  mapping: Mapping,
+  table: string,
+  columns: readonly string[],
+  granularity: Granularity,
+  level: 'segment' | 'cell',
+  filter?: CellFilter,
+): string {
+  const entry = tableEntry(mapping, table);
+  checkColumns(table, columns);
+  const baseColumns = columns.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`);
+  const dims = dimensions(entry, granularity);
+  const groups = level === 'segment' ? ['lethe_tenant', 'lethe_period'] : ['lethe_tenant', 'lethe_period', 'lethe_author', 'lethe_conversation'];
+  const words = [0, 1, 2, 3].map((i) => `sum(('x' || substr(h, ${i * 8 + 1}, 8))::bit(32)::bigint) % 4294967296 AS "w${i}"`);
+  return [
+    `SELECT ${groups.map((g) => `"${g}"`).join(', ')}, count(*) AS "rows", ${words.join(', ')} FROM (`,
+    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, baseColumns)} AS h`,
+    fromClause(mapping, entry, 'JOIN'),
+    whereClause(dims, filter),
+    ') AS r',
+    `GROUP BY ${groups.map((g) => `"${g}"`).join(', ')}`,
+    `ORDER BY ${groups.map((g) => `"${g}" COLLATE "C"`).join(', ')}`,
   ]
     .filter((part) => part !== '')
     .join('\n');

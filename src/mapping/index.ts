@@ -22,8 +22,13 @@ export { BUILTIN_MAPPING } from './builtin.ts';
 export { classOf, tableEntry, type TableEntry } from './resolve.ts';
 export {
   buildCellQuery,
+  buildFingerprintQuery,
   buildOrphanCheckQuery,
+  cellFilterKey,
   NO_PERIOD,
+  quoteLiteralLikePostgres,
+  segmentFilterKey,
+  type CellFilter,
   type Granularity,
 } from './cell-query.ts';
 export { checkCoverage, type TableInfo } from './coverage.ts';

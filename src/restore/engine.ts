@@ -5,7 +5,7 @@ import pgCopyStreams from 'pg-copy-streams';
 import { copySessionStatements } from '../cells/index.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
 import type { KeyOpener } from '../keys/index.ts';
-import type { CellEntry, SnapshotHeader, Totals, TrustedManifest } from '../manifest/index.ts';
+import type { CellEntry, SegmentProblem, SnapshotHeader, Totals, TrustedManifest } from '../manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
@@ -316,7 +316,22 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     await options.beforeLoad?.(header, manifest.schema);
     ddl = schemaToDdl(manifest.schema, { pgSchema: options.targetSchema });
     for (const statement of ddl.preData) await runDdl(target, statement);
-    for await (const cell of manifest.cells()) {
+    const cells = manifest.cells({
+      ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      // In verify mode a segment that cannot be used is a finding, and the others are still
+      // checked; a restore stops at it (the caller rolls back).
+      ...(mode === 'verify'
+        ? {
+            onProblem: (p: SegmentProblem): void => {
+              tally.cells += p.cells;
+              tally.failed += p.cells;
+              findings.push({ subject: `segment ${p.segment}`, code: p.code, problem: p.problem });
+            },
+          }
+        : {}),
+    });
+    for await (const cell of cells) {
       if (options.tenant !== undefined && cell.tenant !== null && cell.tenant !== options.tenant) {
         tally.skipped += 1;
         continue;

@@ -1,12 +1,16 @@
 import { createHmac } from 'node:crypto';
-import { cellId, cellKeyId, type CellRows, type CellTuple } from '../cells/index.ts';
+import { cellId, cellKeyId, RowFingerprint, type CellRows, type CellTuple } from '../cells/index.ts';
 import { cellKey, equalConstantTime, seal, sealStream } from '../crypto/index.ts';
 import type { Encapsulator, LiveTupleKey } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
 import type { PackWriter } from './pack-writer.ts';
 
-/** What the writer knows of the previous snapshot's copy of a cell. */
+/** What the writer knows of the current copy of a cell (in the previous snapshot). */
 export interface PreviousCell {
+  /** The vault's id of the copy. */
+  readonly copyId: string;
+  /** Its keyed fingerprint; null when unknown. */
+  readonly fingerprint: string | null;
   readonly key: string;
   readonly encapsulation: string;
   /** The keyed digest of that copy's plaintext; null when the vault no longer has it. */
@@ -17,11 +21,25 @@ export interface PreviousCell {
   readonly sha256: string;
 }
 
+/**
+ * What became of a cell. `fingerprint` is the keyed fingerprint of its rows and `digest` the
+ * keyed digest of its plaintext, for the vault only (never the bucket); `prior` the current
+ * copy it replaces (written, shredded) or is (reused).
+ */
 export type CellOutcome =
-  /** `digest`: the keyed digest of the plaintext, for the vault only (never the manifest). */
-  | { readonly kind: 'written'; readonly entry: CellEntry; readonly tuple: CellTuple; readonly digest: string }
-  | { readonly kind: 'reused'; readonly entry: CellEntry; readonly tuple: CellTuple }
-  | { readonly kind: 'shredded'; readonly cellId: string; readonly destroyedKey: string; readonly rows: number };
+  | { readonly kind: 'written'; readonly entry: CellEntry; readonly tuple: CellTuple; readonly digest: string; readonly fingerprint: string; readonly prior: PreviousCell | undefined }
+  | { readonly kind: 'reused'; readonly entry: CellEntry; readonly tuple: CellTuple; readonly fingerprint: string; readonly prior: PreviousCell }
+  | { readonly kind: 'shredded'; readonly cellId: string; readonly tuple: CellTuple; readonly destroyedKey: string; readonly rows: number; readonly prior: PreviousCell | undefined };
+
+/** The keyed fingerprint's domain, like the digest's: table and columns are bound in. */
+export function fingerprintPrefix(table: string, columns: readonly string[]): Buffer {
+  return Buffer.from(`lethe.fingerprint.v1\0${table}\0${columns.join(',')}\n`, 'utf8');
+}
+
+/** HMAC-SHA-256 under the digest key of a cell's or segment's row fingerprint. */
+export function keyedFingerprint(digestKey: Uint8Array, prefix: Buffer, id: string, fingerprint: RowFingerprint): string {
+  return createHmac('sha256', digestKey).update(prefix).update(`${id}\0${fingerprint.text()}`, 'utf8').digest('hex');
+}
 
 /**
  * The keyed digest's domain: the table and its column list are bound in, so a cell is only
@@ -38,7 +56,7 @@ export interface CellWriterOptions {
   readonly keys: Encapsulator;
   /** The backup's digest key (derived from its signing key). */
   readonly digestKey: Uint8Array;
-  /** The previous snapshot's copies of these cells of `table` (absent ones are new). */
+  /** The current copies of these cells of `table` (absent ones are new). */
   readonly previous: (cellIds: readonly string[]) => Promise<ReadonlyMap<string, PreviousCell>>;
   /** Cells up to this many plaintext bytes are held until their digest is known. */
   readonly bufferBytes: number;
@@ -58,6 +76,7 @@ interface HeldCell {
   readonly start: number;
   readonly end: number;
   readonly rows: number;
+  readonly fingerprint: RowFingerprint;
 }
 
 /** A held cell none of whose keys is destroyed: its keyed digest, and the previous copy it matches. */
@@ -121,11 +140,17 @@ export class CellWriter {
   private readonly batchCells: number;
   private readonly batchBytes: number;
   private readonly prefix: Buffer;
+  private readonly fpPrefix: Buffer;
 
   constructor(private readonly options: CellWriterOptions) {
     this.batchCells = options.batchCells ?? BATCH_CELLS;
     this.batchBytes = options.batchBytes ?? BATCH_BYTES;
     this.prefix = digestPrefix(options.table, options.columns);
+    this.fpPrefix = fingerprintPrefix(options.table, options.columns);
+  }
+
+  private keyed(id: string, fingerprint: RowFingerprint): string {
+    return keyedFingerprint(this.options.digestKey, this.fpPrefix, id, fingerprint);
   }
 
   /** Reads one cell's rows; returns the outcomes of the cells this finished (maybe none). */
@@ -144,11 +169,11 @@ export class CellWriter {
         const head = Buffer.from(this.buffer.slice(start, this.buffer.length));
         this.buffer.length = start;
         const done = await this.flush();
-        done.push(await this.writeLarge(id, cell.tuple, { head, rows, iterator }));
+        done.push(await this.writeLarge(id, cell.tuple, { head, rows, iterator, fingerprint: cell.fingerprint }));
         return done;
       }
     }
-    this.held.push({ id, keyId: cellKeyId(cell.tuple), tuple: cell.tuple, start, end: this.buffer.length, rows });
+    this.held.push({ id, keyId: cellKeyId(cell.tuple), tuple: cell.tuple, start, end: this.buffer.length, rows, fingerprint: cell.fingerprint });
     if (this.held.length >= this.batchCells || this.buffer.length >= this.batchBytes) return this.flush();
     return [];
   }
@@ -177,7 +202,8 @@ export class CellWriter {
       cells.push(entry);
       live.push(entry);
     }
-    const previous = live.length === 0 ? new Map<string, PreviousCell>() : await this.options.previous(live.map((c) => c.cell.id));
+    // Every cell's current copy: the one a changed or shredded cell supersedes, or an unchanged one is.
+    const previous = await this.options.previous(batch.map((c) => c.id));
     for (const c of live) {
       const prior = previous.get(c.cell.id);
       if (prior?.digest != null && prior.key === c.cell.keyId && equalConstantTime(prior.digest, c.digest)) c.prior = prior;
@@ -192,14 +218,17 @@ export class CellWriter {
     for (const c of cells) {
       const { cell } = c;
       if ('destroyed' in c) {
-        outcomes.push({ kind: 'shredded', cellId: cell.id, destroyedKey: c.destroyed, rows: cell.rows });
+        outcomes.push({ kind: 'shredded', cellId: cell.id, tuple: cell.tuple, destroyedKey: c.destroyed, rows: cell.rows, prior: previous.get(cell.id) });
         continue;
       }
       const bytesPlain = cell.end - cell.start;
+      const fingerprint = this.keyed(cell.id, cell.fingerprint);
       if (c.prior !== undefined) {
         outcomes.push({
           kind: 'reused',
           tuple: cell.tuple,
+          fingerprint,
+          prior: c.prior,
           entry: this.entry(cell.id, cell.tuple, cell.keyId, c.dimensionIds, c.prior.encapsulation, c.prior, cell.rows, bytesPlain, true),
         });
         continue;
@@ -212,6 +241,8 @@ export class CellWriter {
         kind: 'written',
         tuple: cell.tuple,
         digest: c.digest,
+        fingerprint,
+        prior: previous.get(cell.id),
         entry: this.entry(cell.id, cell.tuple, cell.keyId, key.dimensionIds, key.encapsulation, location, cell.rows, bytesPlain, false),
       });
     }
@@ -223,9 +254,10 @@ export class CellWriter {
   private async writeLarge(
     id: string,
     tuple: CellTuple,
-    read: { head: Buffer; rows: number; iterator: AsyncIterator<Buffer> },
+    read: { head: Buffer; rows: number; iterator: AsyncIterator<Buffer>; fingerprint: RowFingerprint },
   ): Promise<CellOutcome> {
     const key = await this.options.keys.tupleKey(tuple);
+    const prior = (await this.options.previous([id])).get(id);
     const counted = { rows: read.rows, bytesPlain: read.head.length };
     const { iterator } = read;
     if ('destroyed' in key) {
@@ -234,7 +266,7 @@ export class CellWriter {
         if (next.done === true) break;
         counted.rows += 1;
       }
-      return { kind: 'shredded', cellId: id, destroyedKey: key.destroyed, rows: counted.rows };
+      return { kind: 'shredded', cellId: id, tuple, destroyedKey: key.destroyed, rows: counted.rows, prior };
     }
     const digest = createHmac('sha256', this.options.digestKey).update(this.prefix).update(read.head);
     async function* plaintext(): AsyncGenerator<Uint8Array> {
@@ -253,6 +285,8 @@ export class CellWriter {
       kind: 'written',
       tuple,
       digest: digest.digest('hex'),
+      fingerprint: this.keyed(id, read.fingerprint),
+      prior,
       entry: this.entry(id, tuple, key.keyId, key.dimensionIds, key.encapsulation, location, counted.rows, counted.bytesPlain, false),
     };
   }

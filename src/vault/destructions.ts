@@ -107,12 +107,20 @@ export async function recordKeyDestructions(
     // The digests of every cell that needs these keys go in the same transaction: a digest
     // that outlived its cell's keys would confirm a guess of the shredded content to anyone
     // holding the digest key. (Idempotent, so a re-destruction after a vault restore repeats it.)
+    // The keyed row fingerprints go too, and the segments holding such cells lose theirs,
+    // so the next backup reads those segments again and leaves the shredded cells out.
+    const destroying = ids.filter((id) => present.has(id));
     await query(
       client,
       doing,
-      `DELETE FROM ${ctx.t.cellDigests}
-        WHERE key_id IN (SELECT id FROM ${ctx.t.cellKeys} WHERE dimension_ids && $1::text[])`,
-      [ids.filter((id) => present.has(id))],
+      `WITH hit AS (
+         UPDATE ${ctx.t.cellCopies} SET digest = NULL, fingerprint = NULL
+          WHERE key_id IN (SELECT id FROM ${ctx.t.cellKeys} WHERE dimension_ids && $1::text[])
+         RETURNING store, segment)
+       UPDATE ${ctx.t.segments} g SET fingerprint = NULL
+         FROM (SELECT DISTINCT store, segment FROM hit) h
+        WHERE g.store = h.store AND g.segment = h.segment AND g.to_seq IS NULL`,
+      [destroying],
     );
     for (const [id, key] of byId) {
       if (!present.has(id)) continue;
@@ -159,7 +167,7 @@ export async function recordKeyDestructions(
 }
 
 /**
- * VACUUM FULL of dimension_keys, held_cell_keys and cell_digests: rewrites them into new
+ * VACUUM FULL of dimension_keys, held_cell_keys and cell_copies: rewrites them into new
  * files so no dead row version keeps a destroyed key's wrapped identity (or a shredded
  * cell's digest) on disk (the old files are truncated at commit). Takes an ACCESS EXCLUSIVE lock on each table for the rewrite (a
  * fraction of a second for a vault's few thousand dimension keys), so backups wait briefly.
@@ -197,7 +205,7 @@ export async function vacuumKeyTables(
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   // VACUUM cannot run inside a transaction block: one statement per table on the pool.
-  for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx), ctx.t.cellDigests]) {
+  for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx), ctx.t.cellCopies]) {
     await query(ctx.pool, `vacuuming ${table} after destroying keys`, `VACUUM FULL ${table}`);
   }
   return { clean };

@@ -30,7 +30,8 @@ export {
   type SnapshotRecord,
   type SnapshotStatus,
 } from './snapshots.ts';
-export type { CellDigestRecord, CellOrder, PreviousCellRecord, SnapshotCell } from './snapshot-cells.ts';
+export type { CellOrder, SnapshotCell } from './snapshot-cells.ts';
+export type { CopyChanges, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentChanges, SegmentRecord } from './cell-copies.ts';
 export type { Encapsulation } from './encapsulations.ts';
 export type { Verification, VerificationInput } from './verifications.ts';
 export type { AffectedSnapshot, KeyDestruction, RecordedDestruction } from './destructions.ts';

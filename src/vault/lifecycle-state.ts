@@ -23,7 +23,7 @@ export type LifecycleHeldCellKey = HeldCellKeyFacts;
 
 export type LifecycleSnapshot = SnapshotFacts;
 
-/** An object (a pack) and the snapshots and tenants whose cells need it. */
+/** An object (a pack or a segment) and the snapshots and tenants whose cells need it. */
 export interface LifecycleObjectRefs {
   readonly key: string;
   /** Snapshot ids in any status, sorted. */
@@ -145,16 +145,35 @@ export async function lifecycleSnapshots(ctx: VaultContext): Promise<LifecycleSn
   }));
 }
 
-/** Per pack named by any snapshot cell: the snapshots (any status) and tenants with cells in it. */
-export async function lifecyclePackRefs(ctx: VaultContext): Promise<LifecycleObjectRefs[]> {
-  const { rows } = await query<{ pack: string; snapshots: string[]; tenants: string[] }>(
+/**
+ * Per pack and per segment object, the snapshots (any status but abandoned) that need it and
+ * the tenants with cells in it. Counted on segments: a snapshot needs the segment objects
+ * whose interval holds it and the packs those segments list. Snapshots of an older lethe
+ * (no segments) and running ones (whose segments are not all recorded yet) are counted on
+ * their cell copies instead.
+ */
+export async function lifecycleObjectRefs(ctx: VaultContext): Promise<LifecycleObjectRefs[]> {
+  const { rows } = await query<{ key: string; snapshots: string[]; tenants: string[] }>(
     ctx.pool,
-    'reading pack references for lifecycle planning',
-    `SELECT pack, array_agg(DISTINCT snapshot_id ORDER BY snapshot_id) AS snapshots,
-            array_agg(DISTINCT coalesce(tenant, '') ORDER BY coalesce(tenant, '')) AS tenants
-       FROM ${t(ctx, 'snapshot_cells')} GROUP BY pack ORDER BY pack COLLATE "C"`,
+    'reading pack and segment references for lifecycle planning',
+    `WITH live AS (
+       SELECT g.key, g.packs, coalesce(g.tenant, '') AS tenant, s.id AS snapshot_id
+         FROM ${t(ctx, 'segments')} g
+         JOIN ${t(ctx, 'snapshots')} s ON s.store = g.store AND s.seq >= g.from_seq AND (g.to_seq IS NULL OR s.seq < g.to_seq)
+        WHERE s.status <> 'abandoned'),
+     refs AS (
+       SELECT key, snapshot_id, tenant FROM live
+       UNION ALL
+       SELECT p.pack, l.snapshot_id, l.tenant FROM live l CROSS JOIN LATERAL unnest(l.packs) AS p(pack)
+       UNION ALL
+       SELECT c.pack, s.id, coalesce(c.tenant, '')
+         FROM ${t(ctx, 'cell_copies')} c
+         JOIN ${t(ctx, 'snapshots')} s ON s.store = c.store AND s.seq >= c.from_seq AND (c.to_seq IS NULL OR s.seq < c.to_seq)
+        WHERE s.status = 'running' OR (s.status IN ('complete', 'expired') AND NOT (s.stats ? 'segments')))
+     SELECT key, array_agg(DISTINCT snapshot_id) AS snapshots, array_agg(DISTINCT tenant) AS tenants
+       FROM refs GROUP BY key ORDER BY key COLLATE "C"`,
   );
-  return rows.map((r) => ({ key: r.pack, snapshots: sorted(r.snapshots), tenants: sorted(r.tenants) }));
+  return rows.map((r) => ({ key: r.key, snapshots: sorted(r.snapshots), tenants: sorted(r.tenants) }));
 }
 
 function sorted(xs: readonly string[]): string[] {

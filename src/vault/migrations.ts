@@ -390,6 +390,124 @@ CREATE TABLE held_cell_keys (
 CREATE INDEX held_cell_keys_by_key ON held_cell_keys (key_id);
 `;
 
+const segments = `
+-- Snapshots as trees (docs/format.md, manifest v4): a snapshot's manifest names segments
+-- (one per table, tenant and period), each segment object lists its cells, and a snapshot
+-- references the unchanged segments of the one before it. The vault records what each
+-- snapshot changed, never one row per cell per snapshot: a copy of a cell (and a segment)
+-- lives from the snapshot that wrote it (from_seq) until the first complete snapshot of the
+-- same store without it (to_seq, NULL while current). A snapshot holds exactly the copies
+-- whose interval contains its seq; the view snapshot_cells spells that out.
+
+-- Snapshots get an order (seq, drawn when a run begins: backups of one vault are serial)
+-- and the store they were written to.
+ALTER TABLE snapshots ADD COLUMN store text, ADD COLUMN seq bigint;
+UPDATE snapshots SET store = stats->>'store';
+UPDATE snapshots SET status = 'abandoned' WHERE status = 'running';
+WITH o AS (SELECT id, row_number() OVER (ORDER BY started_at, id) AS n FROM snapshots)
+UPDATE snapshots s SET seq = o.n FROM o WHERE o.id = s.id;
+CREATE SEQUENCE snapshot_seq OWNED BY snapshots.seq;
+SELECT setval('snapshot_seq', (SELECT coalesce(max(seq), 0) + 1 FROM snapshots), false);
+ALTER TABLE snapshots ALTER COLUMN seq SET DEFAULT nextval('snapshot_seq'), ALTER COLUMN seq SET NOT NULL;
+CREATE UNIQUE INDEX snapshots_by_seq ON snapshots (seq);
+CREATE INDEX snapshots_by_store ON snapshots (store, seq);
+
+CREATE TABLE cell_copies (
+  id            bigserial PRIMARY KEY,
+  store         text NOT NULL,
+  from_seq      bigint NOT NULL,
+  to_seq        bigint CHECK (to_seq IS NULL OR to_seq > from_seq),
+  -- The running snapshot that leaves this copy out; becomes to_seq when it completes.
+  superseding   text,
+  segment       text NOT NULL,
+  table_name    text NOT NULL,
+  cell_id       text NOT NULL,
+  tenant        text,
+  data_class    text NOT NULL,
+  period        text,
+  author        text,
+  key_id        text NOT NULL REFERENCES cell_keys (id),
+  encapsulation text NOT NULL REFERENCES encapsulations (id),
+  pack          text NOT NULL,
+  pack_offset   bigint NOT NULL CHECK (pack_offset >= 0),
+  pack_length   bigint NOT NULL CHECK (pack_length > 0),
+  sha256        text NOT NULL,
+  row_count     bigint NOT NULL CHECK (row_count >= 0),
+  bytes_plain   bigint NOT NULL CHECK (bytes_plain >= 0),
+  -- Keyed (HMAC under the backup's digest key), deleted with a key the cell needs.
+  digest        text CHECK (digest ~ '^[0-9a-f]{64}$'),
+  fingerprint   text CHECK (fingerprint ~ '^[0-9a-f]{64}$')
+);
+CREATE INDEX cell_copies_current ON cell_copies (store, cell_id) WHERE to_seq IS NULL;
+CREATE INDEX cell_copies_current_by_segment ON cell_copies (store, segment, cell_id) WHERE to_seq IS NULL;
+CREATE INDEX cell_copies_by_interval ON cell_copies (store, from_seq);
+-- A run writes a cell at most once.
+CREATE UNIQUE INDEX cell_copies_one_per_run ON cell_copies (store, from_seq, cell_id);
+CREATE INDEX cell_copies_by_key ON cell_copies (key_id);
+CREATE INDEX cell_copies_by_pack ON cell_copies (pack);
+CREATE INDEX cell_copies_superseding ON cell_copies (superseding) WHERE superseding IS NOT NULL;
+
+-- Each distinct copy of the old per-snapshot index: from the first snapshot that had it to
+-- the next snapshot of its store after the last that had it.
+WITH chain AS (
+  SELECT id, store, seq, lead(seq) OVER (PARTITION BY store ORDER BY seq) AS next_seq
+    FROM snapshots WHERE status IN ('complete', 'expired') AND store IS NOT NULL)
+INSERT INTO cell_copies (store, from_seq, to_seq, segment, table_name, cell_id, tenant, data_class, period, author,
+                         key_id, encapsulation, pack, pack_offset, pack_length, sha256, row_count, bytes_plain, digest)
+SELECT ch.store, min(ch.seq), (array_agg(ch.next_seq ORDER BY ch.seq DESC))[1],
+       split_part(c.cell_id, '/', 1) || '/' || split_part(c.cell_id, '/', 2) || '/' || split_part(c.cell_id, '/', 3),
+       c.table_name, c.cell_id, min(c.tenant), min(c.data_class), min(c.period), min(c.author), min(c.key_id),
+       min(c.encapsulation), c.pack, c.pack_offset, min(c.pack_length), min(c.sha256), min(c.row_count),
+       min(c.bytes_plain), min(d.digest)
+  FROM snapshot_cells c JOIN chain ch ON ch.id = c.snapshot_id
+  LEFT JOIN cell_digests d ON d.table_name = c.table_name AND d.cell_id = c.cell_id AND d.key_id = c.key_id
+                          AND d.pack = c.pack AND d.pack_offset = c.pack_offset
+ GROUP BY ch.store, c.table_name, c.cell_id, c.pack, c.pack_offset;
+DROP TABLE snapshot_cells;
+DROP TABLE cell_digests;
+
+-- One row per segment object: its cells' packs and encapsulations (what lifecycle counts
+-- references with) and the keyed fingerprint of the rows it was read from.
+CREATE TABLE segments (
+  store          text NOT NULL,
+  key            text NOT NULL,
+  segment        text NOT NULL,
+  table_name     text NOT NULL,
+  tenant         text,
+  period         text NOT NULL,
+  sha256         text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+  size           bigint NOT NULL CHECK (size > 0),
+  cells          bigint NOT NULL CHECK (cells >= 0),
+  row_count      bigint NOT NULL CHECK (row_count >= 0),
+  bytes_plain    bigint NOT NULL CHECK (bytes_plain >= 0),
+  shredded       bigint NOT NULL DEFAULT 0 CHECK (shredded >= 0),
+  packs          text[] NOT NULL,
+  encapsulations text[] NOT NULL,
+  fingerprint    text CHECK (fingerprint ~ '^[0-9a-f]{64}$'),
+  snapshot_id    text NOT NULL,
+  from_seq       bigint NOT NULL,
+  to_seq         bigint CHECK (to_seq IS NULL OR to_seq > from_seq),
+  superseding    text,
+  PRIMARY KEY (store, key)
+);
+CREATE INDEX segments_current ON segments (store, segment) WHERE to_seq IS NULL;
+CREATE INDEX segments_by_interval ON segments (store, from_seq);
+CREATE INDEX segments_superseding ON segments (superseding) WHERE superseding IS NOT NULL;
+
+-- What every reader of "the cells of snapshot S" asks: the copies whose interval holds S.
+CREATE VIEW snapshot_cells AS
+SELECT s.id AS snapshot_id, c.table_name, c.cell_id, c.tenant, c.data_class, c.period, c.author, c.key_id,
+       c.encapsulation, c.pack, c.pack_offset, c.pack_length, c.sha256, c.row_count, c.bytes_plain,
+       c.from_seq <> s.seq AS reused
+  FROM cell_copies c
+  JOIN snapshots s ON s.store = c.store AND s.seq >= c.from_seq AND (c.to_seq IS NULL OR s.seq < c.to_seq)
+ WHERE s.status <> 'abandoned';
+
+ALTER TABLE store_objects DROP CONSTRAINT store_objects_kind_check;
+ALTER TABLE store_objects ADD CONSTRAINT store_objects_kind_check
+  CHECK (kind IN ('pack', 'key-file', 'manifest', 'segment', 'vault-backup'));
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
@@ -397,6 +515,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 3, name: 'lifecycle: holds, erasure, destructions', sql: lifecycle },
   { version: 4, name: 'trust: public signing keys only, digests that die with their keys, recorded objects', sql: trust },
   { version: 5, name: 'one key encapsulation per snapshot and tenant', sql: encapsulation },
+  { version: 6, name: 'snapshots as trees: segments, cell copies by interval', sql: segments },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -14,7 +14,8 @@ export interface VaultTables {
   readonly cellKeys: string;
   readonly encapsulations: string;
   readonly heldCellKeys: string;
-  readonly cellDigests: string;
+  readonly cellCopies: string;
+  readonly segments: string;
   readonly storeObjects: string;
   readonly signingKeys: string;
   readonly snapshots: string;
@@ -49,7 +50,8 @@ export function vaultTables(schema: string): VaultTables {
     cellKeys: `${s}.cell_keys`,
     encapsulations: `${s}.encapsulations`,
     heldCellKeys: `${s}.held_cell_keys`,
-    cellDigests: `${s}.cell_digests`,
+    cellCopies: `${s}.cell_copies`,
+    segments: `${s}.segments`,
     storeObjects: `${s}.store_objects`,
     signingKeys: `${s}.signing_keys`,
     snapshots: `${s}.snapshots`,

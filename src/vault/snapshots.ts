@@ -1,6 +1,6 @@
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { canonicalJson, type JsonObject } from './canonical-json.ts';
-import { inTransaction, query, type VaultContext } from './db.ts';
+import { inTransaction, query, toSafeInt, type Queryable, type VaultContext } from './db.ts';
 
 /**
  * `running` until the manifest is written; `abandoned` when a run died before that;
@@ -23,6 +23,10 @@ export interface SnapshotRecord {
   /** Who ran it (e.g. `host:pid`), to explain a stale run. */
   readonly runOwner: string;
   readonly stats: JsonObject | null;
+  /** Order of the runs (drawn when a run begins; backups of one vault are serial). */
+  readonly seq: number;
+  /** The object store (its description) the run writes to; null only for very old abandoned runs. */
+  readonly store: string | null;
 }
 
 /** A snapshot whose manifest is in the bucket: the only kind that can be restored. */
@@ -44,10 +48,12 @@ interface SnapshotRow {
   manifest_sha256: string | null;
   run_owner: string;
   stats: JsonObject | null;
+  seq: string;
+  store: string | null;
 }
 
 const COLUMNS =
-  'id, status, started_at, completed_at, previous_id, manifest_key, manifest_sha256, run_owner, stats';
+  'id, status, started_at, completed_at, previous_id, manifest_key, manifest_sha256, run_owner, stats, seq, store';
 
 /**
  * Records the start of a run as a `running` snapshot. Throws VAULT when `id` exists
@@ -56,7 +62,7 @@ const COLUMNS =
  */
 export async function beginSnapshot(
   ctx: VaultContext,
-  run: { id: string; previousId: string | null; runOwner: string },
+  run: { id: string; previousId: string | null; runOwner: string; store: string },
 ): Promise<SnapshotRecord> {
   if (run.id === '' || run.id === 'latest') {
     throw new LetheError(
@@ -68,9 +74,9 @@ export async function beginSnapshot(
   const { rows } = await query<SnapshotRow>(
     ctx.pool,
     `recording the start of snapshot ${run.id}`,
-    `INSERT INTO ${ctx.t.snapshots} (id, previous_id, run_owner) VALUES ($1, $2, $3)
+    `INSERT INTO ${ctx.t.snapshots} (id, previous_id, run_owner, store) VALUES ($1, $2, $3, $4)
      ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
-    [run.id, run.previousId, run.runOwner],
+    [run.id, run.previousId, run.runOwner, run.store],
   );
   const row = rows[0];
   if (row === undefined) {
@@ -93,17 +99,26 @@ export async function completeSnapshot(
   id: string,
   done: { manifestKey: string; manifestSha256: string; stats: Readonly<Record<string, unknown>> },
 ): Promise<CompleteSnapshot> {
-  const { rows } = await query<SnapshotRow>(
-    ctx.pool,
-    `marking snapshot ${id} complete`,
-    `UPDATE ${ctx.t.snapshots}
-        SET status = 'complete', completed_at = now(),
-            manifest_key = $2, manifest_sha256 = $3, stats = $4::jsonb
-      WHERE id = $1 AND status = 'running'
-      RETURNING ${COLUMNS}`,
-    [id, done.manifestKey, done.manifestSha256, canonicalJson(done.stats)],
-  );
-  const row = rows[0];
+  const doing = `marking snapshot ${id} complete`;
+  const row = await inTransaction(ctx.pool, doing, async (client) => {
+    const { rows } = await query<SnapshotRow>(
+      client,
+      doing,
+      `UPDATE ${ctx.t.snapshots}
+          SET status = 'complete', completed_at = now(),
+              manifest_key = $2, manifest_sha256 = $3, stats = $4::jsonb
+        WHERE id = $1 AND status = 'running'
+        RETURNING ${COLUMNS}`,
+      [id, done.manifestKey, done.manifestSha256, canonicalJson(done.stats)],
+    );
+    const completed = rows[0];
+    if (completed === undefined) return undefined;
+    // What the run left out ends where it begins.
+    for (const table of [ctx.t.cellCopies, ctx.t.segments]) {
+      await query(client, doing, `UPDATE ${table} SET to_seq = $2, superseding = NULL WHERE superseding = $1`, [id, completed.seq]);
+    }
+    return completed;
+  });
   if (row !== undefined) return toCompleteSnapshot(row);
   const current = await findSnapshot(ctx, id);
   if (current === null) throw notFound(id);
@@ -113,6 +128,19 @@ export async function completeSnapshot(
       (current.status === 'abandoned' ? ' (another run abandoned it as stale)' : ''),
     { details: { snapshotId: id, status: current.status } },
   );
+}
+
+/** Deletes what running snapshots `ids` wrote to the vault and clears what they marked. */
+async function forgetRuns(client: Queryable, ctx: VaultContext, ids: readonly string[], doing: string): Promise<void> {
+  for (const table of [ctx.t.cellCopies, ctx.t.segments]) {
+    await query(
+      client,
+      doing,
+      `DELETE FROM ${table} t USING ${ctx.t.snapshots} s WHERE s.id = ANY($1::text[]) AND t.store = s.store AND t.from_seq = s.seq`,
+      [ids],
+    );
+    await query(client, doing, `UPDATE ${table} SET superseding = NULL WHERE superseding = ANY($1::text[])`, [ids]);
+  }
 }
 
 /**
@@ -129,14 +157,7 @@ export async function abandonStaleSnapshots(ctx: VaultContext): Promise<string[]
       `UPDATE ${ctx.t.snapshots} SET status = 'abandoned' WHERE status = 'running' RETURNING id`,
     );
     const ids = rows.map((r) => r.id).sort();
-    if (ids.length > 0) {
-      await query(
-        client,
-        doing,
-        `DELETE FROM ${ctx.t.snapshotCells} WHERE snapshot_id = ANY($1::text[])`,
-        [ids],
-      );
-    }
+    if (ids.length > 0) await forgetRuns(client, ctx, ids, doing);
     return ids;
   });
 }
@@ -155,7 +176,7 @@ export async function abandonSnapshot(ctx: VaultContext, id: string): Promise<bo
       [id],
     );
     if (rowCount !== 1) return false;
-    await query(client, doing, `DELETE FROM ${ctx.t.snapshotCells} WHERE snapshot_id = $1`, [id]);
+    await forgetRuns(client, ctx, [id], doing);
     return true;
   });
 }
@@ -252,8 +273,8 @@ export async function latestCompleteSnapshot(ctx: VaultContext, store?: string):
     ctx.pool,
     'finding the latest complete snapshot',
     `SELECT ${COLUMNS} FROM ${ctx.t.snapshots} WHERE status = 'complete'
-        AND ($1::text IS NULL OR stats->>'store' = $1)
-      ORDER BY started_at DESC, id DESC LIMIT 1`,
+        AND ($1::text IS NULL OR store = $1)
+      ORDER BY seq DESC LIMIT 1`,
     [store ?? null],
   );
   const row = rows[0];
@@ -282,6 +303,8 @@ function toSnapshot(row: SnapshotRow): SnapshotRecord {
     manifestSha256: row.manifest_sha256,
     runOwner: row.run_owner,
     stats: row.stats,
+    seq: toSafeInt(row.seq, 'a snapshot seq'),
+    store: row.store,
   };
 }
 

@@ -1,7 +1,7 @@
 import { chunks, query, type VaultContext } from './db.ts';
 
 /** What lethe writes to a store and may later delete there. */
-export type StoreObjectKind = 'pack' | 'key-file' | 'manifest' | 'vault-backup';
+export type StoreObjectKind = 'pack' | 'key-file' | 'manifest' | 'segment' | 'vault-backup';
 
 export interface StoreObject {
   readonly key: string;

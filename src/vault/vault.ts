@@ -32,18 +32,23 @@ import {
   type SigningPurpose,
 } from './signing-keys.ts';
 import { forgetStoreObjects, recordStoreObjects, storeObjects, type StoreObject } from './store-objects.ts';
+import { encapsulationsOfKeys, iterateSnapshotCells, type CellOrder, type SnapshotCell } from './snapshot-cells.ts';
 import {
-  addSnapshotCells,
-  cellIndexForTable,
-  encapsulationsOfKeys,
-  getPreviousCells,
-  getSnapshotCells,
-  iterateSnapshotCells,
-  type CellDigestRecord,
-  type CellOrder,
-  type PreviousCellRecord,
-  type SnapshotCell,
-} from './snapshot-cells.ts';
+  cellsOfNewSegments,
+  currentCopies,
+  currentCopiesOfSegments,
+  currentSegments,
+  currentSegmentsOutside,
+  pruneTrees,
+  recordCopyChanges,
+  recordSegmentChanges,
+  segmentsOfSnapshot,
+  type CopyChanges,
+  type CurrentCopy,
+  type RunningSnapshot,
+  type SegmentChanges,
+  type SegmentRecord,
+} from './cell-copies.ts';
 import {
   abandonSnapshot,
   abandonStaleSnapshots,
@@ -100,7 +105,7 @@ import {
   type LifecycleKeyUsage,
   lifecycleDimensionKeys,
   lifecycleHeldCellKeys,
-  lifecyclePackRefs,
+  lifecycleObjectRefs,
   lifecycleSnapshots,
   type LifecycleCellKey,
   type LifecycleDimensionKey,
@@ -331,18 +336,54 @@ export class Vault {
     id: string;
     previousId: string | null;
     runOwner: string;
+    store: string;
   }): Promise<SnapshotRecord> {
     return beginSnapshot(this.#ctx, run);
   }
 
-  /** Adds cells to a running snapshot, and the digests of those it wrote (batched, one transaction). */
-  addSnapshotCells(
-    snapshotId: string,
-    cells: readonly SnapshotCell[],
-    digests: readonly CellDigestRecord[] = [],
-    cellKeys: readonly CellKey[] = [],
-  ): Promise<void> {
-    return addSnapshotCells(this.#ctx, snapshotId, cells, digests, cellKeys);
+  /** Records a batch of a running backup's cell changes (new copies, superseded ones, fingerprints). */
+  recordCopyChanges(run: RunningSnapshot, changes: CopyChanges): Promise<void> {
+    return recordCopyChanges(this.#ctx, run, changes);
+  }
+
+  /** The current copies (before `run`) of the cells among `cellIds`, by cell id. */
+  currentCopies(run: RunningSnapshot, cellIds: readonly string[]): Promise<Map<string, CurrentCopy>> {
+    return currentCopies(this.#ctx, run, cellIds);
+  }
+
+  /** One page of the current copies (before `run`) of `segments`, by segment then cell id. */
+  currentCopiesOfSegments(run: RunningSnapshot, segments: readonly string[], after: { segment: string; cellId: string } | null, limit: number): Promise<CurrentCopy[]> {
+    return currentCopiesOfSegments(this.#ctx, run, segments, after, limit);
+  }
+
+  /** One page of the cells `run` holds in `segments` so far, by segment then cell id. */
+  cellsOfNewSegments(run: RunningSnapshot, segments: readonly string[], after: { segment: string; cellId: string } | null, limit: number): Promise<CurrentCopy[]> {
+    return cellsOfNewSegments(this.#ctx, run, segments, after, limit);
+  }
+
+  /** The current segments (before `run`) of a table, by segment id. */
+  currentSegments(run: RunningSnapshot, table: string): Promise<Map<string, SegmentRecord>> {
+    return currentSegments(this.#ctx, run, table);
+  }
+
+  /** The current segments (before `run`) of tables not in `tables`. */
+  currentSegmentsOutside(run: RunningSnapshot, tables: readonly string[]): Promise<SegmentRecord[]> {
+    return currentSegmentsOutside(this.#ctx, run, tables);
+  }
+
+  /** Records a running backup's segment changes. */
+  recordSegmentChanges(run: RunningSnapshot, changes: SegmentChanges): Promise<void> {
+    return recordSegmentChanges(this.#ctx, run, changes);
+  }
+
+  /** The segments a snapshot holds, by table then segment id. */
+  segmentsOfSnapshot(snapshotId: string): Promise<SegmentRecord[]> {
+    return segmentsOfSnapshot(this.#ctx, snapshotId);
+  }
+
+  /** Deletes copies and segments no running or complete snapshot needs (held tenants' excepted). */
+  pruneTrees(): Promise<{ copies: number; segments: number }> {
+    return pruneTrees(this.#ctx);
   }
 
   /** running → complete in one statement; throws when not running. */
@@ -390,25 +431,13 @@ export class Vault {
     return latestCompleteSnapshot(this.#ctx, store);
   }
 
-  /** The cells among `cellIds` of one table in a snapshot, by cell id. */
-  getSnapshotCells(snapshotId: string, tableName: string, cellIds: readonly string[]): Promise<Map<string, SnapshotCell>> {
-    return getSnapshotCells(this.#ctx, snapshotId, tableName, cellIds);
-  }
 
-  /** The cells among `cellIds` of one table in a snapshot, with their copy's digest when kept. */
-  getPreviousCells(snapshotId: string, tableName: string, cellIds: readonly string[]): Promise<Map<string, PreviousCellRecord>> {
-    return getPreviousCells(this.#ctx, snapshotId, tableName, cellIds);
-  }
 
   /** The encapsulations each tuple's cells were written under (complete and expired snapshots). */
   encapsulationsOfKeys(keyIds: readonly string[]): Promise<Map<string, string[]>> {
     return encapsulationsOfKeys(this.#ctx, keyIds);
   }
 
-  /** One table's cells of a snapshot, by cell id. */
-  cellIndexForTable(snapshotId: string, tableName: string): Promise<Map<string, SnapshotCell>> {
-    return cellIndexForTable(this.#ctx, snapshotId, tableName);
-  }
 
   /** A snapshot's cells in (pack, offset) order, or table order, a page at a time. */
   iterateSnapshotCells(
@@ -494,9 +523,9 @@ export class Vault {
     return lifecycleSnapshots(this.#ctx);
   }
 
-  /** Per pack: the snapshots (any status) and tenants with cells in it. */
-  lifecyclePackRefs(): Promise<LifecycleObjectRefs[]> {
-    return lifecyclePackRefs(this.#ctx);
+  /** Per pack and segment object: the snapshots (any status) and tenants that need it. */
+  lifecycleObjectRefs(): Promise<LifecycleObjectRefs[]> {
+    return lifecycleObjectRefs(this.#ctx);
   }
 
   // --- lifecycle: destructions, holds, deletion requests ------------------------------

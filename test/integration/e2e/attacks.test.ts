@@ -12,10 +12,10 @@ import { backup, exportHeld, initialize, restore, verify } from '../../../src/jo
 import { KeyOpener } from '../../../src/keys/index.ts';
 import { approveErasure, requestErasure } from '../../../src/lifecycle/erase.ts';
 import { placeHold, releaseHold } from '../../../src/lifecycle/holds.ts';
-import type { CellEntry } from '../../../src/manifest/index.ts';
 import { CELL_DIGEST_KEY_LABEL } from '../../../src/snapshot/backup.ts';
 import { digestPrefix } from '../../../src/snapshot/cell-writer.ts';
 import { demoSample, type DemoSample } from '../../../src/store/demo-sample.ts';
+import { readTree } from '../../helpers/tree.ts';
 import {
   createChatTemplate,
   createLetheEnv,
@@ -35,6 +35,7 @@ describe('an attacker with write access to the bucket', () => {
   let env: LetheEnv;
   let snapshotId: string;
   let manifestPath: string;
+  let snapshotManifest: string;
   let sample: DemoSample;
   const originals = new Map<string, Buffer>();
 
@@ -59,6 +60,7 @@ describe('an attacker with write access to the bucket', () => {
     const result = await backup(env.rt, { actor: 'e2e' });
     snapshotId = result.snapshotId;
     manifestPath = storeFile(result.manifest);
+    snapshotManifest = result.manifest;
     sample = await demoSample(env.chat.url);
   }, 180_000);
   afterEach(async () => {
@@ -168,10 +170,7 @@ describe('an attacker with write access to the bucket', () => {
     const store = await env.rt.store();
     const master = await readMasterKeyFile(env.masterKeyFile);
     // The guess: the exact plaintext of one of the user's message cells (the best an attacker could guess).
-    const manifest = JSON.parse(gunzipSync(await readFile(manifestPath)).toString('utf8')) as {
-      cells: CellEntry[];
-      snapshot: { tables: { name: string; columns: string[] }[] };
-    };
+    const manifest = await readTree(env.storePath ?? '', snapshotManifest);
     const target = manifest.cells.find((c) => c.table === 'messages' && c.tenant === sample.tenant && c.dims.includes(userKeyId(sample.tenant, sample.user)));
     if (target === undefined) throw new Error('the sample user has no messages cell');
     const opened = await new KeyOpener(vault, master.identity).open(target.key, target.enc);
@@ -215,5 +214,20 @@ describe('an attacker with write access to the bucket', () => {
       'dpo-bob',
     );
     expect(await confirmations()).toEqual([]);
+    // The keyed fingerprints of its rows, and of the segment it was in, go with the keys too.
+    const client = new pg.Client({ connectionString: env.vaultDb.url });
+    await client.connect();
+    try {
+      const left = await client.query<{ digest: string | null; fingerprint: string | null; segment: string | null }>(
+        `SELECT c.digest, c.fingerprint, g.fingerprint AS segment FROM lethe.cell_copies c
+           LEFT JOIN lethe.segments g ON g.store = c.store AND g.segment = c.segment AND g.to_seq IS NULL
+          WHERE c.cell_id = $1`,
+        [target.id],
+      );
+      expect(left.rows.length).toBeGreaterThan(0);
+      for (const row of left.rows) expect(row).toEqual({ digest: null, fingerprint: null, segment: null });
+    } finally {
+      await client.end();
+    }
   });
 });

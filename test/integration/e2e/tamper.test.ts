@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backup, initialize, restore, verify } from '../../../src/jobs/tasks.ts';
 import type { CellEntry } from '../../../src/manifest/index.ts';
 import type { VerifyResult } from '../../../src/restore/index.ts';
+import { readTree } from '../../helpers/tree.ts';
 import {
   createChatTemplate,
   createLetheEnv,
@@ -54,7 +55,7 @@ describe('verify against a tampered store', () => {
     snapshotId = result.snapshotId;
     manifestPath = storeFile(result.manifest);
     manifestBytes = await readFile(manifestPath);
-    cells = (JSON.parse(gunzipSync(manifestBytes).toString('utf8')) as { cells: CellEntry[] }).cells;
+    cells = (await readTree(env.storePath ?? '', result.manifest)).cells;
     expect(cells).toHaveLength(result.cells);
     expect(new Set(cells.map((c) => c.pack)).size).toBeGreaterThan(1);
   });
@@ -108,13 +109,14 @@ describe('verify against a tampered store', () => {
     expect(finding?.problem).toMatch(/sha256/);
   });
 
-  it('reports a manifest whose cell line was edited (valid JSON) as a bad signature and sha256', async () => {
+  it('reports a manifest whose segment line was edited (valid JSON) as a bad signature and sha256', async () => {
     const target = cellsOf('messages').find((c) => c.rows >= 2) ?? cellsOf('messages')[0];
     if (target === undefined) throw new Error('fixture: no message cell');
+    const segment = target.id.split('/').slice(0, 3).join('/');
     await tamper(manifestPath, (bytes) => {
       const text = gunzipSync(bytes).toString('utf8');
       const lines = text.split('\n');
-      const index = lines.findIndex((l) => l.includes(`"id":${JSON.stringify(target.id)}`));
+      const index = lines.findIndex((l) => l.includes(`"id":${JSON.stringify(segment)}`));
       const line = lines[index];
       if (line === undefined) throw new Error(`cell ${target.id} not found in the manifest`);
       const edited = line.replace(/"rows":(\d+)/, (_m, digits: string) => {
@@ -226,6 +228,47 @@ describe('verify against a tampered store', () => {
       "SELECT count(*)::text AS v FROM pg_tables WHERE schemaname = 'public'",
     );
     expect(tables).toBe('0');
+  });
+
+  describe('segment objects', () => {
+    /** The segments of the snapshot's tree, from its manifest. */
+    const segmentsOf = async (): Promise<{ id: string; key: string; table: string }[]> => (await readTree(env.storePath ?? '', `snapshots/${snapshotId}.json.gz`)).segments;
+
+    it('names a segment with a flipped byte, and one cut short, and verifies every other cell', async () => {
+      const segments = (await segmentsOf()).filter((s) => s.table === 'messages');
+      const [flipped, truncated] = segments;
+      if (flipped === undefined || truncated === undefined) throw new Error('fixture: too few message segments');
+      await tamper(storeFile(flipped.key), (bytes) => {
+        bytes[bytes.length >> 1] = (bytes[bytes.length >> 1] ?? 0) ^ 0x04;
+        return bytes;
+      });
+      await tamper(storeFile(truncated.key), (bytes) => bytes.subarray(0, bytes.length - 7));
+      const lost = cells.filter((c) => c.id.startsWith(`${flipped.id}/`) || c.id.startsWith(`${truncated.id}/`)).length;
+      const result = await verifyNow();
+      expect(result.ok).toBe(false);
+      // (Rows that refer to the lost ones also fail their foreign keys: findings of their own.)
+      expect(result.findings.filter((f) => f.subject.startsWith('segment ')).map((f) => [f.subject, f.code])).toEqual([
+        [`segment ${flipped.id}`, 'SEGMENT_SHA256'],
+        [`segment ${truncated.id}`, 'SEGMENT_SHA256'],
+      ]);
+      expect(result.cellsFailed).toBe(lost);
+      expect(result.cellsVerified).toBe(cells.length - lost);
+    });
+
+    it('names a segment replaced by another, validly written segment of the same table, and restore refuses it', async () => {
+      const [kept, other] = (await segmentsOf()).filter((s) => s.table === 'messages');
+      if (kept === undefined || other === undefined) throw new Error('fixture: too few message segments');
+      const replacement = await readFile(storeFile(other.key));
+      await tamper(storeFile(kept.key), () => replacement);
+      const result = await verifyNow();
+      expect(result.ok).toBe(false);
+      expect(result.findings.filter((f) => f.subject.startsWith('segment ')).map((f) => [f.subject, f.code])).toEqual([[`segment ${kept.id}`, 'SEGMENT_SHA256']]);
+      const target = await env.database('e2e_tamper_segment_restore');
+      await expect(restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' })).rejects.toMatchObject({
+        code: 'INTEGRITY',
+        message: expect.stringContaining(kept.id) as unknown,
+      });
+    });
   });
 
   it('passes again once every object is back', async () => {

@@ -43,7 +43,8 @@ async function stateOf(env: LetheEnv): Promise<State> {
       if (prefix === 'destructions') tombstones.push(info.key);
       const entry = (objects[prefix] ??= { count: 0, bytes: 0 });
       entry.count += 1;
-      if (prefix !== 'snapshots' && prefix !== 'keys' && prefix !== 'destructions') entry.bytes += info.size;
+      // Manifests and segments name their snapshot ids (random), so only packs compare by size.
+      if (prefix !== 'snapshots' && prefix !== 'segments' && prefix !== 'keys' && prefix !== 'destructions') entry.bytes += info.size;
     }
     return {
       keys: await list(`SELECT id || ':' || (wrapped_identity IS NULL)::text AS v FROM lethe.dimension_keys ORDER BY id`),

@@ -97,8 +97,16 @@ describe('deletion requests and certificates', () => {
     ]);
     // s1: alice's March in two tables and bob's; s2: alice's April; s3 abandoned (not counted).
     const snap = async (id: string, cells: SnapshotCell[], complete: boolean) => {
-      await vault.beginSnapshot({ id, previousId: null, runOwner: 'test' });
-      await vault.addSnapshotCells(id, cells);
+      const begun = await vault.beginSnapshot({ id, previousId: null, runOwner: 'test', store: store.description });
+      await vault.recordCopyChanges(
+        { id, seq: begun.seq, store: store.description },
+        {
+          copies: cells.map(({ reused: _, ...c }) => ({ ...c, segment: `${c.table}/t1/${c.period ?? '-'}`, digest: 'd'.repeat(64), fingerprint: 'f'.repeat(64) })),
+          superseded: [],
+          fingerprints: [],
+          cellKeys: [],
+        },
+      );
       if (complete) await vault.completeSnapshot(id, { manifestKey: `snapshots/${id}.json`, manifestSha256: 'a'.repeat(64), stats: {} });
       else await vault.abandonSnapshot(id);
     };
@@ -187,12 +195,13 @@ describe('deletion requests and certificates', () => {
       keysDestroyed: [{ keyId: 'user:t1/alice', auditSeq: destroyEntry?.seq }],
       keysAbsent: [],
       cellsAffected: { count: 3, cellKeyIds: [aliceApr.id, aliceMar.id, aliceC1.id].sort() },
+      // s2 wrote alice's April and references s1's alice cells it left unchanged: 3 cells.
       snapshotsAffected: {
         count: 2,
-        cells: 3,
+        cells: 5,
         snapshots: [
           { id: 's1', status: 'complete', cells: 2 },
-          { id: 's2', status: 'complete', cells: 1 },
+          { id: 's2', status: 'complete', cells: 3 },
         ],
       },
       executedAt: NOW.toISOString(),

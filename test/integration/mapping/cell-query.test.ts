@@ -6,8 +6,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BUILTIN_MAPPING,
   buildCellQuery,
+  buildFingerprintQuery,
   buildOrphanCheckQuery,
+  cellFilterKey,
   checkCoverage,
+  segmentFilterKey,
   parseMapping,
   readSchema,
   schemaToDdl,
@@ -16,6 +19,7 @@ import {
   type TableInfo,
 } from '../../../src/mapping/index.ts';
 import { seedChatStore } from '../../../src/store/index.ts';
+import { copySessionStatements, groupCells, type RowFingerprint } from '../../../src/cells/index.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 import { tableHash, withDb } from '../store/db.ts';
 
@@ -268,7 +272,7 @@ function stripDimensions(): Transform {
       let start = 0;
       for (let nl = pending.indexOf(10, start); nl !== -1; nl = pending.indexOf(10, start)) {
         let field = start;
-        for (let k = 0; k < 4; k++) field = pending.indexOf(9, field) + 1;
+        for (let k = 0; k < 5; k++) field = pending.indexOf(9, field) + 1;
         out.push(pending.subarray(field, nl + 1));
         start = nl + 1;
       }
@@ -279,7 +283,7 @@ function stripDimensions(): Transform {
 }
 
 describe('COPY of a cell query', () => {
-  it('loads back, minus the four dimension fields, into an identical table', async () => {
+  it('loads back, minus the four dimension fields and the row hash, into an identical table', async () => {
     const names = tables.map((t) => t.name);
     const ddl = schemaToDdl(await readSchema(db.url, names, 'public'), { pgSchema: 'copy_back' });
     await withDb(db.url, async (reader) => {
@@ -300,6 +304,95 @@ describe('COPY of a cell query', () => {
           );
         }
       });
+    });
+  });
+});
+
+describe('fingerprints and filters, as the server computes them', () => {
+  it('the server fingerprints cells and segments exactly as the backup sums its rows\' hashes', async () => {
+    await withDb(db.url, async (c) => {
+      await c.query('BEGIN');
+      for (const statement of copySessionStatements()) await c.query(statement);
+      for (const name of ['messages', 'message_edits', 'tenants']) {
+        const columns = info(name).copyColumns;
+        // From the rows, as the backup reads them.
+        const fromRows = new Map<string, string>();
+        const bySegment = new Map<string, RowFingerprint>();
+        for await (const cell of groupCells(c.query(copyTo(`COPY (${buildCellQuery(BUILTIN_MAPPING, name, columns, 'month')}) TO STDOUT`)), 'messages')) {
+          for await (const _row of cell.rows) {
+            /* drain */
+          }
+          const { tenant, period, author, conversation } = cell.tuple;
+          fromRows.set(JSON.stringify([tenant, period, author, conversation]), cell.fingerprint.text());
+          const segment = JSON.stringify([tenant, period]);
+          const sum = bySegment.get(segment);
+          if (sum === undefined) bySegment.set(segment, cell.fingerprint);
+          else sum.merge(cell.fingerprint);
+        }
+        // From the server's aggregates.
+        const text = (r: Record<string, string>): string => `${r['rows']}:${r['w0']}:${r['w1']}:${r['w2']}:${r['w3']}`;
+        const cells = await c.query<Record<string, string>>(buildFingerprintQuery(BUILTIN_MAPPING, name, columns, 'month', 'cell'));
+        expect(new Map(cells.rows.map((r) => [JSON.stringify([r['lethe_tenant'], r['lethe_period'], r['lethe_author'], r['lethe_conversation']]), text(r)])), name).toEqual(fromRows);
+        const segments = await c.query<Record<string, string>>(buildFingerprintQuery(BUILTIN_MAPPING, name, columns, 'month', 'segment'));
+        expect(new Map(segments.rows.map((r) => [JSON.stringify([r['lethe_tenant'], r['lethe_period']]), text(r)])), name).toEqual(
+          new Map([...bySegment].map(([k, v]) => [k, v.text()])),
+        );
+      }
+      await c.query('ROLLBACK');
+    });
+  });
+
+  it('an edit that keeps the length changes the cell\'s fingerprint; setting a column to its own value does not', async () => {
+    await withDb(db.url, async (c) => {
+      await rolledBack(c, async () => {
+        const columns = info('messages').copyColumns;
+        const sql = buildFingerprintQuery(BUILTIN_MAPPING, 'messages', columns, 'month', 'cell');
+        const snapshot = async (): Promise<string> => JSON.stringify((await c.query(sql)).rows);
+        const before = await snapshot();
+        await c.query(`UPDATE public.messages SET body = body WHERE id = (SELECT min(id) FROM public.messages)`);
+        expect(await snapshot()).toBe(before);
+        await c.query(`UPDATE public.messages SET body = overlay(body placing CASE WHEN left(body, 1) = 'Q' THEN 'R' ELSE 'Q' END from 1 for 1) WHERE id = (SELECT min(id) FROM public.messages)`);
+        const after = await snapshot();
+        expect(after).not.toBe(before);
+        expect(JSON.parse(after)).toHaveLength((JSON.parse(before) as unknown[]).length);
+      });
+    });
+  });
+
+  it('filter keys match what the server formats, for quotes, backslashes, NULLs and non-ASCII text', async () => {
+    await withDb(db.url, async (c) => {
+      const values = [null, '', "o'brien", 'back\\slash', "both ' and \\", '中文 👋', '-', 'NULL', "E'x'", '|'];
+      for (const a of values) {
+        for (const b of ['-', "it's"]) {
+          const { rows } = await c.query<{ k: string; s: string }>(`SELECT format('%L|%L|%L|%L', $1::text, $2::text, $1::text, NULL::text) AS k, format('%L|%L', $1::text, $2::text) AS s`, [a, b]);
+          expect(rows[0]?.k).toBe(cellFilterKey({ tenant: a, period: b, author: a, conversation: null }));
+          expect(rows[0]?.s).toBe(segmentFilterKey(a, b));
+        }
+      }
+    });
+  });
+
+  it('a filtered read returns exactly the cells it names, and a segment filter exactly their segments', async () => {
+    await withDb(db.url, async (c) => {
+      const columns = info('messages').copyColumns;
+      const all = await c.query<Record<string, string | null>>(`SELECT DISTINCT lethe_tenant, lethe_period, lethe_author, lethe_conversation FROM (${buildCellQuery(BUILTIN_MAPPING, 'messages', columns, 'month')}) q`);
+      const picked = all.rows.filter((_, i) => i % 7 === 3);
+      const tuple = (r: Record<string, string | null>): { tenant: string | null; period: string; author: string | null; conversation: string | null } => ({
+        tenant: r['lethe_tenant'] ?? null,
+        period: r['lethe_period'] ?? '-',
+        author: r['lethe_author'] ?? null,
+        conversation: r['lethe_conversation'] ?? null,
+      });
+      const read = await c.query<Record<string, string | null>>(
+        `SELECT DISTINCT lethe_tenant, lethe_period, lethe_author, lethe_conversation FROM (${buildCellQuery(BUILTIN_MAPPING, 'messages', columns, 'month', { kind: 'cells', keys: picked.map((r) => cellFilterKey(tuple(r))) })}) q`,
+      );
+      const key = (r: Record<string, string | null>): string => JSON.stringify(tuple(r));
+      expect(new Set(read.rows.map(key))).toEqual(new Set(picked.map(key)));
+      const segmentKeys = [...new Set(picked.slice(0, 3).map((r) => segmentFilterKey(r['lethe_tenant'] ?? null, r['lethe_period'] ?? '-')))];
+      const bySegment = await c.query<Record<string, string | null>>(
+        `SELECT DISTINCT lethe_tenant, lethe_period FROM (${buildCellQuery(BUILTIN_MAPPING, 'messages', columns, 'month', { kind: 'segments', keys: segmentKeys })}) q`,
+      );
+      expect(new Set(bySegment.rows.map((r) => segmentFilterKey(r['lethe_tenant'] ?? null, r['lethe_period'] ?? '-')))).toEqual(new Set(segmentKeys));
     });
   });
 });

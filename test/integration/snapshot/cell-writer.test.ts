@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cellId, cellKeyId, conversationKeyId, userKeyId, type CellRows, type CellTuple } from '../../../src/cells/index.ts';
+import { cellId, cellKeyId, conversationKeyId, RowFingerprint, userKeyId, type CellRows, type CellTuple } from '../../../src/cells/index.ts';
 import { generateKeyPair } from '../../../src/crypto/index.ts';
 import { Encapsulator } from '../../../src/keys/index.ts';
 import { CellWriter, type CellOutcome, type PreviousCell } from '../../../src/snapshot/cell-writer.ts';
@@ -72,7 +72,7 @@ describe('CellWriter (batched lookups)', () => {
   async function run(previous: ReadonlyMap<string, PreviousCell>): Promise<{ outcomes: CellOutcome[]; created: number; asked: number; encapsulations: number }> {
     runs += 1;
     const snapshotId = `s${runs}`;
-    await vault.beginSnapshot({ id: snapshotId, previousId: null, runOwner: 'test' });
+    await vault.beginSnapshot({ id: snapshotId, previousId: null, runOwner: 'test', store: store.description });
     const keys = new Encapsulator(vault, master, snapshotId);
     const packs = new PackWriter(store, { targetBytes: 1 << 20 });
     let asked = 0;
@@ -91,7 +91,7 @@ describe('CellWriter (batched lookups)', () => {
     });
     const outcomes: CellOutcome[] = [];
     for (const cell of CELLS) {
-      const rows: CellRows = { tuple: cell.tuple, rows: rowsOf(cell.rows) };
+      const rows: CellRows = { tuple: cell.tuple, rows: rowsOf(cell.rows), fingerprint: new RowFingerprint() };
       outcomes.push(...(await writer.add(rows)));
     }
     outcomes.push(...(await writer.flush()));
@@ -106,7 +106,7 @@ describe('CellWriter (batched lookups)', () => {
   const idOf = (o: CellOutcome): string => (o.kind === 'shredded' ? o.cellId : o.entry.id);
   /** What the vault gives the next run: each cell's copy, with the digest it recorded for a written one. */
   const asPrevious = (outcomes: readonly CellOutcome[]): Map<string, PreviousCell> =>
-    new Map(outcomes.flatMap((o) => (o.kind === 'written' ? [[o.entry.id, { ...o.entry, encapsulation: o.entry.enc, digest: o.digest }]] : [])));
+    new Map(outcomes.flatMap((o) => (o.kind === 'written' ? [[o.entry.id, { ...o.entry, copyId: o.entry.id, fingerprint: o.fingerprint, encapsulation: o.entry.enc, digest: o.digest }]] : [])));
 
   let first: CellOutcome[] = [];
 
@@ -146,8 +146,9 @@ describe('CellWriter (batched lookups)', () => {
     expect(second.created).toBe(0);
     // The one cell written anew (the large one streams, never reused) uses this run's encapsulation.
     expect(second.encapsulations).toBe(1);
-    // Batches of three, cut early by the large cell: [0,1,2] [3] (large 4) [5,6].
-    expect(second.asked).toBe(3);
+    // Batches of three, cut early by the large cell: [0,1,2] [3] (large 4) [5,6], and the
+    // large cell's own current copy (the one it supersedes).
+    expect(second.asked).toBe(4);
     expect(second.outcomes.map((o) => o.kind)).toEqual(['reused', 'reused', 'reused', 'reused', 'written', 'reused', 'reused']);
     for (const [i, o] of second.outcomes.entries()) {
       const before = first[i];

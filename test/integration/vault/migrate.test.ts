@@ -8,7 +8,7 @@ import { rawSql, rejectsWith } from './fixture.ts';
 
 const TABLES = [
   'audit_log',
-  'cell_digests',
+  'cell_copies',
   'cell_keys',
   'destructions',
   'dimension_keys',
@@ -18,7 +18,9 @@ const TABLES = [
   'holds',
   'meta',
   'migrations',
+  'segments',
   'signing_keys',
+  // A view over cell_copies and snapshots.
   'snapshot_cells',
   'snapshots',
   'store_objects',

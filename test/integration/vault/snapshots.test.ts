@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase } from '../../helpers/postgres.ts';
-import { isComplete, type SnapshotCell, type Vault } from '../../../src/vault/index.ts';
+import { isComplete, type RunningSnapshot, type SnapshotCell, type Vault } from '../../../src/vault/index.ts';
 import { expectNoCheckedOutClients, migratedVault, rejectsWith } from './fixture.ts';
 
 const KEY_ID = 'acme/messages/2026-03/u1';
@@ -13,7 +13,7 @@ function cell(
   pack = `pack-${String(n % 7).padStart(2, '0')}`,
 ): SnapshotCell {
   return {
-    id: `cell-${n}`,
+    id: `${table}/cell-${n}`,
     table,
     tenant: n % 5 === 0 ? null : 'acme',
     class: 'messages',
@@ -29,6 +29,34 @@ function cell(
     bytesPlain: n * 10,
     reused: n % 2 === 0,
   };
+}
+
+const STORE = 'filesystem:/test-store';
+/** The running snapshots begun in this file, by id. */
+const runs = new Map<string, RunningSnapshot>();
+
+/** Records cells as new copies written by the running snapshot `id`. */
+function add(vault: Vault, id: string, cells: readonly SnapshotCell[], superseded: readonly string[] = []): Promise<void> {
+  const run = runs.get(id) ?? { id, seq: 1_000_000 + runs.size, store: STORE };
+  return vault.recordCopyChanges(run, {
+    copies: cells.map(({ reused: _, ...c }) => ({ ...c, segment: `${c.table}/acme/2026-03`, digest: 'd'.repeat(64), fingerprint: 'f'.repeat(64) })),
+    superseded,
+    fingerprints: [],
+    cellKeys: [],
+  });
+}
+
+/** One table's cells of a snapshot, by cell id (reused: written by an earlier snapshot). */
+async function indexOf(vault: Vault, id: string, table: string): Promise<Map<string, SnapshotCell>> {
+  const found = new Map<string, SnapshotCell>();
+  for await (const c of vault.iterateSnapshotCells(id)) if (c.table === table) found.set(c.id, c);
+  return found;
+}
+
+async function begin(vault: Vault, run: { id: string; previousId: string | null; runOwner: string }, store = STORE): ReturnType<Vault['beginSnapshot']> {
+  const record = await vault.beginSnapshot({ ...run, store });
+  runs.set(run.id, { id: run.id, seq: record.seq, store });
+  return record;
 }
 
 /** The order iterateSnapshotCells promises, written out independently of the SQL. */
@@ -79,7 +107,7 @@ describe('vault snapshots', () => {
   });
 
   it('runs a snapshot from running to complete', async () => {
-    const running = await vault.beginSnapshot({
+    const running = await begin(vault, {
       id: 's1',
       previousId: null,
       runOwner: 'host-a:100',
@@ -98,7 +126,7 @@ describe('vault snapshots', () => {
     expect(notYet.message).toMatch(/s1 is running, not complete/);
 
     const cells = [cell('messages', 1), cell('messages', 2), cell('attachments', 1)];
-    await vault.addSnapshotCells('s1', cells);
+    await add(vault, 's1', cells);
     const done = await vault.completeSnapshot('s1', {
       manifestKey: 'snapshots/s1.json',
       manifestSha256: 'abc',
@@ -123,35 +151,36 @@ describe('vault snapshots', () => {
       'VAULT',
     );
     expect(again.message).toMatch(/s1 is complete, not running/);
-    await rejectsWith(vault.addSnapshotCells('s1', [cell('messages', 3)]), 'VAULT');
+    await rejectsWith(add(vault, 's1', [cell('messages', 3)]), 'VAULT');
 
-    const index = await vault.cellIndexForTable('s1', 'messages');
-    expect([...index.keys()].sort()).toEqual(['cell-1', 'cell-2']);
-    expect(index.get('cell-2')).toEqual(cell('messages', 2));
-    expect((await vault.cellIndexForTable('s1', 'attachments')).get('cell-1')).toEqual(
-      cell('attachments', 1),
-    );
-    expect((await vault.cellIndexForTable('s1', 'nope')).size).toBe(0);
+    const index = await indexOf(vault, 's1', 'messages');
+    expect([...index.keys()].sort()).toEqual(['messages/cell-1', 'messages/cell-2']);
+    expect(index.get('messages/cell-2')).toEqual({ ...cell('messages', 2), reused: false });
+    expect((await indexOf(vault, 's1', 'attachments')).get('attachments/cell-1')).toEqual({ ...cell('attachments', 1), reused: false });
+    expect((await indexOf(vault, 's1', 'nope')).size).toBe(0);
   });
 
   it('abandons runs that died, dropping their cells, and resolves latest past them', async () => {
-    await vault.beginSnapshot({ id: 's2', previousId: 's1', runOwner: 'host-b:200' });
-    await vault.addSnapshotCells('s2', [cell('messages', 10), cell('messages', 11)]);
-    expect((await vault.cellIndexForTable('s2', 'messages')).size).toBe(2);
+    await begin(vault, { id: 's2', previousId: 's1', runOwner: 'host-b:200' });
+    await add(vault, 's2', [cell('messages', 10), cell('messages', 11)]);
+    // A run holds what it wrote and every current copy it does not supersede (s1's two).
+    const held = await indexOf(vault, 's2', 'messages');
+    expect([...held.values()].filter((c) => !c.reused).map((c) => c.id).sort()).toEqual(['messages/cell-10', 'messages/cell-11']);
+    expect(held.size).toBe(4);
 
     expect(await vault.abandonStaleSnapshots()).toEqual(['s2']);
     expect(await vault.abandonStaleSnapshots()).toEqual([]);
     expect((await vault.findSnapshot('s2'))?.status).toBe('abandoned');
-    expect((await vault.cellIndexForTable('s2', 'messages')).size).toBe(0);
+    expect((await indexOf(vault, 's2', 'messages')).size).toBe(0);
     const late = await rejectsWith(
       vault.completeSnapshot('s2', { manifestKey: 'k', manifestSha256: 'h', stats: {} }),
       'VAULT',
     );
     expect(late.message).toMatch(/abandoned/);
-    await rejectsWith(vault.addSnapshotCells('s2', [cell('messages', 12)]), 'VAULT');
+    await rejectsWith(add(vault, 's2', [cell('messages', 12)]), 'VAULT');
     expect((await vault.getSnapshot('latest')).id).toBe('s1');
 
-    await vault.beginSnapshot({ id: 's3', previousId: 's1', runOwner: 'host-a:300' });
+    await begin(vault, { id: 's3', previousId: 's1', runOwner: 'host-a:300' });
     await vault.completeSnapshot('s3', {
       manifestKey: 'snapshots/s3.json',
       manifestSha256: 'def',
@@ -166,15 +195,15 @@ describe('vault snapshots', () => {
   });
 
   it('abandons one failed run by id, and only a running one', async () => {
-    await vault.beginSnapshot({ id: 's-failed', previousId: 's3', runOwner: 'host-c:400' });
-    await vault.addSnapshotCells('s-failed', [cell('messages', 20)]);
+    await begin(vault, { id: 's-failed', previousId: 's3', runOwner: 'host-c:400' });
+    await add(vault, 's-failed', [cell('messages', 20)]);
     expect(await vault.abandonSnapshot('s-failed')).toBe(true);
     expect(await vault.abandonSnapshot('s-failed')).toBe(false);
     expect(await vault.abandonSnapshot('s3')).toBe(false);
     expect(await vault.abandonSnapshot('ghost')).toBe(false);
     expect((await vault.findSnapshot('s-failed'))?.status).toBe('abandoned');
     expect((await vault.findSnapshot('s3'))?.status).toBe('complete');
-    expect((await vault.cellIndexForTable('s-failed', 'messages')).size).toBe(0);
+    expect((await indexOf(vault, 's-failed', 'messages')).size).toBe(0);
   });
 
   it('names an unknown snapshot and points at `lethe snapshots`', async () => {
@@ -187,37 +216,37 @@ describe('vault snapshots', () => {
       vault.completeSnapshot('nope', { manifestKey: 'k', manifestSha256: 'h', stats: {} }),
       'SNAPSHOT_NOT_FOUND',
     );
-    await rejectsWith(vault.addSnapshotCells('nope', [cell('messages', 1)]), 'SNAPSHOT_NOT_FOUND');
+    await rejectsWith(add(vault, 'nope', [cell('messages', 1)]), 'SNAPSHOT_NOT_FOUND');
   });
 
   it('refuses reused, reserved and dangling snapshot ids', async () => {
-    await rejectsWith(vault.beginSnapshot({ id: 's1', previousId: null, runOwner: 'x' }), 'VAULT');
+    await rejectsWith(vault.beginSnapshot({ id: 's1', previousId: null, runOwner: 'x', store: STORE }), 'VAULT');
     await rejectsWith(
-      vault.beginSnapshot({ id: 'latest', previousId: null, runOwner: 'x' }),
+      vault.beginSnapshot({ id: 'latest', previousId: null, runOwner: 'x', store: STORE }),
       'VAULT',
     );
     await rejectsWith(
-      vault.beginSnapshot({ id: 's9', previousId: 'ghost', runOwner: 'x' }),
+      vault.beginSnapshot({ id: 's9', previousId: 'ghost', runOwner: 'x', store: STORE }),
       'SNAPSHOT_NOT_FOUND',
     );
     await rejectsWith(
-      vault.beginSnapshot({ id: 's9', previousId: 's2', runOwner: 'x' }),
+      vault.beginSnapshot({ id: 's9', previousId: 's2', runOwner: 'x', store: STORE }),
       'SNAPSHOT_NOT_FOUND',
     );
     expect(await vault.findSnapshot('s9')).toBeNull();
   });
 
   it('rejects a duplicate cell or an unknown key and keeps none of the batch', async () => {
-    await vault.beginSnapshot({ id: 's-dup', previousId: null, runOwner: 'x' });
+    await begin(vault, { id: 's-dup', previousId: null, runOwner: 'x' });
     await rejectsWith(
-      vault.addSnapshotCells('s-dup', [cell('messages', 1), cell('messages', 1)]),
+      add(vault, 's-dup', [cell('messages', 1), cell('messages', 1)]),
       'DATABASE',
     );
     await rejectsWith(
-      vault.addSnapshotCells('s-dup', [{ ...cell('messages', 2), key: 'no-such-key' }]),
+      add(vault, 's-dup', [{ ...cell('messages', 2), key: 'no-such-key' }]),
       'DATABASE',
     );
-    expect((await vault.cellIndexForTable('s-dup', 'messages')).size).toBe(0);
+    expect([...(await indexOf(vault, 's-dup', 'messages')).values()].filter((c) => !c.reused)).toEqual([]);
     await vault.abandonStaleSnapshots();
   });
 
@@ -231,13 +260,14 @@ describe('vault snapshots', () => {
       { ...cell('attachments', 1, 'pack-00'), offset: 0 },
       { ...cell('messages', 99_999, 'pack-00'), offset: 0 },
     );
-    await vault.beginSnapshot({ id: 'big', previousId: null, runOwner: 'x' });
-    await vault.addSnapshotCells('big', [...cells].reverse());
+    await begin(vault, { id: 'big', previousId: null, runOwner: 'x' }, 'filesystem:/another-store');
+    await add(vault, 'big', [...cells].reverse());
 
     const seen: SnapshotCell[] = [];
     for await (const c of vault.iterateSnapshotCells('big', { pageRows: 500 })) seen.push(c);
     expect(seen).toHaveLength(total + 2);
-    expect(seen).toEqual([...cells].sort(packOrder));
+    // All written by `big` itself, so none is reused.
+    expect(seen).toEqual([...cells].map((c) => ({ ...c, reused: false })).sort(packOrder));
 
     const exactPages: SnapshotCell[] = [];
     for await (const c of vault.iterateSnapshotCells('big', { pageRows: total + 2 }))
@@ -268,6 +298,43 @@ describe('vault snapshots', () => {
       return n;
     };
     await rejectsWith(run(), 'ABORTED');
+  });
+
+  it('keeps a copy from the run that wrote it to the first complete run that leaves it out, and prunes what no snapshot needs', async () => {
+    const store = 'filesystem:/interval-store';
+    const ids = async (id: string): Promise<string[]> => [...(await indexOf(vault, id, 'messages')).keys()].sort();
+    const copyIds = async (run: RunningSnapshot, cellIds: string[]): Promise<string[]> => [...(await vault.currentCopies(run, cellIds)).values()].map((c) => c.copyId);
+    await begin(vault, { id: 'i1', previousId: null, runOwner: 'x' }, store);
+    await add(vault, 'i1', [cell('messages', 31), cell('messages', 32), cell('messages', 33)]);
+    await vault.completeSnapshot('i1', { manifestKey: 'snapshots/i1.json.gz', manifestSha256: 'a'.repeat(64), stats: { segments: 0 } });
+    // i2 rewrites cell 32 and drops cell 33.
+    await begin(vault, { id: 'i2', previousId: 'i1', runOwner: 'x' }, store);
+    const i2 = runs.get('i2') as RunningSnapshot;
+    const gone = await copyIds(i2, ['messages/cell-32', 'messages/cell-33']);
+    expect(gone).toHaveLength(2);
+    await add(vault, 'i2', [{ ...cell('messages', 32), sha256: 'new' }], gone);
+    // Not yet complete: i1 is untouched, and a failed i2 would leave no trace.
+    expect(await ids('i1')).toEqual(['messages/cell-31', 'messages/cell-32', 'messages/cell-33']);
+    await vault.completeSnapshot('i2', { manifestKey: 'snapshots/i2.json.gz', manifestSha256: 'b'.repeat(64), stats: { segments: 0 } });
+    expect(await ids('i1')).toEqual(['messages/cell-31', 'messages/cell-32', 'messages/cell-33']);
+    expect(await ids('i2')).toEqual(['messages/cell-31', 'messages/cell-32']);
+    expect((await indexOf(vault, 'i2', 'messages')).get('messages/cell-32')?.sha256).toBe('new');
+    expect((await indexOf(vault, 'i1', 'messages')).get('messages/cell-32')?.sha256).toBe('sha-32');
+    // An abandoned i3 that superseded cell 31 changes nothing.
+    await begin(vault, { id: 'i3', previousId: 'i2', runOwner: 'x' }, store);
+    await add(vault, 'i3', [], await copyIds(runs.get('i3') as RunningSnapshot, ['messages/cell-31']));
+    expect(await vault.abandonSnapshot('i3')).toBe(true);
+    await begin(vault, { id: 'i4', previousId: 'i2', runOwner: 'x' }, store);
+    expect((await vault.currentCopies(runs.get('i4') as RunningSnapshot, ['messages/cell-31'])).size).toBe(1);
+    await vault.completeSnapshot('i4', { manifestKey: 'snapshots/i4.json.gz', manifestSha256: 'c'.repeat(64), stats: { segments: 0 } });
+    expect(await ids('i4')).toEqual(['messages/cell-31', 'messages/cell-32']);
+    // Once i1 expires, only i1's copies of 32 and 33 are needed by no live snapshot.
+    expect(await vault.expireSnapshot('i1')).toBe(true);
+    const before = await vault.pruneTrees();
+    expect(before.copies).toBe(2);
+    expect(await ids('i1')).toEqual(['messages/cell-31']);
+    expect(await ids('i4')).toEqual(['messages/cell-31', 'messages/cell-32']);
+    expect((await vault.pruneTrees()).copies).toBe(0);
   });
 
   it('records verifications and returns the latest', async () => {

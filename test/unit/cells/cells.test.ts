@@ -86,23 +86,29 @@ describe('COPY text', () => {
 });
 
 describe('groupCells', () => {
+  // Each row: the four key fields, the row's hash (32 hex digits), then the row itself.
+  const hash = (n: number): string => `${'0'.repeat(31)}${n}`;
   const copy = [
-    't1\t2026-01\tu1\tc1\t1\thello\n',
-    't1\t2026-01\tu1\tc2\t2\tworld\n',
-    't1\t2026-02\tu1\tc1\t3\tx\\ty\n',
-    't1\t2026-02\tu1\tc1\t6\tz\n',
-    't1\t2026-02\t\\N\t\\N\t4\t\n',
-    't2\t2026-01\tu1\tc9\t5\t中文\n',
+    `t1\t2026-01\tu1\tc1\t${hash(1)}\t1\thello\n`,
+    `t1\t2026-01\tu1\tc2\t${hash(2)}\t2\tworld\n`,
+    `t1\t2026-02\tu1\tc1\t${hash(3)}\t3\tx\\ty\n`,
+    `t1\t2026-02\tu1\tc1\t${'f'.repeat(32)}\t6\tz\n`,
+    `t1\t2026-02\t\\N\t\\N\t${hash(4)}\t4\t\n`,
+    `t2\t2026-01\tu1\tc9\t${hash(5)}\t5\t中文\n`,
   ].join('');
 
   it('splits a sorted COPY stream into cells, whatever the chunking', async () => {
     for (const size of [1, 3, 7, 64, 4096]) {
       const cells: { tuple: CellTuple; rows: string[] }[] = [];
+      const fingerprints: string[] = [];
       for await (const cell of groupCells(chunked(copy, size), 'messages')) {
         const rows: string[] = [];
         for await (const row of cell.rows) rows.push(row.toString('utf8'));
         cells.push({ tuple: cell.tuple, rows });
+        fingerprints.push(cell.fingerprint.text());
       }
+      // Row count, then the four 32-bit word sums mod 2^32 of the rows' hashes.
+      expect(fingerprints).toEqual(['1:0:0:0:1', '1:0:0:0:2', `2:${2 ** 32 - 1}:${2 ** 32 - 1}:${2 ** 32 - 1}:2`, '1:0:0:0:4', '1:0:0:0:5']);
       expect(cells).toEqual([
         { tuple: { tenant: 't1', class: 'messages', period: '2026-01', author: 'u1', conversation: 'c1' }, rows: ['1\thello\n'] },
         { tuple: { tenant: 't1', class: 'messages', period: '2026-01', author: 'u1', conversation: 'c2' }, rows: ['2\tworld\n'] },
@@ -126,7 +132,7 @@ describe('groupCells', () => {
 
   it('refuses a stream cut in the middle of a row', async () => {
     const consume = async (): Promise<void> => {
-      for await (const cell of groupCells(chunked('t1\t2026-01\tu1\tc1\t1\thel', 4), 'messages')) {
+      for await (const cell of groupCells(chunked(`t1\t2026-01\tu1\tc1\t${'0'.repeat(32)}\t1\thel`, 4), 'messages')) {
         for await (const _row of cell.rows) {
           /* drain */
         }

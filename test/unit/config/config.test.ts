@@ -22,7 +22,7 @@ function failure(raw: unknown, env: NodeJS.ProcessEnv = {}): { code: string; mes
 describe('config', () => {
   it('fills defaults and resolves relative paths against the config directory', () => {
     const config = parseConfig(base, '/etc/lethe', {});
-    expect(config.backup).toEqual({ packSizeMiB: 64, granularity: 'month', cellBufferMiB: 16 });
+    expect(config.backup).toEqual({ packSizeMiB: 64, granularity: 'month', cellBufferMiB: 16, fullEvery: 7 });
     expect(config.storage).toEqual({ type: 'filesystem', path: '/etc/lethe/objects' });
     expect(config.masterKey.file).toBe('/etc/lethe/master.key');
     expect(config.vault.schema).toBe('lethe');

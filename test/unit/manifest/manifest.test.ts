@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -8,11 +8,15 @@ import { generateSigningKey, sign } from '../../../src/crypto/index.ts';
 import { isLetheError, type LetheError } from '../../../src/errors/index.ts';
 import {
   ManifestWriter,
+  SegmentWriter,
+  newSegmentKey,
   openManifest,
   type CellEntry,
   type EncapsulationEntry,
   type ManifestExpectation,
   type ManifestProblem,
+  type SegmentEntry,
+  type SegmentProblem,
   type SnapshotHeader,
 } from '../../../src/manifest/index.ts';
 import type { SchemaDescription } from '../../../src/mapping/index.ts';
@@ -75,17 +79,44 @@ const trusted = new Map([['k1', signer.publicKey]]);
 const encapsulation: EncapsulationEntry = { id: `${header.id}/1`, tenant: '1', kem: 'x25519', ephemeral: 'e'.repeat(64) };
 const completedAt = new Date('2026-11-28T00:01:00.000Z');
 
-/** The stored (gzip-compressed) manifest of `cells`, as the backup writes it. */
-async function write(cells: CellEntry[], options: { schema?: unknown; header?: SnapshotHeader } = {}): Promise<Buffer> {
-  const writer = new ManifestWriter(options.header ?? header, options.schema ?? schema);
+/** Where `write` stores segment objects (set before the tests run). */
+let segmentStore: ObjectStore;
+
+async function collect(stream: AsyncIterable<unknown>): Promise<Buffer> {
   const parts: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of writer.stream) parts.push(chunk as Buffer);
-  })();
-  for (const c of cells) await writer.cell(c);
-  writer.finish([encapsulation], completedAt, (message) => ({ keyId: 'k1', value: sign(signer.privateKey, message) }));
-  await collected;
+  for await (const chunk of stream) parts.push(chunk as Buffer);
   return Buffer.concat(parts);
+}
+
+/** Stores one segment object of `cells` (all of one segment), as the backup writes it; returns its entry. */
+async function writeSegment(id: string, cells: CellEntry[], snapshot = header.id): Promise<SegmentEntry> {
+  const [table = '', tenant = '', period = ''] = id.split('/');
+  const writer = new SegmentWriter({ id, table, tenant, period, snapshot });
+  const bytes = collect(writer.stream);
+  for (const c of cells) await writer.cell(c);
+  writer.finish();
+  const key = newSegmentKey(randomBytes(16));
+  const stored = await segmentStore.put(key, await bytes);
+  return {
+    id, table, tenant, period, key, sha256: stored.sha256, size: stored.size,
+    cells: cells.length, rows: cells.reduce((n, c) => n + c.rows, 0), bytesPlain: cells.reduce((n, c) => n + c.bytesPlain, 0), shredded: 0, snapshot,
+  };
+}
+
+/** The stored (gzip-compressed) manifest of `cells` (one segment per cell), as the backup writes it. */
+async function write(cells: CellEntry[], options: { schema?: unknown; header?: SnapshotHeader; segments?: SegmentEntry[] } = {}): Promise<Buffer> {
+  const segments = options.segments ?? (await Promise.all(cells.map((c) => writeSegment(c.id.split('/').slice(0, 3).join('/'), [c]))));
+  const writer = new ManifestWriter(options.header ?? header, options.schema ?? schema);
+  const bytes = collect(writer.stream);
+  for (const s of segments) await writer.segment(s);
+  const written = cells.filter((c) => !c.reused);
+  writer.finish(
+    [encapsulation],
+    { bytesStored: written.reduce((n, c) => n + c.length, 0), cellsWritten: written.length, segmentsWritten: segments.length, fullRead: false },
+    completedAt,
+    (message) => ({ keyId: 'k1', value: sign(signer.privateKey, message) }),
+  );
+  return bytes;
 }
 
 /** Applies `change` to the uncompressed manifest and compresses it again, as an attacker would. */
@@ -95,6 +126,12 @@ function edited(stored: Buffer, change: (plain: Buffer) => Buffer): Buffer {
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
+async function listOf<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
 describe('openManifest', () => {
   let dir: string;
   let store: ObjectStore;
@@ -103,6 +140,7 @@ describe('openManifest', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'lethe-manifest-test-'));
     store = await createFilesystemStore({ path: dir });
+    segmentStore = store;
   });
   afterAll(async () => {
     await store.close();
@@ -144,7 +182,12 @@ describe('openManifest', () => {
         cellsReused: 1,
         bytesStored: 200,
         rowsByTable: { messages: 6 },
+        segments: 3,
+        segmentsWritten: 3,
+        cellsShredded: 0,
+        fullRead: false,
       });
+      expect((await listOf(manifest.segments())).map((s) => s.id)).toEqual(['messages/1/2026-01', 'messages/1/2026-02', 'messages/1/2026-03']);
     } finally {
       await manifest.close();
     }
@@ -196,7 +239,7 @@ describe('openManifest', () => {
   it('signs the raw bytes: an invalid UTF-8 byte that decodes like the original does not pass', async () => {
     // U+FFFD stored as EF BF BD; a lone 0xFF decodes to U+FFFD too, so a reader that hashed
     // decoded text would find the same digest and accept the altered bytes.
-    const bytes = await write([cell(1, false, 't\uFFFD')]);
+    const bytes = await write([], { segments: [await writeSegment('messages/t\uFFFD/2026-01', [])] });
     const plain = gunzipSync(bytes);
     const at = plain.indexOf(Buffer.from('efbfbd', 'hex'));
     expect(at).toBeGreaterThan(0);
@@ -240,5 +283,78 @@ describe('openManifest', () => {
     const { err } = await refused(open(await write([cell(1)], { schema: evil })));
     expect(err.code).toBe('MANIFEST_INVALID');
     expect(err.message).toMatch(/schema is not one lethe restores/);
+  });
+
+  describe('segments: authenticated by the sha256 the signed manifest lists', () => {
+    const twoCells = [cell(1), { ...cell(1), id: 'messages/1/2026-01/8', key: 'cell:1/messages/2026-01/8/-' }];
+
+    /** Reads every cell, collecting segment problems instead of throwing. */
+    async function problemsOf(bytes: Buffer): Promise<{ cells: CellEntry[]; problems: SegmentProblem[] }> {
+      const manifest = await open(bytes);
+      try {
+        const problems: SegmentProblem[] = [];
+        const cells = await listOf(manifest.cells({ onProblem: (p) => problems.push(p) }));
+        return { cells, problems };
+      } finally {
+        await manifest.close();
+      }
+    }
+
+    it('reads a tree whose segments were written by different snapshots', async () => {
+      const older = await writeSegment('messages/1/2026-01', twoCells, '20261127T000000Z-000000');
+      const own = await writeSegment('messages/1/2026-02', [cell(2)]);
+      const { cells, problems } = await problemsOf(await write([], { segments: [older, own] }));
+      expect(problems).toEqual([]);
+      expect(cells.map((c) => c.id)).toEqual(['messages/1/2026-01/7', 'messages/1/2026-01/8', 'messages/1/2026-02/7']);
+    });
+
+    it('reports a flipped byte, a truncation, a missing object and an older segment of the same table in its place, naming each, and still reads the rest', async () => {
+      const segments = await Promise.all([1, 2, 3, 4, 5].map((i) => writeSegment(`messages/1/2026-0${i}`, [cell(i)])));
+      const [flipped, truncated, missing, replaced, intact] = segments as [SegmentEntry, SegmentEntry, SegmentEntry, SegmentEntry, SegmentEntry];
+      const bytesOf = async (key: string): Promise<Buffer> => Buffer.from(await store.getBytes(key));
+      const flip = await bytesOf(flipped.key);
+      flip.writeUInt8((flip.readUInt8(flip.length >> 1) ^ 0x01), flip.length >> 1);
+      await store.put(flipped.key, flip);
+      await store.put(truncated.key, (await bytesOf(truncated.key)).subarray(0, truncated.size - 5));
+      await store.delete(missing.key);
+      // An older, validly written segment of the same table put where this one was.
+      const old = await writeSegment('messages/1/2026-04', [{ ...cell(4), rows: 40 }], '20261127T000000Z-000000');
+      await store.put(replaced.key, await bytesOf(old.key));
+      const { cells, problems } = await problemsOf(await write([], { segments }));
+      expect(cells.map((c) => c.id)).toEqual([cell(5).id]);
+      expect(intact.id).toBe('messages/1/2026-05');
+      expect(problems.map((p) => [p.segment, p.code])).toEqual([
+        ['messages/1/2026-01', 'SEGMENT_SHA256'],
+        ['messages/1/2026-02', 'SEGMENT_SHA256'],
+        ['messages/1/2026-03', 'SEGMENT_MISSING'],
+        ['messages/1/2026-04', 'SEGMENT_SHA256'],
+      ]);
+      for (const p of problems) expect(p.problem).toContain(p.segment);
+    });
+
+    it('without a problem handler, a bad segment throws INTEGRITY naming it, before any of its cells is used', async () => {
+      const segment = await writeSegment('messages/1/2026-06', [cell(6)]);
+      const bytes = await write([], { segments: [segment] });
+      await store.put(segment.key, Buffer.alloc(segment.size, 0));
+      const manifest = await open(bytes);
+      try {
+        const err = await listOf(manifest.cells()).then(() => null, (e: unknown) => e);
+        expect(isLetheError(err) && err.code).toBe('INTEGRITY');
+        expect((err as Error).message).toContain('messages/1/2026-06');
+      } finally {
+        await manifest.close();
+      }
+    });
+
+    it('refuses an authentic segment that does not match its entry: cells of another segment, a count that differs', async () => {
+      // Written by the backup's own writer, so its sha256 matches: only the content checks can catch it.
+      const stray = await writeSegment('messages/1/2026-07', [cell(8)]);
+      const short = await writeSegment('messages/1/2026-09', [cell(9)]);
+      const { problems } = await problemsOf(await write([], { segments: [stray, { ...short, cells: 2 }] }));
+      expect(problems.map((p) => [p.segment, p.code])).toEqual([
+        ['messages/1/2026-07', 'SEGMENT_INVALID'],
+        ['messages/1/2026-09', 'SEGMENT_INVALID'],
+      ]);
+    });
   });
 });

@@ -3,8 +3,12 @@ import { ErrorCode } from '../../../src/errors/index.ts';
 import {
   BUILTIN_MAPPING,
   buildCellQuery,
+  buildFingerprintQuery,
   buildOrphanCheckQuery,
+  cellFilterKey,
   parseMapping,
+  quoteLiteralLikePostgres,
+  segmentFilterKey,
 } from '../../../src/mapping/index.ts';
 
 describe('buildCellQuery', () => {
@@ -16,7 +20,7 @@ describe('buildCellQuery', () => {
       'month',
     );
     expect(sql.split('\n')).toEqual([
-      `SELECT ("c"."tenant_id")::text AS "lethe_tenant", COALESCE(to_char((TIMESTAMP '1970-01-01 00:00:00' + "t"."edited_at_ms" * INTERVAL '1 millisecond'), 'YYYY-MM'), '-') AS "lethe_period", ("t"."editor_id")::text AS "lethe_author", ("m"."conversation_id")::text AS "lethe_conversation", t."id", t."message_id", t."edited_at_ms"`,
+      `SELECT ("c"."tenant_id")::text AS "lethe_tenant", COALESCE(to_char((TIMESTAMP '1970-01-01 00:00:00' + "t"."edited_at_ms" * INTERVAL '1 millisecond'), 'YYYY-MM'), '-') AS "lethe_period", ("t"."editor_id")::text AS "lethe_author", ("m"."conversation_id")::text AS "lethe_conversation", md5(ROW(("c"."tenant_id")::text, COALESCE(to_char((TIMESTAMP '1970-01-01 00:00:00' + "t"."edited_at_ms" * INTERVAL '1 millisecond'), 'YYYY-MM'), '-'), ("t"."editor_id")::text, ("m"."conversation_id")::text, t."id", t."message_id", t."edited_at_ms")::text) AS "lethe_row_hash", t."id", t."message_id", t."edited_at_ms"`,
       `FROM "public"."message_edits" AS "t"`,
       `JOIN "public"."messages" AS "m" ON "m"."id" = "t"."message_id"`,
       `JOIN "public"."conversations" AS "c" ON "c"."id" = "m"."conversation_id"`,
@@ -34,7 +38,7 @@ describe('buildCellQuery', () => {
   it('emits NULL author and "-" period when they are not mapped', () => {
     const sql = buildCellQuery(BUILTIN_MAPPING, 'tenants', ['id', 'slug'], 'month');
     expect(sql).toContain(
-      `SELECT ("t"."id")::text AS "lethe_tenant", '-'::text AS "lethe_period", NULL::text AS "lethe_author", NULL::text AS "lethe_conversation", t."id", t."slug"`,
+      `SELECT ("t"."id")::text AS "lethe_tenant", '-'::text AS "lethe_period", NULL::text AS "lethe_author", NULL::text AS "lethe_conversation", md5(ROW(("t"."id")::text, '-'::text, NULL::text, NULL::text, t."id", t."slug")::text) AS "lethe_row_hash", t."id", t."slug"`,
     );
   });
 
@@ -62,7 +66,7 @@ describe('buildCellQuery', () => {
     expect(
       buildCellQuery(mapping, 'schema_migrations', ['version', 'applied'], 'month').split('\n'),
     ).toEqual([
-      `SELECT NULL::text AS "lethe_tenant", '-'::text AS "lethe_period", NULL::text AS "lethe_author", NULL::text AS "lethe_conversation", t."version", t."applied"`,
+      `SELECT NULL::text AS "lethe_tenant", '-'::text AS "lethe_period", NULL::text AS "lethe_author", NULL::text AS "lethe_conversation", md5(ROW(NULL::text, '-'::text, NULL::text, NULL::text, t."version", t."applied")::text) AS "lethe_row_hash", t."version", t."applied"`,
       `FROM "public"."schema_migrations" AS "t"`,
       `ORDER BY t."version"::text COLLATE "C", t."applied"::text COLLATE "C"`,
     ]);
@@ -70,6 +74,30 @@ describe('buildCellQuery', () => {
     expect(jobs).toContain(
       `SELECT NULL::text AS "lethe_tenant", COALESCE(to_char((TIMESTAMP '1970-01-01 00:00:00' + "t"."run_at" * INTERVAL '1 second'), 'YYYY-MM'), '-')`,
     );
+  });
+
+  it('reads only the cells or segments a filter names, quoting each key as a literal', () => {
+    const cells = buildCellQuery(BUILTIN_MAPPING, 'tenants', ['id'], 'month', { kind: 'cells', keys: [cellFilterKey({ tenant: "o'brien", period: '-', author: null, conversation: null })] });
+    expect(cells).toContain(`WHERE format('%L|%L|%L|%L', ("t"."id")::text, '-'::text, NULL::text, NULL::text) = ANY(ARRAY['''o''''brien''|''-''|NULL|NULL']::text[])`);
+    const segments = buildCellQuery(BUILTIN_MAPPING, 'tenants', ['id'], 'month', { kind: 'segments', keys: [segmentFilterKey('t1', '-')] });
+    expect(segments).toContain(`WHERE format('%L|%L', ("t"."id")::text, '-'::text) = ANY(ARRAY['''t1''|''-''']::text[])`);
+    expect(buildCellQuery(BUILTIN_MAPPING, 'tenants', ['id'], 'month', { kind: 'cells', keys: [] })).toContain('WHERE false');
+  });
+
+  it('writes filter keys the way PostgreSQL quote_literal does', () => {
+    expect(quoteLiteralLikePostgres(null)).toBe('NULL');
+    expect(quoteLiteralLikePostgres("it's")).toBe("'it''s'");
+    expect(quoteLiteralLikePostgres('a\\b')).toBe("E'a\\\\b'");
+    expect(segmentFilterKey(null, '-')).toBe("NULL|'-'");
+  });
+
+  it('builds fingerprint queries per segment and per cell: counts and word sums, grouped and ordered', () => {
+    const segment = buildFingerprintQuery(BUILTIN_MAPPING, 'messages', ['id', 'body'], 'month', 'segment');
+    expect(segment).toContain('GROUP BY "lethe_tenant", "lethe_period"');
+    expect(segment).toContain(`sum(('x' || substr(h, 25, 8))::bit(32)::bigint) % 4294967296 AS "w3"`);
+    const cell = buildFingerprintQuery(BUILTIN_MAPPING, 'messages', ['id', 'body'], 'month', 'cell', { kind: 'segments', keys: [segmentFilterKey('t1', '2026-03')] });
+    expect(cell).toContain('GROUP BY "lethe_tenant", "lethe_period", "lethe_author", "lethe_conversation"');
+    expect(cell).toContain(`WHERE format('%L|%L'`);
   });
 
   it('refuses unmapped tables and bad column lists', () => {
