@@ -34,6 +34,7 @@ import type { CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } 
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
+import { failpoint } from '../util/failpoint.ts';
 
 /** A COPY TO STDOUT in flight on one of the backup's readers. */
 type CopyStream = ReturnType<typeof pgCopyStreams.to>;
@@ -284,7 +285,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       if (batch.copies.length + batch.superseded.length + batch.fingerprints.length + cellKeys.length === 0) return;
       pending = { copies: [], superseded: [], fingerprints: [] };
       await recording;
-      recording = vault.recordCopyChanges(run, { ...batch, cellKeys });
+      recording = vault.recordCopyChanges(run, { ...batch, cellKeys }).then(() => failpoint('backup.after-cells'));
       recording.catch(() => undefined);
     };
     const pendingCount = (): number => pending.copies.length + pending.superseded.length + pending.fingerprints.length;
@@ -448,6 +449,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
           batch.push(row);
         }
         await compare();
+        failpoint('backup.after-plan');
         return { table, reader, segments, read: cut.tooMany ? segmentFilter : { kind: 'cells', keys: changedCells } };
       };
 
@@ -616,6 +618,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
               superseded: state.prior === undefined ? [] : [state.prior.key],
               fingerprints: [],
             });
+            failpoint('backup.after-segment');
           });
         };
         // The cells of the changed segments, a page at a time, in segment then cell order.
@@ -671,6 +674,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       }
       const packsWritten = await packs.close();
       await drainUploads();
+      failpoint('backup.after-segments');
       for (const [destroyedKey, seen] of shreddedByKey) {
         runLog.warn({ destroyedKey, cells: seen.cells, rows: seen.rows }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
       }
@@ -717,6 +721,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         (message) => ({ keyId: signer.id, value: signer.sign(message) }),
       );
       const written = await upload;
+      failpoint('backup.after-manifest');
       const durationMs = Date.now() - started;
       const result: BackupResult = {
         snapshotId,

@@ -270,7 +270,7 @@ export interface LetheEnvOptions {
   readonly template: string;
   readonly storage?: EnvStorage;
   /** Overrides of the `backup` section (default: 1 MiB packs, monthly periods). */
-  readonly backup?: { packSizeMiB?: number; granularity?: 'month' | 'week' | 'day' };
+  readonly backup?: { packSizeMiB?: number; granularity?: 'month' | 'week' | 'day'; fullEvery?: number };
   /** Level of the in-process runtime's logger (its lines are kept in memory). */
   readonly logLevel?: string;
   /** More top-level config sections (e.g. `retention`), merged over the defaults. */
