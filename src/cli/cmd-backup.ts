@@ -5,14 +5,16 @@ import { actorName, bytes, duration } from './format.ts';
 
 export const backupCommand: Command = {
   name: 'backup',
-  usage: 'backup [--json] [--config FILE]',
-  options: {},
+  usage: 'backup [--full-read] [--json] [--config FILE]',
+  options: { 'full-read': { type: 'boolean' } },
   async run(ctx) {
     const result = await backup(await ctx.runtime(), {
       actor: actorName(undefined),
+      // Read and digest every row now, whatever backup.fullEvery says.
+      fullRead: ctx.values['full-read'] === true,
       signal: ctx.signal,
       onProgress: (p) => {
-        ctx.progress(`backup: table ${p.table} (${p.tablesDone}/${p.tables}), ${p.cells} cells, ${p.rows} rows, ${bytes(p.bytesPlain)}`);
+        ctx.progress(`backup: table ${p.table} (${p.tablesDone}/${p.tables}), ${p.cells} cells read, ${p.rows} rows, ${bytes(p.bytesPlain)}`);
       },
     });
     if (ctx.json) {
@@ -22,6 +24,12 @@ export const backupCommand: Command = {
         `snapshot ${result.snapshotId}: ${result.cells} cells (${result.cellsReused} unchanged and referenced, ` +
           `${result.cellsWritten} written), ${result.rows} rows, ${bytes(result.bytesPlain)} of data, ` +
           `${bytes(result.bytesStored)} uploaded in ${result.packs} pack(s), ${duration(result.durationMs)}`,
+      );
+      ctx.out(
+        `  ${result.segments} segments: ${result.segmentsWritten} written, ${result.segments - result.segmentsWritten} referenced; ` +
+          (result.fullRead
+            ? `full read: every row read (${result.cellsRead} cells)`
+            : `${result.segmentsRead} changed segment(s) read, ${result.cellsRead} cells (${result.sinceFullRead} snapshot(s) since the last full read)`),
       );
       if (result.cellsSkippedShredded > 0) {
         ctx.out(`warning: ${result.cellsSkippedShredded} cells were not backed up because a key they need was destroyed`);

@@ -128,6 +128,83 @@ describe('migrateVault', () => {
   });
 });
 
+describe('migration 6: snapshots as trees', () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  beforeAll(async () => {
+    db = await createTestDatabase('vault_migrate6');
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('turns the per-snapshot cell index into copies by interval: every snapshot holds exactly the cells it had', async () => {
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    // (snapshot, cell, pack, offset) rows as a v5 vault held them, reused flags included.
+    const cells: [string, string, string, number, boolean][] = [
+      ['s1', 'messages/t/2026-01/u/c1', 'p1', 0, false],
+      ['s1', 'messages/t/2026-01/u/c2', 'p1', 100, false],
+      ['s2', 'messages/t/2026-01/u/c1', 'p1', 0, true],
+      ['s2', 'messages/t/2026-01/u/c2', 'p2', 0, false],
+      ['s2', 'messages/t/2026-02/u/c3', 'p2', 100, false],
+      ['s3', 'messages/t/2026-02/u/c4', 'p3', 0, false],
+      ['s4', 'messages/t/2026-01/u/c1', 'p1', 0, true],
+      ['s4', 'messages/t/2026-02/u/c3', 'p2', 100, true],
+      ['s5', 'messages/t/2026-01/u/c1', 'p9', 0, false],
+    ];
+    const snapshots: [string, string, string][] = [
+      ['s1', 'complete', 'store-a'],
+      ['s2', 'expired', 'store-a'],
+      ['s3', 'abandoned', 'store-a'],
+      ['s4', 'complete', 'store-a'],
+      ['s5', 'complete', 'store-b'],
+    ];
+    try {
+      await client.query('CREATE SCHEMA lethe_v5; SET search_path TO lethe_v5;');
+      await client.query('CREATE TABLE migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      for (const m of MIGRATIONS.filter((x) => x.version <= 5)) {
+        await client.query(m.sql);
+        await client.query('INSERT INTO migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+      }
+      await client.query(`INSERT INTO cell_keys (id, tenant, data_class, period, author, dimension_ids) VALUES ('k', 't', 'messages', '2026-01', 'u', '{tenant:t}')`);
+      for (const [i, [id, status, store]] of snapshots.entries()) {
+        await client.query(
+          `INSERT INTO snapshots (id, status, started_at, expired_at, completed_at, manifest_key, manifest_sha256, run_owner, stats)
+           VALUES ($1, $2, now() + $3 * interval '1 minute', CASE WHEN $2 = 'expired' THEN now() END, CASE WHEN $2 = 'abandoned' THEN NULL ELSE now() END,
+                   CASE WHEN $2 = 'abandoned' THEN NULL ELSE 'm' END, CASE WHEN $2 = 'abandoned' THEN NULL ELSE 'h' END, 'old',
+                   CASE WHEN $2 = 'abandoned' THEN NULL ELSE jsonb_build_object('store', $4::text) END)`,
+          [id, status, i, store],
+        );
+        await client.query(`INSERT INTO encapsulations (id, purpose, snapshot_id, tenant, kem, ephemeral) VALUES ($1, 'snapshot', $2, 't', 'x25519', $3)`, [`${id}/t`, id, Buffer.alloc(32, i + 1)]);
+      }
+      for (const [snapshot, cell, pack, offset, reused] of cells) {
+        const enc = reused ? `${cells.find((c) => c[1] === cell && c[2] === pack && !c[4])?.[0] ?? ''}/t` : `${snapshot}/t`;
+        await client.query(
+          `INSERT INTO snapshot_cells (snapshot_id, table_name, cell_id, tenant, data_class, period, author, key_id, pack, pack_offset,
+                                       pack_length, sha256, row_count, bytes_plain, reused, encapsulation)
+           VALUES ($1, 'messages', $2, 't', 'messages', '2026-01', 'u', 'k', $3, $4, 10, $5, 1, 10, $6, $7)`,
+          [snapshot, cell, pack, offset, `${pack}:${offset}`, reused, enc],
+        );
+      }
+      await client.query(`INSERT INTO cell_digests VALUES ('messages', 'messages/t/2026-02/u/c3', 'k', 'p2', 100, $1)`, ['d'.repeat(64)]);
+    } finally {
+      await client.end();
+    }
+    await migrateVault(db.url, 'lethe_v5');
+    const view = await rawSql(db.url, 'SELECT snapshot_id, cell_id, pack, pack_offset::int AS o, reused FROM lethe_v5.snapshot_cells ORDER BY 1, 2');
+    const expected = cells
+      .filter(([id]) => id !== 's3')
+      .map(([snapshot_id, cell_id, pack, o, reused]) => ({ snapshot_id, cell_id, pack, o, reused }))
+      .sort((a, b) => (`${a.snapshot_id} ${a.cell_id}` < `${b.snapshot_id} ${b.cell_id}` ? -1 : 1));
+    expect(view.rows).toEqual(expected);
+    // One row per copy, not per snapshot; the digest kept on the copy it describes.
+    const copies = await rawSql(db.url, 'SELECT count(*)::int AS n, count(digest)::int AS d FROM lethe_v5.cell_copies');
+    expect(copies.rows).toEqual([{ n: 5, d: 1 }]);
+    const tables = await rawSql(db.url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'lethe_v5' AND table_name = 'cell_digests'");
+    expect(tables.rows).toEqual([]);
+  });
+});
+
 describe('Vault.open', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   beforeAll(async () => {
