@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # dr-decrypt.sh: read a lethe snapshot without lethe (runbooks/disaster-recovery.md).
 #
-# Reads lethe.manifest.v3 snapshots (snapshots/<id>.json.gz) and lethe.keys-export.v2
-# exports, with stock tools only: age (the dimension keys are wrapped to the master key),
-# openssl >= 3.0 (Ed25519 signatures, X25519, ChaCha20, Poly1305), jq, gzip, xxd, awk,
-# grep and GNU coreutils. No lethe code, no Node.js. docs/format.md specifies every byte.
+# Reads lethe.manifest.v4 snapshots (snapshots/<id>.json.gz, a tree: the manifest lists
+# segment objects, segments/<aa>/<32 hex>.json.gz, each listing the cells of one table,
+# tenant and period), lethe.manifest.v3 snapshots (cells listed in the manifest itself) and
+# lethe.keys-export.v2 exports, with stock tools only: age (the dimension keys are wrapped
+# to the master key), openssl >= 3.0 (Ed25519 signatures, X25519, ChaCha20, Poly1305), jq,
+# gzip, xxd, awk, grep and GNU coreutils. No lethe code, no Node.js. docs/format.md
+# specifies every byte.
 #
 # Nothing in a manifest is used before it is authenticated: it is decompressed into a
 # private temporary directory (removed on exit) and its Ed25519 signature over the
@@ -14,7 +17,16 @@
 # manifest beside it may follow it (so an old snapshot is never taken for the newest)
 # unless --not-latest says so. Every later read comes from that verified copy.
 #
-# Decrypts one cell to PostgreSQL COPY text, lists a manifest's cells, or prints the SQL
+# Nothing in a segment object is used before it is authenticated either: the signed
+# manifest lists its byte size and sha256. It is copied into the private directory (never
+# more than one byte past that size), and the copy's size and sha256 must be the listed
+# ones before gzip reads a byte of it; it is then inflated with a cap (64 KiB plus 4 KiB per
+# cell it lists: a planted gzip bomb is never inflated past that), and its header must name
+# the segment the manifest lists, every cell must belong to it (same table and tenant, id
+# under the segment's), in strictly increasing id order, and the cell, row and plaintext
+# byte counts must add up to the manifest's. Its cells are then used as v3's are.
+#
+# Decrypts one cell to PostgreSQL COPY text, lists a snapshot's cells, or prints the SQL
 # that recreates the snapshot's tables. A cell's key is derived from its encapsulation's
 # ephemeral public key E and its dimension keys D1..Dk (docs/format.md):
 #   Z_i = X25519(d_i, E)                 openssl pkeyutl -derive
@@ -41,14 +53,20 @@
 #
 # Exit codes: 0 ok, 1 unexpected failure, 2 usage (also: a manifest, export or
 # encapsulation of a format this script does not read), 3 a required tool is missing,
-# 4 not found (cell, key, file), 5 crypto-shredded (a dimension key is not in the export),
-# 6 integrity (signature, sha256, tag or recipient mismatch, a low-order point, not the
-# newest snapshot), 7 a key does not open (wrong master key or export).
+# 4 not found (cell, key, file, segment object), 5 crypto-shredded (a dimension key is not
+# in the export), 6 integrity (signature, sha256, size, tag or recipient mismatch, a
+# segment that is not what the manifest lists, a low-order point, not the newest
+# snapshot), 7 a key does not open (wrong master key or export).
 set -euo pipefail
 umask 077
 
 readonly PROG=${0##*/}
-readonly MANIFEST_FORMAT='lethe.manifest.v3'
+readonly MANIFEST_V4='lethe.manifest.v4'
+readonly MANIFEST_V3='lethe.manifest.v3'
+readonly SEGMENT_FORMAT='lethe.segment.v1'
+# A segment object inflates to at most this, plus this per cell it lists (src/manifest/read.ts):
+# a cell line is a few hundred bytes.
+readonly SEGMENT_BASE_BYTES=65536 SEGMENT_BYTES_PER_CELL=4096
 readonly EXPORT_FORMAT='lethe.keys-export.v2'
 readonly CELL_KEY_SALT='lethe.cell-key.v1'
 readonly CELL_KEY_INFO=$'lethe.cell.v1\n'
@@ -63,16 +81,17 @@ usage() {
   cat <<EOF
 usage:
   $PROG --signing-key PUB --master-key FILE --manifest FILE --objects DIR --keys-export FILE --cell CELL_ID [--out FILE]
-  $PROG --signing-key PUB --list --manifest FILE [--table NAME] [--tenant ID]
+  $PROG --signing-key PUB --list --manifest FILE --objects DIR [--table NAME] [--tenant ID]
   $PROG --signing-key PUB --schema-sql pre|post --manifest FILE
 
-  --manifest FILE  a snapshot manifest, snapshots/<id>.json.gz (lethe.manifest.v3)
+  --manifest FILE  a snapshot manifest, snapshots/<id>.json.gz (lethe.manifest.v4 or v3)
   --cell ID        decrypt one cell (ids from --list) to COPY text, on stdout or into
                    --out FILE (written only when everything checked out; never overwritten)
-  --objects DIR    local copy of the bucket (or its prefix): DIR/packs/...
+  --objects DIR    local copy of the bucket (or its prefix): DIR/segments/..., DIR/packs/...
+                   (--list needs it for a v4 snapshot, whose cells are in its segments)
   --keys-export    output of \`lethe keys export\` (dimension keys wrapped to the master key)
   --master-key     the escrowed master age identity file
-  --list           print the manifest's cells: id<TAB>table<TAB>rows, one per line
+  --list           print the snapshot's cells: id<TAB>table<TAB>rows, one per line
   --schema-sql     print the SQL that creates the snapshot's tables before loading (pre),
                    or adds keys, indexes and sequence positions after loading (post)
   --signing-key    the backup signing key's public half (PEM, backup-signing.key.pub from
@@ -85,8 +104,9 @@ Each cell's own key is briefly in the argv of openssl (see the header of this sc
 run a recovery on a host with no other users.
 
 exit codes: 0 ok, 2 usage or unsupported format, 3 missing tool, 4 not found,
-            5 crypto-shredded, 6 integrity (signature, sha256, tag or recipient mismatch,
-            low-order point, not the newest snapshot), 7 key does not open, 1 other
+            5 crypto-shredded, 6 integrity (signature, sha256, size, tag or recipient
+            mismatch, a segment that is not what the manifest lists, low-order point,
+            not the newest snapshot), 7 key does not open, 1 other
 EOF
 }
 
@@ -137,7 +157,8 @@ sha256_of() { sha256sum | { read -r sum _ && printf '%s' "$sum"; }; }
 # without its trailing comma, or nothing. lethe writes one entry per line and ids are
 # percent-encoded (no quotes or backslashes), so a fixed-string grep finds it in a
 # multi-GB file without parsing it all; NEXT, the member lethe writes after the id, tells
-# a cell (`table`) from an encapsulation (`tenant`) or an exported key (`kind`).
+# a cell or a segment (`table`: v3 manifests list cells, v4 manifests segments, never both)
+# from an encapsulation (`tenant`) or an exported key (`kind`).
 entry_line() {
   local line
   line=$(grep -F -m 1 -e "{\"id\":\"$2\",\"$3\":" -- "$1" || true)
@@ -146,8 +167,8 @@ entry_line() {
   printf '%s' "$line"
 }
 
-# section NAME: the entries of the manifest's array member NAME (cells, encapsulations),
-# one JSON object per line, streamed from the verified copy.
+# section NAME: the entries of the manifest's array member NAME (cells in v3, segments in
+# v4, encapsulations), one JSON object per line, streamed from the verified copy.
 section() {
   awk -v start="\"$1\":[" '
     on && ($0 == "]," || $0 == "]") { exit }
@@ -228,20 +249,33 @@ inflate() {
     return 1
   fi
   ((status == 0)) && return 0
-  echo 'it is not one complete gzip file (truncated, corrupted, or not a lethe.manifest.v3 snapshots/<id>.json.gz)'
+  echo 'it is not one complete gzip file (truncated, corrupted, or not a lethe snapshots/<id>.json.gz)'
   return 1
 }
 
+# manifest_format PLAIN: the format an uncompressed manifest's first line names
+# (`{"format":"lethe.manifest.vN",`), or nothing. Not authenticated: the signature check
+# decides whether to believe it.
+manifest_format() {
+  local first
+  IFS= read -r first <"$1" || true
+  [[ $first =~ ^\{\"format\":\"(lethe\.manifest\.v[0-9]+)\",$ ]] && printf '%s' "${BASH_REMATCH[1]}"
+  return 0
+}
+
 # signature_problem PLAIN: prints nothing and returns 0 when PLAIN (an uncompressed
-# manifest) is a lethe.manifest.v3 whose body (every byte before its last line) hashes to
-# the sha256 its signature covers and whose Ed25519 signature over
-# `lethe.manifest.v3\n<that sha256>\n` verifies under one of the --signing-key files;
-# otherwise prints why and returns 1.
+# manifest) is a lethe.manifest.v4 or v3 whose body (every byte before its last line)
+# hashes to the sha256 its signature covers and whose Ed25519 signature over
+# `<format>\n<that sha256>\n` (the format of its first line) verifies under one of the
+# --signing-key files; otherwise prints why and returns 1.
 signature_problem() {
-  local file=$1 first last signed value actual key
-  IFS= read -r first <"$file" || true
-  [[ $first == "{\"format\":\"$MANIFEST_FORMAT\"," ]] ||
-    { echo "it is not a $MANIFEST_FORMAT manifest (first line: ${first:0:80})"; return 1; }
+  local file=$1 first format last signed value actual key
+  format=$(manifest_format "$file")
+  if [[ $format != "$MANIFEST_V4" && $format != "$MANIFEST_V3" ]]; then
+    IFS= read -r first <"$file" || true
+    echo "it is not a $MANIFEST_V4 or $MANIFEST_V3 manifest (first line: ${first:0:80})"
+    return 1
+  fi
   [[ $(tail -c 1 -- "$file" | xxd -p) == 0a ]] ||
     { echo 'it does not end with a complete line: it is truncated'; return 1; }
   last=$(tail -n 1 -- "$file")
@@ -254,7 +288,7 @@ signature_problem() {
   [[ $actual == "$signed" ]] ||
     { echo "its body hashes to $actual but its signature covers $signed: it was edited after signing, or is corrupted"; return 1; }
   # Public bytes: `pkeyutl -rawin` reads its input and signature from real files.
-  printf '%s\n%s\n' "$MANIFEST_FORMAT" "$actual" >"$WORK/signed-message"
+  printf '%s\n%s\n' "$format" "$actual" >"$WORK/signed-message"
   printf '%s' "$value" | base64 -d >"$WORK/signature" 2>/dev/null || { echo 'its signature is not base64'; return 1; }
   for key in "${SIGNING_KEYS[@]}"; do
     openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$WORK/signed-message" -sigfile "$WORK/signature" >/dev/null 2>&1 && return 0
@@ -264,7 +298,8 @@ signature_problem() {
 }
 
 # authenticate_manifest: the checks every mode runs before it uses anything in the manifest.
-# 0. Format: a manifest of an older lethe is refused, naming the script that reads it.
+# 0. Format: a manifest of an older lethe (or one that says it is of a newer format) is
+#    refused, naming the script that reads it.
 # 1. The Ed25519 signature over the uncompressed body, under a key from your escrow (never
 #    one from the bucket). The body is decompressed once, to PLAIN, and only PLAIN is read.
 # 2. The snapshot id inside equals the file name: a validly signed manifest of another
@@ -286,8 +321,15 @@ authenticate_manifest() {
   done
   legacy=$(legacy_format "$MANIFEST")
   [[ -z $legacy ]] ||
-    die 2 "manifest $MANIFEST is $legacy, written by a lethe from before the $MANIFEST_FORMAT cell format; this script reads only $MANIFEST_FORMAT (snapshots/<id>.json.gz). Read it with the runbooks/dr-decrypt.sh of the lethe version that wrote it (keep that copy in the escrow too), or with that lethe"
-  why=$(inflate "$MANIFEST" "$PLAIN" && signature_problem "$PLAIN") ||
+    die 2 "manifest $MANIFEST is $legacy, written by a lethe from before the $MANIFEST_V3 cell format; this script reads only $MANIFEST_V4 and $MANIFEST_V3 (snapshots/<id>.json.gz). Read it with the runbooks/dr-decrypt.sh of the lethe version that wrote it (keep that copy in the escrow too), or with that lethe"
+  why=$(inflate "$MANIFEST" "$PLAIN") ||
+    die 6 "manifest $MANIFEST cannot be trusted, so nothing in it was used: $why. Fetch it again from the bucket; if it persists, the stored manifest was altered: use another snapshot"
+  # A format of a newer lethe is named as such (exit 2), not taken for damage. Unsigned as
+  # yet, so it decides only the message: either way nothing in the manifest is used.
+  FORMAT=$(manifest_format "$PLAIN")
+  [[ -z $FORMAT || $FORMAT == "$MANIFEST_V4" || $FORMAT == "$MANIFEST_V3" ]] ||
+    die 2 "manifest $MANIFEST says it is $FORMAT, which this script does not read (it reads $MANIFEST_V4 and $MANIFEST_V3); nothing in it was used. Read it with the runbooks/dr-decrypt.sh of the lethe release that wrote it, or with that lethe"
+  why=$(signature_problem "$PLAIN") ||
     die 6 "manifest $MANIFEST cannot be trusted, so nothing in it was used: $why. Fetch it again from the bucket; if it persists, the stored manifest was altered: use another snapshot"
   id=$(header_value snapshot | jq -r '.id')
   base=$(basename -- "$MANIFEST" .json.gz)
@@ -323,12 +365,192 @@ authenticate_manifest() {
   fi
 }
 
+# --- segments (lethe.manifest.v4): the cells of an authenticated manifest's tree
+
+need_objects() {
+  [[ -n $OBJECTS ]] ||
+    die 2 "--objects DIR is required: the cells of a $MANIFEST_V4 snapshot are listed in its segment objects (DIR/segments/...); fetch them as runbooks/disaster-recovery.md step 1 says"
+  [[ -d $OBJECTS ]] || die 4 "objects directory $OBJECTS does not exist"
+}
+
+# jq: a segment entry of the manifest as `key<TAB>sha256<TAB>size<TAB>cells`, or `-` when
+# it is not one lethe writes. Signed, but checked before bash computes with it.
+readonly SEGMENT_FIELDS='first(select(type == "object"
+    and ([.id, .table, .period, .snapshot, .key, .sha256] | all(type == "string" and length > 0))
+    and (.tenant | type == "string" or . == null)
+    and (.key | test("^segments/[0-9a-f]{2}/[0-9a-f]{32}\\.json\\.gz$"))
+    and (.sha256 | test("^[0-9a-f]{64}$"))
+    and ([.size, .cells, .rows, .bytesPlain] | all(type == "number" and . == floor and . >= 0 and . < 1e15))
+    and .size > 0 and .cells < 1e9)
+  | [.key, .sha256, .size, .cells] | @tsv) // "-"'
+
+# segment_cells ENTRY FIELDS OUT EMIT: the cells of the segment that ENTRY (one line of the
+# signed manifest's segments list; FIELDS is its SEGMENT_FIELDS) describes, checked, into
+# OUT: with EMIT `cells` one JSON object per line, with `list` as --list prints them. Prints
+# why and returns 4 when its object is not under --objects, 6 when it is not what the
+# manifest lists (OUT is then empty). Run it as `why=$(segment_cells …) || rc=$?`.
+#
+# The manifest is signed, but a segment object is only as good as the copy of it you have:
+# it is copied into WORK (at most one byte past the size the manifest lists, so a planted
+# huge file fills nothing), and the copy's size and sha256 must be the manifest's before
+# gzip reads a byte of it. It is inflated with a cap of SEGMENT_BASE_BYTES plus
+# SEGMENT_BYTES_PER_CELL per listed cell (lethe's reader's), so even a gzip bomb that lethe
+# itself had signed (a bug, or a misused key) is not inflated past that. Then, like lethe's
+# reader: the layout, the header naming the segment the manifest lists, every cell a lethe
+# cell entry of the segment's table and tenant whose id is under the segment's, ids in
+# strictly increasing byte order, and the cell, row and plaintext byte counts adding up to
+# the manifest's. Only WORK's copy is read, so nothing can change it between check and use.
+segment_cells() {
+  local entry=$1 out=$3 emit=$4 key sha size cells path copy=$WORK/segment.json.gz plain=$WORK/segment.json
+  local actual limit status problem errexit=$-
+  : >"$out"
+  [[ $2 != - ]] && IFS=$'\t' read -r key sha size cells <<<"$2" ||
+    { echo 'the manifest lists it with members that are not those of a lethe segment entry'; return 6; }
+  path=$(object_path "$key")
+  [[ -f $path ]] || { echo "its object $key is missing under $OBJECTS; copy it from the bucket (aws s3 cp s3://BUCKET/$key $path)"; return 4; }
+  head -c "$((size + 1))" -- "$path" >"$copy"
+  actual=$(stat -L -c '%s' -- "$copy")
+  if ((actual != size)); then
+    ((actual < size)) && echo "the object is $actual bytes, the manifest lists $size: the copy is truncated, or the object was replaced" ||
+      echo "the object is larger than the $size bytes the manifest lists: it was modified or replaced after the backup"
+    return 6
+  fi
+  actual=$(sha256_of <"$copy")
+  [[ $actual == "$sha" ]] ||
+    { echo "the object hashes to $actual, the manifest lists $sha: it was modified or replaced after the backup"; return 6; }
+
+  # Authentic from here on: the bytes the backup stored. Still checked, never assumed.
+  limit=$((SEGMENT_BASE_BYTES + cells * SEGMENT_BYTES_PER_CELL))
+  set +e
+  gzip -dc <"$copy" 2>/dev/null | head -c "$((limit + 1))" >"$plain"
+  status=${PIPESTATUS[0]}
+  [[ $errexit != *e* ]] || set -e
+  (($(stat -L -c '%s' -- "$plain") <= limit)) ||
+    { echo "it inflates to more than the $limit bytes its $cells cell(s) allow, so it was not read further"; return 6; }
+  ((status == 0)) || { echo 'the object is not one complete gzip file'; return 6; }
+  # shellcheck disable=SC2016 # $-names below are jq variables
+  if ! problem=$(jq -rRs --argjson e "$entry" --arg format "$SEGMENT_FORMAT" --arg emit "$emit" '
+    def fail($m): error($m);
+    # jq 1.6 lets a `try` catch errors raised after it in the pipeline: confined to an array,
+    # it catches only fromjson'"'"'s own. null (never a valid header or cell) means "not JSON".
+    def parsed: [try fromjson catch null][0];
+    def count: type == "number" and . == floor and . >= 0;
+    def lethe_cell:
+      type == "object"
+      and (keys == ["bytesPlain", "dims", "enc", "id", "key", "length", "offset", "pack", "reused", "rows", "sha256", "table", "tenant"])
+      and ([.id, .table, .key, .enc, .pack] | all(type == "string" and length > 0))
+      and (.tenant | type == "string" or . == null)
+      and (.dims | type == "array" and length > 0 and all(type == "string" and length > 0))
+      and (.sha256 | type == "string" and test("^[0-9a-f]{64}$"))
+      and (.offset | count) and (.bytesPlain | count) and (.length | count and . > 0) and (.rows | count and . > 0)
+      and (.reused | type == "boolean");
+    . as $text
+    | if ($text | endswith("\n") | not) then fail("it does not end with a newline") else . end
+    | ($text | split("\n") | .[0:-1]) as $l
+    | ($l | length) as $n
+    | if $n < 4 or $l[0] != "{\"format\":\"\($format)\"," or $l[2] != "\"cells\":[" or $l[$n - 1] != "]}"
+         or ($l[1] | startswith("\"segment\":") and endswith(",") | not)
+      then fail("it is not laid out as a \($format) object") else . end
+    | ($l[1] | ltrimstr("\"segment\":") | .[0:-1] | parsed) as $h
+    | if ($h | type != "object") or ($h | keys != ["id", "period", "snapshot", "table", "tenant"]) then
+        fail("line 2: its header is not {id, table, tenant, period, snapshot}")
+      elif [$h.id, $h.table, $h.tenant, $h.period, $h.snapshot] != [$e.id, $e.table, $e.tenant, $e.period, $e.snapshot] then
+        fail("it describes segment \($h.id) (\($h.table), tenant \($h.tenant), period \($h.period)) of snapshot \($h.snapshot), not what the manifest lists: \($e.id) (\($e.table), tenant \($e.tenant), period \($e.period)) of snapshot \($e.snapshot)")
+      else . end
+    | (reduce range(3; $n - 1) as $i ({last: "", rows: 0, bytes: 0};
+        $l[$i] as $line
+        | (if $i == $n - 2 then $line
+           elif ($line | endswith(",")) then $line[0:-1]
+           else fail("line \($i + 1): a cell entry other than the last ends without a comma") end) as $t
+        | ($t | parsed) as $c
+        | if $c == null then fail("line \($i + 1): not JSON (one entry per line, a comma after each but the last)")
+          elif ($c | lethe_cell | not) then fail("line \($i + 1): not a lethe cell entry")
+          elif $c.table != $e.table or $c.tenant != $e.tenant or ($c.id | startswith($e.id + "/") | not) then
+            fail("line \($i + 1): cell \($c.id) (\($c.table), tenant \($c.tenant)) does not belong to segment \($e.id)")
+          elif $c.id <= .last then fail("line \($i + 1): cell \($c.id) is out of order or listed twice")
+          else .last = $c.id | .rows += $c.rows | .bytes += $c.bytesPlain end)) as $sum
+    | if $n - 4 != $e.cells or $sum.rows != $e.rows or $sum.bytes != $e.bytesPlain then
+        fail("it lists \($n - 4) cells, \($sum.rows) rows and \($sum.bytes) plaintext bytes, the manifest \($e.cells), \($e.rows) and \($e.bytesPlain)")
+      else $l[3:$n - 1][] | rtrimstr(",") | if $emit == "list" then fromjson | [.id, .table, .rows] | @tsv else . end end' \
+    <"$plain" 2>&1 >"$out"); then
+    : >"$out"
+    # jq prints `jq: error (at <stdin>:N): <message>`.
+    echo "${problem#*): }"
+    return 6
+  fi
+}
+
+# segment_failed RC ID KEY WHY: reports a segment segment_cells refused (RC 4 or 6).
+segment_failed() {
+  if (($1 == 4)); then
+    printf '%s: error: segment %s of manifest %s: %s\n' "$PROG" "$2" "$MANIFEST" "$4" >&2
+  else
+    printf '%s: error: segment %s (%s) of manifest %s cannot be used, so none of its cells was: %s. Fetch it again from the bucket (aws s3 cp s3://BUCKET/%s %s); if it persists, the stored object was altered or damaged: read its cells from another snapshot\n' \
+      "$PROG" "$2" "$3" "$MANIFEST" "$4" "$3" "$OBJECTS/$3" >&2
+  fi
+}
+
+# cell_entry ID FILTER: FILTER (jq, raw output) of the cell ID of the authenticated
+# manifest, or nothing. In v4, from its segment, the first three components of its id
+# (`<table>/<tenant>/<period>`), fetched and checked; exits 4 or 6 when that segment cannot
+# be used. Call as `line=$(cell_entry …) || exit`.
+cell_entry() {
+  local id=$1 filter=$2 segment entry fields why rc=0
+  if [[ $FORMAT == "$MANIFEST_V3" ]]; then
+    manifest_entry "$id" table cells "$filter" || true
+    return 0
+  fi
+  [[ $id =~ ^([^/]+/[^/]+/[^/]+)/ ]] || return 0
+  segment=${BASH_REMATCH[1]}
+  entry=$(manifest_entry "$segment" table segments 'tojson' || true)
+  [[ -n $entry ]] || return 0
+  fields=$(jq -r "$SEGMENT_FIELDS" <<<"$entry")
+  why=$(segment_cells "$entry" "$fields" "$WORK/segment.cells" cells) || rc=$?
+  if ((rc != 0)); then
+    segment_failed "$rc" "$segment" "$(jq -r '.key' <<<"$entry")" "$why"
+    exit "$rc"
+  fi
+  jq -rn --arg id "$id" "first(inputs | select(.id == \$id)) // empty | $filter" <"$WORK/segment.cells" || true
+}
+
 # --- modes
 
+# v4: every segment the filters select, checked one by one; the cells of each that checks
+# out are listed, those of one that does not are reported (each, with the reason) and left
+# out, and the exit code is 6 (or 4, when objects are only missing) once all were tried,
+# so one damaged object neither hides the rest nor goes unnoticed.
 list_cells() {
-  section cells | jq -r --arg table "$TABLE" --arg tenant "$TENANT" '
+  if [[ $FORMAT == "$MANIFEST_V3" ]]; then
+    section cells | jq -r --arg table "$TABLE" --arg tenant "$TENANT" '
+      select(($table == "" or .table == $table) and ($tenant == "" or .tenant == $tenant))
+      | [.id, .table, .rows] | @tsv'
+    return
+  fi
+  need_objects
+  local entry fields segment key why rc tried=0 missing=0 damaged=0
+  section segments >"$WORK/segments"
+  # Two lines per selected segment: its SEGMENT_FIELDS, then the entry itself.
+  # shellcheck disable=SC2016 # $-names below are jq variables
+  jq -r --arg table "$TABLE" --arg tenant "$TENANT" '
     select(($table == "" or .table == $table) and ($tenant == "" or .tenant == $tenant))
-    | [.id, .table, .rows] | @tsv'
+    | ('"$SEGMENT_FIELDS"'), tojson' "$WORK/segments" >"$WORK/selected" 2>/dev/null ||
+    die 6 "manifest $MANIFEST is signed, but its segments list is not one JSON entry per line: lethe does not write it so; report it, and use another snapshot"
+  while IFS= read -r fields && IFS= read -r entry; do
+    tried=$((tried + 1))
+    rc=0
+    why=$(segment_cells "$entry" "$fields" "$WORK/segment.cells" list) || rc=$?
+    if ((rc != 0)); then
+      IFS=$'\t' read -r segment key < <(jq -r '[.id, .key] | @tsv' <<<"$entry")
+      segment_failed "$rc" "$segment" "$key" "$why"
+      if ((rc == 4)); then missing=$((missing + 1)); else damaged=$((damaged + 1)); fi
+      continue
+    fi
+    cat -- "$WORK/segment.cells"
+  done <"$WORK/selected"
+  ((damaged == 0)) ||
+    die 6 "$damaged of the $tried segment(s) of manifest $MANIFEST cannot be used (each is named above); the cells of the others are listed"
+  ((missing == 0)) ||
+    die 4 "$missing of the $tried segment object(s) of manifest $MANIFEST are missing under $OBJECTS (each is named above); the cells of the others are listed"
 }
 
 # Mirrors lethe's schemaToDdl (src/mapping/schema-ddl.ts): tables without keys before the
@@ -498,11 +720,11 @@ decrypt_cell() {
   mode=$(stat -L -c '%a' -- "$MASTER_KEY")
   [[ $mode == 600 || $mode == 400 ]] || warn "master key $MASTER_KEY has mode $mode; it should be 600 (chmod 600 $MASTER_KEY)"
 
-  # The cell, and the encapsulation its key derives from.
-  local table key enc pack offset length sha rows fields
-  IFS=$'\t' read -r -a fields < <(
-    manifest_entry "$CELL" table cells '[.table, .key, .enc, .pack, .offset, .length, .sha256, .rows] + .dims | @tsv'
-  ) || die 4 "cell $CELL is not in manifest $MANIFEST; list its cells with: $PROG --list --manifest $MANIFEST"
+  # The cell (in v4, from its segment, checked first), and the encapsulation its key derives from.
+  local table key enc pack offset length sha rows fields line
+  line=$(cell_entry "$CELL" '[.table, .key, .enc, .pack, .offset, .length, .sha256, .rows] + .dims | @tsv') || exit
+  [[ -n $line ]] || die 4 "cell $CELL is not in manifest $MANIFEST; list its cells with: $PROG --list --manifest $MANIFEST --objects $OBJECTS"
+  IFS=$'\t' read -r -a fields <<<"$line"
   ((${#fields[@]} >= 9)) || die 6 "cell $CELL in manifest $MANIFEST names no dimension keys"
   table=${fields[0]} key=${fields[1]} enc=${fields[2]} pack=${fields[3]} offset=${fields[4]}
   length=${fields[5]} sha=${fields[6]} rows=${fields[7]}
@@ -525,7 +747,7 @@ decrypt_cell() {
       jq -r '[.format, .masterRecipient, .exportedAt] | @tsv' "$KEYS_EXPORT"
   ) || die 2 "$KEYS_EXPORT is not JSON: is it a lethe keys export?"
   if [[ $export_format == 'lethe.keys-export.v1' ]]; then
-    die 2 "$KEYS_EXPORT is a lethe.keys-export.v1 export, from a lethe before the $MANIFEST_FORMAT cell format (its dimension keys are age identities); this snapshot needs a keys export of format $EXPORT_FORMAT, taken with \`lethe keys export\` by the lethe that wrote it"
+    die 2 "$KEYS_EXPORT is a lethe.keys-export.v1 export, from a lethe before the $MANIFEST_V3 cell format (its dimension keys are age identities); this snapshot needs a keys export of format $EXPORT_FORMAT, taken with \`lethe keys export\` by the lethe that wrote it"
   fi
   [[ $export_format == "$EXPORT_FORMAT" ]] || die 2 "$KEYS_EXPORT is not a lethe keys export (format ${export_format@Q}, expected $EXPORT_FORMAT)"
   master=$(age-keygen -y "$MASTER_KEY" 2>/dev/null) || die 7 "$MASTER_KEY is not an age identity file"
@@ -610,6 +832,8 @@ decrypt_cell() {
 
 MASTER_KEY='' MANIFEST='' OBJECTS='' KEYS_EXPORT='' CELL='' OUT='' TABLE='' TENANT=''
 MODE=decrypt SCHEMA_PART='' NOT_LATEST=0 WORK='' PLAIN='' PARTIAL=''
+# The authenticated manifest's format: lethe.manifest.v4 (a tree of segments) or v3.
+FORMAT=''
 SIGNING_KEYS=()
 # The cell's dimension key ids (key-derivation order), its encapsulation, and the export's
 # entries for its dimension keys: wrapped to the master key, not secrets.
@@ -641,7 +865,7 @@ while (($# > 0)); do
   esac
 done
 
-need_tools jq openssl gzip xxd awk base64 sha256sum head tail grep mktemp basename dirname cat rm
+need_tools jq openssl gzip xxd awk base64 sha256sum head tail grep mktemp basename dirname cat rm stat
 need_openssl3
 [[ -n $MANIFEST ]] || die 2 '--manifest FILE is required'
 need_file 'manifest' "$MANIFEST"
@@ -650,7 +874,7 @@ if [[ $MODE == decrypt ]]; then
     var=${opt%%:*}
     [[ -n ${!var} ]] || die 2 "${opt#*:} is required to decrypt a cell (or use --list / --schema-sql)"
   done
-  need_tools age age-keygen dd stat wc mv
+  need_tools age age-keygen dd wc mv
 fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dr-decrypt.XXXXXX")
 PLAIN=$WORK/manifest.json

@@ -1,18 +1,21 @@
-// Disaster recovery without lethe: runbooks/dr-decrypt.sh reads a real demo snapshot
-// (lethe.manifest.v3, keys export v2) with the stock age CLI, openssl, jq, gzip, xxd and
-// coreutils, and what it decrypts is exactly the chat store's rows.
-import { createHash } from 'node:crypto';
+// Disaster recovery without lethe: runbooks/dr-decrypt.sh reads the real snapshots of a demo
+// (lethe.manifest.v4: a tree whose second snapshot references segments of the first; keys
+// export v2) with the stock age CLI, openssl, jq, gzip, xxd and coreutils, and what it
+// decrypts is exactly the chat store's rows. v3 manifests (cells inline) are still read.
+import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import {
   chmod,
   copyFile,
+  cp,
   mkdir,
   mkdtemp,
   readdir,
   readFile,
   rm,
   stat,
+  symlink,
   writeFile,
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,8 +30,11 @@ import { generateSigningKey, publicKeyToPem, sign } from '../../../src/crypto/in
 import { EmbeddedPostgres } from '../../../src/embedded/postgres.ts';
 import {
   ManifestWriter,
+  SegmentWriter,
+  newSegmentKey,
   type CellEntry,
   type EncapsulationEntry,
+  type SegmentEntry,
   type SnapshotHeader,
 } from '../../../src/manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../../../src/mapping/index.ts';
@@ -66,19 +72,57 @@ async function runOk(file: string, args: readonly string[]): Promise<Buffer> {
   return result.stdout;
 }
 
+/** A v4 manifest as stored, and the cells of its tree (read by {@link readTree}). */
 interface Manifest {
   readonly snapshot: {
     readonly id: string;
     readonly tables: { name: string; columns: string[] }[];
   };
   readonly schema: SchemaDescription;
-  readonly cells: CellEntry[];
+  readonly segments: SegmentEntry[];
   readonly encapsulations: EncapsulationEntry[];
+  readonly totals: { cells: number; segments: number; segmentsWritten: number };
+  /** Every cell of every segment, in manifest order. */
+  readonly cells: CellEntry[];
+  /** The segment each cell is listed in, by cell id. */
+  readonly segmentOf: ReadonlyMap<string, SegmentEntry>;
 }
 
 /** A stored manifest (`snapshots/<id>.json.gz`) as text: the signed, uncompressed bytes. */
 async function manifestText(path: string): Promise<string> {
   return gunzipSync(await readFile(path)).toString('utf8');
+}
+
+/** `<table>/<tenant>/<period>`: the segment a cell id belongs to (src/cells/ids.ts). */
+function segmentIdOf(cellId: string): string {
+  return cellId.split('/').slice(0, 3).join('/');
+}
+
+/**
+ * A v4 manifest and its tree, read independently of lethe's reader: each segment object of
+ * `objects` checked against the size and sha256 the manifest lists, and its header against
+ * the entry, so the test's expectations come from the bytes the script reads too.
+ */
+async function readTree(path: string, objects: string): Promise<Manifest> {
+  const manifest = JSON.parse(await manifestText(path)) as Omit<Manifest, 'cells' | 'segmentOf'> & { format: string };
+  expect(manifest.format).toBe('lethe.manifest.v4');
+  const cells: CellEntry[] = [];
+  const segmentOf = new Map<string, SegmentEntry>();
+  for (const segment of manifest.segments) {
+    const stored = await readFile(join(objects, segment.key));
+    expect(stored.length).toBe(segment.size);
+    expect(createHash('sha256').update(stored).digest('hex')).toBe(segment.sha256);
+    const object = JSON.parse(gunzipSync(stored).toString('utf8')) as { format: string; segment: unknown; cells: CellEntry[] };
+    expect(object.format).toBe('lethe.segment.v1');
+    const { id, table, tenant, period, snapshot } = segment;
+    expect(object.segment).toEqual({ id, table, tenant, period, snapshot });
+    expect(object.cells).toHaveLength(segment.cells);
+    for (const cell of object.cells) {
+      cells.push(cell);
+      segmentOf.set(cell.id, segment);
+    }
+  }
+  return { ...manifest, cells, segmentOf };
 }
 
 /**
@@ -94,41 +138,138 @@ function tupleOf(cell: CellEntry): { period: string; author: string | null; conv
 
 /**
  * Re-signs an edited manifest text with `key`, as an attacker with a signing key of their
- * own would: the body's sha256 and the signature line are made consistent again.
+ * own would: the body's sha256 and the signature line are made consistent again, under the
+ * format its first line names.
  */
 function resign(text: string, key: { privateKey: Uint8Array }): string {
   const lines = text.split('\n');
   const last = lines.at(-2) ?? '';
   const body = `${lines.slice(0, -2).join('\n')}\n`;
+  const format = /^\{"format":"([^"]+)",$/.exec(lines[0] ?? '')?.[1] ?? '';
   const bodySha256 = createHash('sha256').update(body, 'utf8').digest('hex');
   const old = JSON.parse(last.slice('"signature":'.length, -1)) as { keyId: string };
-  const value = sign(key.privateKey, Buffer.from(`lethe.manifest.v3\n${bodySha256}\n`, 'utf8'));
+  const value = sign(key.privateKey, Buffer.from(`${format}\n${bodySha256}\n`, 'utf8'));
   return `${body}"signature":${JSON.stringify({ algorithm: 'ed25519', keyId: old.keyId, sha256: bodySha256, value })}}\n`;
 }
 
-/** Writes a manifest as the backup does (ManifestWriter, gzip), signed by `key`. */
+/** Everything a writer emits, once it ends (the writer is driven meanwhile by `write`). */
+async function written(stream: AsyncIterable<unknown>, write: () => Promise<void>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+  })();
+  await write();
+  await collected;
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Stores `bytes` as a new segment object under `objects` and returns the manifest's entry
+ * for it; `counts` overrides what the entry says (to list something the object is not).
+ */
+async function storeSegment(
+  objects: string,
+  bytes: Buffer,
+  segment: { id: string; table: string; tenant: string | null; period: string; snapshot: string },
+  cells: readonly CellEntry[],
+  counts: Partial<Pick<SegmentEntry, 'cells' | 'rows' | 'bytesPlain'>> = {},
+): Promise<SegmentEntry> {
+  const key = newSegmentKey(randomBytes(16));
+  await mkdir(dirname(join(objects, key)), { recursive: true });
+  await writeFile(join(objects, key), bytes);
+  return {
+    ...segment,
+    key,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    size: bytes.length,
+    cells: cells.length,
+    rows: cells.reduce((n, c) => n + c.rows, 0),
+    bytesPlain: cells.reduce((n, c) => n + c.bytesPlain, 0),
+    shredded: 0,
+    ...counts,
+  };
+}
+
+/** The header of the segment of `cells` (all of one table, tenant and period) written by `snapshot`. */
+function segmentOfCells(cells: readonly CellEntry[], snapshot: string): { id: string; table: string; tenant: string | null; period: string; snapshot: string } {
+  const [first] = cells;
+  if (first === undefined) throw new Error('a segment needs a cell');
+  const id = segmentIdOf(first.id);
+  return { id, table: first.table, tenant: first.tenant, period: decodeURIComponent(id.split('/')[2] ?? ''), snapshot };
+}
+
+/**
+ * Writes a v4 snapshot as the backup does (SegmentWriter and ManifestWriter, gzip), signed
+ * by `key`: one segment object under `objects` for the given cells (of one segment), or for
+ * `segment` as given, and the manifest listing it.
+ */
 async function writeManifest(
   path: string,
   parts: {
     header: SnapshotHeader;
     schema: SchemaDescription;
-    cells: readonly CellEntry[];
+    objects?: string;
+    cells?: readonly CellEntry[];
+    segment?: SegmentEntry;
     encapsulations: readonly EncapsulationEntry[];
   },
   key: { privateKey: Uint8Array },
-): Promise<void> {
+): Promise<SegmentEntry | undefined> {
+  let segment = parts.segment;
+  const cells = parts.cells ?? [];
+  if (segment === undefined && cells.length > 0) {
+    if (parts.objects === undefined) throw new Error('segments need an objects directory');
+    const header = segmentOfCells(cells, parts.header.id);
+    const writer = new SegmentWriter(header);
+    const bytes = await written(writer.stream, async () => {
+      for (const cell of cells) await writer.cell(cell);
+      writer.finish();
+    });
+    segment = await storeSegment(parts.objects, bytes, header, cells);
+  }
   const writer = new ManifestWriter(parts.header, parts.schema);
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of writer.stream) chunks.push(chunk as Buffer);
-  })();
-  for (const cell of parts.cells) await writer.cell(cell);
-  writer.finish(parts.encapsulations, new Date('2026-01-01T00:00:01.000Z'), (message) => ({
-    keyId: 'test',
-    value: sign(key.privateKey, message),
-  }));
-  await collected;
-  await writeFile(path, Buffer.concat(chunks));
+  const bytes = await written(writer.stream, async () => {
+    if (segment !== undefined) await writer.segment(segment);
+    writer.finish(
+      parts.encapsulations,
+      { bytesStored: 0, cellsWritten: segment?.cells ?? 0, segmentsWritten: segment === undefined ? 0 : 1, fullRead: true },
+      new Date('2026-01-01T00:00:01.000Z'),
+      (message) => ({ keyId: 'test', value: sign(key.privateKey, message) }),
+    );
+  });
+  await writeFile(path, bytes);
+  return segment;
+}
+
+/**
+ * A v3 manifest (cells inline, as lethe before the tree wrote them), signed by `key`: the
+ * layout of docs/format.md, built here because lethe no longer writes v3.
+ */
+function v3Manifest(
+  header: SnapshotHeader,
+  schema: SchemaDescription,
+  cells: readonly CellEntry[],
+  encapsulations: readonly EncapsulationEntry[],
+  key: { privateKey: Uint8Array },
+): Buffer {
+  const list = (entries: readonly unknown[]): string => entries.map((e) => JSON.stringify(e)).join(',\n') + (entries.length > 0 ? '\n' : '');
+  const rowsByTable: Record<string, number> = {};
+  for (const c of cells) rowsByTable[c.table] = (rowsByTable[c.table] ?? 0) + c.rows;
+  const totals = {
+    completedAt: '2026-01-01T00:00:01.000Z',
+    cells: cells.length,
+    rows: cells.reduce((n, c) => n + c.rows, 0),
+    bytesPlain: cells.reduce((n, c) => n + c.bytesPlain, 0),
+    bytesStored: 0,
+    cellsReused: 0,
+    rowsByTable,
+  };
+  const body =
+    `{"format":"lethe.manifest.v3",\n"snapshot":${JSON.stringify(header)},\n"schema":${JSON.stringify(schema)},\n` +
+    `"cells":[\n${list(cells)}],\n"encapsulations":[\n${list(encapsulations)}],\n"totals":${JSON.stringify(totals)},\n`;
+  const bodySha256 = createHash('sha256').update(body, 'utf8').digest('hex');
+  const value = sign(key.privateKey, Buffer.from(`lethe.manifest.v3\n${bodySha256}\n`, 'utf8'));
+  return gzipSync(`${body}"signature":${JSON.stringify({ algorithm: 'ed25519', keyId: 'test', sha256: bodySha256, value })}}\n`);
 }
 
 /**
@@ -200,6 +341,10 @@ async function copyIn(
   );
   stream.end(data);
   await once(stream, 'finish');
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 function lineCount(data: Buffer): number {
@@ -394,10 +539,56 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
       ...extra,
     ]);
 
+  /** The segment the second snapshot lists `cell` in. */
+  const segmentOf = (cell: CellEntry): SegmentEntry => {
+    const segment = manifests[1].segmentOf.get(cell.id);
+    if (segment === undefined) throw new Error(`cell ${cell.id} is in no segment of the second snapshot`);
+    return segment;
+  };
+  /**
+   * Whether the second snapshot did not write `cell`: reused within a segment it rewrote, or
+   * in a segment it references from the first snapshot (where `reused` is the first's view).
+   */
+  const earlier = (cell: CellEntry): boolean => cell.reused || segmentOf(cell).snapshot !== manifests[1].snapshot.id;
+
   const pick = (predicate: (c: CellEntry) => boolean, what: string): CellEntry => {
     const found = manifests[1].cells.filter(predicate).sort((a, b) => b.rows - a.rows)[0];
     if (found === undefined) throw new Error(`the demo's second snapshot has no ${what}`);
     return found;
+  };
+
+  /** The snapshot id of the manifests the tests sign with keys of their own. */
+  const TRUSTED_ID = '20260101T000000Z-0f0f0f';
+
+  /**
+   * A directory for a snapshot signed by a key of the test's own: the key's public half,
+   * an objects directory whose packs are the demo's (segments are the test's to write), and
+   * the path of its manifest.
+   */
+  const trustedDir = async (
+    base: string,
+    key: { publicKey: string },
+  ): Promise<{ pub: string; objectsDir: string; manifest: string }> => {
+    const objectsDir = join(base, 'objects');
+    await mkdir(join(objectsDir, 'snapshots'), { recursive: true });
+    await symlink(join(objects, 'packs'), join(objectsDir, 'packs'));
+    const pub = join(base, 'signing.pub');
+    await writeFile(pub, publicKeyToPem(key.publicKey));
+    return { pub, objectsDir, manifest: join(objectsDir, 'snapshots', `${TRUSTED_ID}.json.gz`) };
+  };
+
+  /**
+   * A copy of the demo's objects directory whose segment objects are copies (packs are
+   * linked), with the object of `segment` replaced by `bytes`, or removed when null.
+   */
+  const objectsWithSegment = async (name: string, segment: SegmentEntry, bytes: Buffer | null): Promise<string> => {
+    const copy = join(dir, name);
+    await mkdir(copy);
+    await symlink(join(objects, 'packs'), join(copy, 'packs'));
+    await cp(join(objects, 'segments'), join(copy, 'segments'), { recursive: true });
+    if (bytes === null) await rm(join(copy, segment.key));
+    else await writeFile(join(copy, segment.key), bytes);
+    return copy;
   };
 
   beforeAll(async () => {
@@ -431,10 +622,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
       throw new Error('the demo made fewer than two backups');
     manifestFiles = [join(objects, first.manifest), join(objects, second.manifest)];
     expect(manifestFiles[1]).toMatch(/\.json\.gz$/);
-    manifests = [
-      JSON.parse(await manifestText(manifestFiles[0])) as Manifest,
-      JSON.parse(await manifestText(manifestFiles[1])) as Manifest,
-    ];
+    manifests = [await readTree(manifestFiles[0], objects), await readTree(manifestFiles[1], objects)];
 
     // Every CLI command stops the embedded server it started: nothing may be left running.
     expect(await exists(join(dir, 'pg', 'postmaster.pid'))).toBe(false);
@@ -460,14 +648,14 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
     }
   }, 60_000);
 
-  it('lists the cells of a manifest with their table and row count', async () => {
-    const listed = (await runOk(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', manifestFiles[1]])).toString(
-      'utf8',
-    );
+  it('lists the cells of every segment of a manifest with their table and row count', async () => {
+    const listed = (
+      await runOk(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', manifestFiles[1], '--objects', objects])
+    ).toString('utf8');
     const lines = listed.trimEnd().split('\n');
     expect(lines).toHaveLength(manifests[1].cells.length);
-    const [cell] = manifests[1].cells;
-    expect(lines[0]).toBe(`${cell?.id}\t${cell?.table}\t${cell?.rows}`);
+    expect(manifests[1].cells).toHaveLength(manifests[1].totals.cells);
+    expect(lines).toEqual(manifests[1].cells.map((c) => `${c.id}\t${c.table}\t${c.rows}`));
     const users = (
       await runOk(SCRIPT, [
         '--signing-key',
@@ -475,6 +663,8 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
         '--list',
         '--manifest',
         manifestFiles[1],
+        '--objects',
+        objects,
         '--table',
         'users',
         '--tenant',
@@ -489,21 +679,31 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
         .filter((c) => c.table === 'users' && c.tenant === '3')
         .map((c) => `${c.id}\tusers\t${c.rows}`),
     );
+    // A v4 snapshot's cells are in its segment objects: without --objects there is nothing to list.
+    const blind = await run(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', manifestFiles[1]]);
+    expect(blind.code).toBe(2);
+    expect(blind.stderr).toMatch(/--objects DIR is required: the cells of a lethe\.manifest\.v4 snapshot are listed in its segment objects/);
+    expect(blind.stdout.length).toBe(0);
   });
 
   const ALL_DIMENSIONS = ['period', 'user', 'conversation', 'tenant'];
   it.each([
     [
       'a messages cell written by the second backup',
-      (c: CellEntry) => c.table === 'messages' && !c.reused,
+      (c: CellEntry) => c.table === 'messages' && !earlier(c),
       ALL_DIMENSIONS,
     ],
     ['an attachments cell (bytea)', (c: CellEntry) => c.table === 'attachments', ALL_DIMENSIONS],
     ['a users cell, which has no period key', (c: CellEntry) => c.table === 'users', ['user', 'tenant']],
     ['a tenants cell, whose key derives from the tenant key only', (c: CellEntry) => c.table === 'tenants', ['tenant']],
     [
-      'a messages cell reused from the first backup (an earlier encapsulation)',
-      (c: CellEntry) => c.table === 'messages' && c.reused,
+      'a messages cell reused from the first backup in a segment the second rewrote (an earlier encapsulation)',
+      (c: CellEntry) => c.table === 'messages' && c.reused && segmentOf(c).snapshot === manifests[1].snapshot.id,
+      ALL_DIMENSIONS,
+    ],
+    [
+      'a messages cell of a segment the second backup references from the first',
+      (c: CellEntry) => c.table === 'messages' && segmentOf(c).snapshot === manifests[0].snapshot.id,
       ALL_DIMENSIONS,
     ],
   ])('decrypts %s to exactly the chat store rows', async (what, predicate, kinds) => {
@@ -525,7 +725,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
   });
 
   it('reads a reused cell from either snapshot: same pack range, same encapsulation of the first', async () => {
-    const cell = pick((c) => c.table === 'messages' && c.reused, 'reused messages cell');
+    const cell = pick((c) => c.table === 'messages' && c.reused && segmentOf(c).snapshot === manifests[1].snapshot.id, 'reused messages cell');
     const inFirst = manifests[0].cells.find((c) => c.id === cell.id);
     expect(inFirst).toMatchObject({
       pack: cell.pack,
@@ -553,6 +753,121 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
     expect(newer.stdout.equals(older.stdout)).toBe(true);
   });
 
+  it('follows the tree across snapshots: segments the second lists from the first are read as they are', async () => {
+    const [first, second] = manifests;
+    const referenced = second.segments.filter((s) => s.snapshot === first.snapshot.id);
+    const rewritten = second.segments.filter((s) => s.snapshot === second.snapshot.id);
+    expect(referenced.length).toBeGreaterThan(0);
+    expect(rewritten.length).toBeGreaterThan(0);
+    expect(referenced.length + rewritten.length).toBe(second.segments.length);
+    expect(second.totals.segments).toBe(second.segments.length);
+    expect(second.totals.segmentsWritten).toBe(rewritten.length);
+    // A referenced segment is the first snapshot's entry as it was: the same object, unchanged.
+    for (const s of referenced) expect(first.segments.find((f) => f.id === s.id)).toEqual(s);
+    for (const s of rewritten) expect(first.segments.some((f) => f.key === s.key)).toBe(false);
+    // `reused` is relative to the segment's writer: a cell an earlier snapshot wrote (its key
+    // derives from that snapshot's encapsulation).
+    for (const cell of second.cells) expect(cell.reused).toBe(!cell.enc.startsWith(`${segmentOf(cell).snapshot}/`));
+    expect(second.cells.some((c) => c.reused)).toBe(true);
+
+    // The second manifest alone (no other manifest beside it) and the bucket's objects: the
+    // script follows the tree into the first snapshot's segment object.
+    const cell = pick((c) => c.table === 'messages' && segmentOf(c).snapshot === first.snapshot.id, 'messages cell of a referenced segment');
+    const alone = join(dir, 'tree-only', 'snapshots');
+    await mkdir(alone, { recursive: true });
+    const manifest = join(alone, `${second.snapshot.id}.json.gz`);
+    await copyFile(manifestFiles[1], manifest);
+    const result = await decrypt(manifest, cell.id);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const { sql, params } = sourceQuery(cell, columnsOf(cell.table));
+    expect(result.stdout.toString('utf8')).toBe((await copyOut(admin(), sql, params)).toString('utf8'));
+  });
+
+  it('refuses a segment object whose bytes were flipped, or that was cut short, before using any of it', async () => {
+    const cell = pick((c) => c.table === 'messages' && segmentOf(c).snapshot === manifests[0].snapshot.id, 'messages cell of a referenced segment');
+    const segment = segmentOf(cell);
+    const tenant = segment.tenant ?? '';
+    const stored = await readFile(join(objects, segment.key));
+    const flippedBytes = Buffer.from(stored);
+    const at = Math.floor(stored.length / 2);
+    flippedBytes[at] = (flippedBytes[at] ?? 0) ^ 0x01;
+    const half = Math.floor(stored.length / 2);
+    const cases = [
+      {
+        what: 'flipped',
+        objectsDir: await objectsWithSegment('objects-segment-flipped', segment, flippedBytes),
+        reason: `the object hashes to [0-9a-f]{64}, the manifest lists ${segment.sha256}: it was modified or replaced after the backup`,
+      },
+      {
+        what: 'cut short',
+        objectsDir: await objectsWithSegment('objects-segment-cut', segment, stored.subarray(0, half)),
+        reason: `the object is ${half} bytes, the manifest lists ${segment.size}: the copy is truncated`,
+      },
+    ];
+    const named = `segment ${escapeRegExp(segment.id)} \\(${escapeRegExp(segment.key)}\\) of manifest ${escapeRegExp(manifestFiles[1])} cannot be used, so none of its cells was: `;
+    const outDir = join(dir, 'out-segment');
+    await mkdir(outDir);
+    for (const { what, objectsDir, reason } of cases) {
+      const refused = await decrypt(manifestFiles[1], cell.id, ['--out', join(outDir, 'cell.copy')], keysExport, objectsDir);
+      expect(refused.code, what).toBe(6);
+      expect(refused.stderr).toMatch(new RegExp(named + reason));
+      expect(refused.stdout.length).toBe(0);
+
+      // --list names it, lists the cells of the other segments, and fails.
+      const listed = await run(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', manifestFiles[1], '--objects', objectsDir, '--tenant', tenant]);
+      expect(listed.code, what).toBe(6);
+      expect(listed.stderr).toMatch(new RegExp(named + reason));
+      expect(listed.stderr).toMatch(/error: 1 of the \d+ segment\(s\) of manifest .* cannot be used \(each is named above\)/);
+      expect(listed.stdout.toString('utf8')).toBe(
+        manifests[1].cells
+          .filter((c) => c.tenant === segment.tenant && segmentOf(c).id !== segment.id)
+          .map((c) => `${c.id}\t${c.table}\t${c.rows}\n`)
+          .join(''),
+      );
+    }
+    expect(await readdir(outDir)).toEqual([]);
+
+    // Not fetched at all: not found, and which object to fetch.
+    const missing = await objectsWithSegment('objects-segment-missing', segment, null);
+    const absent = await decrypt(manifestFiles[1], cell.id, [], keysExport, missing);
+    expect(absent.code).toBe(4);
+    expect(absent.stderr).toContain(`its object ${segment.key} is missing under ${missing}; copy it from the bucket`);
+    expect(absent.stdout.length).toBe(0);
+    // The same segment, intact, decrypts: the failures were the object's.
+    expect((await decrypt(manifestFiles[1], cell.id)).code).toBe(0);
+  });
+
+  it('still reads a v3 manifest (cells inline): lists and decrypts its cells as from the tree', async () => {
+    const cells = [
+      pick((c) => c.table === 'messages' && !earlier(c), 'new messages cell'),
+      pick((c) => c.table === 'users', 'users cell'),
+    ];
+    const encapsulations = manifests[1].encapsulations.filter((e) => cells.some((c) => c.enc === e.id));
+    const key = generateSigningKey();
+    const { pub, objectsDir, manifest } = await trustedDir(join(dir, 'v3'), key);
+    // No segments: v3 needs none (the packs are linked, the manifest lists the cells).
+    await writeFile(manifest, v3Manifest({ ...SYNTHETIC_HEADER, id: TRUSTED_ID }, SYNTHETIC_SCHEMA, cells, encapsulations, key));
+    const listed = await runOk(SCRIPT, ['--signing-key', pub, '--list', '--manifest', manifest]);
+    expect(listed.toString('utf8')).toBe(cells.map((c) => `${c.id}\t${c.table}\t${c.rows}\n`).join(''));
+    for (const cell of cells) {
+      const [v3, v4] = await Promise.all([decrypt(manifest, cell.id, [], keysExport, objectsDir, pub), decrypt(manifestFiles[1], cell.id)]);
+      expect(v3.stderr).toBe('');
+      expect(v3.code).toBe(0);
+      expect(lineCount(v3.stdout)).toBe(cell.rows);
+      expect(v3.stdout.equals(v4.stdout)).toBe(true);
+    }
+    // The signature's domain is the format: the same v3 body signed as v4 does not verify.
+    const text = gunzipSync(await readFile(manifest)).toString('utf8');
+    const lines = text.split('\n');
+    const signature = JSON.parse((lines.at(-2) ?? '').slice('"signature":'.length, -1)) as { sha256: string };
+    const asV4 = sign(key.privateKey, Buffer.from(`lethe.manifest.v4\n${signature.sha256}\n`, 'utf8'));
+    await writeFile(manifest, gzipSync(text.replace(/"value":"[^"]+"/, `"value":"${asV4}"`)));
+    const crossed = await run(SCRIPT, ['--signing-key', pub, '--list', '--manifest', manifest]);
+    expect(crossed.code).toBe(6);
+    expect(crossed.stderr).toMatch(/its signature does not verify under the signing key/);
+  });
+
   it('writes --out only once everything checked out, and never overwrites it', async () => {
     const cell = pick((c) => c.table === 'attachments', 'attachments cell');
     const out = join(dir, 'out', 'attachments.copy');
@@ -569,9 +884,10 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
   });
 
   it('refuses a pack whose bytes were changed, before decrypting anything', async () => {
-    const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+    const cell = pick((c) => c.table === 'messages' && !earlier(c), 'new messages cell');
     const bad = join(dir, 'objects-flipped');
     await mkdir(join(bad, dirname(cell.pack)), { recursive: true });
+    await symlink(join(objects, 'segments'), join(bad, 'segments'));
     const pack = join(bad, cell.pack);
     await copyFile(join(objects, cell.pack), pack);
     const bytes = await readFile(pack);
@@ -619,7 +935,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
   });
 
   it('refuses an export whose keys are not the ones the backup used, before any plaintext exists', async () => {
-    const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+    const cell = pick((c) => c.table === 'messages' && !earlier(c), 'new messages cell');
     const userKey = cell.dims.find((d) => d.startsWith('user:')) ?? '';
     const exported = JSON.parse(await readFile(keysExport, 'utf8')) as {
       format: string;
@@ -742,7 +1058,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
       await target.query(pre);
       const cells = [
         pick((c) => c.table === 'attachments', 'attachments cell'),
-        pick((c) => c.table === 'messages' && c.reused, 'reused messages cell'),
+        pick((c) => c.table === 'messages' && earlier(c), 'messages cell of the first backup'),
         pick((c) => c.table === 'users', 'users cell'),
       ];
       // One cell per table, so each restored table holds exactly that cell's rows.
@@ -836,7 +1152,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
 
   it('checks the manifest before using anything in it: a key from the escrow, the name, nothing altered', async () => {
     const list = (manifest: string, keys: string[] = ['--signing-key', signingKey]): Promise<Result> =>
-      run(SCRIPT, [...keys, '--list', '--manifest', manifest]);
+      run(SCRIPT, [...keys, '--list', '--manifest', manifest, '--objects', objects]);
     const none = await list(manifestFiles[1], []);
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/--signing-key FILE is required/);
@@ -906,10 +1222,20 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
     expect(result.stderr).toMatch(/is lethe\.manifest\.v2, written by a lethe from before the lethe\.manifest\.v3 cell format/);
     expect(result.stderr).toMatch(/dr-decrypt\.sh of the lethe version that wrote it/);
     expect(result.stdout.length).toBe(0);
+
+    // A format of a newer lethe is named as such, not taken for damage.
+    const newer = join(dir, 'newer', 'snapshots');
+    await mkdir(newer, { recursive: true });
+    const v5 = join(newer, `${id}.json.gz`);
+    await writeFile(v5, gzipSync(`{"format":"lethe.manifest.v5",\n"snapshot":{"id":"${id}"},\n"signature":{}}\n`));
+    const unknown = await run(SCRIPT, ['--signing-key', signingKey, '--list', '--manifest', v5, '--objects', objects]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/says it is lethe\.manifest\.v5, which this script does not read \(it reads lethe\.manifest\.v4 and lethe\.manifest\.v3\); nothing in it was used/);
+    expect(unknown.stdout.length).toBe(0);
   });
 
   it('refuses an ephemeral key replaced in a manifest re-signed with another key: the signature check stops it', async () => {
-    const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+    const cell = pick((c) => c.table === 'messages' && !earlier(c), 'new messages cell');
     const text = await manifestText(manifestFiles[1]);
     const enc = manifests[1].encapsulations.find((e) => e.id === cell.enc);
     const planted = manifests[1].encapsulations.find((e) => e.id !== cell.enc);
@@ -947,24 +1273,26 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
      * by a key of the test's own that the script is told to trust.
      */
     const signedWith = async (name: string, replaced: (e: EncapsulationEntry) => EncapsulationEntry) => {
-      const cell = pick((c) => c.table === 'messages' && !c.reused, 'new messages cell');
+      const cell = pick((c) => c.table === 'messages' && !earlier(c), 'new messages cell');
       const enc = manifests[1].encapsulations.find((e) => e.id === cell.enc);
       if (enc === undefined) throw new Error(`encapsulation ${cell.enc} is not in the manifest`);
       const key = generateSigningKey();
       const base = join(dir, name);
-      await mkdir(join(base, 'snapshots'), { recursive: true });
-      const pub = join(base, 'signing.pub');
-      await writeFile(pub, publicKeyToPem(key.publicKey));
-      const id = '20260101T000000Z-0f0f0f';
-      const manifest = join(base, 'snapshots', `${id}.json.gz`);
+      const { pub, objectsDir, manifest } = await trustedDir(base, key);
       await writeManifest(
         manifest,
-        { header: { ...SYNTHETIC_HEADER, id }, schema: SYNTHETIC_SCHEMA, cells: [cell], encapsulations: [replaced(enc)] },
+        {
+          header: { ...SYNTHETIC_HEADER, id: TRUSTED_ID },
+          schema: SYNTHETIC_SCHEMA,
+          objects: objectsDir,
+          cells: [cell],
+          encapsulations: [replaced(enc)],
+        },
         key,
       );
       const outDir = join(base, 'out');
       await mkdir(outDir);
-      const result = await decrypt(manifest, cell.id, ['--out', join(outDir, 'cell.copy')], keysExport, objects, pub);
+      const result = await decrypt(manifest, cell.id, ['--out', join(outDir, 'cell.copy')], keysExport, objectsDir, pub);
       return { cell, result, written: await readdir(outDir) };
     };
 
@@ -996,6 +1324,99 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
       expect(result.stderr).toMatch(/of kem 'x25519-mlkem768'; dr-decrypt\.sh opens only kem "x25519"/);
       expect(result.stdout.length).toBe(0);
       expect(written).toEqual([]);
+    });
+  });
+
+  describe('a segment object listed in a manifest signed with a trusted key', () => {
+    /**
+     * A snapshot whose one segment holds a real cell of the demo but is built by `segment`
+     * (bytes and entry as the manifest lists them: size and sha256 always match), signed by
+     * a key of the test's own that the script is told to trust.
+     */
+    const signedSegment = async (
+      name: string,
+      segment: (cell: CellEntry, objectsDir: string) => Promise<SegmentEntry>,
+    ): Promise<{ cell: CellEntry; decrypted: Result; listed: Result; written: string[] }> => {
+      const cell = pick((c) => c.table === 'messages' && !earlier(c), 'new messages cell');
+      const enc = manifests[1].encapsulations.find((e) => e.id === cell.enc);
+      if (enc === undefined) throw new Error(`encapsulation ${cell.enc} is not in the manifest`);
+      const key = generateSigningKey();
+      const base = join(dir, name);
+      const { pub, objectsDir, manifest } = await trustedDir(base, key);
+      const entry = await segment(cell, objectsDir);
+      await writeManifest(manifest, { header: { ...SYNTHETIC_HEADER, id: TRUSTED_ID }, schema: SYNTHETIC_SCHEMA, segment: entry, encapsulations: [enc] }, key);
+      const outDir = join(base, 'out');
+      await mkdir(outDir);
+      const decrypted = await decrypt(manifest, cell.id, ['--out', join(outDir, 'cell.copy')], keysExport, objectsDir, pub);
+      const listed = await run(SCRIPT, ['--signing-key', pub, '--list', '--manifest', manifest, '--objects', objectsDir]);
+      return { cell, decrypted, listed, written: await readdir(outDir) };
+    };
+
+    /** The segment object SegmentWriter writes for `header` and `cells`. */
+    const segmentBytes = (header: ReturnType<typeof segmentOfCells>, cells: readonly CellEntry[]): Promise<Buffer> => {
+      const writer = new SegmentWriter(header);
+      return written(writer.stream, async () => {
+        for (const cell of cells) await writer.cell(cell);
+        writer.finish();
+      });
+    };
+
+    it('decrypts a cell of a well-formed segment (the control)', async () => {
+      const { cell, decrypted, listed, written: out } = await signedSegment('segment-control', async (c, objectsDir) => {
+        const header = segmentOfCells([c], TRUSTED_ID);
+        return storeSegment(objectsDir, await segmentBytes(header, [c]), header, [c]);
+      });
+      expect(decrypted.stderr).toMatch(new RegExp(`cell ${escapeRegExp(cell.id)}: ${cell.rows} rows of table messages written to`));
+      expect(decrypted.code).toBe(0);
+      expect(out).toEqual(['cell.copy']);
+      expect(listed.code).toBe(0);
+      expect(listed.stdout.toString('utf8')).toBe(`${cell.id}\tmessages\t${cell.rows}\n`);
+    });
+
+    it.each([
+      [
+        'a gzip bomb: refused once it inflates past what its cells allow',
+        async (c: CellEntry, objectsDir: string): Promise<SegmentEntry> => {
+          const bomb = gzipSync(Buffer.alloc(16 << 20, 0x20), { level: 9 });
+          expect(bomb.length).toBeLessThan(64 * 1024);
+          return storeSegment(objectsDir, bomb, segmentOfCells([c], TRUSTED_ID), [c]);
+        },
+        `it inflates to more than the ${65536 + 4096} bytes its 1 cell\\(s\\) allow, so it was not read further`,
+      ],
+      [
+        'a header naming another snapshot',
+        async (c: CellEntry, objectsDir: string): Promise<SegmentEntry> => {
+          const header = segmentOfCells([c], TRUSTED_ID);
+          return storeSegment(objectsDir, await segmentBytes({ ...header, snapshot: '20250101T000000Z-aaaaaa' }, [c]), header, [c]);
+        },
+        'it describes segment .* of snapshot 20250101T000000Z-aaaaaa, not what the manifest lists: .* of snapshot 20260101T000000Z-0f0f0f',
+      ],
+      [
+        "a cell of another tenant under the segment's id",
+        async (c: CellEntry, objectsDir: string): Promise<SegmentEntry> => {
+          const header = segmentOfCells([c], TRUSTED_ID);
+          const foreign = { ...c, tenant: `${c.tenant ?? ''}0` };
+          return storeSegment(objectsDir, await segmentBytes(header, [foreign]), header, [foreign]);
+        },
+        'line 4: cell .* does not belong to segment',
+      ],
+      [
+        'more rows than the manifest lists',
+        async (c: CellEntry, objectsDir: string): Promise<SegmentEntry> => {
+          const header = segmentOfCells([c], TRUSTED_ID);
+          return storeSegment(objectsDir, await segmentBytes(header, [c]), header, [c], { rows: c.rows + 1 });
+        },
+        `it lists 1 cells, \\d+ rows and \\d+ plaintext bytes, the manifest 1, \\d+ and \\d+`,
+      ],
+    ])('refuses %s, and decrypts and lists nothing of it', async (what, segment, reason) => {
+      const { decrypted, listed, written: out } = await signedSegment(`segment-${what.replace(/[^a-z]+/g, '-')}`, segment);
+      expect(decrypted.code).toBe(6);
+      expect(decrypted.stderr).toMatch(new RegExp(`cannot be used, so none of its cells was: ${reason}`));
+      expect(decrypted.stdout.length).toBe(0);
+      expect(out).toEqual([]);
+      expect(listed.code).toBe(6);
+      expect(listed.stderr).toMatch(new RegExp(`cannot be used, so none of its cells was: ${reason}`));
+      expect(listed.stdout.length).toBe(0);
     });
   });
 });
