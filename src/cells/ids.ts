@@ -82,13 +82,15 @@ export function cellKeyId(tuple: CellTuple): string {
   return `cell:${part(tuple.tenant)}/${tuple.class}/${enc(tuple.period)}/${part(tuple.author)}/${part(tuple.conversation)}`;
 }
 
-/** The id of one table's cell for a tuple: unique within a snapshot. */
 /** `<table>/<tenant>/<period>`: the segment (one object of a snapshot's tree) a cell belongs to. */
 export function segmentId(table: string, tenant: string | null, period: string): string {
   return `${table}/${part(tenant)}/${enc(period)}`;
 }
 
-/** `<table>/<tenant>/<period>/<author>/<conversation>`: a segment id and the cell's author and conversation. */
+/**
+ * The id of one table's cell for a tuple, unique within a snapshot:
+ * `<table>/<tenant>/<period>/<author>/<conversation>`, its segment's id and two more components.
+ */
 export function cellId(table: string, tuple: CellTuple): string {
   return `${table}/${part(tuple.tenant)}/${enc(tuple.period)}/${part(tuple.author)}/${part(tuple.conversation)}`;
 }

@@ -1,22 +1,60 @@
-import { ExitCode } from '../errors/index.ts';
-import { backup } from '../jobs/tasks.ts';
+import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
+import { backup, backupCoordinate, backupShard } from '../jobs/tasks.ts';
+import type { BackupProgress } from '../snapshot/index.ts';
 import type { Command } from './commands.ts';
-import { actorName, bytes, duration } from './format.ts';
+import { actorName, bytes, duration, stringOpt } from './format.ts';
+
+/** `I/K` with 0 <= I < K <= 1024, or a USAGE error naming the option. */
+function parseShard(text: string): { index: number; of: number } {
+  const match = /^(\d{1,4})\/(\d{1,4})$/.exec(text);
+  const index = Number(match?.[1]);
+  const of = Number(match?.[2]);
+  if (match === null || of < 1 || of > 1024 || index >= of) {
+    throw new LetheError(ErrorCode.USAGE, `--shard takes I/K, this worker's shard I of K (0 <= I < K <= 1024), e.g. --shard 0/3; got ${JSON.stringify(text)}`);
+  }
+  return { index, of };
+}
+
+function parseCount(name: string, text: string | undefined, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{1,7}$/.test(text) || Number(text) < 1 || Number(text) > max) {
+    throw new LetheError(ErrorCode.USAGE, `--${name} takes a whole number from 1 to ${max}; got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
 
 export const backupCommand: Command = {
   name: 'backup',
-  usage: 'backup [--full-read] [--json] [--config FILE]',
-  options: { 'full-read': { type: 'boolean' } },
+  usage: 'backup [--full-read] [--coordinate K | --shard I/K] [--wait SECONDS] [--json] [--config FILE]',
+  options: { 'full-read': { type: 'boolean' }, coordinate: { type: 'string' }, shard: { type: 'string' }, wait: { type: 'string' } },
   async run(ctx) {
-    const result = await backup(await ctx.runtime(), {
-      actor: actorName(undefined),
-      // Read and digest every row now, whatever backup.fullEvery says.
-      fullRead: ctx.values['full-read'] === true,
-      signal: ctx.signal,
-      onProgress: (p) => {
-        ctx.progress(`backup: table ${p.table} (${p.tablesDone}/${p.tables}), ${p.cells} cells read, ${p.rows} rows, ${bytes(p.bytesPlain)}`);
-      },
-    });
+    const coordinate = parseCount('coordinate', stringOpt(ctx.values, 'coordinate'), 1024);
+    const shardText = stringOpt(ctx.values, 'shard');
+    const waitSeconds = parseCount('wait', stringOpt(ctx.values, 'wait'), 86_400);
+    const waitMs = waitSeconds === undefined ? {} : { waitMs: waitSeconds * 1000 };
+    if (coordinate !== undefined && shardText !== undefined) {
+      throw new LetheError(ErrorCode.USAGE, 'a process either coordinates (--coordinate K) or writes a shard (--shard I/K), not both');
+    }
+    const onProgress = (p: BackupProgress): void => {
+      ctx.progress(`backup: table ${p.table} (${p.tablesDone}/${p.tables}), ${p.cells} cells read, ${p.rows} rows, ${bytes(p.bytesPlain)}`);
+    };
+    if (shardText !== undefined) {
+      if (ctx.values['full-read'] === true) throw new LetheError(ErrorCode.USAGE, '--full-read is the coordinator\'s to decide: give it to `lethe backup --coordinate K`');
+      const shard = parseShard(shardText);
+      const result = await backupShard(await ctx.runtime(), { actor: actorName(undefined), ...shard, ...waitMs, signal: ctx.signal, onProgress });
+      ctx.out(
+        ctx.json
+          ? JSON.stringify(result)
+          : `shard ${result.shard}/${result.shards} of snapshot ${result.snapshotId}: ${result.cellsRead} cells read, ${result.cellsWritten} written, ` +
+              `${result.segmentsWritten} segment(s) written, ${bytes(result.bytesStored)} uploaded, ${duration(result.durationMs)}`,
+      );
+      return ExitCode.OK;
+    }
+    const common = { actor: actorName(undefined), signal: ctx.signal, onProgress, fullRead: ctx.values['full-read'] === true };
+    const result =
+      coordinate === undefined
+        ? await backup(await ctx.runtime(), common)
+        : await backupCoordinate(await ctx.runtime(), { ...common, shards: coordinate, ...waitMs });
     if (ctx.json) {
       ctx.out(JSON.stringify(result));
     } else {

@@ -43,6 +43,8 @@ export const ErrorCode = {
   TARGET_NOT_EMPTY: 'TARGET_NOT_EMPTY',
   /** Another run of the same job holds its lock. */
   JOB_LOCKED: 'JOB_LOCKED',
+  /** A shard of a coordinated backup failed, died or never started: the snapshot was abandoned. */
+  BACKUP_SHARD_FAILED: 'BACKUP_SHARD_FAILED',
   /** The audit chain is broken. */
   AUDIT_CHAIN: 'AUDIT_CHAIN',
   /** A lifecycle rule refused the operation (two-person rule, legal hold, request state). */
@@ -122,6 +124,7 @@ export function exitCodeFor(err: unknown): number {
     case ErrorCode.EMBEDDED:
     case ErrorCode.INTERNAL:
     case ErrorCode.KEY:
+    case ErrorCode.BACKUP_SHARD_FAILED:
     case ErrorCode.NOT_FOUND:
     case ErrorCode.STORAGE:
     case ErrorCode.VAULT:

@@ -4,7 +4,15 @@ import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile,
 import { readConfiguredSigningKey, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type RestoreResult, type VerifyResult } from '../restore/index.ts';
-import { runBackup, type BackupProgress, type BackupResult } from '../snapshot/index.ts';
+import {
+  runBackup,
+  runBackupCoordinator,
+  runBackupShard,
+  type BackupOptions,
+  type BackupProgress,
+  type BackupResult,
+  type ShardResult,
+} from '../snapshot/index.ts';
 import { migrateVault } from '../vault/index.ts';
 import { runLifecycleApply, type ApplyOptions, type ApplyResult } from '../lifecycle/apply.ts';
 import { planLifecycle, type Plan } from '../lifecycle/plan.ts';
@@ -119,8 +127,38 @@ export async function backup(
   rt: Runtime,
   options: { actor: string; fullRead?: boolean; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void; observeSecrets?: SecretObserver },
 ): Promise<BackupResult> {
+  return runBackup(await backupOptions(rt, options));
+}
+
+/** `lethe backup --coordinate K`: the coordinator of a backup written by K workers. */
+export async function backupCoordinate(
+  rt: Runtime,
+  options: { actor: string; shards: number; waitMs?: number; fullRead?: boolean; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void },
+): Promise<BackupResult> {
+  return runBackupCoordinator(await backupOptions(rt, options), {
+    shards: options.shards,
+    ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }),
+  });
+}
+
+/** `lethe backup --shard I/K`: one worker of a coordinated backup. */
+export async function backupShard(
+  rt: Runtime,
+  options: { actor: string; index: number; of: number; waitMs?: number; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void },
+): Promise<ShardResult> {
+  return runBackupShard(await backupOptions(rt, options), {
+    index: options.index,
+    of: options.of,
+    ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }),
+  });
+}
+
+async function backupOptions(
+  rt: Runtime,
+  options: { actor: string; fullRead?: boolean; signal?: AbortSignal; onProgress?: (p: BackupProgress) => void; observeSecrets?: SecretObserver },
+): Promise<BackupOptions> {
   const { backup: settings, storage } = rt.config;
-  return runBackup({
+  return {
     chatStoreUrl: await rt.chatStoreUrl(),
     mapping: rt.mapping(),
     vault: await rt.vault(),
@@ -137,7 +175,7 @@ export async function backup(
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
     ...(options.observeSecrets === undefined ? {} : { observeSecrets: options.observeSecrets }),
-  });
+  };
 }
 
 /** `lethe verify` with the config's settings. */

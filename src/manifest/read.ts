@@ -9,9 +9,8 @@ import { equalConstantTime, verifySignature } from '../crypto/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { SchemaDescriptionSchema, type SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
-import { createGunzip } from 'node:zlib';
 import { promisify } from 'node:util';
-import { gunzip } from 'node:zlib';
+import { createGunzip, gunzip } from 'node:zlib';
 import {
   CellEntrySchema,
   EncapsulationEntrySchema,
@@ -424,7 +423,7 @@ async function readSegment(store: ObjectStore, entry: SegmentEntry, signal: Abor
   const lines = text.toString('utf8').split('\n');
   if (lines.at(-1) !== '') throw fail('SEGMENT_INVALID', 'it does not end with a newline');
   lines.pop();
-  if (lines[0] !== `{"format":${JSON.stringify(SEGMENT_FORMAT)},` || lines[2] !== '"cells":[' || lines.at(-1) !== ']}' || !(lines[1] ?? '').startsWith('"segment":')) {
+  if (lines[0] !== `{"format":${JSON.stringify(SEGMENT_FORMAT)},` || lines[2] !== '"cells":[' || lines.at(-1) !== ']}' || !(lines[1] ?? '').startsWith('"segment":') || !(lines[1] ?? '').endsWith(',')) {
     throw fail('SEGMENT_INVALID', 'it is not laid out as a lethe segment');
   }
   const parse = <T>(json: string, schema: z.ZodType<T>, lineNo: number): T => {
@@ -434,28 +433,31 @@ async function readSegment(store: ObjectStore, entry: SegmentEntry, signal: Abor
       throw fail('SEGMENT_INVALID', (err as Error).message);
     }
   };
-  const header = parse((lines[1] as string).slice('"segment":'.length).replace(/,$/, ''), SegmentHeaderSchema, 2);
+  const header = parse((lines[1] as string).slice('"segment":'.length, -1), SegmentHeaderSchema, 2);
   if (header.id !== entry.id || header.table !== entry.table || header.tenant !== entry.tenant || header.period !== entry.period || header.snapshot !== entry.snapshot) {
     throw fail('SEGMENT_INVALID', `it describes segment ${header.id} of snapshot ${header.snapshot}, not what the manifest lists`);
   }
   const cells: CellEntry[] = [];
   let rows = 0;
   let bytesPlain = 0;
-  let last = '';
+  let previousId = '';
   for (let i = 3; i < lines.length - 1; i++) {
     const line = lines[i] as string;
-    const cell = parse(i < lines.length - 2 ? line.replace(/,$/, '') : line, CellEntrySchema, i + 1);
+    // Every cell line but the last ends with the comma between list entries.
+    const last = i === lines.length - 2;
+    if (!last && !line.endsWith(',')) throw fail('SEGMENT_INVALID', `line ${i + 1}: a cell line other than the last has no comma after it`);
+    const cell = parse(last ? line : line.slice(0, -1), CellEntrySchema, i + 1);
     if (cell.table !== entry.table || cell.tenant !== entry.tenant || !cell.id.startsWith(`${entry.id}/`)) {
       throw fail('SEGMENT_INVALID', `line ${i + 1}: cell ${cell.id} does not belong to the segment`);
     }
-    if (cell.id <= last) throw fail('SEGMENT_INVALID', `line ${i + 1}: cell ${cell.id} is out of order or listed twice`);
-    last = cell.id;
+    if (cell.id <= previousId) throw fail('SEGMENT_INVALID', `line ${i + 1}: cell ${cell.id} is out of order or listed twice`);
+    previousId = cell.id;
     rows += cell.rows;
     bytesPlain += cell.bytesPlain;
     cells.push(cell);
   }
   if (cells.length !== entry.cells || rows !== entry.rows || bytesPlain !== entry.bytesPlain) {
-    throw fail('SEGMENT_INVALID', `it lists ${cells.length} cells and ${rows} rows, the manifest ${entry.cells} and ${entry.rows}`);
+    throw fail('SEGMENT_INVALID', `it lists ${cells.length} cells, ${rows} rows and ${bytesPlain} plaintext bytes, the manifest ${entry.cells}, ${entry.rows} and ${entry.bytesPlain}`);
   }
   return cells;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { BASE_ALIAS, qualified, quoteIdent } from './identifiers.ts';
 import { joinSource, resolveColumn, tableEntry, type TableEntry } from './resolve.ts';
@@ -46,6 +47,7 @@ export function buildCellQuery(
   columns: readonly string[],
   granularity: Granularity,
   filter?: CellFilter,
+  shard?: Shard,
 ): string {
   const entry = tableEntry(mapping, table);
   checkColumns(table, columns);
@@ -61,7 +63,7 @@ export function buildCellQuery(
   return [
     `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, baseColumns)} AS "lethe_row_hash", ${baseColumns.join(', ')}`,
     fromClause(mapping, entry, 'JOIN'),
-    whereClause(dims, filter),
+    whereClause(dims, filter, shard),
     `ORDER BY ${order.join(', ')}`,
   ]
     .filter((part) => part !== '')
@@ -95,17 +97,46 @@ export function cellFilterKey(tuple: { tenant: string | null; period: string; au
   return [tuple.tenant, tuple.period, tuple.author, tuple.conversation].map(quoteLiteralLikePostgres).join('|');
 }
 
-function whereClause(dims: Dimensions, filter: CellFilter | undefined): string {
-  if (filter === undefined) return '';
-  const key =
-    filter.kind === 'segments'
-      ? `format('%L|%L', ${dims.tenant}, ${dims.period})`
-      : `format('%L|%L|%L|%L', ${dims.tenant}, ${dims.period}, ${dims.author}, ${dims.conversation})`;
-  if (filter.keys.length === 0) return 'WHERE false';
-  // The keys are values, quoted as literals (standard_conforming_strings is on in every
-  // session lethe opens: copySessionStatements), never pasted as SQL.
-  const list = filter.keys.map((k) => `'${k.replace(/'/g, "''")}'`).join(',');
-  return `WHERE ${key} = ANY(ARRAY[${list}]::text[])`;
+/**
+ * One of `of` shards of a backup written by several workers: the tenants whose
+ * {@link shardOf} is `index` (system rows, which have no tenant, are shard 0's).
+ */
+export interface Shard {
+  readonly index: number;
+  readonly of: number;
+}
+
+/**
+ * The shard of a tenant among `of`: the first 32 bits of the md5 of its id, modulo `of`.
+ * The server computes the same (`shardCondition`), so a worker's queries select exactly
+ * the tenants this function gives it.
+ */
+export function shardOf(tenant: string | null, of: number): number {
+  if (tenant === null) return 0;
+  return parseInt(createHash('md5').update(tenant, 'utf8').digest('hex').slice(0, 8), 16) % of;
+}
+
+function shardCondition(dims: Dimensions, shard: Shard): string {
+  if (!Number.isSafeInteger(shard.index) || !Number.isSafeInteger(shard.of) || shard.of < 1 || shard.index < 0 || shard.index >= shard.of) {
+    throw new LetheError(ErrorCode.USAGE, `shard ${shard.index}/${shard.of} is not one of 0/N … N-1/N`);
+  }
+  return `coalesce(('x' || substr(md5(${dims.tenant}), 1, 8))::bit(32)::bigint % ${shard.of}, 0) = ${shard.index}`;
+}
+
+function whereClause(dims: Dimensions, filter: CellFilter | undefined, shard?: Shard): string {
+  const conditions: string[] = [];
+  if (shard !== undefined && shard.of > 1) conditions.push(shardCondition(dims, shard));
+  if (filter !== undefined) {
+    const key =
+      filter.kind === 'segments'
+        ? `format('%L|%L', ${dims.tenant}, ${dims.period})`
+        : `format('%L|%L|%L|%L', ${dims.tenant}, ${dims.period}, ${dims.author}, ${dims.conversation})`;
+    // The keys are values, quoted as literals (standard_conforming_strings is on in every
+    // session lethe opens: copySessionStatements), never pasted as SQL.
+    const list = filter.keys.map((k) => `'${k.replace(/'/g, "''")}'`).join(',');
+    conditions.push(filter.keys.length === 0 ? 'false' : `${key} = ANY(ARRAY[${list}]::text[])`);
+  }
+  return conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`;
 }
 
 /**
@@ -130,6 +161,7 @@ export function buildFingerprintQuery(
   granularity: Granularity,
   level: 'segment' | 'cell',
   filter?: CellFilter,
+  shard?: Shard,
 ): string {
   const entry = tableEntry(mapping, table);
   checkColumns(table, columns);
@@ -141,7 +173,7 @@ export function buildFingerprintQuery(
     `SELECT ${groups.map((g) => `"${g}"`).join(', ')}, count(*) AS "rows", ${words.join(', ')} FROM (`,
     `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, baseColumns)} AS h`,
     fromClause(mapping, entry, 'JOIN'),
-    whereClause(dims, filter),
+    whereClause(dims, filter, shard),
     ') AS r',
     `GROUP BY ${groups.map((g) => `"${g}"`).join(', ')}`,
     `ORDER BY ${groups.map((g) => `"${g}" COLLATE "C"`).join(', ')}`,

@@ -28,7 +28,9 @@ export {
   NO_PERIOD,
   quoteLiteralLikePostgres,
   segmentFilterKey,
+  shardOf,
   type CellFilter,
+  type Shard,
   type Granularity,
 } from './cell-query.ts';
 export { checkCoverage, type TableInfo } from './coverage.ts';

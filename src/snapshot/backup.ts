@@ -25,12 +25,16 @@ import {
   classOf,
   readSchema,
   segmentFilterKey,
+  shardOf,
   type CellFilter,
   type Mapping,
+  type Shard,
   type TableInfo,
 } from '../mapping/index.ts';
+import type { SchemaDescription } from '../mapping/index.ts';
+import { z } from 'zod';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
-import type { CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
+import type { CompleteSnapshot, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
@@ -167,9 +171,12 @@ interface SegmentState {
   shredded: number;
 }
 
+/** A table as the backup reads it: its name and its columns in COPY order. */
+type TableSpec = Pick<TableInfo, 'name' | 'copyColumns'>;
+
 /** What a table's read looks like, decided from fingerprints before any row is read. */
 interface TablePlan {
-  readonly table: TableInfo;
+  readonly table: TableSpec;
   readonly reader: pg.Client;
   /** The segments to rewrite (or keep, if nothing in them turns out changed), by id. */
   readonly segments: Map<string, SegmentState>;
@@ -194,584 +201,958 @@ function toPrevious(copy: CurrentCopy): PreviousCell {
 /** Domain tag of the digest key the backup derives from its signing key. */
 export const CELL_DIGEST_KEY_LABEL = 'lethe.cell-digest-key.v1';
 
+/** Where a run's objects go, and how they are locked. */
+interface PutOptions {
+  readonly lock?: ObjectLock;
+  readonly signal?: AbortSignal;
+}
+
+/** What writing tables needs: shared by a single-process backup and a shard worker. */
+interface WriteContext {
+  readonly options: BackupOptions;
+  readonly run: RunningSnapshot;
+  /** The snapshot this one follows (its current copies and segments are compared with). */
+  readonly hasPrevious: boolean;
+  readonly fullRead: boolean;
+  readonly masterRecipient: string;
+  readonly putOptions: PutOptions;
+  readonly digestKey: Uint8Array;
+  /** Connections in the snapshot's transaction; tables alternate between them. */
+  readonly readers: readonly pg.Client[];
+  readonly tables: readonly TableSpec[];
+  /** Refuse tables whose rows the mapping's joins would drop (the coordinator checks for its workers). */
+  readonly checkOrphans: boolean;
+  /** The tenants this process writes; undefined: all. */
+  readonly shard?: Shard;
+  readonly log: Logger;
+}
+
+/** What a run (or one shard of it) wrote. */
+interface WriteOutcome {
+  readonly cellsRead: number;
+  readonly cellsWritten: number;
+  readonly cellsShreddedRead: number;
+  readonly bytesStored: number;
+  readonly segmentsRead: number;
+  readonly segmentsWritten: number;
+  readonly packs: number;
+  readonly keysCreated: number;
+  readonly encapsulations: number;
+}
+
+const WriteOutcomeSchema = z.strictObject({
+  cellsRead: z.number().int().nonnegative(),
+  cellsWritten: z.number().int().nonnegative(),
+  cellsShreddedRead: z.number().int().nonnegative(),
+  bytesStored: z.number().int().nonnegative(),
+  segmentsRead: z.number().int().nonnegative(),
+  segmentsWritten: z.number().int().nonnegative(),
+  packs: z.number().int().nonnegative(),
+  keysCreated: z.number().int().nonnegative(),
+  encapsulations: z.number().int().nonnegative(),
+});
+
+/**
+ * Plans, reads, seals and records every table of `c.tables` (or of its shard's tenants),
+ * and writes the changed segments. Memory holds one batch of cells and one segment's cell
+ * list at a time. Throws on the first problem, after dropping the run's secrets and
+ * abandoning its unfinished uploads.
+ */
+async function writeTables(c: WriteContext): Promise<WriteOutcome> {
+  const { options, run, digestKey, putOptions } = c;
+  const { vault, store } = options;
+  const snapshotId = run.id;
+  const packs = new PackWriter(store, {
+    targetBytes: options.packSizeBytes,
+    beforeUpload: (key) => vault.recordStoreObjects(store.description, [{ key, kind: 'pack', snapshotId }]),
+    ...putOptions,
+  });
+  const keys = new Encapsulator(vault, c.masterRecipient, snapshotId, options.observeSecrets);
+  const totals = { read: 0, rowsRead: 0, bytesRead: 0, written: 0, shredded: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0 };
+  /** Cells left out because a key they need is destroyed, per destroyed key (logged once, summed up). */
+  const shreddedByKey = new Map<string, { cells: number; rows: number }>();
+  let pending = { copies: [] as NewCellCopy[], superseded: [] as string[], fingerprints: [] as { copyId: string; fingerprint: string }[] };
+  // Cell rows go to the vault while the next batch is read and sealed: one batch in flight.
+  let recording: Promise<void> = Promise.resolve();
+  const flushRows = async (): Promise<void> => {
+    // New copies name their tuples (recorded in the same transaction, or by an earlier one,
+    // committed before this one starts) and encapsulations (stored when first drawn).
+    const cellKeys = keys.takeTupleFacts();
+    const batch = pending;
+    if (batch.copies.length + batch.superseded.length + batch.fingerprints.length + cellKeys.length === 0) return;
+    pending = { copies: [], superseded: [], fingerprints: [] };
+    await recording;
+    recording = vault.recordCopyChanges(run, { ...batch, cellKeys }).then(() => failpoint('backup.after-cells'));
+    recording.catch(() => undefined);
+  };
+  const pendingCount = (): number => pending.copies.length + pending.superseded.length + pending.fingerprints.length;
+
+  // Segment objects upload a few at a time; each is recorded in the vault once stored.
+  const uploads = new Set<Promise<void>>();
+  let uploadError: Error | undefined;
+  const startUpload = async (work: () => Promise<void>): Promise<void> => {
+    while (uploads.size >= SEGMENT_UPLOADS) await Promise.race(uploads);
+    if (uploadError !== undefined) throw uploadError;
+    const p: Promise<void> = work()
+      .catch((err: unknown) => {
+        uploadError ??= err instanceof Error ? err : new Error(String(err));
+      })
+      .finally(() => uploads.delete(p));
+    uploads.add(p);
+  };
+  const drainUploads = async (): Promise<void> => {
+    await Promise.all(uploads);
+    if (uploadError !== undefined) throw uploadError;
+  };
+  const ordered = c.tables;
+  const inShard = (tenant: string | null): boolean => c.shard === undefined || c.shard.of <= 1 || shardOf(tenant, c.shard.of) === c.shard.index;
+
+  /**
+   * Decides what of table `index` to read, from fingerprints the server computes in the
+   * snapshot: segments whose fingerprint is unchanged are referenced as they are; in the
+   * others, cells whose fingerprint changed are read, and copies of cells that are gone
+   * are superseded. Nothing of the rows themselves leaves the server here.
+   */
+  const planTable = async (index: number): Promise<TablePlan> => {
+    const table = ordered[index];
+    const reader = c.readers[index % c.readers.length];
+    if (table === undefined || reader === undefined) throw new LetheError(ErrorCode.INTERNAL, `no table ${index}`);
+    if (c.checkOrphans) await checkOrphans(reader, options.mapping, table.name);
+    const dataClass = classOf(options.mapping, table.name);
+    const fpPrefix = fingerprintPrefix(table.name, table.copyColumns);
+    const priorSegments = c.hasPrevious ? await vault.currentSegments(run, table.name) : new Map<string, SegmentRecord>();
+    const segments = new Map<string, SegmentState>();
+    const present = new Set<string>();
+    let serverSegments = 0;
+    const segmentSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'segment', undefined, c.shard);
+    for await (const row of fingerprintRows(reader, segmentSql, 'segment', dataClass)) {
+      serverSegments += 1;
+      const id = segmentId(table.name, row.tuple.tenant, row.tuple.period);
+      present.add(id);
+      const keyed = keyedFingerprint(digestKey, fpPrefix, id, row.fingerprint);
+      const prior = priorSegments.get(id);
+      if (!c.fullRead && prior?.fingerprint != null && equalConstantTime(prior.fingerprint, keyed)) continue;
+      segments.set(id, { id, tenant: row.tuple.tenant, period: row.tuple.period, keyed, prior, superseded: 0, shredded: 0 });
+    }
+    // Segments (of this shard's tenants) with no rows left: the snapshot leaves them, and their cells, out.
+    const gone = [...priorSegments.values()].filter((s) => !present.has(s.segment) && inShard(s.tenant));
+    if (gone.length > 0) {
+      await vault.recordSegmentChanges(run, { added: [], superseded: gone.map((s) => s.key), fingerprints: [], supersedeCopiesOf: gone.map((s) => s.segment) });
+    }
+    totals.segmentsRead += segments.size;
+    if (segments.size === 0) return { table, reader, segments, read: 'none' };
+    const segmentFilter: CellFilter | 'all' =
+      segments.size === serverSegments ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
+    if (c.fullRead) return { table, reader, segments, read: segmentFilter };
+
+    // Cell fingerprints of the changed segments, compared a batch at a time with the
+    // vault's current copies: changed and new cells are read, gone ones superseded.
+    const changedCells: string[] = [];
+    const cut = { tooMany: false };
+    const superseded: string[] = [];
+    let batch: FingerprintRow[] = [];
+    let batchSegment: string | null = null;
+    const compare = async (): Promise<void> => {
+      const rows = batch;
+      batch = [];
+      if (rows.length === 0) return;
+      const ids = [...new Set(rows.map((r) => segmentId(table.name, r.tuple.tenant, r.tuple.period)))];
+      const copies = new Map<string, CurrentCopy>();
+      let after: { segment: string; cellId: string } | null = null;
+      for (;;) {
+        const page = await vault.currentCopiesOfSegments(run, ids, after, 5000);
+        for (const copy of page) copies.set(copy.id, copy);
+        const last = page.at(-1);
+        if (last === undefined || page.length < 5000) break;
+        after = { segment: last.segment, cellId: last.id };
+      }
+      for (const row of rows) {
+        const id = cellId(table.name, row.tuple);
+        const copy = copies.get(id);
+        copies.delete(id);
+        const keyed = keyedFingerprint(digestKey, fpPrefix, id, row.fingerprint);
+        if (copy?.fingerprint != null && equalConstantTime(copy.fingerprint, keyed)) continue;
+        if (changedCells.length < MAX_CELL_FILTER) changedCells.push(cellFilterKey(row.tuple));
+        else cut.tooMany = true;
+      }
+      // What is left was not in the chat store: deleted rows.
+      for (const copy of copies.values()) {
+        superseded.push(copy.copyId);
+        const state = segments.get(copy.segment);
+        if (state !== undefined) state.superseded += 1;
+      }
+      if (superseded.length > 0) {
+        await vault.recordCopyChanges(run, { copies: [], superseded: superseded.splice(0), fingerprints: [], cellKeys: [] });
+      }
+    };
+    const cellSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'cell', segmentFilter === 'all' ? undefined : segmentFilter, c.shard);
+    for await (const row of fingerprintRows(reader, cellSql, 'cell', dataClass)) {
+      const id = segmentId(table.name, row.tuple.tenant, row.tuple.period);
+      if (id !== batchSegment && batch.length >= FINGERPRINT_BATCH) await compare();
+      batchSegment = id;
+      batch.push(row);
+    }
+    await compare();
+    failpoint('backup.after-plan');
+    return { table, reader, segments, read: cut.tooMany ? segmentFilter : { kind: 'cells', keys: changedCells } };
+  };
+
+  /** Reads, seals and records the cells a plan names. */
+  const readTable = async (plan: TablePlan, index: number): Promise<void> => {
+    const { table, reader } = plan;
+    if (plan.read === 'none') return;
+    const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity, plan.read === 'all' ? undefined : plan.read, c.shard);
+    const copy: CopyStream = reader.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
+    const writer = new CellWriter({
+      table: table.name,
+      columns: table.copyColumns,
+      packs,
+      keys,
+      digestKey,
+      previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> => {
+        if (!c.hasPrevious) return new Map();
+        const found = await vault.currentCopies(run, cellIds);
+        return new Map([...found].map(([id, copy]) => [id, toPrevious(copy)]));
+      },
+      bufferBytes: options.cellBufferBytes,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    const stateOf = (tuple: CellTuple): SegmentState => {
+      const state = plan.segments.get(segmentId(table.name, tuple.tenant, tuple.period));
+      if (state === undefined) throw new LetheError(ErrorCode.INTERNAL, `table ${table.name}: a cell of a segment the plan does not read`);
+      return state;
+    };
+    const record = async (outcomes: readonly CellOutcome[]): Promise<void> => {
+      for (const outcome of outcomes) {
+        const state = stateOf(outcome.tuple);
+        totals.read += 1;
+        if (outcome.kind === 'shredded') {
+          totals.rowsRead += outcome.rows;
+          totals.shredded += 1;
+          state.shredded += 1;
+          const seen = shreddedByKey.get(outcome.destroyedKey) ?? { cells: 0, rows: 0 };
+          seen.cells += 1;
+          seen.rows += outcome.rows;
+          shreddedByKey.set(outcome.destroyedKey, seen);
+          if (outcome.prior !== undefined) {
+            pending.superseded.push(outcome.prior.copyId);
+            state.superseded += 1;
+          }
+        } else if (outcome.kind === 'reused') {
+          totals.rowsRead += outcome.entry.rows;
+          totals.bytesRead += outcome.entry.bytesPlain;
+          if (outcome.prior.fingerprint === null || !equalConstantTime(outcome.prior.fingerprint, outcome.fingerprint)) {
+            pending.fingerprints.push({ copyId: outcome.prior.copyId, fingerprint: outcome.fingerprint });
+          }
+        } else {
+          const { entry, tuple } = outcome;
+          totals.rowsRead += entry.rows;
+          totals.bytesRead += entry.bytesPlain;
+          totals.written += 1;
+          totals.bytesStored += entry.length;
+          pending.copies.push({
+            segment: state.id,
+            id: entry.id,
+            table: entry.table,
+            tenant: tuple.tenant,
+            class: tuple.class,
+            period: tuple.period,
+            author: tuple.author,
+            key: entry.key,
+            encapsulation: entry.enc,
+            pack: entry.pack,
+            offset: entry.offset,
+            length: entry.length,
+            sha256: entry.sha256,
+            rows: entry.rows,
+            bytesPlain: entry.bytesPlain,
+            digest: outcome.digest,
+            fingerprint: outcome.fingerprint,
+          });
+          if (outcome.prior !== undefined) {
+            pending.superseded.push(outcome.prior.copyId);
+            state.superseded += 1;
+          }
+        }
+        if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
+        if (totals.read % 500 === 0) {
+          options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
+        }
+      }
+    };
+    for await (const cell of groupCells(copy, classOf(options.mapping, table.name))) {
+      throwIfAborted(options.signal, 'backup');
+      await record(await writer.add(cell));
+    }
+    await record(await writer.flush());
+  };
+
+  /**
+   * Writes the new segment objects of a table whose cells are recorded: each changed
+   * segment lists its cells as they are now. One in which nothing turned out changed
+   * keeps its current object (with the new fingerprint).
+   */
+  const writeSegments = async (plan: TablePlan): Promise<void> => {
+    const { table } = plan;
+    const ids = [...plan.segments.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const kept: { key: string; fingerprint: string | null }[] = [];
+    const finalize = async (state: SegmentState, cells: CurrentCopy[]): Promise<void> => {
+      const written = cells.filter((copy) => copy.fromSeq === run.seq).length;
+      if (state.prior !== undefined && written === 0 && state.superseded === 0 && state.shredded === state.prior.shredded) {
+        kept.push({ key: state.prior.key, fingerprint: state.keyed });
+        return;
+      }
+      if (cells.length === 0 && state.shredded === 0) {
+        if (state.prior !== undefined) await vault.recordSegmentChanges(run, { added: [], superseded: [state.prior.key], fingerprints: [] });
+        return;
+      }
+      const facts = await vault.getCellKeys([...new Set(cells.map((copy) => copy.key))]);
+      const entries: CellEntry[] = cells.map((copy) => {
+        const dims = facts.get(copy.key)?.dimensionIds;
+        if (dims === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${copy.id} names tuple ${copy.key}, which the vault does not record`);
+        return {
+          id: copy.id,
+          table: copy.table,
+          tenant: copy.tenant,
+          key: copy.key,
+          dims: [...dims],
+          enc: copy.encapsulation,
+          pack: copy.pack,
+          offset: copy.offset,
+          length: copy.length,
+          sha256: copy.sha256,
+          rows: copy.rows,
+          bytesPlain: copy.bytesPlain,
+          reused: copy.fromSeq !== run.seq,
+        };
+      });
+      const key = newSegmentKey(randomBytes(16));
+      await vault.recordStoreObjects(store.description, [{ key, kind: 'segment', snapshotId }]);
+      await startUpload(async () => {
+        const segment = new SegmentWriter({ id: state.id, table: table.name, tenant: state.tenant, period: state.period, snapshot: snapshotId });
+        const put = store.put(key, segment.stream, putOptions);
+        put.catch(() => undefined);
+        try {
+          for (const entry of entries) await segment.cell(entry);
+          segment.finish();
+        } catch (err) {
+          segment.abort(err instanceof Error ? err : new Error(String(err)));
+          throw err;
+        }
+        const stored = await put;
+        totals.segmentsWritten += 1;
+        await vault.recordSegmentChanges(run, {
+          added: [
+            {
+              key,
+              segment: state.id,
+              table: table.name,
+              tenant: state.tenant,
+              period: state.period,
+              sha256: stored.sha256,
+              size: stored.size,
+              cells: entries.length,
+              rows: entries.reduce((n, e) => n + e.rows, 0),
+              bytesPlain: entries.reduce((n, e) => n + e.bytesPlain, 0),
+              shredded: state.shredded,
+              packs: [...new Set(entries.map((e) => e.pack))].sort(),
+              encapsulations: [...new Set(entries.map((e) => e.enc))].sort(),
+              fingerprint: state.keyed,
+            },
+          ],
+          superseded: state.prior === undefined ? [] : [state.prior.key],
+          fingerprints: [],
+        });
+        failpoint('backup.after-segment');
+      });
+    };
+    // The cells of the changed segments, a page at a time, in segment then cell order.
+    let after: { segment: string; cellId: string } | null = null;
+    let current: { state: SegmentState; cells: CurrentCopy[] } | null = null;
+    const done = new Set<string>();
+    for (;;) {
+      const page = await vault.cellsOfNewSegments(run, ids, after, 5000);
+      for (const copy of page) {
+        if (current?.state.id !== copy.segment) {
+          if (current !== null) {
+            done.add(current.state.id);
+            await finalize(current.state, current.cells);
+          }
+          const state = plan.segments.get(copy.segment);
+          if (state === undefined) throw new LetheError(ErrorCode.INTERNAL, `segment ${copy.segment} is not in the plan`);
+          current = { state, cells: [] };
+        }
+        current.cells.push(copy);
+      }
+      const last = page.at(-1);
+      if (last === undefined || page.length < 5000) break;
+      after = { segment: last.segment, cellId: last.id };
+    }
+    if (current !== null) {
+      done.add(current.state.id);
+      await finalize(current.state, current.cells);
+    }
+    for (const id of ids) if (!done.has(id)) await finalize(plan.segments.get(id) as SegmentState, []);
+    if (kept.length > 0) await vault.recordSegmentChanges(run, { added: [], superseded: [], fingerprints: kept });
+  };
+
+  try {
+    let next: Promise<TablePlan> | undefined = ordered.length > 0 ? planTable(0) : undefined;
+    next?.catch(() => undefined);
+    for (const [index, table] of ordered.entries()) {
+      throwIfAborted(options.signal, 'backup');
+      const plan = await (next as Promise<TablePlan>);
+      // The next table's fingerprints are computed on the other reader meanwhile.
+      next = index + 1 < ordered.length ? planTable(index + 1) : undefined;
+      next?.catch(() => undefined);
+      await readTable(plan, index);
+      await flushRows();
+      await recording;
+      await writeSegments(plan);
+      options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
+      c.log.info({ table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read }, 'table done');
+    }
+    const packsWritten = await packs.close();
+    await drainUploads();
+    for (const [destroyedKey, seen] of shreddedByKey) {
+      c.log.warn({ destroyedKey, cells: seen.cells, rows: seen.rows }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
+    }
+    const encapsulations = keys.created().length;
+    keys.forget();
+    return {
+      cellsRead: totals.read,
+      cellsWritten: totals.written,
+      cellsShreddedRead: totals.shredded,
+      bytesStored: totals.bytesStored,
+      segmentsRead: totals.segmentsRead,
+      segmentsWritten: totals.segmentsWritten,
+      packs: packsWritten.length,
+      keysCreated: keys.dimensionKeysCreated,
+      encapsulations,
+    };
+  } catch (err) {
+    keys.forget();
+    await packs.abort();
+    await Promise.allSettled(uploads);
+    throw err;
+  }
+}
+
+/** Refuses (MAPPING_INVALID) a table whose rows the mapping's joins would drop or leave without a tenant. */
+async function checkOrphans(reader: pg.Client, mapping: Mapping, table: string): Promise<void> {
+  const orphans = await reader.query<{ dropped: string; tenantless: string }>(buildOrphanCheckQuery(mapping, table));
+  const dropped = Number(orphans.rows[0]?.dropped ?? 0);
+  const tenantless = Number(orphans.rows[0]?.tenantless ?? 0);
+  if (dropped > 0 || tenantless > 0) {
+    throw new LetheError(
+      ErrorCode.MAPPING_INVALID,
+      `table ${table}: ${dropped} rows have no match for the mapping's joins and ${tenantless} rows have no ` +
+        'tenant; they would be lost or misfiled, so nothing was backed up. Fix the data, or the mapping ' +
+        '(docs/mapping.md), and run again',
+    );
+  }
+}
+
+/** The chat store's consistent point, as the first reader saw it. */
+interface SourcePoint {
+  readonly now: Date;
+  readonly snap: string;
+  readonly version: string;
+  readonly exported: string;
+}
+
+/**
+ * Opens `count` read-only connections in one snapshot: the first begins a REPEATABLE READ
+ * transaction and exports its snapshot (unless `exported` names one to import), the others
+ * import it, so all see exactly the same rows. Returns them with the consistent point.
+ */
+async function openReaders(url: string, count: number, exported?: string): Promise<{ readers: pg.Client[]; source: SourcePoint | null }> {
+  const readers = Array.from({ length: count }, () => {
+    const client = new pg.Client({ connectionString: url, application_name: 'lethe backup' });
+    client.on('error', () => undefined);
+    return client;
+  });
+  try {
+    await Promise.all(readers.map((client) => client.connect()));
+    let source: SourcePoint | null = null;
+    let snapshot = exported;
+    for (const client of readers) {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      // The id is the server's own output (or a plan's, validated), still quoted as a literal, never pasted.
+      if (snapshot !== undefined) await client.query(`SET TRANSACTION SNAPSHOT ${client.escapeLiteral(snapshot)}`);
+      for (const statement of copySessionStatements()) await client.query(statement);
+      if (snapshot === undefined) {
+        const point = await client.query<SourcePoint>(
+          'SELECT now() AS now, pg_current_snapshot()::text AS snap, current_setting($1) AS version, pg_export_snapshot() AS exported',
+          ['server_version'],
+        );
+        source = point.rows[0] ?? null;
+        if (source === null) throw new LetheError(ErrorCode.INTERNAL, 'no snapshot point returned');
+        snapshot = source.exported;
+      }
+    }
+    return { readers, source };
+  } catch (err) {
+    await Promise.all(readers.map((client) => client.end().catch(() => undefined)));
+    throw err;
+  }
+}
+
+/** Everything a run decides before writing anything, shared by a single backup and a coordinator. */
+interface Prepared {
+  readonly tables: TableInfo[];
+  readonly schema: SchemaDescription;
+  readonly masterRecipient: string;
+  readonly previous: CompleteSnapshot | null;
+  readonly fullRead: boolean;
+  readonly sinceFullRead: number;
+  readonly createdAt: Date;
+  readonly run: RunningSnapshot;
+  readonly lock: ObjectLock | undefined;
+  readonly putOptions: PutOptions;
+}
+
+/** Cleans up after dead runs, checks the mapping, reads the schema, and begins the snapshot. */
+async function prepare(options: BackupOptions, now: () => Date): Promise<Prepared> {
+  const { vault, store, log } = options;
+  const abandoned = await vault.abandonStaleSnapshots();
+  if (abandoned.length > 0) log.warn({ abandoned }, 'marked interrupted snapshots as abandoned');
+  // Housekeeping only: leftovers of interrupted uploads are invisible and never referenced.
+  // A store that cannot list them (s3rver, a put-only credential) must not stop the backup.
+  try {
+    let cleaned = 0;
+    for (const prefix of ['packs/', 'segments/']) cleaned += await store.cleanupIncomplete(prefix);
+    if (cleaned > 0) log.info({ cleaned }, 'removed leftovers of interrupted uploads');
+  } catch (err) {
+    if (!isLetheError(err, ErrorCode.STORAGE)) throw err;
+    log.warn({ err }, 'could not remove leftovers of interrupted uploads; carrying on (expire them with a bucket lifecycle rule)');
+  }
+  const masterRecipient = await vault.getMasterRecipient();
+  const { tables } = await checkCoverage(options.chatStoreUrl, options.mapping);
+  const schema = await readSchema(options.chatStoreUrl, tables.map((t) => t.name), options.mapping.schema);
+  // Cells are referenced only from a snapshot in this same store: after a switch of bucket,
+  // prefix or backend the old packs are not here, so the first backup is a full one.
+  const previous = await vault.latestCompleteSnapshot(store.description);
+  // A full read re-reads and re-digests every row: the first snapshot, the first after
+  // snapshots without segments (an older lethe), every backup.fullEvery-th, or on request.
+  const previousSince = typeof previous?.stats['sinceFullRead'] === 'number' ? previous.stats['sinceFullRead'] : null;
+  const fullRead =
+    options.fullRead === true || previousSince === null || (options.fullEvery !== undefined && previousSince + 1 >= options.fullEvery);
+  const sinceFullRead = fullRead ? 0 : previousSince + 1;
+  const createdAt = now();
+  const snapshotId = newSnapshotId(createdAt);
+  const begun = await vault.beginSnapshot({ id: snapshotId, previousId: previous?.id ?? null, runOwner: `${hostname()}:${process.pid}`, store: store.description });
+  const lock: ObjectLock | undefined =
+    options.lockDays === undefined ? undefined : { mode: options.lockDays.mode, retainUntil: new Date(createdAt.getTime() + options.lockDays.days * 86_400_000) };
+  return {
+    tables: [...tables].sort((a, b) => a.name.localeCompare(b.name)),
+    schema,
+    masterRecipient,
+    previous,
+    fullRead,
+    sinceFullRead,
+    createdAt,
+    run: { id: snapshotId, seq: begun.seq, store: store.description },
+    lock,
+    putOptions: {
+      ...(lock === undefined ? {} : { lock }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    },
+  };
+}
+
+function headerOf(p: Prepared, options: BackupOptions, source: SourcePoint): SnapshotHeader {
+  return {
+    id: p.run.id,
+    createdAt: p.createdAt.toISOString(),
+    previous: p.previous === null ? null : { id: p.previous.id, sha256: p.previous.manifestSha256 },
+    source: {
+      databaseTime: source.now.toISOString(),
+      transactionSnapshot: source.snap,
+      serverVersion: source.version,
+    },
+    granularity: options.granularity,
+    masterRecipient: p.masterRecipient,
+    tables: p.tables.map((t) => ({ name: t.name, class: t.class, columns: [...t.copyColumns] })),
+  };
+}
+
+/**
+ * Ends a run whose tables are all written: leaves out tables no longer backed up, lists
+ * every segment the snapshot holds in the signed manifest (the commit point), marks the
+ * snapshot complete, and appends and exports the audit entry.
+ */
+async function finishSnapshot(options: BackupOptions, p: Prepared, header: SnapshotHeader, written: WriteOutcome, now: () => Date, started: number): Promise<BackupResult> {
+  const { vault, store, signer } = options;
+  const { run } = p;
+  const snapshotId = run.id;
+  // Tables no longer backed up (dropped from the mapping or the store) leave the tree.
+  const outside = p.previous === null ? [] : await vault.currentSegmentsOutside(run, p.tables.map((t) => t.name));
+  if (outside.length > 0) {
+    await vault.recordSegmentChanges(run, { added: [], superseded: outside.map((s) => s.key), fingerprints: [], supersedeCopiesOf: outside.map((s) => s.segment) });
+  }
+  failpoint('backup.after-segments');
+  // The manifest: every segment the snapshot holds, its own and those it references.
+  const segments = await vault.segmentsOfSnapshot(snapshotId);
+  const encIds = [...new Set(segments.flatMap((s) => s.encapsulations))];
+  const stored = await vault.getEncapsulations(encIds);
+  const lost = encIds.filter((id) => !stored.has(id));
+  if (lost.length > 0) {
+    throw new LetheError(ErrorCode.VAULT, `encapsulation(s) ${lost.slice(0, 3).join(', ')} that cells derive their keys from are missing from the vault`);
+  }
+  const encapsulations: EncapsulationEntry[] = [...stored.values()]
+    .map((e) => ({ id: e.id, tenant: e.tenant, kem: e.kem, ephemeral: Buffer.from(e.ephemeral).toString('hex') }))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const key = manifestKey(snapshotId);
+  await vault.recordStoreObjects(store.description, [{ key, kind: 'manifest', snapshotId }]);
+  const writing = new ManifestWriter(header, p.schema);
+  const upload = store.put(key, writing.stream, p.putOptions);
+  upload.catch(() => undefined);
+  let listed;
+  try {
+    for (const s of segments) {
+      await writing.segment({
+        id: s.segment,
+        table: s.table,
+        tenant: s.tenant,
+        period: s.period,
+        key: s.key,
+        sha256: s.sha256,
+        size: s.size,
+        cells: s.cells,
+        rows: s.rows,
+        bytesPlain: s.bytesPlain,
+        shredded: s.shredded,
+        snapshot: s.snapshotId,
+      });
+    }
+    listed = writing.finish(
+      encapsulations,
+      { bytesStored: written.bytesStored, cellsWritten: written.cellsWritten, segmentsWritten: written.segmentsWritten, fullRead: p.fullRead },
+      now(),
+      (message) => ({ keyId: signer.id, value: signer.sign(message) }),
+    ).totals;
+  } catch (err) {
+    writing.abort(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  }
+  const manifest = await upload;
+  failpoint('backup.after-manifest');
+  const result: BackupResult = {
+    snapshotId,
+    previousId: p.previous?.id ?? null,
+    cells: listed.cells,
+    cellsReused: listed.cellsReused,
+    cellsWritten: written.cellsWritten,
+    cellsSkippedShredded: listed.cellsShredded,
+    rows: listed.rows,
+    bytesPlain: listed.bytesPlain,
+    bytesStored: written.bytesStored,
+    packs: written.packs,
+    keysCreated: written.keysCreated,
+    encapsulations: written.encapsulations,
+    manifest: key,
+    segments: listed.segments,
+    segmentsWritten: written.segmentsWritten,
+    segmentsRead: written.segmentsRead,
+    cellsRead: written.cellsRead,
+    fullRead: p.fullRead,
+    sinceFullRead: p.sinceFullRead,
+    durationMs: Date.now() - started,
+  };
+  await vault.completeSnapshot(snapshotId, {
+    manifestKey: key,
+    manifestSha256: manifest.sha256,
+    stats: { ...result, manifestBytes: manifest.size, store: store.description },
+  });
+  await vault.appendAudit({
+    actor: options.actor,
+    action: 'backup.complete',
+    subject: snapshotId,
+    details: { ...result, manifestSha256: manifest.sha256 },
+  });
+  await exportAudit(vault, store, signer, p.lock);
+  options.log.child({ job: 'backup', snapshotId }).info(result, 'backup complete');
+  return result;
+}
+
 /**
  * Takes one snapshot of the chat store: every mapped table read in one REPEATABLE READ
- * transaction, rows grouped into cells, each cell sealed under a key derived from its
- * tenant's encapsulation for this snapshot (or referenced from the previous snapshot when
- * unchanged), packed and uploaded, while the signed manifest streams to the store beside
- * them. The manifest becomes visible only when its upload completes, after the last cell,
- * and the snapshot exists only once the vault then marks it complete: a run that dies
- * earlier leaves nothing that looks complete, and the next run cleans up after it.
+ * transaction (two connections sharing one exported snapshot), only the segments and
+ * cells whose fingerprint changed read out, each new cell sealed under a key derived from
+ * its tenant's encapsulation for this snapshot, packed and uploaded, the changed segments
+ * written, and the signed manifest listing every segment stored last. The snapshot exists
+ * only once the vault then marks it complete: a run that dies earlier leaves nothing that
+ * looks complete, and the next run cleans up after it.
  *
  * Throws TABLE_UNMAPPED / MAPPING_INVALID before anything is written when the mapping does
  * not cover the store, JOB_LOCKED when another backup is running.
  */
 export async function runBackup(options: BackupOptions): Promise<BackupResult> {
-  const { vault, store, log } = options;
+  const { vault, log } = options;
   const now = options.now ?? ((): Date => new Date());
   const started = Date.now();
   return vault.withJobLock('backup', async () => {
-    const abandoned = await vault.abandonStaleSnapshots();
-    if (abandoned.length > 0) log.warn({ abandoned }, 'marked interrupted snapshots as abandoned');
-    // Housekeeping only: leftovers of interrupted uploads are invisible and never referenced.
-    // A store that cannot list them (s3rver, a put-only credential) must not stop the backup.
-    try {
-      let cleaned = 0;
-      for (const prefix of ['packs/', 'segments/']) cleaned += await store.cleanupIncomplete(prefix);
-      if (cleaned > 0) log.info({ cleaned }, 'removed leftovers of interrupted uploads');
-    } catch (err) {
-      if (!isLetheError(err, ErrorCode.STORAGE)) throw err;
-      log.warn({ err }, 'could not remove leftovers of interrupted uploads; carrying on (expire them with a bucket lifecycle rule)');
-    }
-
-    const masterRecipient = await vault.getMasterRecipient();
-    const { signer } = options;
-    const { tables } = await checkCoverage(options.chatStoreUrl, options.mapping);
-    const schema = await readSchema(
-      options.chatStoreUrl,
-      tables.map((t) => t.name),
-      options.mapping.schema,
-    );
-
-    // Cells are referenced only from a snapshot in this same store: after a switch of bucket,
-    // prefix or backend the old packs are not here, so the first backup is a full one.
-    const previous = await vault.latestCompleteSnapshot(store.description);
-    // A full read re-reads and re-digests every row: the first snapshot, the first after
-    // snapshots without segments (an older lethe), every backup.fullEvery-th, or on request.
-    const previousSince = typeof previous?.stats['sinceFullRead'] === 'number' ? previous.stats['sinceFullRead'] : null;
-    const fullRead =
-      options.fullRead === true ||
-      previous === null ||
-      previousSince === null ||
-      (options.fullEvery !== undefined && previousSince + 1 >= options.fullEvery);
-    const sinceFullRead = fullRead ? 0 : previousSince + 1;
-    const createdAt = now();
-    const snapshotId = newSnapshotId(createdAt);
-    const runLog = log.child({ job: 'backup', snapshotId });
-    const begun = await vault.beginSnapshot({ id: snapshotId, previousId: previous?.id ?? null, runOwner: `${hostname()}:${process.pid}`, store: store.description });
-    const run: RunningSnapshot = { id: snapshotId, seq: begun.seq, store: store.description };
-    runLog.info({ previous: previous?.id ?? null, tables: tables.length, fullRead }, 'backup started');
-
-    const lock: ObjectLock | undefined =
-      options.lockDays === undefined
-        ? undefined
-        : { mode: options.lockDays.mode, retainUntil: new Date(createdAt.getTime() + options.lockDays.days * 86_400_000) };
-    const putOptions = {
-      ...(lock === undefined ? {} : { lock }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
-    };
-    const packs = new PackWriter(store, {
-      targetBytes: options.packSizeBytes,
-      beforeUpload: (key) => vault.recordStoreObjects(store.description, [{ key, kind: 'pack', snapshotId }]),
-      ...putOptions,
-    });
-    const keys = new Encapsulator(vault, masterRecipient, snapshotId, options.observeSecrets);
-    // The digest key never leaves this process: the vault stores only keyed digests and
-    // fingerprints, and only of current copies, deleted when a key the cell needs is destroyed.
-    const digestKey = signer.derive(CELL_DIGEST_KEY_LABEL);
-    let manifest: ManifestWriter | undefined;
-
-    const totals = { read: 0, rowsRead: 0, bytesRead: 0, written: 0, shredded: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0 };
-    /** Cells left out because a key they need is destroyed, per destroyed key (logged once, summed up). */
-    const shreddedByKey = new Map<string, { cells: number; rows: number }>();
-    let pending = { copies: [] as NewCellCopy[], superseded: [] as string[], fingerprints: [] as { copyId: string; fingerprint: string }[] };
-    // Cell rows go to the vault while the next batch is read and sealed: one batch in flight.
-    let recording: Promise<void> = Promise.resolve();
-    const flushRows = async (): Promise<void> => {
-      // New copies name their tuples (recorded in the same transaction, or by an earlier one,
-      // committed before this one starts) and encapsulations (stored when first drawn).
-      const cellKeys = keys.takeTupleFacts();
-      const batch = pending;
-      if (batch.copies.length + batch.superseded.length + batch.fingerprints.length + cellKeys.length === 0) return;
-      pending = { copies: [], superseded: [], fingerprints: [] };
-      await recording;
-      recording = vault.recordCopyChanges(run, { ...batch, cellKeys }).then(() => failpoint('backup.after-cells'));
-      recording.catch(() => undefined);
-    };
-    const pendingCount = (): number => pending.copies.length + pending.superseded.length + pending.fingerprints.length;
-
-    // Segment objects upload a few at a time; each is recorded in the vault once stored.
-    const uploads = new Set<Promise<void>>();
-    let uploadError: Error | undefined;
-    const startUpload = async (work: () => Promise<void>): Promise<void> => {
-      while (uploads.size >= SEGMENT_UPLOADS) await Promise.race(uploads);
-      if (uploadError !== undefined) throw uploadError;
-      const p: Promise<void> = work()
-        .catch((err: unknown) => {
-          uploadError ??= err instanceof Error ? err : new Error(String(err));
-        })
-        .finally(() => uploads.delete(p));
-      uploads.add(p);
-    };
-    const drainUploads = async (): Promise<void> => {
-      await Promise.all(uploads);
-      if (uploadError !== undefined) throw uploadError;
-    };
-
-    // Two readers in one snapshot: the second imports the first's exported snapshot, so both
-    // see exactly the same rows. While one table's cells are read, sealed and uploaded, the
-    // next table's fingerprints are computed on the other connection.
-    const readers = [0, 1].map(() => {
-      const client = new pg.Client({ connectionString: options.chatStoreUrl, application_name: 'lethe backup' });
-      client.on('error', () => undefined);
-      return client;
-    });
-    const chat = readers[0] as pg.Client;
+    const p = await prepare(options, now);
+    const runLog = log.child({ job: 'backup', snapshotId: p.run.id });
+    runLog.info({ previous: p.previous?.id ?? null, tables: p.tables.length, fullRead: p.fullRead }, 'backup started');
+    let readers: pg.Client[] = [];
     const cancel = (): void => {
       for (const client of readers) void client.end().catch(() => undefined);
     };
     options.signal?.addEventListener('abort', cancel, { once: true });
     try {
-      await Promise.all(readers.map((client) => client.connect()));
-      await chat.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      for (const statement of copySessionStatements()) await chat.query(statement);
-      const point = await chat.query<{ now: Date; snap: string; version: string; exported: string }>(
-        'SELECT now() AS now, pg_current_snapshot()::text AS snap, current_setting($1) AS version, pg_export_snapshot() AS exported',
-        ['server_version'],
-      );
-      const source = point.rows[0];
-      if (source === undefined) throw new LetheError(ErrorCode.INTERNAL, 'no snapshot point returned');
-      for (const client of readers.slice(1)) {
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        // The id is the server's own output, but it is still quoted as a literal, never pasted.
-        await client.query(`SET TRANSACTION SNAPSHOT ${client.escapeLiteral(source.exported)}`);
-        for (const statement of copySessionStatements()) await client.query(statement);
-      }
-
-      const ordered = [...tables].sort((a, b) => a.name.localeCompare(b.name));
-      const header: SnapshotHeader = {
-        id: snapshotId,
-        createdAt: createdAt.toISOString(),
-        previous: previous === null ? null : { id: previous.id, sha256: previous.manifestSha256 },
-        source: {
-          databaseTime: source.now.toISOString(),
-          transactionSnapshot: source.snap,
-          serverVersion: source.version,
-        },
-        granularity: options.granularity,
-        masterRecipient,
-        tables: ordered.map((t) => ({ name: t.name, class: t.class, columns: [...t.copyColumns] })),
-      };
-
-      /**
-       * Decides what of table `index` to read, from fingerprints the server computes in the
-       * snapshot: segments whose fingerprint is unchanged are referenced as they are; in the
-       * others, cells whose fingerprint changed are read, and copies of cells that are gone
-       * are superseded. Nothing of the rows themselves leaves the server here.
-       */
-      const planTable = async (index: number): Promise<TablePlan> => {
-        const table = ordered[index];
-        const reader = readers[index % readers.length];
-        if (table === undefined || reader === undefined) throw new LetheError(ErrorCode.INTERNAL, `no table ${index}`);
-        const orphans = await reader.query<{ dropped: string; tenantless: string }>(buildOrphanCheckQuery(options.mapping, table.name));
-        const dropped = Number(orphans.rows[0]?.dropped ?? 0);
-        const tenantless = Number(orphans.rows[0]?.tenantless ?? 0);
-        if (dropped > 0 || tenantless > 0) {
-          throw new LetheError(
-            ErrorCode.MAPPING_INVALID,
-            `table ${table.name}: ${dropped} rows have no match for the mapping's joins and ${tenantless} rows have no ` +
-              'tenant; they would be lost or misfiled, so nothing was backed up. Fix the data, or the mapping ' +
-              '(docs/mapping.md), and run again',
-          );
-        }
-        const dataClass = classOf(options.mapping, table.name);
-        const fpPrefix = fingerprintPrefix(table.name, table.copyColumns);
-        const priorSegments = previous === null ? new Map<string, SegmentRecord>() : await vault.currentSegments(run, table.name);
-        const segments = new Map<string, SegmentState>();
-        const present = new Set<string>();
-        let serverSegments = 0;
-        const segmentSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'segment');
-        for await (const row of fingerprintRows(reader, segmentSql, 'segment', dataClass)) {
-          serverSegments += 1;
-          const id = segmentId(table.name, row.tuple.tenant, row.tuple.period);
-          present.add(id);
-          const keyed = keyedFingerprint(digestKey, fpPrefix, id, row.fingerprint);
-          const prior = priorSegments.get(id);
-          if (!fullRead && prior?.fingerprint != null && equalConstantTime(prior.fingerprint, keyed)) continue;
-          segments.set(id, { id, tenant: row.tuple.tenant, period: row.tuple.period, keyed, prior, superseded: 0, shredded: 0 });
-        }
-        // Segments with no rows left: the snapshot leaves them, and their cells, out.
-        const gone = [...priorSegments.values()].filter((s) => !present.has(s.segment));
-        if (gone.length > 0) {
-          await vault.recordSegmentChanges(run, { added: [], superseded: gone.map((s) => s.key), fingerprints: [], supersedeCopiesOf: gone.map((s) => s.segment) });
-        }
-        totals.segmentsRead += segments.size;
-        if (segments.size === 0) return { table, reader, segments, read: 'none' };
-        const segmentFilter: CellFilter | 'all' =
-          segments.size === serverSegments ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
-        if (fullRead) return { table, reader, segments, read: segmentFilter };
-
-        // Cell fingerprints of the changed segments, compared a batch at a time with the
-        // vault's current copies: changed and new cells are read, gone ones superseded.
-        const changedCells: string[] = [];
-        const cut = { tooMany: false };
-        const superseded: string[] = [];
-        let batch: FingerprintRow[] = [];
-        let batchSegment: string | null = null;
-        const compare = async (): Promise<void> => {
-          const rows = batch;
-          batch = [];
-          if (rows.length === 0) return;
-          const ids = [...new Set(rows.map((r) => segmentId(table.name, r.tuple.tenant, r.tuple.period)))];
-          const copies = new Map<string, CurrentCopy>();
-          let after: { segment: string; cellId: string } | null = null;
-          for (;;) {
-            const page = await vault.currentCopiesOfSegments(run, ids, after, 5000);
-            for (const copy of page) copies.set(copy.id, copy);
-            const last = page.at(-1);
-            if (last === undefined || page.length < 5000) break;
-            after = { segment: last.segment, cellId: last.id };
-          }
-          for (const row of rows) {
-            const id = cellId(table.name, row.tuple);
-            const copy = copies.get(id);
-            copies.delete(id);
-            const keyed = keyedFingerprint(digestKey, fpPrefix, id, row.fingerprint);
-            if (copy?.fingerprint != null && equalConstantTime(copy.fingerprint, keyed)) continue;
-            if (changedCells.length < MAX_CELL_FILTER) changedCells.push(cellFilterKey(row.tuple));
-            else cut.tooMany = true;
-          }
-          // What is left was not in the chat store: deleted rows.
-          for (const copy of copies.values()) {
-            superseded.push(copy.copyId);
-            const state = segments.get(copy.segment);
-            if (state !== undefined) state.superseded += 1;
-          }
-          if (superseded.length > 0) {
-            await vault.recordCopyChanges(run, { copies: [], superseded: superseded.splice(0), fingerprints: [], cellKeys: [] });
-          }
-        };
-        const cellSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'cell', segmentFilter === 'all' ? undefined : segmentFilter);
-        for await (const row of fingerprintRows(reader, cellSql, 'cell', dataClass)) {
-          const id = segmentId(table.name, row.tuple.tenant, row.tuple.period);
-          if (id !== batchSegment && batch.length >= FINGERPRINT_BATCH) await compare();
-          batchSegment = id;
-          batch.push(row);
-        }
-        await compare();
-        failpoint('backup.after-plan');
-        return { table, reader, segments, read: cut.tooMany ? segmentFilter : { kind: 'cells', keys: changedCells } };
-      };
-
-      /** Reads, seals and records the cells a plan names. */
-      const readTable = async (plan: TablePlan, index: number): Promise<void> => {
-        const { table, reader } = plan;
-        if (plan.read === 'none') return;
-        const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity, plan.read === 'all' ? undefined : plan.read);
-        const copy: CopyStream = reader.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
-        const writer = new CellWriter({
-          table: table.name,
-          columns: table.copyColumns,
-          packs,
-          keys,
-          digestKey,
-          previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> => {
-            if (previous === null) return new Map();
-            const found = await vault.currentCopies(run, cellIds);
-            return new Map([...found].map(([id, c]) => [id, toPrevious(c)]));
-          },
-          bufferBytes: options.cellBufferBytes,
-          ...(options.signal === undefined ? {} : { signal: options.signal }),
-        });
-        const stateOf = (tuple: CellTuple): SegmentState => {
-          const state = plan.segments.get(segmentId(table.name, tuple.tenant, tuple.period));
-          if (state === undefined) throw new LetheError(ErrorCode.INTERNAL, `table ${table.name}: a cell of a segment the plan does not read`);
-          return state;
-        };
-        const record = async (outcomes: readonly CellOutcome[]): Promise<void> => {
-          for (const outcome of outcomes) {
-            const state = stateOf(outcome.tuple);
-            totals.read += 1;
-            if (outcome.kind === 'shredded') {
-              totals.rowsRead += outcome.rows;
-              state.shredded += 1;
-              const seen = shreddedByKey.get(outcome.destroyedKey) ?? { cells: 0, rows: 0 };
-              seen.cells += 1;
-              seen.rows += outcome.rows;
-              shreddedByKey.set(outcome.destroyedKey, seen);
-              if (outcome.prior !== undefined) {
-                pending.superseded.push(outcome.prior.copyId);
-                state.superseded += 1;
-              }
-            } else if (outcome.kind === 'reused') {
-              totals.rowsRead += outcome.entry.rows;
-              totals.bytesRead += outcome.entry.bytesPlain;
-              if (outcome.prior.fingerprint === null || !equalConstantTime(outcome.prior.fingerprint, outcome.fingerprint)) {
-                pending.fingerprints.push({ copyId: outcome.prior.copyId, fingerprint: outcome.fingerprint });
-              }
-            } else {
-              const { entry, tuple } = outcome;
-              totals.rowsRead += entry.rows;
-              totals.bytesRead += entry.bytesPlain;
-              totals.written += 1;
-              totals.bytesStored += entry.length;
-              pending.copies.push({
-                segment: state.id,
-                id: entry.id,
-                table: entry.table,
-                tenant: tuple.tenant,
-                class: tuple.class,
-                period: tuple.period,
-                author: tuple.author,
-                key: entry.key,
-                encapsulation: entry.enc,
-                pack: entry.pack,
-                offset: entry.offset,
-                length: entry.length,
-                sha256: entry.sha256,
-                rows: entry.rows,
-                bytesPlain: entry.bytesPlain,
-                digest: outcome.digest,
-                fingerprint: outcome.fingerprint,
-              });
-              if (outcome.prior !== undefined) {
-                pending.superseded.push(outcome.prior.copyId);
-                state.superseded += 1;
-              }
-            }
-            if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
-            if (totals.read % 500 === 0) {
-              options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
-            }
-          }
-        };
-        for await (const cell of groupCells(copy, classOf(options.mapping, table.name))) {
-          throwIfAborted(options.signal, 'backup');
-          await record(await writer.add(cell));
-        }
-        await record(await writer.flush());
-      };
-
-      /**
-       * Writes the new segment objects of a table whose cells are recorded: each changed
-       * segment lists its cells as they are now. One in which nothing turned out changed
-       * keeps its current object (with the new fingerprint).
-       */
-      const writeSegments = async (plan: TablePlan): Promise<void> => {
-        const { table } = plan;
-        const ids = [...plan.segments.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-        const kept: { key: string; fingerprint: string | null }[] = [];
-        const finalize = async (state: SegmentState, cells: CurrentCopy[]): Promise<void> => {
-          const written = cells.filter((c) => c.fromSeq === run.seq).length;
-          if (state.prior !== undefined && written === 0 && state.superseded === 0 && state.shredded === state.prior.shredded) {
-            kept.push({ key: state.prior.key, fingerprint: state.keyed });
-            return;
-          }
-          if (cells.length === 0 && state.shredded === 0) {
-            if (state.prior !== undefined) await vault.recordSegmentChanges(run, { added: [], superseded: [state.prior.key], fingerprints: [] });
-            return;
-          }
-          const facts = await vault.getCellKeys([...new Set(cells.map((c) => c.key))]);
-          const entries: CellEntry[] = cells.map((c) => {
-            const dims = facts.get(c.key)?.dimensionIds;
-            if (dims === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${c.id} names tuple ${c.key}, which the vault does not record`);
-            return {
-              id: c.id,
-              table: c.table,
-              tenant: c.tenant,
-              key: c.key,
-              dims: [...dims],
-              enc: c.encapsulation,
-              pack: c.pack,
-              offset: c.offset,
-              length: c.length,
-              sha256: c.sha256,
-              rows: c.rows,
-              bytesPlain: c.bytesPlain,
-              reused: c.fromSeq !== run.seq,
-            };
-          });
-          const key = newSegmentKey(randomBytes(16));
-          await vault.recordStoreObjects(store.description, [{ key, kind: 'segment', snapshotId }]);
-          await startUpload(async () => {
-            const segment = new SegmentWriter({ id: state.id, table: table.name, tenant: state.tenant, period: state.period, snapshot: snapshotId });
-            const put = store.put(key, segment.stream, putOptions);
-            put.catch(() => undefined);
-            try {
-              for (const entry of entries) await segment.cell(entry);
-              segment.finish();
-            } catch (err) {
-              segment.abort(err instanceof Error ? err : new Error(String(err)));
-              throw err;
-            }
-            const stored = await put;
-            totals.segmentsWritten += 1;
-            await vault.recordSegmentChanges(run, {
-              added: [
-                {
-                  key,
-                  segment: state.id,
-                  table: table.name,
-                  tenant: state.tenant,
-                  period: state.period,
-                  sha256: stored.sha256,
-                  size: stored.size,
-                  cells: entries.length,
-                  rows: entries.reduce((n, e) => n + e.rows, 0),
-                  bytesPlain: entries.reduce((n, e) => n + e.bytesPlain, 0),
-                  shredded: state.shredded,
-                  packs: [...new Set(entries.map((e) => e.pack))].sort(),
-                  encapsulations: [...new Set(entries.map((e) => e.enc))].sort(),
-                  fingerprint: state.keyed,
-                },
-              ],
-              superseded: state.prior === undefined ? [] : [state.prior.key],
-              fingerprints: [],
-            });
-            failpoint('backup.after-segment');
-          });
-        };
-        // The cells of the changed segments, a page at a time, in segment then cell order.
-        let after: { segment: string; cellId: string } | null = null;
-        let current: { state: SegmentState; cells: CurrentCopy[] } | null = null;
-        const done = new Set<string>();
-        for (;;) {
-          const page = await vault.cellsOfNewSegments(run, ids, after, 5000);
-          for (const copy of page) {
-            if (current?.state.id !== copy.segment) {
-              if (current !== null) {
-                done.add(current.state.id);
-                await finalize(current.state, current.cells);
-              }
-              const state = plan.segments.get(copy.segment);
-              if (state === undefined) throw new LetheError(ErrorCode.INTERNAL, `segment ${copy.segment} is not in the plan`);
-              current = { state, cells: [] };
-            }
-            current.cells.push(copy);
-          }
-          const last = page.at(-1);
-          if (last === undefined || page.length < 5000) break;
-          after = { segment: last.segment, cellId: last.id };
-        }
-        if (current !== null) {
-          done.add(current.state.id);
-          await finalize(current.state, current.cells);
-        }
-        for (const id of ids) if (!done.has(id)) await finalize(plan.segments.get(id) as SegmentState, []);
-        if (kept.length > 0) await vault.recordSegmentChanges(run, { added: [], superseded: [], fingerprints: kept });
-      };
-
-      let next: Promise<TablePlan> | undefined = ordered.length > 0 ? planTable(0) : undefined;
-      next?.catch(() => undefined);
-      for (const [index, table] of ordered.entries()) {
-        throwIfAborted(options.signal, 'backup');
-        const plan = await (next as Promise<TablePlan>);
-        // The next table's fingerprints are computed on the other reader meanwhile.
-        next = index + 1 < ordered.length ? planTable(index + 1) : undefined;
-        next?.catch(() => undefined);
-        await readTable(plan, index);
-        await flushRows();
-        await recording;
-        await writeSegments(plan);
-        options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
-        runLog.info({ table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read }, 'table done');
-      }
+      const opened = await openReaders(options.chatStoreUrl, 2);
+      readers = opened.readers;
+      const source = opened.source as SourcePoint;
+      const header = headerOf(p, options, source);
+      const written = await writeTables({
+        options,
+        run: p.run,
+        hasPrevious: p.previous !== null,
+        fullRead: p.fullRead,
+        masterRecipient: p.masterRecipient,
+        putOptions: p.putOptions,
+        digestKey: options.signer.derive(CELL_DIGEST_KEY_LABEL),
+        readers,
+        tables: p.tables,
+        checkOrphans: true,
+        log: runLog,
+      });
       for (const client of readers) await client.query('COMMIT');
-      // Tables no longer backed up (dropped from the mapping or the store) leave the tree.
-      const outside = previous === null ? [] : await vault.currentSegmentsOutside(run, ordered.map((t) => t.name));
-      if (outside.length > 0) {
-        await vault.recordSegmentChanges(run, { added: [], superseded: outside.map((s) => s.key), fingerprints: [], supersedeCopiesOf: outside.map((s) => s.segment) });
-      }
-      const packsWritten = await packs.close();
-      await drainUploads();
-      failpoint('backup.after-segments');
-      for (const [destroyedKey, seen] of shreddedByKey) {
-        runLog.warn({ destroyedKey, cells: seen.cells, rows: seen.rows }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
-      }
-
-      // The manifest: every segment the snapshot holds, its own and those it references.
-      const segments = await vault.segmentsOfSnapshot(snapshotId);
-      const encIds = [...new Set(segments.flatMap((s) => s.encapsulations))];
-      const stored = await vault.getEncapsulations(encIds);
-      const lost = encIds.filter((id) => !stored.has(id));
-      if (lost.length > 0) {
-        throw new LetheError(ErrorCode.VAULT, `encapsulation(s) ${lost.slice(0, 3).join(', ')} that cells derive their keys from are missing from the vault`);
-      }
-      const encapsulations: EncapsulationEntry[] = [...stored.values()]
-        .map((e) => ({ id: e.id, tenant: e.tenant, kem: e.kem, ephemeral: Buffer.from(e.ephemeral).toString('hex') }))
-        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-      const encapsulationsCreated = keys.created().length;
-      keys.forget();
-      const key = manifestKey(snapshotId);
-      await vault.recordStoreObjects(store.description, [{ key, kind: 'manifest', snapshotId }]);
-      const writing = new ManifestWriter(header, schema);
-      manifest = writing;
-      const upload = store.put(key, writing.stream, putOptions);
-      upload.catch(() => undefined);
-      for (const s of segments) {
-        await writing.segment({
-          id: s.segment,
-          table: s.table,
-          tenant: s.tenant,
-          period: s.period,
-          key: s.key,
-          sha256: s.sha256,
-          size: s.size,
-          cells: s.cells,
-          rows: s.rows,
-          bytesPlain: s.bytesPlain,
-          shredded: s.shredded,
-          snapshot: s.snapshotId,
-        });
-      }
-      const { totals: listed } = writing.finish(
-        encapsulations,
-        { bytesStored: totals.bytesStored, cellsWritten: totals.written, segmentsWritten: totals.segmentsWritten, fullRead },
-        now(),
-        (message) => ({ keyId: signer.id, value: signer.sign(message) }),
-      );
-      const written = await upload;
-      failpoint('backup.after-manifest');
-      const durationMs = Date.now() - started;
-      const result: BackupResult = {
-        snapshotId,
-        previousId: previous?.id ?? null,
-        cells: listed.cells,
-        cellsReused: listed.cellsReused,
-        cellsWritten: totals.written,
-        cellsSkippedShredded: listed.cellsShredded,
-        rows: listed.rows,
-        bytesPlain: listed.bytesPlain,
-        bytesStored: totals.bytesStored,
-        packs: packsWritten.length,
-        keysCreated: keys.dimensionKeysCreated,
-        encapsulations: encapsulationsCreated,
-        manifest: key,
-        segments: listed.segments,
-        segmentsWritten: totals.segmentsWritten,
-        segmentsRead: totals.segmentsRead,
-        cellsRead: totals.read,
-        fullRead,
-        sinceFullRead,
-        durationMs,
-      };
-      await vault.completeSnapshot(snapshotId, {
-        manifestKey: key,
-        manifestSha256: written.sha256,
-        stats: { ...result, manifestBytes: written.size, store: store.description },
-      });
-      await vault.appendAudit({
-        actor: options.actor,
-        action: 'backup.complete',
-        subject: snapshotId,
-        details: { ...result, manifestSha256: written.sha256 },
-      });
-      await exportAudit(vault, store, signer, lock);
-      runLog.info(result, 'backup complete');
-      return result;
+      return await finishSnapshot(options, p, header, written, now, started);
     } catch (err) {
-      keys.forget();
-      manifest?.abort(err instanceof Error ? err : new Error(String(err)));
-      await packs.abort();
-      await Promise.allSettled(uploads);
-      // No ROLLBACK: a COPY may still be streaming on this connection, and a query queued
-      // behind it would wait forever. Closing the connection (finally) ends the read-only
-      // transaction just as well.
-      await vault.abandonSnapshot(snapshotId).catch(() => undefined);
+      // No ROLLBACK: a COPY may still be streaming on a connection, and a query queued
+      // behind it would wait forever. Closing the connections (finally) ends the read-only
+      // transactions just as well.
+      await vault.abandonSnapshot(p.run.id).catch(() => undefined);
       throw wrapForeign(ErrorCode.DATABASE, 'backup', err);
     } finally {
       options.signal?.removeEventListener('abort', cancel);
       await Promise.all(readers.map((client) => client.end().catch(() => undefined)));
     }
   });
+}
+
+/** What every worker of a coordinated backup follows, as the coordinator records it. */
+const ShardPlanSchema = z.strictObject({
+  exported: z.string().regex(/^[0-9A-F]+-[0-9A-F]+-[0-9]+$/i, 'a snapshot id from pg_export_snapshot()'),
+  store: z.string().min(1),
+  seq: z.number().int().positive(),
+  previousId: z.string().min(1).nullable(),
+  fullRead: z.boolean(),
+  granularity: z.enum(['month', 'week', 'day']),
+  tables: z.array(z.strictObject({ name: z.string().min(1), copyColumns: z.array(z.string().min(1)).min(1) })),
+});
+type ShardPlan = z.infer<typeof ShardPlanSchema>;
+
+/** The job lock a shard worker holds while it writes: the coordinator takes its absence for a dead worker. */
+function shardLockName(snapshotId: string, shard: number): string {
+  return `backup-shard:${snapshotId}:${shard}`;
+}
+
+export interface CoordinateOptions {
+  readonly shards: number;
+  /** How long shards may stay unclaimed before the coordinator gives up (default 10 minutes). */
+  readonly waitMs?: number;
+  /** How often the coordinator looks at its shards (default 1 s). */
+  readonly pollMs?: number;
+}
+
+/**
+ * `lethe backup --coordinate K`: the one process of a backup written by K workers that
+ * holds the backup job lock. It prepares the run like a single backup, opens the snapshot
+ * every worker imports and holds it open, checks every table's joins, records K pending
+ * shards with the plan, and waits. When every shard has reported, it writes the signed
+ * manifest (the commit point); when one fails, dies (its lock is released: the worker's
+ * connection closed) or is never claimed within `waitMs`, it abandons the snapshot, so
+ * nothing is listed as complete, and throws.
+ */
+export async function runBackupCoordinator(options: BackupOptions, coordinate: CoordinateOptions): Promise<BackupResult> {
+  const { vault, log } = options;
+  const now = options.now ?? ((): Date => new Date());
+  const started = Date.now();
+  if (!Number.isSafeInteger(coordinate.shards) || coordinate.shards < 1 || coordinate.shards > 1024) {
+    throw new LetheError(ErrorCode.USAGE, `--coordinate takes the number of shards, 1 to 1024 (got ${coordinate.shards})`);
+  }
+  return vault.withJobLock('backup', async () => {
+    const p = await prepare(options, now);
+    const runLog = log.child({ job: 'backup', snapshotId: p.run.id, shards: coordinate.shards });
+    let readers: pg.Client[] = [];
+    try {
+      const opened = await openReaders(options.chatStoreUrl, 1);
+      readers = opened.readers;
+      const source = opened.source as SourcePoint;
+      const reader = readers[0] as pg.Client;
+      // The joins are checked once, here, for every worker.
+      for (const table of p.tables) await checkOrphans(reader, options.mapping, table.name);
+      const plan: ShardPlan = {
+        exported: source.exported,
+        store: p.run.store,
+        seq: p.run.seq,
+        previousId: p.previous?.id ?? null,
+        fullRead: p.fullRead,
+        granularity: options.granularity,
+        tables: p.tables.map((t) => ({ name: t.name, copyColumns: [...t.copyColumns] })),
+      };
+      await vault.createBackupShards(p.run.id, coordinate.shards, plan);
+      runLog.info({ previous: p.previous?.id ?? null, fullRead: p.fullRead }, 'coordinated backup started: waiting for its shards');
+      const results = await waitForShards(options, p.run.id, coordinate);
+      // The exported snapshot was needed until every worker imported it; it is not any more.
+      await reader.query('COMMIT');
+      const written = results.reduce<WriteOutcome>(
+        (sum, r) => ({
+          cellsRead: sum.cellsRead + r.cellsRead,
+          cellsWritten: sum.cellsWritten + r.cellsWritten,
+          cellsShreddedRead: sum.cellsShreddedRead + r.cellsShreddedRead,
+          bytesStored: sum.bytesStored + r.bytesStored,
+          segmentsRead: sum.segmentsRead + r.segmentsRead,
+          segmentsWritten: sum.segmentsWritten + r.segmentsWritten,
+          packs: sum.packs + r.packs,
+          keysCreated: sum.keysCreated + r.keysCreated,
+          encapsulations: sum.encapsulations + r.encapsulations,
+        }),
+        { cellsRead: 0, cellsWritten: 0, cellsShreddedRead: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, packs: 0, keysCreated: 0, encapsulations: 0 },
+      );
+      return await finishSnapshot(options, p, headerOf(p, options, source), written, now, started);
+    } catch (err) {
+      await vault.abandonSnapshot(p.run.id).catch(() => undefined);
+      throw wrapForeign(ErrorCode.DATABASE, 'coordinated backup', err);
+    } finally {
+      await Promise.all(readers.map((client) => client.end().catch(() => undefined)));
+    }
+  });
+}
+
+/** Waits until every shard is done; throws BACKUP_SHARD_FAILED naming the first that failed, died or never started. */
+async function waitForShards(options: BackupOptions, snapshotId: string, coordinate: CoordinateOptions): Promise<WriteOutcome[]> {
+  const { vault } = options;
+  const deadline = Date.now() + (coordinate.waitMs ?? 600_000);
+  const poll = coordinate.pollMs ?? 1000;
+  let reported = -1;
+  for (;;) {
+    throwIfAborted(options.signal, 'coordinated backup');
+    const shards = await vault.backupShards(snapshotId);
+    const failed = shards.find((s) => s.status === 'failed');
+    if (failed !== undefined) {
+      throw new LetheError(ErrorCode.BACKUP_SHARD_FAILED, `shard ${failed.shard}/${failed.shards} (${failed.owner ?? '?'}) failed: ${failed.error ?? 'no reason given'}; nothing of this snapshot was kept`);
+    }
+    for (const s of shards.filter((x) => x.status === 'running')) {
+      if (await vault.jobLockHeld(shardLockName(snapshotId, s.shard))) continue;
+      // Free: it finished since we looked, or its worker died.
+      const again = (await vault.backupShards(snapshotId)).find((x) => x.shard === s.shard);
+      if (again?.status === 'running') {
+        throw new LetheError(ErrorCode.BACKUP_SHARD_FAILED, `the worker of shard ${s.shard}/${s.shards} (${s.owner ?? '?'}) died before it finished; nothing of this snapshot was kept: run the backup again`);
+      }
+    }
+    const done = shards.filter((s) => s.status === 'done');
+    if (done.length !== reported) {
+      reported = done.length;
+      options.onProgress?.({ table: `shards done: ${done.length}/${shards.length}`, tablesDone: done.length, tables: shards.length, cells: 0, rows: 0, bytesPlain: 0 });
+    }
+    if (done.length === shards.length) {
+      return done.map((s) => {
+        const parsed = WriteOutcomeSchema.safeParse(s.result);
+        if (!parsed.success) throw new LetheError(ErrorCode.VAULT, `shard ${s.shard} reported a malformed result`);
+        return parsed.data;
+      });
+    }
+    const unclaimed = shards.filter((s) => s.status === 'pending');
+    if (unclaimed.length > 0 && Date.now() > deadline) {
+      throw new LetheError(
+        ErrorCode.BACKUP_SHARD_FAILED,
+        `shard(s) ${unclaimed.map((s) => `${s.shard}/${s.shards}`).join(', ')} were not claimed in time: start \`lethe backup --shard I/${coordinate.shards}\` for each; nothing of this snapshot was kept`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, poll));
+  }
+}
+
+export interface ShardOptions {
+  readonly index: number;
+  readonly of: number;
+  /** How long to wait for a coordinator to offer this shard (default 10 minutes). */
+  readonly waitMs?: number;
+}
+
+/** What `lethe backup --shard I/K` prints. */
+export interface ShardResult extends WriteOutcome {
+  readonly snapshotId: string;
+  readonly shard: number;
+  readonly shards: number;
+  readonly durationMs: number;
+}
+
+/**
+ * `lethe backup --shard I/K`: one worker of a coordinated backup. Waits for the
+ * coordinator to offer shard I of K, claims it, imports the coordinator's snapshot, and
+ * writes the cells and segments of the tenants that hash to shard I into the same running
+ * snapshot, holding a job lock of its own meanwhile (the coordinator's proof that it is
+ * alive). Reports its outcome to the vault; never writes a manifest.
+ */
+export async function runBackupShard(options: BackupOptions, shard: ShardOptions): Promise<ShardResult> {
+  const { vault, store, log } = options;
+  const started = Date.now();
+  if (!Number.isSafeInteger(shard.of) || !Number.isSafeInteger(shard.index) || shard.of < 1 || shard.index < 0 || shard.index >= shard.of) {
+    throw new LetheError(ErrorCode.USAGE, `--shard takes I/K with 0 <= I < K (got ${shard.index}/${shard.of})`);
+  }
+  const owner = `${hostname()}:${process.pid}`;
+  const deadline = Date.now() + (shard.waitMs ?? 600_000);
+  let claimed = await vault.claimBackupShard(shard.index, shard.of, owner);
+  while (claimed === null) {
+    if (Date.now() > deadline) {
+      throw new LetheError(ErrorCode.NOT_FOUND, `no coordinated backup offered shard ${shard.index}/${shard.of}: start \`lethe backup --coordinate ${shard.of}\``);
+    }
+    throwIfAborted(options.signal, 'backup shard');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    claimed = await vault.claimBackupShard(shard.index, shard.of, owner);
+  }
+  const snapshotId = claimed.snapshotId;
+  const runLog = log.child({ job: 'backup', snapshotId, shard: `${shard.index}/${shard.of}` });
+  try {
+    return await vault.withJobLock(shardLockName(snapshotId, shard.index), async (signal) => {
+      const parsed = ShardPlanSchema.safeParse(claimed.plan);
+      if (!parsed.success) throw new LetheError(ErrorCode.VAULT, `the plan of snapshot ${snapshotId} is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
+      const plan = parsed.data;
+      if (plan.store !== store.description) {
+        throw new LetheError(ErrorCode.CONFIG_INVALID, `the coordinator writes to ${plan.store}, this worker to ${store.description}: give every worker the coordinator's storage settings`);
+      }
+      if (plan.granularity !== options.granularity) {
+        throw new LetheError(ErrorCode.CONFIG_INVALID, `the coordinator uses backup.granularity ${plan.granularity}, this worker ${options.granularity}: give every worker the same config`);
+      }
+      runLog.info({ previous: plan.previousId, fullRead: plan.fullRead }, 'shard started');
+      const { readers } = await openReaders(options.chatStoreUrl, 2, plan.exported);
+      const cancel = (): void => {
+        for (const client of readers) void client.end().catch(() => undefined);
+      };
+      signal.addEventListener('abort', cancel, { once: true });
+      try {
+        const written = await writeTables({
+          options: { ...options, signal },
+          run: { id: snapshotId, seq: plan.seq, store: plan.store },
+          hasPrevious: plan.previousId !== null,
+          fullRead: plan.fullRead,
+          masterRecipient: await vault.getMasterRecipient(),
+          putOptions: options.lockDays === undefined ? { signal } : { signal, lock: { mode: options.lockDays.mode, retainUntil: new Date(Date.now() + options.lockDays.days * 86_400_000) } },
+          digestKey: options.signer.derive(CELL_DIGEST_KEY_LABEL),
+          readers,
+          tables: plan.tables,
+          checkOrphans: false,
+          shard,
+          log: runLog,
+        });
+        for (const client of readers) await client.query('COMMIT');
+        await vault.finishBackupShard(snapshotId, shard.index, { result: { ...written } });
+        runLog.info(written, 'shard done');
+        return { snapshotId, shard: shard.index, shards: shard.of, ...written, durationMs: Date.now() - started };
+      } finally {
+        signal.removeEventListener('abort', cancel);
+        await Promise.all(readers.map((client) => client.end().catch(() => undefined)));
+      }
+    });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    await vault.finishBackupShard(snapshotId, shard.index, { error: message.slice(0, 2000) }).catch(() => undefined);
+    throw wrapForeign(ErrorCode.DATABASE, `backup shard ${shard.index}/${shard.of}`, err);
+  }
 }

@@ -31,6 +31,7 @@ export {
   type SnapshotStatus,
 } from './snapshots.ts';
 export type { CellOrder, SnapshotCell } from './snapshot-cells.ts';
+export type { BackupShard } from './backup-shards.ts';
 export type { CopyChanges, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentChanges, SegmentRecord } from './cell-copies.ts';
 export type { Encapsulation } from './encapsulations.ts';
 export type { Verification, VerificationInput } from './verifications.ts';

@@ -110,3 +110,26 @@ async function describeHolder(client: pg.PoolClient, key: string): Promise<strin
     return ''; // Only decoration for the message: the lock is held either way.
   }
 }
+
+/**
+ * True when some session holds the job lock `name` (a run is alive); false when it is free.
+ * Tries the lock and, if it got it, releases it at once.
+ */
+export async function jobLockHeld(ctx: VaultContext, name: string): Promise<boolean> {
+  const key = lockKeyText(ctx.schema, `job:${name}`);
+  const doing = `checking the ${name} job lock`;
+  let client: pg.PoolClient;
+  try {
+    client = await ctx.pool.connect();
+  } catch (err) {
+    throw wrapForeign(ErrorCode.DATABASE, `${doing}: connecting to the vault`, err);
+  }
+  try {
+    const { rows } = await query<{ locked: boolean }>(client, doing, 'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [key]);
+    if (rows[0]?.locked !== true) return true;
+    await query(client, doing, 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', [key]);
+    return false;
+  } finally {
+    client.release();
+  }
+}

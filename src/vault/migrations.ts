@@ -508,6 +508,27 @@ ALTER TABLE store_objects ADD CONSTRAINT store_objects_kind_check
   CHECK (kind IN ('pack', 'key-file', 'manifest', 'segment', 'vault-backup'));
 `;
 
+const shards = `
+-- A backup written by several workers (lethe backup --coordinate K / --shard I/K): the
+-- coordinator records one row per shard with the plan every worker follows (the exported
+-- PostgreSQL snapshot to import, the tables and their columns, the previous snapshot);
+-- each worker claims its shard, writes its tenants' cells and segments into the same
+-- running snapshot, and reports. The coordinator writes the manifest once all are done.
+CREATE TABLE backup_shards (
+  snapshot_id text NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,
+  shard       integer NOT NULL CHECK (shard >= 0),
+  shards      integer NOT NULL CHECK (shards > 0 AND shard < shards),
+  plan        jsonb NOT NULL,
+  status      text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')),
+  owner       text,
+  claimed_at  timestamptz,
+  finished_at timestamptz,
+  result      jsonb,
+  error       text,
+  PRIMARY KEY (snapshot_id, shard)
+);
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
@@ -516,6 +537,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 4, name: 'trust: public signing keys only, digests that die with their keys, recorded objects', sql: trust },
   { version: 5, name: 'one key encapsulation per snapshot and tenant', sql: encapsulation },
   { version: 6, name: 'snapshots as trees: segments, cell copies by interval', sql: segments },
+  { version: 7, name: 'backups written by several workers', sql: shards },
 ];
 
 /** The schema version this build of lethe reads and writes. */

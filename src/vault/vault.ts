@@ -19,7 +19,9 @@ import {
   type NewDimensionKey,
   type WrappedDimensionKey,
 } from './dimension-keys.ts';
-import { withJobLock } from './job-lock.ts';
+import { jobLockHeld, withJobLock } from './job-lock.ts';
+import type { JsonObject } from './canonical-json.ts';
+import { backupShards, claimBackupShard, createBackupShards, finishBackupShard, type BackupShard } from './backup-shards.ts';
 import { getFormatVersion, getMasterRecipient, setMasterRecipient } from './meta.ts';
 import { VAULT_SCHEMA_VERSION } from './migrations.ts';
 import { DEFAULT_VAULT_SCHEMA } from './schema-name.ts';
@@ -689,6 +691,31 @@ export class Vault {
   }
 
   // --- jobs ---------------------------------------------------------------------------
+
+  /** True when a session holds the job lock `name`. */
+  jobLockHeld(name: string): Promise<boolean> {
+    return jobLockHeld(this.#ctx, name);
+  }
+
+  /** Records the pending shards of a coordinated backup. */
+  createBackupShards(snapshotId: string, shards: number, plan: JsonObject): Promise<void> {
+    return createBackupShards(this.#ctx, snapshotId, shards, plan);
+  }
+
+  /** Claims a pending shard of the newest running coordinated backup; null when none waits. */
+  claimBackupShard(shard: number, shards: number, owner: string): Promise<BackupShard | null> {
+    return claimBackupShard(this.#ctx, shard, shards, owner);
+  }
+
+  /** Records how a claimed shard ended. */
+  finishBackupShard(snapshotId: string, shard: number, outcome: { result: JsonObject } | { error: string }): Promise<void> {
+    return finishBackupShard(this.#ctx, snapshotId, shard, outcome);
+  }
+
+  /** The shards of a coordinated backup. */
+  backupShards(snapshotId: string): Promise<BackupShard[]> {
+    return backupShards(this.#ctx, snapshotId);
+  }
 
   /** Runs `fn` holding job lock `name`; JOB_LOCKED at once if another run holds it. */
   withJobLock<T>(
