@@ -8,6 +8,7 @@ import { rawSql, rejectsWith } from './fixture.ts';
 
 const TABLES = [
   'audit_log',
+  'backup_shards',
   'cell_copies',
   'cell_keys',
   'destructions',
