@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -55,7 +55,9 @@ async function main(): Promise<void> {
   };
   const controller = new AbortController();
   const { signal } = controller;
+  // The embedded server runs as `postgres` when we are root: it must be able to enter the directory.
   const workDir = await mkdtemp(join(tmpdir(), 'lethe-scaling-'));
+  await chmod(workDir, 0o755);
   const useGnuTime = await gnuTimeAvailable();
   const loadAtStart = loadavg()[0] ?? 0;
   const server = await startServer(workDir);
