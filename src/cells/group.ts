@@ -9,29 +9,56 @@ const LEADING_FIELDS = KEY_FIELDS + 1;
 
 /**
  * The fingerprint of a cell's rows as the chat store computes it (buildFingerprintQuery):
- * the row count and, for each of the four 32-bit words of the rows' hashes, their sum
- * modulo 2^32. Order-independent, so the server can aggregate it without sorting.
+ * the row count and, for each of the two 64-bit halves of the rows' md5 hashes read as
+ * signed integers, their exact sum. Order-independent, so the server aggregates it without
+ * sorting. Sums are kept in Numbers (a signed high and an unsigned low 32-bit part, exact
+ * for a million rows) and folded into BigInts every million rows.
  */
 export class RowFingerprint {
   rows = 0;
-  readonly words: [number, number, number, number] = [0, 0, 0, 0];
+  readonly #hi = [0, 0];
+  readonly #lo = [0, 0];
+  readonly #sums = [0n, 0n];
+  #pending = 0;
 
   /** Adds one row's hash (32 hex digits). */
   add(hex: string): void {
-    const w = this.words;
     this.rows += 1;
-    for (let i = 0; i < 4; i++) w[i] = ((w[i] as number) + parseInt(hex.slice(i * 8, i * 8 + 8), 16)) % 4294967296;
+    for (let i = 0; i < 2; i++) {
+      // `| 0` reads the high 32 bits as signed: the half is a signed 64-bit integer.
+      this.#hi[i] = (this.#hi[i] as number) + (parseInt(hex.slice(i * 16, i * 16 + 8), 16) | 0);
+      this.#lo[i] = (this.#lo[i] as number) + parseInt(hex.slice(i * 16 + 8, i * 16 + 16), 16);
+    }
+    this.#pending += 1;
+    if (this.#pending >= 1_000_000) this.#fold();
   }
 
-  /** Adds another fingerprint (of disjoint rows). */
-  merge(other: { rows: number; words: readonly number[] }): void {
-    this.rows += other.rows;
-    for (let i = 0; i < 4; i++) this.words[i] = ((this.words[i] as number) + (other.words[i] as number)) % 4294967296;
+  #fold(): void {
+    for (let i = 0; i < 2; i++) {
+      this.#sums[i] = (this.#sums[i] as bigint) + (BigInt(this.#hi[i] as number) << 32n) + BigInt(this.#lo[i] as number);
+      this.#hi[i] = 0;
+      this.#lo[i] = 0;
+    }
+    this.#pending = 0;
   }
 
-  /** `rows:w0:w1:w2:w3`, decimal: what the keyed fingerprint is computed over. */
+  /** Adds the fingerprint of other rows: their count and their two sums. */
+  merge(rows: number, sums: readonly bigint[]): void {
+    this.#fold();
+    this.rows += rows;
+    for (let i = 0; i < 2; i++) this.#sums[i] = (this.#sums[i] as bigint) + (sums[i] ?? 0n);
+  }
+
+  /** The two exact sums. */
+  sums(): bigint[] {
+    this.#fold();
+    return [...this.#sums];
+  }
+
+  /** `rows:s0:s1`, decimal: what the keyed fingerprint is computed over. */
   text(): string {
-    return `${this.rows}:${this.words.join(':')}`;
+    const [s0, s1] = this.sums();
+    return `${this.rows}:${String(s0)}:${String(s1)}`;
   }
 }
 

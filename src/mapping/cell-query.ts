@@ -48,6 +48,7 @@ export function buildCellQuery(
   granularity: Granularity,
   filter?: CellFilter,
   shard?: Shard,
+  digestColumns: ReadonlySet<string> = new Set(),
 ): string {
   const entry = tableEntry(mapping, table);
   checkColumns(table, columns);
@@ -61,7 +62,7 @@ export function buildCellQuery(
           ...entry.mapping.primaryKey.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`),
         ];
   return [
-    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, baseColumns)} AS "lethe_row_hash", ${baseColumns.join(', ')}`,
+    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, columns, digestColumns)} AS "lethe_row_hash", ${baseColumns.join(', ')}`,
     fromClause(mapping, entry, 'JOIN'),
     whereClause(dims, filter, shard),
     `ORDER BY ${order.join(', ')}`,
@@ -142,17 +143,20 @@ function whereClause(dims: Dimensions, filter: CellFilter | undefined, shard?: S
 /**
  * The hash of one row as the fingerprint sees it: md5 over the text of the row's dimensions
  * and columns (the text forms depend on the session settings copySessionStatements fixes).
+ * `digestColumns` (the bytea ones) enter as their own md5: a row's text would spell their
+ * bytes out in escaped hex, which costs several times hashing them.
  */
-function rowHash(dims: Dimensions, baseColumns: readonly string[]): string {
-  return `md5(ROW(${dims.tenant}, ${dims.period}, ${dims.author}, ${dims.conversation}, ${baseColumns.join(', ')})::text)`;
+function rowHash(dims: Dimensions, columns: readonly string[], digestColumns: ReadonlySet<string>): string {
+  const values = columns.map((c) => (digestColumns.has(c) ? `md5(${BASE_ALIAS}.${quoteIdent(c)})` : `${BASE_ALIAS}.${quoteIdent(c)}`));
+  return `md5(ROW(${dims.tenant}, ${dims.period}, ${dims.author}, ${dims.conversation}, ${values.join(', ')})::text)`;
 }
 
 /**
  * The fingerprint query of `table`: per segment (`level` segment: tenant, period) or per
- * cell (`cell`: tenant, period, author, conversation), the row count and the four sums
- * modulo 2^32 of the 32-bit words of each row's hash (see RowFingerprint), ordered by the
- * grouping columns (byte order). Output columns: the grouping columns as text, then
- * `rows`, `w0` … `w3`. The server scans and hashes; nothing is sorted but the groups.
+ * cell (`cell`: tenant, period, author, conversation), the row count and the exact sums of
+ * the two 64-bit halves of each row's hash (see RowFingerprint), ordered by the grouping
+ * columns (byte order). Output columns: the grouping columns as text, then `rows`, `w0`,
+ * `w1`. The server scans and hashes; nothing is sorted but the groups.
  */
 export function buildFingerprintQuery(
   mapping: Mapping,
@@ -162,16 +166,17 @@ export function buildFingerprintQuery(
   level: 'segment' | 'cell',
   filter?: CellFilter,
   shard?: Shard,
+  digestColumns: ReadonlySet<string> = new Set(),
 ): string {
   const entry = tableEntry(mapping, table);
   checkColumns(table, columns);
-  const baseColumns = columns.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`);
   const dims = dimensions(entry, granularity);
   const groups = level === 'segment' ? ['lethe_tenant', 'lethe_period'] : ['lethe_tenant', 'lethe_period', 'lethe_author', 'lethe_conversation'];
-  const words = [0, 1, 2, 3].map((i) => `sum(('x' || substr(h, ${i * 8 + 1}, 8))::bit(32)::bigint) % 4294967296 AS "w${i}"`);
+  // Exact sums (numeric) of the two halves of each md5, read as signed 64-bit integers.
+  const words = [0, 1].map((i) => `sum(('x' || substr(h, ${i * 16 + 1}, 16))::bit(64)::bigint) AS "w${i}"`);
   return [
     `SELECT ${groups.map((g) => `"${g}"`).join(', ')}, count(*) AS "rows", ${words.join(', ')} FROM (`,
-    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, baseColumns)} AS h`,
+    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, columns, digestColumns)} AS h`,
     fromClause(mapping, entry, 'JOIN'),
     whereClause(dims, filter, shard),
     ') AS r',

@@ -134,6 +134,9 @@ const FINGERPRINT_BATCH = 2000;
 /** Segment objects uploading at once. */
 const SEGMENT_UPLOADS = 8;
 
+/** Segment objects recorded in the vault (as objects, before their upload) at once. */
+const SEGMENT_BATCH = 200;
+
 /** One row of a fingerprint query. */
 interface FingerprintRow {
   readonly tuple: CellTuple;
@@ -147,9 +150,9 @@ async function* fingerprintRows(reader: pg.Client, sql: string, level: 'segment'
   for await (const line of copyLines(copy)) {
     const fields = line.toString('utf8', 0, line.length - 1).split('\t').map(decodeCopyField);
     const period = fields[1];
-    if (period == null || fields.length !== groups + 5) throw new LetheError(ErrorCode.INTERNAL, 'a fingerprint query returned a malformed row');
+    if (period == null || fields.length !== groups + 3) throw new LetheError(ErrorCode.INTERNAL, 'a fingerprint query returned a malformed row');
     const fingerprint = new RowFingerprint();
-    fingerprint.merge({ rows: Number(fields[groups]), words: fields.slice(groups + 1).map(Number) });
+    fingerprint.merge(Number(fields[groups]), fields.slice(groups + 1).map((f) => BigInt(f ?? '0')));
     yield {
       tuple: { tenant: fields[0] ?? null, class: dataClass, period, author: level === 'cell' ? (fields[2] ?? null) : null, conversation: level === 'cell' ? (fields[3] ?? null) : null },
       fingerprint,
@@ -171,11 +174,20 @@ interface SegmentState {
   shredded: number;
 }
 
-/** A table as the backup reads it: its name and its columns in COPY order. */
-type TableSpec = Pick<TableInfo, 'name' | 'copyColumns'>;
+/**
+ * A table as the backup reads it: its name, its columns in COPY order, and those whose
+ * values enter the row hash as their own md5 (bytea: see buildCellQuery).
+ */
+interface TableSpec {
+  readonly name: string;
+  readonly copyColumns: readonly string[];
+  readonly digestColumns: readonly string[];
+}
 
 /** What a table's read looks like, decided from fingerprints before any row is read. */
 interface TablePlan {
+  /** Milliseconds spent on: the segment fingerprints, the cell fingerprints, comparing them with the vault. */
+  readonly timings?: { segmentsMs: number; cellsMs: number; compareMs: number };
   readonly table: TableSpec;
   readonly reader: pg.Client;
   /** The segments to rewrite (or keep, if nothing in them turns out changed), by id. */
@@ -290,7 +302,8 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
   // Segment objects upload a few at a time; each is recorded in the vault once stored.
   const uploads = new Set<Promise<void>>();
   let uploadError: Error | undefined;
-  const startUpload = async (work: () => Promise<void>): Promise<void> => {
+  /** Starts `work` once fewer than SEGMENT_UPLOADS run; returns (wrapped, not awaited) its completion. */
+  const startUpload = async (work: () => Promise<void>): Promise<{ done: Promise<void> }> => {
     while (uploads.size >= SEGMENT_UPLOADS) await Promise.race(uploads);
     if (uploadError !== undefined) throw uploadError;
     const p: Promise<void> = work()
@@ -299,6 +312,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       })
       .finally(() => uploads.delete(p));
     uploads.add(p);
+    return { done: p };
   };
   const drainUploads = async (): Promise<void> => {
     await Promise.all(uploads);
@@ -312,50 +326,63 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
    * snapshot: segments whose fingerprint is unchanged are referenced as they are; in the
    * others, cells whose fingerprint changed are read, and copies of cells that are gone
    * are superseded. Nothing of the rows themselves leaves the server here.
+   *
+   * On a full read every segment is read, so the server's per-segment fingerprints are all
+   * it needs. Otherwise one pass gives the fingerprint of every cell, in segment order: a
+   * segment's is the sum of its cells', so unchanged segments are recognised without a
+   * second scan, and only the changed segments' cells are compared with the vault.
    */
   const planTable = async (index: number): Promise<TablePlan> => {
     const table = ordered[index];
     const reader = c.readers[index % c.readers.length];
     if (table === undefined || reader === undefined) throw new LetheError(ErrorCode.INTERNAL, `no table ${index}`);
     if (c.checkOrphans) await checkOrphans(reader, options.mapping, table.name);
+    const tStart = performance.now();
     const dataClass = classOf(options.mapping, table.name);
     const fpPrefix = fingerprintPrefix(table.name, table.copyColumns);
     const priorSegments = c.hasPrevious ? await vault.currentSegments(run, table.name) : new Map<string, SegmentRecord>();
     const segments = new Map<string, SegmentState>();
     const present = new Set<string>();
-    let serverSegments = 0;
-    const segmentSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'segment', undefined, c.shard);
-    for await (const row of fingerprintRows(reader, segmentSql, 'segment', dataClass)) {
-      serverSegments += 1;
-      const id = segmentId(table.name, row.tuple.tenant, row.tuple.period);
+    const digestColumns = new Set(table.digestColumns);
+    /** Records a segment the server has now; true when it changed (or is new). */
+    const sawSegment = (tenant: string | null, period: string, fingerprint: RowFingerprint): boolean => {
+      const id = segmentId(table.name, tenant, period);
       present.add(id);
-      const keyed = keyedFingerprint(digestKey, fpPrefix, id, row.fingerprint);
+      const keyed = keyedFingerprint(digestKey, fpPrefix, id, fingerprint);
       const prior = priorSegments.get(id);
-      if (!c.fullRead && prior?.fingerprint != null && equalConstantTime(prior.fingerprint, keyed)) continue;
-      segments.set(id, { id, tenant: row.tuple.tenant, period: row.tuple.period, keyed, prior, superseded: 0, shredded: 0 });
+      if (!c.fullRead && prior?.fingerprint != null && equalConstantTime(prior.fingerprint, keyed)) return false;
+      segments.set(id, { id, tenant, period, keyed, prior, superseded: 0, shredded: 0 });
+      return true;
+    };
+    /** Segments (of this shard's tenants) with no rows left: the snapshot leaves them, and their cells, out. */
+    const leaveGone = async (): Promise<void> => {
+      const gone = [...priorSegments.values()].filter((s) => !present.has(s.segment) && inShard(s.tenant));
+      if (gone.length > 0) {
+        await vault.recordSegmentChanges(run, { added: [], superseded: gone.map((s) => s.key), fingerprints: [], supersedeCopiesOf: gone.map((s) => s.segment) });
+      }
+      totals.segmentsRead += segments.size;
+    };
+
+    if (c.fullRead) {
+      const segmentSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'segment', undefined, c.shard, digestColumns);
+      for await (const row of fingerprintRows(reader, segmentSql, 'segment', dataClass)) sawSegment(row.tuple.tenant, row.tuple.period, row.fingerprint);
+      await leaveGone();
+      const read: TablePlan['read'] = segments.size === 0 ? 'none' : segments.size === present.size ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
+      return { table, reader, segments, read, timings: { segmentsMs: Math.round(performance.now() - tStart), cellsMs: 0, compareMs: 0 } };
     }
-    // Segments (of this shard's tenants) with no rows left: the snapshot leaves them, and their cells, out.
-    const gone = [...priorSegments.values()].filter((s) => !present.has(s.segment) && inShard(s.tenant));
-    if (gone.length > 0) {
-      await vault.recordSegmentChanges(run, { added: [], superseded: gone.map((s) => s.key), fingerprints: [], supersedeCopiesOf: gone.map((s) => s.segment) });
-    }
-    totals.segmentsRead += segments.size;
-    if (segments.size === 0) return { table, reader, segments, read: 'none' };
-    const segmentFilter: CellFilter | 'all' =
-      segments.size === serverSegments ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
-    if (c.fullRead) return { table, reader, segments, read: segmentFilter };
 
     // Cell fingerprints of the changed segments, compared a batch at a time with the
     // vault's current copies: changed and new cells are read, gone ones superseded.
     const changedCells: string[] = [];
     const cut = { tooMany: false };
     const superseded: string[] = [];
+    let compareMs = 0;
     let batch: FingerprintRow[] = [];
-    let batchSegment: string | null = null;
     const compare = async (): Promise<void> => {
       const rows = batch;
       batch = [];
       if (rows.length === 0) return;
+      const tCompare = performance.now();
       const ids = [...new Set(rows.map((r) => segmentId(table.name, r.tuple.tenant, r.tuple.period)))];
       const copies = new Map<string, CurrentCopy>();
       let after: { segment: string; cellId: string } | null = null;
@@ -384,24 +411,43 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       if (superseded.length > 0) {
         await vault.recordCopyChanges(run, { copies: [], superseded: superseded.splice(0), fingerprints: [], cellKeys: [] });
       }
+      compareMs += performance.now() - tCompare;
     };
-    const cellSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'cell', segmentFilter === 'all' ? undefined : segmentFilter, c.shard);
+    // One segment's cells at a time (the query sorts by tenant and period first).
+    let current: { tenant: string | null; period: string; cells: FingerprintRow[]; sum: RowFingerprint } | null = null;
+    const endSegment = async (): Promise<void> => {
+      if (current === null) return;
+      const done = current;
+      current = null;
+      if (!sawSegment(done.tenant, done.period, done.sum)) return;
+      batch.push(...done.cells);
+      if (batch.length >= FINGERPRINT_BATCH) await compare();
+    };
+    const cellSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'cell', undefined, c.shard, digestColumns);
     for await (const row of fingerprintRows(reader, cellSql, 'cell', dataClass)) {
-      const id = segmentId(table.name, row.tuple.tenant, row.tuple.period);
-      if (id !== batchSegment && batch.length >= FINGERPRINT_BATCH) await compare();
-      batchSegment = id;
-      batch.push(row);
+      if (current === null || current.tenant !== row.tuple.tenant || current.period !== row.tuple.period) {
+        await endSegment();
+        current = { tenant: row.tuple.tenant, period: row.tuple.period, cells: [], sum: new RowFingerprint() };
+      }
+      current.cells.push(row);
+      current.sum.merge(row.fingerprint.rows, row.fingerprint.sums());
     }
+    await endSegment();
     await compare();
+    await leaveGone();
     failpoint('backup.after-plan');
-    return { table, reader, segments, read: cut.tooMany ? segmentFilter : { kind: 'cells', keys: changedCells } };
+    const timings = { segmentsMs: 0, cellsMs: Math.round(performance.now() - tStart - compareMs), compareMs: Math.round(compareMs) };
+    if (segments.size === 0) return { table, reader, segments, read: 'none', timings };
+    const segmentFilter: CellFilter | 'all' =
+      segments.size === present.size ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
+    return { table, reader, segments, read: cut.tooMany ? segmentFilter : { kind: 'cells', keys: changedCells }, timings };
   };
 
   /** Reads, seals and records the cells a plan names. */
   const readTable = async (plan: TablePlan, index: number): Promise<void> => {
     const { table, reader } = plan;
     if (plan.read === 'none') return;
-    const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity, plan.read === 'all' ? undefined : plan.read, c.shard);
+    const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity, plan.read === 'all' ? undefined : plan.read, c.shard, new Set(table.digestColumns));
     const copy: CopyStream = reader.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
     const writer = new CellWriter({
       table: table.name,
@@ -496,6 +542,52 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     const { table } = plan;
     const ids = [...plan.segments.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const kept: { key: string; fingerprint: string | null }[] = [];
+    const superseded: string[] = [];
+    const added: Omit<SegmentRecord, 'snapshotId'>[] = [];
+    // Segments are recorded as objects before their uploads start, a batch at a time, and
+    // in the vault's tree once the table's uploads are done, in one transaction.
+    let toWrite: { state: SegmentState; entries: CellEntry[]; key: string }[] = [];
+    const tableUploads: Promise<void>[] = [];
+    const flushWrites = async (): Promise<void> => {
+      const batch = toWrite;
+      toWrite = [];
+      if (batch.length === 0) return;
+      await vault.recordStoreObjects(store.description, batch.map((b) => ({ key: b.key, kind: 'segment' as const, snapshotId })));
+      for (const { state, entries, key } of batch) {
+        const started = await startUpload(async () => {
+          const segment = new SegmentWriter({ id: state.id, table: table.name, tenant: state.tenant, period: state.period, snapshot: snapshotId });
+          const put = store.put(key, segment.stream, putOptions);
+          put.catch(() => undefined);
+          try {
+            for (const entry of entries) await segment.cell(entry);
+            segment.finish();
+          } catch (err) {
+            segment.abort(err instanceof Error ? err : new Error(String(err)));
+            throw err;
+          }
+          const stored = await put;
+          totals.segmentsWritten += 1;
+          added.push({
+            key,
+            segment: state.id,
+            table: table.name,
+            tenant: state.tenant,
+            period: state.period,
+            sha256: stored.sha256,
+            size: stored.size,
+            cells: entries.length,
+            rows: entries.reduce((n, e) => n + e.rows, 0),
+            bytesPlain: entries.reduce((n, e) => n + e.bytesPlain, 0),
+            shredded: state.shredded,
+            packs: [...new Set(entries.map((e) => e.pack))].sort(),
+            encapsulations: [...new Set(entries.map((e) => e.enc))].sort(),
+            fingerprint: state.keyed,
+          });
+          if (state.prior !== undefined) superseded.push(state.prior.key);
+        });
+        tableUploads.push(started.done);
+      }
+    };
     const finalize = async (state: SegmentState, cells: CurrentCopy[]): Promise<void> => {
       const written = cells.filter((copy) => copy.fromSeq === run.seq).length;
       if (state.prior !== undefined && written === 0 && state.superseded === 0 && state.shredded === state.prior.shredded) {
@@ -503,12 +595,11 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
         return;
       }
       if (cells.length === 0 && state.shredded === 0) {
-        if (state.prior !== undefined) await vault.recordSegmentChanges(run, { added: [], superseded: [state.prior.key], fingerprints: [] });
+        if (state.prior !== undefined) superseded.push(state.prior.key);
         return;
       }
-      const facts = await vault.getCellKeys([...new Set(cells.map((copy) => copy.key))]);
       const entries: CellEntry[] = cells.map((copy) => {
-        const dims = facts.get(copy.key)?.dimensionIds;
+        const dims = copy.dimensionIds;
         if (dims === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${copy.id} names tuple ${copy.key}, which the vault does not record`);
         return {
           id: copy.id,
@@ -526,45 +617,8 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
           reused: copy.fromSeq !== run.seq,
         };
       });
-      const key = newSegmentKey(randomBytes(16));
-      await vault.recordStoreObjects(store.description, [{ key, kind: 'segment', snapshotId }]);
-      await startUpload(async () => {
-        const segment = new SegmentWriter({ id: state.id, table: table.name, tenant: state.tenant, period: state.period, snapshot: snapshotId });
-        const put = store.put(key, segment.stream, putOptions);
-        put.catch(() => undefined);
-        try {
-          for (const entry of entries) await segment.cell(entry);
-          segment.finish();
-        } catch (err) {
-          segment.abort(err instanceof Error ? err : new Error(String(err)));
-          throw err;
-        }
-        const stored = await put;
-        totals.segmentsWritten += 1;
-        await vault.recordSegmentChanges(run, {
-          added: [
-            {
-              key,
-              segment: state.id,
-              table: table.name,
-              tenant: state.tenant,
-              period: state.period,
-              sha256: stored.sha256,
-              size: stored.size,
-              cells: entries.length,
-              rows: entries.reduce((n, e) => n + e.rows, 0),
-              bytesPlain: entries.reduce((n, e) => n + e.bytesPlain, 0),
-              shredded: state.shredded,
-              packs: [...new Set(entries.map((e) => e.pack))].sort(),
-              encapsulations: [...new Set(entries.map((e) => e.enc))].sort(),
-              fingerprint: state.keyed,
-            },
-          ],
-          superseded: state.prior === undefined ? [] : [state.prior.key],
-          fingerprints: [],
-        });
-        failpoint('backup.after-segment');
-      });
+      toWrite.push({ state, entries, key: newSegmentKey(randomBytes(16)) });
+      if (toWrite.length >= SEGMENT_BATCH) await flushWrites();
     };
     // The cells of the changed segments, a page at a time, in segment then cell order.
     let after: { segment: string; cellId: string } | null = null;
@@ -593,7 +647,11 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       await finalize(current.state, current.cells);
     }
     for (const id of ids) if (!done.has(id)) await finalize(plan.segments.get(id) as SegmentState, []);
-    if (kept.length > 0) await vault.recordSegmentChanges(run, { added: [], superseded: [], fingerprints: kept });
+    await flushWrites();
+    await Promise.all(tableUploads);
+    if (uploadError !== undefined) throw uploadError;
+    await vault.recordSegmentChanges(run, { added, superseded, fingerprints: kept });
+    failpoint('backup.after-segment');
   };
 
   try {
@@ -601,16 +659,23 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     next?.catch(() => undefined);
     for (const [index, table] of ordered.entries()) {
       throwIfAborted(options.signal, 'backup');
+      const t0 = performance.now();
       const plan = await (next as Promise<TablePlan>);
       // The next table's fingerprints are computed on the other reader meanwhile.
       next = index + 1 < ordered.length ? planTable(index + 1) : undefined;
       next?.catch(() => undefined);
+      const t1 = performance.now();
       await readTable(plan, index);
       await flushRows();
       await recording;
+      const t2 = performance.now();
       await writeSegments(plan);
+      const t3 = performance.now();
       options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
-      c.log.info({ table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read }, 'table done');
+      c.log.info(
+        { table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read, waitPlanMs: Math.round(t1 - t0), plan: plan.timings, readMs: Math.round(t2 - t1), segmentsMs: Math.round(t3 - t2) },
+        'table done',
+      );
     }
     const packsWritten = await packs.close();
     await drainUploads();
@@ -700,7 +765,7 @@ async function openReaders(url: string, count: number, exported?: string): Promi
 
 /** Everything a run decides before writing anything, shared by a single backup and a coordinator. */
 interface Prepared {
-  readonly tables: TableInfo[];
+  readonly tables: (TableInfo & TableSpec)[];
   readonly schema: SchemaDescription;
   readonly masterRecipient: string;
   readonly previous: CompleteSnapshot | null;
@@ -744,8 +809,9 @@ async function prepare(options: BackupOptions, now: () => Date): Promise<Prepare
   const begun = await vault.beginSnapshot({ id: snapshotId, previousId: previous?.id ?? null, runOwner: `${hostname()}:${process.pid}`, store: store.description });
   const lock: ObjectLock | undefined =
     options.lockDays === undefined ? undefined : { mode: options.lockDays.mode, retainUntil: new Date(createdAt.getTime() + options.lockDays.days * 86_400_000) };
+  const byteaColumns = new Map(schema.tables.map((t) => [t.name, t.columns.filter((col) => col.type === 'bytea').map((col) => col.name)]));
   return {
-    tables: [...tables].sort((a, b) => a.name.localeCompare(b.name)),
+    tables: [...tables].sort((a, b) => a.name.localeCompare(b.name)).map((t) => ({ ...t, digestColumns: byteaColumns.get(t.name) ?? [] })),
     schema,
     masterRecipient,
     previous,
@@ -942,7 +1008,7 @@ const ShardPlanSchema = z.strictObject({
   previousId: z.string().min(1).nullable(),
   fullRead: z.boolean(),
   granularity: z.enum(['month', 'week', 'day']),
-  tables: z.array(z.strictObject({ name: z.string().min(1), copyColumns: z.array(z.string().min(1)).min(1) })),
+  tables: z.array(z.strictObject({ name: z.string().min(1), copyColumns: z.array(z.string().min(1)).min(1), digestColumns: z.array(z.string().min(1)) })),
 });
 type ShardPlan = z.infer<typeof ShardPlanSchema>;
 
@@ -993,7 +1059,7 @@ export async function runBackupCoordinator(options: BackupOptions, coordinate: C
         previousId: p.previous?.id ?? null,
         fullRead: p.fullRead,
         granularity: options.granularity,
-        tables: p.tables.map((t) => ({ name: t.name, copyColumns: [...t.copyColumns] })),
+        tables: p.tables.map((t) => ({ name: t.name, copyColumns: [...t.copyColumns], digestColumns: [...t.digestColumns] })),
       };
       await vault.createBackupShards(p.run.id, coordinate.shards, plan);
       runLog.info({ previous: p.previous?.id ?? null, fullRead: p.fullRead }, 'coordinated backup started: waiting for its shards');

@@ -35,6 +35,8 @@ export interface CurrentCopy extends Omit<SnapshotCell, 'reused'> {
   readonly fingerprint: string | null;
   /** The seq of the snapshot that wrote it. */
   readonly fromSeq: number;
+  /** Its tuple's dimension keys in derivation order, where the query joined them (cellsOfNewSegments). */
+  readonly dimensionIds?: readonly string[];
 }
 
 interface CopyRow {
@@ -57,6 +59,7 @@ interface CopyRow {
   digest: string | null;
   fingerprint: string | null;
   from_seq: string;
+  dimension_ids?: string[];
 }
 
 const COPY_COLUMNS =
@@ -84,6 +87,7 @@ function toCopy(r: CopyRow): CurrentCopy {
     digest: r.digest,
     fingerprint: r.fingerprint,
     fromSeq: toSafeInt(r.from_seq, 'a snapshot seq'),
+    ...(r.dimension_ids === undefined ? {} : { dimensionIds: r.dimension_ids }),
   };
 }
 
@@ -230,14 +234,15 @@ export async function cellsOfNewSegments(
   after: { segment: string; cellId: string } | null,
   limit: number,
 ): Promise<CurrentCopy[]> {
+  const columns = COPY_COLUMNS.split(', ').map((c) => `c.${c}`).join(', ');
   const { rows } = await query<CopyRow>(
     ctx.pool,
     `reading the cells of new segments of snapshot ${run.id}`,
-    `SELECT ${COPY_COLUMNS} FROM ${ctx.t.cellCopies}
-      WHERE store = $1 AND segment = ANY($3::text[]) AND to_seq IS NULL
-        AND (from_seq = $2 OR (from_seq < $2 AND superseding IS DISTINCT FROM $4))
-        AND ($5::text IS NULL OR (segment COLLATE "C", cell_id COLLATE "C") > ($5 COLLATE "C", $6 COLLATE "C"))
-      ORDER BY segment COLLATE "C", cell_id COLLATE "C" LIMIT $7`,
+    `SELECT ${columns}, k.dimension_ids FROM ${ctx.t.cellCopies} c JOIN ${ctx.t.cellKeys} k ON k.id = c.key_id
+      WHERE c.store = $1 AND c.segment = ANY($3::text[]) AND c.to_seq IS NULL
+        AND (c.from_seq = $2 OR (c.from_seq < $2 AND c.superseding IS DISTINCT FROM $4))
+        AND ($5::text IS NULL OR (c.segment COLLATE "C", c.cell_id COLLATE "C") > ($5 COLLATE "C", $6 COLLATE "C"))
+      ORDER BY c.segment COLLATE "C", c.cell_id COLLATE "C" LIMIT $7`,
     [run.store, run.seq, segments, run.id, after?.segment ?? null, after?.cellId ?? '', limit],
   );
   return rows.map(toCopy);

@@ -94,7 +94,7 @@ describe('buildCellQuery', () => {
   it('builds fingerprint queries per segment and per cell: counts and word sums, grouped and ordered', () => {
     const segment = buildFingerprintQuery(BUILTIN_MAPPING, 'messages', ['id', 'body'], 'month', 'segment');
     expect(segment).toContain('GROUP BY "lethe_tenant", "lethe_period"');
-    expect(segment).toContain(`sum(('x' || substr(h, 25, 8))::bit(32)::bigint) % 4294967296 AS "w3"`);
+    expect(segment).toContain(`sum(('x' || substr(h, 17, 16))::bit(64)::bigint) AS "w1"`);
     const cell = buildFingerprintQuery(BUILTIN_MAPPING, 'messages', ['id', 'body'], 'month', 'cell', { kind: 'segments', keys: [segmentFilterKey('t1', '2026-03')] });
     expect(cell).toContain('GROUP BY "lethe_tenant", "lethe_period", "lethe_author", "lethe_conversation"');
     expect(cell).toContain(`WHERE format('%L|%L'`);
