@@ -134,6 +134,9 @@ const FINGERPRINT_BATCH = 2000;
 /** Segment objects uploading at once. */
 const SEGMENT_UPLOADS = 8;
 
+/** Segments whose cells one vault query returns (memory holds their cell lists). */
+const SEGMENTS_PER_QUERY = 64;
+
 /** Segment objects recorded in the vault (as objects, before their upload) at once. */
 const SEGMENT_BATCH = 200;
 
@@ -385,14 +388,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       const tCompare = performance.now();
       const ids = [...new Set(rows.map((r) => segmentId(table.name, r.tuple.tenant, r.tuple.period)))];
       const copies = new Map<string, CurrentCopy>();
-      let after: { segment: string; cellId: string } | null = null;
-      for (;;) {
-        const page = await vault.currentCopiesOfSegments(run, ids, after, 5000);
-        for (const copy of page) copies.set(copy.id, copy);
-        const last = page.at(-1);
-        if (last === undefined || page.length < 5000) break;
-        after = { segment: last.segment, cellId: last.id };
-      }
+      for (const copy of await vault.currentCopiesOfSegments(run, ids)) copies.set(copy.id, copy);
       for (const row of rows) {
         const id = cellId(table.name, row.tuple);
         const copy = copies.get(id);
@@ -620,33 +616,13 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       toWrite.push({ state, entries, key: newSegmentKey(randomBytes(16)) });
       if (toWrite.length >= SEGMENT_BATCH) await flushWrites();
     };
-    // The cells of the changed segments, a page at a time, in segment then cell order.
-    let after: { segment: string; cellId: string } | null = null;
-    let current: { state: SegmentState; cells: CurrentCopy[] } | null = null;
-    const done = new Set<string>();
-    for (;;) {
-      const page = await vault.cellsOfNewSegments(run, ids, after, 5000);
-      for (const copy of page) {
-        if (current?.state.id !== copy.segment) {
-          if (current !== null) {
-            done.add(current.state.id);
-            await finalize(current.state, current.cells);
-          }
-          const state = plan.segments.get(copy.segment);
-          if (state === undefined) throw new LetheError(ErrorCode.INTERNAL, `segment ${copy.segment} is not in the plan`);
-          current = { state, cells: [] };
-        }
-        current.cells.push(copy);
-      }
-      const last = page.at(-1);
-      if (last === undefined || page.length < 5000) break;
-      after = { segment: last.segment, cellId: last.id };
+    // The cells of the changed segments, a few segments at a time, in segment then cell order.
+    for (let i = 0; i < ids.length; i += SEGMENTS_PER_QUERY) {
+      const chunk = ids.slice(i, i + SEGMENTS_PER_QUERY);
+      const bySegment = new Map<string, CurrentCopy[]>(chunk.map((id) => [id, []]));
+      for (const copy of await vault.cellsOfNewSegments(run, chunk)) bySegment.get(copy.segment)?.push(copy);
+      for (const [id, cells] of bySegment) await finalize(plan.segments.get(id) as SegmentState, cells);
     }
-    if (current !== null) {
-      done.add(current.state.id);
-      await finalize(current.state, current.cells);
-    }
-    for (const id of ids) if (!done.has(id)) await finalize(plan.segments.get(id) as SegmentState, []);
     await flushWrites();
     await Promise.all(tableUploads);
     if (uploadError !== undefined) throw uploadError;

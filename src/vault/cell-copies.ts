@@ -202,38 +202,27 @@ export async function currentCopies(ctx: VaultContext, run: RunningSnapshot, cel
 
 /**
  * The current copies (written before `run`) of every cell in `segments`, ordered by
- * segment then cell id (byte order). One page of `limit` rows after `after`.
+ * segment then cell id (byte order). Callers ask for a few dozen segments at a time: the
+ * answer is those segments' cells, in memory.
  */
-export async function currentCopiesOfSegments(
-  ctx: VaultContext,
-  run: RunningSnapshot,
-  segments: readonly string[],
-  after: { segment: string; cellId: string } | null,
-  limit: number,
-): Promise<CurrentCopy[]> {
+export async function currentCopiesOfSegments(ctx: VaultContext, run: RunningSnapshot, segments: readonly string[]): Promise<CurrentCopy[]> {
   const { rows } = await query<CopyRow>(
     ctx.pool,
     `reading the current cells of segments for snapshot ${run.id}`,
     `SELECT ${COPY_COLUMNS} FROM ${ctx.t.cellCopies}
       WHERE store = $1 AND to_seq IS NULL AND from_seq < $2 AND segment = ANY($3::text[])
-        AND ($4::text IS NULL OR (segment COLLATE "C", cell_id COLLATE "C") > ($4 COLLATE "C", $5 COLLATE "C"))
-      ORDER BY segment COLLATE "C", cell_id COLLATE "C" LIMIT $6`,
-    [run.store, run.seq, segments, after?.segment ?? null, after?.cellId ?? '', limit],
+      ORDER BY segment COLLATE "C", cell_id COLLATE "C"`,
+    [run.store, run.seq, segments],
   );
   return rows.map(toCopy);
 }
 
 /**
  * The cells `run` has in `segments` so far: its own new copies and the current copies it
- * does not supersede, ordered by segment then cell id (byte order); one page after `after`.
+ * does not supersede, with their tuples' dimension keys, ordered by segment then cell id
+ * (byte order). Callers ask for a few dozen segments at a time.
  */
-export async function cellsOfNewSegments(
-  ctx: VaultContext,
-  run: RunningSnapshot,
-  segments: readonly string[],
-  after: { segment: string; cellId: string } | null,
-  limit: number,
-): Promise<CurrentCopy[]> {
+export async function cellsOfNewSegments(ctx: VaultContext, run: RunningSnapshot, segments: readonly string[]): Promise<CurrentCopy[]> {
   const columns = COPY_COLUMNS.split(', ').map((c) => `c.${c}`).join(', ');
   const { rows } = await query<CopyRow>(
     ctx.pool,
@@ -241,9 +230,8 @@ export async function cellsOfNewSegments(
     `SELECT ${columns}, k.dimension_ids FROM ${ctx.t.cellCopies} c JOIN ${ctx.t.cellKeys} k ON k.id = c.key_id
       WHERE c.store = $1 AND c.segment = ANY($3::text[]) AND c.to_seq IS NULL
         AND (c.from_seq = $2 OR (c.from_seq < $2 AND c.superseding IS DISTINCT FROM $4))
-        AND ($5::text IS NULL OR (c.segment COLLATE "C", c.cell_id COLLATE "C") > ($5 COLLATE "C", $6 COLLATE "C"))
-      ORDER BY c.segment COLLATE "C", c.cell_id COLLATE "C" LIMIT $7`,
-    [run.store, run.seq, segments, run.id, after?.segment ?? null, after?.cellId ?? '', limit],
+      ORDER BY c.segment COLLATE "C", c.cell_id COLLATE "C"`,
+    [run.store, run.seq, segments, run.id],
   );
   return rows.map(toCopy);
 }

@@ -353,14 +353,14 @@ export class Vault {
     return currentCopies(this.#ctx, run, cellIds);
   }
 
-  /** One page of the current copies (before `run`) of `segments`, by segment then cell id. */
-  currentCopiesOfSegments(run: RunningSnapshot, segments: readonly string[], after: { segment: string; cellId: string } | null, limit: number): Promise<CurrentCopy[]> {
-    return currentCopiesOfSegments(this.#ctx, run, segments, after, limit);
+  /** The current copies (before `run`) of a few `segments`' cells, by segment then cell id. */
+  currentCopiesOfSegments(run: RunningSnapshot, segments: readonly string[]): Promise<CurrentCopy[]> {
+    return currentCopiesOfSegments(this.#ctx, run, segments);
   }
 
-  /** One page of the cells `run` holds in `segments` so far, by segment then cell id. */
-  cellsOfNewSegments(run: RunningSnapshot, segments: readonly string[], after: { segment: string; cellId: string } | null, limit: number): Promise<CurrentCopy[]> {
-    return cellsOfNewSegments(this.#ctx, run, segments, after, limit);
+  /** The cells `run` holds in a few `segments` so far, by segment then cell id. */
+  cellsOfNewSegments(run: RunningSnapshot, segments: readonly string[]): Promise<CurrentCopy[]> {
+    return cellsOfNewSegments(this.#ctx, run, segments);
   }
 
   /** The current segments (before `run`) of a table, by segment id. */
