@@ -135,10 +135,14 @@ const FINGERPRINT_BATCH = 2000;
 const SEGMENT_UPLOADS = 8;
 
 /** Segments whose cells one vault query returns (memory holds their cell lists). */
-const SEGMENTS_PER_QUERY = 64;
+const SEGMENTS_PER_QUERY = 16;
 
-/** Segment objects recorded in the vault (as objects, before their upload) at once. */
+/**
+ * Segment objects recorded in the vault (as objects, before their upload) at once, and the
+ * cell entries they may hold in memory together: a batch ends at whichever comes first.
+ */
 const SEGMENT_BATCH = 200;
+const SEGMENT_BATCH_CELLS = 4000;
 
 /** One row of a fingerprint query. */
 interface FingerprintRow {
@@ -543,10 +547,12 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     // Segments are recorded as objects before their uploads start, a batch at a time, and
     // in the vault's tree once the table's uploads are done, in one transaction.
     let toWrite: { state: SegmentState; entries: CellEntry[]; key: string }[] = [];
+    let toWriteCells = 0;
     const tableUploads: Promise<void>[] = [];
     const flushWrites = async (): Promise<void> => {
       const batch = toWrite;
       toWrite = [];
+      toWriteCells = 0;
       if (batch.length === 0) return;
       await vault.recordStoreObjects(store.description, batch.map((b) => ({ key: b.key, kind: 'segment' as const, snapshotId })));
       for (const { state, entries, key } of batch) {
@@ -614,7 +620,8 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
         };
       });
       toWrite.push({ state, entries, key: newSegmentKey(randomBytes(16)) });
-      if (toWrite.length >= SEGMENT_BATCH) await flushWrites();
+      toWriteCells += entries.length;
+      if (toWrite.length >= SEGMENT_BATCH || toWriteCells >= SEGMENT_BATCH_CELLS) await flushWrites();
     };
     // The cells of the changed segments, a few segments at a time, in segment then cell order.
     for (let i = 0; i < ids.length; i += SEGMENTS_PER_QUERY) {
