@@ -134,8 +134,8 @@ const FINGERPRINT_BATCH = 2000;
 /** Segment objects uploading at once. */
 const SEGMENT_UPLOADS = 8;
 
-/** Segments whose cells one vault query returns (memory holds their cell lists). */
-const SEGMENTS_PER_QUERY = 16;
+/** Cells of one segment a vault query returns at once. */
+const CELLS_PAGE = 5000;
 
 /**
  * Segment objects recorded in the vault (as objects, before their upload) at once, and the
@@ -179,6 +179,18 @@ interface SegmentState {
   /** Current copies it leaves out (rewritten, deleted, shredded). */
   superseded: number;
   shredded: number;
+}
+
+/** Where a table's changed segments go as they are finished (see writeTables). */
+interface SegmentSink {
+  /**
+   * A segment read whole (every cell of it is in this run's outcomes): `entries` are its
+   * cells now, `written` how many this run wrote, `reusedCopies` the current copies it
+   * references again (every other current copy of the segment is superseded).
+   */
+  wholeSegment(state: SegmentState, entries: CellEntry[], written: number, reusedCopies: string[]): Promise<void>;
+  /** Lists the changed segments not read whole (from the vault), waits for the uploads, records the table's segments. */
+  finish(whole: ReadonlySet<string>): Promise<void>;
 }
 
 /**
@@ -444,9 +456,19 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
   };
 
   /** Reads, seals and records the cells a plan names. */
-  const readTable = async (plan: TablePlan, index: number): Promise<void> => {
+  const readTable = async (plan: TablePlan, index: number, sink: SegmentSink, whole: Set<string>): Promise<void> => {
     const { table, reader } = plan;
     if (plan.read === 'none') return;
+    // Segments read whole are listed from what this read produced, as each one ends (the
+    // rows come in segment order); the others, from the vault, once the table is done.
+    const readsWhole = plan.read === 'all' || plan.read.kind === 'segments';
+    let open: { state: SegmentState; entries: CellEntry[]; written: number; reused: string[] } | null = null;
+    const closeOpen = async (): Promise<void> => {
+      if (open === null) return;
+      const done = open;
+      open = null;
+      await sink.wholeSegment(done.state, done.entries, done.written, done.reused);
+    };
     const sql = buildCellQuery(options.mapping, table.name, table.copyColumns, options.granularity, plan.read === 'all' ? undefined : plan.read, c.shard, new Set(table.digestColumns));
     const copy: CopyStream = reader.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
     const writer = new CellWriter({
@@ -472,6 +494,18 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       for (const outcome of outcomes) {
         const state = stateOf(outcome.tuple);
         totals.read += 1;
+        if (readsWhole && open?.state !== state) {
+          await closeOpen();
+          open = { state, entries: [], written: 0, reused: [] };
+          whole.add(state.id);
+        }
+        if (open !== null && outcome.kind === 'written') {
+          open.entries.push(outcome.entry);
+          open.written += 1;
+        } else if (open !== null && outcome.kind === 'reused') {
+          open.entries.push(outcome.entry);
+          open.reused.push(outcome.prior.copyId);
+        }
         if (outcome.kind === 'shredded') {
           totals.rowsRead += outcome.rows;
           totals.shredded += 1;
@@ -531,6 +565,17 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       await record(await writer.add(cell));
     }
     await record(await writer.flush());
+    await closeOpen();
+    // Changed segments the read found no row of (cannot happen for segments the server
+    // listed, but a segment read whole must never fall back to the vault's old list).
+    if (readsWhole) {
+      for (const state of plan.segments.values()) {
+        if (!whole.has(state.id)) {
+          whole.add(state.id);
+          await sink.wholeSegment(state, [], 0, []);
+        }
+      }
+    }
   };
 
   /**
@@ -538,9 +583,8 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
    * segment lists its cells as they are now. One in which nothing turned out changed
    * keeps its current object (with the new fingerprint).
    */
-  const writeSegments = async (plan: TablePlan): Promise<void> => {
+  const makeSegmentSink = (plan: TablePlan): SegmentSink => {
     const { table } = plan;
-    const ids = [...plan.segments.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     const kept: { key: string; fingerprint: string | null }[] = [];
     const superseded: string[] = [];
     const added: Omit<SegmentRecord, 'snapshotId'>[] = [];
@@ -590,51 +634,88 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
         tableUploads.push(started.done);
       }
     };
-    const finalize = async (state: SegmentState, cells: CurrentCopy[]): Promise<void> => {
-      const written = cells.filter((copy) => copy.fromSeq === run.seq).length;
-      if (state.prior !== undefined && written === 0 && state.superseded === 0 && state.shredded === state.prior.shredded) {
+    /** Writes a segment's new object listing `entries`, or keeps its current one when nothing in it changed. */
+    const finalizeEntries = async (state: SegmentState, entries: CellEntry[], unchanged: boolean): Promise<void> => {
+      if (state.prior !== undefined && unchanged && state.shredded === state.prior.shredded) {
         kept.push({ key: state.prior.key, fingerprint: state.keyed });
         return;
       }
-      if (cells.length === 0 && state.shredded === 0) {
+      if (entries.length === 0 && state.shredded === 0) {
         if (state.prior !== undefined) superseded.push(state.prior.key);
         return;
       }
-      const entries: CellEntry[] = cells.map((copy) => {
-        const dims = copy.dimensionIds;
-        if (dims === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${copy.id} names tuple ${copy.key}, which the vault does not record`);
-        return {
-          id: copy.id,
-          table: copy.table,
-          tenant: copy.tenant,
-          key: copy.key,
-          dims: [...dims],
-          enc: copy.encapsulation,
-          pack: copy.pack,
-          offset: copy.offset,
-          length: copy.length,
-          sha256: copy.sha256,
-          rows: copy.rows,
-          bytesPlain: copy.bytesPlain,
-          reused: copy.fromSeq !== run.seq,
-        };
-      });
       toWrite.push({ state, entries, key: newSegmentKey(randomBytes(16)) });
       toWriteCells += entries.length;
       if (toWrite.length >= SEGMENT_BATCH || toWriteCells >= SEGMENT_BATCH_CELLS) await flushWrites();
     };
-    // The cells of the changed segments, a few segments at a time, in segment then cell order.
-    for (let i = 0; i < ids.length; i += SEGMENTS_PER_QUERY) {
-      const chunk = ids.slice(i, i + SEGMENTS_PER_QUERY);
-      const bySegment = new Map<string, CurrentCopy[]>(chunk.map((id) => [id, []]));
-      for (const copy of await vault.cellsOfNewSegments(run, chunk)) bySegment.get(copy.segment)?.push(copy);
-      for (const [id, cells] of bySegment) await finalize(plan.segments.get(id) as SegmentState, cells);
-    }
-    await flushWrites();
-    await Promise.all(tableUploads);
-    if (uploadError !== undefined) throw uploadError;
-    await vault.recordSegmentChanges(run, { added, superseded, fingerprints: kept });
-    failpoint('backup.after-segment');
+    // Segments read whole: the current copies not referenced again are superseded, a batch at a time.
+    let keepSegments: string[] = [];
+    let keepCopies: string[] = [];
+    const flushKeeps = async (): Promise<void> => {
+      if (keepSegments.length === 0) return;
+      const segments = keepSegments;
+      const copies = keepCopies;
+      keepSegments = [];
+      keepCopies = [];
+      await vault.supersedeCopiesExcept(run, segments, copies);
+    };
+    return {
+      wholeSegment: async (state, entries, written, reusedCopies): Promise<void> => {
+        const { prior } = state;
+        const unchanged = prior !== undefined && written === 0 && reusedCopies.length === prior.cells;
+        if (!unchanged || state.shredded !== prior.shredded) {
+          keepSegments.push(state.id);
+          keepCopies.push(...reusedCopies);
+          if (keepCopies.length >= SEGMENT_BATCH_CELLS) await flushKeeps();
+        }
+        entries.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+        await finalizeEntries(state, entries, unchanged);
+      },
+      finish: async (whole: ReadonlySet<string>): Promise<void> => {
+        await flushKeeps();
+        // The cells of each changed segment not read whole, from the vault, a page at a time:
+        // memory holds the segment being listed.
+        const ids = [...plan.segments.keys()].filter((id) => !whole.has(id)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+        for (const id of ids) {
+          const state = plan.segments.get(id) as SegmentState;
+          const cells: CurrentCopy[] = [];
+          let after: string | null = null;
+          for (;;) {
+            const page = await vault.cellsOfNewSegment(run, id, after, CELLS_PAGE);
+            cells.push(...page);
+            const last = page.at(-1);
+            if (last === undefined || page.length < CELLS_PAGE) break;
+            after = last.id;
+          }
+          const written = cells.filter((copy) => copy.fromSeq === run.seq).length;
+          const entries: CellEntry[] = cells.map((copy) => {
+            const dims = copy.dimensionIds;
+            if (dims === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${copy.id} names tuple ${copy.key}, which the vault does not record`);
+            return {
+              id: copy.id,
+              table: copy.table,
+              tenant: copy.tenant,
+              key: copy.key,
+              dims: [...dims],
+              enc: copy.encapsulation,
+              pack: copy.pack,
+              offset: copy.offset,
+              length: copy.length,
+              sha256: copy.sha256,
+              rows: copy.rows,
+              bytesPlain: copy.bytesPlain,
+              reused: copy.fromSeq !== run.seq,
+            };
+          });
+          await finalizeEntries(state, entries, written === 0 && state.superseded === 0);
+        }
+        await flushWrites();
+        await Promise.all(tableUploads);
+        if (uploadError !== undefined) throw uploadError;
+        await vault.recordSegmentChanges(run, { added, superseded, fingerprints: kept });
+        failpoint('backup.after-segment');
+      },
+    };
   };
 
   try {
@@ -648,15 +729,17 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       next = index + 1 < ordered.length ? planTable(index + 1) : undefined;
       next?.catch(() => undefined);
       const t1 = performance.now();
-      await readTable(plan, index);
+      const sink = makeSegmentSink(plan);
+      const whole = new Set<string>();
+      await readTable(plan, index, sink, whole);
       await flushRows();
       await recording;
       const t2 = performance.now();
-      await writeSegments(plan);
+      await sink.finish(whole);
       const t3 = performance.now();
       options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
       c.log.info(
-        { table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read, waitPlanMs: Math.round(t1 - t0), plan: plan.timings, readMs: Math.round(t2 - t1), segmentsMs: Math.round(t3 - t2) },
+        { table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read, waitPlanMs: Math.round(t1 - t0), plan: plan.timings, readMs: Math.round(t2 - t1), segmentsMs: Math.round(t3 - t2), heapMb: Math.round(process.memoryUsage().heapUsed / 1e6) },
         'table done',
       );
     }

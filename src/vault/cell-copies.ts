@@ -218,22 +218,49 @@ export async function currentCopiesOfSegments(ctx: VaultContext, run: RunningSna
 }
 
 /**
- * The cells `run` has in `segments` so far: its own new copies and the current copies it
- * does not supersede, with their tuples' dimension keys, ordered by segment then cell id
- * (byte order). Callers ask for a few dozen segments at a time.
+ * The cells `run` has in one segment so far: its own new copies and the current copies it
+ * does not supersede, with their tuples' dimension keys, by cell id (byte order); one page
+ * of at most `limit` after `afterCellId`. One segment per query, so each page reads that
+ * segment's range of the index and sorts nothing else.
  */
-export async function cellsOfNewSegments(ctx: VaultContext, run: RunningSnapshot, segments: readonly string[]): Promise<CurrentCopy[]> {
+export async function cellsOfNewSegment(
+  ctx: VaultContext,
+  run: RunningSnapshot,
+  segment: string,
+  afterCellId: string | null,
+  limit: number,
+): Promise<CurrentCopy[]> {
   const columns = COPY_COLUMNS.split(', ').map((c) => `c.${c}`).join(', ');
   const { rows } = await query<CopyRow>(
     ctx.pool,
-    `reading the cells of new segments of snapshot ${run.id}`,
+    `reading the cells of segment ${segment} for snapshot ${run.id}`,
     `SELECT ${columns}, k.dimension_ids FROM ${ctx.t.cellCopies} c JOIN ${ctx.t.cellKeys} k ON k.id = c.key_id
-      WHERE c.store = $1 AND c.segment = ANY($3::text[]) AND c.to_seq IS NULL
+      WHERE c.store = $1 AND c.segment = $3 AND c.to_seq IS NULL
         AND (c.from_seq = $2 OR (c.from_seq < $2 AND c.superseding IS DISTINCT FROM $4))
-      ORDER BY c.segment COLLATE "C", c.cell_id COLLATE "C"`,
-    [run.store, run.seq, segments, run.id],
+        AND ($5::text IS NULL OR c.cell_id COLLATE "C" > $5 COLLATE "C")
+      ORDER BY c.cell_id COLLATE "C" LIMIT $6`,
+    [run.store, run.seq, segment, run.id, afterCellId, limit],
   );
   return rows.map(toCopy);
+}
+
+/**
+ * Marks the current copies (written before `run`) of `segments` superseded by `run`,
+ * except `keep`: what a run that read those segments whole does not reference again.
+ */
+export async function supersedeCopiesExcept(ctx: VaultContext, run: RunningSnapshot, segments: readonly string[], keep: readonly string[]): Promise<void> {
+  const doing = `recording cells of snapshot ${run.id}`;
+  await inTransaction(ctx.pool, doing, async (client) => {
+    await checkRunning(client, ctx, run.id, doing);
+    await query(
+      client,
+      doing,
+      `UPDATE ${ctx.t.cellCopies} SET superseding = $1
+        WHERE store = $2 AND segment = ANY($3::text[]) AND to_seq IS NULL AND from_seq < $4 AND superseding IS NULL
+          AND NOT (id = ANY($5::int8[]))`,
+      [run.id, run.store, segments, run.seq, keep],
+    );
+  });
 }
 
 /** A segment object as the vault records it. */

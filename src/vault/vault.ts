@@ -36,7 +36,8 @@ import {
 import { forgetStoreObjects, recordStoreObjects, storeObjects, type StoreObject } from './store-objects.ts';
 import { encapsulationsOfKeys, iterateSnapshotCells, type CellOrder, type SnapshotCell } from './snapshot-cells.ts';
 import {
-  cellsOfNewSegments,
+  cellsOfNewSegment,
+  supersedeCopiesExcept,
   currentCopies,
   currentCopiesOfSegments,
   currentSegments,
@@ -358,9 +359,14 @@ export class Vault {
     return currentCopiesOfSegments(this.#ctx, run, segments);
   }
 
-  /** The cells `run` holds in a few `segments` so far, by segment then cell id. */
-  cellsOfNewSegments(run: RunningSnapshot, segments: readonly string[]): Promise<CurrentCopy[]> {
-    return cellsOfNewSegments(this.#ctx, run, segments);
+  /** Marks the current copies of `segments` superseded by `run`, except `keep`. */
+  supersedeCopiesExcept(run: RunningSnapshot, segments: readonly string[], keep: readonly string[]): Promise<void> {
+    return supersedeCopiesExcept(this.#ctx, run, segments, keep);
+  }
+
+  /** One page of the cells `run` holds in one segment so far, by cell id. */
+  cellsOfNewSegment(run: RunningSnapshot, segment: string, afterCellId: string | null, limit: number): Promise<CurrentCopy[]> {
+    return cellsOfNewSegment(this.#ctx, run, segment, afterCellId, limit);
   }
 
   /** The current segments (before `run`) of a table, by segment id. */

@@ -178,6 +178,7 @@ describe('snapshots as trees, after churn', () => {
   it('a full read (backup.fullEvery) reads every row again and still rewrites nothing unchanged', async () => {
     const full = await backup(env.rt, { actor: 'e2e', fullRead: true });
     expect(full).toMatchObject({ fullRead: true, sinceFullRead: 0, cellsRead: second.cells, cellsWritten: 0, segmentsWritten: 0, cells: second.cells });
+    expect((await readTree(env.storePath ?? '', full.manifest)).segments).toEqual(secondTree.segments);
     const next = await backup(env.rt, { actor: 'e2e' });
     expect(next).toMatchObject({ fullRead: false, sinceFullRead: 1, cellsRead: 0 });
     const checked = await verify(env.rt, { snapshot: 'latest', actor: 'e2e' });
@@ -188,5 +189,45 @@ describe('snapshots as trees, after churn', () => {
     for (let i = 0; i < 3; i++) runs.push(await backup(env.rt, { actor: 'e2e' }));
     expect(runs.map((r) => [r.sinceFullRead, r.fullRead])).toEqual([[2, false], [3, false], [0, true]]);
     expect(runs[2]?.cellsRead).toBe(second.cells);
+  });
+
+  it('a full read after deletions leaves the deleted rows out, whole cells included', async () => {
+    const gone = await applyChurn(env.chat.url, { addFraction: 0, editFraction: 0, deleteFraction: 0.003, seed: 21 });
+    expect(gone.deleted).toBeGreaterThan(0);
+    // And one whole cell: every message of the smallest cell of messages.
+    const client = new pg.Client({ connectionString: env.chat.url });
+    await client.connect();
+    try {
+      await client.query(`DELETE FROM public.message_edits WHERE message_id IN (SELECT id FROM public.messages WHERE sender_id = (SELECT sender_id FROM public.messages GROUP BY sender_id ORDER BY count(*), sender_id LIMIT 1))`);
+      await client.query(`DELETE FROM public.attachments WHERE message_id IN (SELECT id FROM public.messages WHERE sender_id = (SELECT sender_id FROM public.messages GROUP BY sender_id ORDER BY count(*), sender_id LIMIT 1))`);
+      await client.query(`UPDATE public.messages SET thread_root_id = NULL WHERE thread_root_id IN (SELECT id FROM public.messages WHERE sender_id = (SELECT sender_id FROM public.messages GROUP BY sender_id ORDER BY count(*), sender_id LIMIT 1))`);
+      await client.query(`DELETE FROM public.messages WHERE sender_id = (SELECT sender_id FROM public.messages GROUP BY sender_id ORDER BY count(*), sender_id LIMIT 1)`);
+    } finally {
+      await client.end();
+    }
+    const source = await tableContents(env.chat.url);
+    const full = await backup(env.rt, { actor: 'e2e', fullRead: true });
+    expect(full.fullRead).toBe(true);
+    expect(full.cells).toBeLessThan(second.cells);
+    const target = await env.database('e2e_tree_full_after_delete');
+    await restore(env.rt, { snapshot: full.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    const got = await tableContents(target.url);
+    for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(source[table]);
+    // The vault agrees with the tree: the snapshot holds exactly the cells it lists (what
+    // holds, certificates and export count), not the deleted ones' old copies.
+    expect(await queryValue<string>(env.vaultDb.url, `SELECT count(*)::text AS v FROM lethe.snapshot_cells WHERE snapshot_id = '${full.snapshotId}'`)).toBe(String(full.cells));
+    // The next incremental agrees: nothing to read, and the same tree.
+    const next = await backup(env.rt, { actor: 'e2e' });
+    expect(next).toMatchObject({ cellsRead: 0, segmentsWritten: 0, cells: full.cells, rows: full.rows });
+    // And edits in the same segments, listed from the vault next time, do not bring the
+    // deleted cells back.
+    await applyChurn(env.chat.url, { addFraction: 0, editFraction: 0.02, deleteFraction: 0, seed: 22 });
+    const edited = await tableContents(env.chat.url);
+    const after = await backup(env.rt, { actor: 'e2e' });
+    expect(after.fullRead).toBe(false);
+    const again = await env.database('e2e_tree_after_full_edits');
+    await restore(env.rt, { snapshot: after.snapshotId, targetUrl: again.url, replace: false, actor: 'e2e' });
+    const now = await tableContents(again.url);
+    for (const table of MAPPED_TABLES) expect(now[table], table).toEqual(edited[table]);
   });
 });
