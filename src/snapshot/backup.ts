@@ -126,7 +126,7 @@ const CELL_ROWS_BATCH = 1000;
  * Changed cells named one by one in the read query's filter; past this, the changed
  * segments are read whole (unchanged cells are then found by their digest).
  */
-const MAX_CELL_FILTER = 50_000;
+const MAX_CELL_FILTER = 5000;
 
 /** Fingerprint rows compared with the vault's copies at once. */
 const FINGERPRINT_BATCH = 2000;
