@@ -62,7 +62,7 @@ export function buildCellQuery(
           ...entry.mapping.primaryKey.map((c) => `${BASE_ALIAS}.${quoteIdent(c)}`),
         ];
   return [
-    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, columns, digestColumns)} AS "lethe_row_hash", ${baseColumns.join(', ')}`,
+    `SELECT ${dimensionColumns(dims)}, ${rowHash(dims, columns, digestColumns)} AS "lethe_row_hash", ${baseColumns.join(', ')}`,
     fromClause(mapping, entry, 'JOIN'),
     whereClause(dims, filter, shard),
     `ORDER BY ${order.join(', ')}`,
@@ -140,6 +140,11 @@ function whereClause(dims: Dimensions, filter: CellFilter | undefined, shard?: S
   return conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`;
 }
 
+/** The four dimensions as the output columns every cell and fingerprint query starts with. */
+function dimensionColumns(dims: Dimensions): string {
+  return `${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation"`;
+}
+
 /**
  * The hash of one row as the fingerprint sees it: md5 over the text of the row's dimensions
  * and columns (the text forms depend on the session settings copySessionStatements fixes).
@@ -176,7 +181,7 @@ export function buildFingerprintQuery(
   const words = [0, 1].map((i) => `sum(('x' || substr(h, ${i * 16 + 1}, 16))::bit(64)::bigint) AS "w${i}"`);
   return [
     `SELECT ${groups.map((g) => `"${g}"`).join(', ')}, count(*) AS "rows", ${words.join(', ')} FROM (`,
-    `SELECT ${dims.tenant} AS "lethe_tenant", ${dims.period} AS "lethe_period", ${dims.author} AS "lethe_author", ${dims.conversation} AS "lethe_conversation", ${rowHash(dims, columns, digestColumns)} AS h`,
+    `SELECT ${dimensionColumns(dims)}, ${rowHash(dims, columns, digestColumns)} AS h`,
     fromClause(mapping, entry, 'JOIN'),
     whereClause(dims, filter, shard),
     ') AS r',
