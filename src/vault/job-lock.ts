@@ -25,21 +25,10 @@ export async function withJobLock<T>(
 ): Promise<T> {
   const key = lockKeyText(ctx.schema, `job:${name}`);
   const doing = `taking the ${name} job lock`;
-  let client: pg.PoolClient;
-  try {
-    client = await ctx.pool.connect();
-  } catch (err) {
-    throw wrapForeign(ErrorCode.DATABASE, `${doing}: connecting to the vault`, err);
-  }
+  const client = await connect(ctx, doing);
   let broken: Error | undefined;
   try {
-    const { rows } = await query<{ locked: boolean }>(
-      client,
-      doing,
-      'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked',
-      [key],
-    );
-    if (rows[0]?.locked !== true) {
+    if (!(await tryLock(client, key, doing))) {
       const holder = await describeHolder(client, key);
       throw new LetheError(
         ErrorCode.JOB_LOCKED,
@@ -118,18 +107,27 @@ async function describeHolder(client: pg.PoolClient, key: string): Promise<strin
 export async function jobLockHeld(ctx: VaultContext, name: string): Promise<boolean> {
   const key = lockKeyText(ctx.schema, `job:${name}`);
   const doing = `checking the ${name} job lock`;
-  let client: pg.PoolClient;
+  const client = await connect(ctx, doing);
   try {
-    client = await ctx.pool.connect();
-  } catch (err) {
-    throw wrapForeign(ErrorCode.DATABASE, `${doing}: connecting to the vault`, err);
-  }
-  try {
-    const { rows } = await query<{ locked: boolean }>(client, doing, 'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [key]);
-    if (rows[0]?.locked !== true) return true;
+    if (!(await tryLock(client, key, doing))) return true;
     await query(client, doing, 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', [key]);
     return false;
   } finally {
     client.release();
   }
+}
+
+/** A pooled connection of its own for a session lock (the lock lives as long as it). */
+async function connect(ctx: VaultContext, doing: string): Promise<pg.PoolClient> {
+  try {
+    return await ctx.pool.connect();
+  } catch (err) {
+    throw wrapForeign(ErrorCode.DATABASE, `${doing}: connecting to the vault`, err);
+  }
+}
+
+/** Takes the session advisory lock named by `key` if it is free; false when another session holds it. */
+async function tryLock(client: pg.PoolClient, key: string, doing: string): Promise<boolean> {
+  const { rows } = await query<{ locked: boolean }>(client, doing, 'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked', [key]);
+  return rows[0]?.locked === true;
 }
