@@ -1,7 +1,7 @@
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { insertCellKeys, type CellKey } from './cell-keys.ts';
 import { chunks, inTransaction, query, toSafeInt, type Queryable, type VaultContext } from './db.ts';
-import type { SnapshotCell } from './snapshot-cells.ts';
+import { toCell, type CellRow, type SnapshotCell } from './snapshot-cells.ts';
 
 /**
  * The vault's record of snapshots as trees (docs/architecture.md, "Snapshots that cost what
@@ -39,23 +39,10 @@ export interface CurrentCopy extends Omit<SnapshotCell, 'reused'> {
   readonly dimensionIds?: readonly string[];
 }
 
-interface CopyRow {
+/** A cell_copies row: the columns of a snapshot's cell (without `reused`) and the copy's own. */
+interface CopyRow extends Omit<CellRow, 'reused'> {
   id: string;
   segment: string;
-  table_name: string;
-  cell_id: string;
-  tenant: string | null;
-  data_class: string;
-  period: string | null;
-  author: string | null;
-  key_id: string;
-  encapsulation: string;
-  pack: string;
-  pack_offset: string;
-  pack_length: string;
-  sha256: string;
-  row_count: string;
-  bytes_plain: string;
   digest: string | null;
   fingerprint: string | null;
   from_seq: string;
@@ -67,23 +54,11 @@ const COPY_COLUMNS =
   'pack_length, sha256, row_count, bytes_plain, digest, fingerprint, from_seq';
 
 function toCopy(r: CopyRow): CurrentCopy {
+  const { reused: _, ...cell } = toCell({ ...r, reused: false });
   return {
+    ...cell,
     copyId: r.id,
     segment: r.segment,
-    id: r.cell_id,
-    table: r.table_name,
-    tenant: r.tenant,
-    class: r.data_class,
-    period: r.period,
-    author: r.author,
-    key: r.key_id,
-    encapsulation: r.encapsulation,
-    pack: r.pack,
-    offset: toSafeInt(r.pack_offset, `pack offset of cell ${r.cell_id}`),
-    length: toSafeInt(r.pack_length, `length of cell ${r.cell_id}`),
-    sha256: r.sha256,
-    rows: toSafeInt(r.row_count, `row count of cell ${r.cell_id}`),
-    bytesPlain: toSafeInt(r.bytes_plain, `plaintext bytes of cell ${r.cell_id}`),
     digest: r.digest,
     fingerprint: r.fingerprint,
     fromSeq: toSafeInt(r.from_seq, 'a snapshot seq'),
@@ -417,18 +392,6 @@ export async function segmentsOfSnapshot(ctx: VaultContext, snapshotId: string):
     [snapshotId],
   );
   return rows.map(toSegment);
-}
-
-/** The seq and store of a snapshot, or null for an unknown id. */
-export async function snapshotPlace(ctx: VaultContext, id: string): Promise<{ seq: number; store: string | null } | null> {
-  const { rows } = await query<{ seq: string; store: string | null }>(
-    ctx.pool,
-    `reading the place of snapshot ${id}`,
-    `SELECT seq, store FROM ${ctx.t.snapshots} WHERE id = $1`,
-    [id],
-  );
-  const row = rows[0];
-  return row === undefined ? null : { seq: toSafeInt(row.seq, 'a snapshot seq'), store: row.store };
 }
 
 /**

@@ -30,7 +30,8 @@ export interface SnapshotCell {
   readonly reused: boolean;
 }
 
-interface CellRow {
+/** A row of the snapshot_cells view (and, without `reused`, of cell_copies). */
+export interface CellRow {
   table_name: string;
   cell_id: string;
   tenant: string | null;
@@ -138,7 +139,7 @@ export async function* iterateSnapshotCells(
   }
 }
 
-function toCell(row: CellRow): SnapshotCell {
+export function toCell(row: CellRow): SnapshotCell {
   return {
     id: row.cell_id,
     table: row.table_name,
