@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { copyLines, decodeCopyField } from '../cells/copy-text.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
 import { KeyOpener } from '../keys/index.ts';
-import type { CellEntry } from '../manifest/index.ts';
+import { cellEntryOf } from '../manifest/index.ts';
 import type { Mapping } from '../mapping/index.ts';
 import { readCell } from '../restore/cell-reader.ts';
 import { openSnapshotManifest } from '../restore/manifest-source.ts';
@@ -98,7 +98,7 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
           throwIfAborted(options.signal, 'exporting held data');
           seen.add(`${cell.table}\0${cell.id}`);
           const tableColumns = columns.get(cell.table);
-          const read = await readCell(toEntry(cell, facts.get(cell.key)?.dimensionIds ?? []), { store, key: await opener.open(cell.key, cell.encapsulation) });
+          const read = await readCell(cellEntryOf(cell, facts.get(cell.key)?.dimensionIds ?? []), { store, key: await opener.open(cell.key, cell.encapsulation) });
           if (read.status !== 'ok' || tableColumns === undefined) {
             const problem = read.status === 'shredded'
               ? `its keys were destroyed (${read.destroyed.join(', ')})`
@@ -250,24 +250,6 @@ function parseTimestamp(value: string | null, type: string): number | null {
   const iso = value.replace(' ', 'T').replace(/([+-]\d{2})$/, '$1:00');
   const at = Date.parse(type === 'timestamp' ? `${iso}Z` : iso);
   return Number.isNaN(at) ? null : at;
-}
-
-function toEntry(cell: SnapshotCell, dims: readonly string[]): CellEntry {
-  return {
-    id: cell.id,
-    table: cell.table,
-    tenant: cell.tenant,
-    key: cell.key,
-    dims: [...dims],
-    enc: cell.encapsulation,
-    pack: cell.pack,
-    offset: cell.offset,
-    length: cell.length,
-    sha256: cell.sha256,
-    rows: cell.rows,
-    bytesPlain: cell.bytesPlain,
-    reused: cell.reused,
-  };
 }
 
 async function* toAsync(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {

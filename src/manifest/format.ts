@@ -152,6 +152,41 @@ export type SegmentEntry = z.infer<typeof SegmentEntrySchema>;
 export type SegmentHeader = z.infer<typeof SegmentHeaderSchema>;
 export type Signature = z.infer<typeof SignatureSchema>;
 
+/** A cell as the vault records it: what a manifest entry is made from. */
+export interface RecordedCell {
+  readonly id: string;
+  readonly table: string;
+  readonly tenant: string | null;
+  readonly key: string;
+  readonly encapsulation: string;
+  readonly pack: string;
+  readonly offset: number;
+  readonly length: number;
+  readonly sha256: string;
+  readonly rows: number;
+  readonly bytesPlain: number;
+  readonly reused: boolean;
+}
+
+/** The manifest entry of a recorded cell, given its tuple's dimension keys in derivation order. */
+export function cellEntryOf(cell: RecordedCell, dims: readonly string[]): CellEntry {
+  return {
+    id: cell.id,
+    table: cell.table,
+    tenant: cell.tenant,
+    key: cell.key,
+    dims: [...dims],
+    enc: cell.encapsulation,
+    pack: cell.pack,
+    offset: cell.offset,
+    length: cell.length,
+    sha256: cell.sha256,
+    rows: cell.rows,
+    bytesPlain: cell.bytesPlain,
+    reused: cell.reused,
+  };
+}
+
 /**
  * The bytes that are signed: the format as a domain tag (so a signature can never be
  * replayed elsewhere) and the sha256 of the uncompressed bytes before the signature line.

@@ -10,6 +10,7 @@ import type { Logger } from '../log/index.ts';
 import {
   ManifestWriter,
   SegmentWriter,
+  cellEntryOf,
   manifestKey,
   newSegmentKey,
   type CellEntry,
@@ -213,20 +214,6 @@ interface TablePlan {
   readonly segments: Map<string, SegmentState>;
   /** `none`: nothing changed; `all`: every row; else the filter of the cells or segments to read. */
   readonly read: 'none' | 'all' | CellFilter;
-}
-
-function toPrevious(copy: CurrentCopy): PreviousCell {
-  return {
-    copyId: copy.copyId,
-    fingerprint: copy.fingerprint,
-    key: copy.key,
-    encapsulation: copy.encapsulation,
-    digest: copy.digest,
-    pack: copy.pack,
-    offset: copy.offset,
-    length: copy.length,
-    sha256: copy.sha256,
-  };
 }
 
 /** Domain tag of the digest key the backup derives from its signing key. */
@@ -477,11 +464,8 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       packs,
       keys,
       digestKey,
-      previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> => {
-        if (!c.hasPrevious) return new Map();
-        const found = await vault.currentCopies(run, cellIds);
-        return new Map([...found].map(([id, copy]) => [id, toPrevious(copy)]));
-      },
+      // A current copy carries everything the writer compares with (a PreviousCell).
+      previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> => (c.hasPrevious ? vault.currentCopies(run, cellIds) : new Map()),
       bufferBytes: options.cellBufferBytes,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
@@ -689,23 +673,8 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
           }
           const written = cells.filter((copy) => copy.fromSeq === run.seq).length;
           const entries: CellEntry[] = cells.map((copy) => {
-            const dims = copy.dimensionIds;
-            if (dims === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${copy.id} names tuple ${copy.key}, which the vault does not record`);
-            return {
-              id: copy.id,
-              table: copy.table,
-              tenant: copy.tenant,
-              key: copy.key,
-              dims: [...dims],
-              enc: copy.encapsulation,
-              pack: copy.pack,
-              offset: copy.offset,
-              length: copy.length,
-              sha256: copy.sha256,
-              rows: copy.rows,
-              bytesPlain: copy.bytesPlain,
-              reused: copy.fromSeq !== run.seq,
-            };
+            if (copy.dimensionIds === undefined) throw new LetheError(ErrorCode.VAULT, `cell ${copy.id} names tuple ${copy.key}, which the vault does not record`);
+            return cellEntryOf({ ...copy, reused: copy.fromSeq !== run.seq }, copy.dimensionIds);
           });
           await finalizeEntries(state, entries, written === 0 && state.superseded === 0);
         }
