@@ -1199,20 +1199,27 @@ export async function runBackupShard(options: BackupOptions, shard: ShardOptions
   }
   const owner = `${hostname()}:${process.pid}`;
   const deadline = Date.now() + (shard.waitMs ?? 600_000);
-  let claimed = await vault.claimBackupShard(shard.index, shard.of, owner);
-  while (claimed === null) {
+  let offered = await vault.offeredBackupShard(shard.index, shard.of);
+  while (offered === null) {
     if (Date.now() > deadline) {
       throw new LetheError(ErrorCode.NOT_FOUND, `no coordinated backup offered shard ${shard.index}/${shard.of}: start \`lethe backup --coordinate ${shard.of}\``);
     }
     throwIfAborted(options.signal, 'backup shard');
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    claimed = await vault.claimBackupShard(shard.index, shard.of, owner);
+    offered = await vault.offeredBackupShard(shard.index, shard.of);
   }
-  const snapshotId = claimed.snapshotId;
+  const { snapshotId } = offered;
   const runLog = log.child({ job: 'backup', snapshotId, shard: `${shard.index}/${shard.of}` });
+  const progress = { claimed: false };
   try {
     return await vault.withJobLock(shardLockName(snapshotId, shard.index), async (signal) => {
-      const parsed = ShardPlanSchema.safeParse(claimed.plan);
+      // The lock is taken before the shard is marked running: the coordinator takes a
+      // running shard whose lock is free for a dead worker.
+      if (!(await vault.claimBackupShard(snapshotId, shard.index, owner))) {
+        throw new LetheError(ErrorCode.JOB_LOCKED, `shard ${shard.index}/${shard.of} of snapshot ${snapshotId} is no longer offered: another worker took it, or the coordinator gave up`);
+      }
+      progress.claimed = true;
+      const parsed = ShardPlanSchema.safeParse(offered.plan);
       if (!parsed.success) throw new LetheError(ErrorCode.VAULT, `the plan of snapshot ${snapshotId} is malformed: ${parsed.error.issues[0]?.message ?? ''}`);
       const plan = parsed.data;
       if (plan.store !== store.description) {
@@ -1253,7 +1260,7 @@ export async function runBackupShard(options: BackupOptions, shard: ShardOptions
     });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    await vault.finishBackupShard(snapshotId, shard.index, { error: message.slice(0, 2000) }).catch(() => undefined);
+    if (progress.claimed) await vault.finishBackupShard(snapshotId, shard.index, { error: message.slice(0, 2000) }).catch(() => undefined);
     throw wrapForeign(ErrorCode.DATABASE, `backup shard ${shard.index}/${shard.of}`, err);
   }
 }

@@ -44,24 +44,34 @@ export async function createBackupShards(ctx: VaultContext, snapshotId: string, 
 }
 
 /**
- * Claims shard `shard` of `shards` of the newest running coordinated snapshot whose shard is
- * still pending; null when there is none (yet).
+ * The newest running coordinated snapshot whose shard `shard` of `shards` is still pending
+ * (without claiming it); null when none is offered (yet).
  */
-export async function claimBackupShard(ctx: VaultContext, shard: number, shards: number, owner: string): Promise<BackupShard | null> {
+export async function offeredBackupShard(ctx: VaultContext, shard: number, shards: number): Promise<BackupShard | null> {
   const { rows } = await query<ShardRow>(
     ctx.pool,
-    `claiming backup shard ${shard}/${shards}`,
-    `UPDATE "${ctx.schema}".backup_shards b SET status = 'running', owner = $3, claimed_at = now()
-      WHERE (b.snapshot_id, b.shard) = (
-        SELECT x.snapshot_id, x.shard FROM "${ctx.schema}".backup_shards x
-          JOIN ${ctx.t.snapshots} s ON s.id = x.snapshot_id AND s.status = 'running'
-         WHERE x.shard = $1 AND x.shards = $2 AND x.status = 'pending'
-         ORDER BY s.seq DESC LIMIT 1 FOR UPDATE OF x SKIP LOCKED)
-      RETURNING ${COLUMNS.split(', ').map((c) => `b.${c}`).join(', ')}`,
-    [shard, shards, owner],
+    `looking for backup shard ${shard}/${shards}`,
+    `SELECT ${COLUMNS.split(', ').map((c) => `x.${c}`).join(', ')} FROM "${ctx.schema}".backup_shards x
+       JOIN ${ctx.t.snapshots} s ON s.id = x.snapshot_id AND s.status = 'running'
+      WHERE x.shard = $1 AND x.shards = $2 AND x.status = 'pending'
+      ORDER BY s.seq DESC LIMIT 1`,
+    [shard, shards],
   );
   const row = rows[0];
   return row === undefined ? null : toShard(row);
+}
+
+/** Claims a pending shard of a running snapshot; false when it is no longer pending. */
+export async function claimBackupShard(ctx: VaultContext, snapshotId: string, shard: number, owner: string): Promise<boolean> {
+  const { rowCount } = await query(
+    ctx.pool,
+    `claiming backup shard ${shard} of ${snapshotId}`,
+    `UPDATE "${ctx.schema}".backup_shards b SET status = 'running', owner = $3, claimed_at = now()
+      FROM ${ctx.t.snapshots} s
+     WHERE b.snapshot_id = $1 AND b.shard = $2 AND b.status = 'pending' AND s.id = b.snapshot_id AND s.status = 'running'`,
+    [snapshotId, shard, owner],
+  );
+  return rowCount === 1;
 }
 
 /** Records how a claimed shard ended. Throws VAULT when it was not running (the coordinator gave up on it). */

@@ -21,7 +21,7 @@ import {
 } from './dimension-keys.ts';
 import { jobLockHeld, withJobLock } from './job-lock.ts';
 import type { JsonObject } from './canonical-json.ts';
-import { backupShards, claimBackupShard, createBackupShards, finishBackupShard, type BackupShard } from './backup-shards.ts';
+import { backupShards, claimBackupShard, createBackupShards, finishBackupShard, offeredBackupShard, type BackupShard } from './backup-shards.ts';
 import { getFormatVersion, getMasterRecipient, setMasterRecipient } from './meta.ts';
 import { VAULT_SCHEMA_VERSION } from './migrations.ts';
 import { DEFAULT_VAULT_SCHEMA } from './schema-name.ts';
@@ -708,9 +708,14 @@ export class Vault {
     return createBackupShards(this.#ctx, snapshotId, shards, plan);
   }
 
-  /** Claims a pending shard of the newest running coordinated backup; null when none waits. */
-  claimBackupShard(shard: number, shards: number, owner: string): Promise<BackupShard | null> {
-    return claimBackupShard(this.#ctx, shard, shards, owner);
+  /** The newest running coordinated backup whose shard is still pending (not claimed); null when none. */
+  offeredBackupShard(shard: number, shards: number): Promise<BackupShard | null> {
+    return offeredBackupShard(this.#ctx, shard, shards);
+  }
+
+  /** Claims a pending shard of a running snapshot; false when it is no longer pending. */
+  claimBackupShard(snapshotId: string, shard: number, owner: string): Promise<boolean> {
+    return claimBackupShard(this.#ctx, snapshotId, shard, owner);
   }
 
   /** Records how a claimed shard ended. */
