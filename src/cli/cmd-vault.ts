@@ -4,7 +4,8 @@ import { publicKeyFromText, readMasterKeyFile, signingKeyId } from '../crypto/in
 import { readConfiguredSigningKey, signerFromKey } from '../keys/index.ts';
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import type { ObjectLock } from '../storage/index.ts';
-import { listVaultBackups, restoreVaultBackup, writeVaultBackup } from '../vaultbackup/index.ts';
+import { vaultBackup } from '../jobs/tasks.ts';
+import { listVaultBackups, restoreVaultBackup } from '../vaultbackup/index.ts';
 import type { Command } from './commands.ts';
 import { actorName, bytes, stringOpt } from './format.ts';
 
@@ -22,21 +23,7 @@ export const vaultBackupCommand: Command = {
   usage: 'vault backup [--actor NAME] [--json] [--config FILE]',
   options: { actor: { type: 'string' } },
   async run(ctx) {
-    const rt = await ctx.runtime();
-    const vault = await rt.vault();
-    const lock = rt.config.storage.objectLock;
-    const result = await writeVaultBackup({
-      vault,
-      store: await rt.store(),
-      // Public half only: writing a vault backup never needs the master key file.
-      masterRecipient: await vault.getMasterRecipient(),
-      signer: await rt.signer('lifecycle'),
-      graceWindowDays: rt.config.retention.graceWindowDays,
-      ...(lock === undefined ? {} : { lockMode: lock.mode }),
-      now: new Date(),
-      actor: actorName(ctx.values.actor),
-      signal: ctx.signal,
-    });
+    const result = await vaultBackup(await ctx.runtime(), { actor: actorName(ctx.values.actor), signal: ctx.signal });
     if (ctx.json) {
       ctx.out(JSON.stringify(result));
     } else {

@@ -18,6 +18,7 @@ import { runLifecycleApply, type ApplyOptions, type ApplyResult } from '../lifec
 import { planLifecycle, type Plan } from '../lifecycle/plan.ts';
 import { loadPlanInput } from '../lifecycle/state.ts';
 import { exportCase, type ExportOptions, type ExportResult } from '../lifecycle/export.ts';
+import { writeVaultBackup, type VaultBackupResult } from '../vaultbackup/index.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
@@ -265,5 +266,25 @@ export async function exportHeld(
     actor: options.actor,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+  });
+}
+
+/**
+ * `lethe vault backup` with the config's settings: the vault, encrypted to the master key's
+ * public recipient (never its identity), signed by the lifecycle key, locked like the bucket.
+ */
+export async function vaultBackup(rt: Runtime, options: { actor: string; signal?: AbortSignal }): Promise<VaultBackupResult> {
+  const vault = await rt.vault();
+  const lock = rt.config.storage.objectLock;
+  return writeVaultBackup({
+    vault,
+    store: await rt.store(),
+    masterRecipient: await vault.getMasterRecipient(),
+    signer: await rt.signer('lifecycle'),
+    graceWindowDays: rt.config.retention.graceWindowDays,
+    ...(lock === undefined ? {} : { lockMode: lock.mode }),
+    now: new Date(),
+    actor: options.actor,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
 }

@@ -40,3 +40,4 @@ export { newEraseRequestId, type NewEraseRequest, type StoredEraseRequest } from
 export { DurabilityCode, type DurabilityFinding } from './durability.ts';
 export type { HeldWrapping, NewHeldCellKey } from './held-cell-keys.ts';
 export type { NewHold } from './holds.ts';
+export { DAEMON_JOBS, type DaemonFacts, type DaemonJob, type DaemonRun, type DaemonRunState, type SlotClaim } from './daemon-runs.ts';

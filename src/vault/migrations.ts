@@ -529,6 +529,32 @@ CREATE TABLE backup_shards (
 );
 `;
 
+const daemonRuns = `
+-- Scheduled runs of lethe daemon: one row per (job, scheduled slot), so that several
+-- daemons on one vault run each slot once. The daemon that inserts the row runs the slot;
+-- slots that came due while the job was busy or no daemon was up are recorded as skipped
+-- by the run that stands in for them. A running row is kept alive by heartbeat_at; one
+-- whose heartbeat is older than the daemons' lease is taken over (attempts counts them).
+CREATE TABLE daemon_runs (
+  job           text NOT NULL CHECK (job IN ('backup', 'verify', 'verifyOlder', 'lifecycle', 'vaultBackup')),
+  slot          timestamptz NOT NULL,
+  state         text NOT NULL CHECK (state IN ('running', 'ok', 'failed', 'skipped')),
+  owner         text NOT NULL CHECK (owner <> ''),
+  started_at    timestamptz NOT NULL DEFAULT now(),
+  heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+  finished_at   timestamptz,
+  attempts      integer NOT NULL DEFAULT 1 CHECK (attempts > 0),
+  error_code    text,
+  error_message text,
+  details       jsonb,
+  PRIMARY KEY (job, slot),
+  CONSTRAINT daemon_runs_finished CHECK ((state = 'running') = (finished_at IS NULL)),
+  CONSTRAINT daemon_runs_failed_has_code CHECK (state <> 'failed' OR error_code IS NOT NULL)
+);
+CREATE UNIQUE INDEX daemon_runs_one_running ON daemon_runs (job) WHERE state = 'running';
+CREATE INDEX daemon_runs_recent ON daemon_runs (finished_at DESC);
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
@@ -538,6 +564,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 5, name: 'one key encapsulation per snapshot and tenant', sql: encapsulation },
   { version: 6, name: 'snapshots as trees: segments, cell copies by interval', sql: segments },
   { version: 7, name: 'backups written by several workers', sql: shards },
+  { version: 8, name: 'daemon: scheduled runs, once per slot across replicas', sql: daemonRuns },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -20,6 +20,19 @@ import {
   type WrappedDimensionKey,
 } from './dimension-keys.ts';
 import { jobLockHeld, withJobLock } from './job-lock.ts';
+import {
+  claimDaemonSlot,
+  daemonFacts,
+  finishDaemonRun,
+  heartbeatDaemonRun,
+  lastDaemonSlots,
+  listDaemonRuns,
+  type DaemonFacts,
+  type DaemonJob,
+  type DaemonRun,
+  type DaemonRunState,
+  type SlotClaim,
+} from './daemon-runs.ts';
 import type { JsonObject } from './canonical-json.ts';
 import { backupShards, claimBackupShard, createBackupShards, finishBackupShard, offeredBackupShard, type BackupShard } from './backup-shards.ts';
 import { getFormatVersion, getMasterRecipient, setMasterRecipient } from './meta.ts';
@@ -70,6 +83,7 @@ import {
   recordVerification,
   type Verification,
   type VerificationInput,
+  listVerifications,
 } from './verifications.ts';
 import type { DestructionRecord, Hold } from '../lifecycle/types.ts';
 import {
@@ -726,6 +740,44 @@ export class Vault {
   /** The shards of a coordinated backup. */
   backupShards(snapshotId: string): Promise<BackupShard[]> {
     return backupShards(this.#ctx, snapshotId);
+  }
+
+  /** Decides which daemon runs which slot of `job` (see daemon-runs.ts). */
+  claimDaemonSlot(claim: { job: DaemonJob; due: Date; missed: readonly Date[]; missedMore: boolean; owner: string; leaseSeconds: number }): Promise<SlotClaim> {
+    return claimDaemonSlot(this.#ctx, claim);
+  }
+
+  /** Renews a daemon run's heartbeat; false when another daemon took it over. */
+  heartbeatDaemonRun(run: { job: DaemonJob; slot: Date; owner: string }): Promise<boolean> {
+    return heartbeatDaemonRun(this.#ctx, run);
+  }
+
+  /** Records how a daemon run ended; false when it was taken over. */
+  finishDaemonRun(
+    run: { job: DaemonJob; slot: Date; owner: string },
+    outcome: { state: 'ok' | 'failed' | 'skipped'; errorCode?: string; errorMessage?: string; details?: JsonObject },
+  ): Promise<boolean> {
+    return finishDaemonRun(this.#ctx, run, outcome);
+  }
+
+  /** The newest recorded slot of each daemon job. */
+  lastDaemonSlots(): Promise<Map<DaemonJob, DaemonRun>> {
+    return lastDaemonSlots(this.#ctx);
+  }
+
+  /** Daemon runs, newest slot first. */
+  listDaemonRuns(options: { job?: DaemonJob; state?: DaemonRunState; since?: Date; limit?: number } = {}): Promise<DaemonRun[]> {
+    return listDaemonRuns(this.#ctx, options);
+  }
+
+  /** Counts the daemon's metrics and status page show. */
+  daemonFacts(): Promise<DaemonFacts> {
+    return daemonFacts(this.#ctx);
+  }
+
+  /** Verifications (restore drills), newest first. */
+  listVerifications(options: { limit?: number; since?: Date } = {}): Promise<Verification[]> {
+    return listVerifications(this.#ctx, options);
   }
 
   /** Runs `fn` holding job lock `name`; JOB_LOCKED at once if another run holds it. */

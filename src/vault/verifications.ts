@@ -80,3 +80,16 @@ function toVerification(row: VerificationRow): Verification {
     result: row.result,
   };
 }
+
+/** Verifications newest first, at most `limit`, optionally started at or after `since`. */
+export async function listVerifications(ctx: VaultContext, options: { limit?: number; since?: Date } = {}): Promise<Verification[]> {
+  const { rows } = await query<VerificationRow>(
+    ctx.pool,
+    'listing verifications',
+    `SELECT ${COLUMNS} FROM ${ctx.t.verifications}
+      WHERE $1::timestamptz IS NULL OR started_at >= $1
+      ORDER BY started_at DESC, id DESC LIMIT $2::integer`,
+    [options.since ?? null, options.limit ?? null],
+  );
+  return rows.map(toVerification);
+}
