@@ -1,5 +1,10 @@
 export {
+  ALERT_EVENTS,
   ConfigSchema,
+  isLoopbackHost,
+  type AlertEvent,
+  type AlertsConfig,
+  type WebhookConfig,
   type Config,
   type DatabaseConfig,
   type EmbeddedConfig,

@@ -13,6 +13,7 @@ const PATH_FIELDS: readonly (readonly string[])[] = [
   ['embedded', 'passwordFile'],
   ['signingKeys', 'backup', 'file'],
   ['signingKeys', 'lifecycle', 'file'],
+  ['alerts', 'webhooks', '*', 'secret', 'file'],
 ];
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -60,20 +61,26 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
     .join('\n');
 }
 
+/** Holders of the last field of `path` in `node`; `*` steps into every element of an array. */
+function holdersOf(node: unknown, path: readonly string[]): Record<string, unknown>[] {
+  if (node === null || typeof node !== 'object') return [];
+  if (path.length <= 1) return [node as Record<string, unknown>];
+  const [part, ...rest] = path;
+  if (part === '*') return Array.isArray(node) ? node.flatMap((item) => holdersOf(item, rest)) : [];
+  return holdersOf((node as Record<string, unknown>)[part ?? ''], rest);
+}
+
 function resolvePaths(raw: unknown, baseDir: string): unknown {
   if (raw === null || typeof raw !== 'object') return raw;
   const copy = structuredClone(raw) as Record<string, unknown>;
   for (const path of PATH_FIELDS) {
     const field = path.at(-1);
-    let holder: unknown = copy;
-    for (const part of path.slice(0, -1)) {
-      holder = holder !== null && typeof holder === 'object' ? (holder as Record<string, unknown>)[part] : undefined;
-    }
-    if (field === undefined || holder === null || typeof holder !== 'object') continue;
-    const record = holder as Record<string, unknown>;
-    const value = record[field];
-    if (typeof value === 'string' && value !== '' && !isAbsolute(value)) {
-      record[field] = resolve(baseDir, value);
+    if (field === undefined) continue;
+    for (const record of holdersOf(copy, path)) {
+      const value = record[field];
+      if (typeof value === 'string' && value !== '' && !isAbsolute(value)) {
+        record[field] = resolve(baseDir, value);
+      }
     }
   }
   return copy;

@@ -104,6 +104,63 @@ export const VerifySchema = z.strictObject({
   concurrency: z.number().int().min(1).max(64).default(4),
 });
 
+/** What the daemon alerts on; each event's details are listed in docs/operations.md. */
+export const ALERT_EVENTS = [
+  'job_failed',
+  'rpo_breached',
+  'drill_failed',
+  'audit_chain_broken',
+  'erase_request_pending',
+] as const;
+
+/** True for `localhost`, 127.0.0.0/8 and ::1: a host whose traffic never leaves the machine. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return host === 'localhost' || host === '[::1]' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * One alert receiver. The body is signed with `secret` (HMAC-SHA256), but only TLS keeps it
+ * private and keeps a network attacker from dropping it, so plain http is refused unless the
+ * receiver is on this machine or `allowInsecure` says the operator accepts that.
+ */
+export const WebhookSchema = z
+  .strictObject({
+    url: z.url({ protocol: /^https?$/, error: 'give an http(s) URL, e.g. https://alerts.example.com/lethe' }),
+    secret: SecretSourceSchema,
+    events: z
+      .array(z.enum(ALERT_EVENTS, { error: `use one of ${ALERT_EVENTS.join(', ')}` }))
+      .min(1, `list at least one event: ${ALERT_EVENTS.join(', ')}`),
+    /** One attempt's limit, from connecting to the end of the response. */
+    timeoutSeconds: z.number().int().min(1).max(300).default(10),
+    /** Attempts per alert, the first included, before it is given up and counted failed. */
+    maxAttempts: z.number().int().min(1).max(20).default(6),
+    allowInsecure: z.boolean().default(false),
+  })
+  .superRefine((hook, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(hook.url);
+    } catch {
+      return; // the url field's own check has reported it
+    }
+    if (url.protocol === 'http:' && !isLoopbackHost(url.hostname) && !hook.allowInsecure) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['url'],
+        message:
+          'alerts to another host need https (an http receiver sees and can drop every alert); ' +
+          'use https, or set `allowInsecure: true` on this webhook to accept that',
+      });
+    }
+  });
+
+export const AlertsSchema = z.strictObject({
+  /** A deletion request waiting longer than this (for approval or execution) is alerted. */
+  erasePendingDays: z.number().int().min(1).max(3650).default(7),
+  webhooks: z.array(WebhookSchema).max(20).default([]),
+});
+
 export const MappingRefSchema = z.union([z.literal('builtin'), z.record(z.string(), z.unknown())]);
 
 export const ConfigSchema = z.strictObject({
@@ -130,6 +187,8 @@ export const ConfigSchema = z.strictObject({
    * window; parsed and checked by src/lifecycle/rules.ts. Absent: everything kept forever.
    */
   retention: RetentionSchema.default(DEFAULT_RETENTION),
+  /** Signed webhooks the daemon calls on the events of ALERT_EVENTS. Absent: no alerts. */
+  alerts: AlertsSchema.optional(),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn') })
     .default({ level: 'warn' }),
@@ -140,4 +199,7 @@ export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type StorageConfig = z.infer<typeof StorageSchema>;
 export type EmbeddedConfig = z.infer<typeof EmbeddedSchema>;
 export type SecretSource = z.infer<typeof SecretSourceSchema>;
+export type AlertsConfig = z.infer<typeof AlertsSchema>;
+export type WebhookConfig = z.infer<typeof WebhookSchema>;
+export type AlertEvent = (typeof ALERT_EVENTS)[number];
 export type SigningPurpose = keyof z.infer<typeof SigningKeysSchema>;
