@@ -4,6 +4,7 @@ import { ErrorCode, ExitCode, LetheError, exitCodeFor, isLetheError, scrubSecret
 import { Runtime } from '../jobs/runtime.ts';
 import { createLogger, type Logger } from '../log/index.ts';
 import { COMMANDS, type Command, type CommandContext } from './commands.ts';
+import { unknownCommandMessage } from './unknown-command.ts';
 
 const HELP = `lethe — encrypted, verifiable backups of a chat store, with crypto-shredding
 
@@ -76,9 +77,19 @@ function reportError(err: unknown, json: boolean, log: Logger | undefined): void
 export async function main(argv: readonly string[]): Promise<number> {
   const found = resolveCommand(argv);
   if (found === undefined) {
-    const asked = argv[0] === undefined || argv[0] === 'help' || argv[0] === '--help' || argv[0] === '-h';
-    (asked ? process.stdout : process.stderr).write(`${HELP}\n`);
-    return asked ? ExitCode.OK : ExitCode.USAGE;
+    // Help asked for goes to stdout and succeeds; no command at all is a usage error (a
+    // script that lost its arguments must not pass), and an unknown one names the word.
+    if (argv[0] === 'help' || argv[0] === '--help' || argv[0] === '-h') {
+      process.stdout.write(`${HELP}\n`);
+      return ExitCode.OK;
+    }
+    const message = argv.length === 0 ? `no command given\n${HELP}` : unknownCommandMessage(argv, [...COMMANDS.keys()]);
+    if (argv.includes('--json')) {
+      process.stdout.write(`${JSON.stringify({ error: { code: ErrorCode.USAGE, message } })}\n`);
+    } else {
+      process.stderr.write(`lethe: ${message}\n`);
+    }
+    return ExitCode.USAGE;
   }
   const { command, rest } = found;
   const json = rest.includes('--json');
