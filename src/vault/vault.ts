@@ -6,7 +6,7 @@ import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
 import { appendAudit, auditHead, iterateAudit, verifyAuditChain } from './audit-log.ts';
 import { getCellKeys, insertCellKeys, type CellKey } from './cell-keys.ts';
 import { getEncapsulations, insertEncapsulations, type Encapsulation } from './encapsulations.ts';
-import { query, vaultContext, type VaultContext } from './db.ts';
+import { guardPool, query, vaultContext, type VaultContext } from './db.ts';
 import { inspectVaultDurability, type DurabilityFinding } from './durability.ts';
 import {
   destroyDimensionKeys,
@@ -162,9 +162,9 @@ export class Vault {
         ? new pg.Pool({ connectionString: poolOrUrl, application_name: 'lethe' })
         : poolOrUrl;
     this.#ownsPool = typeof poolOrUrl === 'string';
-    // An idle connection dropped by the server would otherwise crash the process with an
+    // A connection dropped by the server would otherwise crash the process with an
     // unhandled 'error' event; the next query reports the problem properly instead.
-    if (this.#ownsPool) pool.on('error', () => undefined);
+    if (this.#ownsPool) guardPool(pool);
     this.#ctx = vaultContext(pool, schema);
     this.schema = schema;
   }

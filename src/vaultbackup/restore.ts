@@ -19,7 +19,7 @@ import {
   type AuditEntry,
   type JsonObject,
 } from '../vault/index.ts';
-import { query } from '../vault/db.ts';
+import { guardPool, query } from '../vault/db.ts';
 import { MIGRATIONS } from '../vault/migrations.ts';
 import { migrationRefusal } from '../vault/migrate.ts';
 import { lockKeyText } from '../vault/schema-name.ts';
@@ -178,8 +178,7 @@ export async function restoreVaultBackup(
     await rm(copy.dir, { recursive: true, force: true });
   }
 
-  const pool = new pg.Pool({ connectionString: input.vaultUrl, max: 2, application_name: 'lethe' });
-  pool.on('error', () => undefined);
+  const pool = guardPool(new pg.Pool({ connectionString: input.vaultUrl, max: 2, application_name: 'lethe' }));
   const vault = new Vault(pool, schema);
   try {
     throwIfAborted(signal, `restoring ${key}`);
