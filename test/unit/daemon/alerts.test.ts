@@ -1,9 +1,10 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config/index.ts';
@@ -402,6 +403,34 @@ describe('webhook secrets', () => {
   });
 });
 
+describe("docs/operations.md's receiver example", () => {
+  it('verifies a real delivery and refuses a wrong secret or a changed body', async () => {
+    const doc = await readFile(new URL('../../../docs/operations.md', import.meta.url), 'utf8');
+    const code = /<!-- verify-example -->\n```js\n([\s\S]*?)```/.exec(doc)?.[1];
+    if (code === undefined) throw new Error('docs/operations.md has no verify-example block');
+    expect(code.trim().split('\n').length).toBeLessThanOrEqual(10);
+    const dir = await mkdtemp(join(tmpdir(), 'lethe-alerts-doc-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'verify.mjs');
+    await writeFile(file, code);
+    const { verifyLethe } = (await import(pathToFileURL(file).href)) as {
+      verifyLethe: (secret: string, header: string, body: Buffer) => boolean;
+    };
+
+    const r = await receiver([{ status: 200 }]);
+    const s = sender(alertsConfig([hook(r.url)]), capture().log);
+    s.send(failure());
+    await s.flush(5_000);
+    const request = r.requests[0];
+    if (request === undefined) throw new Error('nothing received');
+    const header = String(request.headers['x-lethe-signature']);
+    expect(verifyLethe(SECRET, header, request.body)).toBe(true);
+    expect(verifyLethe('another-secret', header, request.body)).toBe(false);
+    expect(verifyLethe(SECRET, header, Buffer.concat([request.body, Buffer.from(' ')]))).toBe(false);
+    expect(verifyLethe(SECRET, header.replace(/t=\d+/, 't=1000'), request.body)).toBe(false);
+  });
+});
+
 describe('verifyAlertSignature', () => {
   const body = Buffer.from('{"id":"x"}');
   const t = 1_773_000_000;
@@ -554,6 +583,25 @@ describe('alerts config', () => {
       webhooks: [
         { url: 'https://hooks.example.com/lethe', secret: { file: '/etc/lethe/hook.secret' }, events: ['rpo_breached'], timeoutSeconds: 10, maxAttempts: 6, allowInsecure: false },
         { url: 'http://127.0.0.1:9/x', secret: { value: 'from-env' }, events: ['job_failed'], timeoutSeconds: 10, maxAttempts: 6, allowInsecure: false },
+      ],
+    });
+  });
+
+  it('config/lethe.example.yaml has an alerts section that parses to the documented settings', async () => {
+    const { parse } = await import('yaml');
+    const raw = parse(await readFile(new URL('../../../config/lethe.example.yaml', import.meta.url), 'utf8')) as Record<string, unknown>;
+    const env = { CHAT_STORE_PASSWORD: 'x', VAULT_PASSWORD: 'x', LETHE_S3_ACCESS_KEY_ID: 'x', LETHE_S3_SECRET_ACCESS_KEY: 'x' };
+    expect(parseConfig(raw, '/etc/lethe', env).alerts).toEqual({
+      erasePendingDays: 7,
+      webhooks: [
+        {
+          url: 'https://alerts.example.com/lethe',
+          secret: { file: '/etc/lethe/alert-webhook.secret' },
+          events: ['job_failed', 'rpo_breached', 'drill_failed', 'audit_chain_broken', 'erase_request_pending'],
+          timeoutSeconds: 10,
+          maxAttempts: 6,
+          allowInsecure: false,
+        },
       ],
     });
   });
