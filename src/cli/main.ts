@@ -73,6 +73,17 @@ function reportError(err: unknown, json: boolean, log: Logger | undefined): void
   (log ?? createLogger('error')).error({ err }, 'unexpected error');
 }
 
+/**
+ * What a command that failed after a SIGINT or SIGTERM reports: the stop was asked for, so
+ * whatever the teardown broke on the way (a connection closed under a query) is not the
+ * story. ABORTED (exit 130) either way; the original error goes to the debug log.
+ */
+function interrupted(command: string, signal: NodeJS.Signals, err: unknown, log: Logger | undefined): LetheError {
+  if (isLetheError(err, ErrorCode.ABORTED)) return err;
+  log?.debug({ err }, 'error while stopping after a signal');
+  return new LetheError(ErrorCode.ABORTED, `${command}: stopped by ${signal} before it finished`, { cause: err });
+}
+
 /** Runs the CLI; resolves with the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   const found = resolveCommand(argv);
@@ -97,8 +108,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   let log: Logger | undefined;
   const controller = new AbortController();
   let interrupts = 0;
+  let interruptedBy: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     interrupts += 1;
+    interruptedBy ??= signal;
     if (interrupts > 1) process.exit(ExitCode.ABORTED);
     process.stderr.write(`lethe: ${signal} received, stopping cleanly (send again to exit at once)\n`);
     controller.abort();
@@ -138,8 +151,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     return code;
   } catch (err) {
     if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
-    reportError(err, json, log);
-    return exitCodeFor(err);
+    const failure = interruptedBy === undefined ? (runtime?.explainFailure(err) ?? err) : interrupted(command.name, interruptedBy, err, log);
+    reportError(failure, json, log);
+    return exitCodeFor(failure);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

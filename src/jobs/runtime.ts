@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import pg from 'pg';
 import type { Config, DatabaseConfig, EmbeddedConfig, SigningPurpose } from '../config/index.ts';
 import { EmbeddedPostgres } from '../embedded/postgres.ts';
-import { ErrorCode, LetheError } from '../errors/index.ts';
+import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { loadSigner, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import { BUILTIN_MAPPING, parseMapping, type Mapping } from '../mapping/index.ts';
@@ -27,6 +27,21 @@ export async function readSecretFile(path: string, field: string): Promise<strin
   const value = (await readFile(path, 'utf8')).trim();
   if (value === '') throw new LetheError(ErrorCode.CONFIG_INVALID, `\`${field}\`: ${path} is empty`);
   return value;
+}
+
+/** pg and socket error codes meaning the server or the connection went away. */
+const CONNECTION_LOST_CODES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+const CONNECTION_LOST_TEXT = /Connection terminated|terminating connection|connection error and is not queryable|Client was closed/i;
+
+/** True when `err` or one of its causes says the database connection was lost. */
+export function isConnectionLoss(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e !== null && e !== undefined && depth < 8; depth++) {
+    const { code, message, cause } = e as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof code === 'string' && CONNECTION_LOST_CODES.has(code)) return true;
+    if (typeof message === 'string' && CONNECTION_LOST_TEXT.test(message)) return true;
+    e = cause;
+  }
+  return false;
 }
 
 async function canConnect(url: string): Promise<boolean> {
@@ -122,6 +137,62 @@ export class Runtime {
       this.signers.set(purpose, signer);
     }
     return signer;
+  }
+
+  /**
+   * The master key file, for a command that unwraps keys (`what` names it, e.g. `lethe
+   * verify`). A backup-only config may leave `masterKey` out; then this throws
+   * CONFIG_INVALID naming the field and the fix.
+   */
+  masterKeyFile(what: string): string {
+    const file = this.config.masterKey?.file;
+    if (file === undefined) {
+      throw new LetheError(
+        ErrorCode.CONFIG_INVALID,
+        `${what} needs the master key, and the config has no \`masterKey\`: add \`masterKey: { file: PATH }\` ` +
+          '(the age identity file `lethe init` created, mode 0600; see config/lethe.example.yaml)',
+        { details: { field: 'masterKey.file' } },
+      );
+    }
+    return file;
+  }
+
+  /**
+   * `err`, or when it is a DATABASE error caused by a lost connection (the server stopped,
+   * crashed or refused), the same error with the database servers of this config named, so
+   * the operator knows which server to look at. Never includes a password.
+   */
+  explainFailure(err: unknown): unknown {
+    if (!isLetheError(err, ErrorCode.DATABASE) && !isLetheError(err, ErrorCode.VAULT)) return err;
+    if (!isConnectionLoss(err)) return err;
+    const servers = new Map<string, string[]>();
+    const add = (role: string, database: DatabaseConfig): void => {
+      const where = this.serverOf(database);
+      servers.set(where, [...(servers.get(where) ?? []), role]);
+    };
+    add('chat store', this.config.chatStore.database);
+    add('vault', this.config.vault.database);
+    const named = [...servers].map(([where, roles]) => `${where} (${roles.join(' and ')})`).join(', ');
+    const embedded = this.config.embedded;
+    const hint =
+      embedded === undefined
+        ? 'check that it is running and reachable, then run the command again'
+        : `the embedded PostgreSQL logs to ${dirname(embedded.dataDir)}/postgres.log; the next command starts it again`;
+    return new LetheError(err.code, `${err.message} — lost the connection to the database server ${named}: ${hint}`, {
+      cause: err,
+      ...(err.details === undefined ? {} : { details: err.details }),
+    });
+  }
+
+  /** `host:port` of a configured database (the embedded server's for `embeddedDatabase`), no credentials. */
+  private serverOf(database: DatabaseConfig): string {
+    if (database.url === undefined) return `127.0.0.1:${this.config.embedded?.port ?? '?'} (embedded)`;
+    try {
+      const url = new URL(database.url);
+      return `${url.hostname || 'localhost'}:${url.port || '5432'}`;
+    } catch {
+      return 'the configured URL';
+    }
   }
 
   /** The table mapping: built in, or validated from the config. */

@@ -1027,6 +1027,8 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       // behind it would wait forever. Closing the connections (finally) ends the read-only
       // transactions just as well.
       await vault.abandonSnapshot(p.run.id).catch(() => undefined);
+      // Cancelling closes the readers under their COPY: that is the stop asked for, not a database failure.
+      if (options.signal?.aborted === true) throw new LetheError(ErrorCode.ABORTED, 'backup: cancelled', { cause: err });
       throw wrapForeign(ErrorCode.DATABASE, 'backup', err);
     } finally {
       options.signal?.removeEventListener('abort', cancel);
