@@ -113,7 +113,7 @@ async function runDemo(ctx: CommandContext): Promise<number> {
   const actor = actorName(undefined);
   try {
     const init = await initialize(rt, actor);
-    say(`1. init: vault ready, master key ${init.masterKeyFile}${init.masterKeyCreated ? ' (new)' : ''}`);
+    say(`1. init: vault ready, master key ${init.masterKeyFile ?? '(none)'}${init.masterKeyCreated ? ' (new)' : ''}`);
     const chatUrl = await rt.chatStoreUrl();
     if (await isSeeded(chatUrl)) {
       say('2. seed: the chat store is already seeded');

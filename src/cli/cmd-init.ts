@@ -15,7 +15,11 @@ export const initCommand: Command = {
     }
     const applied = result.migrationsApplied;
     ctx.out(`vault ready (schema ${result.vaultSchema}${applied.length > 0 ? `, migrations ${applied.join(', ')} applied` : ', up to date'})`);
-    ctx.out(`master key ${result.masterKeyCreated ? 'created at' : 'found at'} ${result.masterKeyFile} (recipient ${result.masterRecipient})`);
+    ctx.out(
+      result.masterKeyFile === null
+        ? `master key: not in this config (a backup-only host); the vault's master recipient is ${result.masterRecipient}`
+        : `master key ${result.masterKeyCreated ? 'created at' : 'found at'} ${result.masterKeyFile} (recipient ${result.masterRecipient})`,
+    );
     if (result.masterKeyCreated) {
       ctx.out('  keep an offline escrow copy of this file: without it no snapshot can be read (runbooks/disaster-recovery.md)');
     }

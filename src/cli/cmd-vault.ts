@@ -79,7 +79,7 @@ export const vaultRestoreCommand: Command = {
     const rt = await ctx.runtime();
     const { config } = rt;
     const store = await rt.store();
-    const master = await readMasterKeyFile(config.masterKey.file);
+    const master = await readMasterKeyFile(rt.masterKeyFile('`lethe vault restore`'));
     // The vault is what is being restored, so the key is not checked against it: the config's
     // lifecycle key is the operator's own, and the restore registers it.
     const signer = signerFromKey(await readConfiguredSigningKey(config.signingKeys.lifecycle, 'lifecycle'), 'lifecycle');

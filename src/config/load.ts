@@ -56,10 +56,27 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[]): string {
         const where = issue.path.length === 0 ? 'at the top level' : `in \`${field}\``;
         return `- unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `\`${k}\``).join(', ')} ${where}: remove or correct ${issue.keys.length > 1 ? 'them' : 'it'} (see config/lethe.example.yaml)`;
       }
+      if (issue.code === 'invalid_type' && / received undefined$/.test(issue.message)) {
+        return `- config field \`${field}\` is required: ${REQUIRED_HINTS[field] ?? `add it (${issue.expected === 'object' ? 'a section' : `a ${issue.expected}`}; see config/lethe.example.yaml)`}`;
+      }
       return `- \`${field}\`: ${issue.message}`;
     })
     .join('\n');
 }
+
+/** What to write for a required field that is missing, for the fields a new config most often lacks. */
+const REQUIRED_HINTS: Readonly<Record<string, string>> = {
+  chatStore: 'the chat store to back up, e.g. `chatStore: { database: { url: postgres://lethe_backup@db/chat } }`',
+  'chatStore.database': 'give `url: postgres://…` or `embeddedDatabase: NAME`',
+  vault: 'the key vault database, e.g. `vault: { database: { url: postgres://lethe@db/lethe_vault } }`',
+  'vault.database': 'give `url: postgres://…` or `embeddedDatabase: NAME`',
+  storage: 'where snapshots go, e.g. `storage: { type: filesystem, path: /srv/lethe }` or `storage: { type: s3, bucket: …, … }`',
+  'storage.type': '`filesystem` or `s3`',
+  'storage.path': 'the directory `lethe init` creates the store in',
+  'masterKey.file': 'the age identity file `lethe init` creates, e.g. `masterKey: { file: /etc/lethe/master.key }`',
+  'embedded.dataDir': 'the embedded PostgreSQL data directory, e.g. `dataDir: pg`',
+  'embedded.passwordFile': 'a 0600 file holding the embedded superuser password',
+};
 
 /** Holders of the last field of `path` in `node`; `*` steps into every element of an array. */
 function holdersOf(node: unknown, path: readonly string[]): Record<string, unknown>[] {

@@ -177,7 +177,13 @@ export const ConfigSchema = z.strictObject({
       .default('lethe'),
   }),
   storage: StorageSchema,
-  masterKey: MasterKeySchema,
+  /**
+   * The KEK's identity file. Optional: the backup job wraps new keys to the master
+   * recipient the vault records and never reads it, so a backup-only host's config leaves it
+   * out; init, verify, restore, export, lifecycle apply and vault restore refuse to run
+   * without it (Runtime.masterKeyFile).
+   */
+  masterKey: MasterKeySchema.optional(),
   signingKeys: SigningKeysSchema.default({}),
   embedded: EmbeddedSchema.optional(),
   backup: BackupSchema.default(BackupSchema.parse({})),

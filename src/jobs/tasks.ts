@@ -1,5 +1,6 @@
 import { access } from 'node:fs/promises';
 import type { SigningPurpose } from '../config/index.ts';
+import { ErrorCode, isLetheError } from '../errors/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
 import { readConfiguredSigningKey, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
@@ -29,7 +30,8 @@ import type { Runtime } from './runtime.ts';
 export interface InitResult {
   readonly vaultSchema: string;
   readonly migrationsApplied: number[];
-  readonly masterKeyFile: string;
+  /** The config's master key file; null when the config has none (a backup-only host). */
+  readonly masterKeyFile: string | null;
   readonly masterKeyCreated: boolean;
   readonly masterRecipient: string;
   /** The signing keys the config names, with what init did about each. */
@@ -70,13 +72,29 @@ async function exists(path: string): Promise<boolean> {
 export async function initialize(rt: Runtime, actor: string): Promise<InitResult> {
   const { config } = rt;
   const { applied } = await migrateVault(await rt.vaultUrl(), config.vault.schema);
-  const keyFile = config.masterKey.file;
-  const masterKeyCreated = !(await exists(keyFile));
-  const masterRecipient = masterKeyCreated
-    ? (await writeMasterKeyFile(keyFile)).recipient
-    : (await readMasterKeyFile(keyFile)).recipient;
-  const vault = await rt.vault();
-  await vault.setMasterRecipient(masterRecipient);
+  const keyFile = config.masterKey?.file ?? null;
+  let masterKeyCreated = false;
+  let masterRecipient: string;
+  let vault;
+  if (keyFile === null) {
+    // A backup-only host: the vault must already know the master recipient (from the init
+    // of a host that holds the key); this init only brings the rest up to date.
+    vault = await rt.vault();
+    try {
+      masterRecipient = await vault.getMasterRecipient();
+    } catch (err) {
+      if (!isLetheError(err, ErrorCode.VAULT)) throw err;
+      rt.masterKeyFile('the first `lethe init` of a vault');
+      throw err;
+    }
+  } else {
+    masterKeyCreated = !(await exists(keyFile));
+    masterRecipient = masterKeyCreated
+      ? (await writeMasterKeyFile(keyFile)).recipient
+      : (await readMasterKeyFile(keyFile)).recipient;
+    vault = await rt.vault();
+    await vault.setMasterRecipient(masterRecipient);
+  }
   const signingKeys: InitSigningKey[] = [];
   for (const purpose of ['backup', 'lifecycle'] as const) {
     const source = config.signingKeys[purpose];
@@ -184,7 +202,7 @@ export async function verify(
   rt: Runtime,
   options: { snapshot: string; actor: string; signal?: AbortSignal; onProgress?: (p: { cells: number; rows: number }) => void },
 ): Promise<VerifyResult> {
-  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe verify`'));
   return runVerify({
     vault: await rt.vault(),
     store: await rt.store(),
@@ -213,7 +231,7 @@ export async function restore(
     onProgress?: (p: { cells: number; rows: number }) => void;
   },
 ): Promise<RestoreResult> {
-  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe restore`'));
   return runRestore({
     ...options,
     vault: await rt.vault(),
@@ -234,7 +252,7 @@ export async function lifecycleApply(
   rt: Runtime,
   options: { actor: string; now: () => Date; signal?: AbortSignal; onProgress?: ApplyOptions['onProgress'] },
 ): Promise<ApplyResult> {
-  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe lifecycle apply`'));
   return runLifecycleApply({
     vault: await rt.vault(),
     store: await rt.store(),
@@ -255,7 +273,7 @@ export async function exportHeld(
   rt: Runtime,
   options: { caseId: string; outDir: string; actor: string; signal?: AbortSignal; onProgress?: ExportOptions['onProgress'] },
 ): Promise<ExportResult> {
-  const master = await readMasterKeyFile(rt.config.masterKey.file);
+  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe export`'));
   return exportCase({
     vault: await rt.vault(),
     store: await rt.store(),

@@ -24,7 +24,7 @@ describe('config', () => {
     const config = parseConfig(base, '/etc/lethe', {});
     expect(config.backup).toEqual({ packSizeMiB: 64, granularity: 'month', cellBufferMiB: 16, fullEvery: 7 });
     expect(config.storage).toEqual({ type: 'filesystem', path: '/etc/lethe/objects' });
-    expect(config.masterKey.file).toBe('/etc/lethe/master.key');
+    expect(config.masterKey?.file).toBe('/etc/lethe/master.key');
     expect(config.vault.schema).toBe('lethe');
     expect(config.chatStore.mapping).toBe('builtin');
   });
