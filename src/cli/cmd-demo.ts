@@ -10,6 +10,7 @@ import { createLogger } from '../log/index.ts';
 import type { BackupResult } from '../snapshot/index.ts';
 import { addMessages, demoSample, seedChatStore, type Scale } from '../store/index.ts';
 import { freePort, portIsFree } from '../util/net.ts';
+import { pgClientConfig } from '../tls/index.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { parseScale } from './cmd-seed.ts';
 import { actorName, bytes, duration, stringOpt } from './format.ts';
@@ -81,7 +82,7 @@ async function prepareDirectory(dir: string): Promise<{ configFile: string; crea
 }
 
 async function isSeeded(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url });
+  const client = new pg.Client(pgClientConfig(url));
   client.on('error', () => undefined);
   await client.connect();
   try {

@@ -8,6 +8,9 @@ import { ConfigSchema, type Config } from './schema.ts';
 /** Fields holding file-system paths, resolved against the config file's directory. */
 const PATH_FIELDS: readonly (readonly string[])[] = [
   ['storage', 'path'],
+  ['storage', 'caFile'],
+  ['chatStore', 'database', 'caFile'],
+  ['vault', 'database', 'caFile'],
   ['masterKey', 'file'],
   ['embedded', 'dataDir'],
   ['embedded', 'passwordFile'],

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_RETENTION, RetentionSchema } from '../lifecycle/rules.ts';
+import { SSL_MODES } from '../tls/pg-url.ts';
+import { databaseTlsIssues, scratchTlsIssues, storageTlsIssues } from './tls-rules.ts';
 
 /**
  * lethe's config file, validated in one place. Every object is strict: an unknown key is an
@@ -9,14 +11,27 @@ import { DEFAULT_RETENTION, RetentionSchema } from '../lifecycle/rules.ts';
 
 const nonEmpty = z.string().min(1, 'must not be empty');
 
-/** A PostgreSQL database: a URL, or a database on the embedded server (`embedded:`). */
+/**
+ * A PostgreSQL database: a URL, or a database on the embedded server (`embedded:`), with
+ * TLS. `verify-full` (the server's certificate checked against `caFile`, or the public CAs,
+ * and its name against the URL's host) is the production setting; `verify-ca` checks the
+ * CA only; `require` encrypts without checking who answers. A server that is not on this
+ * machine without TLS is refused unless `allowInsecure` says the operator accepts that.
+ */
 export const DatabaseSchema = z
   .strictObject({
     url: nonEmpty.optional().describe('postgres://user:password@host:port/database'),
     embeddedDatabase: nonEmpty.optional(),
+    sslmode: z.enum(SSL_MODES, { error: `use one of ${SSL_MODES.join(', ')} (verify-full in production)` }).default('disable'),
+    /** PEM bundle of the CA that signed the server's certificate (verify-ca, verify-full). */
+    caFile: nonEmpty.optional(),
+    allowInsecure: z.boolean().default(false),
   })
   .refine((d) => (d.url === undefined) !== (d.embeddedDatabase === undefined), {
     error: 'give exactly one of `url` or `embeddedDatabase`',
+  })
+  .superRefine((d, ctx) => {
+    for (const issue of databaseTlsIssues(d)) ctx.addIssue({ code: 'custom', ...issue });
   });
 
 export const EmbeddedSchema = z.strictObject({
@@ -48,6 +63,12 @@ export const StorageSchema = z.discriminatedUnion('type', [
     secretAccessKey: nonEmpty,
     sessionToken: nonEmpty.optional(),
     objectLock: ObjectLockSchema.optional(),
+    /** PEM bundle of the CA(s) to trust for the endpoint instead of Node's built-in public CAs. */
+    caFile: nonEmpty.optional(),
+    /** Accept an http:// endpoint on another machine (keys and data then cross the network unencrypted). */
+    allowInsecure: z.boolean().default(false),
+  }).superRefine((s, ctx) => {
+    for (const issue of storageTlsIssues(s)) ctx.addIssue({ code: 'custom', ...issue });
   }),
 ]);
 
@@ -198,6 +219,13 @@ export const ConfigSchema = z.strictObject({
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn') })
     .default({ level: 'warn' }),
+}).superRefine((config, ctx) => {
+  // verify's scratch server uses the chat store's TLS settings, so it is checked against them here.
+  const scratch = config.verify.scratchUrl;
+  if (scratch === undefined) return;
+  for (const issue of scratchTlsIssues(scratch, config.chatStore.database)) {
+    ctx.addIssue({ code: 'custom', path: ['verify', 'scratchUrl', ...issue.path], message: issue.message });
+  }
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

@@ -142,7 +142,44 @@ export function wrapForeign(code: ErrorCode, doing: string, err: unknown): Lethe
   if (err instanceof LetheError) return err;
   if (isAbortError(err)) return new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`);
   const detail = err instanceof Error ? err.message : String(err);
-  return new LetheError(code, `${doing}: ${scrubSecrets(detail)}`, { cause: err });
+  const hint = tlsFailureHint(err);
+  return new LetheError(code, `${doing}: ${scrubSecrets(detail)}${hint === undefined ? '' : `: ${hint}`}`, { cause: err });
+}
+
+const UNTRUSTED_CA =
+  "the server's certificate is not signed by a CA lethe trusts: set `caFile` to the PEM file of the CA that signed it";
+
+/** Fixes for Node's TLS verification errors, by error code. */
+const TLS_HINTS: Readonly<Record<string, string>> = {
+  ERR_TLS_CERT_ALTNAME_INVALID:
+    "the server's certificate is not for the host name in the URL: connect by a name the certificate lists " +
+    '(sslmode verify-full checks it), or, with a private CA that signs only these servers, use sslmode verify-ca',
+  DEPTH_ZERO_SELF_SIGNED_CERT: UNTRUSTED_CA,
+  SELF_SIGNED_CERT_IN_CHAIN: UNTRUSTED_CA,
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: UNTRUSTED_CA,
+  UNABLE_TO_GET_ISSUER_CERT: UNTRUSTED_CA,
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: UNTRUSTED_CA,
+  CERT_SIGNATURE_FAILURE: UNTRUSTED_CA,
+  CERT_HAS_EXPIRED: "the server's certificate has expired: renew it on the server",
+  CERT_NOT_YET_VALID: "the server's certificate is not valid yet: check this machine's clock and the server's",
+};
+
+/**
+ * What to do about a failed TLS connection (an untrusted CA, a name mismatch, an expired
+ * certificate, a server with TLS off or one that insists on it), or undefined when `err`
+ * is not about TLS. Used for PostgreSQL and S3 errors alike.
+ */
+export function tlsFailureHint(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && TLS_HINTS[code] !== undefined) return TLS_HINTS[code];
+  if (/server does not support SSL/i.test(err.message)) {
+    return 'the server has TLS turned off: turn it on (PostgreSQL: ssl = on), or set `sslmode: disable` (another host also needs `allowInsecure: true`)';
+  }
+  if (code === '28000' && /no encryption/i.test(err.message)) {
+    return 'the server accepts only TLS connections: set `sslmode: verify-full` (and `caFile`)';
+  }
+  return undefined;
 }
 
 /** True for the errors an AbortSignal produces. */

@@ -8,6 +8,7 @@ import { loadSigner, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import { BUILTIN_MAPPING, parseMapping, type Mapping } from '../mapping/index.ts';
 import { openStore, type ObjectStore } from '../storage/index.ts';
+import { pgClientConfig, withTlsParams } from '../tls/index.ts';
 import { Vault } from '../vault/index.ts';
 
 /**
@@ -45,7 +46,7 @@ export function isConnectionLoss(err: unknown): boolean {
 }
 
 async function canConnect(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  const client = new pg.Client(pgClientConfig(url, { connectionTimeoutMillis: 2000 }));
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -79,9 +80,13 @@ export class Runtime {
     readonly log: Logger,
   ) {}
 
-  /** The URL of a configured database, starting the embedded server if it is needed. */
+  /**
+   * The URL of a configured database, starting the embedded server if it is needed. A
+   * `url` gets the database's TLS settings as libpq's `sslmode` and `sslrootcert`
+   * parameters, which every connection turns into TLS options (src/tls/pg-options.ts).
+   */
   async databaseUrl(database: DatabaseConfig): Promise<string> {
-    if (database.url !== undefined) return database.url;
+    if (database.url !== undefined) return withTlsParams(database.url, database);
     const embedded = this.config.embedded;
     if (embedded === undefined || database.embeddedDatabase === undefined) {
       throw new LetheError(ErrorCode.CONFIG_INVALID, '`embeddedDatabase` is used but the config has no `embedded` section');
@@ -110,9 +115,10 @@ export class Runtime {
     return this.databaseUrl(this.config.vault.database);
   }
 
-  /** The server URL where verify creates its scratch database. */
+  /** The server URL where verify creates its scratch database, with the chat store's TLS settings. */
   async scratchServerUrl(): Promise<string> {
-    return this.config.verify.scratchUrl ?? this.chatStoreUrl();
+    const scratch = this.config.verify.scratchUrl;
+    return scratch === undefined ? this.chatStoreUrl() : withTlsParams(scratch, this.config.chatStore.database);
   }
 
   /** The migrated vault; throws VAULT with the `lethe init` hint when it is not. */
@@ -216,7 +222,7 @@ export class Runtime {
 }
 
 async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
-  const client = new pg.Client({ connectionString: adminUrl });
+  const client = new pg.Client(pgClientConfig(adminUrl));
   client.on('error', () => undefined);
   await client.connect();
   try {

@@ -9,6 +9,7 @@ import type { Vault } from '../vault/index.ts';
 import { leftOut, loadSnapshot, type ShreddedByKey } from './engine.ts';
 import { openSnapshotManifest } from './manifest-source.ts';
 import { excessPrivileges } from './target-role.ts';
+import { pgClientConfig } from '../tls/index.ts';
 
 export interface RestoreOptions {
   readonly vault: Vault;
@@ -105,7 +106,7 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
   const snapshot = await vault.getSnapshot(options.snapshot);
   const schema = options.targetSchema ?? 'public';
   const manifest = await openSnapshotManifest(vault, store, snapshot, options.signal === undefined ? {} : { signal: options.signal });
-  const target = new pg.Client({ connectionString: options.targetUrl, application_name: 'lethe restore' });
+  const target = new pg.Client(pgClientConfig(options.targetUrl, { application_name: 'lethe restore' }));
   target.on('error', () => undefined);
   try {
     await target.connect();

@@ -10,6 +10,7 @@ import type { CompleteSnapshot, Vault } from '../vault/index.ts';
 import { leftOut, loadSnapshot, type Finding, type ShreddedByKey } from './engine.ts';
 import { openSnapshotManifest } from './manifest-source.ts';
 import { excessPrivileges } from './target-role.ts';
+import { pgClientConfig } from '../tls/index.ts';
 
 export interface VerifyOptions {
   readonly vault: Vault;
@@ -149,7 +150,7 @@ export async function runVerify(options: VerifyOptions): Promise<VerifyResult> {
 async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifest: TrustedManifest, started: number, runLog: Logger): Promise<VerifyResult> {
   const { vault, store } = options;
   const scratchName = `lethe_verify_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: options.scratchServerUrl, application_name: 'lethe verify' });
+  const admin = new pg.Client(pgClientConfig(options.scratchServerUrl, { application_name: 'lethe verify' }));
   admin.on('error', () => undefined);
   let scratch: pg.Client | undefined;
   try {
@@ -157,7 +158,7 @@ async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifes
     await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(scratchName)}`);
     const url = new URL(options.scratchServerUrl);
     url.pathname = `/${scratchName}`;
-    scratch = new pg.Client({ connectionString: url.toString(), application_name: 'lethe verify' });
+    scratch = new pg.Client(pgClientConfig(url.toString(), { application_name: 'lethe verify' }));
     scratch.on('error', () => undefined);
     await scratch.connect();
     const warnings = (await excessPrivileges(scratch)).map((w) => `verify.scratchUrl: ${w}; give verify a role with CREATEDB and nothing more (runbooks/restore-role.md)`);

@@ -40,6 +40,7 @@ import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
 import { failpoint } from '../util/failpoint.ts';
+import { pgClientConfig } from '../tls/index.ts';
 
 /** A COPY TO STDOUT in flight on one of the backup's readers. */
 type CopyStream = ReturnType<typeof pgCopyStreams.to>;
@@ -768,7 +769,7 @@ interface SourcePoint {
  */
 async function openReaders(url: string, count: number, exported?: string): Promise<{ readers: pg.Client[]; source: SourcePoint | null }> {
   const readers = Array.from({ length: count }, () => {
-    const client = new pg.Client({ connectionString: url, application_name: 'lethe backup' });
+    const client = new pg.Client(pgClientConfig(url, { application_name: 'lethe backup' }));
     client.on('error', () => undefined);
     return client;
   });

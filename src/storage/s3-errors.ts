@@ -1,4 +1,4 @@
-import { ErrorCode, isAbortError, LetheError, scrubSecrets } from '../errors/index.ts';
+import { ErrorCode, isAbortError, LetheError, scrubSecrets, tlsFailureHint } from '../errors/index.ts';
 
 /** What lethe was doing when an S3 call failed, for the message and `details`. */
 export interface S3Call {
@@ -76,7 +76,7 @@ export function convertS3Error(
   }
   const raw = err instanceof Error ? err.message : String(err);
   const message = redact(raw === '' ? 'no message' : raw);
-  const hint = HINTS[code];
+  const hint = HINTS[code] ?? tlsFailureHint(err);
   const cause = new Error(message);
   cause.name = code;
   const requestId = (err as SdkErrorShape | null)?.$metadata?.requestId;

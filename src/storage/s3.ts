@@ -12,8 +12,10 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
+import { readCaFile } from '../tls/ca-file.ts';
 import { assertValidKey, assertValidPrefix, compareKeys, MAX_KEY_BYTES } from './keys.ts';
 import { assertLockExtends, assertLockUsable, lockActive, lockedError } from './lock.ts';
 import { convertS3Error, credentialRedactor, httpStatusOf, s3CodeOf } from './s3-errors.ts';
@@ -48,6 +50,8 @@ export interface S3StoreConfig {
   accessKeyId: string;
   secretAccessKey: string;
   sessionToken?: string | undefined;
+  /** PEM CA bundle trusted for an https endpoint instead of Node's built-in public CAs. */
+  caFile?: string | undefined;
   /**
    * Multipart part size; default 8 MiB, at least 5 MiB (S3's minimum). S3 allows 10,000
    * parts, so this also caps an object's size (about 78 GiB at the default).
@@ -154,19 +158,7 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
   const pageSize = checkInteger('listPageSize', options.listPageSize ?? 1000, 1, MAX_PAGE_SIZE);
   const prefix = normalizePrefix(options.prefix);
   const endpoint = options.endpoint === undefined ? '' : ` at ${displayEndpoint(options.endpoint)}`;
-  const config: S3ClientConfig = {
-    region: options.region,
-    credentials: {
-      accessKeyId: options.accessKeyId,
-      secretAccessKey: options.secretAccessKey,
-      ...(options.sessionToken === undefined ? {} : { sessionToken: options.sessionToken }),
-    },
-    ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
-    ...(options.forcePathStyle === undefined ? {} : { forcePathStyle: options.forcePathStyle }),
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  };
-  return new S3Store(new S3Client(config), {
+  return new S3Store(createS3Client(options), {
     bucket: options.bucket,
     prefix,
     partSize,
@@ -179,6 +171,36 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
       options.sessionToken,
     ]),
   });
+}
+
+/**
+ * The SDK client for a store's settings: region, credentials, endpoint, path style and, with
+ * `caFile`, an https agent that trusts that CA bundle (instead of the public CAs). The store
+ * and `lethe doctor` use it, so both talk to the bucket the same way. Makes no request.
+ * Throws CONFIG_INVALID for an unreadable CA file.
+ */
+export function createS3Client(options: S3StoreConfig): S3Client {
+  const config: S3ClientConfig = {
+    region: options.region,
+    credentials: {
+      accessKeyId: options.accessKeyId,
+      secretAccessKey: options.secretAccessKey,
+      ...(options.sessionToken === undefined ? {} : { sessionToken: options.sessionToken }),
+    },
+    ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
+    ...(options.forcePathStyle === undefined ? {} : { forcePathStyle: options.forcePathStyle }),
+    ...(options.caFile === undefined
+      ? {}
+      : {
+          // The SDK's own agent settings (keep-alive, 50 sockets), plus the CA bundle.
+          requestHandler: {
+            httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 50, ca: readCaFile(options.caFile, 'storage.caFile') }),
+          },
+        }),
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  };
+  return new S3Client(config);
 }
 
 interface S3StoreSettings {

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
+import { pgClientConfig } from '../tls/index.ts';
 
 /**
  * Runs `fn` with a connected client and always closes it. pg errors (connect, query) are
@@ -16,7 +17,7 @@ export async function withClient<T>(
   signal?: AbortSignal,
 ): Promise<T> {
   throwIfAborted(signal, doing);
-  const client = new pg.Client({ connectionString: url });
+  const client = new pg.Client(pgClientConfig(url));
   // An idle client can still emit 'error' (server restart); without a listener Node would crash.
   client.on('error', () => undefined);
   try {
@@ -44,7 +45,7 @@ export async function withClient<T>(
 
 /** Best effort: the caller is already failing with ABORTED, so errors here are moot. */
 async function cancelBackend(url: string, pid: number): Promise<void> {
-  const canceller = new pg.Client({ connectionString: url });
+  const canceller = new pg.Client(pgClientConfig(url));
   canceller.on('error', () => undefined);
   try {
     await canceller.connect();

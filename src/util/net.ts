@@ -23,3 +23,15 @@ export async function portIsFree(port: number): Promise<boolean> {
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
+
+/**
+ * True for a host whose traffic never leaves this machine: `localhost`, 127.0.0.0/8 and
+ * ::1 (with or without the brackets a URL puts around it). Anything else, including a
+ * name that happens to resolve to loopback, counts as remote: a name's resolution can change.
+ */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (host === 'localhost' || host === '::1' || host === '0:0:0:0:0:0:0:1') return true;
+  const octets = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  return octets !== null && octets.slice(1).every((o) => Number(o) <= 255);
+}

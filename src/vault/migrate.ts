@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ErrorCode, LetheError, wrapForeign } from '../errors/index.ts';
+import { pgClientConfig } from '../tls/index.ts';
 import { query } from './db.ts';
 import { MIGRATIONS, VAULT_SCHEMA_VERSION, type Migration } from './migrations.ts';
 import { DEFAULT_VAULT_SCHEMA, checkSchemaName, lockKeyText, vaultTables } from './schema-name.ts';
@@ -22,7 +23,7 @@ export async function migrateVault(
 ): Promise<{ applied: number[] }> {
   const t = vaultTables(schema);
   const doing = `migrating the vault schema "${schema}"`;
-  const client = new pg.Client({ connectionString: url });
+  const client = new pg.Client(pgClientConfig(url));
   // An error on an idle client would otherwise be an unhandled 'error' event.
   client.on('error', () => undefined);
   try {

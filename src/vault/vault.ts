@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { ErrorCode, LetheError } from '../errors/index.ts';
+import { pgClientConfig } from '../tls/index.ts';
 import type { AuditAnchor, AuditChainReport } from './audit-chain-check.ts';
 import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
@@ -159,7 +160,7 @@ export class Vault {
   constructor(poolOrUrl: pg.Pool | string, schema: string = DEFAULT_VAULT_SCHEMA) {
     const pool =
       typeof poolOrUrl === 'string'
-        ? new pg.Pool({ connectionString: poolOrUrl, application_name: 'lethe' })
+        ? new pg.Pool(pgClientConfig(poolOrUrl, { application_name: 'lethe' }))
         : poolOrUrl;
     this.#ownsPool = typeof poolOrUrl === 'string';
     // A connection dropped by the server would otherwise crash the process with an

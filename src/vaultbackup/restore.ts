@@ -24,6 +24,7 @@ import { MIGRATIONS } from '../vault/migrations.ts';
 import { migrationRefusal } from '../vault/migrate.ts';
 import { lockKeyText } from '../vault/schema-name.ts';
 import { auditExportSignedBy, auditObjectKey } from '../audit/index.ts';
+import { pgClientConfig } from '../tls/index.ts';
 import { quoteIdent, readVaultCatalog, SESSION_SETTINGS, type CatalogTable } from './catalog.ts';
 import {
   HeaderSchema,
@@ -158,7 +159,7 @@ export async function restoreVaultBackup(
   const copy = await authenticatedCopy(store, key, trusted, signal);
   let loaded: Loaded;
   try {
-    const client = new pg.Client({ connectionString: input.vaultUrl, application_name: 'lethe' });
+    const client = new pg.Client(pgClientConfig(input.vaultUrl, { application_name: 'lethe' }));
     client.on('error', () => undefined);
     try {
       await client.connect();
@@ -178,7 +179,7 @@ export async function restoreVaultBackup(
     await rm(copy.dir, { recursive: true, force: true });
   }
 
-  const pool = guardPool(new pg.Pool({ connectionString: input.vaultUrl, max: 2, application_name: 'lethe' }));
+  const pool = guardPool(new pg.Pool(pgClientConfig(input.vaultUrl, { max: 2, application_name: 'lethe' })));
   const vault = new Vault(pool, schema);
   try {
     throwIfAborted(signal, `restoring ${key}`);

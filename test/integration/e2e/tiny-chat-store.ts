@@ -24,7 +24,8 @@ export const FOUR_DIMENSION_CELL = {
   messageIds: ['9001', '9002', '9003'],
 } as const;
 
-const ROWS_SQL = `
+/** The rows described in the module comment, for a store on a server of a test's own. */
+export const ROWS_SQL = `
 INSERT INTO public.tenants (id, slug, name, created_at) VALUES
   (3, 'acme', 'Acme', '2025-06-01 00:00:00+00'),
   (4, 'globex', 'Globex', '2025-06-01 00:00:00+00');

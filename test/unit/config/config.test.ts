@@ -3,8 +3,8 @@ import { isLetheError } from '../../../src/errors/index.ts';
 import { parseConfig } from '../../../src/config/index.ts';
 
 const base = {
-  chatStore: { database: { url: 'postgres://reader@db/chat' } },
-  vault: { database: { url: 'postgres://lethe@db/vault' } },
+  chatStore: { database: { url: 'postgres://reader@db/chat', sslmode: 'verify-full' } },
+  vault: { database: { url: 'postgres://lethe@db/vault', sslmode: 'verify-full' } },
   storage: { type: 'filesystem', path: './objects' },
   masterKey: { file: './master.key' },
 };
@@ -50,7 +50,7 @@ describe('config', () => {
   });
 
   it('interpolates ${ENV} secrets and names the field and variable of a missing one', () => {
-    const raw = { ...base, vault: { database: { url: 'postgres://lethe:${VAULT_PW}@db/vault' } } };
+    const raw = { ...base, vault: { database: { url: 'postgres://lethe:${VAULT_PW}@db/vault', sslmode: 'verify-full' } } };
     expect(parseConfig(raw, '/', { VAULT_PW: 's3cret' }).vault.database.url).toBe('postgres://lethe:s3cret@db/vault');
     const bad = failure(raw, {});
     expect(bad.code).toBe('CONFIG_SECRET_MISSING');

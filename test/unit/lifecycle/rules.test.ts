@@ -12,8 +12,8 @@ import {
 } from '../../../src/lifecycle/rules.ts';
 
 const base = {
-  chatStore: { database: { url: 'postgres://reader@db/chat' } },
-  vault: { database: { url: 'postgres://lethe@db/vault' } },
+  chatStore: { database: { url: 'postgres://reader@db/chat', sslmode: 'verify-full' } },
+  vault: { database: { url: 'postgres://lethe@db/vault', sslmode: 'verify-full' } },
   storage: { type: 'filesystem', path: './objects' },
   masterKey: { file: './master.key' },
 };
