@@ -2,6 +2,7 @@ import type { ParseArgsConfig } from 'node:util';
 import type { Runtime } from '../jobs/runtime.ts';
 import { auditVerifyCommand } from './cmd-audit.ts';
 import { backupCommand, snapshotsCommand } from './cmd-backup.ts';
+import { daemonCommand } from './cmd-daemon.ts';
 import { demoCommand } from './cmd-demo.ts';
 import { initCommand } from './cmd-init.ts';
 import { keysExportCommand } from './cmd-keys.ts';
@@ -62,5 +63,6 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
     vaultListCommand,
     vaultRestoreCommand,
     demoCommand,
+    daemonCommand,
   ].map((c) => [c.name, c]),
 );

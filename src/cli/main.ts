@@ -26,6 +26,7 @@ usage: lethe <command> [options]        (every command takes --config FILE)
   lifecycle apply [--json]      carry the plan out: re-wrap held cells, destroy keys, expire, delete
   export --case ID --out DIR    a legal hold's data as NDJSON per table (e-discovery)
   vault backup | vault list | vault restore --from KEY    encrypted vault backups (grace window)
+  daemon [--listen ADDR:PORT] [--json]   run the config's schedules; /healthz /readyz /metrics and a status page
   demo [--dir DIR] [--scale small|medium] [--json]   the whole cycle on the embedded default
 
 Exit codes: 0 ok, 1 unexpected failure, 2 bad usage or config, 3 a check failed or

@@ -2,6 +2,8 @@ export {
   ALERT_EVENTS,
   ConfigSchema,
   isLoopbackHost,
+  parseListen,
+  type DaemonConfig,
   type AlertEvent,
   type AlertsConfig,
   type WebhookConfig,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { checkTimezone, Schedule } from '../daemon/schedule.ts';
 import { DEFAULT_RETENTION, RetentionSchema } from '../lifecycle/rules.ts';
 import { SSL_MODES } from '../tls/pg-url.ts';
 import { databaseTlsIssues, scratchTlsIssues, storageTlsIssues } from './tls-rules.ts';
@@ -182,6 +183,88 @@ export const AlertsSchema = z.strictObject({
   webhooks: z.array(WebhookSchema).max(20).default([]),
 });
 
+/** `HOST:PORT` or `[IPv6]:PORT`, as `daemon.listen` and `lethe daemon --listen` take it. */
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || !(port >= 0 && port <= 65535)) {
+    throw new Error(`${JSON.stringify(value)} is not HOST:PORT (e.g. 127.0.0.1:9187, 0.0.0.0:9187 or [::1]:9187)`);
+  }
+  return { host: m[1] ?? m[2] ?? '', port };
+}
+
+const CronSchema = nonEmpty.describe('cron: [seconds] minute hour day month weekday');
+
+/**
+ * `lethe daemon`: which jobs run when, where it listens, and how replicas share the work.
+ * A job left out of `schedules` does not run.
+ */
+export const DaemonSchema = z
+  .strictObject({
+    /** Where /healthz, /readyz, /metrics and the status page listen. Loopback by default. */
+    listen: nonEmpty.default('127.0.0.1:9187'),
+    /** The IANA time zone the cron expressions are read in. */
+    timezone: nonEmpty.default('UTC'),
+    /** A bearer token every endpoint but /healthz then requires. */
+    token: SecretSourceSchema.optional(),
+    /** Listening beyond loopback without a token is refused unless this is true. */
+    allowInsecure: z.boolean().default(false),
+    /** After SIGTERM, how long a running job may take to finish before it is aborted. */
+    shutdownSeconds: z.number().int().min(1).max(86_400).default(300),
+    /**
+     * A run whose daemon stopped renewing its heartbeat this long ago is taken over by another
+     * daemon (a daemon killed with SIGKILL, or cut off from the vault, stops its own run by then).
+     */
+    leaseSeconds: z.number().int().min(5).max(3600).default(60),
+    /** Recovery objectives the status page, /metrics and alerts measure against. */
+    objectives: z
+      .strictObject({
+        rpoMinutes: z.number().positive().max(525_600).optional(),
+        rtoMinutes: z.number().positive().max(525_600).optional(),
+      })
+      .default({}),
+    schedules: z
+      .strictObject({
+        backup: CronSchema.optional(),
+        /** A restore drill of the newest complete snapshot. */
+        verify: CronSchema.optional(),
+        /** A restore drill of a randomly chosen older complete snapshot. */
+        verifyOlder: CronSchema.optional(),
+        lifecycle: CronSchema.optional(),
+        vaultBackup: CronSchema.optional(),
+      })
+      .default({}),
+  })
+  .superRefine((d, ctx) => {
+    try {
+      checkTimezone(d.timezone);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['timezone'], message: (err as Error).message });
+    }
+    for (const [job, expression] of Object.entries(d.schedules)) {
+      if (expression === undefined) continue;
+      try {
+        Schedule.parse(expression, 'UTC');
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['schedules', job], message: (err as Error).message });
+      }
+    }
+    try {
+      const { host } = parseListen(d.listen);
+      if (!isLoopbackHost(host) && d.token === undefined && !d.allowInsecure) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['listen'],
+          message:
+            `listening on ${d.listen} lets anyone who reaches it read the status page and metrics: ` +
+            'set `daemon.token`, listen on 127.0.0.1, or set `daemon.allowInsecure: true` to accept that',
+        });
+      }
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: (err as Error).message });
+    }
+  });
+
 export const MappingRefSchema = z.union([z.literal('builtin'), z.record(z.string(), z.unknown())]);
 
 export const ConfigSchema = z.strictObject({
@@ -214,6 +297,8 @@ export const ConfigSchema = z.strictObject({
    * window; parsed and checked by src/lifecycle/rules.ts. Absent: everything kept forever.
    */
   retention: RetentionSchema.default(DEFAULT_RETENTION),
+  /** `lethe daemon`: schedules, HTTP endpoint, objectives. Absent: nothing is scheduled. */
+  daemon: DaemonSchema.optional(),
   /** Signed webhooks the daemon calls on the events of ALERT_EVENTS. Absent: no alerts. */
   alerts: AlertsSchema.optional(),
   log: z
@@ -233,6 +318,7 @@ export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type StorageConfig = z.infer<typeof StorageSchema>;
 export type EmbeddedConfig = z.infer<typeof EmbeddedSchema>;
 export type SecretSource = z.infer<typeof SecretSourceSchema>;
+export type DaemonConfig = z.infer<typeof DaemonSchema>;
 export type AlertsConfig = z.infer<typeof AlertsSchema>;
 export type WebhookConfig = z.infer<typeof WebhookSchema>;
 export type AlertEvent = (typeof ALERT_EVENTS)[number];

@@ -39,7 +39,7 @@ import type { CompleteSnapshot, CurrentCopy, NewCellCopy, RunningSnapshot, Segme
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
 import { exportAudit } from '../audit/index.ts';
-import { failpoint } from '../util/failpoint.ts';
+import { failpoint, pausepoint } from '../util/failpoint.ts';
 import { pgClientConfig } from '../tls/index.ts';
 
 /** A COPY TO STDOUT in flight on one of the backup's readers. */
@@ -1008,6 +1008,8 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       readers = opened.readers;
       const source = opened.source as SourcePoint;
       const header = headerOf(p, options, source);
+      await pausepoint('backup.after-begin', options.signal);
+      throwIfAborted(options.signal, 'backup');
       const written = await writeTables({
         options,
         run: p.run,

@@ -19,3 +19,27 @@ export function failpoint(name: string): void {
     if (nth === undefined || Number(nth) === count) process.kill(process.pid, 'SIGKILL');
   }
 }
+
+/**
+ * Pause points for the daemon's shutdown and takeover tests: `LETHE_PAUSEPOINTS=name:MS`
+ * (several separated by commas) makes the run wait MS milliseconds when it reaches `name`,
+ * or less if `signal` aborts first, so a test can act while a job is surely mid-run.
+ * Without the variable it is one string comparison and resolves at once.
+ */
+export async function pausepoint(name: string, signal?: AbortSignal): Promise<void> {
+  const spec = process.env['LETHE_PAUSEPOINTS'];
+  if (spec === undefined || spec === '') return;
+  for (const item of spec.split(',')) {
+    const [point, ms] = item.trim().split(':');
+    if (point !== name || ms === undefined || !(Number(ms) > 0)) continue;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, Number(ms));
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+}

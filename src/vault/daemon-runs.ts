@@ -211,7 +211,15 @@ export interface DaemonFacts {
   /** Failed runs per job and error code, over the vault's whole record. */
   readonly failures: readonly { job: string; code: string; count: number }[];
   readonly holdsActive: number;
-  readonly eraseRequestsPending: readonly { id: string; tenant: string; scope: string; subject: string | null; requestedAt: Date; requestedBy: string }[];
+  /** Deletion requests not yet executed: awaiting a second approver (pending) or execution (approved). */
+  readonly eraseRequestsWaiting: readonly {
+    id: string;
+    tenant: string;
+    scope: 'user' | 'conversation' | 'tenant';
+    status: 'pending' | 'approved';
+    requestedAt: Date;
+    requestedBy: string;
+  }[];
   /** Dimension keys by kind and whether they are live or destroyed. */
   readonly keys: readonly { kind: string; state: 'live' | 'destroyed'; count: number }[];
   /** The vault database's clock. */
@@ -228,11 +236,11 @@ export async function daemonFacts(ctx: VaultContext): Promise<DaemonFacts> {
       `SELECT job, error_code AS code, count(*) AS n FROM ${table(ctx)} WHERE state = 'failed' GROUP BY job, error_code`,
     ),
     query<{ n: string }>(ctx.pool, doing, `SELECT count(*) AS n FROM "${ctx.schema}".holds WHERE released_at IS NULL`),
-    query<{ id: string; tenant: string; scope: string; subject: string | null; requested_at: Date; requested_by: string }>(
+    query<{ id: string; tenant: string; scope: 'user' | 'conversation' | 'tenant'; status: 'pending' | 'approved'; requested_at: Date; requested_by: string }>(
       ctx.pool,
       doing,
-      `SELECT id, tenant, scope, subject, requested_at, requested_by FROM "${ctx.schema}".erase_requests
-        WHERE status = 'pending' ORDER BY requested_at`,
+      `SELECT id, tenant, scope, status, requested_at, requested_by FROM "${ctx.schema}".erase_requests
+        WHERE status <> 'executed' ORDER BY requested_at`,
     ),
     query<{ kind: string; destroyed: boolean; n: string }>(
       ctx.pool,
@@ -245,11 +253,11 @@ export async function daemonFacts(ctx: VaultContext): Promise<DaemonFacts> {
     lastSuccess: new Map(success.rows.map((r) => [r.job, r.at])),
     failures: failures.rows.map((r) => ({ job: r.job, code: r.code, count: Number(r.n) })),
     holdsActive: Number(holds.rows[0]?.n ?? 0),
-    eraseRequestsPending: erase.rows.map((r) => ({
+    eraseRequestsWaiting: erase.rows.map((r) => ({
       id: r.id,
       tenant: r.tenant,
       scope: r.scope,
-      subject: r.subject,
+      status: r.status,
       requestedAt: r.requested_at,
       requestedBy: r.requested_by,
     })),

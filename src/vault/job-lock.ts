@@ -3,6 +3,10 @@ import { ErrorCode, LetheError, wrapForeign } from '../errors/index.ts';
 import { query, type VaultContext } from './db.ts';
 import { lockKeyText } from './schema-name.ts';
 
+/** Server-side TCP keepalive and user timeout for a connection that holds a job lock. */
+const LOCK_KEEPALIVE_SQL =
+  'SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000';
+
 /** How often the lock's connection is pinged, so a dead connection is noticed. */
 const HEARTBEAT_MS = 30_000;
 
@@ -28,6 +32,11 @@ export async function withJobLock<T>(
   const client = await connect(ctx, doing);
   let broken: Error | undefined;
   try {
+    // A lock outlives its holder only as long as PostgreSQL takes to see the connection is
+    // dead: a killed process closes it at once, but a host that vanishes (power, network)
+    // sends nothing, and the server's default keepalive waits two hours. These make it about
+    // 30 s, well inside the daemon's lease (docs/operations.md, "Locks and takeover").
+    await query(client, doing, LOCK_KEEPALIVE_SQL);
     if (!(await tryLock(client, key, doing))) {
       const holder = await describeHolder(client, key);
       throw new LetheError(
