@@ -73,9 +73,14 @@ export interface StatusHold {
   readonly reason: string;
 }
 
-/** A deletion request awaiting its second approver. */
+/** A deletion request not yet carried out: awaiting its second approver, or approved and awaiting execution. */
 export interface StatusPendingErasure {
   readonly id: string;
+  /**
+   * What it waits for: `pending`, a second approver (assumed when absent); `approved`, the
+   * next `lethe lifecycle apply` to carry it out.
+   */
+  readonly status?: 'pending' | 'approved';
   readonly tenant: string;
   readonly scope: string;
   readonly requestedAt: Date;

@@ -111,13 +111,19 @@ export function assessHealth(model: StatusModel): StatusHealth {
   for (const [job, what] of failingJobs(model)) {
     problems.push({ kind: 'job_failed', message: `${clip(job, 80)} ${what}` });
   }
-  const overdue = model.pendingErasures.filter((e) => e.overdue).length;
-  if (overdue > 0) {
-    problems.push({
-      kind: 'erase_request_overdue',
-      message: `${plural(overdue, 'deletion request')} overdue for a second approver.`,
-    });
-  }
+  const overdue = model.pendingErasures.filter((e) => e.overdue);
+  const unapproved = overdue.filter((e) => e.status !== 'approved').length;
+  const unapplied = overdue.length - unapproved;
+  const parts = [
+    unapproved === 0
+      ? null
+      : `${plural(unapproved, 'deletion request')} overdue for a second approver`,
+    unapplied === 0
+      ? null
+      : `${plural(unapplied, 'approved deletion request')} overdue for lifecycle apply`,
+  ].filter((p) => p !== null);
+  if (parts.length > 0)
+    problems.push({ kind: 'erase_request_overdue', message: `${parts.join('; ')}.` });
   return { ok: problems.length === 0, problems };
 }
 
@@ -244,7 +250,7 @@ ${gauge(rto.seconds, rto.objectiveSeconds)}
 ${drillTile}
 <div class="tile ${a.ok === false ? 'bad' : a.ok === true ? 'good' : ''}"><h3>Audit chain</h3><p class="big">${auditState}</p></div>
 <div class="tile"><h3>Active holds</h3><p class="big">${count(model.holds.length)}</p></div>
-<div class="tile ${model.pendingErasures.some((e) => e.overdue) ? 'bad' : ''}"><h3>Deletions awaiting approval</h3><p class="big">${count(model.pendingErasures.length)}</p></div>
+<div class="tile ${model.pendingErasures.some((e) => e.overdue) ? 'bad' : ''}"><h3>Deletion requests waiting</h3><p class="big">${count(model.pendingErasures.length)}</p></div>
 </div>
 </section>`;
 }
@@ -376,11 +382,12 @@ function erasures(list: readonly StatusPendingErasure[], now: Date): Markup {
   const rows = shown.map(
     (
       e,
-    ) => markup`<tr class="${e.overdue ? 'row-overdue' : 'row-waiting'}" data-testid="erasure" data-state="${e.overdue ? 'overdue' : 'waiting'}">
+    ) => markup`<tr class="${e.overdue ? 'row-overdue' : 'row-waiting'}" data-testid="erasure" data-state="${e.overdue ? 'overdue' : 'waiting'}" data-waiting-for="${e.status === 'approved' ? 'apply' : 'approver'}">
 <td data-label="Request" class="wrap"><code>${clip(e.id, 200)}</code></td>
 <td data-label="Tenant" class="wrap">${clip(e.tenant, 200)}</td>
 <td data-label="Scope" class="wrap">${clip(e.scope, 400)}</td>
 <td data-label="Requested" class="wrap">${when(e.requestedAt, now)}<br><span class="sub">by</span> ${clip(e.requestedBy, 200)}</td>
+<td data-label="Waiting for">${e.status === 'approved' ? 'lifecycle apply' : 'a second approver'}</td>
 <td data-label="Waiting" class="num">${isNum(e.ageDays) ? plural(Math.floor(e.ageDays), 'day') : '—'}${
       e.overdue ? markup` <span class="badge bad">overdue</span>` : ''
     }</td>
@@ -389,9 +396,13 @@ function erasures(list: readonly StatusPendingErasure[], now: Date): Markup {
   const body =
     shown.length === 0
       ? markup`<p class="empty">None waiting.</p>`
-      : table(['Request', 'Tenant', 'Scope', 'Requested', 'Waiting'], rows, 'erasures');
+      : table(
+          ['Request', 'Tenant', 'Scope', 'Requested', 'Waiting for', 'Waiting'],
+          rows,
+          'erasures',
+        );
   return markup`<section id="erasures" aria-labelledby="erasures-h">
-<h2 id="erasures-h">Deletion requests awaiting a second approver</h2>
+<h2 id="erasures-h">Deletion requests waiting <span class="sub">for a second approver, or approved and not yet carried out</span></h2>
 ${body}
 ${more(list.length, shown.length, 'more request')}
 </section>`;

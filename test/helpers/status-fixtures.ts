@@ -251,6 +251,16 @@ export function troubledModel(): StatusModel {
         overdue: true,
       },
       ...base.pendingErasures,
+      {
+        id: 'req-0188',
+        status: 'approved',
+        tenant: '17',
+        scope: 'conversation 17/551',
+        requestedAt: ago(4 * DAY),
+        requestedBy: 'dpo@example.com',
+        ageDays: 4,
+        overdue: false,
+      },
     ],
     audit: {
       ok: false,

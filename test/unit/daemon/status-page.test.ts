@@ -208,6 +208,24 @@ describe('renderStatusPage: a deployment in trouble, with hostile strings', () =
     expect(attr(overdue, 'class')).toBe('row-overdue');
     expect(text(overdue)).toContain('11 days overdue');
     expect(attr(element(html, 'erasure', 1), 'data-state')).toBe('waiting');
+    expect(text(element(html, 'erasure'))).toContain('a second approver');
+  });
+
+  it('tells a request awaiting its second approver from an approved one awaiting lifecycle apply', () => {
+    const approved = element(html, 'erasure', 2);
+    expect(attr(approved, 'data-waiting-for')).toBe('apply');
+    expect(text(approved)).toContain('conversation 17/551');
+    expect(text(approved)).toContain('lifecycle apply 4 days');
+    expect(attr(element(html, 'erasure'), 'data-waiting-for')).toBe('approver');
+    const late = {
+      ...model,
+      pendingErasures: model.pendingErasures.map((e) => ({ ...e, overdue: true })),
+    };
+    expect(assessHealth(late).problems.at(-1)).toEqual({
+      kind: 'erase_request_overdue',
+      message:
+        '2 deletion requests overdue for a second approver; 1 approved deletion request overdue for lifecycle apply.',
+    });
   });
 
   it('shows running and abandoned snapshots as such', () => {
