@@ -56,20 +56,21 @@ export interface WatchedPage {
 }
 
 /**
- * Starts headless Chromium from {@link CHROMIUM_PATH}. Throws, naming the package to
- * install, when it is missing or not executable. The caller must `close()` the handle.
+ * Starts headless Chromium from {@link CHROMIUM_PATH} (or `executablePath`, for the test of
+ * this check). Throws, naming the package to install, when it is missing or not executable.
+ * The caller must `close()` the handle.
  */
-export async function launchChromium(): Promise<ChromiumHandle> {
+export async function launchChromium(executablePath = CHROMIUM_PATH): Promise<ChromiumHandle> {
   try {
-    await access(CHROMIUM_PATH, constants.X_OK);
+    await access(executablePath, constants.X_OK);
   } catch {
     throw new Error(
-      `Chromium not found at ${CHROMIUM_PATH}: install Debian's package with \`apt-get install chromium\` ` +
+      `Chromium not found at ${executablePath}: install Debian's package with \`apt-get install chromium\` ` +
         '(the tests use the system browser and never download one).',
     );
   }
   const browser = await chromium.launch({
-    executablePath: CHROMIUM_PATH,
+    executablePath,
     headless: true,
     args: ARGS,
     timeout: 60_000,

@@ -245,6 +245,12 @@ describe('status page in Chromium', () => {
     expect(layouts.desktop).toEqual({ display: 'table', headerVisible: true, label: 'none' });
   });
 
+  it('a machine without Chromium is told what to install', async () => {
+    await expect(launchChromium('/nonexistent/chromium')).rejects.toThrow(
+      "Chromium not found at /nonexistent/chromium: install Debian's package with `apt-get install chromium`",
+    );
+  });
+
   it('answers only the page itself: nothing else was requested from the server', () => {
     expect(
       served.filter((p) => p !== '/healthy' && p !== '/troubled' && p !== '/favicon.ico'),
