@@ -61,17 +61,17 @@ describe('running lethe from a checkout', () => {
   it('runs twice at once, offline, with an empty home and no npm', async () => {
     // PATH holds node and the shell tools only; npm could not be reached even if asked.
     const env = { PATH: `${join(process.execPath, '..')}:/usr/bin:/bin`, HOME: home, TMPDIR: temp, npm_config_offline: 'true' };
-    const runs = await Promise.all([
+    const [first, second, third] = await Promise.all([
       start('./bin/lethe.js', ['--help'], env),
       start('./bin/lethe.js', ['--help'], env),
       start('./bin/lethe.js', ['snapshots', '--help'], env),
     ]);
-    for (const run of runs) {
+    for (const run of [first, second, third]) {
       expect(run.stderr).toBe('');
       expect(run.code).toBe(0);
     }
-    expect(runs[0]?.stdout).toMatch(/^lethe — /);
-    expect(runs[1]?.stdout).toBe(runs[0]?.stdout);
+    expect(first.stdout).toMatch(/^lethe — /);
+    expect(second.stdout).toBe(first.stdout);
   });
 
   it('writes nothing to the home or temp directory on the way (no TypeScript loader cache)', async () => {
