@@ -10,6 +10,7 @@ import { eraseApproveCommand, eraseListCommand, eraseRequestCommand, eraseShowCo
 import { holdListCommand, holdPlaceCommand, holdReleaseCommand } from './cmd-hold.ts';
 import { lifecycleApplyCommand, lifecyclePlanCommand } from './cmd-lifecycle.ts';
 import { exportCommand } from './cmd-export.ts';
+import { reportCommand } from './cmd-report.ts';
 import { restoreCommand, verifyCommand } from './cmd-verify.ts';
 import { seedCommand } from './cmd-seed.ts';
 import { vaultBackupCommand, vaultListCommand, vaultRestoreCommand } from './cmd-vault.ts';
@@ -48,6 +49,7 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
     verifyCommand,
     restoreCommand,
     auditVerifyCommand,
+    reportCommand,
     keysExportCommand,
     holdPlaceCommand,
     holdReleaseCommand,

@@ -41,3 +41,18 @@ export { DurabilityCode, type DurabilityFinding } from './durability.ts';
 export type { HeldWrapping, NewHeldCellKey } from './held-cell-keys.ts';
 export type { NewHold } from './holds.ts';
 export { DAEMON_JOBS, type DaemonFacts, type DaemonJob, type DaemonRun, type DaemonRunState, type SlotClaim } from './daemon-runs.ts';
+export {
+  auditEvidence,
+  destructionsIn,
+  drillsStarted,
+  eraseRequestsOpen,
+  holdsInForce,
+  restorePoints,
+  snapshotsStarted,
+  vaultClock,
+  type EvidenceAudit,
+  type EvidenceDestruction,
+  type EvidenceDrill,
+  type EvidenceInterval,
+  type EvidenceSnapshot,
+} from './evidence.ts';
