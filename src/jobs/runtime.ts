@@ -127,9 +127,21 @@ export class Runtime {
     return this.vaultHandle;
   }
 
+  /**
+   * The configured object store. A filesystem store must exist and carry the marker `lethe
+   * init` writes (STORAGE naming the fix otherwise): a backup never creates one.
+   */
   async store(): Promise<ObjectStore> {
     this.storeHandle ??= await openStore(this.config.storage);
     return this.storeHandle;
+  }
+
+  /** `lethe init`'s way in: the store, a filesystem one created and marked when it is not yet. */
+  async createStore(): Promise<ObjectStore> {
+    const store = await openStore(this.config.storage, { create: true });
+    await this.storeHandle?.close().catch(() => undefined);
+    this.storeHandle = store;
+    return store;
   }
 
   /**

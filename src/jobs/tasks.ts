@@ -67,6 +67,7 @@ async function exists(path: string): Promise<boolean> {
  * 0600, with its public half beside it as `<file>.pub`), and the key's public half is
  * registered in the vault as the active key for its purpose, retiring the one before (a
  * rotation: replace the file, run init). The vault never holds a private signing key.
+ * A filesystem store is created and marked here, and only here (see Runtime.store).
  * Idempotent: a second run changes nothing.
  */
 export async function initialize(rt: Runtime, actor: string): Promise<InitResult> {
@@ -134,7 +135,7 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     masterKeyCreated,
     masterRecipient,
     signingKeys,
-    storage: (await rt.store()).description,
+    storage: (await rt.createStore()).description,
   };
 }
 

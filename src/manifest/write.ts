@@ -39,8 +39,11 @@ class LineDocument {
   constructor(level: number) {
     const gzip = createGzip({ level });
     this.stream = this.#lines.pipe(gzip);
-    // An error on the line stream (an abandoned backup) ends the compressed one too.
+    // An error on the line stream (an abandoned backup) ends the compressed one too. The put
+    // reading `stream` reports failures; once it has given up (a store it cannot write), an
+    // 'error' event nobody hears would end the process with a stack.
     this.#lines.on('error', (err) => gzip.destroy(err));
+    gzip.on('error', () => undefined);
   }
 
   emit(text: string): boolean {

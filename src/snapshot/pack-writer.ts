@@ -131,6 +131,10 @@ export class PackWriter {
     const key = newPackKey();
     await this.options.beforeUpload?.(key);
     const stream = new PassThrough({ highWaterMark: 1 << 20 });
+    // A failure reaches us through `upload`; once the put has given up reading (a store it
+    // cannot write), abort()'s destroy would otherwise be an 'error' event nobody hears,
+    // which ends the process with a stack.
+    stream.on('error', () => undefined);
     const upload = this.store.put(key, stream, {
       ...(this.options.lock === undefined ? {} : { lock: this.options.lock }),
       ...(this.options.signal === undefined ? {} : { signal: this.options.signal }),

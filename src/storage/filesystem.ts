@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
@@ -18,11 +19,21 @@ import {
 import type { ObjectInfo, ObjectLock, ObjectStore, PutOptions, ReadOptions } from './types.ts';
 
 export interface FilesystemStoreOptions {
-  /** Root directory, laid out like the bucket; created with mode 0700 when missing. */
+  /** Root directory, laid out like the bucket. */
   path: string;
   /** Clock used to decide whether a lock has expired; tests inject one. */
   now?: () => Date;
+  /**
+   * `create` (the default; `lethe init`): creates the root (mode 0700) when missing and marks
+   * it as a store with {@link STORE_MARKER}. `existing` (every other command): the root must
+   * be a directory that holds the marker, so that a path whose disk is not mounted is refused
+   * instead of silently filling the disk beneath the mount point.
+   */
+  open?: 'create' | 'existing';
 }
+
+/** The file `lethe init` writes at the root of a filesystem store; never listed as an object (RESERVED_TOP_LEVEL). */
+export const STORE_MARKER = '.lethe-store';
 
 const INCOMPLETE = '.incomplete';
 const LOCKS = '.locks';
@@ -45,12 +56,87 @@ const TEMP_SUFFIX = /\.[0-9a-f]{16}(?:\.lock)?\.tmp$/;
  */
 export async function createFilesystemStore(options: FilesystemStoreOptions): Promise<ObjectStore> {
   const root = resolve(options.path);
+  if (options.open === 'existing') await assertMarkedStore(root);
+  else await markStore(root);
+  return new FilesystemStore(root, options.now ?? (() => new Date()));
+}
+
+/** Creates `root` if needed and writes the marker unless it is there (idempotent). */
+async function markStore(root: string): Promise<void> {
+  const doing = `creating the store directory ${root}`;
   try {
     await mkdir(root, { recursive: true, mode: 0o700 });
+    await writeDurably(join(root, STORE_MARKER), chunksOf(Buffer.from(`${JSON.stringify({ format: 'lethe.store.v1', createdAt: new Date().toISOString() })}\n`)));
+    await syncDir(root);
   } catch (err) {
-    throw wrapForeign(ErrorCode.STORAGE, `create store directory ${root}`, err);
+    // Marked before: the store exists (and is still a directory holding the marker).
+    if ((err as { code?: unknown }).code === 'EEXIST') return assertMarkedStore(root);
+    throw (await notWritable(root, err)) ?? wrapForeign(ErrorCode.STORAGE, doing, err);
   }
-  return new FilesystemStore(root, options.now ?? (() => new Date()));
+}
+
+/**
+ * Throws STORAGE naming `lethe init` unless `root` is a directory holding the marker:
+ * missing (an unmounted disk, a typo), not a directory, or never initialised.
+ */
+async function assertMarkedStore(root: string): Promise<void> {
+  const refuse = (problem: string): LetheError =>
+    new LetheError(ErrorCode.STORAGE, `storage path ${root} ${problem}`, { details: { path: root } });
+  let info;
+  try {
+    info = await stat(root);
+  } catch (err) {
+    if (isMissing(err)) {
+      throw refuse(
+        'does not exist: lethe creates a filesystem store only in `lethe init`, so that a disk that is not mounted ' +
+          'is not filled in its place; mount it or fix `storage.path`, or run `lethe init` to create a new store there',
+      );
+    }
+    throw wrapForeign(ErrorCode.STORAGE, `opening the store directory ${root}`, err);
+  }
+  if (!info.isDirectory()) throw refuse('is not a directory: fix `storage.path`');
+  try {
+    await stat(join(root, STORE_MARKER));
+  } catch (err) {
+    if (!isMissing(err)) throw wrapForeign(ErrorCode.STORAGE, `opening the store directory ${root}`, err);
+    throw refuse(
+      `is not a lethe store (it has no ${STORE_MARKER}, which \`lethe init\` writes): if a disk belongs there, ` +
+        'mount it; if this is the store of a lethe from before the marker, run `lethe init` once to mark it',
+    );
+  }
+}
+
+/** errno codes a write into a read-only or foreign directory fails with (a recursive mkdir on a read-only mount says ENOENT). */
+const WRITE_REFUSED: ReadonlySet<string> = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOENT']);
+
+/**
+ * When a write under `root` failed, whether the store itself is not writable: `root` (or,
+ * when it does not exist yet, its nearest existing parent) is probed with access(W_OK). A
+ * STORAGE error naming the real cause (read-only file system, permission) when so, else
+ * undefined (the original error stands).
+ */
+async function notWritable(root: string, err: unknown): Promise<LetheError | undefined> {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !WRITE_REFUSED.has(code)) return undefined;
+  for (let dir = root; ; dir = dirname(dir)) {
+    try {
+      await access(dir, constants.W_OK);
+      return undefined;
+    } catch (probe) {
+      const why = (probe as { code?: unknown }).code;
+      if (why === 'ENOENT' && dirname(dir) !== dir) continue;
+      if (why !== 'EACCES' && why !== 'EPERM' && why !== 'EROFS') return undefined;
+      const cause = why === 'EROFS' ? 'its file system is mounted read-only' : `permission denied (${String(why)})`;
+      const uid = typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : '';
+      return new LetheError(
+        ErrorCode.STORAGE,
+        `storage path ${root} is not writable by this user${uid}: ${dir === root ? '' : `${dir}: `}${cause}; ` +
+          (why === 'EROFS' ? 'mount it read-write' : `give the user lethe runs as write access to ${dir}`) +
+          ' (a job that only reads, like verify, can use a read-only store)',
+        { cause: err, details: { path: root } },
+      );
+    }
+  }
 }
 
 /** errno codes meaning "there is no file at that path". */
@@ -235,7 +321,7 @@ class FilesystemStore implements ObjectStore {
       if (lockTemp !== undefined) await rm(lockTemp, { force: true });
       // Once the object is in place its lock record stays, even if a later step failed.
       if (lockPlaced && !committed) await rm(this.lockPath(key), { force: true });
-      throw wrapForeign(ErrorCode.STORAGE, isPathClash(err) ? `${doing} (${CLASH})` : doing, err);
+      throw (await notWritable(this.root, err)) ?? wrapForeign(ErrorCode.STORAGE, isPathClash(err) ? `${doing} (${CLASH})` : doing, err);
     }
     return tally.result();
   }

@@ -9,8 +9,11 @@ export const MAX_KEY_BYTES = 1024;
  */
 export const MAX_SEGMENT_BYTES = 200;
 
-/** Top-level names the filesystem backend keeps for itself; refused on every backend. */
-export const RESERVED_TOP_LEVEL: readonly string[] = ['.incomplete', '.locks'];
+/**
+ * Top-level names the filesystem backend keeps for itself (temp files, lock records, the
+ * marker `lethe init` writes); refused on every backend, never listed.
+ */
+export const RESERVED_TOP_LEVEL: readonly string[] = ['.incomplete', '.locks', '.lethe-store'];
 
 // C0 controls, DEL and C1 controls: invisible in listings and logs, and some stores mangle them.
 // eslint-disable-next-line no-control-regex

@@ -6,14 +6,16 @@ import type { ObjectStore } from './types.ts';
 export type StoreConfig = { type: 'filesystem'; path: string } | ({ type: 's3' } & S3StoreConfig);
 
 /**
- * Opens the store `config` describes: creates the filesystem root if missing, or builds an
- * S3 client (no request is made until the first operation). Throws STORAGE when the
- * directory cannot be created, CONFIG_INVALID for unusable S3 settings.
+ * Opens the store `config` describes. A filesystem store must be one `lethe init` created
+ * (a directory holding its marker) unless `options.create` (init itself), which creates
+ * and marks it; throws STORAGE naming the fix otherwise (see createFilesystemStore). For
+ * S3, builds a client (no request is made until the first operation); CONFIG_INVALID for
+ * unusable settings.
  */
-export async function openStore(config: StoreConfig): Promise<ObjectStore> {
+export async function openStore(config: StoreConfig, options: { create?: boolean } = {}): Promise<ObjectStore> {
   switch (config.type) {
     case 'filesystem':
-      return createFilesystemStore({ path: config.path });
+      return createFilesystemStore({ path: config.path, open: options.create === true ? 'create' : 'existing' });
     case 's3': {
       const { type: _type, ...s3 } = config;
       return Promise.resolve(createS3Store(s3));

@@ -311,6 +311,9 @@ export interface CliOptions {
   /** Extra environment variables (LETHE_* from the test's own environment are never passed). */
   readonly env?: Record<string, string>;
   readonly timeoutMs?: number;
+  /** Run as this user and group (the tests run as root: to meet a directory it cannot write). */
+  readonly uid?: number;
+  readonly gid?: number;
 }
 
 function childEnv(extra: Record<string, string> | undefined): NodeJS.ProcessEnv {
@@ -404,6 +407,8 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
         cwd: dir,
         env: childEnv(cliOptions.env),
         stdio: ['ignore', 'pipe', 'pipe'],
+        ...(cliOptions.uid === undefined ? {} : { uid: cliOptions.uid }),
+        ...(cliOptions.gid === undefined ? {} : { gid: cliOptions.gid }),
       });
       children.add(child);
       child.once('exit', () => children.delete(child));

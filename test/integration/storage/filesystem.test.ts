@@ -69,9 +69,10 @@ describe('filesystem store', () => {
   });
   const freshRoot = () => join(base, randomBytes(4).toString('hex'), 'nested', 'root');
 
-  it('creates its root with mode 0700, files with 0600, and describes itself as a file URL', async () => {
+  it('creates its root with mode 0700 (when init asks), files with 0600, and describes itself as a file URL', async () => {
     const root = freshRoot();
-    const store = await openStore({ type: 'filesystem', path: root });
+    await expect(openStore({ type: 'filesystem', path: root })).rejects.toMatchObject({ code: 'STORAGE', message: expect.stringContaining('does not exist') as string });
+    const store = await openStore({ type: 'filesystem', path: root }, { create: true });
     expect(store.kind).toBe('filesystem');
     expect(store.description).toBe(pathToFileURL(root).href);
     expect((await stat(root)).mode & 0o777).toBe(0o700);
