@@ -28,6 +28,10 @@ export const DRILL_FAILED = 'VERIFY_FAILED';
 
 async function drill(rt: Runtime, snapshot: string, context: { actor: string; signal: AbortSignal }): Promise<JobOutcome> {
   const result = await verify(rt, { snapshot, actor: context.actor, signal: context.signal });
+  // RPO as the drill saw it: how old the newest restorable point was when the drill ended.
+  const vault = await rt.vault();
+  const newest = await vault.latestCompleteSnapshot();
+  const facts = await vault.daemonFacts();
   const details: JsonObject = {
     snapshotId: result.snapshotId,
     ok: result.ok,
@@ -38,6 +42,8 @@ async function drill(rt: Runtime, snapshot: string, context: { actor: string; si
     rows: result.rows,
     findings: result.findings.length,
     rtoSeconds: result.durationMs / 1000,
+    rpoSeconds: newest === null ? null : Math.max(0, (facts.now.getTime() - newest.startedAt.getTime()) / 1000),
+    newestSnapshotId: newest?.id ?? null,
     dataAgeSeconds: result.dataAgeSeconds,
   };
   if (result.ok) return { state: 'ok', details, drill: result };

@@ -319,7 +319,8 @@ export class Observer {
         return {
           id: r.id,
           tenant: r.tenant,
-          scope: r.status === 'pending' ? `${r.scope} (awaiting a second approver)` : `${r.scope} (approved, awaiting lifecycle apply)`,
+          scope: r.scope,
+          status: r.status,
           requestedAt: r.requestedAt,
           requestedBy: r.requestedBy,
           ageDays,

@@ -198,3 +198,62 @@ describe('stopping a daemon mid-backup', () => {
     expect(latest.ok).toBe(true);
   }, 180_000);
 });
+
+describe('a daemon after downtime, and the drill of an older snapshot', () => {
+  let template: TestDatabase;
+  let env: LetheEnv;
+
+  beforeAll(async () => {
+    template = await createChatTemplate('daemon_down_tpl');
+    env = await createLetheEnv({ template: template.name });
+    await initialize(env.rt, 'test');
+  }, 180_000);
+  afterAll(async () => {
+    await env.cleanup();
+    await template.drop();
+  });
+
+  it('runs the slots missed while no daemon was up once, recording the others as skipped', async () => {
+    const config = await daemonConfig(env, 'down.yaml', { schedules: { backup: '*/2 * * * * *' } });
+    const first = startDaemon(env, config);
+    await waitFor('a first backup', async () => ((await runs(env)).some((r) => r.state === 'ok') ? true : undefined));
+    expect((await first.stop()).code, first.stderr()).toBe(0);
+    const before = await runs(env);
+    const lastBefore = before.at(-1) as RunRow;
+    await new Promise((r) => setTimeout(r, 9000)); // four or five slots pass with no daemon up
+    const second = startDaemon(env, config);
+    const owner = await second.owner;
+    const catchUp = await waitFor('the catch-up run', async () => (await runs(env)).find((r) => r.owner === owner && r.state !== 'skipped' && r.state !== 'running'));
+    expect((await second.stop()).code, second.stderr()).toBe(0);
+    const missed = (await runs(env)).filter((r) => r.slot > lastBefore.slot && r.slot < catchUp.slot);
+    expect(missed.length).toBeGreaterThanOrEqual(3);
+    expect(missed.every((r) => r.state === 'skipped')).toBe(true);
+    expect(catchUp.state).toBe('ok');
+    // Exactly one run stood in for the whole gap: the first non-skipped slot after it is the catch-up itself.
+    const afterGap = (await runs(env)).filter((r) => r.slot > lastBefore.slot && r.state !== 'skipped');
+    expect(afterGap[0]?.slot.getTime()).toBe(catchUp.slot.getTime());
+  }, 120_000);
+
+  it('verifyOlder drills a complete snapshot other than the newest', async () => {
+    const newest = await queryValue<string>(env.vaultDb.url, "SELECT id AS v FROM lethe.snapshots WHERE status = 'complete' ORDER BY seq DESC LIMIT 1");
+    const config = await daemonConfig(env, 'older.yaml', { schedules: { verifyOlder: '*/2 * * * * *' } });
+    const daemon = startDaemon(env, config);
+    const drilled = await waitFor('an older drill', async () => {
+      const [row] = (await runs(env, 'verifyOlder')).filter((r) => r.state !== 'running');
+      return row;
+    });
+    expect((await daemon.stop()).code, daemon.stderr()).toBe(0);
+    expect(drilled.state).toBe('ok');
+    const details = await queryValue<{ snapshotId: string; rtoSeconds: number; rpoSeconds: number }>(
+      env.vaultDb.url,
+      "SELECT details AS v FROM lethe.daemon_runs WHERE job = 'verifyOlder' AND slot = $1",
+      [drilled.slot],
+    );
+    expect(details.snapshotId).not.toBe(newest);
+    expect(await queryValue<string>(env.vaultDb.url, 'SELECT status AS v FROM lethe.snapshots WHERE id = $1', [details.snapshotId])).toBe('complete');
+    expect(details.rtoSeconds).toBeGreaterThan(0);
+    expect(details.rpoSeconds).toBeGreaterThanOrEqual(0);
+    // The drill is recorded as a verification of that snapshot, with its duration (RTO).
+    expect(await queryValue<number>(env.vaultDb.url, 'SELECT count(*)::int AS v FROM lethe.verifications WHERE snapshot_id = $1', [details.snapshotId])).toBeGreaterThanOrEqual(1);
+  }, 120_000);
+});
