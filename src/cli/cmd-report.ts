@@ -13,7 +13,8 @@ import {
 import type { Command } from './commands.ts';
 import { actorName, stringOpt } from './format.ts';
 
-const USAGE = 'report --from DATE --to DATE [--out FILE.html] [--actor NAME] [--json] [--config FILE]';
+const USAGE =
+  'report --from DATE --to DATE [--out FILE.html] [--actor NAME] [--json] [--config FILE]';
 
 function usage(message: string): LetheError {
   return new LetheError(ErrorCode.USAGE, `${message}\nusage: lethe ${USAGE}`);
@@ -24,7 +25,9 @@ function outputPaths(out: string | undefined): { html: string; json: string } | 
   if (out === undefined) return undefined;
   const match = /^(.*[^/])\.html?$/i.exec(out);
   if (match === null || basename(out).startsWith('.')) {
-    throw usage(`--out ${JSON.stringify(out)} must name an .html file (e.g. --out evidence-2026-03.html); the signed JSON is written beside it as .json`);
+    throw usage(
+      `--out ${JSON.stringify(out)} must name an .html file (e.g. --out evidence-2026-03.html); the signed JSON is written beside it as .json`,
+    );
   }
   return { html: out, json: `${match[1] ?? out}.json` };
 }
@@ -35,7 +38,9 @@ async function writableDirectory(path: string): Promise<void> {
     await access(dirname(path), constants.W_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw usage(`cannot write to the directory of --out ${path} (${code}): choose a directory that exists and that you can write to`);
+    throw usage(
+      `cannot write to the directory of --out ${path} (${code}): choose a directory that exists and that you can write to`,
+    );
   }
 }
 
@@ -51,10 +56,14 @@ async function writeWhole(path: string, text: string): Promise<void> {
   } catch (err) {
     await rm(temp, { force: true }).catch(() => undefined);
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw new LetheError(ErrorCode.USAGE, `cannot write ${path} (${code}): choose a directory that exists and that you can write to`, {
-      cause: err,
-      details: { path },
-    });
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `cannot write ${path} (${code}): choose a directory that exists and that you can write to`,
+      {
+        cause: err,
+        details: { path },
+      },
+    );
   }
 }
 
@@ -69,9 +78,18 @@ async function writeWhole(path: string, text: string): Promise<void> {
 export const reportCommand: Command = {
   name: 'report',
   usage: USAGE,
-  options: { from: { type: 'string' }, to: { type: 'string' }, out: { type: 'string' }, actor: { type: 'string' } },
+  options: {
+    from: { type: 'string' },
+    to: { type: 'string' },
+    out: { type: 'string' },
+    actor: { type: 'string' },
+  },
   async run(ctx) {
-    const period = parseReportPeriod(stringOpt(ctx.values, 'from'), stringOpt(ctx.values, 'to'), new Date());
+    const period = parseReportPeriod(
+      stringOpt(ctx.values, 'from'),
+      stringOpt(ctx.values, 'to'),
+      new Date(),
+    );
     const paths = outputPaths(stringOpt(ctx.values, 'out'));
     if (paths !== undefined) await writableDirectory(paths.html);
     const rt = await ctx.runtime();
@@ -89,17 +107,26 @@ export const reportCommand: Command = {
     // The same check an auditor makes, against the keys the vault lists: a report that does
     // not verify here is a bug, and must never leave this process looking signed.
     const check = verifyReport(report, await vault.getSigningPublicKeys(['lifecycle']));
-    if (!check.ok) throw new LetheError(ErrorCode.INTERNAL, `the report just signed does not verify: ${check.problem}`);
+    if (!check.ok)
+      throw new LetheError(
+        ErrorCode.INTERNAL,
+        `the report just signed does not verify: ${check.problem}`,
+      );
     const signature = 'valid (checked against the vault)';
     if (paths !== undefined) {
       const json = `${JSON.stringify(report, null, 2)}\n`;
       const jsonSha256 = createHash('sha256').update(json, 'utf8').digest('hex');
       await writeWhole(paths.json, json);
-      await writeWhole(paths.html, renderReportHtml(report, { jsonFile: basename(paths.json), jsonSha256, signature }));
+      await writeWhole(
+        paths.html,
+        renderReportHtml(report, { jsonFile: basename(paths.json), jsonSha256, signature }),
+      );
       if (!ctx.json) {
         for (const line of reportText(report, signature)) ctx.out(line);
         ctx.out('');
-        ctx.out(`wrote ${paths.html} and the signed JSON ${paths.json} (sha256 ${jsonSha256}); docs/evidence.md says how to check it`);
+        ctx.out(
+          `wrote ${paths.html} and the signed JSON ${paths.json} (sha256 ${jsonSha256}); docs/evidence.md says how to check it`,
+        );
       }
     } else if (!ctx.json) {
       for (const line of reportText(report, signature)) ctx.out(line);

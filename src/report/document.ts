@@ -36,7 +36,11 @@ export interface EvidenceReport {
   readonly auditChain: ReportAuditChain;
   /** False when the evidence itself is in doubt: a broken audit chain, a certificate whose signature fails. */
   readonly integrity: { readonly ok: boolean; readonly problems: readonly string[] };
-  readonly signature: { readonly algorithm: 'ed25519'; readonly keyId: string; readonly value: string };
+  readonly signature: {
+    readonly algorithm: 'ed25519';
+    readonly keyId: string;
+    readonly value: string;
+  };
 }
 
 export type UnsignedReport = Omit<EvidenceReport, 'signature'>;
@@ -208,7 +212,12 @@ export interface ReportDestruction {
 
 export interface ReportDestructions {
   readonly count: number;
-  readonly byCause: { readonly retention: number; readonly erasure: number; readonly 'hold-release': number; readonly unknown: number };
+  readonly byCause: {
+    readonly retention: number;
+    readonly erasure: number;
+    readonly 'hold-release': number;
+    readonly unknown: number;
+  };
   readonly keys: readonly ReportDestruction[];
 }
 
@@ -235,7 +244,10 @@ export function reportMessage(body: UnsignedReport): Uint8Array {
 
 /** Signs `body` with the lifecycle signer. */
 export function signReport(body: UnsignedReport, signer: Signer): EvidenceReport {
-  return { ...body, signature: { algorithm: 'ed25519', keyId: signer.id, value: signer.sign(reportMessage(body)) } };
+  return {
+    ...body,
+    signature: { algorithm: 'ed25519', keyId: signer.id, value: signer.sign(reportMessage(body)) },
+  };
 }
 
 /**
@@ -243,13 +255,21 @@ export function signReport(body: UnsignedReport, signer: Signer): EvidenceReport
  * Ed25519 public key, e.g. Vault.getSigningPublicKeys(['lifecycle'])). Never throws:
  * returns `{ ok: false, problem }` for anything wrong.
  */
-export function verifyReport(report: unknown, publicKeys: ReadonlyMap<string, string>): { ok: true } | { ok: false; problem: string } {
-  if (report === null || typeof report !== 'object' || Array.isArray(report)) return { ok: false, problem: 'not a JSON object' };
+export function verifyReport(
+  report: unknown,
+  publicKeys: ReadonlyMap<string, string>,
+): { ok: true } | { ok: false; problem: string } {
+  if (report === null || typeof report !== 'object' || Array.isArray(report))
+    return { ok: false, problem: 'not a JSON object' };
   const { signature, ...body } = report as Record<string, unknown>;
   if (body['format'] !== REPORT_FORMAT) {
-    return { ok: false, problem: `format is ${JSON.stringify(body['format'])}, expected ${REPORT_FORMAT}` };
+    return {
+      ok: false,
+      problem: `format is ${JSON.stringify(body['format'])}, expected ${REPORT_FORMAT}`,
+    };
   }
-  if (signature === null || typeof signature !== 'object') return { ok: false, problem: 'no signature' };
+  if (signature === null || typeof signature !== 'object')
+    return { ok: false, problem: 'no signature' };
   const { algorithm, keyId, value } = signature as Record<string, unknown>;
   if (algorithm !== 'ed25519' || typeof keyId !== 'string' || typeof value !== 'string') {
     return { ok: false, problem: 'malformed signature (expected ed25519 with keyId and value)' };
@@ -262,5 +282,7 @@ export function verifyReport(report: unknown, publicKeys: ReadonlyMap<string, st
   } catch {
     return { ok: false, problem: 'the report body is not plain JSON' };
   }
-  return verifySignature(publicKey, message, value) ? { ok: true } : { ok: false, problem: 'bad signature' };
+  return verifySignature(publicKey, message, value)
+    ? { ok: true }
+    : { ok: false, problem: 'bad signature' };
 }

@@ -65,7 +65,9 @@ export async function buildEvidenceReport(options: BuildReportOptions): Promise<
     const now = await vaultClock(db);
     const requests = await eraseRequestsOpen(db, vault.schema, interval);
     const certificates = requests.map((r) => certificateFacts(r, trusted));
-    const anchors: AuditAnchor[] = certificates.flatMap((c) => (c?.signatureValid === true && c.auditChain !== null ? [c.auditChain] : []));
+    const anchors: AuditAnchor[] = certificates.flatMap((c) =>
+      c?.signatureValid === true && c.auditChain !== null ? [c.auditChain] : [],
+    );
     return {
       now,
       snapshots: await snapshotsStarted(db, vault.schema, interval),
@@ -81,19 +83,25 @@ export async function buildEvidenceReport(options: BuildReportOptions): Promise<
       }),
       anchors: anchors.length,
     };
-  });
+  }, 'an evidence report');
   const until = new Date(Math.min(period.to.getTime(), facts.now.getTime()));
   const erasures = erasureFacts(facts.requests, facts.certificates, period, until);
   const chain = facts.audit.chain;
   const problems = [
     ...chain.findings.map((f) => `audit chain, entry ${f.seq}: ${f.problem}`),
     ...erasures.requests.flatMap((r) =>
-      r.certificate !== null && !r.certificate.signatureValid ? [`certificate of ${r.id}: ${r.certificate.problem ?? 'does not verify'}`] : [],
+      r.certificate !== null && !r.certificate.signatureValid
+        ? [`certificate of ${r.id}: ${r.certificate.problem ?? 'does not verify'}`]
+        : [],
     ),
   ];
   const body: UnsignedReport = {
     format: REPORT_FORMAT,
-    period: { from: period.from.toISOString(), to: period.to.toISOString(), asGiven: period.asGiven },
+    period: {
+      from: period.from.toISOString(),
+      to: period.to.toISOString(),
+      asGiven: period.asGiven,
+    },
     generatedAt: facts.now.toISOString(),
     generatedBy: options.actor,
     vault: { schema: vault.schema },
@@ -144,8 +152,10 @@ function backupFacts(snapshots: readonly EvidenceSnapshot[]): ReportBackups {
     };
   });
   const kept = rows.filter((r) => r.status === 'complete' || r.status === 'expired');
-  const sum = (pick: (r: ReportSnapshot) => number | null): number => kept.reduce((n, r) => n + (pick(r) ?? 0), 0);
-  const withStatus = (status: ReportSnapshot['status']): number => rows.filter((r) => r.status === status).length;
+  const sum = (pick: (r: ReportSnapshot) => number | null): number =>
+    kept.reduce((n, r) => n + (pick(r) ?? 0), 0);
+  const withStatus = (status: ReportSnapshot['status']): number =>
+    rows.filter((r) => r.status === status).length;
   return {
     started: rows.length,
     complete: withStatus('complete'),
@@ -177,7 +187,12 @@ function drillFacts(drills: readonly EvidenceDrill[], rtoSeconds: number | null)
     findingCodes: d.findingCodes,
   }));
   const times = rows.map((r) => r.rtoMs).sort((a, b) => a - b);
-  const middle = times.length === 0 ? null : times.length % 2 === 1 ? (times[(times.length - 1) / 2] ?? 0) : Math.round(((times[times.length / 2 - 1] ?? 0) + (times[times.length / 2] ?? 0)) / 2);
+  const middle =
+    times.length === 0
+      ? null
+      : times.length % 2 === 1
+        ? (times[(times.length - 1) / 2] ?? 0)
+        : Math.round(((times[times.length / 2 - 1] ?? 0) + (times[times.length / 2] ?? 0)) / 2);
   return {
     count: rows.length,
     passed: rows.filter((r) => r.ok).length,
@@ -186,7 +201,8 @@ function drillFacts(drills: readonly EvidenceDrill[], rtoSeconds: number | null)
       objectiveSeconds: rtoSeconds,
       worstMs: times.at(-1) ?? null,
       medianMs: middle,
-      overObjective: rtoSeconds === null ? null : rows.filter((r) => r.rtoWithinObjective === false).length,
+      overObjective:
+        rtoSeconds === null ? null : rows.filter((r) => r.rtoWithinObjective === false).length,
     },
     drills: rows,
   };
@@ -212,7 +228,8 @@ function holdFacts(holds: readonly Hold[], period: ReportPeriod): ReportHolds {
     releasedAt: isoOrNull(h.releasedAt),
     placedInPeriod: within(h.placedAt, period),
     releasedInPeriod: within(h.releasedAt, period),
-    activeAtEnd: h.placedAt.getTime() <= end && (h.releasedAt === null || h.releasedAt.getTime() > end),
+    activeAtEnd:
+      h.placedAt.getTime() <= end && (h.releasedAt === null || h.releasedAt.getTime() > end),
   }));
   return {
     placed: selectors.filter((s) => s.placedInPeriod).length,
@@ -224,16 +241,25 @@ function holdFacts(holds: readonly Hold[], period: ReportPeriod): ReportHolds {
 }
 
 /** A stored certificate's facts and signature check; null while the request has none. */
-function certificateFacts(request: StoredEraseRequest, trusted: ReadonlyMap<string, string>): ReportCertificate | null {
+function certificateFacts(
+  request: StoredEraseRequest,
+  trusted: ReadonlyMap<string, string>,
+): ReportCertificate | null {
   const cert = request.certificate;
   if (cert === null || cert === undefined) return null;
-  const record = (v: unknown): Record<string, unknown> => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+  const record = (v: unknown): Record<string, unknown> =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
   const c = record(cert);
   const named = record(c['request'])['id'];
   // A validly signed certificate of another request, copied onto this one, proves nothing here.
   const signed = verifyCertificate(cert, trusted);
   const check: { ok: true } | { ok: false; problem: string } =
-    signed.ok && named !== request.id ? { ok: false, problem: `it is the certificate of request ${JSON.stringify(named)}, not ${request.id}` } : signed;
+    signed.ok && named !== request.id
+      ? {
+          ok: false,
+          problem: `it is the certificate of request ${JSON.stringify(named)}, not ${request.id}`,
+        }
+      : signed;
   const length = (v: unknown): number | null => (Array.isArray(v) ? v.length : null);
   const text = (v: unknown): string | null => (typeof v === 'string' ? v : null);
   const signature = record(c['signature']);
@@ -253,7 +279,11 @@ function certificateFacts(request: StoredEraseRequest, trusted: ReadonlyMap<stri
     snapshotsAffected: count(record(c['snapshotsAffected'])['count'] as JsonValue | undefined),
     irreversibleAt: text(record(c['graceWindow'])['irreversibleAt']),
     auditChain:
-      typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 1 && typeof hash === 'string' && /^[0-9a-f]{64}$/.test(hash)
+      typeof seq === 'number' &&
+      Number.isSafeInteger(seq) &&
+      seq >= 1 &&
+      typeof hash === 'string' &&
+      /^[0-9a-f]{64}$/.test(hash)
         ? { seq, hash }
         : null,
   };
@@ -282,7 +312,11 @@ function erasureFacts(
       approvedBy: approved ? r.approvedBy : null,
       approvedAt: approved ? isoOrNull(r.approvedAt) : null,
       executedAt: isoOrNull(executedAt),
-      statusAtEnd: executed ? ('executed' as const) : approved ? ('approved' as const) : ('pending' as const),
+      statusAtEnd: executed
+        ? ('executed' as const)
+        : approved
+          ? ('approved' as const)
+          : ('pending' as const),
       daysOpen: Math.max(0, Math.floor((closedAt.getTime() - r.requestedAt.getTime()) / DAY_MS)),
       // A certificate written after the period is not evidence for it.
       certificate: executed ? (certificates[i] ?? null) : null,
@@ -307,7 +341,10 @@ function describeCause(cause: JsonValue): { kind: ReportCauseKind; detail: strin
   const kind = s('kind');
   switch (kind) {
     case 'retention':
-      return { kind: 'retention', detail: `${s('class')} of ${s('period')} past its ${s('maxAge')} retention` };
+      return {
+        kind: 'retention',
+        detail: `${s('class')} of ${s('period')} past its ${s('maxAge')} retention`,
+      };
     case 'erasure':
       return { kind: 'erasure', detail: `deletion request ${s('request')} (${s('scope')})` };
     case 'hold-release':
@@ -333,7 +370,12 @@ function destructionFacts(destructions: readonly EvidenceDestruction[]): ReportD
   const by = (kind: ReportCauseKind): number => keys.filter((k) => k.cause === kind).length;
   return {
     count: keys.length,
-    byCause: { retention: by('retention'), erasure: by('erasure'), 'hold-release': by('hold-release'), unknown: by('unknown') },
+    byCause: {
+      retention: by('retention'),
+      erasure: by('erasure'),
+      'hold-release': by('hold-release'),
+      unknown: by('unknown'),
+    },
     keys,
   };
 }

@@ -30,22 +30,34 @@ export function escapeHtml(text: string): string {
  * parses to the same value, so it verifies exactly as the file does.
  */
 export function embeddableJson(value: unknown): string {
-  return JSON.stringify(value).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return JSON.stringify(value).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 const e = escapeHtml;
 
-function table(headers: readonly string[], rows: readonly (readonly string[])[], total: number): string {
+function table(
+  headers: readonly string[],
+  rows: readonly (readonly string[])[],
+  total: number,
+): string {
   if (total === 0) return '<p class="none">none</p>';
   const head = headers.map((h) => `<th scope="col">${e(h)}</th>`).join('');
   const body = rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('\n');
-  const more = total > rows.length ? `<p class="more">… and ${total - rows.length} more in the signed JSON.</p>` : '';
+  const more =
+    total > rows.length
+      ? `<p class="more">… and ${total - rows.length} more in the signed JSON.</p>`
+      : '';
   return `<div class="scroll"><table><thead><tr>${head}</tr></thead><tbody>\n${body}\n</tbody></table></div>${more}`;
 }
 
-const badge = (ok: boolean, yes: string, no: string): string => `<span class="badge ${ok ? 'ok' : 'bad'}">${e(ok ? yes : no)}</span>`;
+const badge = (ok: boolean, yes: string, no: string): string =>
+  `<span class="badge ${ok ? 'ok' : 'bad'}">${e(ok ? yes : no)}</span>`;
 const code = (text: string): string => `<code>${e(text)}</code>`;
-const when = (iso: string | null): string => (iso === null ? '–' : `<time datetime="${e(iso)}">${e(instantText(iso))}</time>`);
+const when = (iso: string | null): string =>
+  iso === null ? '–' : `<time datetime="${e(iso)}">${e(instantText(iso))}</time>`;
 const num = (n: number | null): string => (n === null ? '–' : String(n));
 
 function card(title: string, value: string, note: string, ok: boolean | null): string {
@@ -98,17 +110,44 @@ export function renderReportHtml(report: EvidenceReport, options: HtmlOptions): 
   const title = `lethe evidence report ${p.asGiven.from} to ${p.asGiven.to}`;
 
   const cards = [
-    card('Backups', String(b.complete + b.expired), `${b.started} started, ${b.abandoned} abandoned`, b.abandoned === 0 && b.running === 0),
+    card(
+      'Backups',
+      String(b.complete + b.expired),
+      `${b.started} started, ${b.abandoned} abandoned`,
+      b.abandoned === 0 && b.running === 0,
+    ),
     card(
       'RPO',
       r.worstSeconds === null ? 'no backup' : secondsText(r.worstSeconds),
-      r.objectiveSeconds === null ? 'worst; no objective set' : `worst; objective ${secondsText(r.objectiveSeconds)}`,
+      r.objectiveSeconds === null
+        ? 'worst; no objective set'
+        : `worst; objective ${secondsText(r.objectiveSeconds)}`,
       r.met ?? (r.worstSeconds === null ? false : null),
     ),
-    card('Restore drills', `${d.passed} / ${d.count}`, d.failed === 0 ? 'passed' : `passed; ${d.failed} failed`, d.count === 0 ? null : d.failed === 0),
-    card('Legal holds', String(h.activeAtEnd), `active at the end; ${h.placed} placed, ${h.released} released`, null),
-    card('Deletion requests', String(x.executed), `executed; ${x.openAtEnd} open at the end`, x.certificatesInvalid === 0 ? null : false),
-    card('Keys destroyed', String(k.count), `${k.byCause.retention} retention, ${k.byCause.erasure} erasure, ${k.byCause['hold-release']} hold release`, null),
+    card(
+      'Restore drills',
+      `${d.passed} / ${d.count}`,
+      d.failed === 0 ? 'passed' : `passed; ${d.failed} failed`,
+      d.count === 0 ? null : d.failed === 0,
+    ),
+    card(
+      'Legal holds',
+      String(h.activeAtEnd),
+      `active at the end; ${h.placed} placed, ${h.released} released`,
+      null,
+    ),
+    card(
+      'Deletion requests',
+      String(x.executed),
+      `executed; ${x.openAtEnd} open at the end`,
+      x.certificatesInvalid === 0 ? null : false,
+    ),
+    card(
+      'Keys destroyed',
+      String(k.count),
+      `${k.byCause.retention} retention, ${k.byCause.erasure} erasure, ${k.byCause['hold-release']} hold release`,
+      null,
+    ),
     card('Audit chain', a.ok ? 'intact' : 'BROKEN', plural(a.entries, 'entry', 'entries'), a.ok),
   ].join('\n');
 
@@ -120,40 +159,69 @@ export function renderReportHtml(report: EvidenceReport, options: HtmlOptions): 
         .join('')}</ul>`;
 
   const snapshots = table(
-    ['snapshot', 'state', 'started', 'completed', 'duration', 'read', 'stored', 'cells', 'written', 'reused'],
-    b.snapshots.slice(0, HTML_ROWS).map((s) => [
-      code(s.id),
-      s.status === 'complete' ? badge(true, 'complete', '') : s.status === 'expired' ? e('expired') : badge(false, '', s.status),
-      when(s.startedAt),
-      when(s.completedAt),
-      s.durationMs === null ? '–' : e(durationText(s.durationMs)),
-      s.bytesPlain === null ? '–' : e(bytesText(s.bytesPlain)),
-      s.bytesStored === null ? '–' : e(bytesText(s.bytesStored)),
-      num(s.cells),
-      num(s.cellsWritten),
-      num(s.cellsReused),
-    ]),
+    [
+      'snapshot',
+      'state',
+      'started',
+      'completed',
+      'duration',
+      'read',
+      'stored',
+      'cells',
+      'written',
+      'reused',
+    ],
+    b.snapshots
+      .slice(0, HTML_ROWS)
+      .map((s) => [
+        code(s.id),
+        s.status === 'complete'
+          ? badge(true, 'complete', '')
+          : s.status === 'expired'
+            ? e('expired')
+            : badge(false, '', s.status),
+        when(s.startedAt),
+        when(s.completedAt),
+        s.durationMs === null ? '–' : e(durationText(s.durationMs)),
+        s.bytesPlain === null ? '–' : e(bytesText(s.bytesPlain)),
+        s.bytesStored === null ? '–' : e(bytesText(s.bytesStored)),
+        num(s.cells),
+        num(s.cellsWritten),
+        num(s.cellsReused),
+      ]),
     b.snapshots.length,
   );
 
-  const breaches = r.breaches.length === 0 ? '' : table(
-    ['over the objective from', 'to', 'worst'],
-    r.breaches.slice(0, HTML_ROWS).map((q) => [when(q.from), when(q.to), q.worstSeconds === null ? 'no backup' : e(secondsText(q.worstSeconds))]),
-    r.breaches.length,
-  );
+  const breaches =
+    r.breaches.length === 0
+      ? ''
+      : table(
+          ['over the objective from', 'to', 'worst'],
+          r.breaches
+            .slice(0, HTML_ROWS)
+            .map((q) => [
+              when(q.from),
+              when(q.to),
+              q.worstSeconds === null ? 'no backup' : e(secondsText(q.worstSeconds)),
+            ]),
+          r.breaches.length,
+        );
 
   const drills = table(
     ['started', 'result', 'snapshot', 'RTO', 'RPO', 'cells', 'failed', 'findings'],
-    d.drills.slice(0, HTML_ROWS).map((q) => [
-      when(q.startedAt),
-      badge(q.ok, 'passed', 'failed'),
-      code(q.snapshotId),
-      e(durationText(q.rtoMs)) + (q.rtoWithinObjective === false ? ' ' + badge(false, '', 'over objective') : ''),
-      q.rpoSeconds === null ? '–' : e(secondsText(q.rpoSeconds)),
-      num(q.cells),
-      num(q.cellsFailed),
-      q.findings === 0 ? '0' : e(`${q.findings} (${q.findingCodes.join(', ')})`),
-    ]),
+    d.drills
+      .slice(0, HTML_ROWS)
+      .map((q) => [
+        when(q.startedAt),
+        badge(q.ok, 'passed', 'failed'),
+        code(q.snapshotId),
+        e(durationText(q.rtoMs)) +
+          (q.rtoWithinObjective === false ? ' ' + badge(false, '', 'over objective') : ''),
+        q.rpoSeconds === null ? '–' : e(secondsText(q.rpoSeconds)),
+        num(q.cells),
+        num(q.cellsFailed),
+        q.findings === 0 ? '0' : e(`${q.findings} (${q.findingCodes.join(', ')})`),
+      ]),
     d.drills.length,
   );
   const rto = d.rto;
@@ -167,53 +235,79 @@ export function renderReportHtml(report: EvidenceReport, options: HtmlOptions): 
 
   const holds = table(
     ['case', 'selector', 'placed', 'by', 'released', 'by', 'reason'],
-    h.selectors.slice(0, HTML_ROWS).map((q) => [
-      code(q.caseId),
-      `<span class="wrap">${e(holdSelectorText(q))}</span>`,
-      when(q.placedAt),
-      e(q.placedBy),
-      q.releasedAt === null ? badge(true, 'active', '') : when(q.releasedAt),
-      e(q.releasedBy ?? '–'),
-      `<span class="wrap">${e(q.reason)}</span>`,
-    ]),
+    h.selectors
+      .slice(0, HTML_ROWS)
+      .map((q) => [
+        code(q.caseId),
+        `<span class="wrap">${e(holdSelectorText(q))}</span>`,
+        when(q.placedAt),
+        e(q.placedBy),
+        q.releasedAt === null ? badge(true, 'active', '') : when(q.releasedAt),
+        e(q.releasedBy ?? '–'),
+        `<span class="wrap">${e(q.reason)}</span>`,
+      ]),
     h.selectors.length,
   );
 
   const erasures = table(
     ['request', 'at the end', 'erase', 'requested', 'approved', 'executed', 'days', 'reason'],
-    x.requests.slice(0, HTML_ROWS).map((q) => [
-      code(q.id),
-      q.statusAtEnd === 'executed' ? badge(true, 'executed', '') : e(q.statusAtEnd),
-      e(erasureSubject(q)),
-      `${when(q.requestedAt)}<br>${e(q.requestedBy)}`,
-      q.approvedAt === null ? '–' : `${when(q.approvedAt)}<br>${e(q.approvedBy ?? '?')}`,
-      when(q.executedAt),
-      String(q.daysOpen),
-      `<span class="wrap">${e(q.reason)}</span>`,
-    ]),
+    x.requests
+      .slice(0, HTML_ROWS)
+      .map((q) => [
+        code(q.id),
+        q.statusAtEnd === 'executed' ? badge(true, 'executed', '') : e(q.statusAtEnd),
+        e(erasureSubject(q)),
+        `${when(q.requestedAt)}<br>${e(q.requestedBy)}`,
+        q.approvedAt === null ? '–' : `${when(q.approvedAt)}<br>${e(q.approvedBy ?? '?')}`,
+        when(q.executedAt),
+        String(q.daysOpen),
+        `<span class="wrap">${e(q.reason)}</span>`,
+      ]),
     x.requests.length,
   );
-  const withCertificates = x.requests.flatMap((q) => (q.certificate === null ? [] : [{ id: q.id, c: q.certificate }]));
+  const withCertificates = x.requests.flatMap((q) =>
+    q.certificate === null ? [] : [{ id: q.id, c: q.certificate }],
+  );
   const certificates =
     withCertificates.length === 0
       ? ''
       : table(
-          ['certificate', 'signature', 'keys destroyed', 'cell keys', 'snapshots', 'irreversible', 'audit entry'],
-          withCertificates.slice(0, HTML_ROWS).map(({ c }) => [
-            code(c.object),
-            c.signatureValid ? badge(true, 'valid', '') : `${badge(false, '', 'INVALID')} ${e(c.problem ?? '')}`,
-            num(c.keysDestroyed),
-            num(c.cellsAffected),
-            num(c.snapshotsAffected),
-            when(c.irreversibleAt),
-            c.auditChain === null ? '–' : String(c.auditChain.seq),
-          ]),
+          [
+            'certificate',
+            'signature',
+            'keys destroyed',
+            'cell keys',
+            'snapshots',
+            'irreversible',
+            'audit entry',
+          ],
+          withCertificates
+            .slice(0, HTML_ROWS)
+            .map(({ c }) => [
+              code(c.object),
+              c.signatureValid
+                ? badge(true, 'valid', '')
+                : `${badge(false, '', 'INVALID')} ${e(c.problem ?? '')}`,
+              num(c.keysDestroyed),
+              num(c.cellsAffected),
+              num(c.snapshotsAffected),
+              when(c.irreversibleAt),
+              c.auditChain === null ? '–' : String(c.auditChain.seq),
+            ]),
           withCertificates.length,
         );
 
   const keys = table(
     ['key', 'destroyed', 'cause', 'by', 'audit entry'],
-    k.keys.slice(0, HTML_ROWS).map((q) => [code(q.keyId), when(q.destroyedAt), e(q.causeDetail), e(q.actor), String(q.auditSeq)]),
+    k.keys
+      .slice(0, HTML_ROWS)
+      .map((q) => [
+        code(q.keyId),
+        when(q.destroyedAt),
+        e(q.causeDetail),
+        e(q.actor),
+        String(q.auditSeq),
+      ]),
     k.keys.length,
   );
 
@@ -224,7 +318,8 @@ export function renderReportHtml(report: EvidenceReport, options: HtmlOptions): 
           .slice(0, HTML_ROWS)
           .map((f) => `<li>entry ${f.seq}: ${e(f.problem)}</li>`)
           .join('')}</ul>`;
-  const actions = a.inPeriod.byAction.map((q) => `${code(q.action)} ${q.count}`).join(', ') || 'none';
+  const actions =
+    a.inPeriod.byAction.map((q) => `${code(q.action)} ${q.count}`).join(', ') || 'none';
 
   const file = options.jsonFile;
   const check = [

@@ -23,10 +23,13 @@ export function durationText(ms: number): string {
 export function secondsText(s: number): string {
   const two = (n: number): string => String(n).padStart(2, '0');
   if (s < 60) return `${s} s`;
-  if (s < 3600) return s % 60 === 0 ? `${s / 60} min` : `${Math.floor(s / 60)} min ${two(s % 60)} s`;
+  if (s < 3600)
+    return s % 60 === 0 ? `${s / 60} min` : `${Math.floor(s / 60)} min ${two(s % 60)} s`;
   if (s < 3 * 86_400) {
     const minutes = Math.floor((s % 3600) / 60);
-    return minutes === 0 ? `${Math.floor(s / 3600)} h` : `${Math.floor(s / 3600)} h ${two(minutes)} min`;
+    return minutes === 0
+      ? `${Math.floor(s / 3600)} h`
+      : `${Math.floor(s / 3600)} h ${two(minutes)} min`;
   }
   const hours = Math.floor((s % 86_400) / 3600);
   return hours === 0 ? `${Math.floor(s / 86_400)} d` : `${Math.floor(s / 86_400)} d ${hours} h`;

@@ -14,7 +14,13 @@ export {
   type ReportObjectives,
   type UnsignedReport,
 } from './document.ts';
-export { EMBED_ID, embeddableJson, escapeHtml, renderReportHtml, type HtmlOptions } from './html.ts';
+export {
+  EMBED_ID,
+  embeddableJson,
+  escapeHtml,
+  renderReportHtml,
+  type HtmlOptions,
+} from './html.ts';
 export { OBJECTIVES_FIELD, reportObjectives } from './objectives.ts';
 export { parseReportDate, parseReportPeriod, type ReportPeriod } from './period.ts';
 export { measureRpo, type RestorePoint, type RpoBreach, type RpoMeasurement } from './rpo.ts';

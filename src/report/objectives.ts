@@ -5,7 +5,9 @@ export const OBJECTIVES_FIELD = 'daemon.objectives';
 
 /** A positive number of minutes as whole seconds; null for anything else. */
 function minutesToSeconds(value: unknown): number | null {
-  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? Math.round(value * 60) : null;
+  return typeof value === 'number' && Number.isFinite(value) && value > 0
+    ? Math.round(value * 60)
+    : null;
 }
 
 /**
@@ -17,10 +19,12 @@ function minutesToSeconds(value: unknown): number | null {
 export function reportObjectives(config: unknown): ReportObjectives {
   const daemon = (config as { daemon?: unknown } | null)?.daemon;
   const objectives = (daemon as { objectives?: unknown } | null | undefined)?.objectives as
-    | { rpoMinutes?: unknown; rtoMinutes?: unknown }
-    | null
-    | undefined;
+    { rpoMinutes?: unknown; rtoMinutes?: unknown } | null | undefined;
   const rpoSeconds = minutesToSeconds(objectives?.rpoMinutes);
   const rtoSeconds = minutesToSeconds(objectives?.rtoMinutes);
-  return { rpoSeconds, rtoSeconds, source: rpoSeconds === null && rtoSeconds === null ? null : OBJECTIVES_FIELD };
+  return {
+    rpoSeconds,
+    rtoSeconds,
+    source: rpoSeconds === null && rtoSeconds === null ? null : OBJECTIVES_FIELD,
+  };
 }

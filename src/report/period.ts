@@ -15,22 +15,36 @@ const DAY_MS = 86_400_000;
 const DATE_ONLY = /^(\d{4})-(\d{2})-(\d{2})$/;
 // Hours and minutes, optional seconds and fraction, and a zone that is not optional: an
 // evidence period must not depend on the time zone of the machine that printed it.
-const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2}))$/;
+const INSTANT =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|([+-])(\d{2}):?(\d{2}))$/;
 
-const USAGE_HINT = 'use YYYY-MM-DD (a whole UTC day) or an ISO-8601 instant with a zone, e.g. 2026-03-01T00:00:00Z';
+const USAGE_HINT =
+  'use YYYY-MM-DD (a whole UTC day) or an ISO-8601 instant with a zone, e.g. 2026-03-01T00:00:00Z';
 
 function daysInMonth(year: number, month: number): number {
   return new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
 function badDate(edge: 'from' | 'to', value: string, why: string): LetheError {
-  return new LetheError(ErrorCode.USAGE, `--${edge} ${JSON.stringify(value)} ${why}: ${USAGE_HINT}`, {
-    details: { option: `--${edge}`, value },
-  });
+  return new LetheError(
+    ErrorCode.USAGE,
+    `--${edge} ${JSON.stringify(value)} ${why}: ${USAGE_HINT}`,
+    {
+      details: { option: `--${edge}`, value },
+    },
+  );
 }
 
 /** The UTC instant of a calendar date and time; null when a field is out of its range. */
-function utc(year: number, month: number, day: number, hour = 0, minute = 0, second = 0, ms = 0): number | null {
+function utc(
+  year: number,
+  month: number,
+  day: number,
+  hour = 0,
+  minute = 0,
+  second = 0,
+  ms = 0,
+): number | null {
   // Date.UTC reads years 0..99 as 1900..1999; lethe has no facts from before 1970 anyway.
   if (year < 1970) return null;
   if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return null;
@@ -63,7 +77,8 @@ export function parseReportDate(value: string, edge: 'from' | 'to'): Date {
   if (zone === 'Z') return new Date(local);
   const offsetHours = Number(zh);
   const offsetMinutes = Number(zm);
-  if (offsetHours > 23 || offsetMinutes > 59) throw badDate(edge, value, 'has an impossible UTC offset');
+  if (offsetHours > 23 || offsetMinutes > 59)
+    throw badDate(edge, value, 'has an impossible UTC offset');
   const offsetMs = (offsetHours * 60 + offsetMinutes) * 60_000 * (sign === '-' ? -1 : 1);
   return new Date(local - offsetMs);
 }
@@ -74,12 +89,22 @@ export function parseReportDate(value: string, edge: 'from' | 'to'): Date {
  * such a period yet). A `to` in the future is allowed: the report then covers up to the
  * moment it is made, and says so.
  */
-export function parseReportPeriod(from: string | undefined, to: string | undefined, now: Date): ReportPeriod {
+export function parseReportPeriod(
+  from: string | undefined,
+  to: string | undefined,
+  now: Date,
+): ReportPeriod {
   if (from === undefined || from.trim() === '') {
-    throw new LetheError(ErrorCode.USAGE, `the report needs --from DATE, the first day of the period (${USAGE_HINT})`);
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `the report needs --from DATE, the first day of the period (${USAGE_HINT})`,
+    );
   }
   if (to === undefined || to.trim() === '') {
-    throw new LetheError(ErrorCode.USAGE, `the report needs --to DATE, the last day of the period, included (${USAGE_HINT})`);
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `the report needs --to DATE, the last day of the period, included (${USAGE_HINT})`,
+    );
   }
   const start = parseReportDate(from, 'from');
   const end = parseReportDate(to, 'to');

@@ -74,7 +74,9 @@ export function measureRpo(
 ): RpoMeasurement {
   const start = from.getTime();
   const end = Math.max(start, until.getTime());
-  const sorted = [...points].sort((a, b) => a.completedAt.getTime() - b.completedAt.getTime() || a.id.localeCompare(b.id));
+  const sorted = [...points].sort(
+    (a, b) => a.completedAt.getTime() - b.completedAt.getTime() || a.id.localeCompare(b.id),
+  );
   let point: number | null = null;
   const segments: Segment[] = [];
   let cursor = start;
@@ -106,7 +108,8 @@ export function measureRpo(
     }
     const rpo = s.to - s.point;
     if (worst === null || rpo > worst.ms) worst = { ms: rpo, at: s.to };
-    if (objectiveMs !== null && rpo > objectiveMs) addBreach(breaches, Math.max(s.from, s.point + objectiveMs), s.to, rpo);
+    if (objectiveMs !== null && rpo > objectiveMs)
+      addBreach(breaches, Math.max(s.from, s.point + objectiveMs), s.to, rpo);
   }
   const first = uncovered[0];
   const last = uncovered.at(-1);
@@ -118,15 +121,27 @@ export function measureRpo(
     worstSeconds: unbounded || worst === null ? null : seconds(worst.ms),
     worstAt: unbounded || worst === null ? null : iso(worst.at),
     // Only the segments before the first completion lack a snapshot, so they are contiguous.
-    withoutBackup: first === undefined || last === undefined ? null : { from: iso(first.from), to: iso(last.to) },
+    withoutBackup:
+      first === undefined || last === undefined
+        ? null
+        : { from: iso(first.from), to: iso(last.to) },
     met: objectiveMs === null ? null : breaches.length === 0,
-    breaches: breaches.map((b) => ({ from: iso(b.from), to: iso(b.to), worstSeconds: b.worst === null ? null : seconds(b.worst) })),
+    breaches: breaches.map((b) => ({
+      from: iso(b.from),
+      to: iso(b.to),
+      worstSeconds: b.worst === null ? null : seconds(b.worst),
+    })),
     completions,
   };
 }
 
 /** Appends a breach, merging it into the previous one when they touch. */
-function addBreach(breaches: { from: number; to: number; worst: number | null }[], from: number, to: number, worst: number | null): void {
+function addBreach(
+  breaches: { from: number; to: number; worst: number | null }[],
+  from: number,
+  to: number,
+  worst: number | null,
+): void {
   const last = breaches.at(-1);
   if (last !== undefined && last.to >= from) {
     last.to = Math.max(last.to, to);

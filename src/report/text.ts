@@ -1,4 +1,10 @@
-import type { EvidenceReport, ReportDrill, ReportErasure, ReportHold, ReportSnapshot } from './document.ts';
+import type {
+  EvidenceReport,
+  ReportDrill,
+  ReportErasure,
+  ReportHold,
+  ReportSnapshot,
+} from './document.ts';
 import { bytesText, durationText, instantText, plural, secondsText } from './human.ts';
 import { OBJECTIVES_FIELD } from './objectives.ts';
 
@@ -11,44 +17,69 @@ export function snapshotLine(s: ReportSnapshot): string {
   if (s.durationMs !== null) parts.push(durationText(s.durationMs));
   if (s.bytesPlain !== null) parts.push(`${bytesText(s.bytesPlain)} read`);
   if (s.bytesStored !== null) parts.push(`${bytesText(s.bytesStored)} stored`);
-  if (s.cells !== null) parts.push(`${s.cells} cells (${s.cellsWritten ?? '?'} written, ${s.cellsReused ?? '?'} reused)`);
+  if (s.cells !== null)
+    parts.push(
+      `${s.cells} cells (${s.cellsWritten ?? '?'} written, ${s.cellsReused ?? '?'} reused)`,
+    );
   if (s.expiredAt !== null) parts.push(`expired ${instantText(s.expiredAt)}`);
   return parts.join('  ');
 }
 
 export function drillLine(d: ReportDrill): string {
-  const parts = [d.ok ? 'PASSED' : 'FAILED', instantText(d.startedAt), `snapshot ${d.snapshotId}`, `RTO ${durationText(d.rtoMs)}`];
+  const parts = [
+    d.ok ? 'PASSED' : 'FAILED',
+    instantText(d.startedAt),
+    `snapshot ${d.snapshotId}`,
+    `RTO ${durationText(d.rtoMs)}`,
+  ];
   if (d.rtoWithinObjective === false) parts.push('(over the objective)');
   if (d.rpoSeconds !== null) parts.push(`RPO ${secondsText(d.rpoSeconds)}`);
   if (d.cells !== null) {
     parts.push(d.ok ? `${d.cells} cells` : `${d.cellsFailed ?? '?'} of ${d.cells} cells failed`);
   }
-  if (d.findings > 0) parts.push(`${plural(d.findings, 'finding')}${d.findingCodes.length > 0 ? ` (${d.findingCodes.join(', ')})` : ''}`);
+  if (d.findings > 0)
+    parts.push(
+      `${plural(d.findings, 'finding')}${d.findingCodes.length > 0 ? ` (${d.findingCodes.join(', ')})` : ''}`,
+    );
   return parts.join('  ');
 }
 
-export function holdSelectorText(h: Pick<ReportHold, 'tenant' | 'user' | 'conversation' | 'from' | 'to'>): string {
+export function holdSelectorText(
+  h: Pick<ReportHold, 'tenant' | 'user' | 'conversation' | 'from' | 'to'>,
+): string {
   const who = [`tenant ${h.tenant}`];
   if (h.user !== null) who.push(`user ${h.user}`);
   if (h.conversation !== null) who.push(`conversation ${h.conversation}`);
-  const when = h.from === null && h.to === null ? 'all dates' : `from ${h.from === null ? 'the start' : instantText(h.from)} to ${h.to === null ? 'now' : instantText(h.to)}`;
+  const when =
+    h.from === null && h.to === null
+      ? 'all dates'
+      : `from ${h.from === null ? 'the start' : instantText(h.from)} to ${h.to === null ? 'now' : instantText(h.to)}`;
   return `${who.join(', ')}, ${when}`;
 }
 
 export function holdLine(h: ReportHold): string {
-  const released = h.releasedAt === null ? 'still active' : `released ${instantText(h.releasedAt)} by ${h.releasedBy ?? '?'}`;
+  const released =
+    h.releasedAt === null
+      ? 'still active'
+      : `released ${instantText(h.releasedAt)} by ${h.releasedBy ?? '?'}`;
   return `${h.caseId}  ${holdSelectorText(h)}  placed ${instantText(h.placedAt)} by ${h.placedBy}  ${released}  reason: ${h.reason}`;
 }
 
 export function erasureSubject(r: Pick<ReportErasure, 'scope' | 'subject' | 'tenant'>): string {
-  return r.scope === 'tenant' ? `all of tenant ${r.tenant}` : `${r.scope} ${r.subject ?? '?'} of tenant ${r.tenant}`;
+  return r.scope === 'tenant'
+    ? `all of tenant ${r.tenant}`
+    : `${r.scope} ${r.subject ?? '?'} of tenant ${r.tenant}`;
 }
 
 export function erasureLine(r: ReportErasure): string {
   const steps = [`requested by ${r.requestedBy} ${instantText(r.requestedAt)}`];
-  if (r.approvedAt !== null) steps.push(`approved by ${r.approvedBy ?? '?'} ${instantText(r.approvedAt)}`);
+  if (r.approvedAt !== null)
+    steps.push(`approved by ${r.approvedBy ?? '?'} ${instantText(r.approvedAt)}`);
   if (r.executedAt !== null) steps.push(`executed ${instantText(r.executedAt)}`);
-  const open = r.statusAtEnd === 'executed' ? `done in ${plural(r.daysOpen, 'day')}` : `open for ${plural(r.daysOpen, 'day')}`;
+  const open =
+    r.statusAtEnd === 'executed'
+      ? `done in ${plural(r.daysOpen, 'day')}`
+      : `open for ${plural(r.daysOpen, 'day')}`;
   return `${r.id}  ${r.statusAtEnd.toUpperCase()}  erase ${erasureSubject(r)}: ${steps.join(', ')}; ${open}`;
 }
 
@@ -67,15 +98,28 @@ export function certificateLine(r: ReportErasure): string | null {
 /** The RPO section's headline. */
 export function rpoHeadline(report: EvidenceReport): string {
   const r = report.rpo;
-  const objective = r.objectiveSeconds === null ? `no objective (set ${OBJECTIVES_FIELD}.rpoMinutes)` : `objective ${secondsText(r.objectiveSeconds)}`;
-  const verdict = r.met === null ? '' : r.met ? ': MET' : `: BREACHED (${plural(r.breaches.length, 'interval')})`;
-  const worst = r.worstSeconds === null ? 'no complete backup for part of the period' : `worst ${secondsText(r.worstSeconds)}${r.worstAt === null ? '' : ` (just before ${instantText(r.worstAt)})`}`;
+  const objective =
+    r.objectiveSeconds === null
+      ? `no objective (set ${OBJECTIVES_FIELD}.rpoMinutes)`
+      : `objective ${secondsText(r.objectiveSeconds)}`;
+  const verdict =
+    r.met === null ? '' : r.met ? ': MET' : `: BREACHED (${plural(r.breaches.length, 'interval')})`;
+  const worst =
+    r.worstSeconds === null
+      ? 'no complete backup for part of the period'
+      : `worst ${secondsText(r.worstSeconds)}${r.worstAt === null ? '' : ` (just before ${instantText(r.worstAt)})`}`;
   return `RPO, ${objective}${verdict}; ${worst}; ${plural(r.completions, 'snapshot')} completed`;
 }
 
-function section<T>(out: string[], rows: readonly T[], line: (row: T) => string, limit: number): void {
+function section<T>(
+  out: string[],
+  rows: readonly T[],
+  line: (row: T) => string,
+  limit: number,
+): void {
   for (const row of rows.slice(0, limit)) out.push(`  ${line(row)}`);
-  if (rows.length > limit) out.push(`  … and ${rows.length - limit} more (--json or --out lists every one)`);
+  if (rows.length > limit)
+    out.push(`  … and ${rows.length - limit} more (--json or --out lists every one)`);
 }
 
 /**
@@ -85,10 +129,18 @@ function section<T>(out: string[], rows: readonly T[], line: (row: T) => string,
 export function reportText(report: EvidenceReport, signature: string, limit = TEXT_ROWS): string[] {
   const out: string[] = [];
   const p = report.period;
-  out.push(`lethe evidence report, ${p.asGiven.from} to ${p.asGiven.to} (${instantText(p.from)} to ${instantText(p.to)}, vault clock)`);
-  out.push(`generated ${instantText(report.generatedAt)} by ${report.generatedBy}; vault schema ${report.vault.schema}`);
+  out.push(
+    `lethe evidence report, ${p.asGiven.from} to ${p.asGiven.to} (${instantText(p.from)} to ${instantText(p.to)}, vault clock)`,
+  );
+  out.push(
+    `generated ${instantText(report.generatedAt)} by ${report.generatedBy}; vault schema ${report.vault.schema}`,
+  );
   out.push(`signed with lifecycle key ${report.signature.keyId}: ${signature}`);
-  out.push(report.integrity.ok ? 'integrity: OK' : `integrity: PROBLEMS (${report.integrity.problems.length})`);
+  out.push(
+    report.integrity.ok
+      ? 'integrity: OK'
+      : `integrity: PROBLEMS (${report.integrity.problems.length})`,
+  );
   for (const problem of report.integrity.problems.slice(0, limit)) out.push(`  - ${problem}`);
 
   const b = report.backups;
@@ -102,12 +154,15 @@ export function reportText(report: EvidenceReport, signature: string, limit = TE
   out.push('');
   out.push(rpoHeadline(report));
   if (report.rpo.withoutBackup !== null) {
-    out.push(`  no complete backup from ${instantText(report.rpo.withoutBackup.from)} to ${instantText(report.rpo.withoutBackup.to)}`);
+    out.push(
+      `  no complete backup from ${instantText(report.rpo.withoutBackup.from)} to ${instantText(report.rpo.withoutBackup.to)}`,
+    );
   }
   section(
     out,
     report.rpo.breaches,
-    (x) => `over the objective from ${instantText(x.from)} to ${instantText(x.to)}${x.worstSeconds === null ? ' (no backup)' : `, worst ${secondsText(x.worstSeconds)}`}`,
+    (x) =>
+      `over the objective from ${instantText(x.from)} to ${instantText(x.to)}${x.worstSeconds === null ? ' (no backup)' : `, worst ${secondsText(x.worstSeconds)}`}`,
     limit,
   );
 
@@ -126,7 +181,9 @@ export function reportText(report: EvidenceReport, signature: string, limit = TE
 
   const h = report.holds;
   out.push('');
-  out.push(`Legal holds: ${h.placed} placed, ${h.released} released, ${h.activeAtEnd} active at the end (${plural(h.cases, 'case')})`);
+  out.push(
+    `Legal holds: ${h.placed} placed, ${h.released} released, ${h.activeAtEnd} active at the end (${plural(h.cases, 'case')})`,
+  );
   section(out, h.selectors, holdLine, limit);
 
   const e = report.erasures;
@@ -151,7 +208,13 @@ export function reportText(report: EvidenceReport, signature: string, limit = TE
     `Keys destroyed: ${k.count}: ${k.byCause.retention} by retention, ${k.byCause.erasure} by erasure, ${k.byCause['hold-release']} by hold release` +
       (k.byCause.unknown > 0 ? `, ${k.byCause.unknown} for another cause` : ''),
   );
-  section(out, k.keys, (x) => `${x.keyId}  ${instantText(x.destroyedAt)}  ${x.causeDetail}  by ${x.actor}  audit entry ${x.auditSeq}`, limit);
+  section(
+    out,
+    k.keys,
+    (x) =>
+      `${x.keyId}  ${instantText(x.destroyedAt)}  ${x.causeDetail}  by ${x.actor}  audit entry ${x.auditSeq}`,
+    limit,
+  );
 
   const a = report.auditChain;
   out.push('');
@@ -161,7 +224,12 @@ export function reportText(report: EvidenceReport, signature: string, limit = TE
       `checked against ${plural(a.anchors, 'certificate anchor')}`,
   );
   for (const f of a.findings.slice(0, limit)) out.push(`  entry ${f.seq}: ${f.problem}`);
-  const range = a.inPeriod.firstSeq === null ? '' : ` (entries ${a.inPeriod.firstSeq} to ${a.inPeriod.lastSeq ?? '?'})`;
-  out.push(`  ${plural(a.inPeriod.entries, 'entry', 'entries')} in the period${range}: ${a.inPeriod.byAction.map((x) => `${x.action} ${x.count}`).join(', ') || 'none'}`);
+  const range =
+    a.inPeriod.firstSeq === null
+      ? ''
+      : ` (entries ${a.inPeriod.firstSeq} to ${a.inPeriod.lastSeq ?? '?'})`;
+  out.push(
+    `  ${plural(a.inPeriod.entries, 'entry', 'entries')} in the period${range}: ${a.inPeriod.byAction.map((x) => `${x.action} ${x.count}`).join(', ') || 'none'}`,
+  );
   return out;
 }

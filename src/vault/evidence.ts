@@ -76,14 +76,19 @@ function table(schema: string, name: string): string {
 export async function vaultClock(db: Queryable): Promise<Date> {
   const { rows } = await query<{ now: Date }>(db, 'reading the vault clock', 'SELECT now() AS now');
   const now = rows[0]?.now;
-  if (now === undefined) throw new LetheError(ErrorCode.INTERNAL, 'reading the vault clock: SELECT now() gave no row');
+  if (now === undefined)
+    throw new LetheError(ErrorCode.INTERNAL, 'reading the vault clock: SELECT now() gave no row');
   return now;
 }
 
 const bounds = (period: EvidenceInterval): [Date, Date] => [period.from, period.to];
 
 /** Snapshots whose run started in the period, oldest first: complete, running, abandoned and expired. */
-export async function snapshotsStarted(db: Queryable, schema: string, period: EvidenceInterval): Promise<EvidenceSnapshot[]> {
+export async function snapshotsStarted(
+  db: Queryable,
+  schema: string,
+  period: EvidenceInterval,
+): Promise<EvidenceSnapshot[]> {
   const { rows } = await query<{
     id: string;
     status: SnapshotStatus;
@@ -135,7 +140,11 @@ export async function restorePoints(
 }
 
 /** Restore drills started in the period, oldest first, each with its finding count and codes. */
-export async function drillsStarted(db: Queryable, schema: string, period: EvidenceInterval): Promise<EvidenceDrill[]> {
+export async function drillsStarted(
+  db: Queryable,
+  schema: string,
+  period: EvidenceInterval,
+): Promise<EvidenceDrill[]> {
   const { rows } = await query<{
     id: string;
     snapshot_id: string;
@@ -195,7 +204,11 @@ interface HoldRow {
  * before its start. That is every selector placed or released in the period, and those in
  * force throughout it. Oldest first.
  */
-export async function holdsInForce(db: Queryable, schema: string, period: EvidenceInterval): Promise<Hold[]> {
+export async function holdsInForce(
+  db: Queryable,
+  schema: string,
+  period: EvidenceInterval,
+): Promise<Hold[]> {
   const { rows } = await query<HoldRow>(
     db,
     'reading the legal holds of the report period',
@@ -226,7 +239,11 @@ export async function holdsInForce(db: Queryable, schema: string, period: Eviden
  * executed before its start (so every request made, approved or executed in the period, and
  * those waiting throughout it), with their certificates. Oldest first.
  */
-export async function eraseRequestsOpen(db: Queryable, schema: string, period: EvidenceInterval): Promise<StoredEraseRequest[]> {
+export async function eraseRequestsOpen(
+  db: Queryable,
+  schema: string,
+  period: EvidenceInterval,
+): Promise<StoredEraseRequest[]> {
   const { rows } = await query<{
     id: string;
     tenant: string;
@@ -266,7 +283,11 @@ export async function eraseRequestsOpen(db: Queryable, schema: string, period: E
 }
 
 /** Dimension keys destroyed in the period, oldest first (then by key id). */
-export async function destructionsIn(db: Queryable, schema: string, period: EvidenceInterval): Promise<EvidenceDestruction[]> {
+export async function destructionsIn(
+  db: Queryable,
+  schema: string,
+  period: EvidenceInterval,
+): Promise<EvidenceDestruction[]> {
   const { rows } = await query<{
     key_id: string;
     destroyed_at: Date;
@@ -360,7 +381,9 @@ export async function auditEvidence(
       entries,
       firstSeq,
       lastSeq,
-      byAction: [...byAction].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([action, count]) => ({ action, count })),
+      byAction: [...byAction]
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([action, count]) => ({ action, count })),
     },
   };
 }

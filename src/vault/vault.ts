@@ -689,8 +689,8 @@ export class Vault {
    * it reads shows the same instant (the vault backup's dump). Always rolls back; the client
    * goes back to the pool when `fn` settles and must not be kept. Throws DATABASE.
    */
-  async withReadSnapshot<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const doing = `reading the vault schema "${this.schema}" for a vault backup`;
+  async withReadSnapshot<T>(fn: (client: pg.PoolClient) => Promise<T>, purpose = 'a vault backup'): Promise<T> {
+    const doing = `reading the vault schema "${this.schema}" for ${purpose}`;
     let client: pg.PoolClient;
     try {
       client = await this.#ctx.pool.connect();

@@ -36,24 +36,108 @@ function report(reason: string): UnsignedReport {
   const at = '2026-03-01T10:00:00.000Z';
   return {
     format: REPORT_FORMAT,
-    period: { from: '2026-03-01T00:00:00.000Z', to: '2026-03-31T23:59:59.999Z', asGiven: { from: '2026-03-01', to: '2026-03-31' } },
+    period: {
+      from: '2026-03-01T00:00:00.000Z',
+      to: '2026-03-31T23:59:59.999Z',
+      asGiven: { from: '2026-03-01', to: '2026-03-31' },
+    },
     generatedAt: '2026-04-01T08:00:00.000Z',
     generatedBy: `auditor ${reason}`,
     vault: { schema: 'lethe' },
     objectives: { rpoSeconds: 86_400, rtoSeconds: null, source: 'daemon.objectives' },
     backups: {
-      started: 1, complete: 1, expired: 0, abandoned: 0, running: 0, bytesPlain: 9_007_199_254_740_991, bytesStored: 0, cellsWritten: 1, cellsReused: 0,
-      snapshots: [{ id: '20260301T100000Z-abcdef', status: 'complete', startedAt: at, completedAt: at, expiredAt: null, durationMs: 1, bytesPlain: 1, bytesStored: 1, cells: 1, cellsWritten: 1, cellsReused: 0, rows: 1, fullRead: true }],
+      started: 1,
+      complete: 1,
+      expired: 0,
+      abandoned: 0,
+      running: 0,
+      bytesPlain: 9_007_199_254_740_991,
+      bytesStored: 0,
+      cellsWritten: 1,
+      cellsReused: 0,
+      snapshots: [
+        {
+          id: '20260301T100000Z-abcdef',
+          status: 'complete',
+          startedAt: at,
+          completedAt: at,
+          expiredAt: null,
+          durationMs: 1,
+          bytesPlain: 1,
+          bytesStored: 1,
+          cells: 1,
+          cellsWritten: 1,
+          cellsReused: 0,
+          rows: 1,
+          fullRead: true,
+        },
+      ],
     },
-    rpo: measureRpo([{ id: 's', startedAt: new Date(at), completedAt: new Date(at) }], new Date('2026-03-01T00:00:00Z'), new Date('2026-03-31T23:59:59.999Z'), 86_400),
-    drills: { count: 0, passed: 0, failed: 0, rto: { objectiveSeconds: null, worstMs: null, medianMs: null, overObjective: null }, drills: [] },
+    rpo: measureRpo(
+      [{ id: 's', startedAt: new Date(at), completedAt: new Date(at) }],
+      new Date('2026-03-01T00:00:00Z'),
+      new Date('2026-03-31T23:59:59.999Z'),
+      86_400,
+    ),
+    drills: {
+      count: 0,
+      passed: 0,
+      failed: 0,
+      rto: { objectiveSeconds: null, worstMs: null, medianMs: null, overObjective: null },
+      drills: [],
+    },
     holds: {
-      placed: 1, released: 0, activeAtEnd: 1, cases: 1,
-      selectors: [{ id: 1, caseId: 'CASE-1', tenant: reason, user: null, conversation: null, from: null, to: null, reason, placedBy: reason, placedAt: at, releasedBy: null, releasedAt: null, placedInPeriod: true, releasedInPeriod: false, activeAtEnd: true }],
+      placed: 1,
+      released: 0,
+      activeAtEnd: 1,
+      cases: 1,
+      selectors: [
+        {
+          id: 1,
+          caseId: 'CASE-1',
+          tenant: reason,
+          user: null,
+          conversation: null,
+          from: null,
+          to: null,
+          reason,
+          placedBy: reason,
+          placedAt: at,
+          releasedBy: null,
+          releasedAt: null,
+          placedInPeriod: true,
+          releasedInPeriod: false,
+          activeAtEnd: true,
+        },
+      ],
     },
-    erasures: { requested: 0, approved: 0, executed: 0, openAtEnd: 0, certificatesValid: 0, certificatesInvalid: 0, requests: [] },
-    keysDestroyed: { count: 0, byCause: { retention: 0, erasure: 0, 'hold-release': 0, unknown: 0 }, keys: [] },
-    auditChain: { ok: true, entries: 1, head: { seq: 1, hash: 'a'.repeat(64) }, findings: [], anchors: 0, inPeriod: { entries: 1, firstSeq: 1, lastSeq: 1, byAction: [{ action: 'hold.place', count: 1 }] } },
+    erasures: {
+      requested: 0,
+      approved: 0,
+      executed: 0,
+      openAtEnd: 0,
+      certificatesValid: 0,
+      certificatesInvalid: 0,
+      requests: [],
+    },
+    keysDestroyed: {
+      count: 0,
+      byCause: { retention: 0, erasure: 0, 'hold-release': 0, unknown: 0 },
+      keys: [],
+    },
+    auditChain: {
+      ok: true,
+      entries: 1,
+      head: { seq: 1, hash: 'a'.repeat(64) },
+      findings: [],
+      anchors: 0,
+      inPeriod: {
+        entries: 1,
+        firstSeq: 1,
+        lastSeq: 1,
+        byAction: [{ action: 'hold.place', count: 1 }],
+      },
+    },
     integrity: { ok: true, problems: [] },
   };
 }
@@ -85,7 +169,9 @@ describe('evidence report document', () => {
   async function stockCheck(name: string, doc: EvidenceReport): Promise<boolean> {
     await writeFile(join(dir, 'report.json'), JSON.stringify(doc, null, 2));
     try {
-      const { stdout } = await exec('bash', ['-o', 'pipefail', '-c', await recipe(name)], { cwd: dir });
+      const { stdout } = await exec('bash', ['-o', 'pipefail', '-c', await recipe(name)], {
+        cwd: dir,
+      });
       return stdout.includes('Signature Verified Successfully');
     } catch {
       return false;
@@ -95,23 +181,41 @@ describe('evidence report document', () => {
   it('verifies, and refuses any change, another format, another key or no signature', () => {
     const signed = signReport(report('x'), signer);
     expect(verifyReport(signed, keys)).toEqual({ ok: true });
-    expect(verifyReport({ ...signed, generatedBy: 'y' }, keys)).toEqual({ ok: false, problem: 'bad signature' });
-    expect(verifyReport({ ...signed, holds: { ...signed.holds, placed: 2 } }, keys)).toEqual({ ok: false, problem: 'bad signature' });
-    expect(verifyReport({ ...signed, format: 'lethe.destruction-certificate.v1' }, keys)).toMatchObject({ ok: false, problem: /format is/ });
-    expect(verifyReport(signed, new Map())).toEqual({ ok: false, problem: `unknown signing key ${signer.id}` });
+    expect(verifyReport({ ...signed, generatedBy: 'y' }, keys)).toEqual({
+      ok: false,
+      problem: 'bad signature',
+    });
+    expect(verifyReport({ ...signed, holds: { ...signed.holds, placed: 2 } }, keys)).toEqual({
+      ok: false,
+      problem: 'bad signature',
+    });
+    expect(
+      verifyReport({ ...signed, format: 'lethe.destruction-certificate.v1' }, keys),
+    ).toMatchObject({ ok: false, problem: /format is/ });
+    expect(verifyReport(signed, new Map())).toEqual({
+      ok: false,
+      problem: `unknown signing key ${signer.id}`,
+    });
     const { signature: _, ...unsigned } = signed;
     expect(verifyReport(unsigned, keys)).toEqual({ ok: false, problem: 'no signature' });
     expect(verifyReport([], keys)).toEqual({ ok: false, problem: 'not a JSON object' });
     // A certificate's signature is no report signature (the format line differs).
-    const other = signerFromKey(key, 'lifecycle').sign(new TextEncoder().encode(`lethe.destruction-certificate.v1\n{}`));
-    expect(verifyReport({ ...signed, signature: { ...signed.signature, value: other } }, keys)).toEqual({ ok: false, problem: 'bad signature' });
+    const other = signerFromKey(key, 'lifecycle').sign(
+      new TextEncoder().encode(`lethe.destruction-certificate.v1\n{}`),
+    );
+    expect(
+      verifyReport({ ...signed, signature: { ...signed.signature, value: other } }, keys),
+    ).toEqual({ ok: false, problem: 'bad signature' });
   });
 
   it('is rebuilt byte for byte by jq and by python for any free text, so openssl verifies it', async () => {
     for (const text of TRICKY) {
       const signed = signReport(report(text), signer);
       expect(await stockCheck('verify with jq', signed), `jq: ${JSON.stringify(text)}`).toBe(true);
-      expect(await stockCheck('verify with python', signed), `python: ${JSON.stringify(text)}`).toBe(true);
+      expect(
+        await stockCheck('verify with python', signed),
+        `python: ${JSON.stringify(text)}`,
+      ).toBe(true);
     }
   });
 
@@ -123,11 +227,20 @@ describe('evidence report document', () => {
 
   it('renders a page where no text can become markup, embedding the document unchanged', () => {
     const signed = signReport(report(TRICKY[4] ?? ''), signer);
-    const html = renderReportHtml(signed, { jsonFile: 'r.json', jsonSha256: 'f'.repeat(64), signature: 'valid' });
+    const html = renderReportHtml(signed, {
+      jsonFile: 'r.json',
+      jsonSha256: 'f'.repeat(64),
+      signature: 'valid',
+    });
     expect([...html.matchAll(/<script\b[^>]*>/g)]).toHaveLength(1);
     expect(html).not.toContain('<b>');
-    expect(html).toContain('&#60;/script&#62;&#60;script&#62;alert(1)&#60;/script&#62; &#38; &#60;b&#62;');
-    const embedded = new RegExp(`<script type="application/json" id="${EMBED_ID}">(.*)</script>`).exec(html)?.[1] ?? '';
+    expect(html).toContain(
+      '&#60;/script&#62;&#60;script&#62;alert(1)&#60;/script&#62; &#38; &#60;b&#62;',
+    );
+    const embedded =
+      new RegExp(`<script type="application/json" id="${EMBED_ID}">(.*)</script>`).exec(
+        html,
+      )?.[1] ?? '';
     expect(embedded).not.toMatch(/[<>&]/);
     expect(JSON.parse(embedded)).toEqual(signed);
     expect(verifyReport(JSON.parse(embedded), keys)).toEqual({ ok: true });
@@ -137,7 +250,16 @@ describe('evidence report document', () => {
     const base = report('x');
     const [one] = base.holds.selectors;
     if (one === undefined) throw new Error('fixture: no selector');
-    const many = signReport({ ...base, holds: { ...base.holds, selectors: Array.from({ length: 70 }, (_, i) => ({ ...one, id: i + 1 })) } }, signer);
+    const many = signReport(
+      {
+        ...base,
+        holds: {
+          ...base.holds,
+          selectors: Array.from({ length: 70 }, (_, i) => ({ ...one, id: i + 1 })),
+        },
+      },
+      signer,
+    );
     const lines = reportText(many, 'valid');
     expect(lines.filter((l) => l.startsWith('  CASE-1 '))).toHaveLength(50);
     expect(lines).toContain('  … and 20 more (--json or --out lists every one)');

@@ -5,7 +5,11 @@ const H = 3_600_000;
 const T0 = Date.parse('2026-03-01T00:00:00Z');
 const at = (hours: number): Date => new Date(T0 + hours * H);
 /** A snapshot started at `start` hours and complete `took` hours later. */
-const snap = (id: string, start: number, took = 0.5): RestorePoint => ({ id, startedAt: at(start), completedAt: at(start + took) });
+const snap = (id: string, start: number, took = 0.5): RestorePoint => ({
+  id,
+  startedAt: at(start),
+  completedAt: at(start + took),
+});
 
 describe('measureRpo', () => {
   it('is the age of the newest complete snapshot just before each completion and at the end', () => {
@@ -17,12 +21,17 @@ describe('measureRpo', () => {
     expect(m.worstAt).toBe(at(24).toISOString());
     expect(m.met).toBe(false);
     // Over 12 h from 22 h (10 h + 12 h) to the end.
-    expect(m.breaches).toEqual([{ from: at(22).toISOString(), to: at(24).toISOString(), worstSeconds: 14 * 3600 }]);
+    expect(m.breaches).toEqual([
+      { from: at(22).toISOString(), to: at(24).toISOString(), worstSeconds: 14 * 3600 },
+    ]);
     expect(m.withoutBackup).toBeNull();
   });
 
   it('meets an objective the backups keep, and has no verdict without one', () => {
-    const points = [snap('a', -1), ...Array.from({ length: 4 }, (_, i) => snap(`s${i}`, 6 * (i + 1) - 1))];
+    const points = [
+      snap('a', -1),
+      ...Array.from({ length: 4 }, (_, i) => snap(`s${i}`, 6 * (i + 1) - 1)),
+    ];
     const m = measureRpo(points, at(0), at(24), 8 * 3600);
     expect(m.met).toBe(true);
     expect(m.breaches).toEqual([]);
@@ -53,12 +62,19 @@ describe('measureRpo', () => {
     // Objective 2 h. Newest -10 h; a backup started at -1 h completes at 3 h (slow): still 4 h old then.
     const m = measureRpo([snap('old', -10), snap('slow', -1, 4)], at(0), at(5), 2 * 3600);
     // From 0 (already 10 h old) to 3 h, then from 3 h (newest -1 h: 4 h old) to 5 h: one breach.
-    expect(m.breaches).toEqual([{ from: at(0).toISOString(), to: at(5).toISOString(), worstSeconds: 13 * 3600 }]);
+    expect(m.breaches).toEqual([
+      { from: at(0).toISOString(), to: at(5).toISOString(), worstSeconds: 13 * 3600 },
+    ]);
   });
 
   it('counts a snapshot from its completion, and the newest start, not the last completion', () => {
     // Two overlapping runs (sharded workers): the later-started one completes first.
-    const m = measureRpo([snap('a', -4), snap('late', 2, 1), snap('early', 1, 3)], at(0), at(6), null);
+    const m = measureRpo(
+      [snap('a', -4), snap('late', 2, 1), snap('early', 1, 3)],
+      at(0),
+      at(6),
+      null,
+    );
     // Just before 3 h: newest -4 h → 7 h; at 3 h 'late' (2 h) is in; 'early' (1 h) at 4 h changes nothing; at 6 h: 4 h.
     expect(m.worstSeconds).toBe(7 * 3600);
     expect(m.worstAt).toBe(at(3).toISOString());
