@@ -6,7 +6,8 @@ import { parse, parseAllDocuments } from 'yaml';
 import { letheNodeFlags } from '../../../bench/lethe-phase.ts';
 import { parseConfig, type Config } from '../../../src/config/index.ts';
 import { readMasterKeyFile, writeMasterKeyFile } from '../../../src/crypto/master-key-file.ts';
-import { age, checkLetheArgs, isDaemonSeries, names, ROOT, sh, standInNode } from './support.ts';
+import { DAEMON_JOBS } from '../../../src/vault/index.ts';
+import { age, checkLetheArgs, daemonMetrics, isSeriesOf, names, REQUIRED_METRICS, ROOT, sh, standInNode } from './support.ts';
 
 /**
  * Every Kubernetes manifest in jobs/kubernetes, read as the API server reads it (YAML 1.1:
@@ -420,10 +421,12 @@ describe('jobs/kubernetes', () => {
     };
 
     it('refers only to metrics the daemon exports (and Prometheus’s own `up`)', () => {
+      const exported = daemonMetrics();
+      for (const name of REQUIRED_METRICS) expect(exported.has(name), name).toBe(true);
       for (const { alert, expr } of rules()) {
         const metrics = [...expr.matchAll(/\b([a-z_][a-z0-9_]*)\s*(?=[{[)\s]|$)/g)].map((m) => m[1] ?? '').filter((n) => n.startsWith('lethe_'));
         if (alert !== 'LetheDaemonDown') expect(metrics.length, alert).toBeGreaterThan(0);
-        for (const name of metrics) expect(isDaemonSeries(name), `${alert}: ${name}`).toBe(true);
+        for (const name of metrics) expect(isSeriesOf(name, exported), `${alert}: ${name}`).toBe(true);
         let depth = 0;
         for (const ch of expr) {
           depth += ch === '(' ? 1 : ch === ')' ? -1 : 0;
@@ -441,7 +444,12 @@ describe('jobs/kubernetes', () => {
       expect(byName.get('LetheAuditChainBroken')?.expr).toMatch(/lethe_audit_chain_ok\)\s*==\s*0/);
       expect(byName.get('LetheNoRecentBackup')?.expr).toContain('time() - max(lethe_job_last_success_timestamp_seconds{job="backup"})');
       expect(byName.get('LetheNoRecentDrill')?.expr).toContain('lethe_job_last_success_timestamp_seconds{job="verify"}');
+      expect(byName.get('LetheRTOExceeded')?.expr).toMatch(/lethe_rto_seconds\).*>.*lethe_rto_objective_seconds/);
       for (const rule of rules()) expect(['critical', 'warning'], rule.alert).toContain(rule.labels.severity);
+      // The job label's values are the daemon's job names.
+      for (const { alert, expr } of rules()) {
+        for (const m of expr.matchAll(/lethe_[a-z_]+\{job="([^"]+)"\}/g)) expect(DAEMON_JOBS, alert).toContain(m[1]);
+      }
     });
 
     it('links every alert to its section of runbooks/backup-alert.md', async () => {

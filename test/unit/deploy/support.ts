@@ -4,6 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { COMMANDS } from '../../../src/cli/commands.ts';
+import { DaemonSchema } from '../../../src/config/schema.ts';
+import { Observer } from '../../../src/daemon/observe.ts';
+import { createLogger } from '../../../src/log/index.ts';
+import type { Vault } from '../../../src/vault/index.ts';
 
 const run = promisify(execFile);
 
@@ -160,8 +164,8 @@ export async function names(dir: string): Promise<string[]> {
   return (await readdir(dir)).sort();
 }
 
-/** The metrics `lethe daemon` exports on /metrics (issue 10, item 2, and the daemon's interface). */
-export const DAEMON_METRICS: readonly string[] = [
+/** The metrics the issue asks `lethe daemon` to export on /metrics (issue 10, item 2). */
+export const REQUIRED_METRICS: readonly string[] = [
   'lethe_job_last_success_timestamp_seconds',
   'lethe_job_duration_seconds',
   'lethe_job_failures_total',
@@ -177,9 +181,27 @@ export const DAEMON_METRICS: readonly string[] = [
   'lethe_rpo_objective_seconds',
 ];
 
-/** `lethe_job_duration_seconds` is a histogram: Prometheus stores it as these series. */
-export function isDaemonSeries(name: string): boolean {
-  if (DAEMON_METRICS.includes(name)) return true;
-  const base = name.replace(/_(bucket|sum|count)$/, '');
-  return base === 'lethe_job_duration_seconds';
+/**
+ * The metrics the daemon's own registry holds, with their types, read from a real
+ * {@link Observer} (its constructor only registers them; the vault is read on a scrape,
+ * which this never does).
+ */
+export function daemonMetrics(): Map<string, string> {
+  const observer = new Observer({
+    vault: undefined as unknown as Vault,
+    config: DaemonSchema.parse({}),
+    schedules: new Map(),
+    erasePendingDays: 7,
+    instance: 'test',
+    version: '0',
+    log: createLogger('silent'),
+  });
+  return new Map(observer.registry.getMetricsAsArray().map((m) => [m.name, String(m.type)]));
+}
+
+/** Whether `series` is stored by Prometheus for one of `metrics` (a histogram as _bucket, _sum, _count). */
+export function isSeriesOf(series: string, metrics: ReadonlyMap<string, string>): boolean {
+  if (metrics.has(series)) return true;
+  const base = series.replace(/_(bucket|sum|count)$/, '');
+  return metrics.get(base) === 'histogram';
 }
