@@ -179,6 +179,8 @@ export async function destroyKeys(
   }
   const ids = [...new Set(input.keyIds)];
   if (ids.length === 0) return { destroyed: [], foreignTombstones: [] };
+  // Before anything is destroyed: a role that cannot VACUUM would leave the keys on disk.
+  await vault.checkKeyTablesVacuumable();
   const known = await vault.getDimensionKeys(ids);
   const recorded = await vault.getDestructions(ids);
   const now = new Date();

@@ -4,6 +4,7 @@ import { AuditChainChecker, type AuditAnchor, type AuditChainReport } from './au
 import { GENESIS_HASH, auditEntryHash, type AuditEntry, type AuditInput } from './audit-hash.ts';
 import { canonicalJson, toJsonValue, type JsonObject } from './canonical-json.ts';
 import { inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
+import { lockKeyText } from './schema-name.ts';
 
 const PAGE_ROWS = 1000;
 
@@ -19,10 +20,11 @@ interface AuditRow {
 }
 
 /**
- * Appends one entry and returns it as stored. Appends are serialised by an EXCLUSIVE
- * table lock held to commit (plain reads still run), so concurrent appenders queue up and
- * the chain never forks. `at` comes from the database clock, read after the lock, so it
- * never runs backwards along the chain on one server.
+ * Appends one entry and returns it as stored. Appends are serialised by a transaction-scoped
+ * advisory lock for this vault's audit log, held to commit (reads are not blocked), so
+ * concurrent appenders queue up and the chain never forks (and were it ever bypassed, the
+ * primary key on seq refuses the second entry with a seq). `at` comes from the database
+ * clock, read after the lock, so it never runs backwards along the chain on one server.
  *
  * `details` is stored as it will read back from jsonb (see canonicalJson); if a value
  * would not survive that round trip unchanged the append is refused (INTERNAL), because
@@ -37,7 +39,7 @@ export async function appendAudit(ctx: VaultContext, input: AuditInput): Promise
 /**
  * {@link appendAudit} inside the caller's open transaction on `client`, so the entry
  * commits or rolls back with the caller's other writes (a key destruction and its entry,
- * a hold and its entry). The EXCLUSIVE lock is then held until the caller commits: keep
+ * a hold and its entry). The lock is then held until the caller commits: keep
  * such transactions short. Must not be called outside a transaction (the lock would be
  * released at once and the chain could fork).
  */
@@ -48,7 +50,9 @@ export async function appendAuditInTransaction(
 ): Promise<AuditEntry> {
   const details = jsonObject(input.details ?? {}, input.action);
   const doing = `appending "${input.action}" to the audit log`;
-  await query(client, doing, `LOCK TABLE ${ctx.t.auditLog} IN EXCLUSIVE MODE`);
+  // Not LOCK TABLE … EXCLUSIVE: PostgreSQL allows that only to roles that may UPDATE or
+  // DELETE the table, and no job's vault role may (src/vault/role-grants.ts).
+  await query(client, doing, 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKeyText(ctx.schema, 'audit')]);
   const { rows } = await query<{ at: Date; seq: string | null; hash: string | null }>(
     client,
     doing,

@@ -53,8 +53,21 @@ export async function query<R extends pg.QueryResultRow>(
   try {
     return await db.query<R>(text, values as unknown[]);
   } catch (err) {
-    throw wrapForeign(ErrorCode.DATABASE, doing, redactFailingRow(err));
+    throw wrapForeign(ErrorCode.DATABASE, withPrivilegeHint(doing, err), redactFailingRow(err));
   }
+}
+
+/**
+ * `doing`, plus the fix when PostgreSQL refused for want of a privilege (SQLSTATE 42501):
+ * with per-job vault roles that means this job runs as another job's role, or the roles
+ * predate a migration.
+ */
+export function withPrivilegeHint(doing: string, err: unknown): string {
+  if (!(err instanceof pg.DatabaseError) || err.code !== '42501') return doing;
+  return (
+    `${doing} (refused to this vault role: check that vault.database.url names this job's role, ` +
+    'and run `lethe init --roles` again after upgrading lethe; see docs/operations.md, "Vault roles")'
+  );
 }
 
 /**

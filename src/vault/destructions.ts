@@ -178,6 +178,7 @@ export async function vacuumKeyTables(
   ctx: VaultContext,
   options: { waitMs?: number } = {},
 ): Promise<{ clean: boolean }> {
+  await checkKeyTablesVacuumable(ctx);
   // A dead row version outlives VACUUM FULL while any transaction that might still see it
   // runs: one that was already running anywhere in the cluster when the key was destroyed
   // (PostgreSQL keeps rows deleted after the oldest running xid), or an older snapshot in
@@ -205,10 +206,47 @@ export async function vacuumKeyTables(
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   // VACUUM cannot run inside a transaction block: one statement per table on the pool.
-  for (const table of [ctx.t.dimensionKeys, heldCellKeysTable(ctx), ctx.t.cellCopies]) {
+  for (const table of keyTables(ctx)) {
     await query(ctx.pool, `vacuuming ${table} after destroying keys`, `VACUUM FULL ${table}`);
   }
   return { clean };
+}
+
+/** The tables {@link vacuumKeyTables} rewrites. */
+function keyTables(ctx: VaultContext): string[] {
+  return [ctx.t.dimensionKeys, heldCellKeysTable(ctx), ctx.t.cellCopies];
+}
+
+/**
+ * Throws VAULT, naming the fix, unless this connection's role may VACUUM every key table:
+ * PostgreSQL lets only a table's owner (or the database's, or a superuser; from version 17
+ * also a holder of MAINTAIN) do that, and for anyone else VACUUM only warns and skips the
+ * table, which would leave destroyed keys' old row versions on disk while lethe reports
+ * them gone. Call it before destroying anything.
+ */
+export async function checkKeyTablesVacuumable(ctx: VaultContext): Promise<void> {
+  const doing = 'checking that this vault role may VACUUM the key tables';
+  const { rows } = await query<{ name: string; role: string }>(
+    ctx.pool,
+    doing,
+    `SELECT c.relname AS name, current_user AS role FROM pg_catalog.pg_class c
+      WHERE c.oid = ANY($1::text[]::regclass[])
+        AND NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')
+        AND NOT pg_catalog.pg_has_role((SELECT datdba FROM pg_catalog.pg_database WHERE datname = current_database()), 'USAGE')
+        AND NOT CASE WHEN current_setting('server_version_num')::int >= 170000
+                     THEN has_table_privilege(c.oid, 'MAINTAIN') ELSE false END
+      ORDER BY 1`,
+    [keyTables(ctx)],
+  );
+  const first = rows[0];
+  if (first === undefined) return;
+  throw new LetheError(
+    ErrorCode.VAULT,
+    `the vault role ${first.role} may not VACUUM ${rows.map((r) => r.name).join(', ')} (only a table's owner may), so ` +
+      "destroyed keys' old row versions would stay on disk: run lifecycle, hold and erase as the vault's lifecycle role, " +
+      'which `lethe init --roles` makes the owner of those tables (docs/operations.md, "Vault roles")',
+    { details: { role: first.role, tables: rows.map((r) => r.name) } },
+  );
 }
 
 interface FactsRow {

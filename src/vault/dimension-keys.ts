@@ -35,7 +35,9 @@ interface InfoRow {
   destroyed: boolean;
 }
 
-const INFO_COLUMNS = 'id, kind, tenant, recipient, wrapped_identity IS NULL AS destroyed';
+// `destroyed_at`, not `wrapped_identity IS NULL`: the table's CHECK makes them agree, and
+// the backup's vault role may not read wrapped_identity at all (src/vault/role-grants.ts).
+const INFO_COLUMNS = 'id, kind, tenant, recipient, destroyed_at IS NOT NULL AS destroyed';
 const PAGE_ROWS = 1000;
 
 /** Public facts for each of `ids` that exists; absent ids are absent from the map. */

@@ -5,6 +5,18 @@
  */
 export { Vault } from './vault.ts';
 export { migrateVault } from './migrate.ts';
+export {
+  applyVaultRoles,
+  checkRolePrefix,
+  vaultRoleNames,
+  vaultRolesScript,
+  vaultRolesStatements,
+  type AppliedRole,
+  type VaultRolesOptions,
+  type VaultRolesResult,
+} from './roles.ts';
+export { VAULT_GRANTS, VAULT_JOB_ROLES, VAULT_ROLES, VAULT_ROLE_PURPOSE, grantRuleViolations, type VaultRole } from './role-grants.ts';
+export { checkRolePassword } from './scram.ts';
 export { VAULT_SCHEMA_VERSION } from './migrations.ts';
 export { DEFAULT_VAULT_SCHEMA, checkSchemaName } from './schema-name.ts';
 export { canonicalJson, type JsonObject, type JsonValue } from './canonical-json.ts';

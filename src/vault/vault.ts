@@ -89,6 +89,7 @@ import {
 import type { DestructionRecord, Hold } from '../lifecycle/types.ts';
 import {
   cellKeysNeeding,
+  checkKeyTablesVacuumable,
   getDestructions,
   listDestructions,
   recordKeyDestructions,
@@ -578,6 +579,11 @@ export class Vault {
    */
   vacuumKeyTables(options: { waitMs?: number } = {}): Promise<{ clean: boolean }> {
     return vacuumKeyTables(this.#ctx, options);
+  }
+
+  /** Throws VAULT naming the fix unless this role may VACUUM the key tables (see destructions.ts). */
+  checkKeyTablesVacuumable(): Promise<void> {
+    return checkKeyTablesVacuumable(this.#ctx);
   }
 
   /** Cell keys wrapped to any of `dimensionKeyIds` (tuple facts only). */
