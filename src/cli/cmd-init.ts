@@ -1,13 +1,17 @@
 import { ExitCode } from '../errors/index.ts';
 import { initialize } from '../jobs/tasks.ts';
+import { INIT_ROLES_OPTIONS, runInitRoles, wantsRoles } from './cmd-init-roles.ts';
 import type { Command } from './commands.ts';
 import { actorName } from './format.ts';
 
 export const initCommand: Command = {
   name: 'init',
-  usage: 'init [--json] [--config FILE]',
-  options: {},
+  usage:
+    'init [--json] [--config FILE]\n' +
+    '       lethe init --roles [--print-sql] [--role-prefix NAME] [--login [--password-dir DIR]] [--json] [--config FILE]',
+  options: { ...INIT_ROLES_OPTIONS },
   async run(ctx) {
+    if (wantsRoles(ctx.values)) return runInitRoles(ctx);
     const result = await initialize(await ctx.runtime(), actorName(undefined));
     if (ctx.json) {
       ctx.out(JSON.stringify(result));
