@@ -58,6 +58,16 @@ retention:
   snapshots:
     keepLast: 10
   graceWindowDays: 7
+# \`lethe daemon --config <this file>\` runs these jobs on their schedules and serves a
+# status page, /metrics, /healthz and /readyz on the address below (docs/operations.md).
+daemon:
+  listen: "127.0.0.1:9187"
+  objectives: { rpoMinutes: 90, rtoMinutes: 10 }
+  schedules:
+    backup: "*/30 * * * *"
+    verify: "10 * * * *"
+    verifyOlder: "40 */6 * * *"
+    vaultBackup: "20 3 * * *"
 # Commands print what needs your attention; the log (JSON lines, stderr) only errors here.
 log:
   level: error
@@ -152,6 +162,7 @@ async function runDemo(ctx: CommandContext): Promise<number> {
       say(`  npx lethe verify --snapshot ${first.snapshotId} --config ${configFile}`);
       say(`  npx lethe audit verify --config ${configFile}`);
       say(`  npx lethe lifecycle plan --config ${configFile}          # what retention makes due (changes nothing)`);
+      say(`  npx lethe daemon --config ${configFile}                 # the jobs on schedules; status page at http://127.0.0.1:9187/`);
       say(`A user with messages in several months: tenant ${sample.tenant}, user ${sample.user}, conversation ${sample.conversation}`);
       say(`  npx lethe hold place --case CASE-1 --tenant ${sample.tenant} --user ${sample.user} --reason "litigation" --actor legal --config ${configFile}`);
       say(`  npx lethe erase request --tenant ${sample.tenant} --user ${sample.user} --reason "GDPR Art. 17" --actor dpo-1 --config ${configFile}`);
