@@ -10,6 +10,13 @@ export const HTML_ROWS = 1000;
 /** The id of the `<script type="application/json">` element holding the signed report. */
 export const EMBED_ID = 'lethe-evidence';
 
+/**
+ * The largest signed JSON the page embeds. Past it (a long period of a large deployment
+ * destroys keys by the hundred thousand) the page would be too heavy for a phone; the JSON
+ * beside it is then the only copy.
+ */
+export const EMBED_LIMIT_BYTES = 4 * 1024 * 1024;
+
 export interface HtmlOptions {
   /** File name of the signed JSON written beside the page. */
   readonly jsonFile: string;
@@ -322,6 +329,8 @@ export function renderReportHtml(report: EvidenceReport, options: HtmlOptions): 
     a.inPeriod.byAction.map((q) => `${code(q.action)} ${q.count}`).join(', ') || 'none';
 
   const file = options.jsonFile;
+  const embedded = embeddableJson(report);
+  const embed = Buffer.byteLength(embedded, 'utf8') <= EMBED_LIMIT_BYTES;
   const check = [
     `# 1. the signed bytes: the format line (${REPORT_FORMAT}), then the report without "signature" as canonical JSON`,
     `{ printf '%s\\n' "$(jq -r .format ${file})"; jq -jcS 'del(.signature)' ${file}; } > report.msg`,
@@ -344,7 +353,7 @@ export function renderReportHtml(report: EvidenceReport, options: HtmlOptions): 
 <main>
 <h1>${e(title)}</h1>
 <p class="meta">Period ${when(p.from)} to ${when(p.to)} (both included, vault clock). Generated ${when(report.generatedAt)} by ${e(report.generatedBy)}; vault schema ${code(report.vault.schema)}.</p>
-<p class="meta">Signed with the lifecycle key ${code(report.signature.keyId)} (${e(options.signature)}). The signature covers the JSON, not this page: ${code(file)} beside it, sha256 ${code(options.jsonSha256)}, also embedded in this page.</p>
+<p class="meta">Signed with the lifecycle key ${code(report.signature.keyId)} (${e(options.signature)}). The signature covers the JSON, not this page: ${code(file)} beside it, sha256 ${code(options.jsonSha256)}${embed ? ', also embedded in this page' : ' (too large to embed in this page)'}.</p>
 ${problems}
 <div class="cards">
 ${cards}
@@ -388,8 +397,7 @@ ${findings}
 <pre>${e(check)}</pre>
 <p class="meta">Expect <code>Signature Verified Successfully</code>. Every fact on this page is in the signed JSON; the page itself is not signed. docs/evidence.md in lethe explains each field.</p>
 </main>
-<script type="application/json" id="${EMBED_ID}">${embeddableJson(report)}</script>
-</body>
+${embed ? `<script type="application/json" id="${EMBED_ID}">${embedded}</script>\n` : ''}</body>
 </html>
 `;
 }

@@ -16,6 +16,7 @@ export {
 } from './document.ts';
 export {
   EMBED_ID,
+  EMBED_LIMIT_BYTES,
   embeddableJson,
   escapeHtml,
   renderReportHtml,

@@ -9,9 +9,11 @@ import { generateSigningKey, publicKeyToPem } from '../../../src/crypto/index.ts
 import { signerFromKey } from '../../../src/keys/index.ts';
 import {
   EMBED_ID,
+  EMBED_LIMIT_BYTES,
   REPORT_FORMAT,
   measureRpo,
   renderReportHtml,
+  reportObjectives,
   reportText,
   signReport,
   verifyReport,
@@ -263,5 +265,69 @@ describe('evidence report document', () => {
     const lines = reportText(many, 'valid');
     expect(lines.filter((l) => l.startsWith('  CASE-1 '))).toHaveLength(50);
     expect(lines).toContain('  … and 20 more (--json or --out lists every one)');
+  });
+
+  it('leaves a report too large for a phone out of the page, and says so', () => {
+    const base = report('x');
+    const key = {
+      keyId: 'period:1/messages/2025-01',
+      destroyedAt: '2026-03-01T04:00:00.000Z',
+      actor: 'lifecycle',
+      reason: 'retention',
+      cause: 'retention' as const,
+      causeDetail: 'messages of 2025-01 past its 365d retention',
+      auditSeq: 1,
+    };
+    const count = Math.ceil(EMBED_LIMIT_BYTES / JSON.stringify(key).length) + 10;
+    const big = signReport(
+      {
+        ...base,
+        keysDestroyed: {
+          count,
+          byCause: { retention: count, erasure: 0, 'hold-release': 0, unknown: 0 },
+          keys: Array.from({ length: count }, (_, i) => ({ ...key, auditSeq: i + 1 })),
+        },
+      },
+      signer,
+    );
+    const html = renderReportHtml(big, {
+      jsonFile: 'r.json',
+      jsonSha256: 'f'.repeat(64),
+      signature: 'valid',
+    });
+    expect(html).not.toContain('<script');
+    expect(html).toContain('(too large to embed in this page)');
+    expect(html).toContain(`… and ${count - 1000} more in the signed JSON.`);
+    expect(Buffer.byteLength(html)).toBeLessThan(1024 * 1024);
+    const small = renderReportHtml(signReport(base, signer), {
+      jsonFile: 'r.json',
+      jsonSha256: 'f'.repeat(64),
+      signature: 'valid',
+    });
+    expect(small).toContain(`<script type="application/json" id="${EMBED_ID}">`);
+  });
+
+  it('takes the objectives from daemon.objectives, in seconds, and none when absent', () => {
+    expect(
+      reportObjectives({ daemon: { objectives: { rpoMinutes: 1440, rtoMinutes: 90 } } }),
+    ).toEqual({
+      rpoSeconds: 86_400,
+      rtoSeconds: 5400,
+      source: 'daemon.objectives',
+    });
+    expect(reportObjectives({ daemon: { objectives: { rtoMinutes: 0.5 } } })).toEqual({
+      rpoSeconds: null,
+      rtoSeconds: 30,
+      source: 'daemon.objectives',
+    });
+    for (const none of [
+      {},
+      { daemon: {} },
+      { daemon: { objectives: {} } },
+      null,
+      { daemon: { objectives: { rpoMinutes: -1 } } },
+    ]) {
+      expect(reportObjectives(none)).toEqual({ rpoSeconds: null, rtoSeconds: null, source: null });
+    }
   });
 });
