@@ -46,6 +46,8 @@ EXPOSE 9187
 # with one small script (the image has no curl); it fails when nothing listens, so a
 # container started for a one-off command (`backup`, `verify`) reports unhealthy: Docker only
 # records that, and Kubernetes ignores HEALTHCHECK (jobs/kubernetes has its own probes).
+# A daemon.listen on another port: `docker run --health-cmd 'node /app/bin/lethe-probe.js
+# http://127.0.0.1:PORT/healthz'`.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
   CMD ["node", "/app/bin/lethe-probe.js", "http://127.0.0.1:9187/healthz"]
 # The heap cap is bin/lethe.js's own (see its first line): node is named here, so pass it too.
