@@ -1,4 +1,5 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
+import { calendarFieldsValid } from '../util/calendar.ts';
 import { lifecycleApply, lifecyclePlan } from '../jobs/tasks.ts';
 import { formatPlan } from '../lifecycle/plan-format.ts';
 import type { Command } from './commands.ts';
@@ -10,7 +11,7 @@ function parseNow(value: string | undefined): Date {
   if (value === undefined) return new Date();
   const iso = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/;
   const at = new Date(value);
-  if (!iso.test(value) || Number.isNaN(at.getTime())) {
+  if (!iso.test(value) || !calendarFieldsValid(value) || Number.isNaN(at.getTime())) {
     throw new LetheError(ErrorCode.USAGE, `--now must be an ISO-8601 date or instant such as 2027-06-01 or 2027-06-01T12:00:00Z (got "${value}")`);
   }
   return at;

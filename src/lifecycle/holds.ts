@@ -1,4 +1,5 @@
 import { tenantKeyId } from '../cells/ids.ts';
+import { calendarFieldsValid } from '../util/calendar.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { Vault } from '../vault/index.ts';
 import type { Hold } from './types.ts';
@@ -39,7 +40,7 @@ export function parseHoldDate(value: string | Date, edge: 'from' | 'to'): Date {
     if (Number.isNaN(start.getTime()) || start.toISOString().slice(0, 10) !== text) throw badDate(edge, value);
     return edge === 'from' ? start : new Date(start.getTime() + DAY_MS - 1);
   }
-  if (ISO_INSTANT.test(text)) {
+  if (ISO_INSTANT.test(text) && calendarFieldsValid(text)) {
     const at = new Date(text);
     if (!Number.isNaN(at.getTime())) return at;
   }
