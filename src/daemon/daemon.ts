@@ -44,8 +44,9 @@ export interface DaemonOptions {
 /** How often the audit chain is walked, RPO and waiting deletion requests looked at. */
 const AUDIT_EVERY_MS = 15 * 60_000;
 const CONDITIONS_EVERY_MS = 60_000;
+const ALERT_KEYS_KEPT = 10_000;
 
-function lethVersion(): string {
+function letheVersion(): string {
   for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
     const file = join(dir, 'package.json');
     if (existsSync(file)) {
@@ -98,14 +99,17 @@ export async function runDaemon(rt: Runtime, options: DaemonOptions): Promise<vo
     schedules,
     erasePendingDays: rt.config.alerts?.erasePendingDays ?? 7,
     instance,
-    version: lethVersion(),
+    version: letheVersion(),
     log,
   });
   const actor = `daemon@${instance}`;
+  // Conditions already alerted, oldest first; bounded, so a daemon that runs for years
+  // with a failing job does not grow (a key forgotten this way can alert once more).
   const sent = new Set<string>();
   const alertOnce = (alert: Alert): void => {
     if (sent.has(alert.key)) return;
     sent.add(alert.key);
+    if (sent.size > ALERT_KEYS_KEPT) sent.delete(sent.values().next().value as string);
     alerts.send(alert);
   };
 
