@@ -7,6 +7,7 @@ import {
   checkRolePassword,
   checkRolePrefix,
   migrateVault,
+  rolesPrivilegeError,
   vaultRoleNames,
   vaultRolesScript,
   Vault,
@@ -67,7 +68,12 @@ export async function runInitRoles(ctx: CommandContext): Promise<number> {
     throw new LetheError(ErrorCode.USAGE, '--password-dir sets passwords of roles that log in: add --login');
   }
   const url = await rt.vaultUrl();
-  const { applied } = await migrateVault(url, schema);
+  let applied: number[];
+  try {
+    ({ applied } = await migrateVault(url, schema));
+  } catch (err) {
+    throw rolesPrivilegeError(err, `migrating the vault schema "${schema}" before its roles`) ?? err;
+  }
   const result = await applyVaultRoles(url, { ...options, passwords });
   if (result.changed || [...result.roles].some((r) => r.password === 'set')) {
     const vault = await Vault.open(url, schema);

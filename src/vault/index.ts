@@ -8,6 +8,7 @@ export { migrateVault } from './migrate.ts';
 export {
   applyVaultRoles,
   checkRolePrefix,
+  rolesPrivilegeError,
   vaultRoleNames,
   vaultRolesScript,
   vaultRolesStatements,

@@ -512,18 +512,28 @@ async function setPassword(
   return 'set';
 }
 
+/**
+ * When `err` is PostgreSQL refusing a privilege (SQLSTATE 42501, raw or inside a DATABASE
+ * LetheError), the error `lethe init --roles` shows instead, naming who may run it and the
+ * --print-sql way out; otherwise undefined.
+ */
+export function rolesPrivilegeError(err: unknown, doing: string): LetheError | undefined {
+  const cause = err instanceof LetheError ? err.cause : err;
+  if (!(cause instanceof pg.DatabaseError) || cause.code !== '42501') return undefined;
+  return new LetheError(
+    ErrorCode.DATABASE,
+    `${doing}: the vault database user may not do this (${cause.message}): run \`lethe init --roles\` with a config whose ` +
+      'vault.database.url names a superuser (or a role with CREATEROLE that can act as the vault schema\'s owner), or ' +
+      'print the SQL with `lethe init --roles --print-sql` and give it to your DBA',
+    { cause },
+  );
+}
+
 /** A pg failure of the roles script as a LetheError that says what to do. */
 function rolesError(err: unknown, doing: string, schema: string): LetheError {
+  const refused = rolesPrivilegeError(err, doing);
+  if (refused !== undefined) return refused;
   if (err instanceof pg.DatabaseError) {
-    if (err.code === '42501') {
-      return new LetheError(
-        ErrorCode.DATABASE,
-        `${doing}: the vault database user may not do this (${err.message}): run \`lethe init --roles\` with a config whose ` +
-          'vault.database.url names a superuser (or a role with CREATEROLE that can act as the vault schema\'s owner), or ' +
-          'print the SQL with `lethe init --roles --print-sql` and give it to your DBA',
-        { cause: err },
-      );
-    }
     if (err.code === 'P0001' && err.message.includes('lethe init')) {
       return new LetheError(ErrorCode.VAULT, err.message, { cause: err, details: { schema } });
     }
