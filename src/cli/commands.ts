@@ -4,6 +4,7 @@ import { auditVerifyCommand } from './cmd-audit.ts';
 import { backupCommand, snapshotsCommand } from './cmd-backup.ts';
 import { daemonCommand } from './cmd-daemon.ts';
 import { demoCommand } from './cmd-demo.ts';
+import { doctorCommand } from './cmd-doctor.ts';
 import { initCommand } from './cmd-init.ts';
 import { keysExportCommand } from './cmd-keys.ts';
 import { eraseApproveCommand, eraseListCommand, eraseRequestCommand, eraseShowCommand } from './cmd-erase.ts';
@@ -49,6 +50,7 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
     verifyCommand,
     restoreCommand,
     auditVerifyCommand,
+    doctorCommand,
     reportCommand,
     keysExportCommand,
     holdPlaceCommand,

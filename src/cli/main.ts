@@ -17,6 +17,7 @@ usage: lethe <command> [options]        (every command takes --config FILE)
   verify [--snapshot ID|latest] [--json]   restore drill into a scratch database
   restore --snapshot ID --target URL [--tenant ID] [--replace]
   audit verify [--json]         check the audit log's hash chain
+  doctor [--job JOB] [--json]   check config, connections, TLS, bucket, credentials and key files
   report --from DATE --to DATE [--out FILE.html] [--json]   signed evidence for auditors
   keys export --out FILE        export the wrapped dimension keys (disaster recovery)
   hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT --actor NAME

@@ -76,7 +76,7 @@ export function convertS3Error(
   }
   const raw = err instanceof Error ? err.message : String(err);
   const message = redact(raw === '' ? 'no message' : raw);
-  const hint = HINTS[code] ?? tlsFailureHint(err);
+  const hint = HINTS[code] ?? tlsFailureHint(err)?.replace('`caFile`', '`storage.caFile`');
   const cause = new Error(message);
   cause.name = code;
   const requestId = (err as SdkErrorShape | null)?.$metadata?.requestId;

@@ -173,13 +173,28 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
   });
 }
 
+/** Limits for a client that must answer quickly (`lethe doctor`); the store's own client has none. */
+export interface S3ClientLimits {
+  readonly connectionTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  /** Attempts per request, the first included (the SDK's default is 3). */
+  readonly maxAttempts: number;
+}
+
 /**
  * The SDK client for a store's settings: region, credentials, endpoint, path style and, with
  * `caFile`, an https agent that trusts that CA bundle (instead of the public CAs). The store
  * and `lethe doctor` use it, so both talk to the bucket the same way. Makes no request.
  * Throws CONFIG_INVALID for an unreadable CA file.
  */
-export function createS3Client(options: S3StoreConfig): S3Client {
+export function createS3Client(options: S3StoreConfig, limits?: S3ClientLimits): S3Client {
+  const handler = {
+    ...(options.caFile === undefined
+      ? {}
+      : // The SDK's own agent settings (keep-alive, 50 sockets), plus the CA bundle.
+        { httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 50, ca: readCaFile(options.caFile, 'storage.caFile') }) }),
+    ...(limits === undefined ? {} : { connectionTimeout: limits.connectionTimeoutMs, requestTimeout: limits.requestTimeoutMs }),
+  };
   const config: S3ClientConfig = {
     region: options.region,
     credentials: {
@@ -189,14 +204,8 @@ export function createS3Client(options: S3StoreConfig): S3Client {
     },
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
     ...(options.forcePathStyle === undefined ? {} : { forcePathStyle: options.forcePathStyle }),
-    ...(options.caFile === undefined
-      ? {}
-      : {
-          // The SDK's own agent settings (keep-alive, 50 sockets), plus the CA bundle.
-          requestHandler: {
-            httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 50, ca: readCaFile(options.caFile, 'storage.caFile') }),
-          },
-        }),
+    ...(Object.keys(handler).length === 0 ? {} : { requestHandler: handler }),
+    ...(limits === undefined ? {} : { maxAttempts: limits.maxAttempts }),
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   };

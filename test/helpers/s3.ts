@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export interface S3rverHandle {
-  /** `http://127.0.0.1:<port>`; use path-style addressing. */
+  /** `http://127.0.0.1:<port>` (`https://` when started with a certificate); use path-style addressing. */
   endpoint: string;
   bucket: string;
   accessKeyId: string;
@@ -25,7 +25,12 @@ export interface S3rverHandle {
  */
 const CHILD_SOURCE = `
 const S3rver = require(process.argv[1]);
+const tls = process.argv[4] === undefined ? {} : {
+  cert: require('node:fs').readFileSync(process.argv[4]),
+  key: require('node:fs').readFileSync(process.argv[5]),
+};
 const server = new S3rver({
+  ...tls,
   address: '127.0.0.1',
   port: 0,
   silent: true,
@@ -47,15 +52,16 @@ const ACCOUNT = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 
 /**
  * Starts s3rver on 127.0.0.1 at a random port, storing into a fresh temp directory, with
- * one bucket created. Call stop() in afterAll.
+ * one bucket created; over https when `tls` names a PEM certificate and key. Call stop() in
+ * afterAll.
  */
-export async function startS3rver(): Promise<S3rverHandle> {
+export async function startS3rver(tls?: { cert: string; key: string }): Promise<S3rverHandle> {
   const directory = await mkdtemp(join(tmpdir(), 'lethe-s3rver-'));
   const bucket = 'lethe-test';
   const modulePath = createRequire(import.meta.url).resolve('s3rver');
   const child = spawn(
     process.execPath,
-    ['--openssl-legacy-provider', '-e', CHILD_SOURCE, modulePath, directory, bucket],
+    ['--openssl-legacy-provider', '-e', CHILD_SOURCE, modulePath, directory, bucket, ...(tls === undefined ? [] : [tls.cert, tls.key])],
     { stdio: ['pipe', 'pipe', 'pipe'] },
   );
   let stderr = '';
@@ -88,7 +94,7 @@ export async function startS3rver(): Promise<S3rverHandle> {
         else reject(new Error(`s3rver reported no port: ${line}`));
       });
     });
-    return { endpoint: `http://127.0.0.1:${port}`, bucket, ...ACCOUNT, stop };
+    return { endpoint: `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`, bucket, ...ACCOUNT, stop };
   } catch (err) {
     await stop();
     throw err;

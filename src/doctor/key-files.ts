@@ -1,0 +1,213 @@
+import { lstat } from 'node:fs/promises';
+import type { Config, SigningPurpose } from '../config/index.ts';
+import { readMasterKeyFile, readSigningKeyFile, signingKeyId, type SigningKey } from '../crypto/index.ts';
+import { readConfiguredSigningKey } from '../keys/index.ts';
+import type { Vault } from '../vault/index.ts';
+import { describeError } from './database.ts';
+import { check, type Check, type DoctorJob } from './types.ts';
+
+/** The signing keys a job signs with. */
+const SIGNING_NEEDS: Readonly<Record<DoctorJob, readonly SigningPurpose[]>> = {
+  all: ['backup', 'lifecycle'],
+  backup: ['backup'],
+  verify: [],
+  lifecycle: ['lifecycle'],
+  'vault-backup': ['lifecycle'],
+};
+
+/** Whether a job reads the master key (verify, restore, export, lifecycle apply do; backup never). */
+function needsMasterKey(job: DoctorJob): boolean {
+  return job !== 'backup' && job !== 'vault-backup';
+}
+
+/** The command a message tells the reader to run (`run \`chmod 600 FILE\``), as a fix. */
+function fixIn(message: string, otherwise: string): string {
+  const command = /run `([^`]+)`/.exec(message)?.[1];
+  return command === undefined ? otherwise : `run \`${command}\``;
+}
+
+/** The uid this process runs as, or undefined where there are no uids. */
+function currentUid(): number | undefined {
+  return typeof process.getuid === 'function' ? process.getuid() : undefined;
+}
+
+/**
+ * Who owns a key file, as a check: a key the job's user does not own is either unreadable to
+ * it or readable by someone else. Undefined when it is ours (nothing to report).
+ */
+async function ownerCheck(id: string, title: string, path: string): Promise<Check | undefined> {
+  const uid = currentUid();
+  if (uid === undefined) return undefined;
+  let owner: number;
+  try {
+    owner = (await lstat(path)).uid;
+  } catch {
+    return undefined; // the read check reports a missing file
+  }
+  if (owner === uid) return undefined;
+  return check(
+    id,
+    title,
+    'warn',
+    `${path} is owned by uid ${owner}, and lethe runs as uid ${uid} here`,
+    `run doctor as the user the jobs run as, or \`chown ${uid} ${path}\` so that user owns the key`,
+  );
+}
+
+/**
+ * The key files of the config: the master key (mode and owner, that it parses, and that it
+ * is the key the vault wraps to), the signing keys the job signs with (mode and owner, and
+ * that the vault lists each as the active key for its purpose) and the embedded server's
+ * password file. `vault` is null when it could not be opened (its own checks say why).
+ * A key present on a host whose job never reads it is a warning: it should not be there.
+ */
+export async function checkKeyFiles(config: Config, job: DoctorJob, vault: Vault | null): Promise<Check[]> {
+  const checks: Check[] = [];
+  checks.push(...(await masterKeyChecks(config, job, vault)));
+  for (const purpose of ['backup', 'lifecycle'] as const) {
+    checks.push(...(await signingKeyChecks(config, job, purpose, vault)));
+  }
+  const passwordFile = config.embedded?.passwordFile;
+  if (passwordFile !== undefined) {
+    const id = 'embedded.passwordFile';
+    const title = 'embedded PostgreSQL: password file';
+    try {
+      const info = await lstat(passwordFile);
+      const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
+      checks.push(
+        (info.mode & 0o077) === 0
+          ? check(id, title, 'ok', `${passwordFile}, mode ${mode}`)
+          : check(id, title, 'fail', `${passwordFile} is accessible by group or others (mode ${mode})`, `run \`chmod 600 ${passwordFile}\``),
+      );
+      const owner = await ownerCheck(id, title, passwordFile);
+      if (owner !== undefined) checks.push(owner);
+    } catch (err) {
+      checks.push(check(id, title, 'fail', `cannot read ${passwordFile}: ${describeError(err)}`, 'fix `embedded.passwordFile`'));
+    }
+  }
+  return checks;
+}
+
+async function masterKeyChecks(config: Config, job: DoctorJob, vault: Vault | null): Promise<Check[]> {
+  const id = 'masterKey.file';
+  const title = 'master key';
+  const file = config.masterKey?.file;
+  if (file === undefined) {
+    return needsMasterKey(job)
+      ? [
+          check(
+            id,
+            title,
+            job === 'all' ? 'warn' : 'fail',
+            `the config has no masterKey: verify, restore, export and lifecycle apply cannot run with it`,
+            'add `masterKey: { file: PATH }` (the age identity file `lethe init` created, mode 0600)',
+          ),
+        ]
+      : [check(id, title, 'ok', `not configured: the ${job} job never reads it`)];
+  }
+  let recipient: string;
+  try {
+    recipient = (await readMasterKeyFile(file)).recipient;
+  } catch (err) {
+    const message = describeError(err);
+    if (!needsMasterKey(job) && /does not exist/.test(message)) {
+      return [check(id, title, 'ok', `${file} is not on this host: the ${job} job never reads it`)];
+    }
+    return [check(id, title, 'fail', message, fixIn(message, 'fix `masterKey.file` or run `lethe init`, which creates it'))];
+  }
+  const checks: Check[] = [];
+  if (!needsMasterKey(job)) {
+    checks.push(
+      check(
+        id,
+        title,
+        'warn',
+        `${file} is readable here, and the ${job} job never reads the master key`,
+        `keep the master key off this host: remove \`masterKey\` from this config and the file (the escrowed copy stays)`,
+      ),
+    );
+  } else {
+    checks.push(check(id, title, 'ok', `${file}: owner-only, one age identity`));
+  }
+  const owner = await ownerCheck(`${id}.owner`, `${title}: owner`, file);
+  if (owner !== undefined) checks.push(owner);
+  if (vault !== null) {
+    try {
+      const expected = await vault.getMasterRecipient();
+      checks.push(
+        expected === recipient
+          ? check('masterKey.vault', 'master key: matches the vault', 'ok', `the vault wraps keys to ${recipient}`)
+          : check(
+              'masterKey.vault',
+              'master key: matches the vault',
+              'fail',
+              `${file} is the key of ${recipient}, but the vault wraps keys to ${expected}`,
+              `point \`masterKey.file\` at the vault's master key (public key ${expected})`,
+            ),
+      );
+    } catch (err) {
+      checks.push(check('masterKey.vault', 'master key: matches the vault', 'unknown', describeError(err)));
+    }
+  }
+  return checks;
+}
+
+async function signingKeyChecks(config: Config, job: DoctorJob, purpose: SigningPurpose, vault: Vault | null): Promise<Check[]> {
+  const id = `signingKeys.${purpose}`;
+  const title = `${purpose} signing key`;
+  const source = config.signingKeys[purpose];
+  const needed = SIGNING_NEEDS[job].includes(purpose);
+  if (source === undefined) {
+    if (!needed) return [];
+    return [
+      check(
+        id,
+        title,
+        job === 'all' ? 'warn' : 'fail',
+        `the config has no signingKeys.${purpose}: the jobs that sign with it cannot run`,
+        `add \`signingKeys.${purpose}: { file: ${purpose}-signing.key }\` and run \`lethe init\`, which creates it`,
+      ),
+    ];
+  }
+  let key: SigningKey;
+  try {
+    key = 'file' in source ? await readSigningKeyFile(source.file, `${purpose} signing key file`) : await readConfiguredSigningKey(source, purpose);
+  } catch (err) {
+    const message = describeError(err);
+    if (!needed && 'file' in source && /does not exist/.test(message)) return [];
+    return [check(id, title, 'fail', message, fixIn(message, `fix \`signingKeys.${purpose}\` or run \`lethe init\`, which creates the file`))];
+  }
+  const where = 'file' in source ? source.file : 'from the environment';
+  const checks: Check[] = [];
+  if (!needed) {
+    checks.push(
+      check(id, title, 'warn', `${where} is readable here, and the ${job} job does not sign with it`, `remove \`signingKeys.${purpose}\` from this config and keep the key on the hosts that sign`),
+    );
+  } else {
+    checks.push(check(id, title, 'ok', 'file' in source ? `${where}: owner-only` : where));
+  }
+  if ('file' in source) {
+    const owner = await ownerCheck(`${id}.owner`, `${title}: owner`, source.file);
+    if (owner !== undefined) checks.push(owner);
+  }
+  if (vault !== null && needed) {
+    const keyId = signingKeyId(key.publicKey);
+    try {
+      const active = await vault.activeSigningKeyId(purpose);
+      checks.push(
+        active === keyId
+          ? check(`${id}.vault`, `${title}: registered`, 'ok', `the vault's active ${purpose} key (${keyId})`)
+          : check(
+              `${id}.vault`,
+              `${title}: registered`,
+              'fail',
+              `${keyId} is not the vault's active ${purpose} key${active === null ? ' (it has none)' : ` (${active} is)`}`,
+              'run `lethe init` with this config to register it, or configure the current key',
+            ),
+      );
+    } catch (err) {
+      checks.push(check(`${id}.vault`, `${title}: registered`, 'unknown', describeError(err)));
+    }
+  }
+  return checks;
+}
