@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pg from 'pg';
@@ -482,6 +482,39 @@ describe('vault roles: print-sql for a DBA, and new tables after a migration', (
     const owner = await rawSql(oldDb.url, "SELECT relowner::regrole::text AS o FROM pg_class WHERE oid = 'lethe.daemon_runs'::regclass");
     expect((owner.rows[0] as { o: string }).o).toBe(names.owner);
     expect((await applyVaultRoles(oldDb.url, { schema: 'lethe', prefix, login: true })).changed).toBe(false);
+  });
+
+  it('refuses password files it cannot trust, and roles options without --roles, before connecting', async () => {
+    const dir = join(env.dir, 'pw-bad');
+    await mkdir(dir, { mode: 0o700 });
+    // Should a refusal fail to happen, the roles it would create are still this file's to drop.
+    const prefix = `rb_${randomBytes(3).toString('hex')}`;
+    for (const role of Object.values(vaultRoleNames({ schema: 'lethe', prefix }))) createdRoles.add(role);
+    const run = (args: string[]): ReturnType<LetheEnv['cli']> =>
+      env.cli(['init', '--config', env.configPath, '--role-prefix', prefix, ...args]);
+    const noRoles = await run(['--print-sql']);
+    expectExit(noRoles, 2);
+    expect(noRoles.stderr).toMatch(/--print-sql works with --roles/);
+    await writeFile(join(dir, 'backup'), 'short\n', { mode: 0o600 });
+    const short = await run(['--roles', '--login', '--password-dir', dir]);
+    expectExit(short, 2);
+    expect(short.stderr).toMatch(/shorter than 16/);
+    expect(short.stderr).not.toContain('short\n');
+    await writeFile(join(dir, 'backup'), `${password()}\n`);
+    await chmod(join(dir, 'backup'), 0o644);
+    const open = await run(['--roles', '--login', '--password-dir', dir]);
+    expectExit(open, 2);
+    expect(open.stderr).toMatch(/chmod 600/);
+    await chmod(join(dir, 'backup'), 0o600);
+    const noLogin = await run(['--roles', '--password-dir', dir]);
+    expectExit(noLogin, 2);
+    expect(noLogin.stderr).toMatch(/add --login/);
+    await writeFile(join(dir, 'backpu'), `${password()}\n`, { mode: 0o600 });
+    const stray = await run(['--roles', '--login', '--password-dir', dir]);
+    expectExit(stray, 2);
+    expect(stray.stderr).toMatch(/backpu: name each file after its role/);
+    const printed = await run(['--roles', '--print-sql', '--password-dir', dir]);
+    expectExit(printed, 2);
   });
 
   it('refuses a prefix that is not a plain identifier and a role that could bypass the grants', async () => {
