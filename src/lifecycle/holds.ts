@@ -1,5 +1,6 @@
 import { tenantKeyId } from '../cells/ids.ts';
 import { calendarFieldsValid } from '../util/calendar.ts';
+import { sortTenants } from '../util/tenant-order.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { Vault } from '../vault/index.ts';
 import type { Hold } from './types.ts';
@@ -162,7 +163,7 @@ export async function releaseHold(
     subject: id,
     details: {
       caseId: id,
-      tenants: [...new Set(rows.map((r) => r.tenant))].sort(),
+      tenants: sortTenants(new Set(rows.map((r) => r.tenant))),
       holdIds: rows.map((r) => r.id),
       reason: why === '' ? null : why,
     },

@@ -1,4 +1,5 @@
 import { bytes } from '../cli/format.ts';
+import { compareTenants } from '../util/tenant-order.ts';
 import type { Plan, PlanAction } from './plan.ts';
 
 /**
@@ -128,5 +129,5 @@ function byTenant<A>(actions: readonly A[], tenantsOf: (a: A) => readonly string
       groups.set(t, list);
     }
   }
-  return [...groups].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return [...groups].sort((a, b) => compareTenants(a[0], b[0]));
 }

@@ -1,3 +1,4 @@
+import { compareTenants, sortTenants } from '../util/tenant-order.ts';
 import { periodRange } from '../cells/periods.ts';
 import { activeHolds, caseKeyId, holdCovers } from './hold-match.ts';
 import { addDuration, formatDuration, maxAgeFor, type RetentionRules, type SnapshotPolicy } from './rules.ts';
@@ -461,7 +462,7 @@ export function planLifecycle(input: PlanInput): Plan {
       }
       continue;
     }
-    const held = obj.tenants.filter((t) => heldTenants.has(t)).sort(cmp);
+    const held = obj.tenants.filter((t) => heldTenants.has(t)).sort(compareTenants);
     if (held.length > 0) {
       const caseNames = [...new Set(holds.filter((h) => held.includes(h.tenant)).map((h) => h.caseId))].sort(cmp);
       deferred.push({
@@ -509,7 +510,7 @@ export function planLifecycle(input: PlanInput): Plan {
       snapshotsToExpire: expires.length,
       objectsToDelete: deletes.length,
       bytesToDelete: deletes.reduce((n, d) => n + d.size, 0),
-      tenants: [...tenants].sort(cmp),
+      tenants: sortTenants(tenants),
     },
   };
 }
@@ -621,7 +622,7 @@ function impactOf(cells: readonly PlanCellKey[], fallbackTenants: readonly strin
     snapshots = Math.max(snapshots, c.usage.snapshots);
     if (c.tenant !== null) tenants.add(c.tenant);
   }
-  return { cellKeys: cells.length, cells: count, bytesPlain, snapshots, tenants: [...tenants].sort(cmp) };
+  return { cellKeys: cells.length, cells: count, bytesPlain, snapshots, tenants: sortTenants(tenants) };
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

@@ -12,6 +12,7 @@ import type { Vault } from '../vault/index.ts';
 import type { DestructionRecord } from '../lifecycle/types.ts';
 import { IN_MEMORY_CELL_BYTES, readCell, type ReadCell } from './cell-reader.ts';
 import { equalConstantTime } from '../crypto/index.ts';
+import { compareNatural } from '../util/tenant-order.ts';
 import { tripOnRejection, type Tripwire } from '../util/tripwire.ts';
 
 /** One problem found while reading a snapshot. */
@@ -382,7 +383,7 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     }
     if (totals.cells !== tally.cells) fail('manifest', 'CELL_COUNT', `lists ${tally.cells} cells, its totals say ${totals.cells}`);
   }
-  const shredded = [...shreddedByKey.values()].sort((a, b) => (a.keyId < b.keyId ? -1 : a.keyId > b.keyId ? 1 : 0));
+  const shredded = [...shreddedByKey.values()].sort((a, b) => compareNatural(a.keyId, b.keyId));
   return { header, totals, tally, findings, rowsByTable, shredded, constraintsNotValidated };
 }
 
