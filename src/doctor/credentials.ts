@@ -29,7 +29,7 @@ interface JobAccess {
 /**
  * Each job's access, from what its code calls: the backup only writes (a stolen backup
  * credential can neither read old data nor destroy it); verify and restore only read; only
- * lifecycle deletes. Listing is needed by lifecycle and vault backups, harmless elsewhere.
+ * lifecycle deletes. Listing is needed by lifecycle only, and harmless elsewhere.
  */
 export const JOB_ACCESS: Readonly<Record<DoctorJob, JobAccess>> = {
   all: {
@@ -40,7 +40,7 @@ export const JOB_ACCESS: Readonly<Record<DoctorJob, JobAccess>> = {
   backup: { needs: ['put'], mustNot: ['get', 'delete'], why: 'the backup only writes' },
   verify: { needs: ['get'], mustNot: ['put', 'delete'], why: 'verify and restore only read' },
   lifecycle: { needs: ['list', 'get', 'put', 'delete'], mustNot: [], why: 'lifecycle lists, reads, writes tombstones and deletes' },
-  'vault-backup': { needs: ['list', 'get', 'put'], mustNot: ['delete'], why: 'vault backups are written and listed, and deleted only by lifecycle' },
+  'vault-backup': { needs: ['put'], mustNot: ['get', 'delete'], why: '`lethe vault backup` only writes (lifecycle deletes old vault backups)' },
 };
 
 /** What one probe found. */
