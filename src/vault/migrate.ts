@@ -55,7 +55,15 @@ async function migrateLocked(
   await query(client, doing, 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
     lockKeyText(schema, 'migrate'),
   ]);
-  await query(client, doing, `CREATE SCHEMA IF NOT EXISTS "${checkSchemaName(schema)}"`);
+  // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists;
+  // the vault's owner role (lethe init --roles) has no such right, and needs none to migrate.
+  const present = await query<{ found: boolean }>(
+    client,
+    doing,
+    'SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1) AS found',
+    [checkSchemaName(schema)],
+  );
+  if (present.rows[0]?.found !== true) await query(client, doing, `CREATE SCHEMA IF NOT EXISTS "${schema}"`);
   await query(client, doing, `SET LOCAL search_path TO "${schema}"`);
   await query(
     client,

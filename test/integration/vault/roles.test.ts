@@ -123,7 +123,7 @@ describe('vault roles: lethe init --roles', () => {
   let env: LetheEnv;
   const prefix = `rt_${randomBytes(3).toString('hex')}`;
   const names = vaultRoleNames({ schema: 'lethe', prefix });
-  const passwords = new Map<VaultRole, string>(JOBS.map((j) => [j, password()]));
+  const passwords = new Map<VaultRole, string>([...JOBS, 'owner' as const].map((j) => [j, password()]));
   const urls = {} as Record<Job, string>;
   const configs = {} as Record<Job, string>;
   const runtimes = {} as Record<Job, Runtime>;
@@ -178,7 +178,7 @@ describe('vault roles: lethe init --roles', () => {
     expect(result.absent).toEqual([]);
     expect(result.roles.map((r) => [r.name, r.created, r.login])).toEqual(VAULT_ROLES.map((r) => [names[r], true, true]));
     expect(Object.fromEntries(result.roles.map((r) => [r.role, r.password]))).toEqual({
-      owner: 'none', backup: 'set', verify: 'set', lifecycle: 'set', daemon: 'none',
+      owner: 'set', backup: 'set', verify: 'set', lifecycle: 'set', daemon: 'none',
     });
     // No password on argv or in the output: only its verifier reached the server.
     for (const pass of passwords.values()) expect(out.stdout + out.stderr).not.toContain(pass);
@@ -207,6 +207,16 @@ describe('vault roles: lethe init --roles', () => {
     expect(await catalogState(env.vaultDb.url, Object.values(names))).toEqual(before);
     const audit = await rawSql(env.vaultDb.url, "SELECT count(*)::int AS n FROM lethe.audit_log WHERE action = 'vault.roles'");
     expect((audit.rows[0] as { n: number }).n).toBe(1);
+  });
+
+  it('runs lethe init as the owner role, which needs no right on the database itself', async () => {
+    const raw: RawConfig = { ...env.raw, vault: { database: { url: asUser(env.vaultDb.url, names.owner, passwords.get('owner') ?? '') }, schema: 'lethe' } };
+    const out = await env.cli(['init', '--config', await env.writeConfig('owner.yaml', raw), '--json']);
+    expectExit(out, 0);
+    expect((jsonOut(out) as { migrationsApplied: number[] }).migrationsApplied).toEqual([]);
+    const plain = await env.cli(['init', '--config', configs.backup]);
+    expectExit(plain, 1);
+    expect(plain.stderr).toMatch(/permission denied/);
   });
 
   it('runs a backup as the backup role', async () => {
@@ -465,13 +475,18 @@ describe('vault roles: print-sql for a DBA, and new tables after a migration', (
     } finally {
       await client.end();
     }
-    const first = await applyVaultRoles(oldDb.url, { schema: 'lethe', prefix, login: true, passwords: new Map([['backup', 'p'.repeat(20)]]) });
+    const first = await applyVaultRoles(oldDb.url, {
+      schema: 'lethe',
+      prefix,
+      login: true,
+      passwords: new Map([['backup', 'b'.repeat(20)], ['owner', 'o'.repeat(20)]]),
+    });
     expect(first.absent).toEqual(['daemon_runs']);
-    const backupUrl = asUser(oldDb.url, names.backup, 'p'.repeat(20));
+    const backupUrl = asUser(oldDb.url, names.backup, 'b'.repeat(20));
     expect(await attempt(backupUrl, 'SELECT 1 FROM lethe.snapshots')).toBe('ok');
 
-    // Migration 8 (run by the superuser, as `lethe init` would) adds daemon_runs: no grant yet.
-    expect((await migrateVault(oldDb.url, 'lethe')).applied).toEqual([8]);
+    // Migration 8, run by the owner role as `lethe init` would, adds daemon_runs: no grant yet.
+    expect((await migrateVault(asUser(oldDb.url, names.owner, 'o'.repeat(20)), 'lethe')).applied).toEqual([8]);
     const insert = "INSERT INTO lethe.daemon_runs (job, slot, state, owner) VALUES ('backup', now(), 'running', 'test')";
     expect(await attempt(backupUrl, insert)).toBe('42501');
     const second = await applyVaultRoles(oldDb.url, { schema: 'lethe', prefix, login: true });
