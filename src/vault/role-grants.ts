@@ -27,7 +27,7 @@ export type VaultRole = (typeof VAULT_ROLES)[number];
 
 /** What each role is for, as printed by `lethe init --roles` and the docs. */
 export const VAULT_ROLE_PURPOSE: Readonly<Record<VaultRole, string>> = {
-  owner: 'owns the vault schema; runs `lethe init` (migrations), `lethe vault restore`',
+  owner: 'owns the vault schema; runs `lethe init` (migrations) once the roles exist',
   backup: '`lethe backup` (also --coordinate / --shard)',
   verify: '`lethe verify`, `lethe restore`, `lethe export --case`, `lethe keys export`',
   lifecycle: '`lethe lifecycle plan|apply`, `lethe hold`, `lethe erase`, `lethe vault backup`, `lethe report`',
