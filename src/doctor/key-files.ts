@@ -1,6 +1,7 @@
 import { lstat } from 'node:fs/promises';
 import type { Config, SigningPurpose } from '../config/index.ts';
 import { readMasterKeyFile, readSigningKeyFile, signingKeyId, type SigningKey } from '../crypto/index.ts';
+import { readSecretFile } from '../jobs/runtime.ts';
 import { readConfiguredSigningKey } from '../keys/index.ts';
 import type { Vault } from '../vault/index.ts';
 import { describeError } from './database.ts';
@@ -57,8 +58,8 @@ async function ownerCheck(id: string, title: string, path: string): Promise<Chec
 /**
  * The key files of the config: the master key (mode and owner, that it parses, and that it
  * is the key the vault wraps to), the signing keys the job signs with (mode and owner, and
- * that the vault lists each as the active key for its purpose) and the embedded server's
- * password file. `vault` is null when it could not be opened (its own checks say why).
+ * that the vault lists each as the active key for its purpose), and the other secret files
+ * (the embedded server's password, the daemon's token, webhook secrets). `vault` is null when it could not be opened (its own checks say why).
  * A key present on a host whose job never reads it is a warning: it should not be there.
  */
 export async function checkKeyFiles(config: Config, job: DoctorJob, vault: Vault | null): Promise<Check[]> {
@@ -67,25 +68,29 @@ export async function checkKeyFiles(config: Config, job: DoctorJob, vault: Vault
   for (const purpose of ['backup', 'lifecycle'] as const) {
     checks.push(...(await signingKeyChecks(config, job, purpose, vault)));
   }
-  const passwordFile = config.embedded?.passwordFile;
-  if (passwordFile !== undefined) {
-    const id = 'embedded.passwordFile';
-    const title = 'embedded PostgreSQL: password file';
-    try {
-      const info = await lstat(passwordFile);
-      const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
-      checks.push(
-        (info.mode & 0o077) === 0
-          ? check(id, title, 'ok', `${passwordFile}, mode ${mode}`)
-          : check(id, title, 'fail', `${passwordFile} is accessible by group or others (mode ${mode})`, `run \`chmod 600 ${passwordFile}\``),
-      );
-      const owner = await ownerCheck(id, title, passwordFile);
-      if (owner !== undefined) checks.push(owner);
-    } catch (err) {
-      checks.push(check(id, title, 'fail', `cannot read ${passwordFile}: ${describeError(err)}`, 'fix `embedded.passwordFile`'));
-    }
+  // Secrets read with the runtime's own rule (readSecretFile: owner-only, not empty).
+  const secretFiles: [string, string, string][] = [];
+  if (config.embedded !== undefined) {
+    secretFiles.push(['embedded.passwordFile', 'embedded PostgreSQL: password file', config.embedded.passwordFile]);
   }
+  const token = config.daemon?.token;
+  if (token !== undefined && 'file' in token) secretFiles.push(['daemon.token.file', 'daemon: token file', token.file]);
+  for (const [index, hook] of (config.alerts?.webhooks ?? []).entries()) {
+    if ('file' in hook.secret) secretFiles.push([`alerts.webhooks.${index}.secret.file`, `alerts: webhook ${index + 1} secret`, hook.secret.file]);
+  }
+  for (const [id, title, path] of secretFiles) checks.push(...(await secretFileChecks(id, title, path)));
   return checks;
+}
+
+async function secretFileChecks(id: string, title: string, path: string): Promise<Check[]> {
+  try {
+    await readSecretFile(path, id);
+  } catch (err) {
+    const message = describeError(err);
+    return [check(id, title, 'fail', message, fixIn(message, `fix \`${id}\``))];
+  }
+  const owner = await ownerCheck(`${id}.owner`, `${title}: owner`, path);
+  return [check(id, title, 'ok', `${path}: owner-only`), ...(owner === undefined ? [] : [owner])];
 }
 
 async function masterKeyChecks(config: Config, job: DoctorJob, vault: Vault | null): Promise<Check[]> {

@@ -1,4 +1,5 @@
-import { chmod } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Check, DoctorReport } from '../../../src/doctor/index.ts';
 import { createLetheEnv, expectExit, filesUnder, jsonOut, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
@@ -85,6 +86,25 @@ describe('lethe doctor on a filesystem store', () => {
     } finally {
       await chmod(env.masterKeyFile, 0o600);
     }
+  });
+
+  it('checks the daemon token and webhook secret files the config names', async () => {
+    const token = join(env.dir, 'daemon-token');
+    const secret = join(env.dir, 'webhook-secret');
+    await writeFile(token, 'a-daemon-token-of-some-length\n', { mode: 0o640 });
+    await writeFile(secret, 'a-webhook-secret-of-some-length\n', { mode: 0o600 });
+    const config = await env.writeConfig('daemon.yaml', {
+      ...env.raw,
+      daemon: { token: { file: token } },
+      alerts: { webhooks: [{ url: 'http://127.0.0.1:9/hook', secret: { file: 'webhook-secret' }, events: ['job_failed'] }] },
+    });
+    const result = await env.cli(['doctor', '--json', '--config', config]);
+    expectExit(result, 3);
+    const r = report(result);
+    expect(byId(r, 'daemon.token.file')).toMatchObject({ status: 'fail', fix: `run \`chmod 600 ${token}\`` });
+    expect(byId(r, 'alerts.webhooks.0.secret.file').status).toBe('ok');
+    expect(result.stdout).not.toContain('a-daemon-token-of-some-length');
+    expect(r.findings).toBe(1);
   });
 
   it('reports an unreachable vault as a finding with its fix, not a stack trace', async () => {
