@@ -11,6 +11,7 @@ const TABLES = [
   'backup_shards',
   'cell_copies',
   'cell_keys',
+  'daemon_runs',
   'destructions',
   'dimension_keys',
   'encapsulations',
