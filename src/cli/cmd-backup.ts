@@ -2,6 +2,7 @@ import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { backup, backupCoordinate, backupShard } from '../jobs/tasks.ts';
 import type { BackupProgress } from '../snapshot/index.ts';
 import type { Command } from './commands.ts';
+import { backupUpdate } from './job-progress.ts';
 import { actorName, bytes, duration, stringOpt } from './format.ts';
 
 /** `I/K` with 0 <= I < K <= 1024, or a USAGE error naming the option. */
@@ -35,9 +36,7 @@ export const backupCommand: Command = {
     if (coordinate !== undefined && shardText !== undefined) {
       throw new LetheError(ErrorCode.USAGE, 'a process either coordinates (--coordinate K) or writes a shard (--shard I/K), not both');
     }
-    const onProgress = (p: BackupProgress): void => {
-      ctx.progress(`backup: table ${p.table} (${p.tablesDone}/${p.tables}), ${p.cells} cells read, ${p.rows} rows, ${bytes(p.bytesPlain)}`);
-    };
+    const onProgress = (p: BackupProgress): void => ctx.progress(backupUpdate(p));
     if (shardText !== undefined) {
       if (ctx.values['full-read'] === true) throw new LetheError(ErrorCode.USAGE, '--full-read is the coordinator\'s to decide: give it to `lethe backup --coordinate K`');
       const shard = parseShard(shardText);

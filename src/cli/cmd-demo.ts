@@ -7,11 +7,12 @@ import { ExitCode } from '../errors/index.ts';
 import { Runtime } from '../jobs/runtime.ts';
 import { backup, initialize, verify } from '../jobs/tasks.ts';
 import { createLogger } from '../log/index.ts';
-import type { BackupResult } from '../snapshot/index.ts';
+import type { BackupProgress, BackupResult } from '../snapshot/index.ts';
 import { addMessages, demoSample, seedChatStore, type Scale } from '../store/index.ts';
 import { freePort, portIsFree } from '../util/net.ts';
 import { pgClientConfig } from '../tls/index.ts';
 import type { Command, CommandContext } from './commands.ts';
+import { backupUpdate, loadUpdate, seedUpdate } from './job-progress.ts';
 import { parseScale } from './cmd-seed.ts';
 import { actorName, bytes, duration, stringOpt } from './format.ts';
 
@@ -129,22 +130,22 @@ async function runDemo(ctx: CommandContext): Promise<number> {
     if (await isSeeded(chatUrl)) {
       say('2. seed: the chat store is already seeded');
     } else {
-      const seeded = await seedChatStore(chatUrl, { scale, signal: ctx.signal, onProgress: (p) => ctx.progress(`seed: ${p.table} ${p.rows} rows`) });
-      ctx.progress('');
+      const seeded = await seedChatStore(chatUrl, { scale, signal: ctx.signal, onProgress: (p) => ctx.progress(seedUpdate(p)) });
+      ctx.progress(null);
       const rows = Object.values(seeded.rows).reduce((a, b) => a + b, 0);
       say(`2. seed: ${scale} reference chat store, ${rows} rows (${bytes(seeded.bytes)}) in ${duration(seeded.durationMs)}`);
     }
-    const onProgress = (p: { table: string; cells: number; rows: number }): void => ctx.progress(`backup: ${p.table}, ${p.cells} cells, ${p.rows} rows`);
+    const onProgress = (p: BackupProgress): void => ctx.progress(backupUpdate(p));
     const first = await backup(rt, { actor, signal: ctx.signal, onProgress });
-    ctx.progress('');
+    ctx.progress(null);
     say(describeBackup('3. backup', first));
     const added = await addMessages(chatUrl, { count: ADDED_MESSAGES[scale], seed: Date.now() % 1_000_000, signal: ctx.signal });
     say(`4. ${added.messages} new messages written to the chat store`);
     const second = await backup(rt, { actor, signal: ctx.signal, onProgress });
-    ctx.progress('');
+    ctx.progress(null);
     say(describeBackup('5. backup', second));
-    const verified = await verify(rt, { snapshot: second.snapshotId, actor, signal: ctx.signal, onProgress: (p) => ctx.progress(`verify: ${p.cells} cells, ${p.rows} rows`) });
-    ctx.progress('');
+    const verified = await verify(rt, { snapshot: second.snapshotId, actor, signal: ctx.signal, onProgress: (p) => ctx.progress(loadUpdate('verify', p)) });
+    ctx.progress(null);
     say(
       `6. verify: ${verified.ok ? 'OK' : 'FAILED'}, ${verified.cellsVerified}/${verified.cells} cells restored into a scratch database and checked, ` +
         `${verified.rows} rows, ${duration(verified.durationMs)}`,

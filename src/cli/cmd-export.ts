@@ -18,7 +18,7 @@ export const exportCommand: Command = {
       outDir: out,
       actor: actorName(ctx.values['actor']),
       signal: ctx.signal,
-      onProgress: (p) => ctx.progress(`export: ${p.cells} cells, ${p.rows} rows`),
+      onProgress: (p) => ctx.progress({ step: 'export', cells: p.cells, rows: p.rows }),
     });
     if (ctx.json) {
       ctx.out(JSON.stringify(result));

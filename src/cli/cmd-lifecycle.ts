@@ -37,7 +37,7 @@ export const lifecycleApplyCommand: Command = {
       actor: actorName(ctx.values['actor']),
       now: () => new Date(),
       signal: ctx.signal,
-      onProgress: (p) => ctx.progress(`lifecycle apply: ${p.done}/${p.total} (${p.action})`),
+      onProgress: (p) => ctx.progress({ step: 'lifecycle apply', detail: p.action, items: p.done, itemsTotal: p.total, unit: 'actions' }),
     });
     if (ctx.json) {
       ctx.out(JSON.stringify(result));

@@ -1,6 +1,7 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { SCALES, seedChatStore, type Scale } from '../store/index.ts';
 import type { Command } from './commands.ts';
+import { seedUpdate } from './job-progress.ts';
 import { bytes, duration, stringOpt } from './format.ts';
 
 /** Parses a `--scale` value; throws USAGE naming the allowed ones. */
@@ -28,7 +29,7 @@ export const seedCommand: Command = {
       scale,
       ...(seed === undefined ? {} : { seed }),
       signal: ctx.signal,
-      onProgress: (p) => ctx.progress(`seed: ${p.table} ${p.rows} rows`),
+      onProgress: (p) => ctx.progress(seedUpdate(p)),
     });
     if (ctx.json) ctx.out(JSON.stringify(stats));
     else {

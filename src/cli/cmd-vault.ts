@@ -7,6 +7,7 @@ import type { ObjectLock } from '../storage/index.ts';
 import { vaultBackup } from '../jobs/tasks.ts';
 import { listVaultBackups, restoreVaultBackup } from '../vaultbackup/index.ts';
 import type { Command } from './commands.ts';
+import { vaultUpdate } from './job-progress.ts';
 import { actorName, bytes, stringOpt } from './format.ts';
 
 const DAY_MS = 86_400_000;
@@ -23,7 +24,11 @@ export const vaultBackupCommand: Command = {
   usage: 'vault backup [--actor NAME] [--json] [--config FILE]',
   options: { actor: { type: 'string' } },
   async run(ctx) {
-    const result = await vaultBackup(await ctx.runtime(), { actor: actorName(ctx.values.actor), signal: ctx.signal });
+    const result = await vaultBackup(await ctx.runtime(), {
+      actor: actorName(ctx.values.actor),
+      signal: ctx.signal,
+      onProgress: (p) => ctx.progress(vaultUpdate('vault backup', p)),
+    });
     if (ctx.json) {
       ctx.out(JSON.stringify(result));
     } else {
@@ -106,7 +111,9 @@ export const vaultRestoreCommand: Command = {
       trustedKeys,
       allowUnsignedAudit: ctx.values['allow-unsigned-audit'] === true,
       signal: ctx.signal,
+      onProgress: (p) => ctx.progress(vaultUpdate('vault restore', p)),
     });
+    ctx.progress(null);
     // The re-applied destructions and the restore itself go to the bucket's audit copy now,
     // so the bucket's chain goes on from where it ended.
     const objectLock = config.storage.objectLock;

@@ -1,6 +1,7 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { restore, verify } from '../jobs/tasks.ts';
 import type { Command } from './commands.ts';
+import { loadUpdate } from './job-progress.ts';
 import { actorName, duration, stringOpt } from './format.ts';
 
 /** Destroyed keys listed one per line before the rest is summed up (all are in --json). */
@@ -15,7 +16,7 @@ export const verifyCommand: Command = {
       snapshot: stringOpt(ctx.values, 'snapshot') ?? 'latest',
       actor: actorName(undefined),
       signal: ctx.signal,
-      onProgress: (p) => ctx.progress(`verify: ${p.cells} cells, ${p.rows} rows`),
+      onProgress: (p) => ctx.progress(loadUpdate('verify', p)),
     });
     for (const warning of result.warnings) ctx.warn(warning);
     if (ctx.json) {
@@ -75,7 +76,7 @@ export const restoreCommand: Command = {
       replace: ctx.values['replace'] === true,
       actor: actorName(undefined),
       signal: ctx.signal,
-      onProgress: (p) => ctx.progress(`restore: ${p.cells} cells, ${p.rows} rows`),
+      onProgress: (p) => ctx.progress(loadUpdate('restore', p)),
     });
     for (const warning of result.warnings) ctx.warn(warning);
     if (ctx.json) ctx.out(JSON.stringify(result));

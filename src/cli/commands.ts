@@ -1,5 +1,6 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { Runtime } from '../jobs/runtime.ts';
+import type { ProgressUpdate } from './progress.ts';
 import { auditVerifyCommand } from './cmd-audit.ts';
 import { backupCommand, snapshotsCommand } from './cmd-backup.ts';
 import { daemonCommand } from './cmd-daemon.ts';
@@ -27,8 +28,12 @@ export interface CommandContext {
   readonly out: (text: string) => void;
   /** A warning for the operator, on stderr (`lethe: warning: …`), also with --json. */
   readonly warn: (text: string) => void;
-  /** A one-line progress update on a terminal (stderr); silent otherwise and with --json. */
-  readonly progress: (text: string) => void;
+  /**
+   * Progress of a long step, drawn as one line on a terminal (stderr: a bar, counts against
+   * totals, rate, ETA; at most ten redraws a second) and silent when stderr is not a terminal
+   * or with --json. `null` ends the step (erases the line). A plain string shows as it is.
+   */
+  readonly progress: (update: ProgressUpdate | string | null) => void;
   readonly runtime: () => Promise<Runtime>;
 }
 

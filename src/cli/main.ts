@@ -2,8 +2,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { configPath, loadConfig, logLevelOverride } from '../config/index.ts';
 import { ErrorCode, ExitCode, LetheError, exitCodeFor, isLetheError, scrubSecrets } from '../errors/index.ts';
 import { Runtime } from '../jobs/runtime.ts';
-import { createLogger, type Logger } from '../log/index.ts';
+import { createLogger, humanLogDestination, type Logger } from '../log/index.ts';
 import { COMMANDS, type Command, type CommandContext } from './commands.ts';
+import { ProgressBar } from './progress.ts';
 import { unknownCommandMessage } from './unknown-command.ts';
 
 const HELP = `lethe — encrypted, verifiable backups of a chat store, with crypto-shredding
@@ -87,6 +88,17 @@ function interrupted(command: string, signal: NodeJS.Signals, err: unknown, log:
   return new LetheError(ErrorCode.ABORTED, `${command}: stopped by ${signal} before it finished`, { cause: err });
 }
 
+/**
+ * The command's logger. With `--json`, pino's JSON lines on stderr (for machines, like the
+ * output). Without it, a person reads stderr: each record as one readable line
+ * (`lethe: warning: …`), leaving out those whose fact the command prints from its result,
+ * and written around the progress line.
+ */
+function commandLogger(level: string, json: boolean, bar: ProgressBar): Logger {
+  if (json) return createLogger(level);
+  return createLogger(level, humanLogDestination((text) => bar.print(text)));
+}
+
 /** Runs the CLI; resolves with the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   const found = resolveCommand(argv);
@@ -110,13 +122,15 @@ export async function main(argv: readonly string[]): Promise<number> {
   let runtime: Runtime | undefined;
   let log: Logger | undefined;
   const controller = new AbortController();
+  // Progress only where a person watches: a terminal, and not --json (stderr may be the same terminal).
+  const bar = new ProgressBar(process.stderr, { enabled: !json && process.stderr.isTTY });
   let interrupts = 0;
   let interruptedBy: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     interrupts += 1;
     interruptedBy ??= signal;
     if (interrupts > 1) process.exit(ExitCode.ABORTED);
-    process.stderr.write(`lethe: ${signal} received, stopping cleanly (send again to exit at once)\n`);
+    bar.print(`lethe: ${signal} received, stopping cleanly (send again to exit at once)\n`);
     controller.abort();
   };
   process.on('SIGINT', onSignal);
@@ -132,28 +146,34 @@ export async function main(argv: readonly string[]): Promise<number> {
       positionals,
       json,
       signal: controller.signal,
-      out: (text) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`),
+      // A command prints once its job is done: the progress line goes for good (a log line
+      // in the middle of a step goes around it instead, see commandLogger).
+      out: (text) => {
+        bar.done();
+        process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+      },
       warn: (text) => {
-        if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+        bar.done();
         process.stderr.write(`lethe: warning: ${text}\n`);
       },
-      progress: (text) => {
-        if (!json && process.stderr.isTTY) process.stderr.write(`\r\x1b[2K${text}`);
+      progress: (update) => {
+        if (update === null || update === '') bar.done();
+        else bar.update(typeof update === 'string' ? { step: update } : update);
       },
       runtime: async () => {
         if (runtime !== undefined) return runtime;
         const path = configPath(typeof values['config'] === 'string' ? values['config'] : undefined);
         const config = await loadConfig(path);
-        log = createLogger(logLevelOverride() ?? config.log.level);
+        log = commandLogger(logLevelOverride() ?? config.log.level, json, bar);
         runtime = new Runtime(config, log);
         return runtime;
       },
     };
     const code = await command.run(ctx);
-    if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+    bar.done();
     return code;
   } catch (err) {
-    if (!json && process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+    bar.done();
     const failure = interruptedBy === undefined ? (runtime?.explainFailure(err) ?? err) : interrupted(command.name, interruptedBy, err, log);
     reportError(failure, json, log);
     return exitCodeFor(failure);

@@ -4,7 +4,7 @@ import { ErrorCode, isLetheError } from '../errors/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
 import { readConfiguredSigningKey, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
-import { runRestore, runVerify, type RestoreResult, type VerifyResult } from '../restore/index.ts';
+import { runRestore, runVerify, type LoadProgress, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import {
   runBackup,
   runBackupCoordinator,
@@ -19,7 +19,7 @@ import { runLifecycleApply, type ApplyOptions, type ApplyResult } from '../lifec
 import { planLifecycle, type Plan } from '../lifecycle/plan.ts';
 import { loadPlanInput } from '../lifecycle/state.ts';
 import { exportCase, type ExportOptions, type ExportResult } from '../lifecycle/export.ts';
-import { writeVaultBackup, type VaultBackupResult } from '../vaultbackup/index.ts';
+import { writeVaultBackup, type VaultBackupResult, type VaultTableProgress } from '../vaultbackup/index.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
@@ -201,7 +201,7 @@ async function backupOptions(
 /** `lethe verify` with the config's settings. */
 export async function verify(
   rt: Runtime,
-  options: { snapshot: string; actor: string; signal?: AbortSignal; onProgress?: (p: { cells: number; rows: number }) => void },
+  options: { snapshot: string; actor: string; signal?: AbortSignal; onProgress?: (p: LoadProgress) => void },
 ): Promise<VerifyResult> {
   const master = await readMasterKeyFile(rt.masterKeyFile('`lethe verify`'));
   return runVerify({
@@ -229,7 +229,7 @@ export async function restore(
     replace: boolean;
     actor: string;
     signal?: AbortSignal;
-    onProgress?: (p: { cells: number; rows: number }) => void;
+    onProgress?: (p: LoadProgress) => void;
   },
 ): Promise<RestoreResult> {
   const master = await readMasterKeyFile(rt.masterKeyFile('`lethe restore`'));
@@ -292,7 +292,10 @@ export async function exportHeld(
  * `lethe vault backup` with the config's settings: the vault, encrypted to the master key's
  * public recipient (never its identity), signed by the lifecycle key, locked like the bucket.
  */
-export async function vaultBackup(rt: Runtime, options: { actor: string; signal?: AbortSignal }): Promise<VaultBackupResult> {
+export async function vaultBackup(
+  rt: Runtime,
+  options: { actor: string; signal?: AbortSignal; onProgress?: (p: VaultTableProgress) => void },
+): Promise<VaultBackupResult> {
   const vault = await rt.vault();
   const lock = rt.config.storage.objectLock;
   return writeVaultBackup({
@@ -305,5 +308,6 @@ export async function vaultBackup(rt: Runtime, options: { actor: string; signal?
     now: new Date(),
     actor: options.actor,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
+    ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
   });
 }

@@ -93,7 +93,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     const tombstoneLockNow = (): ReturnType<typeof tombstoneLock> => tombstoneLock(lock, config.retention.graceWindowDays, options.now());
     const reportForeign = (found: ForeignTombstone): void => {
       foreignTombstones.push(found);
-      runLog.warn({ object: found.key, problem: found.problem }, 'an object where a tombstone belongs is not one lethe wrote; wrote the tombstone under another name');
+      runLog.warn({ object: found.key, problem: found.problem, alsoInResult: true }, 'an object where a tombstone belongs is not one lethe wrote; wrote the tombstone under another name');
     };
     let requestKeysDestroyed = 0;
     const total = plan.actions.length;
@@ -144,7 +144,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
             // request waits, approved, until the case is released; the rest of the plan runs.
             if (!isLetheError(err) || err.code !== ErrorCode.REFUSED) throw err;
             requestsWaiting.push({ requestId: action.requestId, reason: err.message });
-            runLog.warn({ requestId: action.requestId }, 'approved deletion request waits: a legal hold covers it');
+            runLog.warn({ requestId: action.requestId, alsoInResult: true }, 'approved deletion request waits: a legal hold covers it');
           }
           failpoint('apply.after-request');
           progress(action.kind, 1);
@@ -231,7 +231,7 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     const vacuum = await vault.vacuumKeyTables({ waitMs: 10_000 });
     if (!vacuum.clean) runLog.warn('a long-running transaction may still keep old row versions of destroyed keys; the next apply vacuums again');
     if (plan.unknownObjects.length > 0) {
-      runLog.warn({ objects: plan.unknownObjects.length, first: plan.unknownObjects[0]?.objectKey }, 'objects lethe has no record of writing to this store were left alone');
+      runLog.warn({ objects: plan.unknownObjects.length, first: plan.unknownObjects[0]?.objectKey, alsoInResult: true }, 'objects lethe has no record of writing to this store were left alone');
     }
     // The shred is final only once the vault database's own copies of its WAL are gone too.
     const vaultDurability = await vault.inspectDurability({ graceWindowDays: config.retention.graceWindowDays });

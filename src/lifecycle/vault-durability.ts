@@ -6,5 +6,5 @@ import type { DurabilityFinding } from '../vault/index.ts';
  * keys were destroyed: copies of the vault database's WAL outside lethe may still hold them.
  */
 export function logVaultDurability(log: Logger, findings: readonly DurabilityFinding[]): void {
-  for (const f of findings) log.warn({ finding: f.code, details: f.details }, `vault database durability: ${f.message}`);
+  for (const f of findings) log.warn({ finding: f.code, details: f.details, alsoInResult: true }, `vault database durability: ${f.message}`);
 }

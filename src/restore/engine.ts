@@ -87,8 +87,22 @@ export interface LoadOptions {
   readonly concurrency: number;
   /** Called after the header is read and before anything is created in the target. */
   readonly beforeLoad?: (header: SnapshotHeader, schema: SchemaDescription) => Promise<void>;
-  readonly onProgress?: (p: { cells: number; rows: number }) => void;
+  readonly onProgress?: (p: LoadProgress) => void;
   readonly signal?: AbortSignal;
+}
+
+/**
+ * How far a load has got: cells taken from the manifest (loaded, shredded or failed), rows
+ * loaded, and the plaintext bytes of the cells taken; with the manifest's totals when the
+ * whole snapshot is loaded (a `--tenant` restore knows no total before it ends).
+ */
+export interface LoadProgress {
+  readonly cells: number;
+  readonly rows: number;
+  readonly bytes: number;
+  readonly cellsTotal?: number;
+  readonly rowsTotal?: number;
+  readonly bytesTotal?: number;
 }
 
 const BATCH = 1024;
@@ -175,6 +189,9 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
   let copyBroken = false;
   let batch: CellEntry[] = [];
   let batchBytes = 0;
+  let bytesTaken = 0;
+  const progressTotals =
+    options.tenant === undefined ? { cellsTotal: totals.cells, rowsTotal: totals.rows, bytesTotal: totals.bytesPlain } : {};
 
   const load = async (cell: CellEntry, read: ReadCell): Promise<void> => {
     tally.cells += 1;
@@ -307,7 +324,8 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
           : await readCell(cell, { store, key, ciphertext, signal: options.signal });
       }
       await load(cell, read);
-      options.onProgress?.({ cells: tally.cells, rows: tally.rows });
+      bytesTaken += cell.bytesPlain;
+      options.onProgress?.({ cells: tally.cells, rows: tally.rows, bytes: bytesTaken, ...progressTotals });
     }
   };
 

@@ -6,7 +6,7 @@ import type { SnapshotHeader } from '../manifest/index.ts';
 import type { SchemaDescription } from '../mapping/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { Vault } from '../vault/index.ts';
-import { leftOut, loadSnapshot, type ShreddedByKey } from './engine.ts';
+import { leftOut, loadSnapshot, type LoadProgress, type ShreddedByKey } from './engine.ts';
 import { openSnapshotManifest } from './manifest-source.ts';
 import { excessPrivileges } from './target-role.ts';
 import { pgClientConfig } from '../tls/index.ts';
@@ -25,7 +25,7 @@ export interface RestoreOptions {
   readonly actor: string;
   readonly log: Logger;
   readonly signal?: AbortSignal;
-  readonly onProgress?: (p: { cells: number; rows: number }) => void;
+  readonly onProgress?: (p: LoadProgress) => void;
 }
 
 export interface RestoreResult {
@@ -113,7 +113,7 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
     const warnings = (await excessPrivileges(target)).map(
       (w) => `the restore target: ${w}; restore as a role that owns the target database and nothing more (runbooks/restore-role.md)`,
     );
-    for (const warning of warnings) options.log.warn({ warning }, 'restore target role has more power than a restore needs');
+    for (const warning of warnings) options.log.warn({ warning, alsoInResult: true }, 'restore target role has more power than a restore needs');
     await target.query('BEGIN');
     const loaded = await loadSnapshot({
       store,

@@ -7,7 +7,7 @@ import type { Logger } from '../log/index.ts';
 import type { SnapshotHeader, TrustedManifest } from '../manifest/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { CompleteSnapshot, Vault } from '../vault/index.ts';
-import { leftOut, loadSnapshot, type Finding, type ShreddedByKey } from './engine.ts';
+import { leftOut, loadSnapshot, type Finding, type LoadProgress, type ShreddedByKey } from './engine.ts';
 import { openSnapshotManifest } from './manifest-source.ts';
 import { excessPrivileges } from './target-role.ts';
 import { pgClientConfig } from '../tls/index.ts';
@@ -24,7 +24,7 @@ export interface VerifyOptions {
   readonly actor: string;
   readonly log: Logger;
   readonly signal?: AbortSignal;
-  readonly onProgress?: (p: { cells: number; rows: number }) => void;
+  readonly onProgress?: (p: LoadProgress) => void;
 }
 
 /** The outcome of `lethe verify`, as printed with `--json`. */
@@ -162,7 +162,7 @@ async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifes
     scratch.on('error', () => undefined);
     await scratch.connect();
     const warnings = (await excessPrivileges(scratch)).map((w) => `verify.scratchUrl: ${w}; give verify a role with CREATEDB and nothing more (runbooks/restore-role.md)`);
-    for (const warning of warnings) runLog.warn({ warning }, 'scratch database role has more power than a restore needs');
+    for (const warning of warnings) runLog.warn({ warning, alsoInResult: true }, 'scratch database role has more power than a restore needs');
     await scratch.query('BEGIN');
     const loaded = await loadSnapshot({
       store,

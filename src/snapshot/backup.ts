@@ -81,6 +81,12 @@ export interface BackupProgress {
   readonly cells: number;
   readonly rows: number;
   readonly bytesPlain: number;
+  /**
+   * Rows this run reads from the tables planned so far (their fingerprints say how many);
+   * the run's total once `tablesPlanned` is `tables`.
+   */
+  readonly rowsPlanned?: number;
+  readonly tablesPlanned?: number;
 }
 
 /** The outcome of `lethe backup`, as printed with `--json`. */
@@ -215,6 +221,8 @@ interface TablePlan {
   readonly segments: Map<string, SegmentState>;
   /** `none`: nothing changed; `all`: every row; else the filter of the cells or segments to read. */
   readonly read: 'none' | 'all' | CellFilter;
+  /** Rows the read will return, from the server's fingerprints (for progress). */
+  readonly rows: number;
 }
 
 /** Domain tag of the digest key the backup derives from its signing key. */
@@ -287,7 +295,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     ...putOptions,
   });
   const keys = new Encapsulator(vault, c.masterRecipient, snapshotId, options.observeSecrets);
-  const totals = { read: 0, rowsRead: 0, bytesRead: 0, written: 0, shredded: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0 };
+  const totals = { read: 0, rowsRead: 0, bytesRead: 0, written: 0, shredded: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, rowsPlanned: 0, tablesPlanned: 0 };
   /** Cells left out because a key they need is destroyed, per destroyed key (logged once, summed up). */
   const shreddedByKey = new Map<string, { cells: number; rows: number }>();
   let pending = { copies: [] as NewCellCopy[], superseded: [] as string[], fingerprints: [] as { copyId: string; fingerprint: string }[] };
@@ -372,16 +380,21 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
 
     if (c.fullRead) {
       const segmentSql = buildFingerprintQuery(options.mapping, table.name, table.copyColumns, options.granularity, 'segment', undefined, c.shard, digestColumns);
-      for await (const row of fingerprintRows(reader, segmentSql, 'segment', dataClass)) sawSegment(row.tuple.tenant, row.tuple.period, row.fingerprint);
+      let rows = 0;
+      for await (const row of fingerprintRows(reader, segmentSql, 'segment', dataClass)) {
+        if (sawSegment(row.tuple.tenant, row.tuple.period, row.fingerprint)) rows += row.fingerprint.rows;
+      }
       await leaveGone();
       const read: TablePlan['read'] = segments.size === 0 ? 'none' : segments.size === present.size ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
-      return { table, reader, segments, read, timings: { segmentsMs: Math.round(performance.now() - tStart), cellsMs: 0, compareMs: 0 } };
+      return { table, reader, segments, read, rows, timings: { segmentsMs: Math.round(performance.now() - tStart), cellsMs: 0, compareMs: 0 } };
     }
 
     // Cell fingerprints of the changed segments, compared a batch at a time with the
     // vault's current copies: changed and new cells are read, gone ones superseded.
     const changedCells: string[] = [];
     const cut = { tooMany: false };
+    /** Rows of the changed cells, and of the changed segments whole (read instead when too many cells changed). */
+    const rowsOf = { cells: 0, segments: 0 };
     const superseded: string[] = [];
     let compareMs = 0;
     let batch: FingerprintRow[] = [];
@@ -399,6 +412,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
         copies.delete(id);
         const keyed = keyedFingerprint(digestKey, fpPrefix, id, row.fingerprint);
         if (copy?.fingerprint != null && equalConstantTime(copy.fingerprint, keyed)) continue;
+        rowsOf.cells += row.fingerprint.rows;
         if (changedCells.length < MAX_CELL_FILTER) changedCells.push(cellFilterKey(row.tuple));
         else cut.tooMany = true;
       }
@@ -420,6 +434,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       const done = current;
       current = null;
       if (!sawSegment(done.tenant, done.period, done.sum)) return;
+      rowsOf.segments += done.sum.rows;
       batch.push(...done.cells);
       if (batch.length >= FINGERPRINT_BATCH) await compare();
     };
@@ -437,10 +452,12 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     await leaveGone();
     failpoint('backup.after-plan');
     const timings = { segmentsMs: 0, cellsMs: Math.round(performance.now() - tStart - compareMs), compareMs: Math.round(compareMs) };
-    if (segments.size === 0) return { table, reader, segments, read: 'none', timings };
+    if (segments.size === 0) return { table, reader, segments, read: 'none', rows: 0, timings };
     const segmentFilter: CellFilter | 'all' =
       segments.size === present.size ? 'all' : { kind: 'segments', keys: [...segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)) };
-    return { table, reader, segments, read: cut.tooMany ? segmentFilter : { kind: 'cells', keys: changedCells }, timings };
+    return cut.tooMany
+      ? { table, reader, segments, read: segmentFilter, rows: rowsOf.segments, timings }
+      : { table, reader, segments, read: { kind: 'cells', keys: changedCells }, rows: rowsOf.cells, timings };
   };
 
   /** Reads, seals and records the cells a plan names. */
@@ -541,7 +558,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
         }
         if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
         if (totals.read % 500 === 0) {
-          options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
+          options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead, rowsPlanned: totals.rowsPlanned, tablesPlanned: totals.tablesPlanned });
         }
       }
     };
@@ -695,6 +712,9 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       throwIfAborted(options.signal, 'backup');
       const t0 = performance.now();
       const plan = await (next as Promise<TablePlan>);
+      totals.rowsPlanned += plan.rows;
+      totals.tablesPlanned += 1;
+      options.onProgress?.({ table: table.name, tablesDone: index, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead, rowsPlanned: totals.rowsPlanned, tablesPlanned: totals.tablesPlanned });
       // The next table's fingerprints are computed on the other reader meanwhile.
       next = index + 1 < ordered.length ? planTable(index + 1) : undefined;
       next?.catch(() => undefined);
@@ -707,7 +727,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       const t2 = performance.now();
       await sink.finish(whole);
       const t3 = performance.now();
-      options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead });
+      options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead, rowsPlanned: totals.rowsPlanned, tablesPlanned: totals.tablesPlanned });
       c.log.info(
         { table: table.name, segmentsChanged: plan.segments.size, cellsRead: totals.read, waitPlanMs: Math.round(t1 - t0), plan: plan.timings, readMs: Math.round(t2 - t1), segmentsMs: Math.round(t3 - t2), heapMb: Math.round(process.memoryUsage().heapUsed / 1e6) },
         'table done',
@@ -716,7 +736,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     const packsWritten = await packs.close();
     await drainUploads();
     for (const [destroyedKey, seen] of shreddedByKey) {
-      c.log.warn({ destroyedKey, cells: seen.cells, rows: seen.rows }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
+      c.log.warn({ destroyedKey, cells: seen.cells, rows: seen.rows, alsoInResult: true }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
     }
     const encapsulations = keys.created().length;
     keys.forget();

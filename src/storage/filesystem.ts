@@ -126,7 +126,7 @@ async function notWritable(root: string, err: unknown): Promise<LetheError | und
       const why = (probe as { code?: unknown }).code;
       if (why === 'ENOENT' && dirname(dir) !== dir) continue;
       if (why !== 'EACCES' && why !== 'EPERM' && why !== 'EROFS') return undefined;
-      const cause = why === 'EROFS' ? 'its file system is mounted read-only' : `permission denied (${String(why)})`;
+      const cause = why === 'EROFS' ? 'its file system is mounted read-only' : `permission denied (${why})`;
       const uid = typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : '';
       return new LetheError(
         ErrorCode.STORAGE,

@@ -31,7 +31,8 @@ export interface SeedOptions {
   readonly seed?: number;
   readonly signal?: AbortSignal;
   /** Called as rows stream into each table, with the running row count of that table. */
-  readonly onProgress?: (progress: { table: ReferenceTable; rows: number }) => void;
+  /** Rows sent so far of `table` (the `tablesDone + 1`-th of `tables`), and of all tables (`rowsAll`). */
+  readonly onProgress?: (progress: { table: ReferenceTable; rows: number; rowsAll: number; tablesDone: number; tables: number }) => void;
 }
 
 export interface SeedStats {
@@ -89,12 +90,16 @@ export async function seedChatStore(url: string, options: SeedOptions): Promise<
         message_edits: 0,
         attachments: 0,
       };
+      let tablesDone = 0;
+      let rowsDone = 0;
       const load = async (table: ReferenceTable, lines: Iterable<string>): Promise<void> => {
         throwIfAborted(signal, 'seeding the reference chat store');
         rows[table] = await copyRows(client, `public.${table}`, COLUMNS[table], lines, {
           signal,
-          onProgress: onProgress && ((n) => onProgress({ table, rows: n })),
+          onProgress: onProgress && ((n) => onProgress({ table, rows: n, rowsAll: rowsDone + n, tablesDone, tables: REFERENCE_TABLES.length })),
         });
+        tablesDone += 1;
+        rowsDone += rows[table];
       };
       await inTransaction(client, async () => {
         await client.query(REFERENCE_TABLES_SQL);

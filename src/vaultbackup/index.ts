@@ -12,7 +12,7 @@ export {
   vaultBackupSignatureKey,
   type VaultBackupHeader,
 } from './format.ts';
-export { writeVaultBackup, type VaultBackupResult, type WriteVaultBackupInput } from './write.ts';
+export { writeVaultBackup, type VaultBackupResult, type VaultTableProgress, type WriteVaultBackupInput } from './write.ts';
 export { listVaultBackups, type VaultBackupInfo } from './list.ts';
 export {
   restoreVaultBackup,

@@ -37,6 +37,7 @@ import {
   vaultBackupSignedMessage,
   type VaultBackupHeader,
 } from './format.ts';
+import type { VaultTableProgress } from './write.ts';
 import { reapplyTombstones, type IgnoredTombstone, type ReappliedDestruction } from './tombstones.ts';
 
 /** Rows per INSERT statement while loading. */
@@ -76,6 +77,8 @@ export interface RestoreVaultBackupInput {
    */
   readonly allowUnsignedAudit?: boolean;
   readonly signal?: AbortSignal;
+  /** Called as rows are loaded. */
+  readonly onProgress?: (p: VaultTableProgress) => void;
 }
 
 export interface RestoreVaultBackupResult {
@@ -551,6 +554,7 @@ async function loadStream(
     await query(client, doing, `DELETE FROM ${s}.meta`);
 
     const tables: Record<string, number> = {};
+    let rowsSoFar = 0;
     for (const table of target) {
       throwIfAborted(signal, doing);
       const start = TableStartSchema.safeParse(await next());
@@ -575,6 +579,8 @@ async function loadStream(
           }
           await insert.add(value as (string | null)[]);
           rows += 1;
+          rowsSoFar += 1;
+          if (rowsSoFar % 500 === 0) input.onProgress?.({ table: table.name, tablesDone: Object.keys(tables).length, tables: target.length, rows: rowsSoFar });
           continue;
         }
         const end = TableEndSchema.safeParse(value);

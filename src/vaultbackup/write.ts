@@ -43,6 +43,16 @@ export interface WriteVaultBackupInput {
   /** When given, a `vault.backup` audit entry by this actor follows the upload. */
   readonly actor?: string;
   readonly signal?: AbortSignal;
+  /** Called as rows are dumped (a page at a time). */
+  readonly onProgress?: (p: VaultTableProgress) => void;
+}
+
+/** How far a vault dump or load has got: the table at hand, tables finished of all, rows so far. */
+export interface VaultTableProgress {
+  readonly table: string;
+  readonly tablesDone: number;
+  readonly tables: number;
+  readonly rows: number;
 }
 
 export interface VaultBackupResult {
@@ -110,7 +120,7 @@ export async function writeVaultBackup(input: WriteVaultBackupInput): Promise<Va
       schema: vault.schema,
       tables: catalog.map((t) => ({ name: t.name, columns: t.columns })),
     };
-    const plain = dumpLines(client, vault.schema, header, catalog, tables, signal);
+    const plain = dumpLines(client, vault.schema, header, catalog, tables, signal, input.onProgress);
     const encrypted = encryptStream(plain, [input.masterRecipient], { signal });
     return store.put(key, encrypted, {
       ...(lock === undefined ? {} : { lock }),
@@ -193,7 +203,9 @@ async function* dumpLines(
   catalog: readonly CatalogTable[],
   counts: Record<string, number>,
   signal: AbortSignal | undefined,
+  onProgress?: (p: VaultTableProgress) => void,
 ): AsyncGenerator<Uint8Array> {
+  let rowsSoFar = 0;
   let pending: string[] = [];
   let pendingBytes = 0;
   const take = (): Uint8Array => {
@@ -238,6 +250,8 @@ async function* dumpLines(
           rows += 1;
           if (push(row)) yield take();
         }
+        rowsSoFar += page.rows.length;
+        onProgress?.({ table: table.name, tablesDone: Object.keys(counts).length, tables: catalog.length, rows: rowsSoFar });
         if (page.rows.length < FETCH_ROWS) break;
       }
     } finally {
