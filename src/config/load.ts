@@ -17,6 +17,7 @@ const PATH_FIELDS: readonly (readonly string[])[] = [
   ['signingKeys', 'backup', 'file'],
   ['signingKeys', 'lifecycle', 'file'],
   ['alerts', 'webhooks', '*', 'secret', 'file'],
+  ['daemon', 'token', 'file'],
 ];
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;

@@ -56,5 +56,7 @@ describe('daemon schedules', () => {
     expect(() => parseConfig({ ...base, daemon: { listen: '0.0.0.0:9187' } }, '/tmp')).toThrow(/daemon\.token/);
     expect(parseConfig({ ...base, daemon: { listen: '0.0.0.0:9187', allowInsecure: true } }, '/tmp').daemon?.listen).toBe('0.0.0.0:9187');
     expect(() => parseConfig({ ...base, daemon: { listen: 'localhost' } }, '/tmp')).toThrow(/HOST:PORT/);
+    // A token file, like every file the config names, is relative to the config's directory.
+    expect(parseConfig({ ...base, daemon: { token: { file: 'daemon.token' } } }, '/etc/lethe').daemon?.token).toEqual({ file: '/etc/lethe/daemon.token' });
   });
 });
