@@ -30,7 +30,10 @@ export const lifecyclePlanCommand: Command = {
 
 export const lifecycleApplyCommand: Command = {
   name: 'lifecycle apply',
-  usage: 'lifecycle apply [--actor NAME] [--json] [--config FILE]',
+  usage:
+    'lifecycle apply [--actor NAME] [--json] [--config FILE]\n' +
+    '  --actor NAME   who the audit log names for every key destroyed and snapshot expired\n' +
+    '                 (default: the login name; scheduled jobs pass theirs, e.g. lethe-lifecycle)',
   options: { actor: { type: 'string' } },
   async run(ctx) {
     const result = await lifecycleApply(await ctx.runtime(), {

@@ -26,7 +26,8 @@ usage: lethe <command> [options]        (every command takes --config FILE)
   erase request --tenant T (--user U | --conversation C | --all) --reason TEXT --actor NAME
   erase approve ID --actor NAME   erase list   erase show ID   deletion requests (two-person rule)
   lifecycle plan [--now ISO-8601] [--json]   what retention, holds and requests make due
-  lifecycle apply [--json]      carry the plan out: re-wrap held cells, destroy keys, expire, delete
+  lifecycle apply [--actor NAME] [--json]   carry the plan out: re-wrap held cells, destroy keys, expire, delete
+                                (--actor: who the audit log names; default: the login name)
   export --case ID --out DIR    a legal hold's data as NDJSON per table (e-discovery)
   vault backup | vault list | vault restore --from KEY    encrypted vault backups (grace window)
   daemon [--listen ADDR:PORT] [--json]   run the config's schedules; /healthz /readyz /metrics and a status page

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod } from 'node:fs/promises';
+import { chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLetheEnv, expectExit, REPO_ROOT, type CliResult, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
@@ -163,9 +163,20 @@ describe('lethe output for people and scripts', () => {
     it('demo', async () => {
       // The embedded server runs as `postgres` when the tests run as root: it must reach the demo's directory.
       await chmod(env.dir, 0o755);
-      const demo = await json('demo', ['demo', '--dir', join(env.dir, 'demo')]);
+      // Where the README's demo puts it, relative to the working directory (the test's).
+      const demo = await json('demo', ['demo', '--dir', 'data/demo']);
       expect(demo).toMatchObject({ verify: { ok: true } });
     }, 300_000);
+
+    it("the README's restore example runs as written against the demo", async () => {
+      const readme = await readFile(join(REPO_ROOT, 'README.md'), 'utf8');
+      const block = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] ?? '').find((b) => b.includes('--schema restored'));
+      if (block === undefined) throw new Error('README.md has no restore example for the demo');
+      const script = block.replaceAll('./bin/lethe.js', `'${process.execPath}' '${join(REPO_ROOT, 'bin', 'lethe.js')}'`);
+      const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: env.dir, encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
+      expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
+      expect(run.stdout).toMatch(/^restored snapshot \S+: 7 tables, \d+ cells, \d+ rows/);
+    }, 120_000);
 
     it('errors are one JSON document too', async () => {
       const result = await cli(['restore', '--snapshot', 'nonesuch', '--target', 'postgres://127.0.0.1:1/x', '--json']);
