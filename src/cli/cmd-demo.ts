@@ -162,6 +162,10 @@ async function runDemo(ctx: CommandContext): Promise<number> {
       say(`  npx lethe snapshots --config ${configFile}`);
       say(`  npx lethe verify --snapshot ${first.snapshotId} --config ${configFile}`);
       say(`  npx lethe audit verify --config ${configFile}`);
+      say(
+        `  PGPASSWORD=$(cat ${join(dir, 'pg-password')}) npx lethe restore --snapshot latest --target postgres://postgres@127.0.0.1:${config.embedded?.port ?? DEFAULT_PORT}/chat ` +
+          `--schema restored --config ${configFile}   # into a new schema of the demo's chat database`,
+      );
       say(`  npx lethe lifecycle plan --config ${configFile}          # what retention makes due (changes nothing)`);
       say(`  npx lethe daemon --config ${configFile}                 # the jobs on schedules; status page at http://127.0.0.1:9187/`);
       say(`A user with messages in several months: tenant ${sample.tenant}, user ${sample.user}, conversation ${sample.conversation}`);
