@@ -51,6 +51,8 @@ export interface LifecycleMeasurements {
 
 async function withDb<T>(url: string, work: (c: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url, application_name: 'lethe bench' });
+  // A dropped connection fails the next query instead of ending the run with an unheard 'error' event.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     return await work(client);
