@@ -6,7 +6,7 @@ import { loadConfig, logLevelOverride } from '../config/index.ts';
 import { ExitCode } from '../errors/index.ts';
 import { Runtime } from '../jobs/runtime.ts';
 import { backup, initialize, verify } from '../jobs/tasks.ts';
-import { createLogger } from '../log/index.ts';
+import { createLogger, humanLogDestination } from '../log/index.ts';
 import type { BackupProgress, BackupResult } from '../snapshot/index.ts';
 import { addMessages, demoSample, seedChatStore, type Scale } from '../store/index.ts';
 import { freePort, portIsFree } from '../util/net.ts';
@@ -121,7 +121,9 @@ async function runDemo(ctx: CommandContext): Promise<number> {
   const { configFile, created } = await prepareDirectory(dir);
   say(`lethe demo in ${dir} (${created ? 'new' : 'reusing the previous demo'})`);
   const config = await loadConfig(configFile);
-  const rt = new Runtime(config, createLogger(logLevelOverride() ?? config.log.level));
+  // Log records as main.ts writes them: readable lines for a person, JSON with --json.
+  const level = logLevelOverride() ?? config.log.level;
+  const rt = new Runtime(config, ctx.json ? createLogger(level) : createLogger(level, humanLogDestination((text) => process.stderr.write(text))));
   const actor = actorName(undefined);
   try {
     const init = await initialize(rt, actor);
