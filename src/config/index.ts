@@ -1,7 +1,6 @@
 export {
   ALERT_EVENTS,
   ConfigSchema,
-  isLoopbackHost,
   parseListen,
   type DaemonConfig,
   type AlertEvent,
@@ -26,3 +25,4 @@ export function logLevelOverride(env: NodeJS.ProcessEnv = process.env): string |
 export function operatorName(env: NodeJS.ProcessEnv = process.env): string {
   return env['LOGNAME'] ?? env['USER'] ?? 'lethe';
 }
+export { isLoopbackHost } from '../util/net.ts';

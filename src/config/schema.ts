@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { checkTimezone, Schedule } from '../daemon/schedule.ts';
+import { isLoopbackHost } from '../util/net.ts';
 import { DEFAULT_RETENTION, RetentionSchema } from '../lifecycle/rules.ts';
 import { SSL_MODES } from '../tls/pg-url.ts';
 import { databaseTlsIssues, scratchTlsIssues, storageTlsIssues } from './tls-rules.ts';
@@ -134,12 +135,6 @@ export const ALERT_EVENTS = [
   'audit_chain_broken',
   'erase_request_pending',
 ] as const;
-
-/** True for `localhost`, 127.0.0.0/8 and ::1: a host whose traffic never leaves the machine. */
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.toLowerCase();
-  return host === 'localhost' || host === '[::1]' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
 
 /**
  * One alert receiver. The body is signed with `secret` (HMAC-SHA256), but only TLS keeps it

@@ -45,6 +45,10 @@ export interface DaemonOptions {
 const AUDIT_EVERY_MS = 15 * 60_000;
 const CONDITIONS_EVERY_MS = 60_000;
 const ALERT_KEYS_KEPT = 10_000;
+/** /readyz fails when the scheduler's last successful look at the vault is older than this. */
+const SCHEDULER_STALE_MS = 30_000;
+/** A bearer token shorter than this is refused: it could be guessed. */
+const MIN_TOKEN_CHARS = 16;
 
 function letheVersion(): string {
   for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
@@ -86,6 +90,12 @@ export async function runDaemon(rt: Runtime, options: DaemonOptions): Promise<vo
   const log = rt.log.child({ component: 'daemon' });
   if (schedules.size === 0) log.warn('daemon.schedules names no job: the daemon serves its endpoints and runs nothing');
   const token = config.token === undefined ? undefined : 'file' in config.token ? await readSecretFile(config.token.file, 'daemon.token.file') : config.token.value;
+  if (token !== undefined && token.length < MIN_TOKEN_CHARS) {
+    throw new LetheError(
+      ErrorCode.CONFIG_INVALID,
+      `\`daemon.token\` has ${token.length} characters; use at least ${MIN_TOKEN_CHARS} random ones (e.g. \`openssl rand -hex 32\`)`,
+    );
+  }
   // Open what every job needs before taking work: a vault that is not migrated, a store that
   // cannot be opened or an alert secret that is unreadable stop the daemon at start.
   const vault = await rt.vault();
@@ -118,8 +128,7 @@ export async function runDaemon(rt: Runtime, options: DaemonOptions): Promise<vo
     const objective = observer.rpoObjectiveSeconds;
     const rpo = observer.rpoSeconds(reading);
     if (objective !== null && (rpo === null || rpo > objective)) {
-      const newest = reading.snapshots.find((s) => s.status === 'complete');
-      alertOnce(rpoBreachedAlert({ rpoSeconds: rpo ?? Infinity, objectiveSeconds: objective, newestSnapshot: newest?.id ?? null }));
+      alertOnce(rpoBreachedAlert({ rpoSeconds: rpo ?? Infinity, objectiveSeconds: objective, newestSnapshot: reading.newest?.id ?? null }));
     }
     const waiting = reading.facts.eraseRequestsWaiting.map((r) => ({ ...r, subject: null, reason: '', approvedBy: null, approvedAt: null, executedAt: null, certificate: null }));
     for (const alert of erasePendingAlerts(waiting, reading.facts.now, rt.config.alerts?.erasePendingDays ?? 7)) alertOnce(alert);
@@ -192,6 +201,8 @@ export async function runDaemon(rt: Runtime, options: DaemonOptions): Promise<vo
       } catch (err) {
         problems.push(`the vault does not answer: ${(err as Error).message}`);
       }
+      const scheduling = scheduler.healthy(SCHEDULER_STALE_MS);
+      if (!scheduling.ok) problems.push(`the scheduler has not reached the vault for ${SCHEDULER_STALE_MS / 1000} s${scheduling.error === null ? '' : `: ${scheduling.error}`}`);
       if (options.signal.aborted) problems.push('shutting down');
       return { ok: problems.length === 0, problems };
     },

@@ -64,6 +64,9 @@ export class DaemonHttp {
     this.#server.requestTimeout = 15_000;
     this.#server.headersTimeout = 10_000;
     this.#server.keepAliveTimeout = 5_000;
+    // Nothing here needs many clients; a flood of idle sockets must not exhaust descriptors.
+    this.#server.maxConnections = 64;
+    this.#server.on('connection', (socket) => socket.setTimeout(20_000, () => socket.destroy()));
   }
 
   /** Starts listening; resolves with the address actually bound (port 0 picks one). */
@@ -93,7 +96,13 @@ export class DaemonHttp {
       send(res, 405, 'text/plain; charset=utf-8', 'only GET and HEAD are served\n', { allow: 'GET, HEAD' });
       return;
     }
-    const path = new URL(req.url ?? '/', 'http://daemon').pathname;
+    let path: string;
+    try {
+      path = new URL(req.url ?? '/', 'http://daemon').pathname;
+    } catch {
+      send(res, 400, 'text/plain; charset=utf-8', 'bad request\n');
+      return;
+    }
     if (path === '/healthz') {
       send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
       return;

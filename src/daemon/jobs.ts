@@ -31,7 +31,7 @@ async function drill(rt: Runtime, snapshot: string, context: { actor: string; si
   // RPO as the drill saw it: how old the newest restorable point was when the drill ended.
   const vault = await rt.vault();
   const newest = await vault.latestCompleteSnapshot();
-  const facts = await vault.daemonFacts();
+  const now = await vault.now();
   const details: JsonObject = {
     snapshotId: result.snapshotId,
     ok: result.ok,
@@ -42,7 +42,7 @@ async function drill(rt: Runtime, snapshot: string, context: { actor: string; si
     rows: result.rows,
     findings: result.findings.length,
     rtoSeconds: result.durationMs / 1000,
-    rpoSeconds: newest === null ? null : Math.max(0, (facts.now.getTime() - newest.startedAt.getTime()) / 1000),
+    rpoSeconds: newest === null ? null : Math.max(0, (now.getTime() - newest.startedAt.getTime()) / 1000),
     newestSnapshotId: newest?.id ?? null,
     dataAgeSeconds: result.dataAgeSeconds,
   };

@@ -25,6 +25,8 @@ export interface AuditState {
 /** What one scrape or page view reads: the facts, the newest snapshots and drills. */
 interface Reading {
   readonly facts: DaemonFacts;
+  /** The newest complete snapshot, however many failed or running ones came after it. */
+  readonly newest: SnapshotRecord | null;
   readonly snapshots: readonly SnapshotRecord[];
   readonly drills: readonly Verification[];
 }
@@ -32,8 +34,8 @@ interface Reading {
 const SNAPSHOTS_SHOWN = 30;
 const DRILLS_SHOWN = 20;
 const FAILURES_SHOWN = 10;
-/** Scrapes and page views within this share one reading of the vault. */
-const READING_TTL_MS = 2000;
+/** Scrapes and page views within this share one reading of the vault (and one in flight is always shared). */
+const READING_TTL_MS = 5000;
 
 function num(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) ? value : null;
@@ -53,7 +55,7 @@ export class Observer {
   readonly #version: string;
   readonly #duration: Histogram<'job'>;
   #audit: AuditState = { ok: null, checkedAt: null, entries: null, firstBadEntry: null, message: null };
-  #reading: { at: number; value: Promise<Reading> } | undefined;
+  #reading: { at: number; value: Promise<Reading>; pending: boolean } | undefined;
 
   constructor(options: {
     vault: Vault;
@@ -109,7 +111,7 @@ export class Observer {
       labelNames: ['kind'],
       registers,
       async collect() {
-        const newest = (await read()).snapshots.find((s) => s.status === 'complete');
+        const { newest } = await read();
         this.reset();
         this.set({ kind: 'plain' }, num(newest?.stats?.['bytesPlain']) ?? NaN);
         this.set({ kind: 'stored' }, num(newest?.stats?.['bytesStored']) ?? NaN);
@@ -121,7 +123,7 @@ export class Observer {
       labelNames: ['state'],
       registers,
       async collect() {
-        const newest = (await read()).snapshots.find((s) => s.status === 'complete');
+        const { newest } = await read();
         this.reset();
         this.set({ state: 'written' }, num(newest?.stats?.['cellsWritten']) ?? NaN);
         this.set({ state: 'reused' }, num(newest?.stats?.['cellsReused']) ?? NaN);
@@ -245,27 +247,39 @@ export class Observer {
 
   /** One reading of the vault, shared by whatever asks within a couple of seconds. */
   read(): Promise<Reading> {
-    const now = Date.now();
-    if (this.#reading !== undefined && now - this.#reading.at < READING_TTL_MS) return this.#reading.value;
-    const value = (async (): Promise<Reading> => {
-      const [facts, snapshots, drills] = await Promise.all([
-        this.#vault.daemonFacts(),
-        this.#vault.listSnapshots({ includeIncomplete: true, limit: SNAPSHOTS_SHOWN }),
-        this.#vault.listVerifications({ limit: DRILLS_SHOWN }),
-      ]);
-      return { facts, snapshots, drills };
-    })();
-    this.#reading = { at: now, value };
-    value.catch(() => {
-      if (this.#reading?.value === value) this.#reading = undefined;
-    });
-    return value;
+    const now = performance.now();
+    const current = this.#reading;
+    if (current !== undefined && (current.pending || now - current.at < READING_TTL_MS)) return current.value;
+    const reading: { at: number; value: Promise<Reading>; pending: boolean } = {
+      at: now,
+      pending: true,
+      value: (async (): Promise<Reading> => {
+        const [facts, newest, snapshots, drills] = await Promise.all([
+          this.#vault.daemonFacts(),
+          this.#vault.latestCompleteSnapshot(),
+          this.#vault.listSnapshots({ includeIncomplete: true, limit: SNAPSHOTS_SHOWN }),
+          this.#vault.listVerifications({ limit: DRILLS_SHOWN }),
+        ]);
+        return { facts, newest, snapshots, drills };
+      })(),
+    };
+    this.#reading = reading;
+    reading.value.then(
+      () => {
+        reading.pending = false;
+        reading.at = performance.now();
+      },
+      () => {
+        if (this.#reading === reading) this.#reading = undefined;
+      },
+    );
+    return reading.value;
   }
 
   /** Age of the newest complete snapshot's consistent point (its start), by the vault's clock. */
   rpoSeconds(reading: Reading): number | null {
-    const newest = reading.snapshots.find((s) => s.status === 'complete');
-    return newest === undefined ? null : seconds(reading.facts.now.getTime() - newest.startedAt.getTime());
+    const { newest } = reading;
+    return newest === null ? null : seconds(reading.facts.now.getTime() - newest.startedAt.getTime());
   }
 
   get rpoObjectiveSeconds(): number | null {
@@ -283,15 +297,14 @@ export class Observer {
       this.#vault.listDaemonRuns({ state: 'failed', limit: FAILURES_SHOWN }),
     ]);
     const now = facts.now;
-    const byId = new Map(snapshots.map((s) => [s.id, s]));
-    const newest = snapshots.find((s) => s.status === 'complete');
+    const newest = reading.newest;
     const rtoObjective = this.#config.objectives.rtoMinutes;
     return {
       generatedAt: now,
       instance: this.#instance,
       version: this.#version,
       snapshots: snapshots.map((s) => toStatusSnapshot(s)),
-      drills: drills.map((d) => toStatusDrill(d, byId.get(d.snapshotId))),
+      drills: drills.map((d) => toStatusDrill(d, snapshots)),
       rpo: { seconds: this.rpoSeconds(reading), objectiveSeconds: this.rpoObjectiveSeconds, newestConsistentAt: newest?.startedAt ?? null },
       rto: { seconds: drills[0] === undefined ? null : drills[0].durationMs / 1000, objectiveSeconds: rtoObjective === undefined ? null : rtoObjective * 60 },
       schedules: [...this.#schedules].map(([job, schedule]) => {
@@ -362,7 +375,13 @@ function toStatusSnapshot(s: SnapshotRecord): StatusSnapshot {
   };
 }
 
-function toStatusDrill(d: Verification, snapshot: SnapshotRecord | undefined): StatusDrill {
+/**
+ * A drill as the page shows it. Its RPO is the one the daemon records: the age, when the
+ * drill started, of the newest snapshot complete by then (not of the drilled snapshot,
+ * which for a drill of an older one says nothing about how much a restore would lose).
+ */
+function toStatusDrill(d: Verification, snapshots: readonly SnapshotRecord[]): StatusDrill {
+  const newestThen = snapshots.find((s) => s.status === 'complete' && s.completedAt !== null && s.completedAt.getTime() <= d.startedAt.getTime());
   const r = d.result;
   const findings = Array.isArray(r['findings']) ? r['findings'].length : 0;
   const verified = num(r['cellsVerified']);
@@ -380,7 +399,7 @@ function toStatusDrill(d: Verification, snapshot: SnapshotRecord | undefined): S
     startedAt: d.startedAt,
     ok: d.ok,
     rtoSeconds: d.durationMs / 1000,
-    rpoSeconds: snapshot === undefined ? num(r['dataAgeSeconds']) : seconds(d.startedAt.getTime() - snapshot.startedAt.getTime()),
+    rpoSeconds: newestThen === undefined ? null : seconds(d.startedAt.getTime() - newestThen.startedAt.getTime()),
     findings,
     summary,
   };

@@ -1,4 +1,4 @@
-import { ErrorCode, isLetheError, LetheError } from '../errors/index.ts';
+import { ErrorCode, isLetheError, LetheError, scrubSecrets } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { DaemonJob, DaemonRun, JsonObject, Vault } from '../vault/index.ts';
 import type { JobOutcome } from './jobs.ts';
@@ -56,8 +56,11 @@ export class Scheduler {
   #stopping = false;
   #ticking: Promise<void> | undefined;
   #current: { job: DaemonJob; slot: Date; controller: AbortController; done: Promise<void> } | undefined;
-  #lastTickOk: Date | null = null;
+  /** performance.now() of the last tick the vault answered. */
+  #lastTickOk: number | null = null;
   #lastTickError: string | null = null;
+  /** When a job whose lock was held may be tried again (performance.now()). */
+  readonly #retryAt = new Map<DaemonJob, number>();
 
   constructor(options: SchedulerOptions) {
     this.#o = options;
@@ -80,14 +83,23 @@ export class Scheduler {
     tick();
   }
 
+  /** True once {@link stop} was called: nothing new starts. */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
   /** The job this process is running, if any. */
   get running(): { job: DaemonJob; slot: Date } | undefined {
     return this.#current === undefined ? undefined : { job: this.#current.job, slot: this.#current.slot };
   }
 
-  /** When the vault last answered a tick, and the last tick's error if it did not. */
-  get health(): { lastTickOk: Date | null; lastTickError: string | null } {
-    return { lastTickOk: this.#lastTickOk, lastTickError: this.#lastTickError };
+  /**
+   * Whether the scheduler is alive: the vault answered a tick in the last `withinMs` (or the
+   * process is busy running a job, when it does not tick), and the last tick's error if any.
+   */
+  healthy(withinMs: number): { ok: boolean; error: string | null } {
+    const fresh = this.#lastTickOk !== null && performance.now() - this.#lastTickOk < withinMs;
+    return { ok: this.#current !== undefined || fresh, error: this.#lastTickError };
   }
 
   /**
@@ -100,10 +112,11 @@ export class Scheduler {
     try {
       const now = this.#now();
       const last = await this.#o.vault.lastDaemonSlots();
-      this.#lastTickOk = new Date();
+      this.#lastTickOk = performance.now();
       this.#lastTickError = null;
       const candidates: { job: ScheduledJob; due: Date; missed: Date[]; more: boolean; order: number }[] = [];
       for (const job of this.#o.jobs) {
+        if ((this.#retryAt.get(job.job) ?? 0) > performance.now()) continue;
         const recorded = last.get(job.job);
         if (recorded?.state === 'running') {
           // Another daemon runs it; worth a claim only once its heartbeat looks stale.
@@ -127,6 +140,11 @@ export class Scheduler {
           leaseSeconds: this.#o.leaseSeconds,
         });
         if (claim.kind !== 'run') continue;
+        if (this.stopping) {
+          // SIGTERM came while the claim was in flight: give the slot back for another daemon.
+          await this.#o.vault.releaseDaemonSlot({ job: claim.run.job, slot: claim.run.slot, owner: this.#o.owner });
+          return;
+        }
         if (claim.skipped > 0) {
           this.#o.log.warn({ job: c.job.job, slot: claim.run.slot.toISOString(), skipped: claim.skipped }, 'earlier slots were missed; running the newest once');
         }
@@ -141,7 +159,7 @@ export class Scheduler {
       }
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      if (this.#lastTickError !== message) this.#o.log.error({ err }, 'daemon: cannot reach the vault to schedule jobs; retrying');
+      if (this.#lastTickError !== message) this.#o.log.error({ err }, 'daemon: cannot schedule jobs; retrying');
       this.#lastTickError = message;
     }
   }
@@ -151,30 +169,42 @@ export class Scheduler {
     const key = { job: run.job, slot: run.slot, owner: this.#o.owner };
     const log = this.#o.log.child({ job: run.job, slot: run.slot.toISOString() });
     const started = performance.now();
-    let lastBeat = Date.now();
-    const beatMs = Math.max(1000, (this.#o.leaseSeconds * 1000) / 4);
-    const heartbeat = setInterval(() => {
-      this.#o.vault.heartbeatDaemonRun(key).then(
-        (mine) => {
-          lastBeat = Date.now();
-          if (!mine) {
-            controller.abort(new LetheError(ErrorCode.JOB_LOCKED, `another daemon took over the ${run.job} run of ${run.slot.toISOString()}: stopping this one`));
-          }
-        },
-        (err: unknown) => {
-          if (Date.now() - lastBeat > (this.#o.leaseSeconds * 1000) / 2) {
-            controller.abort(
-              new LetheError(
-                ErrorCode.VAULT,
-                `cannot renew the ${run.job} run's heartbeat in the vault for ${Math.round((Date.now() - lastBeat) / 1000)} s: ` +
-                  'stopping it before another daemon takes it over',
-                { cause: err },
-              ),
-            );
-          }
-        },
-      );
-    }, beatMs);
+    const leaseMs = this.#o.leaseSeconds * 1000;
+    // The watchdog: a heartbeat every lease/4 (one at a time); whatever the heartbeats do
+    // (fail, or hang on a cut-off network), once lease/2 passes without one succeeding the
+    // run is aborted, well before another daemon may take it over at a full lease.
+    let lastBeat = performance.now();
+    let beating = false;
+    let finishing = false;
+    const watchdog = setInterval(
+      () => {
+        const silentMs = performance.now() - lastBeat;
+        if (!finishing && silentMs > leaseMs / 2 && !controller.signal.aborted) {
+          controller.abort(
+            new LetheError(
+              ErrorCode.VAULT,
+              `cannot renew the ${run.job} run's heartbeat in the vault for ${Math.round(silentMs / 1000)} s: ` +
+                'stopping it before another daemon takes it over',
+            ),
+          );
+        }
+        if (beating || performance.now() - lastBeat < leaseMs / 4) return;
+        beating = true;
+        this.#o.vault.heartbeatDaemonRun(key).then(
+          (mine) => {
+            beating = false;
+            lastBeat = performance.now();
+            if (!mine && !finishing) {
+              controller.abort(new LetheError(ErrorCode.JOB_LOCKED, `another daemon took over the ${run.job} run of ${run.slot.toISOString()}: stopping this one`));
+            }
+          },
+          () => {
+            beating = false;
+          },
+        );
+      },
+      Math.min(1000, Math.max(100, leaseMs / 8)),
+    );
     log.info({ takenOver }, 'job started');
     const done = (async () => {
       let outcome: JobOutcome | null = null;
@@ -184,63 +214,102 @@ export class Scheduler {
       try {
         outcome = await this.#o.run(run.job, controller.signal);
         state = outcome.state;
-        code = outcome.code ?? null;
+        code = outcome.code ?? (state === 'failed' ? 'UNEXPECTED' : null);
         message = outcome.message ?? null;
       } catch (err) {
         const reason: unknown = controller.signal.aborted ? controller.signal.reason : undefined;
         const failure = isLetheError(reason) ? reason : err;
         code = isLetheError(failure) ? failure.code : 'UNEXPECTED';
-        message = failure instanceof Error ? failure.message : String(failure);
-        // A job another run holds the lock of (a manual `lethe backup`) did not fail: it waits for the next slot.
-        state = code === ErrorCode.JOB_LOCKED && !controller.signal.aborted ? 'skipped' : 'failed';
-        if (state === 'failed') log.error({ code, err: failure }, 'job failed');
-        else log.warn({ code }, message);
-      } finally {
-        clearInterval(heartbeat);
+        message = scrubSecrets(failure instanceof Error ? failure.message : String(failure));
+        state = 'failed';
+        if (code === ErrorCode.JOB_LOCKED && !controller.signal.aborted) {
+          // Another run holds the job's lock (a manual run, or lifecycle and backup, which
+          // share one): this slot did not run. Give it back and try again a little later,
+          // until a newer slot stands in for it.
+          clearInterval(watchdog);
+          log.warn({ retryInSeconds: LOCKED_RETRY_MS / 1000 }, `${message}: giving the slot back to try again`);
+          this.#retryAt.set(run.job, performance.now() + LOCKED_RETRY_MS);
+          await this.#o.vault.releaseDaemonSlot(key).catch((e: unknown) => log.warn({ err: e }, 'could not give the slot back; it is taken over after the lease'));
+          return;
+        }
+        log.error({ code, err: failure }, 'job failed');
       }
+      finishing = true;
       const durationSeconds = (performance.now() - started) / 1000;
       const details: JsonObject = { ...(outcome?.details ?? {}), durationSeconds, owner: this.#o.owner };
-      try {
-        const recorded = await this.#o.vault.finishDaemonRun(key, {
-          state,
-          ...(code === null ? {} : { errorCode: code }),
-          ...(message === null ? {} : { errorMessage: message }),
-          details,
-        });
-        if (!recorded) log.warn('the run was taken over by another daemon before it finished; its record is theirs');
-      } catch (err) {
-        log.error({ err }, 'could not record the end of the run in the vault; another daemon will take the slot over after the lease');
-      }
+      // The heartbeat goes on until the end is recorded: a finished run whose record failed
+      // once must not look dead and be run again by another daemon.
+      const recorded = await this.#record(key, { state, ...(code === null ? {} : { errorCode: code }), ...(message === null ? {} : { errorMessage: message }), details }, leaseMs / 2, log);
+      clearInterval(watchdog);
+      if (recorded === false) log.warn('the run was taken over by another daemon before it finished; its record is theirs');
       log.info({ state, code, durationSeconds }, 'job finished');
       this.#o.onFinished?.({ job: run.job, slot: run.slot, state, code, message, durationSeconds, outcome, takenOver });
     })().finally(() => {
+      clearInterval(watchdog);
       this.#current = undefined;
     });
     this.#current = { job: run.job, slot: run.slot, controller, done };
   }
 
+  /** Records a run's end, retrying for up to `withinMs`; null when it could not be recorded. */
+  async #record(
+    key: { job: DaemonJob; slot: Date; owner: string },
+    outcome: Parameters<Vault['finishDaemonRun']>[1],
+    withinMs: number,
+    log: Logger,
+  ): Promise<boolean | null> {
+    const deadline = performance.now() + withinMs;
+    for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        return await this.#o.vault.finishDaemonRun(key, outcome);
+      } catch (err) {
+        if (performance.now() + delay > deadline) {
+          log.error({ err }, 'could not record the end of the run in the vault; another daemon takes the slot over after the lease');
+          return null;
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
   /**
    * Stops taking work; waits for the running job up to `deadlineMs`, then aborts it and waits
-   * for it to record its end. Resolves when nothing runs.
+   * for it to record its end (bounded too: a vault that stopped answering must not keep the
+   * process up; its session locks go with the process). Resolves when nothing more will run.
    */
   async stop(deadlineMs: number): Promise<{ aborted: boolean }> {
     this.#stopping = true;
     clearTimeout(this.#timer);
-    await this.#ticking;
+    await within(this.#ticking ?? Promise.resolve(), STOP_WAIT_MS);
     const current = this.#current;
     if (current === undefined) return { aborted: false };
-    let timer: NodeJS.Timeout | undefined;
-    const finished = await Promise.race([
-      current.done.then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), deadlineMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (finished) return { aborted: false };
+    if (await within(current.done, deadlineMs)) return { aborted: false };
     this.#o.log.warn({ job: current.job }, 'shutdown deadline reached: aborting the running job');
     current.controller.abort(new LetheError(ErrorCode.ABORTED, `the daemon stopped (SIGTERM) and the ${current.job} run passed daemon.shutdownSeconds: aborted cleanly`));
-    await current.done;
+    if (!(await within(current.done, STOP_WAIT_MS))) {
+      this.#o.log.error({ job: current.job }, `the aborted job did not end within ${STOP_WAIT_MS / 1000} s; exiting anyway (its locks are released with the process)`);
+    }
     return { aborted: true };
   }
+}
+
+/** How long a job whose lock another run holds waits before its slot is tried again. */
+const LOCKED_RETRY_MS = 15_000;
+/** How long stopping waits for a claim in flight, and for an aborted job to end. */
+const STOP_WAIT_MS = 30_000;
+
+/** True when `promise` settles within `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }

@@ -75,9 +75,12 @@ export interface ApplyResult {
  * plan only deletes objects that no live snapshot references at planning time, and no
  * snapshot can start referencing them while the lock is held.
  */
-export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyResult> {
-  const { vault, store, config, log, actor } = options;
-  return vault.withJobLock('backup', async () => {
+export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResult> {
+  const { vault, store, config, log, actor } = input;
+  // The lock's signal also fires when the connection holding it is lost: another run may
+  // then take the lock, so this one stops at its next step.
+  return vault.withJobLock('backup', async (signal) => {
+    const options: ApplyOptions = { ...input, signal };
     const started = Date.now();
     const now = options.now();
     const plan = planLifecycle(await loadPlanInput(vault, store, config, now));
@@ -255,5 +258,5 @@ export async function runLifecycleApply(options: ApplyOptions): Promise<ApplyRes
     });
     runLog.info(counts, 'lifecycle apply done');
     return result;
-  });
+  }, input.signal === undefined ? {} : { signal: input.signal });
 }

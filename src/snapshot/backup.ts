@@ -1010,11 +1010,14 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
  * Throws TABLE_UNMAPPED / MAPPING_INVALID before anything is written when the mapping does
  * not cover the store, JOB_LOCKED when another backup is running.
  */
-export async function runBackup(options: BackupOptions): Promise<BackupResult> {
-  const { vault, log } = options;
-  const now = options.now ?? ((): Date => new Date());
+export async function runBackup(input: BackupOptions): Promise<BackupResult> {
+  const { vault, log } = input;
+  const now = input.now ?? ((): Date => new Date());
   const started = Date.now();
-  return vault.withJobLock('backup', async () => {
+  // The lock's signal also fires when the connection holding it is lost: another run may
+  // then take the lock, so this one stops (and is abandoned) at its next step.
+  return vault.withJobLock('backup', async (signal) => {
+    const options: BackupOptions = { ...input, signal };
     const p = await prepare(options, now);
     const runLog = log.child({ job: 'backup', snapshotId: p.run.id });
     runLog.info({ previous: p.previous?.id ?? null, tables: p.tables.length, fullRead: p.fullRead }, 'backup started');
@@ -1057,7 +1060,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       options.signal?.removeEventListener('abort', cancel);
       await Promise.all(readers.map((client) => client.end().catch(() => undefined)));
     }
-  });
+  }, input.signal === undefined ? {} : { signal: input.signal });
 }
 
 /** What every worker of a coordinated backup follows, as the coordinator records it. */

@@ -19,6 +19,8 @@ export interface DaemonRun {
   readonly heartbeatAt: Date;
   readonly finishedAt: Date | null;
   readonly attempts: number;
+  /** When another daemon last took the run over from one that went silent. */
+  readonly takenOverAt: Date | null;
   readonly errorCode: string | null;
   readonly errorMessage: string | null;
   readonly details: JsonObject | null;
@@ -33,12 +35,13 @@ interface RunRow {
   heartbeat_at: Date;
   finished_at: Date | null;
   attempts: number;
+  taken_over_at: Date | null;
   error_code: string | null;
   error_message: string | null;
   details: JsonObject | null;
 }
 
-const COLUMNS = 'job, slot, state, owner, started_at, heartbeat_at, finished_at, attempts, error_code, error_message, details';
+const COLUMNS = 'job, slot, state, owner, started_at, heartbeat_at, finished_at, attempts, taken_over_at, error_code, error_message, details';
 
 function toRun(r: RunRow): DaemonRun {
   return {
@@ -50,6 +53,7 @@ function toRun(r: RunRow): DaemonRun {
     heartbeatAt: r.heartbeat_at,
     finishedAt: r.finished_at,
     attempts: r.attempts,
+    takenOverAt: r.taken_over_at,
     errorCode: r.error_code,
     errorMessage: r.error_message,
     details: r.details,
@@ -63,22 +67,33 @@ function table(ctx: VaultContext): string {
 /** What a claim decided: run `slot` (a new slot, or one taken over from a dead daemon), or nothing. */
 export type SlotClaim =
   | { readonly kind: 'run'; readonly run: DaemonRun; readonly takenOver: boolean; readonly skipped: number }
-  | { readonly kind: 'busy'; readonly run: DaemonRun }
+  /** Another daemon runs the job, or is deciding about it right now. */
+  | { readonly kind: 'busy' }
   | { readonly kind: 'done' };
 
 /** Slots recorded as skipped one by one before the rest are only counted. */
 const SKIPPED_ROWS = 100;
 
+/** A run taken over this many times (each time its daemon died) is recorded failed, not retried. */
+export const MAX_RUN_ATTEMPTS = 3;
+
+/** How far ahead of the vault's clock a daemon's slot may be before its clock is called wrong. */
+const CLOCK_TOLERANCE_SECONDS = 300;
+
 /**
  * Decides, for all daemons on this vault at once, who runs what of `job`: in one
- * transaction serialised per job by an advisory lock,
+ * transaction serialised per job by an advisory lock (tried, not waited for: a daemon
+ * stuck inside its claim must not stall the others),
  * - a running row whose heartbeat is older than `leaseSeconds` (its daemon died) is taken
- *   over by `owner`;
+ *   over by `owner`, unless it was already taken over MAX_RUN_ATTEMPTS - 1 times: a run that
+ *   kills every daemon that tries it is recorded failed (DAEMON_DIED) and the job moves on;
  * - a running row with a live heartbeat makes the job busy: nothing starts;
  * - otherwise, when `due` (the newest slot at or before now) is not recorded yet, it is
  *   inserted as running for `owner`, and the unrecorded slots in `missed` (older ones that
- *   came due while the job was busy or no daemon ran) are recorded as skipped, so each slot
- *   has exactly one row and only the newest of them runs.
+ *   came due while the job was busy or no daemon ran) are recorded as skipped, so only the
+ *   newest of them runs.
+ * A `due` well ahead of the vault's clock is refused (VAULT, naming the skew): recorded, it
+ * would hold the job back on every daemon until that time.
  */
 export async function claimDaemonSlot(
   ctx: VaultContext,
@@ -86,7 +101,24 @@ export async function claimDaemonSlot(
 ): Promise<SlotClaim> {
   const doing = `claiming the ${claim.job} slot ${claim.due.toISOString()}`;
   return inTransaction(ctx.pool, doing, async (client) => {
-    await query(client, doing, 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [lockKeyText(ctx.schema, `daemon-slot:${claim.job}`)]);
+    // A claim is a few short statements: a connection that stalls inside one (a network cut)
+    // is ended by the server instead of holding the job's lock for hours.
+    await query(client, doing, "SET LOCAL idle_in_transaction_session_timeout = '30s'; SET LOCAL statement_timeout = '30s'");
+    const { rows: locked } = await query<{ locked: boolean; ahead: number }>(
+      client,
+      doing,
+      'SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked, extract(epoch FROM $2::timestamptz - now())::float8 AS ahead',
+      [lockKeyText(ctx.schema, `daemon-slot:${claim.job}`), claim.due],
+    );
+    if (locked[0]?.locked !== true) return { kind: 'busy' };
+    const ahead = locked[0].ahead;
+    if (ahead > CLOCK_TOLERANCE_SECONDS) {
+      throw new LetheError(
+        ErrorCode.VAULT,
+        `this daemon's clock is ${Math.round(ahead)} s ahead of the vault's (slot ${claim.due.toISOString()} of ${claim.job} is not due yet by the vault): ` +
+          'fix the host clock (NTP); `lethe doctor` measures the skew',
+      );
+    }
     const { rows: running } = await query<RunRow & { stale: boolean }>(
       client,
       doing,
@@ -96,17 +128,32 @@ export async function claimDaemonSlot(
     );
     const current = running[0];
     if (current !== undefined) {
-      if (!current.stale) return { kind: 'busy', run: toRun(current) };
-      const { rows } = await query<RunRow>(
+      if (!current.stale) return { kind: 'busy' };
+      if (current.attempts < MAX_RUN_ATTEMPTS) {
+        const { rows } = await query<RunRow>(
+          client,
+          doing,
+          `UPDATE ${table(ctx)} SET owner = $3, heartbeat_at = now(), taken_over_at = now(), attempts = attempts + 1
+            WHERE job = $1 AND slot = $2 AND state = 'running' RETURNING ${COLUMNS}`,
+          [claim.job, current.slot, claim.owner],
+        );
+        const taken = rows[0];
+        if (taken === undefined) throw new LetheError(ErrorCode.INTERNAL, `${doing}: the stale run vanished inside the transaction`);
+        return { kind: 'run', run: toRun(taken), takenOver: true, skipped: 0 };
+      }
+      await query(
         client,
         doing,
-        `UPDATE ${table(ctx)} SET owner = $3, heartbeat_at = now(), attempts = attempts + 1
-          WHERE job = $1 AND slot = $2 AND state = 'running' RETURNING ${COLUMNS}`,
-        [claim.job, current.slot, claim.owner],
+        `UPDATE ${table(ctx)} SET state = 'failed', finished_at = now(), error_code = 'DAEMON_DIED',
+                error_message = $3
+          WHERE job = $1 AND slot = $2 AND state = 'running'`,
+        [
+          claim.job,
+          current.slot,
+          `the daemon running this slot went silent ${current.attempts} times in a row (killed, out of memory, or cut off): ` +
+            'not retried again; read the daemons\' logs for the run, and `lethe doctor`',
+        ],
       );
-      const taken = rows[0];
-      if (taken === undefined) throw new LetheError(ErrorCode.INTERNAL, `${doing}: the stale run vanished inside the transaction`);
-      return { kind: 'run', run: toRun(taken), takenOver: true, skipped: 0 };
     }
     const { rows } = await query<RunRow>(
       client,
@@ -153,6 +200,20 @@ export async function heartbeatDaemonRun(ctx: VaultContext, run: { job: DaemonJo
   return rowCount === 1;
 }
 
+/**
+ * Gives a claimed slot back unrun (the daemon is stopping, or the job's lock is held by
+ * another run): its row goes, so the slot is due again for whichever daemon looks next.
+ */
+export async function releaseDaemonSlot(ctx: VaultContext, run: { job: DaemonJob; slot: Date; owner: string }): Promise<boolean> {
+  const { rowCount } = await query(
+    ctx.pool,
+    `giving back the ${run.job} slot ${run.slot.toISOString()}`,
+    `DELETE FROM ${table(ctx)} WHERE job = $1 AND slot = $2 AND owner = $3 AND state = 'running'`,
+    [run.job, run.slot, run.owner],
+  );
+  return rowCount === 1;
+}
+
 /** Records how a run ended; false when it was no longer this owner's (taken over). */
 export async function finishDaemonRun(
   ctx: VaultContext,
@@ -178,12 +239,25 @@ export async function finishDaemonRun(
   return rowCount === 1;
 }
 
+/** The vault database's clock. */
+export async function vaultNow(ctx: VaultContext): Promise<Date> {
+  const { rows } = await query<{ now: Date }>(ctx.pool, 'reading the vault clock', 'SELECT now() AS now');
+  return rows[0]?.now ?? new Date();
+}
+
 /** The newest recorded slot of each job (any state). */
 export async function lastDaemonSlots(ctx: VaultContext): Promise<Map<DaemonJob, DaemonRun>> {
+  // One index probe per job; a row ahead of the vault's clock (a replica whose clock ran
+  // ahead, refused by the claim since) is not allowed to hold the job back.
   const { rows } = await query<RunRow>(
     ctx.pool,
     'reading the daemon runs',
-    `SELECT DISTINCT ON (job) ${COLUMNS} FROM ${table(ctx)} ORDER BY job, slot DESC`,
+    `SELECT r.* FROM unnest($1::text[]) AS j(job)
+       CROSS JOIN LATERAL (
+         SELECT ${COLUMNS} FROM ${table(ctx)} d
+          WHERE d.job = j.job AND (d.slot <= now() + make_interval(secs => $2) OR d.state = 'running')
+          ORDER BY d.slot DESC LIMIT 1) r`,
+    [DAEMON_JOBS, CLOCK_TOLERANCE_SECONDS],
   );
   return new Map(rows.map((r) => [r.job, toRun(r)]));
 }

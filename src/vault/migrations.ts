@@ -544,6 +544,7 @@ CREATE TABLE daemon_runs (
   heartbeat_at  timestamptz NOT NULL DEFAULT now(),
   finished_at   timestamptz,
   attempts      integer NOT NULL DEFAULT 1 CHECK (attempts > 0),
+  taken_over_at timestamptz,
   error_code    text,
   error_message text,
   details       jsonb,

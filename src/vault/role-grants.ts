@@ -291,11 +291,11 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
     since: 8,
     class: 'record',
     access: {
-      backup: { select: 'all', insert: 'all', update: 'all' },
-      verify: { select: 'all', insert: 'all', update: 'all' },
-      lifecycle: { select: 'all', insert: 'all', update: 'all' },
+      backup: { select: 'all', insert: 'all', update: 'all', delete: true },
+      verify: { select: 'all', insert: 'all', update: 'all', delete: true },
+      lifecycle: { select: 'all', insert: 'all', update: 'all', delete: true },
     },
-    why: 'each scheduled slot of `lethe daemon`, claimed and finished by whichever job role runs it',
+    why: 'each scheduled slot of `lethe daemon`, claimed, finished or given back unrun by whichever job role runs it',
   },
 };
 

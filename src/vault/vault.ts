@@ -27,6 +27,8 @@ import {
   finishDaemonRun,
   heartbeatDaemonRun,
   lastDaemonSlots,
+  releaseDaemonSlot,
+  vaultNow,
   listDaemonRuns,
   type DaemonFacts,
   type DaemonJob,
@@ -757,6 +759,16 @@ export class Vault {
   /** Renews a daemon run's heartbeat; false when another daemon took it over. */
   heartbeatDaemonRun(run: { job: DaemonJob; slot: Date; owner: string }): Promise<boolean> {
     return heartbeatDaemonRun(this.#ctx, run);
+  }
+
+  /** Gives a claimed daemon slot back unrun, so it is due again. */
+  releaseDaemonSlot(run: { job: DaemonJob; slot: Date; owner: string }): Promise<boolean> {
+    return releaseDaemonSlot(this.#ctx, run);
+  }
+
+  /** The vault database's clock. */
+  now(): Promise<Date> {
+    return vaultNow(this.#ctx);
   }
 
   /** Records how a daemon run ended; false when it was taken over. */
