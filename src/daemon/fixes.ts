@@ -22,6 +22,7 @@ const FIXES: Readonly<Record<string, string>> = {
   [ErrorCode.AUDIT_CHAIN]: 'run `lethe audit verify` and follow runbooks/backup-alert.md',
   [ErrorCode.ABORTED]: 'the daemon stopped during the run; the next slot runs it again',
   [ErrorCode.EMBEDDED]: 'look at the embedded PostgreSQL\'s log beside its data directory',
+  DAEMON_DIED: 'the daemon died during this run each time it was tried: read the daemons\' logs around it (out of memory?) and `lethe doctor`',
   [DRILL_FAILED]: 'run `lethe verify --snapshot ID` to see each finding, then follow runbooks/backup-alert.md',
 };
 
