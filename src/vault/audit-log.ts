@@ -8,7 +8,11 @@ import { lockKeyText } from './schema-name.ts';
 
 const PAGE_ROWS = 1000;
 
-interface AuditRow {
+/** The columns of {@link AuditRow}, in order. */
+export const AUDIT_COLUMNS = 'seq, at, actor, action, subject, details, prev_hash, hash';
+
+/** An audit_log row as pg returns it. */
+export interface AuditRow {
   seq: string;
   at: Date;
   actor: string;
@@ -127,11 +131,10 @@ export async function* iterateAudit(
     const { rows } = await query<AuditRow>(
       ctx.pool,
       'reading the audit log',
-      `SELECT seq, at, actor, action, subject, details, prev_hash, hash
-         FROM ${ctx.t.auditLog} WHERE seq >= $1 ORDER BY seq LIMIT $2`,
+      `SELECT ${AUDIT_COLUMNS} FROM ${ctx.t.auditLog} WHERE seq >= $1 ORDER BY seq LIMIT $2`,
       [next, pageRows],
     );
-    for (const row of rows) yield toEntry(row);
+    for (const row of rows) yield auditEntryFromRow(row);
     const last = rows.at(-1);
     if (last === undefined || rows.length < pageRows) return;
     next = toSafeInt(last.seq, 'audit seq') + 1;
@@ -153,7 +156,8 @@ export async function verifyAuditChain(
   return checker.finish();
 }
 
-function toEntry(row: AuditRow): AuditEntry {
+/** An audit_log row as an entry; `seq` checked to be a safe integer. */
+export function auditEntryFromRow(row: AuditRow): AuditEntry {
   return {
     seq: toSafeInt(row.seq, 'audit seq'),
     at: row.at,

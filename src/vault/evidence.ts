@@ -1,8 +1,9 @@
 import type pg from 'pg';
+import { AUDIT_COLUMNS, auditEntryFromRow, type AuditRow } from './audit-log.ts';
+import { HOLD_COLUMNS, holdFromRow, type HoldRow } from './holds.ts';
 import type { Hold } from '../lifecycle/types.ts';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import { AuditChainChecker, type AuditAnchor, type AuditChainReport } from './audit-chain-check.ts';
-import type { AuditEntry } from './audit-hash.ts';
 import type { JsonObject, JsonValue } from './canonical-json.ts';
 import { query, toSafeInt, type Queryable } from './db.ts';
 import { checkSchemaName, vaultTables } from './schema-name.ts';
@@ -184,20 +185,6 @@ export async function drillsStarted(
   }));
 }
 
-interface HoldRow {
-  id: string;
-  case_id: string;
-  tenant: string;
-  user_id: string | null;
-  conversation: string | null;
-  from_ts: Date | null;
-  to_ts: Date | null;
-  reason: string;
-  placed_by: string;
-  placed_at: Date;
-  released_by: string | null;
-  released_at: Date | null;
-}
 
 /**
  * Hold selectors in force at some instant of the period: placed by its end and not released
@@ -212,26 +199,12 @@ export async function holdsInForce(
   const { rows } = await query<HoldRow>(
     db,
     'reading the legal holds of the report period',
-    `SELECT id, case_id, tenant, user_id, conversation, from_ts, to_ts, reason, placed_by, placed_at, released_by, released_at
-       FROM ${table(schema, 'holds')}
+    `SELECT ${HOLD_COLUMNS} FROM ${table(schema, 'holds')}
       WHERE placed_at <= $2 AND (released_at IS NULL OR released_at >= $1)
       ORDER BY placed_at, id`,
     bounds(period),
   );
-  return rows.map((r) => ({
-    id: toSafeInt(r.id, 'hold id'),
-    caseId: r.case_id,
-    tenant: r.tenant,
-    user: r.user_id,
-    conversation: r.conversation,
-    from: r.from_ts,
-    to: r.to_ts,
-    reason: r.reason,
-    placedBy: r.placed_by,
-    placedAt: r.placed_at,
-    releasedBy: r.released_by,
-    releasedAt: r.released_at,
-  }));
+  return rows.map(holdFromRow);
 }
 
 /**
@@ -335,33 +308,14 @@ export async function auditEvidence(
   let next = 1;
   for (;;) {
     throwIfAborted(options.signal, 'checking the audit chain');
-    const { rows } = await query<{
-      seq: string;
-      at: Date;
-      actor: string;
-      action: string;
-      subject: string;
-      details: JsonObject;
-      prev_hash: string;
-      hash: string;
-    }>(
+    const { rows } = await query<AuditRow>(
       db,
       'checking the audit chain',
-      `SELECT seq, at, actor, action, subject, details, prev_hash, hash FROM ${vaultTables(schema).auditLog}
-        WHERE seq >= $1 ORDER BY seq LIMIT $2`,
+      `SELECT ${AUDIT_COLUMNS} FROM ${vaultTables(schema).auditLog} WHERE seq >= $1 ORDER BY seq LIMIT $2`,
       [next, AUDIT_PAGE_ROWS],
     );
     for (const row of rows) {
-      const entry: AuditEntry = {
-        seq: toSafeInt(row.seq, 'audit seq'),
-        at: row.at,
-        actor: row.actor,
-        action: row.action,
-        subject: row.subject,
-        details: row.details,
-        prevHash: row.prev_hash,
-        hash: row.hash,
-      };
+      const entry = auditEntryFromRow(row);
       checker.add(entry);
       const at = entry.at.getTime();
       if (at >= from && at <= to) {

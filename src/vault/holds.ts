@@ -7,7 +7,8 @@ import { inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
 /** One selector to store; the vault adds the id and placement time. */
 export type NewHold = Pick<Hold, 'caseId' | 'tenant' | 'user' | 'conversation' | 'from' | 'to' | 'reason' | 'placedBy'>;
 
-interface HoldRow {
+/** A holds row as pg returns it. */
+export interface HoldRow {
   id: string;
   case_id: string;
   tenant: string;
@@ -22,7 +23,8 @@ interface HoldRow {
   released_at: Date | null;
 }
 
-const COLUMNS =
+/** The columns of {@link HoldRow}, in order. */
+export const HOLD_COLUMNS =
   'id, case_id, tenant, user_id, conversation, from_ts, to_ts, reason, placed_by, placed_at, released_by, released_at';
 
 /** `"schema".holds`: the schema name was checked when the context was built. */
@@ -50,10 +52,10 @@ export async function placeHolds(
         doing,
         `INSERT INTO ${holdsTable(ctx)}
            (case_id, tenant, user_id, conversation, from_ts, to_ts, reason, placed_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${COLUMNS}`,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${HOLD_COLUMNS}`,
         [h.caseId, h.tenant, h.user, h.conversation, h.from, h.to, h.reason, h.placedBy],
       );
-      for (const row of rows) stored.push(toHold(row));
+      for (const row of rows) stored.push(holdFromRow(row));
     }
     const entry = await appendAuditInTransaction(ctx, client, audit(stored));
     return { holds: stored, audit: entry };
@@ -77,10 +79,10 @@ export async function releaseCase(
       client,
       doing,
       `UPDATE ${holdsTable(ctx)} SET released_by = $2, released_at = now()
-        WHERE case_id = $1 AND released_at IS NULL RETURNING ${COLUMNS}`,
+        WHERE case_id = $1 AND released_at IS NULL RETURNING ${HOLD_COLUMNS}`,
       [caseId, actor],
     );
-    const released = rows.map(toHold).sort((a, b) => a.id - b.id);
+    const released = rows.map(holdFromRow).sort((a, b) => a.id - b.id);
     if (released.length === 0) return { holds: [], audit: null };
     const entry = await appendAuditInTransaction(ctx, client, audit(released));
     return { holds: released, audit: entry };
@@ -95,12 +97,13 @@ export async function listHolds(ctx: VaultContext): Promise<Hold[]> {
   const { rows } = await query<HoldRow>(
     ctx.pool,
     'listing legal holds',
-    `SELECT ${COLUMNS} FROM ${holdsTable(ctx)} ORDER BY id`,
+    `SELECT ${HOLD_COLUMNS} FROM ${holdsTable(ctx)} ORDER BY id`,
   );
-  return rows.map(toHold);
+  return rows.map(holdFromRow);
 }
 
-function toHold(row: HoldRow): Hold {
+/** A holds row as a Hold. */
+export function holdFromRow(row: HoldRow): Hold {
   return {
     id: toSafeInt(row.id, 'hold id'),
     caseId: row.case_id,
