@@ -216,10 +216,28 @@ export function verifyCertificate(
   cert: unknown,
   publicKeys: ReadonlyMap<string, string>,
 ): { ok: true } | { ok: false; problem: string } {
-  if (cert === null || typeof cert !== 'object') return { ok: false, problem: 'not a JSON object' };
-  const { signature, ...body } = cert as Record<string, unknown>;
-  if (body['format'] !== CERTIFICATE_FORMAT) {
-    return { ok: false, problem: `format is ${JSON.stringify(body['format'])}, expected ${CERTIFICATE_FORMAT}` };
+  return verifySignedDocument(cert, publicKeys, {
+    format: CERTIFICATE_FORMAT,
+    what: 'certificate',
+    message: (body) => certificateMessage(body as unknown as UnsignedCertificate),
+  });
+}
+
+/**
+ * Checks a signed JSON document lethe writes (a certificate, an evidence report): a plain
+ * object whose `format` is `expected.format` and whose `signature` is an Ed25519 signature,
+ * by a key in `publicKeys`, over `expected.message(body)` (the body without `signature`).
+ * Never throws: returns `{ ok: false, problem }` for anything wrong.
+ */
+export function verifySignedDocument(
+  doc: unknown,
+  publicKeys: ReadonlyMap<string, string>,
+  expected: { format: string; what: string; message: (body: Record<string, unknown>) => Uint8Array },
+): { ok: true } | { ok: false; problem: string } {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return { ok: false, problem: 'not a JSON object' };
+  const { signature, ...body } = doc as Record<string, unknown>;
+  if (body['format'] !== expected.format) {
+    return { ok: false, problem: `format is ${JSON.stringify(body['format'])}, expected ${expected.format}` };
   }
   if (signature === null || typeof signature !== 'object') return { ok: false, problem: 'no signature' };
   const { algorithm, keyId, value } = signature as Record<string, unknown>;
@@ -230,9 +248,9 @@ export function verifyCertificate(
   if (publicKey === undefined) return { ok: false, problem: `unknown signing key ${keyId}` };
   let message: Uint8Array;
   try {
-    message = certificateMessage(body as unknown as UnsignedCertificate);
+    message = expected.message(body);
   } catch {
-    return { ok: false, problem: 'the certificate body is not plain JSON' };
+    return { ok: false, problem: `the ${expected.what} body is not plain JSON` };
   }
   return verifySignature(publicKey, message, value) ? { ok: true } : { ok: false, problem: 'bad signature' };
 }

@@ -1,5 +1,5 @@
-import { verifySignature } from '../crypto/index.ts';
 import type { Signer } from '../keys/index.ts';
+import { verifySignedDocument } from '../lifecycle/certificate.ts';
 import type { EraseScope } from '../lifecycle/types.ts';
 import { canonicalJson, type SnapshotStatus } from '../vault/index.ts';
 import type { RpoMeasurement } from './rpo.ts';
@@ -259,30 +259,9 @@ export function verifyReport(
   report: unknown,
   publicKeys: ReadonlyMap<string, string>,
 ): { ok: true } | { ok: false; problem: string } {
-  if (report === null || typeof report !== 'object' || Array.isArray(report))
-    return { ok: false, problem: 'not a JSON object' };
-  const { signature, ...body } = report as Record<string, unknown>;
-  if (body['format'] !== REPORT_FORMAT) {
-    return {
-      ok: false,
-      problem: `format is ${JSON.stringify(body['format'])}, expected ${REPORT_FORMAT}`,
-    };
-  }
-  if (signature === null || typeof signature !== 'object')
-    return { ok: false, problem: 'no signature' };
-  const { algorithm, keyId, value } = signature as Record<string, unknown>;
-  if (algorithm !== 'ed25519' || typeof keyId !== 'string' || typeof value !== 'string') {
-    return { ok: false, problem: 'malformed signature (expected ed25519 with keyId and value)' };
-  }
-  const publicKey = publicKeys.get(keyId);
-  if (publicKey === undefined) return { ok: false, problem: `unknown signing key ${keyId}` };
-  let message: Uint8Array;
-  try {
-    message = reportMessage(body as unknown as UnsignedReport);
-  } catch {
-    return { ok: false, problem: 'the report body is not plain JSON' };
-  }
-  return verifySignature(publicKey, message, value)
-    ? { ok: true }
-    : { ok: false, problem: 'bad signature' };
+  return verifySignedDocument(report, publicKeys, {
+    format: REPORT_FORMAT,
+    what: 'report',
+    message: (body) => reportMessage(body as unknown as UnsignedReport),
+  });
 }
