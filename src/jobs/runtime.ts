@@ -181,8 +181,11 @@ export class Runtime {
    * the operator knows which server to look at. Never includes a password.
    */
   explainFailure(err: unknown): unknown {
-    if (!isLetheError(err, ErrorCode.DATABASE) && !isLetheError(err, ErrorCode.VAULT)) return err;
-    if (!isConnectionLoss(err)) return err;
+    if (!isLetheError(err) || !isConnectionLoss(err)) return err;
+    // A job lock lost with its connection is the server going away, not another run holding
+    // the lock: a DATABASE failure (exit 1), not JOB_LOCKED (exit 4, "wait for the other run").
+    if (err.code === ErrorCode.JOB_LOCKED) return this.explainFailure(new LetheError(ErrorCode.DATABASE, err.message, { cause: err }));
+    if (err.code !== ErrorCode.DATABASE && err.code !== ErrorCode.VAULT) return err;
     const servers = new Map<string, string[]>();
     const add = (role: string, database: DatabaseConfig): void => {
       const where = this.serverOf(database);
@@ -190,13 +193,15 @@ export class Runtime {
     };
     add('chat store', this.config.chatStore.database);
     add('vault', this.config.vault.database);
-    const named = [...servers].map(([where, roles]) => `${where} (${roles.join(' and ')})`).join(', ');
+    const named = [...servers].map(([where, roles]) => `${where} for the ${roles.join(' and ')}`).join(', ');
     const embedded = this.config.embedded;
     const hint =
       embedded === undefined
         ? 'check that it is running and reachable, then run the command again'
         : `the embedded PostgreSQL logs to ${dirname(embedded.dataDir)}/postgres.log; the next command starts it again`;
-    return new LetheError(err.code, `${err.message} — lost the connection to the database server ${named}: ${hint}`, {
+    // The lost connection may also be a restore target's or verify's scratch server: name the
+    // config's servers as the places to look, not as the certain culprit.
+    return new LetheError(err.code, `${err.message} — a database connection was lost (this config's servers: ${named}); ${hint}`, {
       cause: err,
       ...(err.details === undefined ? {} : { details: err.details }),
     });

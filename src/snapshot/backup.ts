@@ -1053,8 +1053,13 @@ export async function runBackup(input: BackupOptions): Promise<BackupResult> {
       // behind it would wait forever. Closing the connections (finally) ends the read-only
       // transactions just as well.
       await vault.abandonSnapshot(p.run.id).catch(() => undefined);
-      // Cancelling closes the readers under their COPY: that is the stop asked for, not a database failure.
-      if (options.signal?.aborted === true) throw new LetheError(ErrorCode.ABORTED, 'backup: cancelled', { cause: err });
+      // Cancelling closes the readers under their COPY: that is the stop asked for, not a
+      // database failure. A stop for a reason of lethe's own (the lock's connection lost) is that reason.
+      if (options.signal?.aborted === true) {
+        const reason: unknown = options.signal.reason;
+        if (isLetheError(reason) && reason.code !== ErrorCode.ABORTED) throw reason;
+        throw new LetheError(ErrorCode.ABORTED, 'backup: cancelled', { cause: err });
+      }
       throw wrapForeign(ErrorCode.DATABASE, 'backup', err);
     } finally {
       options.signal?.removeEventListener('abort', cancel);

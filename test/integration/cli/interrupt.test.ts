@@ -65,7 +65,7 @@ describe('an embedded deployment interrupted mid-backup', () => {
     expectCleanStderr(result);
     const lines = result.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toContain(`lost the connection to the database server 127.0.0.1:${d.port} (embedded) (chat store and vault)`);
+    expect(lines[0]).toContain(`a database connection was lost (this config's servers: 127.0.0.1:${d.port} (embedded) for the chat store and vault)`);
     expect(lines[0]).toContain('postgres.log');
   });
 
