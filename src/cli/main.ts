@@ -12,6 +12,7 @@ const HELP = `lethe — encrypted, verifiable backups of a chat store, with cryp
 usage: lethe <command> [options]        (every command takes --config FILE)
 
   init                          create the vault, master key and signing key
+  init --roles [--print-sql] [--login --password-dir DIR]   per-job vault roles (least privilege)
   seed --scale small|medium|large   fill the chat store with the reference demo data
   backup [--json]               take a snapshot
   snapshots [--json]            list complete snapshots
