@@ -1,6 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import type { LetheEnv } from './lethe-env.ts';
+import { afterAll, beforeAll } from 'vitest';
+import { initialize } from '../../src/jobs/tasks.ts';
+import { createChatTemplate, createLetheEnv, type LetheEnv, type TestDatabase } from './lethe-env.ts';
 
 /**
  * A `lethe daemon --json` child process: its JSON-line events as they come, the URL it
@@ -138,4 +140,29 @@ export function sampleValue(samples: readonly Sample[], name: string, labels: Re
   const found = samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   if (found.length !== 1) throw new Error(`${found.length} samples of ${name}${JSON.stringify(labels)}`);
   return (found[0] as Sample).value;
+}
+
+/**
+ * Registers, in the calling `describe`, a deployment initialised for the daemon tests (a
+ * chat store cloned from a fresh template, an empty vault after `lethe init`), dropped
+ * afterwards. Read `.env` inside tests and hooks.
+ */
+export function initialisedDeployment(prefix: string): { readonly env: LetheEnv } {
+  let template: TestDatabase | undefined;
+  let env: LetheEnv | undefined;
+  beforeAll(async () => {
+    template = await createChatTemplate(`${prefix}_tpl`);
+    env = await createLetheEnv({ template: template.name });
+    await initialize(env.rt, 'test');
+  }, 180_000);
+  afterAll(async () => {
+    await env?.cleanup();
+    await template?.drop();
+  });
+  return {
+    get env(): LetheEnv {
+      if (env === undefined) throw new Error('the deployment is set up in beforeAll');
+      return env;
+    },
+  };
 }

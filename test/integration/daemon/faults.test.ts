@@ -1,9 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initialize } from '../../../src/jobs/tasks.ts';
 import { lockKeyText } from '../../../src/vault/schema-name.ts';
-import { startDaemon, waitFor } from '../../helpers/daemon.ts';
-import { createChatTemplate, createLetheEnv, queryValue, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
+import { initialisedDeployment, startDaemon, waitFor } from '../../helpers/daemon.ts';
+import { queryValue } from '../../helpers/lethe-env.ts';
 
 /**
  * The daemon when the vault misbehaves under a run: a heartbeat that hangs (the row is
@@ -13,26 +12,20 @@ import { createChatTemplate, createLetheEnv, queryValue, type LetheEnv, type Tes
  */
 
 describe('a daemon under vault faults', () => {
-  let template: TestDatabase;
-  let env: LetheEnv;
+  const deployment = initialisedDeployment('daemon_faults');
   let admin: pg.Client;
 
   beforeAll(async () => {
-    template = await createChatTemplate('daemon_faults_tpl');
-    env = await createLetheEnv({ template: template.name });
-    await initialize(env.rt, 'test');
-    admin = new pg.Client({ connectionString: env.vaultDb.url });
+    admin = new pg.Client({ connectionString: deployment.env.vaultDb.url });
     await admin.connect();
-  }, 180_000);
+  });
   afterAll(async () => {
     await admin.end();
-    await env.cleanup();
-    await template.drop();
   });
 
   /** The first column of the first row, or null when there is none. */
   const state = async (sql: string, params: unknown[] = []): Promise<string | null> => {
-    const client = new pg.Client({ connectionString: env.vaultDb.url });
+    const client = new pg.Client({ connectionString: deployment.env.vaultDb.url });
     await client.connect();
     try {
       const { rows } = await client.query<{ v: string | null }>(sql, params);
@@ -43,6 +36,7 @@ describe('a daemon under vault faults', () => {
   };
 
   it('a heartbeat that hangs stops the run within half a lease', async () => {
+    const { env } = deployment;
     const lease = 8;
     const config = await env.writeConfig('hang.yaml', { ...env.raw, daemon: { listen: '127.0.0.1:0', leaseSeconds: lease, schedules: { backup: '*/2 * * * * *' } } });
     const daemon = startDaemon(env, config, { LETHE_PAUSEPOINTS: 'backup.after-begin:120000' });
@@ -69,6 +63,7 @@ describe('a daemon under vault faults', () => {
   }, 120_000);
 
   it('a job whose lock another run holds gives its slot back and runs once the lock is free', async () => {
+    const { env } = deployment;
     await admin.query("DELETE FROM lethe.daemon_runs");
     const holder = new pg.Client({ connectionString: env.vaultDb.url });
     await holder.connect();

@@ -1,8 +1,8 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { initialize, verify } from '../../../src/jobs/tasks.ts';
-import { startDaemon, waitFor, type DaemonChild } from '../../helpers/daemon.ts';
-import { createChatTemplate, createLetheEnv, expectExit, jsonOut, queryValue, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
+import { describe, expect, it } from 'vitest';
+import { verify } from '../../../src/jobs/tasks.ts';
+import { initialisedDeployment, startDaemon, waitFor, type DaemonChild } from '../../helpers/daemon.ts';
+import { expectExit, jsonOut, queryValue, type LetheEnv } from '../../helpers/lethe-env.ts';
 
 /**
  * Must hold: two daemons on one vault with a schedule every 5 seconds for 60 seconds run
@@ -44,20 +44,10 @@ async function daemonConfig(env: LetheEnv, name: string, daemon: Record<string, 
 }
 
 describe('two daemons on one vault', () => {
-  let template: TestDatabase;
-  let env: LetheEnv;
-
-  beforeAll(async () => {
-    template = await createChatTemplate('daemon_tpl');
-    env = await createLetheEnv({ template: template.name });
-    await initialize(env.rt, 'test');
-  }, 180_000);
-  afterAll(async () => {
-    await env.cleanup();
-    await template.drop();
-  });
+  const deployment = initialisedDeployment('daemon');
 
   it('run every 5-second slot of a minute exactly once, never overlapping, and every snapshot verifies', async () => {
+    const { env } = deployment;
     const config = await daemonConfig(env, 'replicas.yaml', { leaseSeconds: 20, shutdownSeconds: 60, schedules: { backup: '*/5 * * * * *' } });
     const daemons: DaemonChild[] = [startDaemon(env, config), startDaemon(env, config)];
     const owners = await Promise.all(daemons.map((d) => d.owner));
@@ -112,24 +102,14 @@ describe('two daemons on one vault', () => {
 });
 
 describe('stopping a daemon mid-backup', () => {
-  let template: TestDatabase;
-  let env: LetheEnv;
-
-  beforeAll(async () => {
-    template = await createChatTemplate('daemon_stop_tpl');
-    env = await createLetheEnv({ template: template.name });
-    await initialize(env.rt, 'test');
-  }, 180_000);
-  afterAll(async () => {
-    await env.cleanup();
-    await template.drop();
-  });
+  const deployment = initialisedDeployment('daemon_stop');
 
   const completeSnapshots = (): Promise<number> =>
-    queryValue<number>(env.vaultDb.url, "SELECT count(*)::int AS v FROM lethe.snapshots WHERE status = 'complete'");
-  const runningRow = (): Promise<RunRow | undefined> => runs(env).then((rows) => rows.find((r) => r.state === 'running'));
+    queryValue<number>(deployment.env.vaultDb.url, "SELECT count(*)::int AS v FROM lethe.snapshots WHERE status = 'complete'");
+  const runningRow = (): Promise<RunRow | undefined> => runs(deployment.env).then((rows) => rows.find((r) => r.state === 'running'));
 
   it('SIGTERM lets the running backup finish within the deadline and exits 0', async () => {
+    const { env } = deployment;
     const config = await daemonConfig(env, 'finish.yaml', { shutdownSeconds: 60, schedules: { backup: '*/2 * * * * *' } });
     const daemon = startDaemon(env, config, { LETHE_PAUSEPOINTS: 'backup.after-begin:3000' });
     await daemon.url;
@@ -145,6 +125,7 @@ describe('stopping a daemon mid-backup', () => {
   }, 120_000);
 
   it('SIGTERM past the deadline aborts the backup cleanly: exit 0, nothing half-listed, the next run succeeds', async () => {
+    const { env } = deployment;
     const config = await daemonConfig(env, 'abort.yaml', { shutdownSeconds: 2, schedules: { backup: '*/2 * * * * *' } });
     const daemon = startDaemon(env, config, { LETHE_PAUSEPOINTS: 'backup.after-begin:120000' });
     await daemon.url;
@@ -168,6 +149,7 @@ describe('stopping a daemon mid-backup', () => {
   }, 120_000);
 
   it('SIGKILL mid-backup: the other daemon takes the run over after the lease and completes it', async () => {
+    const { env } = deployment;
     const lease = 6;
     const everyThree = await daemonConfig(env, 'takeover.yaml', { leaseSeconds: lease, schedules: { backup: '*/3 * * * * *' } });
     // Daemon A claims a slot, pauses mid-backup long enough for B to be up, then dies by SIGKILL.
@@ -205,20 +187,10 @@ describe('stopping a daemon mid-backup', () => {
 });
 
 describe('a daemon after downtime, and the drill of an older snapshot', () => {
-  let template: TestDatabase;
-  let env: LetheEnv;
-
-  beforeAll(async () => {
-    template = await createChatTemplate('daemon_down_tpl');
-    env = await createLetheEnv({ template: template.name });
-    await initialize(env.rt, 'test');
-  }, 180_000);
-  afterAll(async () => {
-    await env.cleanup();
-    await template.drop();
-  });
+  const deployment = initialisedDeployment('daemon_down');
 
   it('runs the slots missed while no daemon was up once, recording the others as skipped', async () => {
+    const { env } = deployment;
     const config = await daemonConfig(env, 'down.yaml', { schedules: { backup: '*/2 * * * * *' } });
     const first = startDaemon(env, config);
     await waitFor('a first backup', async () => ((await runs(env)).some((r) => r.state === 'ok') ? true : undefined));
@@ -240,6 +212,7 @@ describe('a daemon after downtime, and the drill of an older snapshot', () => {
   }, 120_000);
 
   it('verifyOlder drills a complete snapshot other than the newest', async () => {
+    const { env } = deployment;
     const newest = await queryValue<string>(env.vaultDb.url, "SELECT id AS v FROM lethe.snapshots WHERE status = 'complete' ORDER BY seq DESC LIMIT 1");
     const config = await daemonConfig(env, 'older.yaml', { schedules: { verifyOlder: '*/2 * * * * *' } });
     const daemon = startDaemon(env, config);
