@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { loadConfig, logLevelOverride } from '../config/index.ts';
 import { ExitCode } from '../errors/index.ts';
@@ -23,7 +24,7 @@ const ADDED_MESSAGES: Readonly<Record<Scale, number>> = { small: 300, medium: 30
 
 function demoConfig(port: number): string {
   return `# Written by \`lethe demo\`. Every lethe command works on the demo with
-#   npx lethe <command> --config <this directory>/lethe.yaml
+#   ./bin/lethe.js <command> --config <this directory>/lethe.yaml   (from the lethe checkout)
 # The embedded PostgreSQL is started when a command needs it. Paths are relative
 # to this file. See config/lethe.example.yaml for every setting.
 embedded:
@@ -73,6 +74,17 @@ daemon:
 log:
   level: error
 `;
+}
+
+/**
+ * How to run this lethe from the current directory: `./bin/lethe.js` in the checkout, else
+ * the script's absolute path. Never through npx, which resolves a package named lethe (the
+ * registry's, or a copy in its cache), which fails offline and when two runs race.
+ */
+function cliCommand(): string {
+  const script = fileURLToPath(new URL('../../../bin/lethe.js', import.meta.url));
+  const rel = relative(process.cwd(), script);
+  return rel.startsWith('..') || isAbsolute(rel) ? script : `./${rel}`;
 }
 
 /** Writes the demo's config and embedded-server password, unless a previous demo left them. */
@@ -160,19 +172,20 @@ async function runDemo(ctx: CommandContext): Promise<number> {
     if (ctx.json) {
       ctx.out(JSON.stringify({ dir, config: configFile, backups: [first, second], verify: verified, sample }));
     } else {
+      const lethe = cliCommand();
       say(`\nTry it yourself (the embedded PostgreSQL starts as needed):`);
-      say(`  npx lethe snapshots --config ${configFile}`);
-      say(`  npx lethe verify --snapshot ${first.snapshotId} --config ${configFile}`);
-      say(`  npx lethe audit verify --config ${configFile}`);
+      say(`  ${lethe} snapshots --config ${configFile}`);
+      say(`  ${lethe} verify --snapshot ${first.snapshotId} --config ${configFile}`);
+      say(`  ${lethe} audit verify --config ${configFile}`);
       say(
-        `  PGPASSWORD=$(cat ${join(dir, 'pg-password')}) npx lethe restore --snapshot latest --target postgres://postgres@127.0.0.1:${config.embedded?.port ?? DEFAULT_PORT}/chat ` +
+        `  PGPASSWORD=$(cat ${join(dir, 'pg-password')}) ${lethe} restore --snapshot latest --target postgres://postgres@127.0.0.1:${config.embedded?.port ?? DEFAULT_PORT}/chat ` +
           `--schema restored --config ${configFile}   # into a new schema of the demo's chat database`,
       );
-      say(`  npx lethe lifecycle plan --config ${configFile}          # what retention makes due (changes nothing)`);
-      say(`  npx lethe daemon --config ${configFile}                 # the jobs on schedules; status page at http://127.0.0.1:9187/`);
+      say(`  ${lethe} lifecycle plan --config ${configFile}          # what retention makes due (changes nothing)`);
+      say(`  ${lethe} daemon --config ${configFile}                 # the jobs on schedules; status page at http://127.0.0.1:9187/`);
       say(`A user with messages in several months: tenant ${sample.tenant}, user ${sample.user}, conversation ${sample.conversation}`);
-      say(`  npx lethe hold place --case CASE-1 --tenant ${sample.tenant} --user ${sample.user} --reason "litigation" --actor legal --config ${configFile}`);
-      say(`  npx lethe erase request --tenant ${sample.tenant} --user ${sample.user} --reason "GDPR Art. 17" --actor dpo-1 --config ${configFile}`);
+      say(`  ${lethe} hold place --case CASE-1 --tenant ${sample.tenant} --user ${sample.user} --reason "litigation" --actor legal --config ${configFile}`);
+      say(`  ${lethe} erase request --tenant ${sample.tenant} --user ${sample.user} --reason "GDPR Art. 17" --actor dpo-1 --config ${configFile}`);
     }
     return verified.ok ? ExitCode.OK : ExitCode.CHECK_FAILED;
   } finally {

@@ -42,10 +42,11 @@ describe('running lethe from a checkout', () => {
     const readme = await readFile(new URL('README.md', ROOT), 'utf8');
     expect(readme).toContain('./bin/lethe.js COMMAND');
     const offenders: string[] = [];
-    for (const dir of ['', 'docs/', 'jobs/', 'runbooks/', 'config/']) {
+    for (const dir of ['', 'docs/', 'jobs/', 'runbooks/', 'config/', 'src/']) {
       const base = new URL(dir, ROOT);
       const entries = dir === '' ? ['README.md'] : await filesUnder(fileURLToPath(base));
-      for (const entry of entries.filter((e) => /\.(md|ya?ml|service|timer|sh)$|Dockerfile/.test(e))) {
+      // src/: what lethe itself prints (the demo's "try it yourself" lines).
+      for (const entry of entries.filter((e) => /\.(md|ya?ml|service|timer|sh|ts)$|Dockerfile/.test(e))) {
         const text = await readFile(new URL(entry, base), 'utf8');
         for (const [n, line] of text.split('\n').entries()) {
           // The README explains why not npx lethe; any other mention is an instruction to use it.
