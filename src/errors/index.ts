@@ -190,9 +190,16 @@ export function isAbortError(err: unknown): boolean {
   );
 }
 
-/** Throws an ABORTED error when the signal has fired. */
+/**
+ * Throws when the signal has fired: ABORTED for a cancel (a signal, a caller's abort), or
+ * the reason itself when lethe aborted for a reason of its own, as a LetheError of another
+ * code (a job lock whose connection was lost: the run must stop, but nobody cancelled it).
+ */
 export function throwIfAborted(signal: AbortSignal | undefined, doing: string): void {
-  if (signal?.aborted === true) throw new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`);
+  if (signal?.aborted !== true) return;
+  const reason: unknown = signal.reason;
+  if (reason instanceof LetheError && reason.code !== ErrorCode.ABORTED) throw reason;
+  throw new LetheError(ErrorCode.ABORTED, `${doing}: cancelled`);
 }
 
 const SECRET_PATTERNS: readonly RegExp[] = [
