@@ -87,6 +87,16 @@ export async function runDaemon(rt: Runtime, options: DaemonOptions): Promise<vo
     const expression = config.schedules[job];
     if (expression !== undefined) schedules.set(job, Schedule.parse(expression, config.timezone));
   }
+  // Drills and lifecycle apply unwrap keys: without the master key every such slot would fail.
+  const needKey = (['verify', 'verifyOlder', 'lifecycle'] as const).filter((job) => schedules.has(job));
+  if (rt.config.masterKey === undefined && needKey.length > 0) {
+    throw new LetheError(
+      ErrorCode.CONFIG_INVALID,
+      `daemon.schedules runs ${needKey.join(', ')}, which need the master key, but the config has no \`masterKey.file\`: ` +
+        'add it, or leave those schedules to a daemon whose config has it',
+      { details: { field: 'masterKey.file' } },
+    );
+  }
   const log = rt.log.child({ component: 'daemon' });
   if (schedules.size === 0) log.warn('daemon.schedules names no job: the daemon serves its endpoints and runs nothing');
   const token = config.token === undefined ? undefined : 'file' in config.token ? await readSecretFile(config.token.file, 'daemon.token.file') : config.token.value;

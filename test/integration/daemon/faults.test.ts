@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lockKeyText } from '../../../src/vault/schema-name.ts';
 import { initialisedDeployment, startDaemon, waitFor } from '../../helpers/daemon.ts';
-import { queryValue } from '../../helpers/lethe-env.ts';
+import { expectExit, queryValue } from '../../helpers/lethe-env.ts';
 
 /**
  * The daemon when the vault misbehaves under a run: a heartbeat that hangs (the row is
@@ -87,4 +87,13 @@ describe('a daemon under vault faults', () => {
       await holder.end();
     }
   }, 120_000);
+
+  it('refuses at start to schedule drills or lifecycle without the master key, naming the field', async () => {
+    const { env } = deployment;
+    const { masterKey: _unused, ...withoutKey } = env.raw;
+    const config = await env.writeConfig('nokey.yaml', { ...withoutKey, daemon: { listen: '127.0.0.1:0', schedules: { backup: '0 * * * *', verify: '0 3 * * *' } } });
+    const run = await env.cli(['daemon', '--config', config]);
+    expectExit(run, 2);
+    expect(run.stderr).toMatch(/daemon\.schedules runs verify, which need the master key.*masterKey\.file/);
+  });
 });
