@@ -99,7 +99,7 @@ describe('jobs/systemd', () => {
     });
   });
 
-  it('runs every lethe unit as its own non-root user, hardened, with ProtectSystem=strict', () => {
+  it('runs every lethe unit as its own non-root user, hardened, with ProtectSystem=strict and no core dumps', () => {
     for (const [file, unit] of services()) {
       const user = unitValue(unit, 'Service', 'User');
       if (file === 'lethe-notify@.service') expect(unitValue(unit, 'Service', 'DynamicUser'), file).toBe('yes');
@@ -109,6 +109,8 @@ describe('jobs/systemd', () => {
         ['PrivateTmp', 'yes'],
         ['ProtectSystem', 'strict'],
         ['ProtectHome', 'yes'],
+        // A core file would hold the keys and passwords in the process's memory.
+        ['LimitCORE', '0'],
       ] as const) {
         expect(unitValue(unit, 'Service', key), `${file} ${key}`).toBe(value);
       }
