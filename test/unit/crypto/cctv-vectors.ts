@@ -76,7 +76,15 @@ export const sha256Hex = (bytes: Uint8Array): string =>
 
 /** Parses a stored vector; throws on one that breaks the README's format. */
 export function readVector(name: string): Vector {
-  const raw = vectorBytes(name);
+  return parseVector(name, vectorBytes(name));
+}
+
+/**
+ * Parses the bytes of a vector named `name` (a stored file, or one the `cctv-age` package
+ * exports); throws on one that breaks the README's format.
+ */
+export function parseVector(name: string, bytes: Uint8Array): Vector {
+  const raw = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const blank = raw.indexOf('\n\n');
   if (blank < 0) throw new Error(`${name}: no empty line after the header`);
   const fields: [string, string][] = raw
