@@ -20,14 +20,26 @@ const PATH_FIELDS: readonly (readonly string[])[] = [
   ['daemon', 'token', 'file'],
 ];
 
+/** Levels of nesting a config document may have; lethe's deepest setting is a handful down. */
+const MAX_DEPTH = 64;
+
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 /**
  * Replaces `${NAME}` in every string value with the environment variable NAME. Throws
- * CONFIG_SECRET_MISSING naming the field and the variable when one is unset or empty.
+ * CONFIG_SECRET_MISSING naming the field and the variable when one is unset or empty, and
+ * CONFIG_INVALID for a document nested deeper than any config can be.
  * Only this module reads `process.env` for config.
  */
 export function interpolateEnv(value: unknown, env: NodeJS.ProcessEnv, path: string[] = []): unknown {
+  if (path.length > MAX_DEPTH) {
+    // Walking on would overflow the stack (a RangeError, not an error naming the fix).
+    throw new LetheError(
+      ErrorCode.CONFIG_INVALID,
+      `config field \`${path.slice(0, 8).join('.')}…\` nests deeper than ${MAX_DEPTH} levels: no lethe setting is nested that deep; see config/lethe.example.yaml`,
+      { details: { field: path.slice(0, 8).join('.') } },
+    );
+  }
   if (typeof value === 'string') {
     return value.replace(ENV_REF, (_m, name: string) => {
       const found = env[name];

@@ -116,7 +116,10 @@ export interface RunTotals {
  */
 export class ManifestWriter {
   readonly #doc = new LineDocument(1);
-  readonly #totals = { cells: 0, rows: 0, bytesPlain: 0, segments: 0, cellsShredded: 0, rowsByTable: {} as Record<string, number> };
+  readonly #totals = { cells: 0, rows: 0, bytesPlain: 0, segments: 0, cellsShredded: 0 };
+  // A Map, not an object: a table may be called `constructor` or `__proto__`, which an
+  // object literal would answer from its prototype (a manifest no reader accepts).
+  readonly #rowsByTable = new Map<string, number>();
 
   /** The compressed manifest, for ObjectStore.put. */
   get stream(): Readable {
@@ -138,7 +141,7 @@ export class ManifestWriter {
     t.rows += entry.rows;
     t.bytesPlain += entry.bytesPlain;
     t.cellsShredded += entry.shredded;
-    t.rowsByTable[entry.table] = (t.rowsByTable[entry.table] ?? 0) + entry.rows;
+    this.#rowsByTable.set(entry.table, (this.#rowsByTable.get(entry.table) ?? 0) + entry.rows);
     await this.#doc.entry(JSON.stringify(entry));
   }
 
@@ -159,7 +162,7 @@ export class ManifestWriter {
       bytesPlain: t.bytesPlain,
       bytesStored: run.bytesStored,
       cellsReused: t.cells - run.cellsWritten,
-      rowsByTable: t.rowsByTable,
+      rowsByTable: Object.fromEntries(this.#rowsByTable),
       segments: t.segments,
       segmentsWritten: run.segmentsWritten,
       cellsShredded: t.cellsShredded,
