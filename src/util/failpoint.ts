@@ -43,3 +43,24 @@ export async function pausepoint(name: string, signal?: AbortSignal): Promise<vo
     });
   }
 }
+
+/**
+ * The byte budget of the kill sweep: `LETHE_KILL_AFTER_BYTES=N` makes the process kill itself
+ * with SIGKILL, like {@link failpoint}, once N bytes in all have been handed to the object
+ * store's `put` (counted as the store reads them from the body, so the kill lands inside an
+ * upload, mid-object). Null (no budget) when the variable is unset or empty; read once per
+ * store opened. Only the test suite sets it.
+ */
+export function killAfterBytesBudget(): number | null {
+  const raw = process.env['LETHE_KILL_AFTER_BYTES'];
+  if (raw === undefined || raw === '') return null;
+  const n = Number(raw);
+  return Number.isSafeInteger(n) && n >= 0 ? n : null;
+}
+
+/** Kills the process at once (SIGKILL: no handler runs, no buffer is flushed). */
+export function killNow(): never {
+  process.kill(process.pid, 'SIGKILL');
+  // SIGKILL to ourselves does not return; this only satisfies the type.
+  throw new Error('SIGKILL did not stop the process');
+}
