@@ -51,7 +51,15 @@ EXPOSE 9187
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
   CMD ["node", "/app/bin/lethe-probe.js", "http://127.0.0.1:9187/healthz"]
 # The heap cap is bin/lethe.js's own (see its first line): node is named here, so pass it too.
-ENTRYPOINT ["node", "--max-old-space-size=128", "--max-semi-space-size=8", "/app/bin/lethe.js"]
+# No core dumps: a crashed lethe (a V8 out-of-memory abort under the heap cap, a SIGSEGV)
+# would otherwise write the keys and passwords in its memory to a core file, wherever the
+# host's core_pattern says. Neither the Dockerfile nor a Kubernetes pod spec can set
+# RLIMIT_CORE, and Node has no setrlimit, so the shell sets it (soft and hard, so nothing
+# raises it again) and `exec` replaces itself with node: node keeps the shell's pid, so
+# signals (SIGTERM from `docker stop` or the kubelet) and exit codes are lethe's own, as
+# with no shell at all. Arguments (CMD, `docker run IMAGE backup`, Kubernetes `args`) pass
+# through "$@" unchanged; "lethe" is $0. test/unit/deploy/dockerfile.test.ts runs this line.
+ENTRYPOINT ["/bin/sh", "-c", "ulimit -c 0 && exec node --max-old-space-size=128 --max-semi-space-size=8 /app/bin/lethe.js \"$@\"", "lethe"]
 # The daemon by default: it listens on 127.0.0.1:9187 unless the config says otherwise
 # (daemon.listen; beyond loopback it needs daemon.token). Any other command replaces this:
 # `docker run IMAGE backup --json`.

@@ -24,7 +24,7 @@ describe('the CLI heap cap', () => {
     const all = flags.join(' ');
     const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
     expect(scripts.demo).toBe(`node ${all} bin/lethe.js demo`);
-    expect(read('Dockerfile')).toContain(`ENTRYPOINT ["node", ${flags.map((f) => `"${f}"`).join(', ')}, "/app/bin/lethe.js"]`);
+    expect(read('Dockerfile')).toContain(`exec node ${all} /app/bin/lethe.js \\"$@\\"", "lethe"]`);
     for (const unit of ['jobs/systemd/lethe-backup.service', 'jobs/systemd/lethe-verify.service', 'jobs/systemd/lethe-lifecycle.service']) {
       expect(read(unit), unit).toContain(`ExecStart=/usr/bin/node ${all} /opt/lethe/bin/lethe.js `);
     }

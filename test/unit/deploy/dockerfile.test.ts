@@ -1,5 +1,9 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
@@ -68,9 +72,59 @@ describe('Dockerfile', () => {
     expect(deployment.spec.template.spec.securityContext).toMatchObject({ runAsUser: uid, fsGroup: gid });
   });
 
-  it('starts the daemon by default, with the heap flags of bin/lethe.js', () => {
-    expect(execForm(all('ENTRYPOINT').at(-1)?.args ?? '[]')).toEqual(['node', ...letheNodeFlags(), '/app/bin/lethe.js']);
+  it('starts the daemon by default, with the heap flags of bin/lethe.js and core dumps off', () => {
+    expect(execForm(all('ENTRYPOINT').at(-1)?.args ?? '[]')).toEqual([
+      '/bin/sh',
+      '-c',
+      `ulimit -c 0 && exec node ${letheNodeFlags().join(' ')} /app/bin/lethe.js "$@"`,
+      'lethe',
+    ]);
     expect(execForm(all('CMD').at(-1)?.args ?? '[]')[0]).toBe('daemon');
+  });
+
+  it('its entrypoint, run as written, leaves node with no core dumps, its own pid, arguments, signals and exit code', async () => {
+    const [shell, flag, script, zero] = execForm(all('ENTRYPOINT').at(-1)?.args ?? '[]');
+    const dir = await mkdtemp(join(tmpdir(), 'lethe-entrypoint-'));
+    try {
+      // Stands in for /app/bin/lethe.js: reports what node got, then exits as asked or waits for a signal.
+      const probe = join(dir, 'probe.mjs');
+      await writeFile(
+        probe,
+        `import { readFileSync } from 'node:fs';
+const core = /^Max core file size\\s+(\\S+)\\s+(\\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+process.stdout.write(JSON.stringify({ pid: process.pid, ppid: process.ppid, execArgv: process.execArgv, argv: process.argv.slice(2), soft: core?.[1], hard: core?.[2] }) + '\\n');
+if (process.argv[2] === 'wait') setInterval(() => undefined, 1000); else process.exitCode = Number(process.argv[2]);
+`,
+      );
+      const start = (args: string[]): ChildProcess =>
+        // Started with core files allowed (as a container runtime may start it), through an
+        // exec, so the entrypoint's shell keeps the pid: the entrypoint must turn them off itself.
+        spawn('/bin/sh', ['-c', 'ulimit -S -c unlimited; exec "$@"', 'allow-cores', shell ?? '', flag ?? '', (script ?? '').replace('/app/bin/lethe.js', probe), zero ?? '', ...args], {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+      const report = async (child: ChildProcess): Promise<{ out: Record<string, unknown>; code: number | null; signal: string | null }> => {
+        let text = '';
+        child.stdout?.setEncoding('utf8').on('data', (t: string) => (text += t));
+        const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+        return { out: JSON.parse(text) as Record<string, unknown>, code, signal };
+      };
+
+      const exited = start(['4', 'two words', '--json']);
+      const { out, code } = await report(exited);
+      expect(out).toMatchObject({ soft: '0', hard: '0', execArgv: letheNodeFlags(), argv: ['4', 'two words', '--json'] });
+      // exec: node is the process that was started (no shell in between), its parent the starter.
+      expect(out['pid']).toBe(exited.pid);
+      expect(out['ppid']).toBe(process.pid);
+      expect(code).toBe(4);
+
+      const waiting = start(['wait']);
+      const waited = report(waiting);
+      await new Promise((r) => waiting.stdout?.once('data', r));
+      waiting.kill('SIGTERM');
+      expect((await waited).signal).toBe('SIGTERM');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('checks health with node and bin/lethe-probe.js on the daemon’s default address, not curl', () => {

@@ -210,6 +210,24 @@ describe('jobs/kubernetes', () => {
     }
   });
 
+  it('runs lethe with core dumps off: through the image entrypoint, or a script that turns them off first', () => {
+    let scripts = 0;
+    for (const w of workloads) {
+      for (const c of allContainers(w.pod).filter(runsLethe)) {
+        // No command: the image's ENTRYPOINT, which sets `ulimit -c 0` (dockerfile.test.ts runs it).
+        if (c.command === undefined) continue;
+        expect(c.command, `${w.file} ${c.name}`).toEqual(['/bin/sh', '-c']);
+        const lines = (c.args ?? []).join('\n').split('\n').map((l) => l.trim());
+        const off = lines.findIndex((l) => /^ulimit -c 0(\s|$)/.test(l));
+        const first = lines.findIndex((l) => l.includes('/app/bin/lethe.js'));
+        expect(off, `${w.file} ${c.name}: ulimit -c 0`).toBeGreaterThanOrEqual(0);
+        expect(off, `${w.file} ${c.name}: ulimit -c 0 before lethe runs`).toBeLessThan(first);
+        scripts++;
+      }
+    }
+    expect(scripts).toBeGreaterThanOrEqual(2);
+  });
+
   it('runs only lethe commands and options that exist, with the heap flags of bin/lethe.js', () => {
     const flags = letheNodeFlags();
     const seen = new Set<string>();
