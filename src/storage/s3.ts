@@ -3,15 +3,18 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   GetObjectRetentionCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   PutObjectRetentionCommand,
   S3Client,
   type S3ClientConfig,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { createHash } from 'node:crypto';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
@@ -19,6 +22,7 @@ import { readCaFile } from '../tls/ca-file.ts';
 import { assertValidKey, assertValidPrefix, compareKeys, MAX_KEY_BYTES } from './keys.ts';
 import { assertLockExtends, assertLockUsable, lockActive, lockedError } from './lock.ts';
 import { convertS3Error, credentialRedactor, httpStatusOf, s3CodeOf } from './s3-errors.ts';
+import { backoffDelayMs, DEFAULT_S3_RETRY, retryStrategy, type S3RetryConfig } from './s3-retry.ts';
 import {
   abortable,
   assertRangeArguments,
@@ -59,6 +63,8 @@ export interface S3StoreConfig {
   partSizeBytes?: number | undefined;
   /** Parts uploaded at once; default 2. Memory held is about (queueSize + 1) × part size. */
   queueSize?: number | undefined;
+  /** Retries, backoff and timeouts (config `storage.retry`); {@link DEFAULT_S3_RETRY} when absent. */
+  retry?: S3RetryConfig | undefined;
 }
 
 export interface S3StoreOptions extends S3StoreConfig {
@@ -112,7 +118,9 @@ function meansNoRetention(err: unknown): boolean {
   if (
     code === 'NoSuchObjectLockConfiguration' ||
     code === 'ObjectLockConfigurationNotFoundError' ||
-    code === 'NotImplemented'
+    code === 'NotImplemented' ||
+    // 501 whatever its body says: an error answer cut short on the way still means "not implemented".
+    httpStatusOf(err) === 501
   ) {
     return true;
   }
@@ -164,6 +172,7 @@ export function createS3Store(options: S3StoreOptions): ObjectStore {
     partSize,
     queueSize,
     pageSize,
+    retry: options.retry ?? DEFAULT_S3_RETRY,
     description: `s3://${options.bucket}/${prefix}${endpoint}`,
     redact: credentialRedactor([
       options.accessKeyId,
@@ -182,18 +191,28 @@ export interface S3ClientLimits {
 }
 
 /**
- * The SDK client for a store's settings: region, credentials, endpoint, path style and, with
- * `caFile`, an https agent that trusts that CA bundle (instead of the public CAs). The store
- * and `lethe doctor` use it, so both talk to the bucket the same way. Makes no request.
- * Throws CONFIG_INVALID for an unreadable CA file.
+ * The SDK client for a store's settings: region, credentials, endpoint, path style, the
+ * retry policy and timeouts of `retry` (see s3-retry.ts) and, with `caFile`, an https agent
+ * that trusts that CA bundle (instead of the public CAs). The store and `lethe doctor` use
+ * it, so both talk to the bucket the same way; `limits` (doctor) replaces the retry policy
+ * with a short total deadline. Makes no request. Throws CONFIG_INVALID for an unreadable
+ * CA file.
  */
 export function createS3Client(options: S3StoreConfig, limits?: S3ClientLimits): S3Client {
+  const retry = options.retry ?? DEFAULT_S3_RETRY;
   const handler = {
     ...(options.caFile === undefined
       ? {}
       : // The SDK's own agent settings (keep-alive, 50 sockets), plus the CA bundle.
         { httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 50, ca: readCaFile(options.caFile, 'storage.caFile') }) }),
-    ...(limits === undefined ? {} : { connectionTimeout: limits.connectionTimeoutMs, requestTimeout: limits.requestTimeoutMs }),
+    // requestTimeout alone only logs a warning in this SDK; throwOnRequestTimeout makes it a deadline.
+    ...(limits === undefined
+      ? {
+          connectionTimeout: Math.round(retry.connectTimeoutSeconds * 1000),
+          // An idle timeout, not a deadline: a large part that keeps moving is never cut off.
+          socketTimeout: Math.round(retry.requestTimeoutSeconds * 1000),
+        }
+      : { connectionTimeout: limits.connectionTimeoutMs, requestTimeout: limits.requestTimeoutMs, throwOnRequestTimeout: true }),
   };
   const config: S3ClientConfig = {
     region: options.region,
@@ -204,8 +223,10 @@ export function createS3Client(options: S3StoreConfig, limits?: S3ClientLimits):
     },
     ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
     ...(options.forcePathStyle === undefined ? {} : { forcePathStyle: options.forcePathStyle }),
-    ...(Object.keys(handler).length === 0 ? {} : { requestHandler: handler }),
-    ...(limits === undefined ? {} : { maxAttempts: limits.maxAttempts }),
+    requestHandler: handler,
+    ...(limits === undefined
+      ? { maxAttempts: retry.maxAttempts, retryStrategy: retryStrategy(retry) }
+      : { maxAttempts: limits.maxAttempts }),
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   };
@@ -218,6 +239,8 @@ interface S3StoreSettings {
   partSize: number;
   queueSize: number;
   pageSize: number;
+  /** Attempts and backoff for what lethe itself repeats (resumed GETs, ETag mismatches). */
+  retry: S3RetryConfig;
   description: string;
   redact: (text: string) => string;
 }
@@ -227,16 +250,26 @@ interface S3StoreSettings {
  * cancel stops a part mid-transfer; the short requests that create or commit an object
  * (CreateMultipartUpload, the single PUT, Complete) run to the end, so a cancel never
  * leaves an upload id lethe does not know or an object that appears after put() reported
- * a cancel. And a failing AbortMultipartUpload is reported through `onAbortFailure`
+ * a cancel. PUT and UploadPart requests carry Content-MD5 and have their ETag checked (see
+ * {@link sendChecked}). And a failing AbortMultipartUpload is reported through `onAbortFailure`
  * instead of replacing the error that caused it.
  */
 function uploadClient(
   client: S3Client,
+  maxAttempts: number,
   signal: AbortSignal,
   onSendFailure: (err: unknown) => void,
   onAbortFailure: (err: unknown) => void,
 ): S3Client {
   const send = async (command: Parameters<S3Client['send']>[0]): Promise<unknown> => {
+    if (command instanceof PutObjectCommand || command instanceof UploadPartCommand) {
+      try {
+        return await sendChecked(client, command, maxAttempts, command instanceof UploadPartCommand ? signal : undefined);
+      } catch (err) {
+        onSendFailure(err);
+        throw err;
+      }
+    }
     if (command instanceof AbortMultipartUploadCommand) {
       try {
         return await client.send(command);
@@ -259,6 +292,60 @@ function uploadClient(
     get: (target, property, receiver) =>
       property === 'send' ? send : (Reflect.get(target, property, receiver) as unknown),
   });
+}
+
+/** An ETag as a bare lower-case MD5 hex, or undefined when it is not one (multipart, SSE-KMS). */
+function etagMd5(etag: string | undefined): string | undefined {
+  const bare = etag?.replace(/^"|"$/g, '').toLowerCase();
+  return bare !== undefined && /^[0-9a-f]{32}$/.test(bare) ? bare : undefined;
+}
+
+/**
+ * Sends a PUT or UploadPart with the body's MD5 as Content-MD5, so the server refuses bytes
+ * that differ from what lethe sent (BadDigest), and checks the ETag it answers. On
+ * unencrypted and SSE-S3 objects S3 answers the MD5 of the bytes it stored; a different
+ * ETag means the answer was garbled on the way (or the server stored something else), and a
+ * part's wrong ETag would otherwise go into CompleteMultipartUpload. So a mismatch is sent
+ * again, up to `maxAttempts`. Servers whose ETag is not an MD5 (SSE-KMS, SSE-C, some
+ * encrypting gateways) answer the same non-MD5 ETag twice: that is their scheme, and the
+ * Content-MD5 check already proved the bytes, so it is accepted.
+ */
+async function sendChecked(
+  client: S3Client,
+  command: PutObjectCommand | UploadPartCommand,
+  maxAttempts: number,
+  signal: AbortSignal | undefined,
+): Promise<unknown> {
+  const options = signal === undefined ? {} : { abortSignal: signal };
+  const body = command.input.Body;
+  if (!(body instanceof Uint8Array)) {
+    return command instanceof PutObjectCommand ? client.send(command, options) : client.send(command, options);
+  }
+  const md5 = createHash('md5').update(body).digest();
+  const contentMd5 = md5.toString('base64');
+  const expected = md5.toString('hex');
+  const sendOnce = () =>
+    command instanceof PutObjectCommand
+      ? client.send(new PutObjectCommand({ ...command.input, ContentMD5: contentMd5 }), options)
+      : client.send(new UploadPartCommand({ ...command.input, ContentMD5: contentMd5 }), options);
+  let previous: string | undefined;
+  for (let attempt = 1; ; attempt += 1) {
+    const output = await sendOnce();
+    const etag = output.ETag;
+    const sse = output.ServerSideEncryption;
+    if (etagMd5(etag) === expected || sse === 'aws:kms' || sse === 'aws:kms:dsse' || output.SSECustomerAlgorithm !== undefined) {
+      return output;
+    }
+    if (previous !== undefined && etag === previous) return output;
+    if (attempt >= maxAttempts) {
+      throw new LetheError(
+        ErrorCode.STORAGE,
+        `${command instanceof PutObjectCommand ? 'put' : 'upload part'} of ${String(command.input.Key)}: the server answered ETag ` +
+          `${String(etag)} ${maxAttempts} times for bytes whose MD5 is ${expected}; check the object store (or the proxy in front of it)`,
+      );
+    }
+    previous = etag;
+  }
 }
 
 class S3Store implements ObjectStore {
@@ -338,6 +425,7 @@ class S3Store implements ObjectStore {
     let abortFailure: unknown;
     const client = uploadClient(
       this.client,
+      this.settings.retry.maxAttempts,
       cancel,
       (err) => {
         if (!cancel.aborted) firstFailure ??= err;
@@ -398,7 +486,101 @@ class S3Store implements ObjectStore {
         signal === undefined ? {} : { abortSignal: signal },
       ),
     );
-    return this.readBody(output.Body, objectKey, signal);
+    return this.resumingBody(output, objectKey, signal);
+  }
+
+  /**
+   * The whole object's bytes, resumed where they broke off. The SDK retries a request only
+   * until its headers arrive; a body cut short afterwards (connection reset, a stalled
+   * socket, a proxy that ends the body early) is read on from the last byte received with a
+   * ranged GET pinned to the same version by If-Match, up to the store's attempts. A body
+   * that ends "cleanly" is checked against the object's ETag when that is the MD5 of the
+   * content (single-part uploads without SSE-KMS/SSE-C) and otherwise against its
+   * Content-Length, so a short read is resumed or reported, never ended as if complete.
+   * Callers still check the sha256 they recorded: with a multipart ETag and a server that
+   * lies about Content-Length, that check is what catches a short object.
+   */
+  private async *resumingBody(
+    first: GetObjectCommandOutput,
+    objectKey: string,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Uint8Array> {
+    const where = this.location(objectKey);
+    const etag = first.ETag;
+    const sse = first.ServerSideEncryption;
+    const encrypted = sse === 'aws:kms' || sse === 'aws:kms:dsse' || first.SSECustomerAlgorithm !== undefined;
+    const expectedMd5 = encrypted ? undefined : etagMd5(etag);
+    const expectedSize = first.ContentLength;
+    const md5 = createHash('md5');
+    let received = 0;
+    let output: GetObjectCommandOutput = first;
+    for (let attempt = 1; ; attempt += 1) {
+      let failure: unknown;
+      try {
+        for await (const chunk of this.readBody(output.Body, objectKey, signal)) {
+          received += chunk.byteLength;
+          md5.update(chunk);
+          yield chunk;
+        }
+      } catch (err) {
+        if (signal?.aborted === true || (err instanceof LetheError && err.code === ErrorCode.ABORTED)) throw err;
+        failure = err;
+      }
+      if (failure === undefined) {
+        const complete =
+          expectedMd5 === undefined
+            ? expectedSize === undefined || received === expectedSize
+            : md5.copy().digest('hex') === expectedMd5;
+        if (complete) return;
+        failure = new LetheError(
+          ErrorCode.STORAGE,
+          `get ${where}: the body ended after ${received} bytes, short of the object ` +
+            `(${expectedMd5 === undefined ? `${String(expectedSize)} bytes` : `ETag ${String(etag)}`})`,
+        );
+      }
+      if (attempt >= this.settings.retry.maxAttempts) throw failure;
+      await this.pause(attempt, signal);
+      let next: GetObjectCommandOutput;
+      try {
+        next = await this.client.send(
+          new GetObjectCommand({
+            Bucket: this.settings.bucket,
+            Key: objectKey,
+            Range: `bytes=${received}-`,
+            ...(etag === undefined ? {} : { IfMatch: etag }),
+          }),
+          signal === undefined ? {} : { abortSignal: signal },
+        );
+      } catch (err) {
+        if (httpStatusOf(err) === 416 || s3CodeOf(err) === 'InvalidRange') {
+          // Nothing past what was read: the stored object itself does not match its ETag.
+          throw new LetheError(
+            ErrorCode.INTEGRITY,
+            `get ${where}: the object's ${received} bytes do not match its ETag ${String(etag)}; it is damaged in the store`,
+          );
+        }
+        if (httpStatusOf(err) === 412) {
+          throw new LetheError(ErrorCode.STORAGE, `get ${where}: the object was replaced while lethe was reading it; run again`);
+        }
+        throw this.convert(err, 'get', objectKey);
+      }
+      const start = /^bytes (\d+)-/.exec(next.ContentRange ?? '')?.[1];
+      if (Number(start ?? 0) !== received) {
+        (next.Body as Readable | undefined)?.destroy();
+        throw new LetheError(
+          ErrorCode.STORAGE,
+          `get ${where}: resumed at byte ${received}, the server answered ${next.ContentRange ?? 'the whole object'}`,
+        );
+      }
+      output = next;
+    }
+  }
+
+  /** Waits the backoff before lethe's own retry number `retry` of a read or write. */
+  private async pause(retry: number, signal: AbortSignal | undefined): Promise<void> {
+    const ms = backoffDelayMs(retry, this.settings.retry);
+    await new Promise<void>((resolve) => setTimeout(resolve, ms));
+    throwIfAborted(signal, 'S3 retry');
   }
 
   /** The response body as chunks, with stream errors converted and the socket released. */
@@ -421,6 +603,11 @@ class S3Store implements ObjectStore {
     return collect(await this.get(key, options));
   }
 
+  /**
+   * A range, read again from where it broke off when the body is cut short (as for get());
+   * a short body is past the end of the object (INTEGRITY) only when the server's
+   * Content-Range itself ends before the range asked for.
+   */
   async getRange(
     key: string,
     offset: number,
@@ -443,33 +630,59 @@ class S3Store implements ObjectStore {
       if (info.size < offset) throw rangePastEnd(where, offset, length, info.size);
       return new Uint8Array(0);
     }
-    const range = `bytes=${offset}-${offset + length - 1}`;
-    let output;
-    try {
-      output = await this.client.send(
-        new GetObjectCommand({ Bucket: this.settings.bucket, Key: objectKey, Range: range }),
-        signal === undefined ? {} : { abortSignal: signal },
-      );
-    } catch (err) {
-      // 416: the range starts at or past the end of the object.
-      if (httpStatusOf(err) === 416 || s3CodeOf(err) === 'InvalidRange') {
-        throw rangePastEnd(where, offset, length, undefined);
+    const last = offset + length - 1;
+    const parts: Uint8Array[] = [];
+    let got = 0;
+    for (let attempt = 1; ; attempt += 1) {
+      const from = offset + got;
+      const range = `bytes=${from}-${last}`;
+      let output;
+      try {
+        output = await this.client.send(
+          new GetObjectCommand({ Bucket: this.settings.bucket, Key: objectKey, Range: range }),
+          signal === undefined ? {} : { abortSignal: signal },
+        );
+      } catch (err) {
+        // 416: the range starts at or past the end of the object.
+        if (httpStatusOf(err) === 416 || s3CodeOf(err) === 'InvalidRange') {
+          throw rangePastEnd(where, offset, length, undefined);
+        }
+        throw this.convert(err, 'get range', objectKey);
       }
-      throw this.convert(err, 'get range', objectKey);
+      // S3 answers exactly the range; other servers may send more from the same start (s3rver
+      // answers bytes=0-0 with the whole object), so check the start and read only what is asked.
+      const answered = /^bytes (\d+)-(\d+)\//.exec(output.ContentRange ?? '');
+      if (Number(answered?.[1] ?? 0) !== from) {
+        (output.Body as Readable | undefined)?.destroy();
+        throw new LetheError(
+          ErrorCode.STORAGE,
+          `get ${where} range: asked for ${range}, the server answered ${output.ContentRange ?? 'the whole object'}`,
+        );
+      }
+      let failure: unknown;
+      try {
+        const bytes = await collect(this.readBody(output.Body, objectKey, signal), length - got);
+        parts.push(bytes);
+        got += bytes.byteLength;
+      } catch (err) {
+        if (signal?.aborted === true || (err instanceof LetheError && err.code === ErrorCode.ABORTED)) throw err;
+        failure = err;
+      }
+      if (got === length) return parts.length === 1 && parts[0] !== undefined ? parts[0] : new Uint8Array(Buffer.concat(parts));
+      // A shorter answer than the server's own Content-Range promised is a broken transfer;
+      // one whose Content-Range stops short means the range ran past the end of the object.
+      const promised = answered?.[2] !== undefined && Number(answered[2]) >= last;
+      if (failure === undefined && !promised) throw rangePastEnd(where, offset, length, undefined);
+      if (attempt >= this.settings.retry.maxAttempts) {
+        throw failure instanceof Error
+          ? failure
+          : new LetheError(
+            ErrorCode.STORAGE,
+            `get ${where} range: the server promised ${range} but its body ended after ${got} of ${length} bytes, ${attempt} times`,
+          );
+      }
+      await this.pause(attempt, signal);
     }
-    // S3 answers exactly the range; other servers may send more from the same start (s3rver
-    // answers bytes=0-0 with the whole object), so check the start and read only what is asked.
-    const start = /^bytes (\d+)-/.exec(output.ContentRange ?? '')?.[1];
-    if (Number(start ?? 0) !== offset) {
-      throw new LetheError(
-        ErrorCode.STORAGE,
-        `get ${where} range: asked for ${range}, the server answered ${output.ContentRange ?? 'the whole object'}`,
-      );
-    }
-    const bytes = await collect(this.readBody(output.Body, objectKey, signal), length);
-    // A shorter answer means the range ran past the end of the object.
-    if (bytes.byteLength !== length) throw rangePastEnd(where, offset, length, undefined);
-    return bytes;
   }
 
   async head(key: string): Promise<ObjectInfo | null> {
