@@ -48,6 +48,27 @@ export const ObjectLockSchema = z.strictObject({
   retainDays: z.number().int().positive().max(36_500),
 });
 
+/**
+ * How the S3 client retries and when it gives up on a request. Throttling (503 SlowDown),
+ * server errors (500, 502, 503, 504), connection resets and timeouts are retried with
+ * exponential backoff and full jitter, at most `maxAttempts` times in all (the first attempt
+ * included); 4xx answers such as 403 and 404 never are. `requestTimeoutSeconds` is how
+ * long a connection may stay silent (no byte sent or received) before the attempt is
+ * abandoned and retried, so a stalled server costs a bounded wait, not a hung job.
+ */
+export const S3RetrySchema = z
+  .strictObject({
+    maxAttempts: z.number().int().min(1, 'at least 1 (no retries)').max(20, 'at most 20').default(5),
+    baseDelayMs: z.number().int().min(1).max(60_000).default(100),
+    maxDelayMs: z.number().int().min(1).max(300_000).default(20_000),
+    requestTimeoutSeconds: z.number().min(0.1).max(3600).default(120),
+    connectTimeoutSeconds: z.number().min(0.1).max(600).default(10),
+  })
+  .refine((r) => r.maxDelayMs >= r.baseDelayMs, {
+    error: 'maxDelayMs must be at least baseDelayMs',
+    path: ['maxDelayMs'],
+  });
+
 export const StorageSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('filesystem'),
@@ -69,6 +90,7 @@ export const StorageSchema = z.discriminatedUnion('type', [
     caFile: nonEmpty.optional(),
     /** Accept an http:// endpoint on another machine (keys and data then cross the network unencrypted). */
     allowInsecure: z.boolean().default(false),
+    retry: S3RetrySchema.prefault({}),
   }).superRefine((s, ctx) => {
     for (const issue of storageTlsIssues(s)) ctx.addIssue({ code: 'custom', ...issue });
   }),
