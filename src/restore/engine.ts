@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import type pg from 'pg';
@@ -322,6 +323,19 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
         read = fetchProblem !== null && key.ok
           ? { status: 'failed', problem: fetchProblem }
           : await readCell(cell, { store, key, ciphertext, signal: options.signal });
+        // A shredded cell's rows are gone whatever its bytes hold, so a restore passes over it;
+        // verify still checks the bytes it fetched anyway, because a pack that rots or is
+        // altered there is damaged storage the operator must hear of.
+        if (mode === 'verify' && read.status === 'shredded' && cell.length <= IN_MEMORY_CELL_BYTES) {
+          const damage =
+            fetchProblem ??
+            (ciphertext === undefined
+              ? null
+              : createHash('sha256').update(ciphertext).digest('hex') === cell.sha256
+                ? null
+                : `ciphertext sha256 does not match the manifest (${cell.sha256}): the pack was modified`);
+          if (damage !== null) fail(`cell ${cell.id}`, 'SHREDDED_CELL_DAMAGED', `(shredded, its rows are gone either way) ${damage}`);
+        }
       }
       await load(cell, read);
       bytesTaken += cell.bytesPlain;
