@@ -4,13 +4,20 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditObjectKey } from '../../src/audit/index.ts';
 import { ConfigSchema, parseConfig } from '../../src/config/index.ts';
-import { backup, initialize, lifecycleApply, lifecyclePlan, restore } from '../../src/jobs/tasks.ts';
+import {
+  backup,
+  initialize,
+  lifecycleApply,
+  lifecyclePlan,
+  restore,
+} from '../../src/jobs/tasks.ts';
 import { Runtime } from '../../src/jobs/runtime.ts';
 import { tombstoneKey } from '../../src/lifecycle/destroy.ts';
 import { certificateKey } from '../../src/lifecycle/erase.ts';
 import { createLogger } from '../../src/log/index.ts';
 import { addMessages } from '../../src/store/add-messages.ts';
 import { vaultBackupSignatureKey } from '../../src/vaultbackup/index.ts';
+import { startS3rver, type S3rverHandle } from '../helpers/s3.ts';
 import { createTinyChatTemplate } from '../integration/e2e/tiny-chat-store.ts';
 import {
   createLetheEnv,
@@ -50,10 +57,17 @@ type Job = (typeof JOBS)[number];
 const size = sweepSize();
 const seed = sweepSeed();
 /**
- * Kills per job: 50 at full size (alternately by time and by bytes); at fast size one, by
- * time for backup, erase and vault restore, by bytes for lifecycle apply and vault backup.
+ * Kills per job and store: at full size 50 on the filesystem store (alternately by time and
+ * by bytes) and 5 on s3rver; at fast size one on the filesystem store, by time for backup,
+ * erase and vault restore, by bytes for lifecycle apply and vault backup.
  */
-const PER_JOB = size === 'full' ? 50 : 1;
+const SWEEPS: readonly { storage: 'filesystem' | 's3'; perJob: number }[] =
+  size === 'full'
+    ? [
+        { storage: 'filesystem', perJob: 50 },
+        { storage: 's3', perJob: 5 },
+      ]
+    : [{ storage: 'filesystem', perJob: 1 }];
 /** Tenants added for erase rounds, one erased per round. */
 const ERASE_TENANT_BASE = 1000;
 
@@ -80,273 +94,416 @@ interface Outcome {
   problems: string[];
 }
 
-describe(`kill sweep (${size}, seed ${seed})`, () => {
-  let template: TestDatabase;
-  let env: LetheEnv;
-  let target: TestDatabase;
-  const random = seededRandom(seed);
-  const erased: string[] = [];
-  /** Last measured uninterrupted duration (ms) and bytes written per job: the kill windows. */
-  const window: Record<Job, { ms: number; bytes: number }> = {
-    backup: { ms: 1500, bytes: 8192 },
-    apply: { ms: 1500, bytes: 8192 },
-    erase: { ms: 1200, bytes: 2048 },
-    vaultBackup: { ms: 1200, bytes: 8192 },
-    vaultRestore: { ms: 1500, bytes: 1024 },
-  };
-  const outcomes: Record<Job, Outcome[]> = { backup: [], apply: [], erase: [], vaultBackup: [], vaultRestore: [] };
-  let messageSeed = 1;
+const random = seededRandom(seed);
+/** Every round's outcome, per job, over every store swept. */
+const outcomes: Record<Job, (Outcome & { storage: string })[]> = {
+  backup: [],
+  apply: [],
+  erase: [],
+  vaultBackup: [],
+  vaultRestore: [],
+};
 
-  beforeAll(async () => {
-    template = await createTinyChatTemplate('kill_tpl');
-    const client = new pg.Client({ connectionString: template.url });
-    await client.connect();
-    try {
-      await client.query(eraseTenantsSql(PER_JOB));
-    } finally {
-      await client.end();
-    }
-    // The sweep is about kills, not signatures: typed --actor names, where the config has the switch.
-    const approvals = 'approvals' in ConfigSchema.shape ? { approvals: { allowUnsigned: true } } : {};
-    env = await createLetheEnv({ template: template.name, config: { retention: { snapshots: { keepLast: 2 } }, ...approvals } });
-    target = await env.database('kill_restore');
-    await initialize(env.rt, 'sweep');
-    await backup(env.rt, { actor: 'sweep' });
-    live = { rt: env.rt, configPath: env.configPath, vaultDb: env.vaultDb.name };
-  }, 180_000);
+function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
+  describe(`kill sweep on the ${storage} store (${size}, seed ${seed})`, () => {
+    let template: TestDatabase;
+    let s3: S3rverHandle | undefined;
+    let env: LetheEnv;
+    let target: TestDatabase;
+    const erased: string[] = [];
+    /** Last measured uninterrupted duration (ms) and bytes written per job: the kill windows. */
+    const window: Record<Job, { ms: number; bytes: number }> = {
+      backup: { ms: 1500, bytes: 8192 },
+      apply: { ms: 1500, bytes: 8192 },
+      erase: { ms: 1200, bytes: 2048 },
+      vaultBackup: { ms: 1200, bytes: 8192 },
+      vaultRestore: { ms: 1500, bytes: 1024 },
+    };
+    let messageSeed = 1;
 
-  afterAll(async () => {
-    for (const rt of runtimes) await rt.close();
-    await env.cleanup();
-    await template.drop();
-  });
-
-  /** Keys and sizes of every object in the store. */
-  async function objectSizes(rt: Runtime): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
-    for await (const o of (await rt.store()).list('')) out.set(o.key, o.size);
-    return out;
-  }
-
-  /** Bytes of the objects in `after` that were not in `before`: what a run wrote. */
-  function bytesWritten(before: Map<string, number>, after: Map<string, number>): number {
-    let n = 0;
-    for (const [key, bytes] of after) if (!before.has(key)) n += bytes;
-    return n;
-  }
-
-  /** Runs the CLI with a kill armed: after `killAtMs`, or after `killAfterBytes` bytes put. */
-  async function killedRun(
-    args: readonly string[],
-    kill: { atMs: number } | { afterBytes: number },
-    vaultDb: string,
-  ): Promise<{ killed: boolean; code: number | null; output: string }> {
-    const child = env.spawnCli(args, 'afterBytes' in kill ? { env: { LETHE_KILL_AFTER_BYTES: String(kill.afterBytes) } } : {});
-    let output = '';
-    child.stdout?.setEncoding('utf8').on('data', (t: string) => (output += t));
-    child.stderr?.setEncoding('utf8').on('data', (t: string) => (output += t));
-    const timer = 'atMs' in kill ? setTimeout(() => child.kill('SIGKILL'), kill.atMs) : undefined;
-    const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-    clearTimeout(timer);
-    await waitForAdvisoryLocksReleased(vaultDb);
-    return { killed: signal === 'SIGKILL', code, output };
-  }
-
-  /** A timed run of the CLI to completion, measuring the bytes it wrote to `rt`'s store. */
-  async function measuredRun(job: Job, rt: Runtime, args: readonly string[]): Promise<{ ok: boolean; output: string }> {
-    const before = await objectSizes(rt);
-    const started = Date.now();
-    const result = await env.cli(args, { timeoutMs: 180_000 });
-    const ms = Date.now() - started;
-    if (result.code === 0) window[job] = { ms, bytes: Math.max(1, bytesWritten(before, await objectSizes(rt))) };
-    return { ok: result.code === 0, output: `exit ${String(result.code)}\n${result.stdout}\n${result.stderr}` };
-  }
-
-  /** Listed snapshots whose manifest is not in the store with the recorded sha256. */
-  async function incompleteListed(rt: Runtime): Promise<string[]> {
-    const bad: string[] = [];
-    const store = await rt.store();
-    for (const s of await (await rt.vault()).listSnapshots()) {
-      if (s.status !== 'complete' || s.manifestKey === null || s.manifestSha256 === null) {
-        bad.push(`${s.id}: listed as ${s.status} without a recorded manifest`);
-        continue;
+    beforeAll(async () => {
+      template = await createTinyChatTemplate('kill_tpl');
+      const client = new pg.Client({ connectionString: template.url });
+      await client.connect();
+      try {
+        await client.query(eraseTenantsSql(perJob));
+      } finally {
+        await client.end();
       }
-      const bytes = await store.getBytes(s.manifestKey).catch(() => null);
-      const sha = bytes === null ? null : createHash('sha256').update(bytes).digest('hex');
-      if (sha !== s.manifestSha256) bad.push(`${s.id}: manifest ${s.manifestKey} ${sha === null ? 'missing' : `has sha256 ${sha}`}`);
-    }
-    return bad;
-  }
+      // The sweep is about kills, not signatures: typed --actor names, where the config has the switch.
+      const approvals =
+        'approvals' in ConfigSchema.shape ? { approvals: { allowUnsigned: true } } : {};
+      if (storage === 's3') s3 = await startS3rver();
+      env = await createLetheEnv({
+        template: template.name,
+        storage: s3 === undefined ? { type: 'filesystem' } : { type: 's3', server: s3 },
+        config: { retention: { snapshots: { keepLast: 2 } }, ...approvals },
+      });
+      target = await env.database('kill_restore');
+      await initialize(env.rt, 'sweep');
+      await backup(env.rt, { actor: 'sweep' });
+      live = {
+        rt: env.rt,
+        configPath: env.configPath,
+        vaultDb: env.vaultDb.name,
+        drop: () => Promise.resolve(),
+      };
+    }, 180_000);
 
-  /**
-   * Objects in the store that nothing accounts for. An object is accounted for when it is
-   * - the manifest of a snapshot `lethe snapshots` lists (the vault's manifest key);
-   * - a pack or segment the vault records as referenced by such a snapshot;
-   * - an audit entry `audit/…` of a sequence number the vault's audit log has reached;
-   * - the tombstone of a key the vault records as destroyed, or the certificate of an
-   *   executed deletion request;
-   * - a vault backup the vault records writing to this store (store_objects, kind
-   *   vault-backup), or the signature beside one;
-   * - or an object recorded in store_objects that the lifecycle plan, made now, deletes.
-   * Anything else is an orphan: bytes in the bucket no live record will ever delete.
-   */
-  async function orphansOf(rt: Runtime): Promise<string[]> {
-    const vault = await rt.vault();
-    const store = await rt.store();
-    const listed = await vault.listSnapshots();
-    const live = new Set(listed.map((s) => s.id));
-    const manifests = new Set(listed.map((s) => s.manifestKey));
-    const refs = new Set((await vault.lifecycleObjectRefs()).filter((r) => r.snapshots.some((id) => live.has(id))).map((r) => r.key));
-    const head = (await vault.auditHead())?.seq ?? 0;
-    const tombstones = new Set((await vault.listDestructions()).map((d) => tombstoneKey(d.keyId)));
-    const certificates = new Set((await vault.listEraseRequests()).filter((r) => r.status === 'executed').map((r) => certificateKey(r.id)));
-    const recorded = await vault.storeObjects(store.description);
-    const vaultBackups = new Set<string>();
-    for (const [key, o] of recorded) if (o.kind === 'vault-backup') vaultBackups.add(key).add(vaultBackupSignatureKey(key));
-    const due = new Set(
-      (await lifecyclePlan(rt, { now: new Date() })).actions.flatMap((a) => (a.kind === 'delete-object' && recorded.has(a.objectKey) ? [a.objectKey] : [])),
+    afterAll(async () => {
+      if (live.rt !== env.rt) await live.rt.close();
+      await env.cleanup();
+      await template.drop();
+      await s3?.stop();
+    });
+
+    /** Keys and sizes of every object in the store. */
+    async function objectSizes(rt: Runtime): Promise<Map<string, number>> {
+      const out = new Map<string, number>();
+      for await (const o of (await rt.store()).list('')) out.set(o.key, o.size);
+      return out;
+    }
+
+    /** Bytes of the objects in `after` that were not in `before`: what a run wrote. */
+    function bytesWritten(before: Map<string, number>, after: Map<string, number>): number {
+      let n = 0;
+      for (const [key, bytes] of after) if (!before.has(key)) n += bytes;
+      return n;
+    }
+
+    /** Runs the CLI with a kill armed: after `killAtMs`, or after `killAfterBytes` bytes put. */
+    async function killedRun(
+      args: readonly string[],
+      kill: { atMs: number } | { afterBytes: number },
+      vaultDb: string,
+    ): Promise<{ killed: boolean; code: number | null; output: string }> {
+      const child = env.spawnCli(
+        args,
+        'afterBytes' in kill ? { env: { LETHE_KILL_AFTER_BYTES: String(kill.afterBytes) } } : {},
+      );
+      let output = '';
+      child.stdout?.setEncoding('utf8').on('data', (t: string) => (output += t));
+      child.stderr?.setEncoding('utf8').on('data', (t: string) => (output += t));
+      const timer = 'atMs' in kill ? setTimeout(() => child.kill('SIGKILL'), kill.atMs) : undefined;
+      const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+      clearTimeout(timer);
+      await waitForAdvisoryLocksReleased(vaultDb);
+      return { killed: signal === 'SIGKILL', code, output };
+    }
+
+    /** A timed run of the CLI to completion, measuring the bytes it wrote to `rt`'s store. */
+    async function measuredRun(
+      job: Job,
+      rt: Runtime,
+      args: readonly string[],
+    ): Promise<{ ok: boolean; output: string }> {
+      const before = await objectSizes(rt);
+      const started = Date.now();
+      const result = await env.cli(args, { timeoutMs: 180_000 });
+      const ms = Date.now() - started;
+      if (result.code === 0)
+        window[job] = { ms, bytes: Math.max(1, bytesWritten(before, await objectSizes(rt))) };
+      return {
+        ok: result.code === 0,
+        output: `exit ${String(result.code)}\n${result.stdout}\n${result.stderr}`,
+      };
+    }
+
+    /** Listed snapshots whose manifest is not in the store with the recorded sha256. */
+    async function incompleteListed(rt: Runtime): Promise<string[]> {
+      const bad: string[] = [];
+      const store = await rt.store();
+      for (const s of await (await rt.vault()).listSnapshots()) {
+        if (s.status !== 'complete' || s.manifestKey === null || s.manifestSha256 === null) {
+          bad.push(`${s.id}: listed as ${s.status} without a recorded manifest`);
+          continue;
+        }
+        const bytes = await store.getBytes(s.manifestKey).catch(() => null);
+        const sha = bytes === null ? null : createHash('sha256').update(bytes).digest('hex');
+        if (sha !== s.manifestSha256)
+          bad.push(
+            `${s.id}: manifest ${s.manifestKey} ${sha === null ? 'missing' : `has sha256 ${sha}`}`,
+          );
+      }
+      return bad;
+    }
+
+    /**
+     * Objects in the store that nothing accounts for. An object is accounted for when it is
+     * - the manifest of a snapshot `lethe snapshots` lists (the vault's manifest key);
+     * - a pack or segment the vault records as referenced by such a snapshot;
+     * - an audit entry `audit/…` of a sequence number the vault's audit log has reached;
+     * - the tombstone of a key the vault records as destroyed, or the certificate of an
+     *   executed deletion request;
+     * - a vault backup the vault records writing to this store (store_objects, kind
+     *   vault-backup), or the signature beside one;
+     * - or an object recorded in store_objects that the lifecycle plan, made now, deletes.
+     * Anything else is an orphan: bytes in the bucket no live record will ever delete.
+     */
+    async function orphansOf(rt: Runtime): Promise<string[]> {
+      const vault = await rt.vault();
+      const store = await rt.store();
+      const listed = await vault.listSnapshots();
+      const live = new Set(listed.map((s) => s.id));
+      const manifests = new Set(listed.map((s) => s.manifestKey));
+      const refs = new Set(
+        (await vault.lifecycleObjectRefs())
+          .filter((r) => r.snapshots.some((id) => live.has(id)))
+          .map((r) => r.key),
+      );
+      const head = (await vault.auditHead())?.seq ?? 0;
+      const tombstones = new Set(
+        (await vault.listDestructions()).map((d) => tombstoneKey(d.keyId)),
+      );
+      const certificates = new Set(
+        (await vault.listEraseRequests())
+          .filter((r) => r.status === 'executed')
+          .map((r) => certificateKey(r.id)),
+      );
+      const recorded = await vault.storeObjects(store.description);
+      const vaultBackups = new Set<string>();
+      for (const [key, o] of recorded)
+        if (o.kind === 'vault-backup') vaultBackups.add(key).add(vaultBackupSignatureKey(key));
+      const due = new Set(
+        (await lifecyclePlan(rt, { now: new Date() })).actions.flatMap((a) =>
+          a.kind === 'delete-object' && recorded.has(a.objectKey) ? [a.objectKey] : [],
+        ),
+      );
+      const orphans: string[] = [];
+      for await (const { key } of store.list('')) {
+        const audit = /^audit\/0*(\d+)\.json$/.exec(key);
+        const ok =
+          manifests.has(key) ||
+          refs.has(key) ||
+          (audit?.[1] !== undefined &&
+            Number(audit[1]) <= head &&
+            auditObjectKey(Number(audit[1])) === key) ||
+          tombstones.has(key) ||
+          certificates.has(key) ||
+          vaultBackups.has(key) ||
+          due.has(key);
+        if (!ok) orphans.push(key);
+      }
+      return orphans;
+    }
+
+    /** Cleanup (a backup and a lifecycle apply), then every check; returns the findings. */
+    async function checkAfter(
+      rt: Runtime,
+    ): Promise<{ orphans: string[]; incomplete: string[]; problems: string[] }> {
+      const problems: string[] = [];
+      const incomplete = await incompleteListed(rt);
+      await addMessages(env.chat.url, { count: 5, seed: messageSeed++ });
+      await backup(rt, { actor: 'sweep' });
+      await lifecycleApply(rt, { actor: 'sweep', now: () => new Date() });
+      const orphans = await orphansOf(rt);
+      const audit = await (await rt.vault()).verifyAuditChain();
+      if (!audit.ok) problems.push(`audit chain: ${JSON.stringify(audit.findings)}`);
+      const latest = await (await rt.vault()).getSnapshot('latest').catch(() => undefined);
+      if (latest === undefined) problems.push('no snapshot listed');
+      else {
+        await restore(rt, {
+          snapshot: latest.id,
+          targetUrl: target.url,
+          targetSchema: 'restored',
+          replace: true,
+          actor: 'sweep',
+        });
+        const gone = new Set(erased);
+        const where = (table: string): string =>
+          gone.size === 0
+            ? 'true'
+            : [...gone].map((t) => `NOT (${tenantFilter(table, t)})`).join(' AND ');
+        const source = await tableContents(env.chat.url, { where });
+        const restored = await tableContents(target.url, { schema: 'restored' });
+        if (JSON.stringify(source) !== JSON.stringify(restored))
+          problems.push(`restore of ${latest.id} differs: ${JSON.stringify({ source, restored })}`);
+      }
+      return { orphans, incomplete: [...incomplete, ...(await incompleteListed(rt))], problems };
+    }
+
+    /**
+     * The deployment the sweep runs against: the one createLetheEnv built, until a vault
+     * restore round replaces its vault by the restored one, as after losing the vault's server.
+     */
+    let live: { rt: Runtime; configPath: string; vaultDb: string; drop: () => Promise<void> };
+    const config = (): string[] => ['--config', live.configPath];
+
+    /** One round of `job`: prepare, kill, recover, check. */
+    async function round(job: Job, index: number): Promise<Outcome> {
+      const byBytes = (index + JOBS.indexOf(job)) % 2 === 1;
+      const fraction = random();
+      const w = window[job];
+      const kill = byBytes
+        ? { afterBytes: Math.floor(fraction * w.bytes) }
+        : { atMs: Math.floor(fraction * w.ms) };
+      const problems: string[] = [];
+      let recovered = false;
+      let killed = false;
+      try {
+        switch (job) {
+          case 'backup':
+          case 'vaultBackup':
+          case 'apply': {
+            const args =
+              job === 'backup'
+                ? ['backup']
+                : job === 'apply'
+                  ? ['lifecycle', 'apply']
+                  : ['vault', 'backup'];
+            if (job !== 'vaultBackup') {
+              // Something for the run to do: new rows to back up; for apply, a newer snapshot so an older one expires.
+              await addMessages(env.chat.url, { count: 5, seed: messageSeed++ });
+              if (job === 'apply') await backup(live.rt, { actor: 'sweep' });
+            }
+            const run = await killedRun([...args, ...config()], kill, live.vaultDb);
+            killed = run.killed;
+            if (!killed && run.code !== 0) problems.push(`unkilled run failed: ${run.output}`);
+            const next = await measuredRun(job, live.rt, [...args, ...config()]);
+            recovered = next.ok;
+            if (!next.ok) problems.push(`next run failed: ${next.output}`);
+            break;
+          }
+          case 'erase': {
+            const tenant = String(ERASE_TENANT_BASE + 1 + erased.length);
+            const requested = await env.cli([
+              'erase',
+              'request',
+              '--tenant',
+              tenant,
+              '--all',
+              '--reason',
+              'kill sweep',
+              '--actor',
+              'dpo-a',
+              '--json',
+              ...config(),
+            ]);
+            expectExit(requested, 0);
+            const id = (jsonOut(requested) as { id: string }).id;
+            erased.push(tenant);
+            const approve = ['erase', 'approve', id, '--actor', 'dpo-b', '--json', ...config()];
+            const run = await killedRun(approve, kill, live.vaultDb);
+            killed = run.killed;
+            if (!killed && run.code !== 0) problems.push(`unkilled approve failed: ${run.output}`);
+            // Finished by the next approve (rounds 0, 1 mod 4) or by lifecycle apply (2, 3 mod 4).
+            const status = async (): Promise<string | undefined> =>
+              (await (await live.rt.vault()).listEraseRequests()).find((r) => r.id === id)?.status;
+            if ((await status()) !== 'executed') {
+              const next =
+                index % 4 < 2
+                  ? await measuredRun(job, live.rt, approve)
+                  : await measuredRun('apply', live.rt, ['lifecycle', 'apply', ...config()]);
+              if (!next.ok) problems.push(`finishing run failed: ${next.output}`);
+            }
+            recovered =
+              (await status()) === 'executed' &&
+              (await (await live.rt.store()).head(certificateKey(id))) !== null;
+            if (!recovered)
+              problems.push(`request ${id} is ${String(await status())} after recovery`);
+            break;
+          }
+          case 'vaultRestore': {
+            // Disaster recovery: the vault's server is lost; its newest backup is restored into an
+            // empty database (killed), then again into another one, which becomes the live vault.
+            const written = await env.cli(['vault', 'backup', '--json', ...config()]);
+            expectExit(written, 0);
+            const from = (jsonOut(written) as { key: string }).key;
+            const freshVault = async (
+              name: string,
+            ): Promise<{ path: string; raw: RawConfig; db: TestDatabase }> => {
+              const db = await env.database('kill_dr');
+              const raw: RawConfig = {
+                ...env.raw,
+                vault: { database: { url: db.url }, schema: 'lethe' },
+              };
+              return { path: await env.writeConfig(name, raw), raw, db };
+            };
+            const first = await freshVault(`dr-${index}-a.yaml`);
+            const restoreArgs = ['vault', 'restore', '--from', from, '--actor', 'ops', '--json'];
+            const run = await killedRun(
+              [...restoreArgs, '--config', first.path],
+              kill,
+              first.db.name,
+            );
+            killed = run.killed;
+            if (!killed && run.code !== 0) problems.push(`unkilled restore failed: ${run.output}`);
+            const second = await freshVault(`dr-${index}-b.yaml`);
+            const restoredRt = new Runtime(parseConfig(second.raw, env.dir), createLogger('warn'));
+            const next = await measuredRun(job, restoredRt, [
+              ...restoreArgs,
+              '--config',
+              second.path,
+            ]);
+            recovered = next.ok;
+            // The half-restored vault is abandoned, as an operator would after a failed attempt.
+            await first.db.drop();
+            if (!next.ok) {
+              problems.push(`restore into a fresh vault failed: ${next.output}`);
+              await restoredRt.close();
+            } else {
+              // The lost vault is done with (env's own runtime and database go in env.cleanup).
+              if (live.rt !== env.rt) {
+                await live.rt.close();
+                await live.drop();
+              }
+              live = {
+                rt: restoredRt,
+                configPath: second.path,
+                vaultDb: second.db.name,
+                drop: second.db.drop,
+              };
+            }
+            break;
+          }
+        }
+        const checked = await checkAfter(live.rt);
+        problems.push(...checked.problems);
+        return {
+          killed,
+          recovered: recovered && checked.problems.length === 0,
+          orphans: checked.orphans,
+          incompleteListed: checked.incomplete,
+          problems,
+        };
+      } catch (err) {
+        problems.push(`round threw: ${(err as Error).stack ?? String(err)}`);
+        return { killed, recovered: false, orphans: [], incompleteListed: [], problems };
+      }
+    }
+
+    it(
+      `kills each job ${perJob} times at seeded moments; every run recovers, nothing is orphaned or listed incomplete`,
+      async () => {
+        const failures: string[] = [];
+        for (let i = 0; i < perJob; i++) {
+          for (const job of JOBS) {
+            const o = await round(job, i);
+            outcomes[job].push({ ...o, storage });
+            if (o.problems.length + o.orphans.length + o.incompleteListed.length > 0)
+              failures.push(
+                `${job} #${i}: ${[...o.problems, ...o.orphans.map((k) => `orphan ${k}`), ...o.incompleteListed].join('; ')}`,
+              );
+          }
+        }
+        expect(failures, `seed ${seed}`).toEqual([]);
+      },
+      size === 'full' ? 3_600_000 : 240_000,
     );
-    const orphans: string[] = [];
-    for await (const { key } of store.list('')) {
-      const audit = /^audit\/0*(\d+)\.json$/.exec(key);
-      const ok =
-        manifests.has(key) ||
-        refs.has(key) ||
-        (audit?.[1] !== undefined && Number(audit[1]) <= head && auditObjectKey(Number(audit[1])) === key) ||
-        tombstones.has(key) ||
-        certificates.has(key) ||
-        vaultBackups.has(key) ||
-        due.has(key);
-      if (!ok) orphans.push(key);
-    }
-    return orphans;
-  }
+  });
+}
 
-  /** Cleanup (a backup and a lifecycle apply), then every check; returns the findings. */
-  async function checkAfter(rt: Runtime): Promise<{ orphans: string[]; incomplete: string[]; problems: string[] }> {
-    const problems: string[] = [];
-    const incomplete = await incompleteListed(rt);
-    await addMessages(env.chat.url, { count: 5, seed: messageSeed++ });
-    await backup(rt, { actor: 'sweep' });
-    await lifecycleApply(rt, { actor: 'sweep', now: () => new Date() });
-    const orphans = await orphansOf(rt);
-    const audit = await (await rt.vault()).verifyAuditChain();
-    if (!audit.ok) problems.push(`audit chain: ${JSON.stringify(audit.findings)}`);
-    const latest = await (await rt.vault()).getSnapshot('latest').catch(() => undefined);
-    if (latest === undefined) problems.push('no snapshot listed');
-    else {
-      await restore(rt, { snapshot: latest.id, targetUrl: target.url, targetSchema: 'restored', replace: true, actor: 'sweep' });
-      const gone = new Set(erased);
-      const where = (table: string): string => (gone.size === 0 ? 'true' : [...gone].map((t) => `NOT (${tenantFilter(table, t)})`).join(' AND '));
-      const source = await tableContents(env.chat.url, { where });
-      const restored = await tableContents(target.url, { schema: 'restored' });
-      if (JSON.stringify(source) !== JSON.stringify(restored)) problems.push(`restore of ${latest.id} differs: ${JSON.stringify({ source, restored })}`);
-    }
-    return { orphans, incomplete: [...incomplete, ...(await incompleteListed(rt))], problems };
-  }
+for (const { storage, perJob } of SWEEPS) defineSweep(storage, perJob);
 
-  /**
-   * The deployment the sweep runs against: the one createLetheEnv built, until a vault
-   * restore round replaces its vault by the restored one, as after losing the vault's server.
-   */
-  let live: { rt: Runtime; configPath: string; vaultDb: string };
-  const runtimes: Runtime[] = [];
-  const config = (): string[] => ['--config', live.configPath];
-
-  /** One round of `job`: prepare, kill, recover, check. */
-  async function round(job: Job, index: number): Promise<Outcome> {
-    const byBytes = (index + JOBS.indexOf(job)) % 2 === 1;
-    const fraction = random();
-    const w = window[job];
-    const kill = byBytes ? { afterBytes: Math.floor(fraction * w.bytes) } : { atMs: Math.floor(fraction * w.ms) };
-    const problems: string[] = [];
-    let recovered = false;
-    let killed = false;
-    try {
-      switch (job) {
-        case 'backup':
-        case 'vaultBackup':
-        case 'apply': {
-          const args = job === 'backup' ? ['backup'] : job === 'apply' ? ['lifecycle', 'apply'] : ['vault', 'backup'];
-          if (job !== 'vaultBackup') {
-            // Something for the run to do: new rows to back up; for apply, a newer snapshot so an older one expires.
-            await addMessages(env.chat.url, { count: 5, seed: messageSeed++ });
-            if (job === 'apply') await backup(live.rt, { actor: 'sweep' });
-          }
-          const run = await killedRun([...args, ...config()], kill, live.vaultDb);
-          killed = run.killed;
-          if (!killed && run.code !== 0) problems.push(`unkilled run failed: ${run.output}`);
-          const next = await measuredRun(job, live.rt, [...args, ...config()]);
-          recovered = next.ok;
-          if (!next.ok) problems.push(`next run failed: ${next.output}`);
-          break;
-        }
-        case 'erase': {
-          const tenant = String(ERASE_TENANT_BASE + 1 + erased.length);
-          const requested = await env.cli(['erase', 'request', '--tenant', tenant, '--all', '--reason', 'kill sweep', '--actor', 'dpo-a', '--json', ...config()]);
-          expectExit(requested, 0);
-          const id = (jsonOut(requested) as { id: string }).id;
-          erased.push(tenant);
-          const approve = ['erase', 'approve', id, '--actor', 'dpo-b', '--json', ...config()];
-          const run = await killedRun(approve, kill, live.vaultDb);
-          killed = run.killed;
-          if (!killed && run.code !== 0) problems.push(`unkilled approve failed: ${run.output}`);
-          // Finished by the next approve (rounds 0, 1 mod 4) or by lifecycle apply (2, 3 mod 4).
-          const status = async (): Promise<string | undefined> => (await (await live.rt.vault()).listEraseRequests()).find((r) => r.id === id)?.status;
-          if ((await status()) !== 'executed') {
-            const next = index % 4 < 2 ? await measuredRun(job, live.rt, approve) : await measuredRun('apply', live.rt, ['lifecycle', 'apply', ...config()]);
-            if (!next.ok) problems.push(`finishing run failed: ${next.output}`);
-          }
-          recovered = (await status()) === 'executed' && (await (await live.rt.store()).head(certificateKey(id))) !== null;
-          if (!recovered) problems.push(`request ${id} is ${String(await status())} after recovery`);
-          break;
-        }
-        case 'vaultRestore': {
-          // Disaster recovery: the vault's server is lost; its newest backup is restored into an
-          // empty database (killed), then again into another one, which becomes the live vault.
-          const written = await env.cli(['vault', 'backup', '--json', ...config()]);
-          expectExit(written, 0);
-          const from = (jsonOut(written) as { key: string }).key;
-          const freshVault = async (name: string): Promise<{ path: string; raw: RawConfig; db: TestDatabase }> => {
-            const db = await env.database('kill_dr');
-            const raw: RawConfig = { ...env.raw, vault: { database: { url: db.url }, schema: 'lethe' } };
-            return { path: await env.writeConfig(name, raw), raw, db };
-          };
-          const first = await freshVault(`dr-${index}-a.yaml`);
-          const restoreArgs = ['vault', 'restore', '--from', from, '--actor', 'ops', '--json'];
-          const run = await killedRun([...restoreArgs, '--config', first.path], kill, first.db.name);
-          killed = run.killed;
-          if (!killed && run.code !== 0) problems.push(`unkilled restore failed: ${run.output}`);
-          const second = await freshVault(`dr-${index}-b.yaml`);
-          const restoredRt = new Runtime(parseConfig(second.raw, env.dir), createLogger('warn'));
-          runtimes.push(restoredRt);
-          const next = await measuredRun(job, restoredRt, [...restoreArgs, '--config', second.path]);
-          recovered = next.ok;
-          if (!next.ok) problems.push(`restore into a fresh vault failed: ${next.output}`);
-          else live = { rt: restoredRt, configPath: second.path, vaultDb: second.db.name };
-          break;
-        }
-      }
-      const checked = await checkAfter(live.rt);
-      problems.push(...checked.problems);
-      return { killed, recovered: recovered && checked.problems.length === 0, orphans: checked.orphans, incompleteListed: checked.incomplete, problems };
-    } catch (err) {
-      problems.push(`round threw: ${(err as Error).stack ?? String(err)}`);
-      return { killed, recovered: false, orphans: [], incompleteListed: [], problems };
-    }
-  }
-
-  it(`kills each job ${PER_JOB} times at seeded moments; every run recovers, nothing is orphaned or listed incomplete`, async () => {
-    for (let i = 0; i < PER_JOB; i++) {
-      for (const job of JOBS) outcomes[job].push(await round(job, i));
-    }
+describe(`kill sweep figures (${size}, seed ${seed})`, () => {
+  it('records runs, kills, recovered, orphans and incompleteListed, and meets the targets', async () => {
     const all = JOBS.flatMap((j) => outcomes[j]);
     const figures: Record<string, number> = {
       runs: all.length,
       kills: all.filter((o) => o.killed).length,
       recovered: all.filter((o) => o.recovered).length,
       // Distinct keys: an orphan left in one round is seen again in every later one.
-      orphans: new Set(all.flatMap((o) => o.orphans)).size,
+      orphans: new Set(all.flatMap((o) => o.orphans.map((k) => `${o.storage}:${k}`))).size,
       incompleteListed: all.reduce((n, o) => n + o.incompleteListed.length, 0),
     };
     for (const job of JOBS) {
@@ -354,20 +511,19 @@ describe(`kill sweep (${size}, seed ${seed})`, () => {
       figures[`${job}Kills`] = outcomes[job].filter((o) => o.killed).length;
       figures[`${job}Recovered`] = outcomes[job].filter((o) => o.recovered).length;
     }
+    for (const { storage } of SWEEPS) {
+      figures[`${storage}Runs`] = all.filter((o) => o.storage === storage).length;
+      figures[`${storage}Recovered`] = all.filter(
+        (o) => o.storage === storage && o.recovered,
+      ).length;
+    }
     await recordFigures('killSweep', figures);
     console.info(`killSweep (${size}, seed ${seed}): ${JSON.stringify(figures)}`);
-    const failures = JOBS.flatMap((job) =>
-      outcomes[job].flatMap((o, i) =>
-        o.problems.length + o.orphans.length + o.incompleteListed.length === 0
-          ? []
-          : [`${job} #${i}: ${[...o.problems, ...o.orphans.map((k) => `orphan ${k}`), ...o.incompleteListed].join('; ')}`],
-      ),
-    );
-    expect(failures, `seed ${seed}`).toEqual([]);
+    expect(figures['runs']).toBe(JOBS.length * SWEEPS.reduce((n, s) => n + s.perJob, 0));
     expect(figures['recovered']).toBe(figures['runs']);
     expect(figures['orphans']).toBe(0);
     expect(figures['incompleteListed']).toBe(0);
     // The sweep must actually kill: most runs die before they finish.
     expect(figures['kills'] ?? 0).toBeGreaterThanOrEqual(Math.ceil(all.length / 2));
-  }, size === 'full' ? 3_600_000 : 240_000);
+  });
 });
