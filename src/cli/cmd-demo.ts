@@ -70,6 +70,11 @@ daemon:
     verify: "10 * * * *"
     verifyOlder: "40 */6 * * *"
     vaultBackup: "20 3 * * *"
+# A demo only: deletion requests and legal holds accept a typed --actor NAME here. A real
+# deployment leaves this out (false), so each act carries an enrolled person's SSH
+# signature (lethe init --enrol NAME --ssh-key FILE.pub; docs/lifecycle.md).
+approvals:
+  allowUnsigned: true
 # Commands print what needs your attention; the log (JSON lines, stderr) only errors here.
 log:
   level: error

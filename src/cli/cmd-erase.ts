@@ -1,19 +1,27 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { verifyCertificate, type DestructionCertificate } from '../lifecycle/certificate.ts';
 import { tombstoneLock, type ForeignTombstone } from '../lifecycle/destroy.ts';
-import { approveErasure, certificateKey, erasureKeyId, requestErasure } from '../lifecycle/erase.ts';
+import { actStatement } from '../lifecycle/approvals.ts';
+import { approvalStatement, approveErasure, certificateKey, erasureKeyId, requestAct, requestErasure } from '../lifecycle/erase.ts';
 import type { EraseScope } from '../lifecycle/types.ts';
 import { logVaultDurability } from '../lifecycle/vault-durability.ts';
 import type { StoredEraseRequest } from '../vault/index.ts';
 import type { Command, CommandContext } from './commands.ts';
+import { APPROVAL_OPTIONS, attestationFrom, printStatement, wantsStatement } from './approval-args.ts';
 import { printVaultDurabilityWarnings } from './durability-warnings.ts';
 import { stringOpt } from './format.ts';
 
 /**
  * `lethe erase request|approve|list|show`: deletion requests (GDPR Art. 17). Exit codes:
  * 0 done; 2 bad usage (missing or conflicting options, unknown request id, no certificate
- * yet); 3 refused by rule (the requester approving their own request, a legal hold covering
- * the data, a request already executed). See runbooks/deletion-request.md.
+ * yet, a --signature file that is not an SSH signature); 3 refused by rule (the requester's
+ * key approving their own request, a signature that does not verify or is by a key not
+ * enrolled, an unsigned act where signatures are required, a legal hold covering the data, a
+ * request already executed). See runbooks/deletion-request.md.
+ *
+ * request and approve are signed acts: `--print-statement` prints the exact statement, the
+ * person signs it with `ssh-keygen -Y sign -n lethe-approval`, and `--signature FILE.sig`
+ * submits it (approval-args.ts).
  *
  * `erase approve` also reports what the vault database keeps of destroyed keys beyond lethe
  * (WAL archiving, replicas, replication slots): labelled warnings on stderr and a warn log
@@ -33,6 +41,8 @@ function requestJson(r: StoredEraseRequest): Record<string, unknown> {
     requestedAt: r.requestedAt.toISOString(),
     approvedBy: r.approvedBy,
     approvedAt: r.approvedAt?.toISOString() ?? null,
+    requestedKey: r.requestProof?.key ?? null,
+    approvedKey: r.approvalProof?.key ?? null,
     executedAt: r.executedAt?.toISOString() ?? null,
     certificate: r.status === 'executed' ? certificateKey(r.id) : null,
   };
@@ -54,7 +64,7 @@ function oneId(ctx: CommandContext, usageLine: string): string {
 }
 
 const REQUEST_USAGE =
-  'erase request --tenant T (--user U | --conversation C | --all) --reason TEXT --actor NAME [--json] [--config FILE]';
+  'erase request --tenant T (--user U | --conversation C | --all) --reason TEXT (--print-statement | --signature FILE) [--json] [--config FILE]';
 
 export const eraseRequestCommand: Command = {
   name: 'erase request',
@@ -65,7 +75,7 @@ export const eraseRequestCommand: Command = {
     conversation: { type: 'string' },
     all: { type: 'boolean' },
     reason: { type: 'string' },
-    actor: { type: 'string' },
+    ...APPROVAL_OPTIONS,
   },
   async run(ctx) {
     const v = ctx.values;
@@ -74,45 +84,43 @@ export const eraseRequestCommand: Command = {
     const conversation = stringOpt(v, 'conversation');
     const all = v['all'] === true;
     const reason = stringOpt(v, 'reason');
-    const actor = stringOpt(v, 'actor');
     if (tenant === undefined) throw usage('missing --tenant T', REQUEST_USAGE);
     const chosen = [user !== undefined, conversation !== undefined, all].filter(Boolean).length;
     if (chosen !== 1) {
       throw usage('say what to erase with exactly one of --user U, --conversation C or --all (the whole tenant)', REQUEST_USAGE);
     }
     if (reason === undefined) throw usage('missing --reason TEXT (e.g. the ticket of the data subject\'s request)', REQUEST_USAGE);
-    if (actor === undefined) throw usage('missing --actor NAME (who requests it)', REQUEST_USAGE);
     const scope: EraseScope = all ? 'tenant' : user !== undefined ? 'user' : 'conversation';
     const rt = await ctx.runtime();
-    const request = await requestErasure(await rt.vault(), {
-      tenant,
-      scope,
-      subject: user ?? conversation ?? null,
-      reason,
-      actor,
-    });
+    const vault = await rt.vault();
+    const what = { tenant, scope, subject: user ?? conversation ?? null, reason };
+    if (wantsStatement(ctx)) return printStatement(ctx, await actStatement(vault, requestAct(what)));
+    const request = await requestErasure(vault, { ...what, ...(await attestationFrom(ctx, rt)) });
     if (ctx.json) ctx.out(JSON.stringify(requestJson(request)));
     else {
       ctx.out(`deletion request ${request.id} recorded: erase ${subjectText(request)}, requested by ${request.requestedBy}`);
-      ctx.out(`Nothing is deleted yet. A second person must approve it: lethe erase approve ${request.id} --actor NAME`);
+      ctx.out(
+        `Nothing is deleted yet. A second enrolled person must approve it: lethe erase approve ${request.id} --print-statement, ` +
+          'sign that with their own key, then lethe erase approve ' + `${request.id} --signature FILE.sig`,
+      );
     }
     return ExitCode.OK;
   },
 };
 
-const APPROVE_USAGE = 'erase approve ID --actor NAME [--json] [--config FILE]';
+const APPROVE_USAGE = 'erase approve ID (--print-statement | --signature FILE) [--json] [--config FILE]';
 
 export const eraseApproveCommand: Command = {
   name: 'erase approve',
   usage: APPROVE_USAGE,
   positionals: true,
-  options: { actor: { type: 'string' } },
+  options: { ...APPROVAL_OPTIONS },
   async run(ctx) {
     const id = oneId(ctx, APPROVE_USAGE);
-    const actor = stringOpt(ctx.values, 'actor');
-    if (actor === undefined) throw usage('missing --actor NAME (who approves; not the requester)', APPROVE_USAGE);
     const rt = await ctx.runtime();
     const vault = await rt.vault();
+    if (wantsStatement(ctx)) return printStatement(ctx, await approvalStatement(vault, id));
+    const by = await attestationFrom(ctx, rt);
     const foreignTombstones: ForeignTombstone[] = [];
     const graceWindowDays = rt.config.retention.graceWindowDays;
     const lock = tombstoneLock(rt.config.storage.objectLock, graceWindowDays, new Date());
@@ -127,7 +135,7 @@ export const eraseApproveCommand: Command = {
         onForeignTombstone: (found) => foreignTombstones.push(found),
       },
       id,
-      actor,
+      by,
     );
     for (const found of foreignTombstones) {
       ctx.warn(
@@ -192,7 +200,7 @@ export const eraseShowCommand: Command = {
       throw new LetheError(
         ErrorCode.USAGE,
         `deletion request ${id} is ${request.status}: it has no certificate until it is executed` +
-          (request.status === 'pending' ? ` (approve it with \`lethe erase approve ${id} --actor NAME\`)` : ''),
+          (request.status === 'pending' ? ` (approve it with \`lethe erase approve ${id} --signature FILE.sig\`)` : ''),
         { details: { requestId: id, status: request.status } },
       );
     }
@@ -212,8 +220,9 @@ function printCertificate(ctx: CommandContext, c: DestructionCertificate): void 
   ctx.out(`destruction certificate for deletion request ${r.id}`);
   ctx.out(`  erased:       ${subjectText(r)}`);
   ctx.out(`  reason:       ${r.reason}`);
-  ctx.out(`  requested by: ${r.requestedBy} at ${r.requestedAt}`);
-  ctx.out(`  approved by:  ${r.approvedBy} at ${r.approvedAt}`);
+  const signed = c.approvals;
+  ctx.out(`  requested by: ${r.requestedBy} at ${r.requestedAt}${signed?.request == null ? ' (typed name, unsigned)' : `, signed by key ${signed.request.fingerprint}`}`);
+  ctx.out(`  approved by:  ${r.approvedBy} at ${r.approvedAt}${signed?.approval == null ? ' (typed name, unsigned)' : `, signed by key ${signed.approval.fingerprint}`}`);
   ctx.out(`  executed at:  ${c.executedAt}`);
   for (const k of c.keysDestroyed) ctx.out(`  key destroyed: ${k.keyId} at ${k.destroyedAt} (audit entry ${k.auditSeq})`);
   for (const k of c.keysAbsent) ctx.out(`  key ${k.keyId}: ${k.note}`);

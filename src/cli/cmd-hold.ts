@@ -1,17 +1,20 @@
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
-import { holdToJson, listHolds, placeHold, releaseHold } from '../lifecycle/holds.ts';
+import { holdToJson, listHolds, placeHold, placeStatement, releaseHold, releaseStatement } from '../lifecycle/holds.ts';
 import type { Hold } from '../lifecycle/types.ts';
 import type { Command } from './commands.ts';
+import { APPROVAL_OPTIONS, attestationFrom, printStatement, wantsStatement } from './approval-args.ts';
 import { stringOpt } from './format.ts';
 
 /**
  * `lethe hold place|release|list`: legal holds. Exit codes: 0 done; 2 bad usage (missing or
- * malformed option, unknown case, tenant never backed up); 3 refused by rule (case already
- * released). See runbooks/legal-hold.md.
+ * malformed option, unknown case, tenant never backed up, a --signature file that is not an
+ * SSH signature); 3 refused by rule (case already released, a signature that does not verify
+ * or is by a key not enrolled, an unsigned act where signatures are required). Placing and
+ * releasing are signed acts (approval-args.ts). See runbooks/legal-hold.md.
  */
 
 const PLACE_USAGE =
-  'hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT --actor NAME [--json] [--config FILE]';
+  'hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT (--print-statement | --signature FILE) [--json] [--config FILE]';
 
 
 /** What a selector pins, in words. */
@@ -42,7 +45,7 @@ export const holdPlaceCommand: Command = {
     from: { type: 'string' },
     to: { type: 'string' },
     reason: { type: 'string' },
-    actor: { type: 'string' },
+    ...APPROVAL_OPTIONS,
   },
   async run(ctx) {
     const v = ctx.values;
@@ -54,10 +57,11 @@ export const holdPlaceCommand: Command = {
       from: stringOpt(v, 'from'),
       to: stringOpt(v, 'to'),
       reason: need(stringOpt(v, 'reason'), '--reason TEXT', PLACE_USAGE),
-      actor: need(stringOpt(v, 'actor'), '--actor NAME', PLACE_USAGE),
     };
     const rt = await ctx.runtime();
-    const hold = await placeHold(await rt.vault(), input);
+    const vault = await rt.vault();
+    if (wantsStatement(ctx)) return printStatement(ctx, await placeStatement(vault, input));
+    const hold = await placeHold(vault, { ...input, ...(await attestationFrom(ctx, rt)) });
     if (ctx.json) ctx.out(JSON.stringify(holdToJson(hold)));
     else {
       ctx.out(`legal hold placed: case ${hold.caseId} (${describeSelector(hold)}), by ${hold.placedBy}`);
@@ -67,17 +71,20 @@ export const holdPlaceCommand: Command = {
   },
 };
 
-const RELEASE_USAGE = 'hold release --case ID --actor NAME [--reason TEXT] [--json] [--config FILE]';
+const RELEASE_USAGE = 'hold release --case ID [--reason TEXT] (--print-statement | --signature FILE) [--json] [--config FILE]';
 
 export const holdReleaseCommand: Command = {
   name: 'hold release',
   usage: RELEASE_USAGE,
-  options: { case: { type: 'string' }, actor: { type: 'string' }, reason: { type: 'string' } },
+  options: { case: { type: 'string' }, reason: { type: 'string' }, ...APPROVAL_OPTIONS },
   async run(ctx) {
     const caseId = need(stringOpt(ctx.values, 'case'), '--case ID', RELEASE_USAGE);
-    const actor = need(stringOpt(ctx.values, 'actor'), '--actor NAME', RELEASE_USAGE);
+    const reason = stringOpt(ctx.values, 'reason');
     const rt = await ctx.runtime();
-    const released = await releaseHold(await rt.vault(), caseId, actor, stringOpt(ctx.values, 'reason'));
+    const vault = await rt.vault();
+    if (wantsStatement(ctx)) return printStatement(ctx, await releaseStatement(vault, caseId, reason));
+    const released = await releaseHold(vault, caseId, await attestationFrom(ctx, rt), reason);
+    const actor = released[0]?.releasedBy ?? '?';
     if (ctx.json) ctx.out(JSON.stringify({ caseId, released: released.map(holdToJson) }));
     else {
       ctx.out(`case ${caseId} released by ${actor}: ${released.length} selector(s)`);

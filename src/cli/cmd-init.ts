@@ -1,21 +1,46 @@
-import { ExitCode } from '../errors/index.ts';
+import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { initialize } from '../jobs/tasks.ts';
 import { INIT_ROLES_OPTIONS, runInitRoles, wantsRoles } from './cmd-init-roles.ts';
 import type { Command } from './commands.ts';
-import { actorName } from './format.ts';
+import { actorName, stringOpt } from './format.ts';
+import { approverJson, readPublicKeyFile } from './cmd-people.ts';
+import { enrolFirst } from '../lifecycle/approvals.ts';
 
 export const initCommand: Command = {
   name: 'init',
   usage:
-    'init [--json] [--config FILE]\n' +
+    'init [--enrol NAME --ssh-key FILE.pub] [--json] [--config FILE]\n' +
     '       lethe init --roles [--print-sql] [--role-prefix NAME] [--login [--password-dir DIR]] [--json] [--config FILE]',
-  options: { ...INIT_ROLES_OPTIONS },
+  options: { ...INIT_ROLES_OPTIONS, enrol: { type: 'string' }, 'ssh-key': { type: 'string' } },
   async run(ctx) {
     if (wantsRoles(ctx.values)) return runInitRoles(ctx);
-    const result = await initialize(await ctx.runtime(), actorName(undefined));
+    const enrolName = stringOpt(ctx.values, 'enrol');
+    const keyFile = stringOpt(ctx.values, 'ssh-key');
+    if ((enrolName === undefined) !== (keyFile === undefined)) {
+      throw new LetheError(ErrorCode.USAGE, 'give --enrol NAME and --ssh-key FILE.pub together (the first person who may sign approvals, and their key)');
+    }
+    // Read before init changes anything, so a wrong path fails first.
+    const keyText = keyFile === undefined ? undefined : await readPublicKeyFile(keyFile);
+    const rt = await ctx.runtime();
+    const actor = actorName(undefined);
+    const result = await initialize(rt, actor);
+    const enrolled =
+      enrolName === undefined || keyText === undefined ? undefined : await enrolFirst(await rt.vault(), enrolName, keyText, actor);
     if (ctx.json) {
-      ctx.out(JSON.stringify(result));
+      ctx.out(
+        JSON.stringify({
+          ...result,
+          ...(enrolled === undefined ? {} : { enrolled: enrolled === null ? 'already enrolled' : approverJson(enrolled) }),
+        }),
+      );
       return ExitCode.OK;
+    }
+    if (enrolled !== undefined) {
+      ctx.out(
+        enrolled === null
+          ? `${enrolName ?? ''} is already enrolled with this key`
+          : `enrolled ${enrolled.name} (key ${enrolled.fingerprint}), the first person who may sign approvals; they enrol the others (\`lethe people enrol\`)`,
+      );
     }
     const applied = result.migrationsApplied;
     ctx.out(`vault ready (schema ${result.vaultSchema}${applied.length > 0 ? `, migrations ${applied.join(', ')} applied` : ', up to date'})`);

@@ -10,6 +10,7 @@ import { initCommand } from './cmd-init.ts';
 import { keysExportCommand } from './cmd-keys.ts';
 import { eraseApproveCommand, eraseListCommand, eraseRequestCommand, eraseShowCommand } from './cmd-erase.ts';
 import { holdListCommand, holdPlaceCommand, holdReleaseCommand } from './cmd-hold.ts';
+import { peopleEnrolCommand, peopleListCommand, peopleRevokeCommand } from './cmd-people.ts';
 import { lifecycleApplyCommand, lifecyclePlanCommand } from './cmd-lifecycle.ts';
 import { exportCommand } from './cmd-export.ts';
 import { reportCommand } from './cmd-report.ts';
@@ -65,6 +66,9 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
     eraseApproveCommand,
     eraseListCommand,
     eraseShowCommand,
+    peopleEnrolCommand,
+    peopleRevokeCommand,
+    peopleListCommand,
     lifecyclePlanCommand,
     lifecycleApplyCommand,
     exportCommand,

@@ -12,6 +12,7 @@ const HELP = `lethe — encrypted, verifiable backups of a chat store, with cryp
 usage: lethe <command> [options]        (every command takes --config FILE)
 
   init                          create the vault, master key and signing key
+  init --enrol NAME --ssh-key FILE.pub   also enrol the first person who signs approvals
   init --roles [--print-sql] [--login --password-dir DIR]   per-job vault roles (least privilege)
   seed --scale small|medium|large   fill the chat store with the reference demo data
   backup [--json]               take a snapshot
@@ -22,10 +23,13 @@ usage: lethe <command> [options]        (every command takes --config FILE)
   doctor [--job JOB] [--json]   check config, connections, TLS, bucket, credentials and key files
   report --from DATE --to DATE [--out FILE.html] [--json]   signed evidence for auditors
   keys export --out FILE        export the wrapped dimension keys (disaster recovery)
-  hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT --actor NAME
-  hold release --case ID --actor NAME    hold list [--all] [--json]     legal holds
-  erase request --tenant T (--user U | --conversation C | --all) --reason TEXT --actor NAME
-  erase approve ID --actor NAME   erase list   erase show ID   deletion requests (two-person rule)
+  hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT SIGNED
+  hold release --case ID SIGNED    hold list [--all] [--json]     legal holds
+  erase request --tenant T (--user U | --conversation C | --all) --reason TEXT SIGNED
+  erase approve ID SIGNED   erase list   erase show ID   deletion requests (two-person rule, by keys)
+  people enrol --name NAME --ssh-key FILE.pub SIGNED   people revoke --fingerprint FP SIGNED   people list
+                                SIGNED: --print-statement (the text to sign with
+                                \`ssh-keygen -Y sign -n lethe-approval\`), then --signature FILE.sig
   lifecycle plan [--now ISO-8601] [--json]   what retention, holds and requests make due
   lifecycle apply [--actor NAME] [--json]   carry the plan out: re-wrap held cells, destroy keys, expire, delete
                                 (--actor: who the audit log names; default: the login name)

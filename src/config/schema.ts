@@ -318,6 +318,12 @@ export const ConfigSchema = z.strictObject({
   daemon: DaemonSchema.optional(),
   /** Signed webhooks the daemon calls on the events of ALERT_EVENTS. Absent: no alerts. */
   alerts: AlertsSchema.optional(),
+  /**
+   * Signed approvals (docs/lifecycle.md): erase request/approve and hold place/release need
+   * an enrolled person's SSH signature. `allowUnsigned: true` also accepts a typed
+   * `--actor NAME`, which proves nobody: for `lethe demo` and tests only, never production.
+   */
+  approvals: z.strictObject({ allowUnsigned: z.boolean().default(false) }).default({ allowUnsigned: false }),
   log: z
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn') })
     .default({ level: 'warn' }),

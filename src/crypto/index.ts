@@ -47,3 +47,4 @@ export {
 export { publicKeyFileText, readSigningKeyFile, writeSigningKeyFile } from './signing-key-file.ts';
 export { createCellDigest, equalConstantTime, generateDigestKey, sha256Hex, type CellDigest } from './digest.ts';
 export { readMasterKeyFile, writeMasterKeyFile, type MasterKey } from './master-key-file.ts';
+export { parseSshPublicKey, verifySshSignature, type SshPublicKey, type SshSignatureCheck } from './sshsig.ts';

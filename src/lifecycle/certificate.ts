@@ -1,9 +1,10 @@
 import { verifySignature } from '../crypto/index.ts';
 import type { Signer } from '../keys/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
-import { canonicalJson, type DurabilityFinding, type StoredEraseRequest, type Vault } from '../vault/index.ts';
+import { canonicalJson, type DurabilityFinding, type SignedAct, type StoredEraseRequest, type Vault } from '../vault/index.ts';
 import type { DestroyedKey } from './destroy.ts';
 import type { EraseScope } from './types.ts';
+import { allowedSignersLine, APPROVAL_NAMESPACE } from './approvals.ts';
 
 export const CERTIFICATE_FORMAT = 'lethe.destruction-certificate.v1';
 
@@ -55,6 +56,13 @@ export interface DestructionCertificate {
    * before lethe recorded it (same format, v1).
    */
   readonly guarantees?: CertificateGuarantees;
+  /**
+   * The requester's and approver's own signatures (absent when both were typed names, and in
+   * certificates issued before signed approvals). Each verifies with stock OpenSSH and no
+   * lethe code: `ssh-keygen -Y verify -f allowed_signers -I <person> -n lethe-approval -s sig < statement`
+   * with `allowedSigners` as the allowed_signers file (docs/lifecycle.md).
+   */
+  readonly approvals?: CertificateApprovals;
   readonly signature: { readonly algorithm: 'ed25519'; readonly keyId: string; readonly value: string };
 }
 
@@ -72,6 +80,28 @@ export interface CertificateGuarantees {
   readonly outsideLethe: readonly string[];
   /** What lethe saw on the vault database's server at execution (Vault.inspectDurability). */
   readonly vaultDurabilityFindings: readonly DurabilityFinding[];
+}
+
+/** The two signed acts behind an erasure. null for an act done under a typed name. */
+export interface CertificateApprovals {
+  readonly namespace: 'lethe-approval';
+  readonly request: SignedStatement | null;
+  readonly approval: SignedStatement | null;
+}
+
+/** One person's signed statement, with what `ssh-keygen -Y verify` needs to check it. */
+export interface SignedStatement {
+  readonly person: string;
+  /** `SHA256:…` as `ssh-keygen -l` prints it. */
+  readonly fingerprint: string;
+  /** `ssh-ed25519 AAAA…` */
+  readonly publicKey: string;
+  /** The allowed_signers line: `<person> namespaces="lethe-approval" <publicKey>`. */
+  readonly allowedSigners: string;
+  /** The exact bytes signed (UTF-8). */
+  readonly statement: string;
+  /** The armored SSHSIG, as `ssh-keygen -Y sign` wrote it. */
+  readonly sshSignature: string;
 }
 
 /** The copies of a destroyed key outside lethe's control, as every certificate lists them. */
@@ -152,6 +182,7 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
   const position = last === undefined ? await vault.auditHead() : { seq: last.auditSeq, hash: last.auditHash };
   if (position === null) throw new LetheError(ErrorCode.INTERNAL, `certificate for ${request.id}: the audit log is empty`);
   const irreversibleAt = new Date(facts.executedAt.getTime() + facts.graceWindowDays * DAY_MS);
+  const approvals = await signedApprovals(vault, request);
   const body: UnsignedCertificate = {
     format: CERTIFICATE_FORMAT,
     request: {
@@ -203,8 +234,29 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
       outsideLethe: OUTSIDE_LETHE,
       vaultDurabilityFindings: facts.vaultDurability,
     },
+    ...(approvals === null ? {} : { approvals }),
   };
   return { ...body, signature: { algorithm: 'ed25519', keyId: signer.id, value: signer.sign(certificateMessage(body)) } };
+}
+
+async function signedApprovals(vault: Vault, request: StoredEraseRequest): Promise<CertificateApprovals | null> {
+  if (request.requestProof === null && request.approvalProof === null) return null;
+  const statementOf = async (proof: SignedAct | null): Promise<SignedStatement | null> => {
+    if (proof === null) return null;
+    const approver = await vault.getApprover(proof.key);
+    if (approver === null) {
+      throw new LetheError(ErrorCode.INTEGRITY, `certificate for ${request.id}: key ${proof.key} signed an act of it but is not in the vault's enrolled keys`);
+    }
+    return {
+      person: approver.name,
+      fingerprint: approver.fingerprint,
+      publicKey: approver.publicKey,
+      allowedSigners: allowedSignersLine(approver),
+      statement: proof.statement,
+      sshSignature: proof.signature,
+    };
+  };
+  return { namespace: APPROVAL_NAMESPACE, request: await statementOf(request.requestProof), approval: await statementOf(request.approvalProof) };
 }
 
 /**

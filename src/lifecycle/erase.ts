@@ -8,6 +8,7 @@ import { buildCertificate, verifyCertificate, type DestructionCertificate } from
 import { destroyKeys, type ForeignTombstone } from './destroy.ts';
 import { holdsBlockingDestruction } from './hold-match.ts';
 import type { EraseScope, Hold } from './types.ts';
+import { actStatement, attest, type Act, type Attestation } from './approvals.ts';
 
 /** What executing a request needs. `now` is injectable so tests can move the clock. */
 export interface EraseContext {
@@ -29,7 +30,49 @@ export interface EraseRequestInput {
   /** The user or conversation id; must be absent for a whole tenant. */
   readonly subject?: string | null | undefined;
   readonly reason: string;
-  readonly actor: string;
+  /** The requester's SSHSIG over the request's statement (see approvals.ts), or… */
+  readonly signature?: string | undefined;
+  /** …a typed name, accepted only with `allowUnsigned` (config approvals.allowUnsigned). */
+  readonly actor?: string | undefined;
+  readonly allowUnsigned?: boolean | undefined;
+}
+
+const REQUEST_USAGE = 'erase request --tenant T (--user U | --conversation C | --all) --reason TEXT (--signature FILE | --print-statement)';
+const APPROVE_USAGE = 'erase approve ID (--signature FILE | --print-statement)';
+
+/** The act a requester signs: what is to be erased and why. */
+export function requestAct(input: { tenant: string; scope: EraseScope; subject?: string | null | undefined; reason: string }): Act {
+  const { tenant, reason, subject } = checkedRequest(input);
+  return { action: 'erase.request', tenant, scope: input.scope, subject, reason };
+}
+
+/** The act an approver signs: this request, as recorded, and who requested it. */
+export function approvalAct(request: StoredEraseRequest): Act {
+  return {
+    action: 'erase.approve',
+    request: request.id,
+    tenant: request.tenant,
+    scope: request.scope,
+    subject: request.subject,
+    reason: request.reason,
+    requestedBy: request.requestedBy,
+    requestedKey: request.requestProof?.key ?? null,
+  };
+}
+
+/**
+ * The statement the approver of request `id` signs (`erase approve ID --print-statement`).
+ * USAGE for an unknown id; REFUSED when it is no longer pending.
+ */
+export async function approvalStatement(vault: Vault, id: string): Promise<string> {
+  const request = await vault.getEraseRequest(id);
+  if (request === null) {
+    throw new LetheError(ErrorCode.USAGE, `no deletion request has id ${JSON.stringify(id)}: see \`lethe erase list\` for the ids`);
+  }
+  if (request.status !== 'pending') {
+    throw new LetheError(ErrorCode.REFUSED, `deletion request ${id} is already ${request.status}: there is nothing to approve`);
+  }
+  return actStatement(vault, approvalAct(request));
 }
 
 /** The bucket key of a request's certificate. */
@@ -73,9 +116,28 @@ function nonEmpty(value: string | undefined, option: string, what: string): stri
  * does not fit the scope.
  */
 export async function requestErasure(vault: Vault, input: EraseRequestInput): Promise<StoredEraseRequest> {
+  const { tenant, reason, subject } = checkedRequest(input);
+  const by = await attest(vault, requestAct(input), input, REQUEST_USAGE);
+  const actor = by.name;
+  const { request } = await vault.createEraseRequest(
+    { tenant, scope: input.scope, subject, reason, requestedBy: actor, requestProof: by.proof },
+    (r) => ({
+      actor,
+      action: 'erase.request',
+      subject: r.id,
+      details: { requestId: r.id, tenant, scope: input.scope, subject, reason, keyId: erasureKeyId(r), signedBy: by.proof?.key ?? null },
+    }),
+  );
+  return request;
+}
+
+function checkedRequest(input: { tenant: string; scope: EraseScope; subject?: string | null | undefined; reason: string }): {
+  tenant: string;
+  reason: string;
+  subject: string | null;
+} {
   const tenant = nonEmpty(input.tenant, '--tenant T', 'the chat-store tenant id');
   const reason = nonEmpty(input.reason, '--reason TEXT', 'why, e.g. "GDPR Art. 17 request #123"');
-  const actor = nonEmpty(input.actor, '--actor NAME', 'who requests it, for the audit log');
   const rawSubject = input.subject ?? null;
   let subject: string | null = null;
   if (input.scope === 'tenant') {
@@ -83,16 +145,7 @@ export async function requestErasure(vault: Vault, input: EraseRequestInput): Pr
   } else {
     subject = nonEmpty(rawSubject ?? undefined, `--${input.scope} ID`, `the ${input.scope} to erase`);
   }
-  const { request } = await vault.createEraseRequest(
-    { tenant, scope: input.scope, subject, reason, requestedBy: actor },
-    (r) => ({
-      actor,
-      action: 'erase.request',
-      subject: r.id,
-      details: { requestId: r.id, tenant, scope: input.scope, subject, reason, keyId: erasureKeyId(r) },
-    }),
-  );
-  return request;
+  return { tenant, reason, subject };
 }
 
 /**
@@ -134,8 +187,7 @@ function refusedByHolds(request: StoredEraseRequest, holds: readonly Hold[]): Le
  * request. USAGE for an unknown id. A request a crash left approved is finished (the same
  * as {@link executeApprovedRequest}), whoever asks.
  */
-export async function approveErasure(ctx: EraseContext, id: string, actor: string): Promise<DestructionCertificate> {
-  const who = nonEmpty(actor, '--actor NAME', 'who approves it; must differ from the requester');
+export async function approveErasure(ctx: EraseContext, id: string, by: Attestation): Promise<DestructionCertificate> {
   const current = await ctx.vault.getEraseRequest(id);
   if (current === null) {
     throw new LetheError(ErrorCode.USAGE, `no deletion request has id ${JSON.stringify(id)}: see \`lethe erase list\` for the ids`, {
@@ -151,7 +203,10 @@ export async function approveErasure(ctx: EraseContext, id: string, actor: strin
     );
   }
   if (current.status === 'pending') {
+    const approver = await attest(ctx.vault, approvalAct(current), by, APPROVE_USAGE);
+    const who = approver.name;
     await ctx.vault.approveEraseRequest(id, who, {
+      proof: approver.proof,
       check: async (request) => {
         const blocking = await holdsBlockingRequest(ctx.vault, request);
         if (blocking.length > 0) throw refusedByHolds(request, blocking);
@@ -160,7 +215,14 @@ export async function approveErasure(ctx: EraseContext, id: string, actor: strin
         actor: who,
         action: 'erase.approve',
         subject: id,
-        details: { requestId: id, requestedBy: request.requestedBy, tenant: request.tenant, scope: request.scope, subject: request.subject },
+        details: {
+          requestId: id,
+          requestedBy: request.requestedBy,
+          tenant: request.tenant,
+          scope: request.scope,
+          subject: request.subject,
+          signedBy: approver.proof?.key ?? null,
+        },
       }),
     });
   }
@@ -186,7 +248,7 @@ export async function executeApprovedRequest(ctx: EraseContext, requestId: strin
   }
   if (request.status === 'executed') return request.certificate as DestructionCertificate;
   if (request.status === 'pending') {
-    throw new LetheError(ErrorCode.REFUSED, `deletion request ${requestId} is not approved yet: run \`lethe erase approve ${requestId} --actor NAME\``);
+    throw new LetheError(ErrorCode.REFUSED, `deletion request ${requestId} is not approved yet: have a second enrolled person sign it: \`lethe erase approve ${requestId} --print-statement\`, then \`--signature FILE.sig\``);
   }
   const blocking = await holdsBlockingRequest(ctx.vault, request);
   if (blocking.length > 0) throw refusedByHolds(request, blocking);

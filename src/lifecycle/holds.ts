@@ -4,6 +4,7 @@ import { sortTenants } from '../util/tenant-order.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import type { Vault } from '../vault/index.ts';
 import type { Hold } from './types.ts';
+import { actStatement, attest, type Act, type Attestation } from './approvals.ts';
 
 /** What `lethe hold place` asks for. Dates are ISO-8601 strings or Dates. */
 export interface PlaceHoldInput {
@@ -14,8 +15,15 @@ export interface PlaceHoldInput {
   readonly from?: string | Date | undefined;
   readonly to?: string | Date | undefined;
   readonly reason: string;
-  readonly actor: string;
+  /** The placer's SSHSIG over the placement's statement (see approvals.ts), or… */
+  readonly signature?: string | undefined;
+  /** …a typed name, accepted only with `allowUnsigned` (config approvals.allowUnsigned). */
+  readonly actor?: string | undefined;
+  readonly allowUnsigned?: boolean | undefined;
 }
+
+const PLACE_USAGE = 'hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT (--signature FILE | --print-statement)';
+const RELEASE_USAGE = 'hold release --case ID [--reason TEXT] (--signature FILE | --print-statement)';
 
 /** The case id pattern the holds table enforces. */
 export const CASE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -82,27 +90,12 @@ function optional(value: string | undefined, option: string): string | null {
  * selector. The same case id in another tenant gets its own case key.
  */
 export async function placeHold(vault: Vault, input: PlaceHoldInput): Promise<Hold> {
-  const caseId = required(input.caseId, '--case ID', 'the legal case it serves');
-  if (!CASE_ID_PATTERN.test(caseId)) {
-    throw new LetheError(
-      ErrorCode.USAGE,
-      `case id ${JSON.stringify(caseId)} is not allowed: use letters, digits, '.', '_' and '-' ` +
-        '(at most 64 characters, starting with a letter or digit), e.g. CASE-2026-017',
-    );
-  }
-  const tenant = required(input.tenant, '--tenant T', 'the chat-store tenant id');
-  const reason = required(input.reason, '--reason TEXT', 'why the data must be kept');
-  const actor = required(input.actor, '--actor NAME', 'who places it, for the audit log');
-  const user = optional(input.user, '--user');
-  const conversation = optional(input.conversation, '--conversation');
-  const from = input.from === undefined ? null : parseHoldDate(input.from, 'from');
-  const to = input.to === undefined ? null : parseHoldDate(input.to, 'to');
-  if (from !== null && to !== null && from.getTime() > to.getTime()) {
-    throw new LetheError(
-      ErrorCode.USAGE,
-      `--from ${from.toISOString()} is after --to ${to.toISOString()}: swap them or fix the dates`,
-    );
-  }
+  const act = placeAct(input);
+  const { caseId, tenant, reason } = act;
+  const user = act.user;
+  const conversation = act.conversation;
+  const from = act.from === null ? null : new Date(act.from);
+  const to = act.to === null ? null : new Date(act.to);
   const key = (await vault.getDimensionKeys([tenantKeyId(tenant)])).get(tenantKeyId(tenant));
   if (key === undefined) {
     throw new LetheError(
@@ -119,8 +112,10 @@ export async function placeHold(vault: Vault, input: PlaceHoldInput): Promise<Ho
       { details: { tenant } },
     );
   }
+  const by = await attest(vault, act.signed, input, PLACE_USAGE);
+  const actor = by.name;
   const { holds } = await vault.placeHolds(
-    [{ caseId, tenant, user, conversation, from, to, reason, placedBy: actor }],
+    [{ caseId, tenant, user, conversation, from, to, reason, placedBy: actor, proof: by.proof }],
     (rows) => ({
       actor,
       action: 'hold.place',
@@ -134,12 +129,67 @@ export async function placeHold(vault: Vault, input: PlaceHoldInput): Promise<Ho
         to: to?.toISOString() ?? null,
         reason,
         holdIds: rows.map((r) => r.id),
+        signedBy: by.proof?.key ?? null,
       },
     }),
   );
   const hold = holds[0];
   if (hold === undefined) throw new LetheError(ErrorCode.INTERNAL, `placing hold ${caseId}: no row stored`);
   return hold;
+}
+
+/** The statement the placer of `input` signs (`hold place ... --print-statement`); USAGE as placeHold for bad input. */
+export async function placeStatement(vault: Vault, input: Omit<PlaceHoldInput, 'actor' | 'signature'>): Promise<string> {
+  return actStatement(vault, placeAct(input).signed);
+}
+
+/** The statement the releaser of case `caseId` signs (`hold release ... --print-statement`). */
+export async function releaseStatement(vault: Vault, caseId: string, reason?: string): Promise<string> {
+  return actStatement(vault, releaseAct(caseId, reason).signed);
+}
+
+function releaseAct(caseId: string, reason: string | undefined): { id: string; why: string | null; signed: Act } {
+  const id = required(caseId, '--case ID', 'the case to release');
+  const why = reason?.trim() ?? '';
+  return { id, why: why === '' ? null : why, signed: { action: 'hold.release', case: id, reason: why === '' ? null : why } };
+}
+
+/** The validated placement and the act its placer signs (dates as ISO instants). */
+function placeAct(input: Omit<PlaceHoldInput, 'actor' | 'signature'>): {
+  caseId: string;
+  tenant: string;
+  user: string | null;
+  conversation: string | null;
+  from: string | null;
+  to: string | null;
+  reason: string;
+  signed: Act;
+} {
+  const caseId = required(input.caseId, '--case ID', 'the legal case it serves');
+  if (!CASE_ID_PATTERN.test(caseId)) {
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `case id ${JSON.stringify(caseId)} is not allowed: use letters, digits, '.', '_' and '-' ` +
+        '(at most 64 characters, starting with a letter or digit), e.g. CASE-2026-017',
+    );
+  }
+  const tenant = required(input.tenant, '--tenant T', 'the chat-store tenant id');
+  const reason = required(input.reason, '--reason TEXT', 'why the data must be kept');
+  const user = optional(input.user, '--user');
+  const conversation = optional(input.conversation, '--conversation');
+  const from = input.from === undefined ? null : parseHoldDate(input.from, 'from');
+  const to = input.to === undefined ? null : parseHoldDate(input.to, 'to');
+  if (from !== null && to !== null && from.getTime() > to.getTime()) {
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `--from ${from.toISOString()} is after --to ${to.toISOString()}: swap them or fix the dates`,
+    );
+  }
+  const placed = { caseId, tenant, user, conversation, from: from?.toISOString() ?? null, to: to?.toISOString() ?? null, reason };
+  return {
+    ...placed,
+    signed: { action: 'hold.place', case: caseId, tenant, user, conversation, from: placed.from, to: placed.to, reason },
+  };
 }
 
 /**
@@ -151,24 +201,10 @@ export async function placeHold(vault: Vault, input: PlaceHoldInput): Promise<Ho
 export async function releaseHold(
   vault: Vault,
   caseId: string,
-  actor: string,
+  by: Attestation,
   reason?: string,
 ): Promise<Hold[]> {
-  const id = required(caseId, '--case ID', 'the case to release');
-  const who = required(actor, '--actor NAME', 'who releases it, for the audit log');
-  const why = reason?.trim() ?? '';
-  const { holds } = await vault.releaseCase(id, who, (rows) => ({
-    actor: who,
-    action: 'hold.release',
-    subject: id,
-    details: {
-      caseId: id,
-      tenants: sortTenants(new Set(rows.map((r) => r.tenant))),
-      holdIds: rows.map((r) => r.id),
-      reason: why === '' ? null : why,
-    },
-  }));
-  if (holds.length > 0) return holds;
+  const { id, why, signed } = releaseAct(caseId, reason);
   const known = (await vault.listHolds()).filter((h) => h.caseId === id);
   if (known.length === 0) {
     throw new LetheError(
@@ -177,6 +213,21 @@ export async function releaseHold(
       { details: { caseId: id } },
     );
   }
+  const attested = await attest(vault, signed, by, RELEASE_USAGE);
+  const who = attested.name;
+  const { holds } = await vault.releaseCase(id, who, (rows) => ({
+    actor: who,
+    action: 'hold.release',
+    subject: id,
+    details: {
+      caseId: id,
+      tenants: sortTenants(new Set(rows.map((r) => r.tenant))),
+      holdIds: rows.map((r) => r.id),
+      reason: why,
+      signedBy: attested.proof?.key ?? null,
+    },
+  }), attested.proof);
+  if (holds.length > 0) return holds;
   const last = known.reduce((a, b) => ((a.releasedAt?.getTime() ?? 0) >= (b.releasedAt?.getTime() ?? 0) ? a : b));
   throw new LetheError(
     ErrorCode.REFUSED,

@@ -5,6 +5,7 @@ import { appendAuditInTransaction } from './audit-log.ts';
 import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { inTransaction, query, type VaultContext } from './db.ts';
 import { holdsTable } from './holds.ts';
+import type { SignedAct } from './approvers.ts';
 
 /** `"schema".erase_requests`. */
 function requestsTable(ctx: VaultContext): string {
@@ -25,6 +26,10 @@ export function newEraseRequestId(): string {
 export interface StoredEraseRequest extends EraseRequest {
   /** The signed destruction certificate (JSON) once executed, else null. */
   readonly certificate: unknown;
+  /** The requester's signed statement; null for a typed name (before signed approvals, or approvals.allowUnsigned). */
+  readonly requestProof: SignedAct | null;
+  /** The approver's signed statement; null while pending or for a typed name. */
+  readonly approvalProof: SignedAct | null;
 }
 
 export interface NewEraseRequest {
@@ -33,9 +38,12 @@ export interface NewEraseRequest {
   readonly subject: string | null;
   readonly reason: string;
   readonly requestedBy: string;
+  /** The requester's signed statement, null for a typed name. */
+  readonly requestProof?: SignedAct | null;
 }
 
-interface RequestRow {
+/** An erase_requests row as pg returns it. */
+export interface RequestRow {
   id: string;
   tenant: string;
   scope: EraseScope;
@@ -48,10 +56,18 @@ interface RequestRow {
   approved_at: Date | null;
   executed_at: Date | null;
   certificate: unknown;
+  requested_key: string | null;
+  request_statement: string | null;
+  request_signature: string | null;
+  approved_key: string | null;
+  approval_statement: string | null;
+  approval_signature: string | null;
 }
 
-const COLUMNS =
-  'id, tenant, scope, subject, reason, requested_by, requested_at, status, approved_by, approved_at, executed_at, certificate';
+/** The columns of {@link RequestRow}, in order. */
+export const ERASE_REQUEST_COLUMNS =
+  'id, tenant, scope, subject, reason, requested_by, requested_at, status, approved_by, approved_at, executed_at, certificate, ' +
+  'requested_key, request_statement, request_signature, approved_key, approval_statement, approval_signature';
 
 /**
  * Stores a pending request under a fresh id and appends `audit(request)` in the same
@@ -68,9 +84,20 @@ export async function createEraseRequest(
     const { rows } = await query<RequestRow>(
       client,
       doing,
-      `INSERT INTO ${requestsTable(ctx)} (id, tenant, scope, subject, reason, requested_by)
-       VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${COLUMNS}`,
-      [newEraseRequestId(), input.tenant, input.scope, input.subject, input.reason, input.requestedBy],
+      `INSERT INTO ${requestsTable(ctx)}
+         (id, tenant, scope, subject, reason, requested_by, requested_key, request_statement, request_signature)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${ERASE_REQUEST_COLUMNS}`,
+      [
+        newEraseRequestId(),
+        input.tenant,
+        input.scope,
+        input.subject,
+        input.reason,
+        input.requestedBy,
+        input.requestProof?.key ?? null,
+        input.requestProof?.statement ?? null,
+        input.requestProof?.signature ?? null,
+      ],
     );
     const request = toRequest(one(rows, doing));
     return { request, audit: await appendAuditInTransaction(ctx, client, audit(request)) };
@@ -85,7 +112,7 @@ export async function getEraseRequest(
   const { rows } = await query<RequestRow>(
     ctx.pool,
     `reading deletion request ${id}`,
-    `SELECT ${COLUMNS} FROM ${requestsTable(ctx)} WHERE id = $1`,
+    `SELECT ${ERASE_REQUEST_COLUMNS} FROM ${requestsTable(ctx)} WHERE id = $1`,
     [id],
   );
   const row = rows[0];
@@ -97,7 +124,7 @@ export async function listEraseRequests(ctx: VaultContext): Promise<StoredEraseR
   const { rows } = await query<RequestRow>(
     ctx.pool,
     'listing deletion requests',
-    `SELECT ${COLUMNS} FROM ${requestsTable(ctx)} ORDER BY requested_at, id`,
+    `SELECT ${ERASE_REQUEST_COLUMNS} FROM ${requestsTable(ctx)} ORDER BY requested_at, id`,
   );
   return rows.map(toRequest);
 }
@@ -119,14 +146,17 @@ export async function approveEraseRequest(
   options: {
     check: (request: StoredEraseRequest) => Promise<void>;
     audit: (request: StoredEraseRequest) => AuditInput;
+    /** The approver's signed statement; absent for a typed name. */
+    proof?: SignedAct | null;
   },
 ): Promise<{ request: StoredEraseRequest; audit: AuditEntry }> {
   const doing = `approving deletion request ${id}`;
+  const proof = options.proof ?? null;
   return inTransaction(ctx.pool, doing, async (client) => {
     const { rows } = await query<RequestRow>(
       client,
       doing,
-      `SELECT ${COLUMNS} FROM ${requestsTable(ctx)} WHERE id = $1 FOR UPDATE`,
+      `SELECT ${ERASE_REQUEST_COLUMNS} FROM ${requestsTable(ctx)} WHERE id = $1 FOR UPDATE`,
       [id],
     );
     const row = rows[0];
@@ -151,14 +181,24 @@ export async function approveEraseRequest(
         { details: { requestId: id, rule: 'two-person', requestedBy: actor } },
       );
     }
+    // The two-person rule on keys (the table's CHECK too): a second name is not a second person.
+    if (proof !== null && pending.requestProof !== null && proof.key === pending.requestProof.key) {
+      throw new LetheError(
+        ErrorCode.REFUSED,
+        `deletion request ${id} was signed by key ${proof.key}, which cannot also approve it ` +
+          '(two-person rule): a second enrolled person signs the approval with their own key',
+        { details: { requestId: id, rule: 'two-person', key: proof.key } },
+      );
+    }
     await query(client, doing, `LOCK TABLE ${holdsTable(ctx)} IN SHARE MODE`);
     await options.check(pending);
     const updated = await query<RequestRow>(
       client,
       doing,
-      `UPDATE ${requestsTable(ctx)} SET status = 'approved', approved_by = $2, approved_at = now()
-        WHERE id = $1 AND status = 'pending' RETURNING ${COLUMNS}`,
-      [id, actor],
+      `UPDATE ${requestsTable(ctx)} SET status = 'approved', approved_by = $2, approved_at = now(),
+              approved_key = $3, approval_statement = $4, approval_signature = $5
+        WHERE id = $1 AND status = 'pending' RETURNING ${ERASE_REQUEST_COLUMNS}`,
+      [id, actor, proof?.key ?? null, proof?.statement ?? null, proof?.signature ?? null],
     );
     const request = toRequest(one(updated.rows, doing));
     return { request, audit: await appendAuditInTransaction(ctx, client, options.audit(request)) };
@@ -182,7 +222,7 @@ export async function markEraseRequestExecuted(
       client,
       doing,
       `UPDATE ${requestsTable(ctx)} SET status = 'executed', executed_at = $2, certificate = $3::jsonb
-        WHERE id = $1 AND status = 'approved' RETURNING ${COLUMNS}`,
+        WHERE id = $1 AND status = 'approved' RETURNING ${ERASE_REQUEST_COLUMNS}`,
       [id, done.executedAt, JSON.stringify(done.certificate)],
     );
     const row = rows[0];
@@ -190,7 +230,7 @@ export async function markEraseRequestExecuted(
       const current = await query<RequestRow>(
         client,
         doing,
-        `SELECT ${COLUMNS} FROM ${requestsTable(ctx)} WHERE id = $1`,
+        `SELECT ${ERASE_REQUEST_COLUMNS} FROM ${requestsTable(ctx)} WHERE id = $1`,
         [id],
       );
       const now = current.rows[0];
@@ -225,7 +265,8 @@ function one(rows: readonly RequestRow[], doing: string): RequestRow {
   return row;
 }
 
-function toRequest(row: RequestRow): StoredEraseRequest {
+/** An erase_requests row as a StoredEraseRequest. */
+export function toRequest(row: RequestRow): StoredEraseRequest {
   return {
     id: row.id,
     tenant: row.tenant,
@@ -239,5 +280,11 @@ function toRequest(row: RequestRow): StoredEraseRequest {
     approvedAt: row.approved_at,
     executedAt: row.executed_at,
     certificate: row.certificate,
+    requestProof: proofOf(row.requested_key, row.request_statement, row.request_signature),
+    approvalProof: proofOf(row.approved_key, row.approval_statement, row.approval_signature),
   };
+}
+
+function proofOf(key: string | null, statement: string | null, signature: string | null): SignedAct | null {
+  return key === null || statement === null || signature === null ? null : { key, statement, signature };
 }

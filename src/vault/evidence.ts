@@ -8,7 +8,7 @@ import type { JsonObject, JsonValue } from './canonical-json.ts';
 import { query, toSafeInt, type Queryable } from './db.ts';
 import { checkSchemaName, vaultTables } from './schema-name.ts';
 import type { SnapshotStatus } from './snapshots.ts';
-import type { StoredEraseRequest } from './erase-requests.ts';
+import { ERASE_REQUEST_COLUMNS, toRequest, type RequestRow, type StoredEraseRequest } from './erase-requests.ts';
 
 /**
  * What an evidence report reads from the vault for a period, in one REPEATABLE READ
@@ -217,42 +217,16 @@ export async function eraseRequestsOpen(
   schema: string,
   period: EvidenceInterval,
 ): Promise<StoredEraseRequest[]> {
-  const { rows } = await query<{
-    id: string;
-    tenant: string;
-    scope: StoredEraseRequest['scope'];
-    subject: string | null;
-    reason: string;
-    requested_by: string;
-    requested_at: Date;
-    status: StoredEraseRequest['status'];
-    approved_by: string | null;
-    approved_at: Date | null;
-    executed_at: Date | null;
-    certificate: unknown;
-  }>(
+  const { rows } = await query<RequestRow>(
     db,
     'reading the deletion requests of the report period',
-    `SELECT id, tenant, scope, subject, reason, requested_by, requested_at, status, approved_by, approved_at, executed_at, certificate
+    `SELECT ${ERASE_REQUEST_COLUMNS}
        FROM ${table(schema, 'erase_requests')}
       WHERE requested_at <= $2 AND (executed_at IS NULL OR executed_at >= $1)
       ORDER BY requested_at, id`,
     bounds(period),
   );
-  return rows.map((r) => ({
-    id: r.id,
-    tenant: r.tenant,
-    scope: r.scope,
-    subject: r.subject,
-    reason: r.reason,
-    requestedBy: r.requested_by,
-    requestedAt: r.requested_at,
-    status: r.status,
-    approvedBy: r.approved_by,
-    approvedAt: r.approved_at,
-    executedAt: r.executed_at,
-    certificate: r.certificate,
-  }));
+  return rows.map(toRequest);
 }
 
 /** Dimension keys destroyed in the period, oldest first (then by key id). */

@@ -3,9 +3,13 @@ import type { Hold } from '../lifecycle/types.ts';
 import { appendAuditInTransaction } from './audit-log.ts';
 import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { inTransaction, query, toSafeInt, type VaultContext } from './db.ts';
+import type { SignedAct } from './approvers.ts';
 
 /** One selector to store; the vault adds the id and placement time. */
-export type NewHold = Pick<Hold, 'caseId' | 'tenant' | 'user' | 'conversation' | 'from' | 'to' | 'reason' | 'placedBy'>;
+export type NewHold = Pick<Hold, 'caseId' | 'tenant' | 'user' | 'conversation' | 'from' | 'to' | 'reason' | 'placedBy'> & {
+  /** The placer's signed statement; absent for a typed name. */
+  readonly proof?: SignedAct | null;
+};
 
 /** A holds row as pg returns it. */
 export interface HoldRow {
@@ -51,9 +55,21 @@ export async function placeHolds(
         client,
         doing,
         `INSERT INTO ${holdsTable(ctx)}
-           (case_id, tenant, user_id, conversation, from_ts, to_ts, reason, placed_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${HOLD_COLUMNS}`,
-        [h.caseId, h.tenant, h.user, h.conversation, h.from, h.to, h.reason, h.placedBy],
+           (case_id, tenant, user_id, conversation, from_ts, to_ts, reason, placed_by, placed_key, place_statement, place_signature)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${HOLD_COLUMNS}`,
+        [
+          h.caseId,
+          h.tenant,
+          h.user,
+          h.conversation,
+          h.from,
+          h.to,
+          h.reason,
+          h.placedBy,
+          h.proof?.key ?? null,
+          h.proof?.statement ?? null,
+          h.proof?.signature ?? null,
+        ],
       );
       for (const row of rows) stored.push(holdFromRow(row));
     }
@@ -72,15 +88,17 @@ export async function releaseCase(
   caseId: string,
   actor: string,
   audit: (rows: readonly Hold[]) => AuditInput,
+  proof: SignedAct | null = null,
 ): Promise<{ holds: Hold[]; audit: AuditEntry | null }> {
   const doing = `releasing legal hold case ${caseId}`;
   return inTransaction(ctx.pool, doing, async (client: pg.PoolClient) => {
     const { rows } = await query<HoldRow>(
       client,
       doing,
-      `UPDATE ${holdsTable(ctx)} SET released_by = $2, released_at = now()
+      `UPDATE ${holdsTable(ctx)} SET released_by = $2, released_at = now(),
+              released_key = $3, release_statement = $4, release_signature = $5
         WHERE case_id = $1 AND released_at IS NULL RETURNING ${HOLD_COLUMNS}`,
-      [caseId, actor],
+      [caseId, actor, proof?.key ?? null, proof?.statement ?? null, proof?.signature ?? null],
     );
     const released = rows.map(holdFromRow).sort((a, b) => a.id - b.id);
     if (released.length === 0) return { holds: [], audit: null };

@@ -53,6 +53,7 @@ export { newEraseRequestId, type NewEraseRequest, type StoredEraseRequest } from
 export { DurabilityCode, type DurabilityFinding } from './durability.ts';
 export type { HeldWrapping, NewHeldCellKey } from './held-cell-keys.ts';
 export type { NewHold } from './holds.ts';
+export type { Approver, NewApprover, SignedAct } from './approvers.ts';
 export { DAEMON_JOBS, type DaemonFacts, type DaemonJob, type DaemonRun, type DaemonRunState, type SlotClaim } from './daemon-runs.ts';
 export {
   auditEvidence,

@@ -556,6 +556,60 @@ CREATE UNIQUE INDEX daemon_runs_one_running ON daemon_runs (job) WHERE state = '
 CREATE INDEX daemon_runs_recent ON daemon_runs (finished_at DESC);
 `;
 
+const signedApprovals = `
+-- People who may request, approve, place and release: each by an enrolled SSH Ed25519 key
+-- (signatures from \`ssh-keygen -Y sign -n lethe-approval\`). The first is enrolled by
+-- \`lethe init --enrol\` (enrolled_by NULL); every later one needs the statement an enrolled
+-- person signed. A revoked key stays, so old signatures keep their signer.
+CREATE TABLE approvers (
+  fingerprint      text PRIMARY KEY CHECK (fingerprint ~ '^SHA256:[A-Za-z0-9+/]{43}$'),
+  name             text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$'),
+  public_key       text NOT NULL UNIQUE CHECK (starts_with(public_key, 'ssh-ed25519 ')),
+  enrolled_at      timestamptz NOT NULL DEFAULT now(),
+  enrolled_by      text,
+  enrol_statement  text,
+  enrol_signature  text,
+  revoked_at       timestamptz,
+  revoked_by       text,
+  revoke_statement text,
+  revoke_signature text,
+  CONSTRAINT approvers_enrolment_signed
+    CHECK ((enrolled_by IS NULL) = (enrol_statement IS NULL) AND (enrol_statement IS NULL) = (enrol_signature IS NULL)),
+  CONSTRAINT approvers_revocation_complete
+    CHECK ((revoked_at IS NULL) = (revoked_by IS NULL) AND (revoked_by IS NULL) = (revoke_signature IS NULL))
+);
+-- One active key per name (case-insensitive): a name in a certificate names one key.
+CREATE UNIQUE INDEX approvers_active_name ON approvers (lower(name)) WHERE revoked_at IS NULL;
+
+-- Each act keeps the statement its signer signed and the SSHSIG (NULL: a typed name, from
+-- before this migration or under approvals.allowUnsigned).
+ALTER TABLE erase_requests
+  ADD COLUMN requested_key      text,
+  ADD COLUMN request_statement  text,
+  ADD COLUMN request_signature  text,
+  ADD COLUMN approved_key       text,
+  ADD COLUMN approval_statement text,
+  ADD COLUMN approval_signature text,
+  -- The two-person rule on keys: one key cannot both request and approve.
+  ADD CONSTRAINT erase_requests_two_keys CHECK (approved_key IS NULL OR requested_key IS NULL OR approved_key <> requested_key),
+  ADD CONSTRAINT erase_requests_request_signed
+    CHECK ((requested_key IS NULL) = (request_signature IS NULL) AND (request_signature IS NULL) = (request_statement IS NULL)),
+  ADD CONSTRAINT erase_requests_approval_signed
+    CHECK ((approved_key IS NULL) = (approval_signature IS NULL) AND (approval_signature IS NULL) = (approval_statement IS NULL));
+
+ALTER TABLE holds
+  ADD COLUMN placed_key        text,
+  ADD COLUMN place_statement   text,
+  ADD COLUMN place_signature   text,
+  ADD COLUMN released_key      text,
+  ADD COLUMN release_statement text,
+  ADD COLUMN release_signature text,
+  ADD CONSTRAINT holds_place_signed
+    CHECK ((placed_key IS NULL) = (place_signature IS NULL) AND (place_signature IS NULL) = (place_statement IS NULL)),
+  ADD CONSTRAINT holds_release_signed
+    CHECK ((released_key IS NULL) = (release_signature IS NULL) AND (release_signature IS NULL) = (release_statement IS NULL));
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
@@ -566,6 +620,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 6, name: 'snapshots as trees: segments, cell copies by interval', sql: segments },
   { version: 7, name: 'backups written by several workers', sql: shards },
   { version: 8, name: 'daemon: scheduled runs, once per slot across replicas', sql: daemonRuns },
+  { version: 9, name: 'signed approvals: enrolled SSH keys, signed requests, approvals and holds', sql: signedApprovals },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -222,7 +222,16 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
       lifecycle: {
         select: 'all',
         insert: 'all',
-        update: ['status', 'approved_by', 'approved_at', 'executed_at', 'certificate'],
+        update: [
+          'status',
+          'approved_by',
+          'approved_at',
+          'executed_at',
+          'certificate',
+          'approved_key',
+          'approval_statement',
+          'approval_signature',
+        ],
       },
     },
     why: 'deletion requests are lifecycle\'s alone',
@@ -285,6 +294,22 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
       lifecycle: READ,
     },
     why: 'the coordinator and workers of a sharded backup',
+  },
+  approvers: {
+    kind: 'table',
+    since: 9,
+    class: 'decision',
+    access: {
+      verify: READ,
+      lifecycle: {
+        select: 'all',
+        insert: 'all',
+        update: ['revoked_at', 'revoked_by', 'revoke_statement', 'revoke_signature'],
+      },
+    },
+    why:
+      'the SSH keys of the people who request, approve, place and release: lifecycle enrols (with an enrolled ' +
+      'person\'s signature) and revokes; an enrolment is never rewritten, only revoked; verify reads them for reports',
   },
   daemon_runs: {
     kind: 'table',

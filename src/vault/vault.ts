@@ -119,6 +119,15 @@ import {
   type NewHeldCellKey,
 } from './held-cell-keys.ts';
 import { listHolds, placeHolds, releaseCase, type NewHold } from './holds.ts';
+import {
+  enrolApprover,
+  getApprover,
+  listApprovers,
+  revokeApprover,
+  type Approver,
+  type NewApprover,
+  type SignedAct,
+} from './approvers.ts';
 import type { CellKeyFacts } from '../lifecycle/types.ts';
 import {
   lifecycleCellKeys,
@@ -621,8 +630,31 @@ export class Vault {
     caseId: string,
     actor: string,
     audit: (rows: readonly Hold[]) => AuditInput,
+    proof: SignedAct | null = null,
   ): Promise<{ holds: Hold[]; audit: AuditEntry | null }> {
-    return releaseCase(this.#ctx, caseId, actor, audit);
+    return releaseCase(this.#ctx, caseId, actor, audit, proof);
+  }
+
+  // --- people enrolled to approve (signed approvals) ---------------------------------
+
+  /** Every enrolled key, revoked ones included, in enrolment order. */
+  listApprovers(): Promise<Approver[]> {
+    return listApprovers(this.#ctx);
+  }
+
+  /** The enrolled key with that fingerprint (revoked or not), or null. */
+  getApprover(fingerprint: string): Promise<Approver | null> {
+    return getApprover(this.#ctx, fingerprint);
+  }
+
+  /** Enrols a key with its audit entry; see approvers.ts for the refusals. */
+  enrolApprover(input: NewApprover, audit: (approver: Approver) => AuditInput): Promise<{ approver: Approver; audit: AuditEntry }> {
+    return enrolApprover(this.#ctx, input, audit);
+  }
+
+  /** Revokes an enrolled key with the revoker's signed act and its audit entry. */
+  revokeApprover(fingerprint: string, by: SignedAct, audit: (approver: Approver) => AuditInput): Promise<{ approver: Approver; audit: AuditEntry }> {
+    return revokeApprover(this.#ctx, fingerprint, by, audit);
   }
 
   /** Held (re-wrapped) wrappings of cell keys, by cell key id. */
@@ -665,6 +697,7 @@ export class Vault {
     options: {
       check: (request: StoredEraseRequest) => Promise<void>;
       audit: (request: StoredEraseRequest) => AuditInput;
+      proof?: SignedAct | null;
     },
   ): Promise<{ request: StoredEraseRequest; audit: AuditEntry }> {
     return approveEraseRequest(this.#ctx, id, actor, options);

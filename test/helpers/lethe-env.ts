@@ -385,6 +385,9 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
       backup: { packSizeMiB: 1, granularity: 'month', ...options.backup },
       verify: { concurrency: 4 },
       log: { level: 'warn' },
+      // Most suites exercise erase and hold by name; test/integration/lifecycle/signed-approvals
+      // turns this off to test the signatures themselves.
+      approvals: { allowUnsigned: true },
       ...options.config,
     };
     const writeConfig = async (name: string, doc: unknown): Promise<string> => {

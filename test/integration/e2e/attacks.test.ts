@@ -113,7 +113,7 @@ describe('an attacker with write access to the bucket', () => {
   });
 
   it('cannot change the column layout of a legal hold export (item 1)', async () => {
-    await placeHold(await env.rt.vault(), { caseId: 'CASE-ATTACK', tenant: sample.tenant, user: sample.user, reason: 'litigation', actor: 'legal' });
+    await placeHold(await env.rt.vault(), { caseId: 'CASE-ATTACK', tenant: sample.tenant, user: sample.user, reason: 'litigation', actor: 'legal', allowUnsigned: true });
     await editManifestLine('snapshot', (header) => {
       const h = header as { tables: { name: string; columns: string[] }[] };
       const messages = h.tables.find((t) => t.name === 'messages');
@@ -128,7 +128,7 @@ describe('an attacker with write access to the bucket', () => {
     );
     expect(isLetheError(refused, 'INTEGRITY')).toBe(true);
     expect(await filesUnder(out)).toEqual([]);
-    await releaseHold(await env.rt.vault(), 'CASE-ATTACK', 'legal');
+    await releaseHold(await env.rt.vault(), 'CASE-ATTACK', { actor: 'legal', allowUnsigned: true });
   });
 
   it('says so loudly when a restore connects as a superuser (item 1)', async () => {
@@ -207,11 +207,11 @@ describe('an attacker with write access to the bucket', () => {
     // The search finds the digest while the user's data is live: it would see one if it stayed.
     expect(await confirmations()).not.toEqual([]);
 
-    const request = await requestErasure(vault, { tenant: sample.tenant, scope: 'user', subject: sample.user, reason: 'GDPR Art. 17', actor: 'dpo-ann' });
+    const request = await requestErasure(vault, { tenant: sample.tenant, scope: 'user', subject: sample.user, reason: 'GDPR Art. 17', actor: 'dpo-ann', allowUnsigned: true });
     await approveErasure(
       { vault, store, graceWindowDays: 7, now: () => new Date(), signer: await env.rt.signer('lifecycle') },
       request.id,
-      'dpo-bob',
+      { actor: 'dpo-bob', allowUnsigned: true },
     );
     expect(await confirmations()).toEqual([]);
     // The keyed fingerprints of its rows, and of the segment it was in, go with the keys too.

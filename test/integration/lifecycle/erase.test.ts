@@ -122,25 +122,25 @@ describe('deletion requests and certificates', () => {
   });
 
   it('records a pending request with an er- id and an erase.request entry; refuses malformed ones', async () => {
-    const request = await requestErasure(vault, { tenant: 't1', scope: 'user', subject: 'alice', reason: 'GDPR Art. 17 #1', actor: 'dpo-alice' });
+    const request = await requestErasure(vault, { tenant: 't1', scope: 'user', subject: 'alice', reason: 'GDPR Art. 17 #1', actor: 'dpo-alice', allowUnsigned: true });
     expect(request.id).toMatch(/^er-[0-9a-z]{16}$/);
     expect(request).toMatchObject({ tenant: 't1', scope: 'user', subject: 'alice', status: 'pending', requestedBy: 'dpo-alice', approvedBy: null });
     aliceRequest = request.id;
     const entry = (await auditEntries(vault)).at(-1);
     expect(entry).toMatchObject({ action: 'erase.request', actor: 'dpo-alice', subject: request.id, details: { keyId: 'user:t1/alice', scope: 'user' } });
 
-    await rejectsWith(requestErasure(vault, { tenant: 't1', scope: 'user', subject: 'x', reason: ' ', actor: 'a' }), ErrorCode.USAGE);
-    await rejectsWith(requestErasure(vault, { tenant: 't1', scope: 'user', subject: null, reason: 'r', actor: 'a' }), ErrorCode.USAGE);
-    await rejectsWith(requestErasure(vault, { tenant: 't1', scope: 'tenant', subject: 'x', reason: 'r', actor: 'a' }), ErrorCode.USAGE);
-    await rejectsWith(requestErasure(vault, { tenant: '', scope: 'tenant', reason: 'r', actor: 'a' }), ErrorCode.USAGE);
+    await rejectsWith(requestErasure(vault, { tenant: 't1', scope: 'user', subject: 'x', reason: ' ', actor: 'a', allowUnsigned: true }), ErrorCode.USAGE);
+    await rejectsWith(requestErasure(vault, { tenant: 't1', scope: 'user', subject: null, reason: 'r', actor: 'a', allowUnsigned: true }), ErrorCode.USAGE);
+    await rejectsWith(requestErasure(vault, { tenant: 't1', scope: 'tenant', subject: 'x', reason: 'r', actor: 'a', allowUnsigned: true }), ErrorCode.USAGE);
+    await rejectsWith(requestErasure(vault, { tenant: '', scope: 'tenant', reason: 'r', actor: 'a', allowUnsigned: true }), ErrorCode.USAGE);
     expect((await vault.listEraseRequests()).map((r) => r.id)).toEqual([aliceRequest]);
   });
 
   it('refuses the requester as approver (two-person rule), in code and in the table', async () => {
-    const err = await rejectsWith(approveErasure(ctx, aliceRequest, 'dpo-alice'), ErrorCode.REFUSED);
+    const err = await rejectsWith(approveErasure(ctx, aliceRequest, { actor: 'dpo-alice', allowUnsigned: true }), ErrorCode.REFUSED);
     expect(err.message).toMatch(/requested by dpo-alice, who cannot also approve it \(two-person rule\)/);
     // Another spelling of the same name is the same person.
-    await rejectsWith(approveErasure(ctx, aliceRequest, ' DPO-Alice '), ErrorCode.REFUSED);
+    await rejectsWith(approveErasure(ctx, aliceRequest, { actor: ' DPO-Alice ', allowUnsigned: true }), ErrorCode.REFUSED);
     expect((await vault.getEraseRequest(aliceRequest))?.status).toBe('pending');
     expect((await vault.getDimensionKeys(['user:t1/alice'])).get('user:t1/alice')?.destroyed).toBe(false);
     await expect(
@@ -149,28 +149,28 @@ describe('deletion requests and certificates', () => {
   });
 
   it('refuses an unknown id, naming it', async () => {
-    const err = await rejectsWith(approveErasure(ctx, 'er-doesnotexist00', 'dpo-bob'), ErrorCode.USAGE);
+    const err = await rejectsWith(approveErasure(ctx, 'er-doesnotexist00', { actor: 'dpo-bob', allowUnsigned: true }), ErrorCode.USAGE);
     expect(err.message).toMatch(/no deletion request has id "er-doesnotexist00"/);
   });
 
   it('refuses while a hold covers the data, naming the case; approves once it is released', async () => {
-    await placeHold(vault, { caseId: 'CASE-A', tenant: 't1', user: 'alice', from: '2026-03-01', to: '2026-03-31', reason: 'litigation', actor: 'legal-ann' });
-    await placeHold(vault, { caseId: 'CASE-B', tenant: 't1', user: 'bob', reason: 'other litigation', actor: 'legal-ann' });
+    await placeHold(vault, { caseId: 'CASE-A', tenant: 't1', user: 'alice', from: '2026-03-01', to: '2026-03-31', reason: 'litigation', actor: 'legal-ann', allowUnsigned: true });
+    await placeHold(vault, { caseId: 'CASE-B', tenant: 't1', user: 'bob', reason: 'other litigation', actor: 'legal-ann', allowUnsigned: true });
     // A hold on alice's May does not cover any backed-up cell of hers: it blocks nothing.
-    await placeHold(vault, { caseId: 'CASE-MAY', tenant: 't1', user: 'alice', from: '2026-05-01', to: '2026-05-31', reason: 'r', actor: 'legal-ann' });
-    const err = await rejectsWith(approveErasure(ctx, aliceRequest, 'dpo-bob'), ErrorCode.REFUSED);
+    await placeHold(vault, { caseId: 'CASE-MAY', tenant: 't1', user: 'alice', from: '2026-05-01', to: '2026-05-31', reason: 'r', actor: 'legal-ann', allowUnsigned: true });
+    const err = await rejectsWith(approveErasure(ctx, aliceRequest, { actor: 'dpo-bob', allowUnsigned: true }), ErrorCode.REFUSED);
     expect(err.message).toMatch(/under legal hold \(case CASE-A\)/);
     expect(err.message).not.toMatch(/CASE-B|CASE-MAY/);
     expect((await vault.getEraseRequest(aliceRequest))?.status).toBe('pending');
     expect((await vault.getDimensionKeys(['user:t1/alice'])).get('user:t1/alice')?.destroyed).toBe(false);
 
     // A whole-tenant erasure is blocked by every case with covered cells.
-    const tenantRequest = await requestErasure(vault, { tenant: 't1', scope: 'tenant', reason: 'customer left', actor: 'dpo-alice' });
-    const tenantErr = await rejectsWith(approveErasure(ctx, tenantRequest.id, 'dpo-bob'), ErrorCode.REFUSED);
+    const tenantRequest = await requestErasure(vault, { tenant: 't1', scope: 'tenant', reason: 'customer left', actor: 'dpo-alice', allowUnsigned: true });
+    const tenantErr = await rejectsWith(approveErasure(ctx, tenantRequest.id, { actor: 'dpo-bob', allowUnsigned: true }), ErrorCode.REFUSED);
     expect(tenantErr.message).toMatch(/tenant t1 is under legal hold \(case CASE-A, CASE-B\)/);
 
-    await releaseHold(vault, 'CASE-A', 'legal-ann');
-    const cert = await approveErasure(ctx, aliceRequest, 'dpo-bob');
+    await releaseHold(vault, 'CASE-A', { actor: 'legal-ann', allowUnsigned: true });
+    const cert = await approveErasure(ctx, aliceRequest, { actor: 'dpo-bob', allowUnsigned: true });
     expect(cert.keysDestroyed.map((k) => k.keyId)).toEqual(['user:t1/alice']);
     const stored = await vault.getEraseRequest(aliceRequest);
     expect(stored).toMatchObject({ status: 'executed', approvedBy: 'dpo-bob', executedAt: NOW });
@@ -243,13 +243,13 @@ describe('deletion requests and certificates', () => {
   });
 
   it('refuses to approve an executed request again', async () => {
-    const err = await rejectsWith(approveErasure(ctx, aliceRequest, 'dpo-carl'), ErrorCode.REFUSED);
+    const err = await rejectsWith(approveErasure(ctx, aliceRequest, { actor: 'dpo-carl', allowUnsigned: true }), ErrorCode.REFUSED);
     expect(err.message).toMatch(/already executed/);
   });
 
   it('certifies "no key existed" for a subject never backed up, without failing', async () => {
-    const ghost = await requestErasure(vault, { tenant: 't1', scope: 'user', subject: 'ghost', reason: 'r', actor: 'dpo-alice' });
-    const cert = await approveErasure(ctx, ghost.id, 'dpo-bob');
+    const ghost = await requestErasure(vault, { tenant: 't1', scope: 'user', subject: 'ghost', reason: 'r', actor: 'dpo-alice', allowUnsigned: true });
+    const cert = await approveErasure(ctx, ghost.id, { actor: 'dpo-bob', allowUnsigned: true });
     expect(cert.keysDestroyed).toEqual([]);
     expect(cert.keysAbsent).toEqual([{ keyId: 'user:t1/ghost', note: expect.stringMatching(/no key existed/) as string }]);
     expect(cert.cellsAffected).toEqual({ count: 0, cellKeyIds: [] });
@@ -259,7 +259,7 @@ describe('deletion requests and certificates', () => {
   });
 
   it('finishes a request a crash left approved, once', async () => {
-    const conv = await requestErasure(vault, { tenant: 't1', scope: 'conversation', subject: 'c1', reason: 'r', actor: 'dpo-alice' });
+    const conv = await requestErasure(vault, { tenant: 't1', scope: 'conversation', subject: 'c1', reason: 'r', actor: 'dpo-alice', allowUnsigned: true });
     // Approved, then the process died before destroying anything.
     await vault.approveEraseRequest(conv.id, 'dpo-bob', {
       check: () => Promise.resolve(),
@@ -281,11 +281,11 @@ describe('deletion requests and certificates', () => {
     await vault.insertDimensionKeys([
       { id: 'tenant:t2', kind: 'tenant', tenant: 't2', recipient: `age1dim${randomBytes(8).toString('hex')}`, wrappedIdentity: new Uint8Array(randomBytes(32)) },
     ]);
-    const t2 = await requestErasure(vault, { tenant: 't2', scope: 'tenant', reason: 'customer left', actor: 'dpo-alice' });
+    const t2 = await requestErasure(vault, { tenant: 't2', scope: 'tenant', reason: 'customer left', actor: 'dpo-alice', allowUnsigned: true });
     const original = vault.markEraseRequestExecuted.bind(vault);
     vault.markEraseRequestExecuted = () => Promise.reject(new Error('killed before recording'));
     try {
-      await expect(approveErasure(ctx, t2.id, 'dpo-bob')).rejects.toThrow(/killed before recording/);
+      await expect(approveErasure(ctx, t2.id, { actor: 'dpo-bob', allowUnsigned: true })).rejects.toThrow(/killed before recording/);
     } finally {
       vault.markEraseRequestExecuted = original;
     }

@@ -16,7 +16,7 @@ describe('legal holds', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let fx: Awaited<ReturnType<typeof migratedVault>>;
   let vault: Vault;
-  const base = { caseId: 'CASE-2026.17', tenant: '7', reason: 'litigation Smith v. Acme', actor: 'legal-ann' };
+  const base = { caseId: 'CASE-2026.17', tenant: '7', reason: 'litigation Smith v. Acme', actor: 'legal-ann', allowUnsigned: true };
 
   beforeAll(async () => {
     db = await createTestDatabase('lc_holds');
@@ -108,7 +108,7 @@ describe('legal holds', () => {
   });
 
   it('releases every selector of a case, once, with hold.release; unknown cases are named', async () => {
-    const released = await releaseHold(vault, 'CASE-2026.17', 'legal-bea', 'settled');
+    const released = await releaseHold(vault, 'CASE-2026.17', { actor: 'legal-bea', allowUnsigned: true }, 'settled');
     expect(released.map((h) => h.tenant)).toEqual(['7', '8']);
     for (const h of released) {
       expect(h.releasedBy).toBe('legal-bea');
@@ -124,11 +124,11 @@ describe('legal holds', () => {
       details: { caseId: 'CASE-2026.17', tenants: ['7', '8'], holdIds: released.map((h) => h.id), reason: 'settled' },
     });
 
-    const again = await rejectsWith(releaseHold(vault, 'CASE-2026.17', 'legal-bea'), ErrorCode.REFUSED);
+    const again = await rejectsWith(releaseHold(vault, 'CASE-2026.17', { actor: 'legal-bea', allowUnsigned: true }), ErrorCode.REFUSED);
     expect(again.message).toMatch(/case CASE-2026.17 is already released \(by legal-bea/);
-    const unknown = await rejectsWith(releaseHold(vault, 'NO-SUCH-CASE', 'legal-bea'), ErrorCode.USAGE);
+    const unknown = await rejectsWith(releaseHold(vault, 'NO-SUCH-CASE', { actor: 'legal-bea', allowUnsigned: true }), ErrorCode.USAGE);
     expect(unknown.message).toMatch(/no legal hold has case id "NO-SUCH-CASE"/);
-    await rejectsWith(releaseHold(vault, 'CASE-2026.17', ' '), ErrorCode.USAGE);
+    await rejectsWith(releaseHold(vault, 'CASE-2026.17', { actor: ' ', allowUnsigned: true }), ErrorCode.USAGE);
     expect((await auditEntries(vault)).filter((e) => e.action === 'hold.release')).toHaveLength(1);
     expectNoCheckedOutClients(fx.pool);
   });

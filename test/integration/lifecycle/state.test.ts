@@ -97,7 +97,7 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
   it('loads the cell keys an active hold selects, with their usage, and only those', async () => {
     const vault = await env.rt.vault();
     const { tenant, user } = await demoSample(env.chat.url);
-    await placeHold(vault, { caseId: 'STATE-1', tenant, user, reason: 'loader test', actor: 'legal' });
+    await placeHold(vault, { caseId: 'STATE-1', tenant, user, reason: 'loader test', actor: 'legal', allowUnsigned: true });
     try {
       const held = await loadPlanInput(vault, await env.rt.store(), env.config, NOW);
       expect(held.cellKeys.length).toBeGreaterThan(0);
@@ -113,7 +113,7 @@ describe.each(['filesystem', 's3'] as const)('loadPlanInput (%s store)', (kind) 
       );
       expect(held.cellKeys.length).toBe(Number(expected));
     } finally {
-      await releaseHold(vault, 'STATE-1', 'legal');
+      await releaseHold(vault, 'STATE-1', { actor: 'legal', allowUnsigned: true });
     }
   });
 
