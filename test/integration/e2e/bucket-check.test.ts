@@ -1,6 +1,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditObjectKey, exportAudit } from '../../../src/audit/index.ts';
 import { parseConfig } from '../../../src/config/index.ts';
 import { backup, initialize, lifecycleApply, restore, verify } from '../../../src/jobs/tasks.ts';
 import {
@@ -104,6 +105,21 @@ describe('bucket damage that only the bucket check and shredded-cell check see',
         expect(out.stdout).toMatch(prefix === 'certificates' ? key : /has no valid tombstone/);
       });
     }
+  });
+
+  it('passes entries an interrupted export wrote past its mark, and fails on a deleted exported one', async () => {
+    const vault = await env.rt.vault();
+    await verify(env.rt, { snapshot: first, actor: 'e2e' }); // appends to the vault only
+    const mark = await vault.auditExportedSeq();
+    expect(await exportAudit(vault, await env.rt.store(), await env.rt.signer('lifecycle'))).toBeGreaterThan(0);
+    await vault.setAuditExportedSeq(mark); // as if killed before the mark moved
+    expectExit(await auditVerify(), 0);
+    const key = auditObjectKey(mark);
+    await damaged(key, () => null, async () => {
+      const out = await auditVerify();
+      expectExit(out, 3);
+      expect(out.stdout).toContain(`audit entry ${mark} was exported but is missing`);
+    });
   });
 
   it('warns of an object the vault has no record of, without failing', async () => {
