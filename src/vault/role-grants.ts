@@ -85,6 +85,11 @@ export interface VaultObject {
   /** Sequences its columns draw from, and the roles that insert (so call nextval). */
   readonly sequences?: Readonly<Record<string, readonly VaultJobRole[]>>;
   readonly policies?: readonly RowPolicy[];
+  /**
+   * Columns a later migration added to this table, with that migration: their column grants
+   * are made only once the column exists, so an older vault still gets the rest.
+   */
+  readonly columnsSince?: Readonly<Record<string, number>>;
   /** Why the roles get what they get, for the reader of this table. */
   readonly why: string;
 }
@@ -234,6 +239,7 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
         ],
       },
     },
+    columnsSince: { approved_key: 9, approval_statement: 9, approval_signature: 9 },
     why: 'deletion requests are lifecycle\'s alone',
   },
   store_objects: {

@@ -136,10 +136,37 @@ function objectBlock(
     `ALTER TABLE ${rel} OWNER TO ${q(owner)};`,
     `REVOKE ALL ON TABLE ${rel} FROM PUBLIC, ${others.join(', ')};`,
   ];
+  // Columns a later migration added to the table are granted only once they exist, so an
+  // older vault still gets the rest.
+  const later = object.columnsSince ?? {};
+  const withoutLater = (columns: Access['select']): Access['select'] =>
+    columns === undefined || columns === 'all' ? columns : columns.filter((c) => !(c in later));
   for (const role of VAULT_JOB_ROLES) {
     if (roles[role] === owner) continue;
-    const privileges = privilegeList(object.access[role]);
+    const access = object.access[role];
+    const base: Access | undefined =
+      access === undefined
+        ? undefined
+        : {
+            ...(access.select === undefined ? {} : { select: withoutLater(access.select) ?? 'all' }),
+            ...(access.insert === undefined ? {} : { insert: withoutLater(access.insert) ?? 'all' }),
+            ...(access.update === undefined ? {} : { update: withoutLater(access.update) ?? 'all' }),
+            ...(access.delete === true ? { delete: true as const } : {}),
+          };
+    const privileges = privilegeList(base);
     if (privileges.length > 0) body.push(`GRANT ${privileges.join(', ')} ON TABLE ${rel} TO ${q(roles[role])};`);
+    for (const column of Object.keys(later)) {
+      const kinds = (['select', 'insert', 'update'] as const).filter((k) => {
+        const cols = access?.[k];
+        return cols !== undefined && cols !== 'all' && cols.includes(column);
+      });
+      if (kinds.length === 0) continue;
+      body.push(
+        `IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(${lit(rel)}) AND attname = ${lit(column)} AND NOT attisdropped) THEN`,
+        `  GRANT ${kinds.map((k) => `${k.toUpperCase()} (${q(column)})`).join(', ')} ON TABLE ${rel} TO ${q(roles[role])};`,
+        'END IF;',
+      );
+    }
   }
   for (const [sequence, users] of Object.entries(object.sequences ?? {})) {
     const seq = `${q(schema)}.${q(sequence)}`;

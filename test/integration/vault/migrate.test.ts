@@ -7,6 +7,7 @@ import { MIGRATIONS } from '../../../src/vault/migrations.ts';
 import { rawSql, rejectsWith } from './fixture.ts';
 
 const TABLES = [
+  'approvers',
   'audit_log',
   'backup_shards',
   'cell_copies',

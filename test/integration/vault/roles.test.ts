@@ -481,18 +481,23 @@ describe('vault roles: print-sql for a DBA, and new tables after a migration', (
       login: true,
       passwords: new Map([['backup', 'b'.repeat(20)], ['owner', 'o'.repeat(20)]]),
     });
-    expect(first.absent).toEqual(['daemon_runs']);
+    expect(first.absent).toEqual(['approvers', 'daemon_runs']);
     const backupUrl = asUser(oldDb.url, names.backup, 'b'.repeat(20));
     expect(await attempt(backupUrl, 'SELECT 1 FROM lethe.snapshots')).toBe('ok');
 
-    // Migration 8, run by the owner role as `lethe init` would, adds daemon_runs: no grant yet.
-    expect((await migrateVault(asUser(oldDb.url, names.owner, 'o'.repeat(20)), 'lethe')).applied).toEqual([8]);
+    // Migrations 8 and 9, run by the owner role as `lethe init` would, add daemon_runs,
+    // approvers and columns of erase_requests: no grant on them yet.
+    expect((await migrateVault(asUser(oldDb.url, names.owner, 'o'.repeat(20)), 'lethe')).applied).toEqual([8, 9]);
+    const approvedKeyGrant =
+      `SELECT has_column_privilege('${names.lifecycle}', 'lethe.erase_requests', 'approved_key', 'UPDATE') AS g`;
+    expect((await rawSql(oldDb.url, approvedKeyGrant)).rows).toEqual([{ g: false }]);
     const insert = "INSERT INTO lethe.daemon_runs (job, slot, state, owner) VALUES ('backup', now(), 'running', 'test')";
     expect(await attempt(backupUrl, insert)).toBe('42501');
     const second = await applyVaultRoles(oldDb.url, { schema: 'lethe', prefix, login: true });
     expect(second.changed).toBe(true);
     expect(second.absent).toEqual([]);
     expect(second.objects).toContain('daemon_runs');
+    expect((await rawSql(oldDb.url, approvedKeyGrant)).rows).toEqual([{ g: true }]);
     expect(await attempt(backupUrl, insert)).toBe('ok');
     const owner = await rawSql(oldDb.url, "SELECT relowner::regrole::text AS o FROM pg_class WHERE oid = 'lethe.daemon_runs'::regclass");
     expect((owner.rows[0] as { o: string }).o).toBe(names.owner);
