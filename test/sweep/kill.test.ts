@@ -100,6 +100,8 @@ interface Outcome {
 
 const random = seededRandom(seed);
 /** Every round's outcome, per job, over every store swept. */
+/** Where the erase approve kills left their request: pending, approved or executed. */
+const eraseStates: Record<string, number> = {};
 const outcomes: Record<Job, (Outcome & { storage: string })[]> = {
   backup: [],
   apply: [],
@@ -114,7 +116,7 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
     let s3: S3rverHandle | undefined;
     let env: LetheEnv;
     let target: TestDatabase;
-    const erased: string[] = [];
+    const eraseTenants: string[] = [];
     /** Last measured uninterrupted duration (ms) and bytes written per job: the kill windows. */
     const window: Record<Job, { ms: number; bytes: number }> = {
       backup: { ms: 1500, bytes: 8192 },
@@ -316,7 +318,12 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
           replace: true,
           actor: 'sweep',
         });
-        const gone = new Set(erased);
+        // The tenants whose erasure the vault records as carried out: their rows are shredded.
+        const gone = new Set(
+          (await (await rt.vault()).listEraseRequests())
+            .filter((r) => r.status === 'executed' && r.scope === 'tenant')
+            .map((r) => r.tenant),
+        );
         const where = (table: string): string =>
           gone.size === 0
             ? 'true'
@@ -379,7 +386,7 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
             break;
           }
           case 'erase': {
-            const tenant = String(ERASE_TENANT_BASE + 1 + erased.length);
+            const tenant = String(ERASE_TENANT_BASE + 1 + eraseTenants.length);
             const requested = await env.cli([
               'erase',
               'request',
@@ -395,19 +402,23 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
             ]);
             expectExit(requested, 0);
             const id = (jsonOut(requested) as { id: string }).id;
-            erased.push(tenant);
+            eraseTenants.push(tenant);
             const approve = ['erase', 'approve', id, '--actor', 'dpo-b', '--json', ...config()];
             const run = await killedRun(approve, kill, live.vaultDb);
             killed = run.killed;
             if (!killed && run.code !== 0) problems.push(`unkilled approve failed: ${run.output}`);
-            // Finished by the next approve (rounds 0, 1 mod 4) or by lifecycle apply (2, 3 mod 4).
             const status = async (): Promise<string | undefined> =>
               (await (await live.rt.vault()).listEraseRequests()).find((r) => r.id === id)?.status;
-            if ((await status()) !== 'executed') {
+            // Killed before the approval was recorded, the request is still pending and only
+            // another approve carries it out. Killed after, it is approved and must be finished
+            // by the next approve (odd rounds) or by lifecycle apply (even rounds).
+            const afterKill = await status();
+            eraseStates[afterKill ?? 'missing'] = (eraseStates[afterKill ?? 'missing'] ?? 0) + 1;
+            if (afterKill !== 'executed') {
               const next =
-                index % 4 < 2
-                  ? await measuredRun(job, live.rt, approve)
-                  : await measuredRun('apply', live.rt, ['lifecycle', 'apply', ...config()]);
+                afterKill === 'approved' && index % 2 === 0
+                  ? await measuredRun('apply', live.rt, ['lifecycle', 'apply', ...config()])
+                  : await measuredRun(job, live.rt, approve);
               if (!next.ok) problems.push(`finishing run failed: ${next.output}`);
             }
             recovered =
@@ -529,6 +540,9 @@ describe(`kill sweep figures (${size}, seed ${seed})`, () => {
       incompleteListed: all.reduce((n, o) => n + o.incompleteListed.length, 0),
       // Reported, no target: temp files of puts a kill interrupted that no run has removed.
       tempLeftovers: new Set(all.flatMap((o) => o.leftovers)).size,
+      erasePendingAfterKill: eraseStates['pending'] ?? 0,
+      eraseApprovedAfterKill: eraseStates['approved'] ?? 0,
+      eraseExecutedAfterKill: eraseStates['executed'] ?? 0,
     };
     for (const job of JOBS) {
       figures[`${job}Runs`] = outcomes[job].length;
