@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditObjectKey } from '../../src/audit/index.ts';
-import { ConfigSchema, parseConfig } from '../../src/config/index.ts';
+import { parseConfig } from '../../src/config/index.ts';
 import {
   backup,
   initialize,
@@ -136,14 +136,12 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
       } finally {
         await client.end();
       }
-      // The sweep is about kills, not signatures: typed --actor names, where the config has the switch.
-      const approvals =
-        'approvals' in ConfigSchema.shape ? { approvals: { allowUnsigned: true } } : {};
       if (storage === 's3') s3 = await startS3rver();
       env = await createLetheEnv({
         template: template.name,
         storage: s3 === undefined ? { type: 'filesystem' } : { type: 's3', server: s3 },
-        config: { retention: { snapshots: { keepLast: 2 } }, ...approvals },
+        // The harness allows typed --actor names (approvals.allowUnsigned): this sweep is about kills.
+        config: { retention: { snapshots: { keepLast: 2 } } },
       });
       target = await env.database('kill_restore');
       await initialize(env.rt, 'sweep');
