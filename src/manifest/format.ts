@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DATA_CLASSES } from '../cells/ids.ts';
+import type { SnapshotCell } from '../vault/index.ts';
 
 /**
  * The snapshot manifest: the commit point of a snapshot, stored gzip-compressed as
@@ -153,20 +154,10 @@ export type SegmentHeader = z.infer<typeof SegmentHeaderSchema>;
 export type Signature = z.infer<typeof SignatureSchema>;
 
 /** A cell as the vault records it: what a manifest entry is made from. */
-export interface RecordedCell {
-  readonly id: string;
-  readonly table: string;
-  readonly tenant: string | null;
-  readonly key: string;
-  readonly encapsulation: string;
-  readonly pack: string;
-  readonly offset: number;
-  readonly length: number;
-  readonly sha256: string;
-  readonly rows: number;
-  readonly bytesPlain: number;
-  readonly reused: boolean;
-}
+export type RecordedCell = Pick<
+  SnapshotCell,
+  'id' | 'table' | 'tenant' | 'key' | 'encapsulation' | 'pack' | 'offset' | 'length' | 'sha256' | 'rows' | 'bytesPlain' | 'reused'
+>;
 
 /** The manifest entry of a recorded cell, given its tuple's dimension keys in derivation order. */
 export function cellEntryOf(cell: RecordedCell, dims: readonly string[]): CellEntry {
