@@ -10,9 +10,11 @@ export {
   type DatabaseConfig,
   type EmbeddedConfig,
   type SecretSource,
+  type BlobStoreConfig,
   type SigningPurpose,
   type StorageConfig,
 } from './schema.ts';
+export { parseBlobStoreUrl, type BlobStoreLocation } from './blob-store-url.ts';
 export { configPath, formatIssues, interpolateEnv, loadConfig, parseConfig } from './load.ts';
 
 /** Log level override from LETHE_LOG_LEVEL, if set. Only src/config reads the environment. */

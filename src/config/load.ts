@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { ConfigSchema, type Config } from './schema.ts';
+import { URL_SCHEME } from './blob-store-url.ts';
 
 /** Fields holding file-system paths, resolved against the config file's directory. */
 const PATH_FIELDS: readonly (readonly string[])[] = [
@@ -18,6 +19,7 @@ const PATH_FIELDS: readonly (readonly string[])[] = [
   ['signingKeys', 'lifecycle', 'file'],
   ['alerts', 'webhooks', '*', 'secret', 'file'],
   ['daemon', 'token', 'file'],
+  ['chatStore', 'blobStores', '*', 'caFile'],
 ];
 
 /** Levels of nesting a config document may have; lethe's deepest setting is a handful down. */
@@ -94,12 +96,12 @@ const REQUIRED_HINTS: Readonly<Record<string, string>> = {
   'embedded.passwordFile': 'a 0600 file holding the embedded superuser password',
 };
 
-/** Holders of the last field of `path` in `node`; `*` steps into every element of an array. */
+/** Holders of the last field of `path` in `node`; `*` steps into every element of an array or value of a map. */
 function holdersOf(node: unknown, path: readonly string[]): Record<string, unknown>[] {
   if (node === null || typeof node !== 'object') return [];
   if (path.length <= 1) return [node as Record<string, unknown>];
   const [part, ...rest] = path;
-  if (part === '*') return Array.isArray(node) ? node.flatMap((item) => holdersOf(item, rest)) : [];
+  if (part === '*') return (Array.isArray(node) ? node : Object.values(node)).flatMap((item) => holdersOf(item, rest));
   return holdersOf((node as Record<string, unknown>)[part ?? ''], rest);
 }
 
@@ -114,6 +116,13 @@ function resolvePaths(raw: unknown, baseDir: string): unknown {
       if (typeof value === 'string' && value !== '' && !isAbsolute(value)) {
         record[field] = resolve(baseDir, value);
       }
+    }
+  }
+  // A blob store's url is a URL (file://, s3://) or a directory path; only a path is resolved.
+  for (const store of holdersOf(copy, ['chatStore', 'blobStores', '*', 'url'])) {
+    const url = store['url'];
+    if (typeof url === 'string' && url !== '' && !URL_SCHEME.test(url) && !isAbsolute(url)) {
+      store['url'] = resolve(baseDir, url);
     }
   }
   return copy;

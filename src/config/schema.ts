@@ -4,6 +4,7 @@ import { isLoopbackHost } from '../util/net.ts';
 import { DEFAULT_RETENTION, RetentionSchema } from '../lifecycle/rules.ts';
 import { SSL_MODES } from '../tls/pg-url.ts';
 import { databaseTlsIssues, scratchTlsIssues, storageTlsIssues } from './tls-rules.ts';
+import { parseBlobStoreUrl } from './blob-store-url.ts';
 
 /**
  * lethe's config file, validated in one place. Every object is strict: an unknown key is an
@@ -95,6 +96,57 @@ export const StorageSchema = z.discriminatedUnion('type', [
     for (const issue of storageTlsIssues(s)) ctx.addIssue({ code: 'custom', ...issue });
   }),
 ]);
+
+/**
+ * Where the chat service keeps file bytes that rows point at (a mapping's `blob.store`):
+ * a directory (`file:///abs/dir`, or a path relative to the config file) or an S3 bucket and
+ * prefix (`s3://bucket/prefix`, with the S3 connection settings beside it). lethe only reads
+ * it: GetObject (and HeadObject) on S3, open and stat on a directory; it never lists or
+ * writes it, so its credentials should allow exactly that (docs/mapping.md).
+ */
+export const BlobStoreSchema = z
+  .strictObject({
+    url: nonEmpty.describe('file:///abs/dir, a directory path, or s3://bucket/prefix'),
+    endpoint: z.url().optional(),
+    region: nonEmpty.default('us-east-1'),
+    forcePathStyle: z.boolean().default(false),
+    accessKeyId: nonEmpty.optional(),
+    secretAccessKey: nonEmpty.optional(),
+    sessionToken: nonEmpty.optional(),
+    /** PEM bundle of the CA(s) to trust for the endpoint instead of Node's built-in public CAs. */
+    caFile: nonEmpty.optional(),
+    allowInsecure: z.boolean().default(false),
+    retry: S3RetrySchema.prefault({}),
+  })
+  .superRefine((b, ctx) => {
+    const where = parseBlobStoreUrl(b.url);
+    if ('problem' in where) {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: where.problem });
+      return;
+    }
+    const s3Fields = ['endpoint', 'accessKeyId', 'secretAccessKey', 'sessionToken', 'caFile'] as const;
+    if (where.kind === 'file') {
+      for (const field of s3Fields) {
+        if (b[field] !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [field], message: `\`${field}\` is for s3:// stores only: remove it` });
+        }
+      }
+      return;
+    }
+    for (const field of ['accessKeyId', 'secretAccessKey'] as const) {
+      if (b[field] === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `an s3:// blob store needs \`${field}\`: give it as \`\${ENV_VARIABLE}\` (read-only credentials: s3:GetObject on the prefix)`,
+        });
+      }
+    }
+    for (const issue of storageTlsIssues(b)) ctx.addIssue({ code: 'custom', ...issue });
+  });
+
+/** A blob store's name as a mapping's `blob.store` gives it. */
+export const BLOB_STORE_NAME = /^[a-z_][a-z0-9_-]*$/;
 
 export const MasterKeySchema = z.strictObject({
   /** An age identity file (mode 0600) written by `lethe init`. */
@@ -289,6 +341,13 @@ export const ConfigSchema = z.strictObject({
     database: DatabaseSchema,
     /** `builtin` for the reference schema, or an inline mapping (see docs/mapping.md). */
     mapping: MappingRefSchema.default('builtin'),
+    /** Stores of file bytes the mapping's `blob` columns point into, by name (docs/mapping.md). */
+    blobStores: z
+      .record(
+        z.string().regex(BLOB_STORE_NAME, 'a blob store name uses lower-case letters, digits, _ and - (not starting with a digit or -)'),
+        BlobStoreSchema,
+      )
+      .default({}),
   }),
   vault: z.strictObject({
     database: DatabaseSchema,
@@ -341,6 +400,7 @@ export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type StorageConfig = z.infer<typeof StorageSchema>;
 export type EmbeddedConfig = z.infer<typeof EmbeddedSchema>;
 export type SecretSource = z.infer<typeof SecretSourceSchema>;
+export type BlobStoreConfig = z.infer<typeof BlobStoreSchema>;
 export type DaemonConfig = z.infer<typeof DaemonSchema>;
 export type AlertsConfig = z.infer<typeof AlertsSchema>;
 export type WebhookConfig = z.infer<typeof WebhookSchema>;

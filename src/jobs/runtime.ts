@@ -6,7 +6,7 @@ import { EmbeddedPostgres } from '../embedded/postgres.ts';
 import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { loadSigner, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
-import { BUILTIN_MAPPING, parseMapping, type Mapping } from '../mapping/index.ts';
+import { BUILTIN_MAPPING, checkBlobStores, parseMapping, type Mapping } from '../mapping/index.ts';
 import { openStore, type ObjectStore } from '../storage/index.ts';
 import { pgClientConfig, withTlsParams } from '../tls/index.ts';
 import { Vault } from '../vault/index.ts';
@@ -221,8 +221,9 @@ export class Runtime {
   /** The table mapping: built in, or validated from the config. */
   mapping(): Mapping {
     const raw = this.config.chatStore.mapping;
-    if (raw === 'builtin') return BUILTIN_MAPPING;
-    return parseMapping(raw, 'config field `chatStore.mapping`');
+    const mapping = raw === 'builtin' ? BUILTIN_MAPPING : parseMapping(raw, 'config field `chatStore.mapping`');
+    checkBlobStores(mapping, Object.keys(this.config.chatStore.blobStores));
+    return mapping;
   }
 
   private async embeddedSecret(embedded: EmbeddedConfig): Promise<string> {

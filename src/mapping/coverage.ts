@@ -2,7 +2,7 @@ import { ErrorCode, LetheError } from '../errors/index.ts';
 import { inTransaction, withClient } from '../store/index.ts';
 import { readCatalog, type CatalogTable } from './catalog.ts';
 import { joinSource, resolveColumn } from './resolve.ts';
-import type { DataClass, Mapping, TableMapping, TimestampType } from './schema.ts';
+import { subjectRefs, tenantColumn, type DataClass, type Mapping, type TableMapping, type TimestampType } from './schema.ts';
 
 /** A table lethe backs up, as found in the chat store. */
 export interface TableInfo {
@@ -29,8 +29,8 @@ const TIMESTAMP_TYPENAMES: Readonly<Record<TimestampType, readonly string[]>> = 
  *
  * Collects every finding before failing:
  *  - MAPPING_INVALID when a mapped or system table, a join table, or a column (primary key,
- *    join `on` either side, tenant, author, conversation, timestamp) does not exist; when a
- *    timestamp column's type does not match its declared type; when the primary key or a
+ *    join `on` either side, tenant, author, conversation, timestamp, blob) does not exist; when a
+ *    timestamp column's type does not match its declared type or a blob column is not text; when the primary key or a
  *    join's remote columns are not covered by a unique constraint or index (rows would be
  *    unordered or duplicated). The message also lists unmapped tables, if any.
  *  - TABLE_UNMAPPED (when the mapping is otherwise valid) naming every table of the schema
@@ -190,8 +190,8 @@ function tableProblems(
   });
 
   const refs: [string, string | undefined][] = [
-    ['tenant', tm.tenant],
-    ['author', tm.author],
+    ['tenant', tenantColumn(tm)],
+    ...subjectRefs(tm).map((ref, i): [string, string] => [Array.isArray(tm.author) ? `author[${i}]` : 'author', ref]),
     ['conversation', tm.conversation],
     ['timestamp.column', tm.timestamp?.column],
   ];
@@ -213,8 +213,22 @@ function tableProblems(
       }
     }
   }
+  if (tm.blob !== undefined) {
+    const column = base.columns.find((c) => c.name === tm.blob?.column);
+    if (column === undefined) {
+      add('blob.column', `column "${tm.blob.column}" does not exist in "${name}": name the column holding the file's location`);
+    } else if (!BLOB_TYPENAMES.includes(column.typeName)) {
+      add(
+        'blob.column',
+        `column "${name}.${column.name}" is ${column.type}, not text or varchar: a blob column holds the file's location as text`,
+      );
+    }
+  }
   return problems;
 }
+
+/** Types a blob column may have: it holds a location key as text. */
+const BLOB_TYPENAMES: readonly string[] = ['text', 'varchar'];
 
 function coversUniqueKey(table: CatalogTable, columns: readonly string[]): boolean {
   return table.uniqueKeys.some((key) => key.length > 0 && key.every((c) => columns.includes(c)));

@@ -5,12 +5,14 @@
  * restore.
  */
 export {
+  checkBlobStores,
   DATA_CLASSES,
   formatPath,
   MappingSchema,
   parseMapping,
   TableMappingSchema,
   TIMESTAMP_TYPES,
+  type BlobMapping,
   type DataClass,
   type JoinMapping,
   type Mapping,

@@ -59,6 +59,22 @@ const TimestampSchema = strict({
 });
 
 /**
+ * A column of the base table holding the location of a file the row refers to, as a key
+ * relative to the named `chatStore.blobStores` entry. The file's bytes are backed up as a
+ * blob cell under the row's own tenant, class, period, author and conversation, so erasure,
+ * retention and holds reach it exactly as they reach the row (docs/mapping.md).
+ */
+const BlobSchema = strict({
+  column: identifier('blob column'),
+  store: z
+    .string({ error: 'blob store must be a string' })
+    .regex(/^[a-z_][a-z0-9_-]*$/, {
+      error: (issue) =>
+        `blob store ${JSON.stringify(issue.input)} is not a blob store name: use the name of an entry under chatStore.blobStores`,
+    }),
+});
+
+/**
  * How lethe reads one table: its data class, a key that orders its rows, and where each
  * row's tenant, author, conversation and timestamp live (possibly through inner joins).
  */
@@ -72,6 +88,7 @@ export const TableMappingSchema = strict({
   author: columnRef.optional(),
   conversation: columnRef.optional(),
   timestamp: TimestampSchema.optional(),
+  blob: BlobSchema.optional(),
 });
 
 /** The mapping of a whole chat store. */
@@ -109,6 +126,7 @@ export const MappingSchema = strict({
 });
 
 export type JoinMapping = z.output<typeof JoinSchema>;
+export type BlobMapping = z.output<typeof BlobSchema>;
 export type TableMapping = z.output<typeof TableMappingSchema>;
 /** A validated mapping (defaults applied). */
 export type Mapping = z.output<typeof MappingSchema>;
@@ -231,6 +249,29 @@ export function parseMapping(input: unknown, source = 'table mapping'): Mapping 
   throw new LetheError(
     ErrorCode.MAPPING_INVALID,
     `${source} is invalid:\n${issues.map((i) => `  - ${i.path}: ${i.message}`).join('\n')}`,
+    { details: { issues } },
+  );
+}
+
+/**
+ * Checks that every table's `blob.store` names a configured blob store. Throws
+ * MAPPING_INVALID naming each table, the store and the names that are configured.
+ */
+export function checkBlobStores(mapping: Mapping, configured: readonly string[]): void {
+  const issues: { path: string; message: string }[] = [];
+  for (const [name, table] of Object.entries(mapping.tables)) {
+    if (table.blob === undefined || configured.includes(table.blob.store)) continue;
+    issues.push({
+      path: `tables.${name}.blob.store`,
+      message:
+        `blob store "${table.blob.store}" is not configured (configured: ${configured.join(', ') || 'none'}): ` +
+        `add it under chatStore.blobStores, e.g. ${table.blob.store}: { url: file:///srv/chat/files }, or fix the name`,
+    });
+  }
+  if (issues.length === 0) return;
+  throw new LetheError(
+    ErrorCode.MAPPING_INVALID,
+    `the table mapping names blob stores the config does not have:\n${issues.map((i) => `  - ${i.path}: ${i.message}`).join('\n')}`,
     { details: { issues } },
   );
 }
