@@ -149,7 +149,7 @@ function tableProblems(
 
   tm.primaryKey.forEach((column, i) => {
     if (!hasColumn(base, column))
-      add(`primaryKey[${i}]`, `column "${column}" does not exist in "${name}": fix the name`);
+      add(`primaryKey[${i}]`, noColumn(base, column));
   });
   if (problems.length === 0 && !coversUniqueKey(base, tm.primaryKey)) {
     add(
@@ -172,11 +172,11 @@ function tableProblems(
       if (source !== undefined && !hasColumn(source, local)) {
         add(
           `joins[${i}].on`,
-          `column "${local}" does not exist in "${source.name}" (the join source): fix the name`,
+          noColumn(source, local, ' (the join source)'),
         );
       }
       if (!hasColumn(target, remote)) {
-        add(`joins[${i}].on`, `column "${remote}" does not exist in "${join.table}": fix the name`);
+        add(`joins[${i}].on`, noColumn(target, remote));
       }
     }
     const remotes = Object.values(join.on);
@@ -202,7 +202,7 @@ function tableProblems(
     if (table === undefined) continue; // the join's own problem was reported above
     const column = table.columns.find((c) => c.name === resolved.column);
     if (column === undefined) {
-      add(field, `column "${resolved.column}" does not exist in "${table.name}": fix the name`);
+      add(field, noColumn(table, resolved.column));
     } else if (field === 'timestamp.column' && tm.timestamp !== undefined) {
       const declared = tm.timestamp.type;
       if (!TIMESTAMP_TYPENAMES[declared].includes(column.typeName)) {
@@ -229,6 +229,23 @@ function tableProblems(
 
 /** Types a blob column may have: it holds a location key as text. */
 const BLOB_TYPENAMES: readonly string[] = ['text', 'varchar'];
+
+/** Columns of a table a missing-column message lists, at most. */
+const COLUMNS_LISTED = 30;
+
+/**
+ * The message for a column the mapping names and the table does not have. A column the
+ * chat product renamed in a release looks exactly like a typo, so the message lists the
+ * table's columns as they are now: the new name is among them.
+ */
+function noColumn(table: CatalogTable, column: string, note = ''): string {
+  const names = table.columns.map((c) => c.name);
+  const listed = names.slice(0, COLUMNS_LISTED).join(', ') + (names.length > COLUMNS_LISTED ? `, … (${names.length - COLUMNS_LISTED} more)` : '');
+  return (
+    `column "${column}" does not exist in "${table.name}"${note}: fix the name; if the chat store renamed it, ` +
+    `put its new name here (columns of "${table.name}" now: ${listed})`
+  );
+}
 
 function coversUniqueKey(table: CatalogTable, columns: readonly string[]): boolean {
   return table.uniqueKeys.some((key) => key.length > 0 && key.every((c) => columns.includes(c)));

@@ -142,7 +142,8 @@ describe('checkCoverage', () => {
     const err = await failure(db.url, mapping);
     expect(err.code).toBe(ErrorCode.MAPPING_INVALID);
     const invalid = (err.details?.['invalid'] ?? []) as { path: string; message: string }[];
-    expect(invalid.map((p) => `${p.path}: ${p.message}`).sort()).toEqual([
+    // A missing column's message also lists the table's columns now (checked below).
+    expect(invalid.map((p) => `${p.path}: ${p.message.replace(/; if the chat store renamed it, .*$/, '')}`).sort()).toEqual([
       'system[0]: table "public.schema_migrations" does not exist: remove it from system or fix the name',
       'tables.attachments.joins[0].table: table "public.mesages" does not exist: fix the name',
       'tables.conversations.timestamp.type: column "conversations.created_at" is timestamp with time zone, not epoch_ms: declare type timestamptz',
@@ -153,6 +154,7 @@ describe('checkCoverage', () => {
       'tables.messages.tenant: column "tenantid" does not exist in "conversations": fix the name',
     ]);
     expect(err.message).toContain('tables.messages.tenant: column "tenantid"');
+    expect(err.message).toMatch(/column "uid" does not exist in "messages": fix the name; if the chat store renamed it, put its new name here \(columns of "messages" now: id, conversation_id, sender_id, [^)]*\)/);
   });
 
   it('rejects keys that are not unique: a join that could duplicate rows, a primary key that orders nothing', async () => {
