@@ -1,16 +1,16 @@
-import { NO_PERIOD, tenantKeyId } from '../cells/ids.ts';
+import { NO_PERIOD, subjectsOf, tenantKeyId } from '../cells/ids.ts';
 import { periodOverlaps } from '../cells/periods.ts';
 import type { CellKeyFacts, Hold } from './types.ts';
 
 /**
- * Whether `hold` pins the cells of `key`: same tenant, the hold's user is the cell's author,
+ * Whether `hold` pins the cells of `key`: same tenant, the hold's user is one of the cell's subjects,
  * its conversation is the cell's conversation, and the cell's period overlaps the hold's
  * dates. Cells are the unit: a hold from the 15th keeps that whole month's cell (or week,
  * or day, by the configured granularity).
  */
 export function holdCovers(hold: Hold, key: CellKeyFacts): boolean {
   if (key.tenant === null || key.tenant !== hold.tenant) return false;
-  if (hold.user !== null && key.author !== hold.user) return false;
+  if (hold.user !== null && !subjectsOf(key).includes(hold.user)) return false;
   if (hold.conversation !== null && key.conversation !== hold.conversation) return false;
   return periodOverlaps(key.period ?? NO_PERIOD, hold.from, hold.to);
 }

@@ -1,5 +1,6 @@
 import { compareTenants, sortTenants } from '../util/tenant-order.ts';
 import { periodRange } from '../cells/periods.ts';
+import { subjectsOf } from '../cells/ids.ts';
 import { activeHolds, caseKeyId, holdCovers } from './hold-match.ts';
 import { addDuration, formatDuration, maxAgeFor, type RetentionRules, type SnapshotPolicy } from './rules.ts';
 import type {
@@ -649,7 +650,8 @@ function periodWords(label: string): string {
 }
 
 function describeCell(cell: CellKeyFacts): string {
-  const who = cell.author === null ? '' : ` by user ${cell.author}`;
+  const subjects = subjectsOf(cell);
+  const who = subjects.length === 0 ? '' : ` by user${subjects.length === 1 ? '' : 's'} ${subjects.join(', ')}`;
   const where = cell.conversation === null ? '' : ` in conversation ${cell.conversation}`;
   const when = cell.period === null || cell.period === '-' ? '' : ` ${periodWords(cell.period)}`;
   const tenant = cell.tenant === null ? ' (system)' : ` of tenant ${cell.tenant}`;

@@ -72,6 +72,7 @@ export interface CellKeyFacts {
   readonly class: string;
   /** Period label, or `-` for rows without a timestamp. */
   readonly period: string | null;
+  /** The subjects' canonical text (src/mapping/subjects.ts); read the ids with subjectsOf. */
   readonly author: string | null;
   readonly conversation: string | null;
   /** Innermost first, as wrapped. */

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { ErrorCode, LetheError } from '../errors/index.ts';
-import { BASE_ALIAS, qualified, quoteIdent } from './identifiers.ts';
+import { BASE_ALIAS, qualified, quoteIdent, quoteLiteral } from './identifiers.ts';
 import { joinSource, resolveColumn, tableEntry, type TableEntry } from './resolve.ts';
-import type { Mapping, TableMapping, TimestampType } from './schema.ts';
+import { subjectRefs, tenantColumn, tenantLiteral, type Mapping, type TableMapping, type TimestampType } from './schema.ts';
 
 /** Length of the period a cell covers. */
 export type Granularity = 'month' | 'week' | 'day';
@@ -209,10 +209,12 @@ export function buildOrphanCheckQuery(mapping: Mapping, table: string): string {
     return `${quoteIdent(join.as)}.${quoteIdent(remote ?? '')} IS NULL`;
   });
   const dropped = misses.length === 0 ? 'false' : `(${misses.join(' OR ')})`;
+  const tenantRef = tm === undefined ? undefined : tenantColumn(tm);
+  // A literal tenant is never NULL.
   const tenant =
-    tm?.class === 'system' || tm?.tenant === undefined
+    tm === undefined || tm.class === 'system' || tenantRef === undefined
       ? 'false'
-      : `${columnSql(table, tm, tm.tenant)} IS NULL`;
+      : `${columnSql(table, tm, tenantRef)} IS NULL`;
   return [
     `SELECT count(*) FILTER (WHERE ${dropped}) AS "dropped", count(*) FILTER (WHERE NOT ${dropped} AND ${tenant}) AS "tenantless"`,
     fromClause(mapping, entry, 'LEFT JOIN'),
@@ -233,16 +235,34 @@ function dimensions(entry: TableEntry, granularity: Granularity): Dimensions {
   const { table, mapping: tm } = entry;
   const text = (ref: string | undefined): string =>
     ref === undefined ? none : `(${columnSql(table, tm, ref)})::text`;
+  const literal = tenantLiteral(tm);
+  const tenant = literal === undefined ? text(tenantColumn(tm)) : `${quoteLiteral(literal)}::text`;
   const period =
     tm.timestamp === undefined
       ? `'${NO_PERIOD}'::text`
       : `COALESCE(to_char(${utcTimestamp(columnSql(table, tm, tm.timestamp.column), tm.timestamp.type)}, '${PERIOD_FORMATS[granularity]}'), '${NO_PERIOD}')`;
   return {
-    tenant: tm.class === 'system' ? none : text(tm.tenant),
+    tenant: tm.class === 'system' ? none : tenant,
     period,
-    author: text(tm.author),
+    author: subjectSet(subjectRefs(tm).map((ref) => columnSql(table, tm, ref))),
     conversation: text(tm.conversation),
   };
+}
+
+/**
+ * The canonical text of a row's subject set (src/mapping/subjects.ts): distinct non-null
+ * ids in byte order, `\` and `,` escaped, joined by `,`; NULL when there is none. One
+ * column needs no set operations: its escaped text is the set's text.
+ */
+function subjectSet(columns: readonly string[]): string {
+  const escaped = (expr: string): string => `replace(replace(${expr}, '\\', '\\\\'), ',', '\\,')`;
+  if (columns.length === 0) return 'NULL::text';
+  if (columns.length === 1) return escaped(`(${columns[0] ?? ''})::text`);
+  const values = columns.map((c) => `(${c})::text`).join(', ');
+  return (
+    `(SELECT string_agg(${escaped('s')}, ',' ORDER BY s COLLATE "C") ` +
+    `FROM (SELECT DISTINCT s FROM unnest(ARRAY[${values}]) AS u(s) WHERE s IS NOT NULL) AS d)`
+  );
 }
 
 /** A `timestamp` (without time zone) expression holding the UTC wall-clock time. */

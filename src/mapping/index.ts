@@ -10,7 +10,11 @@ export {
   formatPath,
   MappingSchema,
   parseMapping,
+  subjectColumns,
+  subjectRefs,
   TableMappingSchema,
+  tenantColumn,
+  tenantLiteral,
   TIMESTAMP_TYPES,
   type BlobMapping,
   type DataClass,
@@ -18,8 +22,10 @@ export {
   type Mapping,
   type MappingInput,
   type TableMapping,
+  type TenantMapping,
   type TimestampType,
 } from './schema.ts';
+export { decodeSubjects, encodeSubjects } from './subjects.ts';
 export { BUILTIN_MAPPING } from './builtin.ts';
 export { classOf, tableEntry, type TableEntry } from './resolve.ts';
 export {

@@ -44,6 +44,58 @@ const columnRef = z.string({ error: 'a column reference must be a string' }).reg
     `column reference ${JSON.stringify(issue.input)} is malformed: write "column" for the table's own column or "alias.column" for a joined one`,
 });
 
+/**
+ * A tenant given as a column reference. A quoted string (`"'acme'"`) is almost always meant
+ * as a constant, so the error suggests `{ literal: … }` for it.
+ */
+const tenantColumnRef = z.string({ error: 'tenant must be a column reference or { literal: "id" }' }).check((ctx) => {
+  if (COLUMN_REF.test(ctx.value)) return;
+  const quoted = /^'(.*)'$/s.exec(ctx.value) ?? /^"(.*)"$/s.exec(ctx.value);
+  const fix =
+    quoted !== null
+      ? `for the same tenant on every row write { literal: ${JSON.stringify(quoted[1])} }`
+      : 'write "column" for the table\'s own column, "alias.column" for a joined one, or { literal: "id" } for the same tenant on every row';
+  ctx.issues.push({
+    code: 'custom',
+    input: ctx.value,
+    message: `column reference ${JSON.stringify(ctx.value)} is malformed: ${fix}`,
+  });
+});
+
+/** The same tenant id for every row of a table: a single-tenant store, or users shared by every team. */
+const TenantLiteralSchema = strict({
+  literal: z
+    .string({ error: 'tenant.literal must be a string (the tenant id)' })
+    .min(1, { error: 'tenant.literal is empty: give the tenant id every row belongs to' })
+    .max(1000, { error: 'tenant.literal is longer than 1000 characters: use a shorter tenant id' }),
+});
+
+// A union reports only "Invalid input": repeat the failing option's own messages instead.
+const TenantSchema = z.union([tenantColumnRef, TenantLiteralSchema], {
+  error: (issue) => {
+    const option = typeof issue.input === 'string' ? tenantColumnRef : typeof issue.input === 'object' && issue.input !== null ? TenantLiteralSchema : undefined;
+    const result = option?.safeParse(issue.input);
+    if (result === undefined || result.success) return 'tenant must be a column reference ("column" or "alias.column") or { literal: "id" }';
+    return result.error.issues.map((i) => i.message).join('; ');
+  },
+});
+
+/** One subject column, or a list of them (every column of the row that names a person). */
+const AuthorSchema = z.union(
+  [
+    columnRef,
+    z
+      .array(columnRef, { error: 'author must be a column reference or a list of them' })
+      .min(1, { error: 'author lists no column: list the subject columns or remove author' }),
+  ],
+  {
+    error: (issue) =>
+      typeof issue.input === 'string' || Array.isArray(issue.input)
+        ? undefined
+        : 'author must be a column reference or a list of them (the subject columns)',
+  },
+);
+
 const JoinSchema = strict({
   table: identifier('join table'),
   as: identifier('join alias'),
@@ -84,8 +136,8 @@ export const TableMappingSchema = strict({
     .array(identifier('primary key column'))
     .min(1, { error: 'primaryKey needs at least one column' }),
   joins: z.array(JoinSchema).optional(),
-  tenant: columnRef.optional(),
-  author: columnRef.optional(),
+  tenant: TenantSchema.optional(),
+  author: AuthorSchema.optional(),
   conversation: columnRef.optional(),
   timestamp: TimestampSchema.optional(),
   blob: BlobSchema.optional(),
@@ -126,6 +178,8 @@ export const MappingSchema = strict({
 });
 
 export type JoinMapping = z.output<typeof JoinSchema>;
+/** A table's tenant: a column reference, or the same id for every row. */
+export type TenantMapping = z.output<typeof TenantSchema>;
 export type BlobMapping = z.output<typeof BlobSchema>;
 export type TableMapping = z.output<typeof TableMappingSchema>;
 /** A validated mapping (defaults applied). */
@@ -147,10 +201,21 @@ function tableProblems(name: string, table: TableMapping): Problem[] {
       message: 'class system has no tenant: remove tenant, or choose another class',
     });
   }
+  if (table.class === 'system') {
+    // System cells are encrypted under the system key only: splitting them by author,
+    // conversation or period would suggest an erasure or retention that can never reach them.
+    for (const field of ['author', 'conversation', 'timestamp'] as const) {
+      if (table[field] === undefined) continue;
+      problems.push({
+        path: [field],
+        message: `class system is encrypted under the system key only, so no erasure or retention reaches its rows by ${field}: remove ${field}, or choose another class (with a tenant) so erasure and retention can reach the rows`,
+      });
+    }
+  }
   if (table.class !== 'system' && table.tenant === undefined) {
     problems.push({
       path: [],
-      message: `class ${table.class} needs a tenant: set tenant to the column (or alias.column) holding the tenant id, or use class system`,
+      message: `class ${table.class} needs a tenant: set tenant to the column (or alias.column) holding the tenant id, or to { literal: "id" } when every row has the same tenant, or use class system`,
     });
   }
   table.primaryKey.forEach((column, i) => {
@@ -191,14 +256,23 @@ function tableProblems(name: string, table: TableMapping): Problem[] {
   });
 
   const used = new Set<string>();
-  const refs: [string[], string | undefined][] = [
-    [['tenant'], table.tenant],
-    [['author'], table.author],
+  const refs: [(string | number)[], string | undefined][] = [
+    [['tenant'], tenantColumn(table)],
+    ...subjectRefs(table).map((ref, i): [(string | number)[], string] => [
+      Array.isArray(table.author) ? ['author', i] : ['author'],
+      ref,
+    ]),
     [['conversation'], table.conversation],
     [['timestamp', 'column'], table.timestamp?.column],
   ];
+  subjectRefs(table).forEach((ref, i, all) => {
+    if (all.indexOf(ref) !== i) {
+      problems.push({ path: ['author', i], message: `subject column "${ref}" is listed twice: remove one` });
+    }
+  });
   for (const [path, ref] of refs) {
-    if (ref === undefined) continue;
+    // A malformed reference has its own error; its text says nothing about aliases.
+    if (ref === undefined || !COLUMN_REF.test(ref)) continue;
     const { alias } = parseColumnRef(ref);
     if (alias === undefined) continue;
     used.add(alias);
@@ -221,6 +295,34 @@ function tableProblems(name: string, table: TableMapping): Problem[] {
     }
   });
   return problems;
+}
+
+/** The column reference of a table's tenant; undefined for none or a literal tenant. */
+export function tenantColumn(table: TableMapping): string | undefined {
+  return typeof table.tenant === 'string' ? table.tenant : undefined;
+}
+
+/** The constant tenant id of a table mapped with `tenant: { literal }`; undefined otherwise. */
+export function tenantLiteral(table: TableMapping): string | undefined {
+  return typeof table.tenant === 'object' ? table.tenant.literal : undefined;
+}
+
+/** A table's subject columns (`author`, one reference or a list), in mapping order; [] for none. */
+export function subjectRefs(table: TableMapping): readonly string[] {
+  if (table.author === undefined) return [];
+  return typeof table.author === 'string' ? [table.author] : table.author;
+}
+
+/**
+ * Every mapped table with at least one subject column, by table name (byte order), and the
+ * column references (`column` or `alias.column`, as mapped) that name a person in its rows:
+ * the columns an erasure of a person reaches.
+ */
+export function subjectColumns(mapping: Mapping): { table: string; columns: string[] }[] {
+  return Object.entries(mapping.tables)
+    .filter(([, table]) => subjectRefs(table).length > 0)
+    .map(([name, table]) => ({ table: name, columns: [...subjectRefs(table)] }))
+    .sort((a, b) => (a.table < b.table ? -1 : a.table > b.table ? 1 : 0));
 }
 
 /** `tables.messages.joins[0].on` from a zod path. */

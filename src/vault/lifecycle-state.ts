@@ -81,7 +81,10 @@ export async function lifecycleCellKeys(ctx: VaultContext): Promise<LifecycleCel
       WHERE k.id IN (SELECT key_id FROM ${t(ctx, 'held_cell_keys')})
          OR EXISTS (SELECT 1 FROM ${t(ctx, 'holds')} h
                      WHERE h.released_at IS NULL AND h.tenant = k.tenant
-                       AND (h.user_id IS NULL OR h.user_id = k.author)
+                       -- A cell with several subjects (or an escaped id) is read and
+                       -- matched in full by holdCovers; this only narrows the read.
+                       AND (h.user_id IS NULL OR h.user_id = k.author OR strpos(k.author, chr(92)) > 0
+                            OR strpos(k.author, ',') > 0)
                        AND (h.conversation IS NULL OR h.conversation = k.conversation))
       ORDER BY k.id COLLATE "C"`,
   );

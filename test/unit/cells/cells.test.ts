@@ -10,6 +10,7 @@ import {
   groupCells,
   type CellTuple,
 } from '../../../src/cells/index.ts';
+import { encodeSubjects } from '../../../src/mapping/index.ts';
 
 async function* chunked(text: string, size: number): AsyncGenerator<Uint8Array> {
   const bytes = Buffer.from(text, 'utf8');
@@ -60,8 +61,9 @@ describe('cell ids', () => {
       fc.property(
         fc.string(),
         fc.string(),
-        fc.option(fc.string()),
-        fc.option(fc.string()),
+        // Authors are canonical subject texts: one id or several (src/mapping/subjects.ts).
+        fc.array(fc.string(), { maxLength: 3 }).map(encodeSubjects),
+        fc.array(fc.string(), { maxLength: 3 }).map(encodeSubjects),
         fc.option(fc.string()),
         fc.option(fc.string()),
         (t1, t2, a1, a2, c1, c2) => {

@@ -165,7 +165,7 @@ describe('parseMapping', () => {
     });
     expect(rules.message.split('\n')).toEqual([
       'table mapping is invalid:',
-      '  - tables.a: class messages needs a tenant: set tenant to the column (or alias.column) holding the tenant id, or use class system',
+      '  - tables.a: class messages needs a tenant: set tenant to the column (or alias.column) holding the tenant id, or to { literal: "id" } when every row has the same tenant, or use class system',
       '  - tables.a.primaryKey[1]: column "id" appears twice in primaryKey: remove one',
       '  - tables.b.author: "z.id" refers to alias "z", which no join declares (c): add the join or fix the alias',
     ]);
