@@ -45,6 +45,7 @@ export { checkCoverage, type TableInfo } from './coverage.ts';
 export { readSchema } from './read-schema.ts';
 export { schemaToDdl, type SchemaDdl } from './schema-ddl.ts';
 export { SchemaDescriptionSchema, sqlFragmentProblem } from './schema-check.ts';
+export { canonicalJson, describeSchemaChange, diffSchemas, schemaId, summarizeSchema, type ColumnProperty, type SchemaChange, type SchemaSummary } from './schema-diff.ts';
 export type {
   ColumnDescription,
   ConstraintDescription,
