@@ -4,6 +4,7 @@ import type { BackupProgress } from '../snapshot/index.ts';
 import type { Command } from './commands.ts';
 import { backupUpdate } from './job-progress.ts';
 import { actorName, bytes, duration, stringOpt } from './format.ts';
+import { schemaText } from './schema-lines.ts';
 
 /** `I/K` with 0 <= I < K <= 1024, or a USAGE error naming the option. */
 function parseShard(text: string): { index: number; of: number } {
@@ -68,6 +69,10 @@ export const backupCommand: Command = {
             ? `full read: every row read (${result.cellsRead} cells)`
             : `${result.segmentsRead} changed segment(s) read, ${result.cellsRead} cells (${result.sinceFullRead} snapshot(s) since the last full read)`),
       );
+      ctx.out(
+        `  ${schemaText(result.schema)}` +
+          (result.schemaChanged === true ? ', changed since the previous snapshot (`lethe verify` lists what changed)' : ''),
+      );
       if (result.cellsSkippedShredded > 0) {
         ctx.out(`warning: ${result.cellsSkippedShredded} cells were not backed up because a key they need was destroyed`);
       }
@@ -91,12 +96,21 @@ export const snapshotsCommand: Command = {
       ctx.out('no snapshots yet: run `lethe backup`');
       return ExitCode.OK;
     }
-    for (const s of snapshots) {
+    // Newest first: a snapshot's schema is compared with the next line's (the one before it).
+    const schemaOf = (stats: unknown): string | null => {
+      const schema = typeof stats === 'object' && stats !== null ? (stats as { schema?: unknown }).schema : undefined;
+      const id = typeof schema === 'object' && schema !== null ? (schema as { id?: unknown }).id : undefined;
+      return typeof id === 'string' && /^[0-9a-f]{12}$/.test(id) ? id : null;
+    };
+    snapshots.forEach((s, i) => {
       const stats = s.stats as { cells?: number; rows?: number; bytesPlain?: number } | null;
+      const schema = schemaOf(s.stats);
+      const before = snapshots[i + 1] === undefined ? null : schemaOf(snapshots[i + 1]?.stats);
       ctx.out(
-        `${s.id}  ${s.completedAt?.toISOString() ?? '-'}  ${stats?.cells ?? '?'} cells  ${stats?.rows ?? '?'} rows  ${bytes(stats?.bytesPlain ?? 0)}`,
+        `${s.id}  ${s.completedAt?.toISOString() ?? '-'}  ${stats?.cells ?? '?'} cells  ${stats?.rows ?? '?'} rows  ${bytes(stats?.bytesPlain ?? 0)}` +
+          `  schema ${schema ?? '-'}${schema !== null && before !== null && schema !== before ? ' (changed)' : ''}`,
       );
-    }
+    });
     return ExitCode.OK;
   },
 };

@@ -3,6 +3,7 @@ import { restore, verify } from '../jobs/tasks.ts';
 import type { Command } from './commands.ts';
 import { loadUpdate } from './job-progress.ts';
 import { actorName, duration, stringOpt } from './format.ts';
+import { schemaReportLines } from './schema-lines.ts';
 
 /** Destroyed keys listed one per line before the rest is summed up (all are in --json). */
 const SHREDDED_LINES = 20;
@@ -26,6 +27,7 @@ export const verifyCommand: Command = {
         `snapshot ${result.snapshotId}: ${result.ok ? 'OK' : 'FAILED'} — ${result.cellsVerified}/${result.cells} cells verified, ` +
           `${result.cellsShredded} shredded, ${result.cellsFailed} failed, ${result.rows} rows restored in ${duration(result.durationMs)}`,
       );
+      if (result.schema !== null) for (const line of schemaReportLines(result.schema)) ctx.out(`  ${line}`);
       for (const f of result.findings) ctx.out(`  ${f.code}  ${f.subject}: ${f.problem}`);
       for (const s of result.shredded.slice(0, SHREDDED_LINES)) {
         ctx.out(`  shredded  ${s.cells} cell(s) by ${s.keyId}: destroyed ${s.record.destroyedAt.toISOString()} by ${s.record.actor} (${s.record.reason}; audit #${s.record.auditSeq})`);

@@ -9,6 +9,7 @@ import type { ObjectStore } from '../storage/index.ts';
 import type { CompleteSnapshot, Vault } from '../vault/index.ts';
 import { leftOut, loadSnapshot, type Finding, type LoadProgress, type ShreddedByKey } from './engine.ts';
 import { openSnapshotManifest } from './manifest-source.ts';
+import { snapshotSchemaReport, type SnapshotSchemaReport } from './schema-report.ts';
 import { excessPrivileges } from './target-role.ts';
 import { pgClientConfig } from '../tls/index.ts';
 
@@ -45,6 +46,8 @@ export interface VerifyResult {
   readonly warnings: string[];
   /** Age of the newest data in the snapshot at the time of the drill (RPO), in seconds. */
   readonly dataAgeSeconds: number | null;
+  /** The snapshot's schema and what changed since the snapshot before; null when its manifest could not be read. */
+  readonly schema: SnapshotSchemaReport | null;
   /** Wall time of the drill, including the restore into the scratch database (RTO). */
   readonly durationMs: number;
 }
@@ -126,6 +129,7 @@ export async function runVerify(options: VerifyOptions): Promise<VerifyResult> {
       constraintsNotValidated: [],
       warnings: [],
       dataAgeSeconds: null,
+      schema: null,
       durationMs: Date.now() - started,
     };
   }
@@ -179,6 +183,7 @@ async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifes
     });
     await scratch.query('ROLLBACK');
     const findings = [...loaded.findings, ...(await checkLinks(store, vault, loaded.header))];
+    const schema = await snapshotSchemaReport(vault, store, manifest.schema, snapshot.previousId, options.signal);
     const newest = Date.parse(loaded.header.source.databaseTime);
     return {
       snapshotId: snapshot.id,
@@ -193,6 +198,7 @@ async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifes
       constraintsNotValidated: loaded.constraintsNotValidated,
       warnings,
       dataAgeSeconds: Math.round((Date.now() - newest) / 1000),
+      schema,
       durationMs: Date.now() - started,
     };
   } catch (err) {

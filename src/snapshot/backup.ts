@@ -33,6 +33,7 @@ import {
   type TableInfo,
 } from '../mapping/index.ts';
 import type { SchemaDescription } from '../mapping/index.ts';
+import { summarizeSchema, type SchemaSummary } from '../mapping/index.ts';
 import { z } from 'zod';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
 import type { CompleteSnapshot, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
@@ -119,6 +120,10 @@ export interface BackupResult {
   readonly fullRead: boolean;
   /** Snapshots since the last full read (0 for a full read). */
   readonly sinceFullRead: number;
+  /** The chat store's schema the snapshot holds: id, tables and columns (see summarizeSchema). */
+  readonly schema: SchemaSummary;
+  /** True when it is not the previous snapshot's schema; null for the first snapshot, or one after a lethe that did not record it. */
+  readonly schemaChanged: boolean | null;
   readonly durationMs: number;
 }
 
@@ -900,6 +905,17 @@ function headerOf(p: Prepared, options: BackupOptions, source: SourcePoint): Sna
 }
 
 /**
+ * The snapshot's schema summary, and whether it differs from the previous snapshot's (as
+ * that backup recorded it in the vault; `lethe verify` lists what changed).
+ */
+function schemaOutcome(p: Prepared): { schema: SchemaSummary; schemaChanged: boolean | null } {
+  const schema = summarizeSchema(p.schema);
+  const recorded = p.previous?.stats['schema'];
+  const previousId = typeof recorded === 'object' && recorded !== null && !Array.isArray(recorded) ? recorded['id'] : undefined;
+  return { schema, schemaChanged: typeof previousId === 'string' ? previousId !== schema.id : null };
+}
+
+/**
  * Ends a run whose tables are all written: leaves out tables no longer backed up, lists
  * every segment the snapshot holds in the signed manifest (the commit point), marks the
  * snapshot complete, and appends and exports the audit entry.
@@ -980,6 +996,7 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     cellsRead: written.cellsRead,
     fullRead: p.fullRead,
     sinceFullRead: p.sinceFullRead,
+    ...schemaOutcome(p),
     durationMs: Date.now() - started,
   };
   await vault.completeSnapshot(snapshotId, {

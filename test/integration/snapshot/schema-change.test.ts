@@ -3,11 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config/index.ts';
 import { ErrorCode, isLetheError } from '../../../src/errors/index.ts';
 import { Runtime } from '../../../src/jobs/runtime.ts';
+import { describeSchemaChange } from '../../../src/mapping/index.ts';
 import { backup, initialize, restore, verify } from '../../../src/jobs/tasks.ts';
 import { createLogger } from '../../../src/log/index.ts';
 import type { BackupResult } from '../../../src/snapshot/index.ts';
 import type { VerifyResult } from '../../../src/restore/index.ts';
-import { createLetheEnv, filesUnder, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
+import { createLetheEnv, expectExit, filesUnder, jsonOut, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { readTree, type TreeManifest } from '../../helpers/tree.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 
@@ -143,6 +144,8 @@ describe('backups across schema changes in the chat store', () => {
   const steps: Step[] = [];
   const refused: { name: string; err: unknown; filesBefore: string[]; filesAfter: string[]; snapshotsBefore: number; snapshotsAfter: number }[] = [];
   const trees = new Map<string, TreeManifest>();
+  /** A config file with the last mapping, for the CLI. */
+  let cliConfig = '';
 
   /** A runtime over the environment's config with `mapping` instead of the built-in one. */
   const runtimeWith = (mapping: unknown): Runtime => {
@@ -177,9 +180,9 @@ describe('backups across schema changes in the chat store', () => {
     template = await createTestDatabase('schema_change_tpl');
     await sql(template.url, STORE_SQL);
     env = await createLetheEnv({ template: template.name });
-    await initialize(env.rt, 'e2e');
     const url = env.chat.url;
     const first = runtimeWith(mappingDoc());
+    await initialize(first, 'e2e');
     await take(first, 'before');
 
     // (a) new columns: one without a default (NULL in old rows), one with; on tables whose rows are otherwise unchanged.
@@ -218,6 +221,7 @@ describe('backups across schema changes in the chat store', () => {
       },
     };
     const mapped = runtimeWith(withReactions);
+    cliConfig = await env.writeConfig('mapped.yaml', { ...env.raw, chatStore: { ...(env.raw['chatStore'] as Record<string, unknown>), mapping: withReactions } });
     await take(mapped, 'new-table');
 
     // (d) a dropped column, and a type change that leaves every value's text as it was.
@@ -308,9 +312,46 @@ describe('backups across schema changes in the chat store', () => {
     expect(step('drop-column').state['users']?.columns).toContain('locale character varying(20)');
   }, 60_000);
 
-  it('verifies every snapshot', async () => {
+  it('verifies every snapshot and says which schema it has and what changed since the one before', async () => {
     const results: VerifyResult[] = [];
     for (const s of steps) results.push(await verify(env.rt, { snapshot: s.result.snapshotId, actor: 'e2e' }));
     expect(results.map((r) => [r.ok, r.findings])).toEqual(steps.map(() => [true, []]));
+    const changes = results.map((r) => (r.schema?.changes ?? null)?.map(describeSchemaChange) ?? null);
+    expect(changes).toEqual([
+      null,
+      ['posts: + column pinned boolean', 'tenants: + column region text', 'users: + column bio text'],
+      ['posts: - column body text', 'posts: + column text text'],
+      ['channels: - column created_at timestamp with time zone', 'channels: + column opened_at timestamp with time zone'],
+      ['+ table reactions (3 columns)'],
+      ['posts: - column edited boolean', 'users: column locale type text → character varying(20)'],
+      [],
+    ]);
+    // The ids chain: each snapshot's previous schema is the one the snapshot before has, and the backup recorded the same id.
+    results.forEach((r, i) => {
+      const s = steps[i] as Step;
+      expect(r.schema?.id).toBe(s.result.schema.id);
+      expect(r.schema?.previous?.id ?? null).toBe(i === 0 ? null : (results[i - 1] as VerifyResult).schema?.id);
+      expect(s.result.schemaChanged).toBe(i === 0 ? null : (changes[i]?.length ?? 0) > 0);
+    });
+    expect(results.map((r) => [r.schema?.tables, r.schema?.columns])).toEqual([[5, 19], [5, 22], [5, 22], [5, 22], [6, 25], [6, 24], [6, 24]]);
+  }, 60_000);
+
+  it('prints the schema and its changes in verify and snapshots, as text and as JSON', async () => {
+    const drop = step('drop-column').result;
+    const text = await env.cli(['verify', '--snapshot', drop.snapshotId, '--config', cliConfig]);
+    expectExit(text, 0);
+    expect(text.stdout).toContain(`schema ${drop.schema.id}: 6 tables, 24 columns; changed since snapshot ${step('new-table').result.snapshotId} (schema ${step('new-table').result.schema.id}):`);
+    expect(text.stdout).toContain('    posts: - column edited boolean\n');
+    expect(text.stdout).toContain('    users: column locale type text → character varying(20)\n');
+    const list = await env.cli(['snapshots', '--config', cliConfig]);
+    expectExit(list, 0);
+    const lines = list.stdout.trim().split('\n');
+    expect(lines).toHaveLength(steps.length);
+    // Newest first: the full read has the schema of the snapshot before it; every other change is marked.
+    expect(lines.map((l) => / schema ([0-9a-f]{12}|-)( \(changed\))?$/.exec(l)?.slice(1, 3))).toEqual(
+      [...steps].reverse().map((s) => [s.result.schema.id, s.result.schemaChanged === true ? ' (changed)' : undefined]),
+    );
+    const json = jsonOut(await env.cli(['snapshots', '--json', '--config', cliConfig])) as { snapshots: { stats: { schema: unknown } }[] };
+    expect(json.snapshots.map((x) => x.stats.schema)).toEqual([...steps].reverse().map((s) => s.result.schema));
   }, 60_000);
 });
