@@ -5,12 +5,14 @@ import { spawnMeasured, type ProcessStats } from './measured-process.ts';
 /**
  * The baseline lethe is compared with: `pg_dump | age -r RECIPIENT > FILE`, the plain SQL
  * dump of one database encrypted to one recipient, run as two processes joined by a pipe,
- * without a shell.
+ * without a shell; then, for the chat store's files outside the database, `tar -c DIR |
+ * age -r RECIPIENT > FILE.files`, so that the baseline backs up the same bytes lethe does.
  */
 
 /** Debian's pg_dump (a pg_wrapper that runs the newest installed major, 15 here). */
 export const PG_DUMP = '/usr/bin/pg_dump';
 export const AGE = '/usr/bin/age';
+export const TAR = '/usr/bin/tar';
 
 /** age v1 payload: a 16-byte nonce, then STREAM chunks of 64 KiB plaintext plus a 16-byte tag. */
 const AGE_NONCE = 16;
@@ -21,6 +23,8 @@ export interface BaselineOptions extends DumpSource {
   /** An age X25519 recipient (`age1…`). */
   readonly recipient: string;
   readonly outFile: string;
+  /** The chat store's files directory: tarred through age into `outFile.files` after the dump. */
+  readonly filesDir: string;
   /** A private directory for GNU time's reports. */
   readonly scratchDir: string;
   readonly useGnuTime: boolean;
@@ -28,15 +32,28 @@ export interface BaselineOptions extends DumpSource {
 }
 
 export interface BaselineResult {
+  /** Both pipes, one after the other. */
   readonly wallMs: number;
-  /** pg_dump's and age's peaks added: the two run at the same time. Null if either is unknown. */
+  /**
+   * The larger of the two pipes' peaks, each pg_dump's (tar's) and age's added: the two of a
+   * pipe run at the same time, the pipes one after the other. Null if any is unknown.
+   */
   readonly peakRssBytes: number | null;
   readonly pgDump: ProcessStats;
   readonly age: ProcessStats;
-  /** Size of the encrypted file. */
+  /** Size of both encrypted files. */
   readonly outputBytes: number;
-  /** Size of the SQL dump inside it, computed from the age framing. */
+  /** Size of the SQL dump inside the first, computed from the age framing. */
   readonly dumpBytes: number;
+  /** `tar | age` of the files directory. */
+  readonly files: {
+    readonly wallMs: number;
+    readonly tar: ProcessStats;
+    readonly age: ProcessStats;
+    readonly outputBytes: number;
+    /** Size of the tar stream inside the age file. */
+    readonly tarBytes: number;
+  };
 }
 
 /** Where pg_dump connects, as the baseline and the restic peer both run it. */
@@ -93,10 +110,72 @@ async function agePlaintextBytes(file: string, size: number): Promise<number> {
 }
 
 /**
- * Runs `pg_dump | age -r RECIPIENT > outFile` and measures it from the first spawn to the
- * last exit. Throws with both programs' stderr when either fails.
+ * Runs `pg_dump | age -r RECIPIENT > outFile`, then `tar -c filesDir | age -r RECIPIENT >
+ * outFile.files`, and measures each from the first spawn to the last exit. Throws with both
+ * programs' stderr when either fails.
  */
 export async function dumpAndEncrypt(options: BaselineOptions): Promise<BaselineResult> {
+  const dump = await dumpPipe(options);
+  const files = await tarPipe(options);
+  const pairPeak = (a: ProcessStats, b: ProcessStats): number | null =>
+    a.peakRssBytes === null || b.peakRssBytes === null ? null : a.peakRssBytes + b.peakRssBytes;
+  const peaks = [dump.peakRssBytes, pairPeak(files.tar, files.age)];
+  return {
+    ...dump,
+    wallMs: dump.wallMs + files.wallMs,
+    peakRssBytes: peaks.includes(null) ? null : Math.max(...(peaks as number[])),
+    outputBytes: dump.outputBytes + files.outputBytes,
+    files,
+  };
+}
+
+/** `tar -c -C filesDir . | age -r RECIPIENT > outFile.files`, measured like the dump. */
+async function tarPipe(options: BaselineOptions): Promise<BaselineResult['files']> {
+  const outFile = `${options.outFile}.files`;
+  const out = await open(outFile, 'wx', 0o600);
+  const started = performance.now();
+  try {
+    const common = {
+      useGnuTime: options.useGnuTime,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    };
+    const tar = spawnMeasured(TAR, ['-c', '-f', '-', '-C', options.filesDir, '.'], {
+      ...common,
+      env: process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      reportFile: join(options.scratchDir, 'time-tar.txt'),
+    });
+    const tarOut = tar.child.stdout;
+    if (tarOut === null) throw new Error('tar has no stdout pipe');
+    const age = spawnMeasured(AGE, ['-r', options.recipient], {
+      ...common,
+      env: process.env,
+      stdio: [tarOut, out.fd, 'pipe'],
+      reportFile: join(options.scratchDir, 'time-age-files.txt'),
+    });
+    tarOut.destroy();
+    const [tarStats, ageStats] = await Promise.all([tar.done, age.done]);
+    const wallMs = performance.now() - started;
+    if (tarStats.exitCode !== 0 || ageStats.exitCode !== 0) {
+      throw new Error(
+        `tar | age failed: tar exit ${String(tarStats.exitCode)}, age exit ${String(ageStats.exitCode)}\n` +
+          `tar: ${tarStats.stderr.trim()}\nage: ${ageStats.stderr.trim()}`,
+      );
+    }
+    const outputBytes = (await stat(outFile)).size;
+    return {
+      wallMs,
+      tar: tarStats,
+      age: ageStats,
+      outputBytes,
+      tarBytes: await agePlaintextBytes(outFile, outputBytes),
+    };
+  } finally {
+    await out.close();
+  }
+}
+
+async function dumpPipe(options: BaselineOptions): Promise<Omit<BaselineResult, 'files'>> {
   const out = await open(options.outFile, 'wx', 0o600);
   const started = performance.now();
   try {

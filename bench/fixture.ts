@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { parseConfig } from '../src/config/index.ts';
@@ -7,17 +7,23 @@ import { EmbeddedPostgres } from '../src/embedded/postgres.ts';
 import { Runtime } from '../src/jobs/runtime.ts';
 import { initialize } from '../src/jobs/tasks.ts';
 import { createLogger } from '../src/log/index.ts';
+import { BUILTIN_BLOB_STORE } from '../src/mapping/index.ts';
 import { seedChatStore, withClient, type Scale, type SeedStats } from '../src/store/index.ts';
 import { freePort } from '../src/util/net.ts';
 
 /**
- * The benchmark's world: one embedded PostgreSQL, a seeded template database, and per run
- * a clone of it with its own vault database, object directory, master key and config file.
+ * The benchmark's world: one embedded PostgreSQL, a seeded template database with its files
+ * directory (the chat store's object store), and per run a clone of both with its own vault
+ * database, object directory, master key and config file.
  */
 
 /** The config file refers to the password by name; children get it in their environment. */
 export const PASSWORD_VARIABLE = 'LETHE_BENCH_PGPASSWORD';
 const TEMPLATE_DATABASE = 'bench_seed';
+/** The template's files, under the work directory; each run gets a copy in `chat-files/`. */
+const TEMPLATE_FILES = 'template-files';
+/** A run's chat object store, relative to its directory (and its config file). */
+const RUN_FILES = 'chat-files';
 
 export interface BenchServer {
   readonly server: EmbeddedPostgres;
@@ -66,15 +72,19 @@ async function admin(
 export interface SeededTemplate {
   readonly stats: SeedStats;
   readonly serverVersion: string;
+  /** The template's files directory; {@link prepareRun} copies it for each run. */
+  readonly filesDir: string;
 }
 
 /**
- * Seeds the template database at `scale`, then VACUUM ANALYZE: the clones start with hint
+ * Seeds the template database at `scale` (its files into `workDir/template-files`), then
+ * VACUUM ANALYZE: the clones start with hint
  * bits set and statistics gathered, like a long-lived database, so the first reader (the
  * full backup) does not pay for the bulk load's after-effects that pg_dump then skips.
  */
 export async function seedTemplate(
   s: BenchServer,
+  workDir: string,
   scale: Scale,
   signal: AbortSignal,
   onProgress: (text: string) => void,
@@ -86,8 +96,10 @@ export async function seedTemplate(
     signal,
   );
   const url = s.server.url(TEMPLATE_DATABASE);
+  const filesDir = join(workDir, TEMPLATE_FILES);
   const stats = await seedChatStore(url, {
     scale,
+    filesDir,
     signal,
     onProgress: (p) => onProgress(`seed: ${p.table} ${p.rows} rows`),
   });
@@ -103,12 +115,14 @@ export async function seedTemplate(
     },
     signal,
   );
-  return { stats, serverVersion };
+  return { stats, serverVersion, filesDir };
 }
 
 export interface RunSetup {
   readonly dir: string;
   readonly storageDir: string;
+  /** The run's copy of the chat store's files (`chatStore.blobStores.files`). */
+  readonly filesDir: string;
   readonly configFile: string;
   readonly chatDatabase: string;
   readonly vaultDatabase: string;
@@ -128,7 +142,11 @@ function configDocument(
   const url = (database: string): string =>
     `postgres://${s.user}:\${${PASSWORD_VARIABLE}}@127.0.0.1:${s.port}/${database}`;
   return {
-    chatStore: { database: { url: url(chatDatabase) }, mapping: 'builtin' },
+    chatStore: {
+      database: { url: url(chatDatabase) },
+      mapping: 'builtin',
+      blobStores: { [BUILTIN_BLOB_STORE]: { url: RUN_FILES } },
+    },
     vault: { database: { url: url(vaultDatabase) }, schema: 'lethe' },
     storage: { type: 'filesystem', path: 'objects' },
     masterKey: { file: 'master.key' },
@@ -138,13 +156,15 @@ function configDocument(
 }
 
 /**
- * Prepares run `index`: clones the template into a fresh chat database, creates an empty
- * vault database, writes the config file (mode 0600; the password stays out of it) and runs
- * `initialize` on it, as `lethe init` would.
+ * Prepares run `index`: clones the template into a fresh chat database and its files into
+ * the run's `chat-files/` (the churn adds and removes files there, so runs must not share
+ * them), creates an empty vault database, writes the config file (mode 0600; the password
+ * stays out of it) and runs `initialize` on it, as `lethe init` would.
  */
 export async function prepareRun(
   s: BenchServer,
   workDir: string,
+  template: SeededTemplate,
   index: number,
   signal: AbortSignal,
 ): Promise<RunSetup> {
@@ -162,6 +182,8 @@ export async function prepareRun(
   );
   const dir = join(workDir, `run-${index}`);
   await mkdir(dir, { mode: 0o700 });
+  const filesDir = join(dir, RUN_FILES);
+  await cp(template.filesDir, filesDir, { recursive: true });
   const raw = configDocument(s, chatDatabase, vaultDatabase);
   const configFile = join(dir, 'lethe.yaml');
   await writeFile(configFile, stringify(raw), { mode: 0o600 });
@@ -176,6 +198,7 @@ export async function prepareRun(
   return {
     dir,
     storageDir: join(dir, 'objects'),
+    filesDir,
     configFile,
     chatDatabase,
     vaultDatabase,

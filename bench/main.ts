@@ -18,6 +18,7 @@ import {
   startServer,
   type BenchServer,
   type RunSetup,
+  type SeededTemplate,
 } from './fixture.ts';
 import { BackupOutput, letheNodeFlags, runLethe, VerifyOutput, type PhaseOptions } from './lethe-phase.ts';
 import { measureLifecycle } from './lifecycle.ts';
@@ -178,6 +179,7 @@ function stepLine(stats: { wallMs: number; peakRssBytes: number | null }): strin
 interface RunContext {
   readonly server: BenchServer;
   readonly workDir: string;
+  readonly template: SeededTemplate;
   readonly useGnuTime: boolean;
   readonly cpuProfileDir: string | undefined;
   readonly nodeFlags: readonly string[];
@@ -195,7 +197,7 @@ interface RunContext {
 async function measureRun(ctx: RunContext, index: number): Promise<RunMeasurements> {
   const { server, signal, say } = ctx;
   say(`run ${index}: cloning the seeded database, lethe init`);
-  const setup: RunSetup = await prepareRun(server, ctx.workDir, index, signal);
+  const setup: RunSetup = await prepareRun(server, ctx.workDir, ctx.template, index, signal);
   try {
     const phase = async (step: 'full' | 'incremental' | 'verify' | 'lifecycle'): Promise<PhaseOptions> => {
       const profileDir =
@@ -231,11 +233,13 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
       ...source,
       recipient: setup.recipient,
       outFile: dumpFile,
+      filesDir: setup.filesDir,
       scratchDir: setup.dir,
       useGnuTime: ctx.useGnuTime,
       signal,
     });
     await rm(dumpFile);
+    await rm(`${dumpFile}.files`);
     say(
       `run ${index}: ${stepLine({ wallMs: baseline.wallMs, peakRssBytes: baseline.peakRssBytes })}`,
     );
@@ -246,7 +250,7 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
       say(`run ${index}: pg_dump | restic backup (full)`);
       const repo = await initRestic(setup.dir, signal);
       await checkpoint(server, signal);
-      const resticFull = await dumpToRestic({ ...source, repo, scratchDir: setup.dir, useGnuTime: ctx.useGnuTime, label: 'full', signal });
+      const resticFull = await dumpToRestic({ ...source, repo, filesDir: setup.filesDir, scratchDir: setup.dir, useGnuTime: ctx.useGnuTime, label: 'full', signal });
       say(`run ${index}: ${stepLine(resticFull)}`);
       peer = { repo, full: resticFull };
     }
@@ -254,7 +258,7 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
     say(
       `run ${index}: churn: +${CHURN.addFraction * 100}% messages, ${CHURN.editFraction * 100}% edited, ${CHURN.deleteFraction * 100}% deleted`,
     );
-    const churn = await applyChurn(setup.chatUrl, { ...CHURN, signal });
+    const churn = await applyChurn(setup.chatUrl, { ...CHURN, filesDir: setup.filesDir, signal });
     say(`run ${index}: churn: ${churn.added} added, ${churn.edited} edited, ${churn.deleted} deleted`);
     const dbBytesAfterChurn = await databaseBytes(server, setup.chatDatabase);
 
@@ -273,6 +277,7 @@ async function measureRun(ctx: RunContext, index: number): Promise<RunMeasuremen
       const resticIncremental = await dumpToRestic({
         ...source,
         repo: peer.repo,
+        filesDir: setup.filesDir,
         scratchDir: setup.dir,
         useGnuTime: ctx.useGnuTime,
         label: 'incremental',
@@ -360,18 +365,20 @@ async function bench(
 
   say(`seeding the ${options.scale} chat store`);
   let lastProgress = 0;
-  const template = await seedTemplate(server, options.scale, signal, (text) => {
+  const template = await seedTemplate(server, workDir, options.scale, signal, (text) => {
     if (performance.now() - lastProgress > 5000) {
       lastProgress = performance.now();
       say(text);
     }
   });
   say(
-    `seeded ${(template.stats.bytes / 1e6).toFixed(1)} MB in ${(template.stats.durationMs / 1000).toFixed(1)} s`,
+    `seeded ${(template.stats.bytes / 1e6).toFixed(1)} MB in the database and ${template.stats.files.count} files ` +
+      `(${(template.stats.files.bytes / 1e6).toFixed(1)} MB) outside it in ${(template.stats.durationMs / 1000).toFixed(1)} s`,
   );
 
   const ctx: RunContext = {
     server,
+    template,
     workDir,
     useGnuTime,
     cpuProfileDir: options.cpuProfileDir,

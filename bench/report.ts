@@ -86,7 +86,7 @@ function runRows(run: RunMeasurements): Partial<Record<StepName, RunRow>> {
   const rate = (bytes: number, ms: number): number => bytes / 1e6 / s(ms);
   const restic = (r: ResticResult, databaseBytes: number): RunRow => ({
     seconds: s(r.wallMs),
-    mbPerSecond: rate(databaseBytes, r.wallMs),
+    mbPerSecond: rate(databaseBytes + r.filesBytes, r.wallMs),
     peakRssBytes: r.peakRssBytes,
     outputBytes: total(r.stored),
   });
@@ -111,7 +111,7 @@ function runRows(run: RunMeasurements): Partial<Record<StepName, RunRow>> {
     },
     'pg_dump | age': {
       seconds: s(run.baseline.wallMs),
-      mbPerSecond: rate(run.databaseBytes, run.baseline.wallMs),
+      mbPerSecond: rate(run.databaseBytes + run.baseline.files.tarBytes, run.baseline.wallMs),
       peakRssBytes: run.baseline.peakRssBytes,
       outputBytes: run.baseline.outputBytes,
     },
@@ -218,14 +218,16 @@ export function formatNotes(runs: readonly RunMeasurements[]): string {
   const lines = [
     `chat database ${mb(run.databaseBytes)} MB (pg_database_size: tables, TOAST, indexes); ` +
       `lethe plaintext ${mb(full.output.bytesPlain)} MB in ${full.output.cells} cells, ${full.output.rows} rows; ` +
-      `the SQL dump inside the age file ${mb(baseline.dumpBytes)} MB`,
+      `the SQL dump inside the age file ${mb(baseline.dumpBytes)} MB; the chat store's files outside the database, tarred through age as a second file: ` +
+      `${mb(baseline.files.tarBytes)} MB of tar in ${(baseline.files.wallMs / 1000).toFixed(2)} s`,
     `MB/s: lethe rows divide lethe's plaintext (COPY text of every cell in the snapshot) by the time; ` +
-      `pg_dump | age and pg_dump | restic divide the database size (after the churn for the incremental)`,
+      `pg_dump | age and pg_dump | restic divide the database size plus the files' bytes (after the churn for the incremental)`,
     `output: what the step added to the object store: full ${breakdown(full.stored)}; incremental ${breakdown(incremental.stored)}; ` +
       `encrypted cells alone (bytesStored): full ${mb(full.output.bytesStored)} MB, incremental ${mb(incremental.output.bytesStored)} MB`,
     `churn before the incremental, of ${churn.messagesBefore} messages: ${churn.added} added (created ${day(churn.window.start)} … ` +
       `${day(churn.window.end)}, the store's last 30 days), ${churn.edited} edited, ${churn.deleted} deleted ` +
-      `(with ${churn.deletedDependents.messageEdits} message_edits and ${churn.deletedDependents.attachments} attachments rows), ` +
+      `(with ${churn.deletedDependents.messageEdits} message_edits, ${churn.deletedDependents.attachments} attachments and ${churn.deletedDependents.files} files rows), ` +
+      `${churn.addedFiles.files} files added (${mb(churn.addedFiles.bytes)} MB), ` +
       `edits and deletions uniform over the history; oldest edited message ${churned(churn.oldestEdited)}, ` +
       `oldest deleted ${churned(churn.oldestDeleted)}`,
     `incremental: ${incremental.output.cellsReused}/${incremental.output.cells} cells reused, ${incremental.output.cellsWritten} written`,
@@ -249,8 +251,9 @@ function resticNote(restic: RunMeasurements['restic']): string {
   const { full, incremental } = restic;
   return (
     `pg_dump | restic: a local repository (default settings) in the run's directory, pg_dump as for pg_dump | age; ` +
-    `output is the repository's growth: full ${breakdown(full.stored)} for a ${mb(full.dumpBytes)} MB dump; ` +
-    `incremental ${breakdown(incremental.stored)} for a ${mb(incremental.dumpBytes)} MB dump ` +
+    `then \`restic backup\` of the files directory; ` +
+    `output is the repository's growth: full ${breakdown(full.stored)} for a ${mb(full.dumpBytes)} MB dump and ${mb(full.filesBytes)} MB of files; ` +
+    `incremental ${breakdown(incremental.stored)} for a ${mb(incremental.dumpBytes)} MB dump and ${mb(incremental.filesBytes)} MB of files ` +
     `(restic's data_added: full ${mb(full.dataAdded)}, incremental ${mb(incremental.dataAdded)} MB); ` +
     `peak RSS is pg_dump's and restic's added (restic ${restic.incremental.restic.peakRssBytes === null ? 'n/a' : mb(restic.incremental.restic.peakRssBytes)} MB in the incremental)`
   );

@@ -112,11 +112,17 @@ export interface ResticResult {
   readonly dataAdded: number;
   /** Size of the SQL dump restic read. */
   readonly dumpBytes: number;
+  /** Bytes of the chat store's files restic read (its second backup, of the files directory). */
+  readonly filesBytes: number;
+  /** The files' backup alone (part of wallMs). */
+  readonly filesWallMs: number;
   readonly snapshotId: string;
 }
 
 export interface ResticBackupOptions extends DumpSource {
   readonly repo: ResticRepo;
+  /** The chat store's files directory, backed up by a second `restic backup DIR` after the dump. */
+  readonly filesDir: string;
   /** A private directory for GNU time's reports. */
   readonly scratchDir: string;
   readonly useGnuTime: boolean;
@@ -127,9 +133,10 @@ export interface ResticBackupOptions extends DumpSource {
 
 /**
  * Runs `pg_dump | restic backup --stdin --stdin-filename chat.sql`, with pg_dump's
- * arguments exactly as the `pg_dump | age` baseline gives them, and measures it from the
- * first spawn to the last exit, and the repository's growth. Throws with both programs'
- * stderr when either fails.
+ * arguments exactly as the `pg_dump | age` baseline gives them, then `restic backup
+ * filesDir` for the chat store's files outside the database, and measures both from the
+ * first spawn to the last exit, and the repository's growth. Throws with the programs'
+ * stderr when any fails.
  */
 export async function dumpToRestic(options: ResticBackupOptions): Promise<ResticResult> {
   const before = await bytesByTopLevel(options.repo.dir);
@@ -181,6 +188,53 @@ export async function dumpToRestic(options: ResticBackupOptions): Promise<Restic
         `pg_dump: ${pgDump.stderr.trim()}\nrestic: ${resticStats.stderr.trim()}`,
     );
   }
+  const summary = lastSummary(stdout);
+  const filesStarted = performance.now();
+  const files = spawnMeasured(
+    RESTIC,
+    ['backup', options.filesDir, '--host', 'lethe-bench', '--json', '--quiet'],
+    {
+      ...common,
+      env: resticEnv(options.repo),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      reportFile: join(options.scratchDir, `time-restic-files-${options.label}.txt`),
+    },
+  );
+  let filesStdout = '';
+  files.child.stdout?.setEncoding('utf8');
+  files.child.stdout?.on('data', (chunk: string) => {
+    filesStdout = (filesStdout + chunk).slice(-64 * 1024);
+  });
+  const filesStats = await files.done;
+  const filesWallMs = performance.now() - filesStarted;
+  if (filesStats.exitCode !== 0) {
+    throw new Error(
+      `restic backup of the files failed: exit ${String(filesStats.exitCode)}\n${filesStats.stderr.trim()}`,
+    );
+  }
+  const filesSummary = lastSummary(filesStdout);
+  const peaks = [
+    pgDump.peakRssBytes === null || resticStats.peakRssBytes === null
+      ? null
+      : pgDump.peakRssBytes + resticStats.peakRssBytes,
+    filesStats.peakRssBytes,
+  ];
+  return {
+    wallMs: wallMs + filesWallMs,
+    filesWallMs,
+    filesBytes: filesSummary.total_bytes_processed,
+    peakRssBytes: peaks.includes(null) ? null : Math.max(...(peaks as number[])),
+    pgDump,
+    restic: resticStats,
+    stored: growth(await bytesByTopLevel(options.repo.dir), before),
+    dataAdded: summary.data_added + filesSummary.data_added,
+    dumpBytes: summary.total_bytes_processed,
+    snapshotId: summary.snapshot_id,
+  };
+}
+
+/** restic's `--json` summary: the last line of `stdout` that parses as one; throws when none does. */
+function lastSummary(stdout: string): z.infer<typeof ResticSummary> {
   const summary = stdout
     .split('\n')
     .map((line) => {
@@ -194,17 +248,5 @@ export async function dumpToRestic(options: ResticBackupOptions): Promise<Restic
   if (summary === undefined) {
     throw new Error(`restic backup printed no summary line:\n${stdout.slice(-2000)}`);
   }
-  return {
-    wallMs,
-    peakRssBytes:
-      pgDump.peakRssBytes === null || resticStats.peakRssBytes === null
-        ? null
-        : pgDump.peakRssBytes + resticStats.peakRssBytes,
-    pgDump,
-    restic: resticStats,
-    stored: growth(await bytesByTopLevel(options.repo.dir), before),
-    dataAdded: summary.data_added,
-    dumpBytes: summary.total_bytes_processed,
-    snapshotId: summary.snapshot_id,
-  };
+  return summary;
 }

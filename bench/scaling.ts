@@ -64,10 +64,10 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   try {
     say(`seeding the ${scale} store`);
-    const seeded = await seedTemplate(server, scale, signal, () => undefined);
+    const seeded = await seedTemplate(server, workDir, scale, signal, () => undefined);
     const modes: (number | 'single')[] = ['single', ...counts];
     for (const [index, mode] of modes.entries()) {
-      const setup = await prepareRun(server, workDir, index, signal);
+      const setup = await prepareRun(server, workDir, seeded, index, signal);
       await checkpoint(server, signal);
       const phase: PhaseOptions = { configFile: setup.configFile, env: setup.env, scratchDir: setup.dir, useGnuTime, signal };
       say(mode === 'single' ? 'lethe backup (one process)' : `lethe backup --coordinate ${mode} with ${mode} worker(s)`);

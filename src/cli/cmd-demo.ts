@@ -14,7 +14,7 @@ import { freePort, portIsFree } from '../util/net.ts';
 import { pgClientConfig } from '../tls/index.ts';
 import type { Command, CommandContext } from './commands.ts';
 import { backupUpdate, loadUpdate, seedUpdate } from './job-progress.ts';
-import { parseScale } from './cmd-seed.ts';
+import { parseScale, seedFilesDir } from './cmd-seed.ts';
 import { actorName, bytes, duration, stringOpt } from './format.ts';
 
 const DEFAULT_PORT = 54329;
@@ -35,6 +35,12 @@ chatStore:
   database:
     embeddedDatabase: chat
   mapping: builtin
+  # The chat service's own object store: the reference store's \`files\` rows hold keys into
+  # it, and lethe backs up those bytes with the rows (it only reads here). A real service
+  # names its directory or s3://bucket/prefix with read-only credentials (docs/mapping.md).
+  blobStores:
+    files:
+      url: chat-files
 vault:
   database:
     embeddedDatabase: lethe_vault
@@ -146,20 +152,24 @@ async function runDemo(ctx: CommandContext): Promise<number> {
     const init = await initialize(rt, actor);
     say(`1. init: vault ready, master key ${init.masterKeyFile ?? '(none)'}${init.masterKeyCreated ? ' (new)' : ''}`);
     const chatUrl = await rt.chatStoreUrl();
+    const filesDir = seedFilesDir(config, undefined);
     if (await isSeeded(chatUrl)) {
       say('2. seed: the chat store is already seeded');
     } else {
-      const seeded = await seedChatStore(chatUrl, { scale, signal: ctx.signal, onProgress: (p) => ctx.progress(seedUpdate(p)) });
+      const seeded = await seedChatStore(chatUrl, { scale, filesDir, signal: ctx.signal, onProgress: (p) => ctx.progress(seedUpdate(p)) });
       ctx.progress(null);
       const rows = Object.values(seeded.rows).reduce((a, b) => a + b, 0);
-      say(`2. seed: ${scale} reference chat store, ${rows} rows (${bytes(seeded.bytes)}) in ${duration(seeded.durationMs)}`);
+      say(
+        `2. seed: ${scale} reference chat store, ${rows} rows (${bytes(seeded.bytes)}) in ${duration(seeded.durationMs)}; ` +
+          `${seeded.files.count} files (${bytes(seeded.files.bytes)}) outside the database, in ${relative(dir, filesDir) || filesDir}/`,
+      );
     }
     const onProgress = (p: BackupProgress): void => ctx.progress(backupUpdate(p));
     const first = await backup(rt, { actor, signal: ctx.signal, onProgress });
     ctx.progress(null);
     say(describeBackup('3. backup', first));
-    const added = await addMessages(chatUrl, { count: ADDED_MESSAGES[scale], seed: Date.now() % 1_000_000, signal: ctx.signal });
-    say(`4. ${added.messages} new messages written to the chat store`);
+    const added = await addMessages(chatUrl, { count: ADDED_MESSAGES[scale], seed: Date.now() % 1_000_000, filesDir, signal: ctx.signal });
+    say(`4. ${added.messages} new messages written to the chat store, ${added.files} of them with a file (${bytes(added.fileBytes)})`);
     const second = await backup(rt, { actor, signal: ctx.signal, onProgress });
     ctx.progress(null);
     say(describeBackup('5. backup', second));

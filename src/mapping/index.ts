@@ -26,7 +26,7 @@ export {
   type TimestampType,
 } from './schema.ts';
 export { decodeSubjects, encodeSubjects } from './subjects.ts';
-export { BUILTIN_MAPPING } from './builtin.ts';
+export { BUILTIN_BLOB_STORE, BUILTIN_MAPPING } from './builtin.ts';
 export { classOf, tableEntry, type TableEntry } from './resolve.ts';
 export {
   buildCellQuery,

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { languageOf } from './corpus.ts';
 import { copyRows } from './copy-load.ts';
+import { addFilesToNewMessages } from './files.ts';
 import { COPY_NULL, copyBool, copyRow, copyText, copyTimestamp } from './copy-text.ts';
 import { inTransaction, withClient } from './pg-client.ts';
 import { CumulativeTable, Prng, zipfWeights } from './random.ts';
@@ -23,7 +24,19 @@ export interface AddMessagesOptions {
   readonly seed: number;
   /** End of the window the new messages fall in (the 3 days before it); default REFERENCE_END. */
   readonly at?: Date;
+  /**
+   * The chat store's object store (table `files`): when given, about 1% of the new messages
+   * carry a file, whose bytes are written there. Without it, no file is added.
+   */
+  readonly filesDir?: string;
   readonly signal?: AbortSignal;
+}
+
+export interface AddedMessages {
+  readonly messages: number;
+  /** Files added with the messages, and their bytes (0 without `filesDir`). */
+  readonly files: number;
+  readonly fileBytes: number;
 }
 
 /**
@@ -32,17 +45,20 @@ export interface AddMessagesOptions {
  * (so only the latest month or two change), in conversations active in the 30 days before
  * `at` (any conversation if none is), each sent by a member. No existing row is modified.
  *
+ * With `filesDir`, about 1% of the new messages also get a file from their sender: its bytes
+ * are written to `filesDir` before its `files` row (see files.ts).
+ *
  * Deterministic for the same database contents and seed; a second call with the same seed
  * appends different messages, since the current maximum id is part of the stream. One
  * transaction; the messages table is locked against concurrent writers meanwhile.
  *
  * Throws USAGE for a bad count, NOT_FOUND when the store has no conversation with members,
- * ABORTED when `signal` fires, DATABASE otherwise.
+ * ABORTED when `signal` fires, STORAGE when a file cannot be written, DATABASE otherwise.
  */
 export async function addMessages(
   url: string,
   options: AddMessagesOptions,
-): Promise<{ messages: number }> {
+): Promise<AddedMessages> {
   const { count, seed, signal } = options;
   const atMs = (options.at ?? REFERENCE_END).getTime();
   if (!Number.isSafeInteger(count) || count < 1 || count > MAX_COUNT) {
@@ -104,7 +120,15 @@ export async function addMessages(
         const messages = await copyRows(client, 'public.messages', COLUMNS.messages, rows(), {
           signal,
         });
-        return { messages };
+        if (options.filesDir === undefined) return { messages, files: 0, fileBytes: 0 };
+        const added = await addFilesToNewMessages(client, {
+          seed,
+          afterMessageId: BigInt(maxId),
+          dir: options.filesDir,
+          signal,
+          doing: 'adding files to the reference chat store',
+        });
+        return { messages, files: added.files, fileBytes: added.bytes };
       }),
     signal,
   );

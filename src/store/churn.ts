@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
 import { languageOf } from './corpus.ts';
 import { copyRows } from './copy-load.ts';
+import { addFilesToNewMessages, removeObjects } from './files.ts';
 import { COPY_NULL, copyBool, copyRow, copyText, copyTimestamp } from './copy-text.ts';
 import { inTransaction, withClient } from './pg-client.ts';
 import { Prng } from './random.ts';
@@ -38,6 +39,12 @@ export interface ChurnOptions {
   readonly deleteFraction: number;
   /** Non-negative safe integer: the same store and seed give the same churn. */
   readonly seed: number;
+  /**
+   * The chat store's object store (table `files`): when given, about 1% of the added
+   * messages carry a file written there, and the files of deleted messages are removed
+   * from it after the commit. Without it, no file is added and no bytes are removed.
+   */
+  readonly filesDir?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -54,7 +61,13 @@ export interface ChurnResult {
   readonly edited: number;
   readonly deleted: number;
   /** Rows deleted with the deleted messages because they refer to them. */
-  readonly deletedDependents: { readonly messageEdits: number; readonly attachments: number };
+  readonly deletedDependents: {
+    readonly messageEdits: number;
+    readonly attachments: number;
+    readonly files: number;
+  };
+  /** Files added with the new messages (0 without `filesDir`), and their bytes. */
+  readonly addedFiles: { readonly files: number; readonly bytes: number };
   /**
    * The edited message created first (of the edits, the one deepest in the history: the
    * "edited two-year-old message" of the tests); null when nothing was edited.
@@ -77,8 +90,10 @@ export interface ChurnResult {
  *   churn, chosen uniformly over the whole history among the messages no reply points
  *   at. A thread root stays (a chat service shows it as "message deleted" rather than
  *   orphan the replies), so no other message is rewritten. A deleted message's
- *   message_edits and attachments rows go first: they belong to it, and their foreign
- *   keys would refuse the delete otherwise.
+ *   message_edits, attachments and files rows go first: they belong to it, and their
+ *   foreign keys would refuse the delete otherwise. With `filesDir`, the deleted files'
+ *   bytes are removed once the transaction has committed (never before: a rollback keeps
+ *   the rows that point at them).
  * - edits round(editFraction × N) other existing messages, chosen uniformly over the whole
  *   history: each gets a message_edits row (editor the sender, previous_body the old
  *   body, edited_at_ms a moment in the window, and at least a second after the message
@@ -86,14 +101,25 @@ export interface ChurnResult {
  * - adds round(addFraction × N) messages with ids after the current maximum, created_at
  *   spread evenly over the window; each goes to the conversation and sender of an
  *   existing message of the window, so busy conversations and senders get most of them.
+ *   With `filesDir`, about 1% of them carry a file, written there before its row.
  *
  * Deterministic for the same database contents and seed. Memory stays bounded at any
  * fraction: selection happens in the server and the client works in batches.
  *
  * Throws USAGE for a fraction outside [0, 1] or a bad seed, NOT_FOUND when the store has no
- * messages, ABORTED when `signal` fires, DATABASE otherwise (nothing is changed then).
+ * messages, ABORTED when `signal` fires, STORAGE when a file cannot be written or removed,
+ * DATABASE otherwise (nothing is changed in the database then).
  */
 export async function applyChurn(url: string, options: ChurnOptions): Promise<ChurnResult> {
+  const { removedKeys, result } = await churnInTransaction(url, options);
+  if (options.filesDir !== undefined) await removeObjects(options.filesDir, removedKeys);
+  return result;
+}
+
+async function churnInTransaction(
+  url: string,
+  options: ChurnOptions,
+): Promise<{ removedKeys: string[]; result: ChurnResult }> {
   const { seed, signal } = options;
   for (const name of ['addFraction', 'editFraction', 'deleteFraction'] as const) {
     const f = options[name];
@@ -192,7 +218,17 @@ export async function applyChurn(url: string, options: ChurnOptions): Promise<Ch
           signal,
           doing,
         );
-        return {
+        const addedFiles =
+          options.filesDir === undefined
+            ? { files: 0, bytes: 0 }
+            : await addFilesToNewMessages(client, {
+                seed,
+                afterMessageId: BigInt(head.max_id),
+                dir: options.filesDir,
+                signal,
+                doing,
+              });
+        const result: ChurnResult = {
           messagesBefore: before,
           added,
           edited,
@@ -200,25 +236,35 @@ export async function applyChurn(url: string, options: ChurnOptions): Promise<Ch
           deletedDependents: {
             messageEdits: dependents.messageEdits,
             attachments: dependents.attachments,
+            files: dependents.fileKeys.length,
           },
+          addedFiles,
           oldestEdited: await oldestOf(client, 'lethe_churn_edited'),
           oldestDeleted: await oldestOf(client, 'lethe_churn_deleted'),
           window: { start: new Date(window.startMs), end: new Date(window.endMs) },
         };
+        return { removedKeys: dependents.fileKeys, result };
       }),
     signal,
   );
 }
 
-/** Deletes the chosen messages, their edit history and attachments first (foreign keys). */
+/**
+ * Deletes the chosen messages, their edit history, attachments and files first (foreign
+ * keys). Returns the deleted files' object keys: as many as the deleted messages carried,
+ * a bounded share of them.
+ */
 async function deleteChosen(
   client: pg.Client,
-): Promise<{ messages: number; messageEdits: number; attachments: number }> {
+): Promise<{ messages: number; messageEdits: number; attachments: number; fileKeys: string[] }> {
   const edits = await client.query(
     'DELETE FROM public.message_edits e USING lethe_churn_deleted d WHERE e.message_id = d.id',
   );
   const attachments = await client.query(
     'DELETE FROM public.attachments a USING lethe_churn_deleted d WHERE a.message_id = d.id',
+  );
+  const files = await client.query<{ key: string }>(
+    'DELETE FROM public.files f USING lethe_churn_deleted d WHERE f.message_id = d.id RETURNING f.object_key AS key',
   );
   const messages = await client.query(
     'DELETE FROM public.messages m USING lethe_churn_deleted d WHERE m.id = d.id',
@@ -227,6 +273,7 @@ async function deleteChosen(
     messages: messages.rowCount ?? 0,
     messageEdits: edits.rowCount ?? 0,
     attachments: attachments.rowCount ?? 0,
+    fileKeys: files.rows.map((r) => r.key),
   };
 }
 

@@ -250,6 +250,23 @@ export const ATTACHMENT_KINDS: readonly (readonly [string, string])[] = [
   ['mp4', 'video/mp4'],
 ];
 
+/**
+ * Kinds of the files a chat service keeps in its object store: [extension, content type,
+ * compressible]. Photos, scans, voice notes and videos are already compressed; logs, CSVs
+ * and plain text are not, so the mix exercises both.
+ */
+export const FILE_KINDS: readonly (readonly [string, string, boolean])[] = [
+  ['jpg', 'image/jpeg', false],
+  ['png', 'image/png', false],
+  ['pdf', 'application/pdf', false],
+  ['ogg', 'audio/ogg', false],
+  ['mp4', 'video/mp4', false],
+  ['zip', 'application/zip', false],
+  ['txt', 'text/plain', true],
+  ['csv', 'text/csv', true],
+  ['log', 'text/plain', true],
+];
+
 export const ATTACHMENT_STEMS: readonly string[] = [
   'report',
   'screenshot',

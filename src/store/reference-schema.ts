@@ -6,7 +6,11 @@
  *
  * Two timestamp encodings are used on purpose, as real stores mix them: `timestamptz`
  * (conversations, memberships, messages) and bigint epoch milliseconds (message_edits,
- * attachments).
+ * attachments, files).
+ *
+ * Two ways of keeping uploads, as real stores have them: `attachments` holds its bytes in a
+ * bytea column, `files` holds only an object key; the bytes live in the chat service's own
+ * object store (a directory for the demo and the tests), which lethe reads as a blob store.
  */
 
 /** The reference tables, in load (foreign-key) order. */
@@ -18,6 +22,7 @@ export const REFERENCE_TABLES = [
   'messages',
   'message_edits',
   'attachments',
+  'files',
 ] as const;
 
 export type ReferenceTable = (typeof REFERENCE_TABLES)[number];
@@ -101,6 +106,19 @@ CREATE TABLE public.attachments (
   created_at_ms bigint NOT NULL,
   CONSTRAINT attachments_filename_length CHECK (char_length(filename) BETWEEN 1 AND 255)
 );
+
+CREATE TABLE public.files (
+  id bigint NOT NULL,
+  message_id bigint NOT NULL,
+  uploader_id bigint NOT NULL,
+  object_key text NOT NULL,
+  filename text NOT NULL,
+  content_type text NOT NULL,
+  byte_size bigint NOT NULL,
+  created_at_ms bigint NOT NULL,
+  CONSTRAINT files_byte_size_nonnegative CHECK (byte_size >= 0),
+  CONSTRAINT files_filename_length CHECK (char_length(filename) BETWEEN 1 AND 255)
+);
 `;
 
 /** Primary keys, unique constraints, foreign keys and indexes, applied after loading. */
@@ -116,6 +134,9 @@ ALTER TABLE public.memberships ADD CONSTRAINT memberships_pkey PRIMARY KEY (conv
 ALTER TABLE public.messages ADD CONSTRAINT messages_pkey PRIMARY KEY (id);
 ALTER TABLE public.message_edits ADD CONSTRAINT message_edits_pkey PRIMARY KEY (id);
 ALTER TABLE public.attachments ADD CONSTRAINT attachments_pkey PRIMARY KEY (id);
+ALTER TABLE public.files
+  ADD CONSTRAINT files_pkey PRIMARY KEY (id),
+  ADD CONSTRAINT files_object_key_key UNIQUE (object_key);
 
 ALTER TABLE public.users
   ADD CONSTRAINT users_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants (id);
@@ -136,6 +157,9 @@ ALTER TABLE public.attachments
   ADD CONSTRAINT attachments_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants (id),
   ADD CONSTRAINT attachments_message_id_fkey FOREIGN KEY (message_id) REFERENCES public.messages (id),
   ADD CONSTRAINT attachments_uploader_id_fkey FOREIGN KEY (uploader_id) REFERENCES public.users (id);
+ALTER TABLE public.files
+  ADD CONSTRAINT files_message_id_fkey FOREIGN KEY (message_id) REFERENCES public.messages (id),
+  ADD CONSTRAINT files_uploader_id_fkey FOREIGN KEY (uploader_id) REFERENCES public.users (id);
 
 CREATE INDEX users_email_lower_idx ON public.users (lower(email));
 CREATE INDEX conversations_tenant_created_idx ON public.conversations (tenant_id, created_at);
@@ -146,6 +170,8 @@ CREATE INDEX messages_thread_root_idx ON public.messages (thread_root_id) WHERE 
 CREATE INDEX message_edits_message_idx ON public.message_edits (message_id);
 CREATE INDEX attachments_message_idx ON public.attachments (message_id);
 CREATE INDEX attachments_tenant_created_idx ON public.attachments (tenant_id, created_at_ms);
+CREATE INDEX files_message_idx ON public.files (message_id);
+CREATE INDEX files_uploader_idx ON public.files (uploader_id);
 `;
 
 /**

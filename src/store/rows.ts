@@ -9,6 +9,7 @@ import {
   copyText,
   copyTimestamp,
 } from './copy-text.ts';
+import { FILE_COLUMNS } from './files.ts';
 import { Prng } from './random.ts';
 import { REFERENCE_END } from './reference-schema.ts';
 import type { ScaleParams } from './scale.ts';
@@ -45,6 +46,7 @@ export const COLUMNS = {
     'content',
     'created_at_ms',
   ],
+  files: FILE_COLUMNS,
 } as const;
 
 const PURPOSE_BODY = 10;

@@ -1,4 +1,8 @@
-/** Sizes of the seeded store. Targets (pg_database_size growth): ~10 MB, ~200 MB, ~2 GB. */
+/**
+ * Sizes of the seeded store. Targets (pg_database_size growth): ~10 MB, ~200 MB, ~2 GB; the
+ * files outside the database add about as many bytes again, so that half of the store's
+ * bytes are files, as in chat services where uploads outweigh the text.
+ */
 export type Scale = 'small' | 'medium' | 'large';
 
 export const SCALES: readonly Scale[] = ['small', 'medium', 'large'];
@@ -19,6 +23,11 @@ export interface ScaleParams {
   readonly editRate: number;
   /** Largest channel membership. */
   readonly maxChannelMembers: number;
+  /** Share of messages that carry a file kept outside the database (table `files`). */
+  readonly fileRate: number;
+  /** Files are log-uniform between these sizes (bytes). */
+  readonly fileMinBytes: number;
+  readonly fileMaxBytes: number;
 }
 
 export const SCALE_PARAMS: Readonly<Record<Scale, ScaleParams>> = {
@@ -31,6 +40,9 @@ export const SCALE_PARAMS: Readonly<Record<Scale, ScaleParams>> = {
     attachmentMaxBytes: 64 * 1024,
     editRate: 0.05,
     maxChannelMembers: 60,
+    fileRate: 0.006,
+    fileMinBytes: 4 * 1024,
+    fileMaxBytes: 256 * 1024,
   },
   medium: {
     tenants: 60,
@@ -41,6 +53,9 @@ export const SCALE_PARAMS: Readonly<Record<Scale, ScaleParams>> = {
     attachmentMaxBytes: 200 * 1024,
     editRate: 0.05,
     maxChannelMembers: 200,
+    fileRate: 0.0018,
+    fileMinBytes: 4 * 1024,
+    fileMaxBytes: 1024 * 1024,
   },
   large: {
     tenants: 300,
@@ -51,5 +66,8 @@ export const SCALE_PARAMS: Readonly<Record<Scale, ScaleParams>> = {
     attachmentMaxBytes: 200 * 1024,
     editRate: 0.05,
     maxChannelMembers: 200,
+    fileRate: 0.0018,
+    fileMinBytes: 4 * 1024,
+    fileMaxBytes: 1024 * 1024,
   },
 };

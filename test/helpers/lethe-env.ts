@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,7 +11,7 @@ import { stringify as toYaml } from 'yaml';
 import { parseConfig, type Config } from '../../src/config/index.ts';
 import { Runtime } from '../../src/jobs/runtime.ts';
 import { createLogger } from '../../src/log/index.ts';
-import { BUILTIN_MAPPING } from '../../src/mapping/index.ts';
+import { BUILTIN_BLOB_STORE, BUILTIN_MAPPING } from '../../src/mapping/index.ts';
 import { addMessages, REFERENCE_TABLES, seedChatStore } from '../../src/store/index.ts';
 import { createTestDatabase, withAdmin } from './postgres.ts';
 import type { S3rverHandle } from './s3.ts';
@@ -36,6 +37,7 @@ const PK_ORDER: Readonly<Record<string, string>> = {
   messages: 'id',
   message_edits: 'id',
   attachments: 'id',
+  files: 'id',
 };
 
 /** The tables the built-in mapping backs up (all of the reference schema). */
@@ -58,6 +60,7 @@ export function tenantFilter(table: string, tenant: string): string {
     case 'messages':
       return `t.conversation_id IN (SELECT id FROM public.conversations WHERE tenant_id = ${t})`;
     case 'message_edits':
+    case 'files':
       return `t.message_id IN (SELECT m.id FROM public.messages m JOIN public.conversations c ON c.id = m.conversation_id WHERE c.tenant_id = ${t})`;
     default:
       throw new Error(`no tenant filter for table ${table}`);
@@ -161,6 +164,29 @@ export async function queryValue<T>(url: string, sql: string, params: unknown[] 
   }
 }
 
+/**
+ * sha256 (hex) of every file under `dir`, by `/`-joined relative path: the bytes of a chat
+ * store's object store (or a restored copy), compared without trusting lethe.
+ */
+export async function fileDigests(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const path of await filesUnder(dir)) {
+    out[path] = createHash('sha256')
+      .update(await readFile(join(dir, path)))
+      .digest('hex');
+  }
+  return out;
+}
+
+/** A chat template database and the directory holding its `files` bytes (its object store). */
+export interface ChatTemplate extends TestDatabase {
+  /** The template's object store; {@link createLetheEnv} gives each environment a copy. */
+  readonly filesDir: string;
+}
+
+/** Object stores of the templates this process created, by database name. */
+const templateFiles = new Map<string, string>();
+
 /** How many tenants the e2e chat store keeps (see {@link createChatTemplate}). */
 export const E2E_TENANTS = 4;
 /** Recent messages added to the trimmed store. */
@@ -173,19 +199,30 @@ const EXTRA_MESSAGES = 5000;
  * cores; the trimmed one keeps every table and data class at about a ninth of the cells
  * (~840), so a test file can afford several backups. Then 5,000 recent messages are added
  * (few new cells, ~0.6 MB), so that with `packSizeMiB: 1` a snapshot spans two packs.
- * Clone it per environment with `createTestDatabase(prefix, template.name)`; drop it in
- * afterAll.
+ * The template's files (table `files`, bytes outside the database) live in a temp directory
+ * ({@link ChatTemplate.filesDir}); the trimmed tenants' files are removed with their rows.
+ * Clone it per environment with `createLetheEnv({ template: template.name })` (which copies
+ * the files too) or `createTestDatabase(prefix, template.name)`; drop it in afterAll, which
+ * removes the files as well.
  */
-export async function createChatTemplate(prefix = 'e2e_tpl'): Promise<TestDatabase> {
+export async function createChatTemplate(prefix = 'e2e_tpl'): Promise<ChatTemplate> {
   const db = await createTestDatabase(prefix);
+  const filesDir = await mkdtemp(join(tmpdir(), 'lethe-chat-files-'));
   try {
-    await seedChatStore(db.url, { scale: 'small' });
+    await seedChatStore(db.url, { scale: 'small', filesDir });
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     try {
       const keep = E2E_TENANTS;
       await client.query('BEGIN');
       await client.query('DELETE FROM public.attachments WHERE tenant_id > $1', [keep]);
+      const trimmed = await client.query<{ key: string }>(
+        `DELETE FROM public.files f USING public.messages m, public.conversations c
+          WHERE f.message_id = m.id AND m.conversation_id = c.id AND c.tenant_id > $1
+          RETURNING f.object_key AS key`,
+        [keep],
+      );
+      for (const { key } of trimmed.rows) await rm(join(filesDir, key));
       await client.query(
         `DELETE FROM public.message_edits e USING public.messages m, public.conversations c
           WHERE e.message_id = m.id AND m.conversation_id = c.id AND c.tenant_id > $1`,
@@ -207,15 +244,25 @@ export async function createChatTemplate(prefix = 'e2e_tpl'): Promise<TestDataba
       await client.end();
     }
     // A burst of recent traffic: bytes in few new cells, so the store spans several 1 MiB packs.
-    await addMessages(db.url, { count: EXTRA_MESSAGES, seed: 4242 });
+    await addMessages(db.url, { count: EXTRA_MESSAGES, seed: 4242, filesDir });
     const contents = await tableContents(db.url);
     for (const table of REFERENCE_TABLES) {
       if ((contents[table]?.rows ?? 0) === 0)
         throw new Error(`trimmed template has no ${table} rows`);
     }
-    return db;
+    templateFiles.set(db.name, filesDir);
+    return {
+      ...db,
+      filesDir,
+      drop: async () => {
+        templateFiles.delete(db.name);
+        await db.drop();
+        await rm(filesDir, { recursive: true, force: true });
+      },
+    };
   } catch (err) {
     await db.drop();
+    await rm(filesDir, { recursive: true, force: true });
     throw err;
   }
 }
@@ -287,6 +334,11 @@ export interface LetheEnv {
   readonly vaultDb: TestDatabase;
   /** Root of the filesystem store; undefined for s3. */
   readonly storePath: string | undefined;
+  /**
+   * The chat store's object store (`chatStore.blobStores.files`, the built-in mapping's
+   * `files` bytes): a copy of the template's, or empty when the template has none.
+   */
+  readonly filesDir: string;
   readonly masterKeyFile: string;
   readonly raw: RawConfig;
   readonly configPath: string;
@@ -364,8 +416,17 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
     const storage = options.storage ?? { type: 'filesystem' };
     const storePath = storage.type === 'filesystem' ? join(dir, 'store') : undefined;
     const masterKeyFile = join(dir, 'master.key');
+    // Each environment owns a copy of the template's files: tests may erase or damage them.
+    const filesDir = join(dir, 'chat-files');
+    const templateDir = templateFiles.get(options.template);
+    if (templateDir === undefined) await mkdir(filesDir);
+    else await cp(templateDir, filesDir, { recursive: true });
     const raw: RawConfig = {
-      chatStore: { database: { url: chat.url }, mapping: 'builtin' },
+      chatStore: {
+        database: { url: chat.url },
+        mapping: 'builtin',
+        blobStores: { [BUILTIN_BLOB_STORE]: { url: 'chat-files' } },
+      },
       vault: { database: { url: vaultDb.url }, schema: 'lethe' },
       storage:
         storage.type === 'filesystem'
@@ -439,6 +500,7 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
       chat,
       vaultDb,
       storePath,
+      filesDir,
       masterKeyFile,
       raw,
       configPath,

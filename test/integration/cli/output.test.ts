@@ -175,7 +175,7 @@ describe('lethe output for people and scripts', () => {
       const script = block.replaceAll('./bin/lethe.js', `'${process.execPath}' '${join(REPO_ROOT, 'bin', 'lethe.js')}'`);
       const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: env.dir, encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
       expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
-      expect(run.stdout).toMatch(/^restored snapshot \S+: 7 tables, \d+ cells, \d+ rows/);
+      expect(run.stdout).toMatch(/^restored snapshot \S+: 8 tables, \d+ cells, \d+ rows/);
     }, 120_000);
 
     it('errors are one JSON document too', async () => {

@@ -57,7 +57,7 @@ if (!hasDocker) {
       dir = await mkdtemp(join(tmpdir(), 'lethe-containers-'));
       const config = parseConfig(
         {
-          chatStore: { database: { url: await createDatabase('chat') } },
+          chatStore: { database: { url: await createDatabase('chat') }, blobStores: { files: { url: 'chat-files' } } },
           vault: { database: { url: await createDatabase('vault') } },
           storage: {
             type: 's3',
@@ -76,7 +76,7 @@ if (!hasDocker) {
         {},
       );
       rt = new Runtime(config, createLogger('silent'));
-      await seedChatStore(await rt.chatStoreUrl(), { scale: 'small' });
+      await seedChatStore(await rt.chatStoreUrl(), { scale: 'small', filesDir: join(dir, 'chat-files') });
     }, 600_000);
 
     afterAll(async () => {

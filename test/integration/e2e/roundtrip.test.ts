@@ -61,7 +61,7 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
   });
 
   it('backs up every row of every mapped table', () => {
-    expect(MAPPED_TABLES).toHaveLength(7);
+    expect(MAPPED_TABLES).toHaveLength(8);
     const sourceRows = Object.values(source).reduce((n, t) => n + t.rows, 0);
     expect(result.rows).toBe(sourceRows);
     expect(result.cellsWritten).toBe(result.cells);

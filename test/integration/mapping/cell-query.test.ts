@@ -1,3 +1,6 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
@@ -25,14 +28,17 @@ import { tableHash, withDb } from '../store/db.ts';
 
 type Db = Awaited<ReturnType<typeof createTestDatabase>>;
 let db: Db;
+let filesDir: string;
 let tables: TableInfo[];
 beforeAll(async () => {
   db = await createTestDatabase('cells');
-  await seedChatStore(db.url, { scale: 'small', seed: 11 });
+  filesDir = await mkdtemp(join(tmpdir(), 'lethe-cells-files-'));
+  await seedChatStore(db.url, { scale: 'small', seed: 11, filesDir });
   ({ tables } = await checkCoverage(db.url, BUILTIN_MAPPING));
 });
 afterAll(async () => {
   await db.drop();
+  await rm(filesDir, { recursive: true, force: true });
 });
 
 function info(name: string): TableInfo {

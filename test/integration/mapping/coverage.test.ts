@@ -50,6 +50,7 @@ describe('checkCoverage', () => {
     expect(tables.map((t) => [t.name, t.class])).toEqual([
       ['attachments', 'attachments'],
       ['conversations', 'metadata'],
+      ['files', 'attachments'],
       ['memberships', 'metadata'],
       ['message_edits', 'messages'],
       ['messages', 'messages'],

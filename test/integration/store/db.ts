@@ -9,6 +9,7 @@ export const ORDER_BY: Readonly<Record<string, string>> = {
   messages: 'id',
   message_edits: 'id',
   attachments: 'id',
+  files: 'id',
 };
 
 /** Runs `fn` with a connected client on `url`. */

@@ -1,8 +1,13 @@
 import fc from 'fast-check';
+import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import {
   addMessages,
+  applyChurn,
   demoSample,
   REFERENCE_END,
   REFERENCE_TABLES,
@@ -12,6 +17,7 @@ import {
 } from '../../../src/store/index.ts';
 import { copyRows } from '../../../src/store/copy-load.ts';
 import { copyRow, copyText } from '../../../src/store/copy-text.ts';
+import { fileDigests, filesUnder } from '../../helpers/lethe-env.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 import { scalar, tableHash, withDb } from './db.ts';
 
@@ -22,9 +28,38 @@ async function freshDb(prefix: string, template?: string): Promise<Db> {
   dbs.push(db);
   return db;
 }
+const dirs: string[] = [];
+/** A new empty directory for a store's files (its object store). */
+async function freshDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'lethe-seed-files-'));
+  dirs.push(dir);
+  return dir;
+}
 afterAll(async () => {
   for (const db of dbs) await db.drop();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
+
+interface FileRow {
+  id: string;
+  message_id: string;
+  uploader_id: string;
+  sender_id: string;
+  object_key: string;
+  content_type: string;
+  byte_size: string;
+}
+
+async function fileRows(url: string): Promise<FileRow[]> {
+  return withDb(url, async (c) => {
+    const { rows } = await c.query<FileRow>(
+      `SELECT f.id::text AS id, f.message_id::text AS message_id, f.uploader_id::text AS uploader_id,
+              m.sender_id::text AS sender_id, f.object_key, f.content_type, f.byte_size::text AS byte_size
+         FROM public.files f JOIN public.messages m ON m.id = f.message_id ORDER BY f.id`,
+    );
+    return rows;
+  });
+}
 
 async function hashes(url: string): Promise<Record<string, string>> {
   return withDb(url, async (c) => {
@@ -36,20 +71,93 @@ async function hashes(url: string): Promise<Record<string, string>> {
 
 describe('seedChatStore (small)', () => {
   let a: Db;
+  let aFiles: string;
   let stats: SeedStats;
   beforeAll(async () => {
     a = await freshDb('seed_a');
-    stats = await seedChatStore(a.url, { scale: 'small', seed: 7 });
+    aFiles = await freshDir();
+    stats = await seedChatStore(a.url, { scale: 'small', seed: 7, filesDir: aFiles });
   });
 
-  it('is deterministic: same seed, same contents; another seed, other contents', async () => {
+  it('is deterministic: same seed, same contents and files; another seed, other contents', async () => {
     const b = await freshDb('seed_b');
     const c = await freshDb('seed_c');
-    await seedChatStore(b.url, { scale: 'small', seed: 7 });
-    await seedChatStore(c.url, { scale: 'small', seed: 8 });
+    const bFiles = await freshDir();
+    const cFiles = await freshDir();
+    await seedChatStore(b.url, { scale: 'small', seed: 7, filesDir: bFiles });
+    await seedChatStore(c.url, { scale: 'small', seed: 8, filesDir: cFiles });
     const [ha, hb, hc] = await Promise.all([hashes(a.url), hashes(b.url), hashes(c.url)]);
     expect(hb).toEqual(ha);
     for (const table of REFERENCE_TABLES) expect(hc[table], table).not.toBe(ha[table]);
+    const [fa, fb, fc] = await Promise.all([
+      fileDigests(aFiles),
+      fileDigests(bFiles),
+      fileDigests(cFiles),
+    ]);
+    expect(Object.keys(fa).length).toBeGreaterThan(100);
+    expect(fb).toEqual(fa);
+    const shared = Object.values(fc).filter((d) => Object.values(fa).includes(d));
+    expect(shared).toEqual([]);
+  });
+
+  it('keeps about half of its bytes in files outside the database, each where its row points', async () => {
+    const rows = await fileRows(a.url);
+    expect(rows).toHaveLength(stats.rows.files);
+    expect(stats.files).toMatchObject({ dir: aFiles, count: rows.length });
+    // Exactly one file per row, of the row's size, and nothing else in the directory.
+    expect(await filesUnder(aFiles)).toEqual(rows.map((r) => r.object_key).sort());
+    let total = 0;
+    for (const row of rows) {
+      expect((await stat(join(aFiles, row.object_key))).size, row.object_key).toBe(
+        Number(row.byte_size),
+      );
+      expect(row.object_key).toMatch(/^t\d+\/\d{4}\/\d{2}\/[0-9a-f]{16}\/\d+\.[a-z0-9]+$/);
+      expect(row.uploader_id).toBe(row.sender_id);
+      total += Number(row.byte_size);
+    }
+    expect(stats.files.bytes).toBe(total);
+    const share = stats.files.bytes / (stats.files.bytes + stats.bytes);
+    expect(share).toBeGreaterThan(0.35);
+    expect(share).toBeLessThan(0.65);
+  });
+
+  it('mixes compressible and incompressible files, and forwarded copies with the same bytes', async () => {
+    const rows = await fileRows(a.url);
+    const digests = await fileDigests(aFiles);
+    const kinds = new Set(rows.map((r) => r.content_type));
+    expect(kinds.size).toBeGreaterThanOrEqual(6);
+    let compressible = 0;
+    let incompressible = 0;
+    for (const row of rows.slice(0, 60)) {
+      const bytes = await readFile(join(aFiles, row.object_key));
+      const r = gzipSync(bytes).length / bytes.length;
+      if (r < 0.2) compressible++;
+      if (r > 0.99) incompressible++;
+      expect(r < 0.2 || r > 0.99, row.object_key).toBe(true);
+    }
+    expect(compressible).toBeGreaterThan(5);
+    expect(incompressible).toBeGreaterThan(20);
+    const distinct = new Set(Object.values(digests)).size;
+    expect(distinct).toBeLessThan(rows.length);
+    expect(distinct).toBeGreaterThan(rows.length * 0.85);
+  });
+
+  it('refuses a files directory that is not empty, before touching the database', async () => {
+    const db = await freshDb('seed_dirty');
+    const dir = await freshDir();
+    await writeFile(join(dir, 'left-over'), 'x');
+    await expect(seedChatStore(db.url, { scale: 'small', filesDir: dir })).rejects.toMatchObject({
+      code: ErrorCode.TARGET_NOT_EMPTY,
+      message: expect.stringContaining(`file directory ${dir} is not empty`) as string,
+    });
+    expect(await filesUnder(dir)).toEqual(['left-over']);
+    const left = await withDb(db.url, (c) =>
+      scalar<string>(
+        c,
+        `SELECT count(*)::text AS v FROM pg_class WHERE relnamespace = 'public'::regnamespace`,
+      ),
+    );
+    expect(left).toBe('0');
   });
 
   it('reports what it loaded, at about 10 MB', async () => {
@@ -234,7 +342,9 @@ describe('seedChatStore (small)', () => {
 
   it('refuses to seed over existing tables and leaves them untouched', async () => {
     const before = await hashes(a.url);
-    await expect(seedChatStore(a.url, { scale: 'small', seed: 9 })).rejects.toMatchObject({
+    await expect(
+      seedChatStore(a.url, { scale: 'small', seed: 9, filesDir: await freshDir() }),
+    ).rejects.toMatchObject({
       code: ErrorCode.TARGET_NOT_EMPTY,
       message: expect.stringContaining('seed into a fresh database') as string,
     });
@@ -249,7 +359,11 @@ describe('seedChatStore (small)', () => {
     );
     const oldHash = await withDb(a.url, (c) => tableHash(c, 'messages'));
 
-    expect(await addMessages(x.url, { count: 500, seed: 3 })).toEqual({ messages: 500 });
+    expect(await addMessages(x.url, { count: 500, seed: 3 })).toEqual({
+      messages: 500,
+      files: 0,
+      fileBytes: 0,
+    });
     await addMessages(y.url, { count: 500, seed: 3 });
     await withDb(x.url, async (c) => {
       expect(await tableHash(c, 'messages', `id <= ${oldMax}`)).toBe(oldHash);
@@ -301,6 +415,52 @@ describe('seedChatStore (small)', () => {
     });
   });
 
+  it("adds files with new messages when given the files directory, and churn removes deleted messages' files", async () => {
+    const x = await freshDb('seed_files_x', a.name);
+    const dir = await freshDir();
+    const before = await fileRows(a.url);
+    const oldMax = await withDb(a.url, (c) =>
+      scalar<string>(c, 'SELECT max(id)::text AS v FROM public.messages'),
+    );
+    const added = await addMessages(x.url, { count: 2000, seed: 5, filesDir: dir });
+    expect(added.messages).toBe(2000);
+    // About 1% of the new messages: 20 expected; the bounds hold for any seed with overwhelming odds.
+    expect(added.files).toBeGreaterThan(5);
+    expect(added.files).toBeLessThan(50);
+    const after = await fileRows(x.url);
+    const fresh = after.slice(before.length);
+    expect(after.slice(0, before.length)).toEqual(before);
+    expect(fresh).toHaveLength(added.files);
+    expect(await filesUnder(dir)).toEqual(fresh.map((r) => r.object_key).sort());
+    let bytes = 0;
+    for (const row of fresh) {
+      expect(BigInt(row.message_id) > BigInt(oldMax)).toBe(true);
+      expect(row.uploader_id).toBe(row.sender_id);
+      expect((await stat(join(dir, row.object_key))).size).toBe(Number(row.byte_size));
+      bytes += Number(row.byte_size);
+    }
+    expect(added.fileBytes).toBe(bytes);
+
+    // Churn: deleted messages take their files (rows, then bytes); added ones bring new files.
+    const churnDir = await freshDir();
+    await cp(aFiles, churnDir, { recursive: true });
+    const y = await freshDb('seed_files_y', a.name);
+    const churn = await applyChurn(y.url, {
+      addFraction: 0.05,
+      editFraction: 0,
+      deleteFraction: 0.2,
+      seed: 6,
+      filesDir: churnDir,
+    });
+    expect(churn.deletedDependents.files).toBeGreaterThan(0);
+    expect(churn.addedFiles.files).toBeGreaterThan(0);
+    const rowsAfter = await fileRows(y.url);
+    expect(rowsAfter.length).toBe(
+      before.length - churn.deletedDependents.files + churn.addedFiles.files,
+    );
+    expect(await filesUnder(churnDir)).toEqual(rowsAfter.map((r) => r.object_key).sort());
+  });
+
   it('picks a demo user with messages in several months', async () => {
     const sample = await demoSample(a.url);
     expect(sample).toEqual(await demoSample(a.url));
@@ -326,19 +486,28 @@ describe('seedChatStore (small)', () => {
 describe('seedChatStore failure paths', () => {
   it('rejects a bad scale or seed before touching the database', async () => {
     await expect(
-      seedChatStore('postgres://nowhere.invalid/x', { scale: 'huge' as 'small' }),
+      seedChatStore('postgres://nowhere.invalid/x', {
+        scale: 'huge' as 'small',
+        filesDir: '/nonexistent',
+      }),
     ).rejects.toMatchObject({ code: ErrorCode.USAGE });
     await expect(
-      seedChatStore('postgres://nowhere.invalid/x', { scale: 'small', seed: -1 }),
+      seedChatStore('postgres://nowhere.invalid/x', {
+        scale: 'small',
+        seed: -1,
+        filesDir: '/nonexistent',
+      }),
     ).rejects.toMatchObject({ code: ErrorCode.USAGE });
   });
 
-  it('rolls everything back when aborted mid-load', async () => {
+  it('rolls everything back when aborted mid-load, files too', async () => {
     const db = await freshDb('seed_abort');
+    const dir = await freshDir();
     const controller = new AbortController();
     const progress: string[] = [];
     const run = seedChatStore(db.url, {
       scale: 'small',
+      filesDir: dir,
       signal: controller.signal,
       onProgress: ({ table, rows }) => {
         progress.push(table);
@@ -355,8 +524,9 @@ describe('seedChatStore failure paths', () => {
       ),
     );
     expect(left).toBe('0');
+    expect(await filesUnder(dir)).toEqual([]);
     await expect(
-      seedChatStore(db.url, { scale: 'small', signal: AbortSignal.abort() }),
+      seedChatStore(db.url, { scale: 'small', filesDir: dir, signal: AbortSignal.abort() }),
     ).rejects.toMatchObject({ code: ErrorCode.ABORTED });
   });
 });
