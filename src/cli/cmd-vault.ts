@@ -1,10 +1,10 @@
 import { exportAudit } from '../audit/index.ts';
 import { readFile } from 'node:fs/promises';
-import { publicKeyFromText, readMasterKeyFile, signingKeyId } from '../crypto/index.ts';
+import { publicKeyFromText, signingKeyId } from '../crypto/index.ts';
 import { readConfiguredSigningKey, signerFromKey } from '../keys/index.ts';
 import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import type { ObjectLock } from '../storage/index.ts';
-import { vaultBackup } from '../jobs/tasks.ts';
+import { masterKeys, vaultBackup } from '../jobs/tasks.ts';
 import { listVaultBackups, restoreVaultBackup } from '../vaultbackup/index.ts';
 import type { Command } from './commands.ts';
 import { vaultUpdate } from './job-progress.ts';
@@ -84,7 +84,8 @@ export const vaultRestoreCommand: Command = {
     const rt = await ctx.runtime();
     const { config } = rt;
     const store = await rt.store();
-    const master = await readMasterKeyFile(rt.masterKeyFile('`lethe vault restore`'));
+    // Every epoch's key still held: the backup is encrypted to the epoch current when it was written.
+    const masterIdentities = await masterKeys(rt, '`lethe vault restore`').identities();
     // The vault is what is being restored, so the key is not checked against it: the config's
     // lifecycle key is the operator's own, and the restore registers it.
     const signer = signerFromKey(await readConfiguredSigningKey(config.signingKeys.lifecycle, 'lifecycle'), 'lifecycle');
@@ -104,7 +105,7 @@ export const vaultRestoreCommand: Command = {
       vaultUrl: await rt.vaultUrl(),
       schema: config.vault.schema,
       store,
-      masterIdentity: master.identity,
+      masterIdentity: masterIdentities,
       key: from,
       actor: actorName(ctx.values.actor),
       signer,

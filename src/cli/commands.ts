@@ -8,6 +8,7 @@ import { demoCommand } from './cmd-demo.ts';
 import { doctorCommand } from './cmd-doctor.ts';
 import { initCommand } from './cmd-init.ts';
 import { keysExportCommand } from './cmd-keys.ts';
+import { keysEpochsCommand, keysRotateMasterCommand } from './cmd-master.ts';
 import { eraseApproveCommand, eraseListCommand, eraseRequestCommand, eraseShowCommand } from './cmd-erase.ts';
 import { holdListCommand, holdPlaceCommand, holdReleaseCommand } from './cmd-hold.ts';
 import { peopleEnrolCommand, peopleListCommand, peopleRevokeCommand } from './cmd-people.ts';
@@ -59,6 +60,8 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map(
     doctorCommand,
     reportCommand,
     keysExportCommand,
+    keysRotateMasterCommand,
+    keysEpochsCommand,
     holdPlaceCommand,
     holdReleaseCommand,
     holdListCommand,

@@ -23,6 +23,8 @@ usage: lethe <command> [options]        (every command takes --config FILE)
   doctor [--job JOB] [--json]   check config, connections, TLS, bucket, credentials and key files
   report --from DATE --to DATE [--out FILE.html] [--json]   signed evidence for auditors
   keys export --out FILE        export the wrapped dimension keys (disaster recovery)
+  keys rotate-master --reason T  re-wrap every dimension key to a new master-key epoch
+  keys epochs                   list master-key epochs (current, retired, destroyed)
   hold place --case ID --tenant T [--user U] [--conversation C] [--from DATE] [--to DATE] --reason TEXT SIGNED
   hold release --case ID SIGNED    hold list [--all] [--json]     legal holds
   erase request --tenant T (--user U | --conversation C | --all) --reason TEXT SIGNED

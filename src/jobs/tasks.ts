@@ -1,8 +1,8 @@
 import { access } from 'node:fs/promises';
 import type { SigningPurpose } from '../config/index.ts';
-import { ErrorCode, isLetheError } from '../errors/index.ts';
+import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
-import { readConfiguredSigningKey, type SecretObserver } from '../keys/index.ts';
+import { FileMasterKeys, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type LoadProgress, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import {
@@ -14,7 +14,7 @@ import {
   type BackupResult,
   type ShardResult,
 } from '../snapshot/index.ts';
-import { migrateVault } from '../vault/index.ts';
+import { migrateVault, type Vault } from '../vault/index.ts';
 import { runLifecycleApply, type ApplyOptions, type ApplyResult } from '../lifecycle/apply.ts';
 import { planLifecycle, type Plan } from '../lifecycle/plan.ts';
 import { loadPlanInput } from '../lifecycle/state.ts';
@@ -89,12 +89,28 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
       throw err;
     }
   } else {
-    masterKeyCreated = !(await exists(keyFile));
-    masterRecipient = masterKeyCreated
-      ? (await writeMasterKeyFile(keyFile)).recipient
-      : (await readMasterKeyFile(keyFile)).recipient;
     vault = await rt.vault();
-    await vault.setMasterRecipient(masterRecipient);
+    const keys = new FileMasterKeys(keyFile);
+    const epochs = await vault.listMasterEpochs();
+    if (epochs.length > 0) {
+      // A vault with epochs: the configured file is epoch 1, which a shred may have destroyed
+      // on purpose. Never re-create it; the keys are the current epoch's file's business.
+      masterRecipient = await vault.getMasterRecipient();
+      const current = await vault.getCurrentMasterEpoch();
+      if (current.provider === 'file' && !(await keys.exists(current.epoch))) {
+        throw new LetheError(
+          ErrorCode.MASTER_KEY,
+          `the vault's current master epoch ${current.epoch} wraps its keys to ${keys.path(current.epoch)}, which does not exist: restore it from escrow`,
+        );
+      }
+    } else {
+      masterKeyCreated = !(await exists(keyFile));
+      masterRecipient = masterKeyCreated
+        ? (await writeMasterKeyFile(keyFile)).recipient
+        : (await readMasterKeyFile(keyFile)).recipient;
+      await vault.setMasterRecipient(masterRecipient);
+      await vault.recordFirstMasterEpoch({ provider: 'file', reference: keys.reference(1), recipient: masterRecipient });
+    }
   }
   const signingKeys: InitSigningKey[] = [];
   for (const purpose of ['backup', 'lifecycle'] as const) {
@@ -203,11 +219,11 @@ export async function verify(
   rt: Runtime,
   options: { snapshot: string; actor: string; signal?: AbortSignal; onProgress?: (p: LoadProgress) => void },
 ): Promise<VerifyResult> {
-  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe verify`'));
+  const master = masterKeys(rt, '`lethe verify`');
   return runVerify({
     vault: await rt.vault(),
     store: await rt.store(),
-    masterIdentity: master.identity,
+    masterIdentity: master,
     snapshot: options.snapshot,
     scratchServerUrl: await rt.scratchServerUrl(),
     concurrency: rt.config.verify.concurrency,
@@ -232,12 +248,12 @@ export async function restore(
     onProgress?: (p: LoadProgress) => void;
   },
 ): Promise<RestoreResult> {
-  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe restore`'));
+  const master = masterKeys(rt, '`lethe restore`');
   return runRestore({
     ...options,
     vault: await rt.vault(),
     store: await rt.store(),
-    masterIdentity: master.identity,
+    masterIdentity: master,
     concurrency: rt.config.verify.concurrency,
     log: rt.log,
   });
@@ -253,13 +269,15 @@ export async function lifecycleApply(
   rt: Runtime,
   options: { actor: string; now: () => Date; signal?: AbortSignal; onProgress?: ApplyOptions['onProgress'] },
 ): Promise<ApplyResult> {
-  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe lifecycle apply`'));
+  const vault = await rt.vault();
+  const master = masterKeys(rt, '`lethe lifecycle apply`');
   return runLifecycleApply({
-    vault: await rt.vault(),
+    vault,
     store: await rt.store(),
     config: rt.config,
-    masterIdentity: master.identity,
-    masterRecipient: master.recipient,
+    masterIdentity: master,
+    masterRecipient: await vault.getMasterRecipient(),
+    masterKeys: master,
     signer: await rt.signer('lifecycle'),
     actor: options.actor,
     now: options.now,
@@ -274,12 +292,12 @@ export async function exportHeld(
   rt: Runtime,
   options: { caseId: string; outDir: string; actor: string; signal?: AbortSignal; onProgress?: ExportOptions['onProgress'] },
 ): Promise<ExportResult> {
-  const master = await readMasterKeyFile(rt.masterKeyFile('`lethe export`'));
+  const master = masterKeys(rt, '`lethe export`');
   return exportCase({
     vault: await rt.vault(),
     store: await rt.store(),
     mapping: rt.mapping(),
-    masterIdentity: master.identity,
+    masterIdentity: master,
     caseId: options.caseId,
     outDir: options.outDir,
     actor: options.actor,
@@ -301,7 +319,7 @@ export async function vaultBackup(
   return writeVaultBackup({
     vault,
     store: await rt.store(),
-    masterRecipient: await vault.getMasterRecipient(),
+    masterRecipient: await vaultBackupRecipient(vault),
     signer: await rt.signer('lifecycle'),
     graceWindowDays: rt.config.retention.graceWindowDays,
     ...(lock === undefined ? {} : { lockMode: lock.mode }),
@@ -310,4 +328,88 @@ export async function vaultBackup(
     ...(options.signal === undefined ? {} : { signal: options.signal }),
     ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
   });
+}
+
+/** The master key provider of the config (`what` names the command that needs it). */
+export function masterKeys(rt: Runtime, what: string): FileMasterKeys {
+  return new FileMasterKeys(rt.masterKeyFile(what));
+}
+
+/**
+ * The recipient a vault backup is encrypted to: the current master epoch's, so that a vault
+ * backup dies with its epoch like every wrap in it (the vault's first recipient on a vault
+ * without epochs).
+ */
+export async function vaultBackupRecipient(vault: Vault): Promise<string> {
+  return (await currentWrapTarget(vault, await vault.getMasterRecipient())).recipient;
+}
+
+export interface RotateMasterResult {
+  /** The new current epoch. */
+  readonly epoch: number;
+  readonly recipient: string;
+  readonly retired: readonly number[];
+  readonly rewrapped: number;
+  readonly auditSeq: number;
+  /** The vault backup written after the rotation (encrypted to the new epoch). */
+  readonly vaultBackup: string;
+  /** Epochs destroyed in the provider by this run (only with `destroyOldNow`). */
+  readonly destroyed: readonly number[];
+  /** Retired epochs waiting for the grace window, with when `lifecycle apply` destroys each. */
+  readonly pending: readonly { readonly epoch: number; readonly destroyAfter: Date }[];
+}
+
+/**
+ * `lethe keys rotate-master`: under the backup job lock, creates the next epoch's master key,
+ * re-wraps every live dimension key to it in one vault transaction (no bucket object is
+ * touched: snapshots are encrypted to dimension keys, never to the master), writes a vault
+ * backup encrypted to the new epoch, and, with `destroyOldNow` (a suspected compromise),
+ * destroys every retired epoch at once instead of after the grace window.
+ */
+export async function rotateMasterKey(
+  rt: Runtime,
+  options: { actor: string; reason: string; destroyOldNow: boolean; now: () => Date; signal?: AbortSignal },
+): Promise<RotateMasterResult> {
+  const vault = await rt.vault();
+  const keys = masterKeys(rt, '`lethe keys rotate-master`');
+  const store = await rt.store();
+  const signer = await rt.signer('lifecycle');
+  const { config } = rt;
+  return vault.withJobLock(
+    'backup',
+    async (signal) => {
+      const rotation = await rotateMaster(vault, keys, { actor: options.actor, reason: options.reason, signal });
+      const current = await vault.getCurrentMasterEpoch();
+      const lock = config.storage.objectLock;
+      // Before any old epoch goes: the newest vault backup must open with the new one.
+      const written = await writeVaultBackup({
+        vault,
+        store,
+        masterRecipient: current.recipient,
+        signer,
+        graceWindowDays: config.retention.graceWindowDays,
+        ...(lock === undefined ? {} : { lockMode: lock.mode }),
+        now: options.now(),
+        actor: options.actor,
+        signal,
+      });
+      const { destroyed, pending } = await destroyRetiredEpochs(vault, keys, {
+        actor: options.actor,
+        graceWindowDays: config.retention.graceWindowDays,
+        now: options.now(),
+        immediately: options.destroyOldNow,
+      });
+      return {
+        epoch: rotation.epoch,
+        recipient: current.recipient,
+        retired: rotation.retired,
+        rewrapped: rotation.rewrapped,
+        auditSeq: rotation.auditSeq,
+        vaultBackup: written.key,
+        destroyed,
+        pending,
+      };
+    },
+    options.signal === undefined ? {} : { signal: options.signal },
+  );
 }

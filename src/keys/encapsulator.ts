@@ -3,7 +3,6 @@ import { cellKeyId, dimensionKeyIds, dimensionKind, type CellTuple } from '../ce
 import {
   decodeRecipient,
   encodeRecipient,
-  encryptBytes,
   generateRawKeyPair,
   sharedSecret,
   tupleKey,
@@ -13,6 +12,7 @@ import {
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { BoundedMap } from '../util/bounded-map.ts';
 import type { CellKey, Vault } from '../vault/index.ts';
+import { currentWrapTarget, wrapDimensionSecret, type MasterWrapTarget } from './master.ts';
 
 /** What the backup needs to write a tuple's cells. */
 export interface LiveTupleKey {
@@ -68,8 +68,8 @@ export function encapsulationId(snapshotId: string, tenant: string | null): stri
  * key) per tenant that this snapshot writes cells of, recorded in the vault (public half)
  * the first time the tenant is met; the shared secret with each dimension key its cells
  * use, computed once; the tuple key of each tuple. Missing dimension keys are created: a
- * fresh X25519 key, its private half as PKCS#8 PEM age-encrypted to the master key's public
- * recipient and stored, then dropped. No identity is ever read: nothing here can open a
+ * fresh X25519 key, its private half as PKCS#8 PEM wrapped to the current master epoch's
+ * public recipient (master.ts) and stored with that epoch, then dropped. No identity is ever read: nothing here can open a
  * cell of an earlier snapshot, and this run's own secrets live in memory only.
  *
  * Must run under the backup job lock. {@link forget} drops every secret when the run ends.
@@ -85,6 +85,7 @@ export class Encapsulator {
   #unrecorded: CellKey[] = [];
   /** Dimension keys created by this run. */
   dimensionKeysCreated = 0;
+  #wrapTarget: MasterWrapTarget | undefined;
 
   constructor(
     private readonly vault: Vault,
@@ -256,11 +257,23 @@ export class Encapsulator {
     const missing = [...byId].filter(([id]) => !known.has(id));
     if (missing.length === 0) return known;
     const fresh = [];
+    // The current master epoch (public): fixed for the run, since rotations take the backup job lock too.
+    this.#wrapTarget ??= await currentWrapTarget(this.vault, this.masterRecipient);
+    const target = this.#wrapTarget;
     for (const [id, tenant] of missing) {
       const pair = generateRawKeyPair();
-      const wrappedIdentity = await encryptBytes(Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8'), [this.masterRecipient]);
+      const secret = Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8');
+      const wrappedIdentity = await wrapDimensionSecret(target, secret);
+      secret.fill(0);
       pair.privateKey.fill(0);
-      fresh.push({ id, kind: dimensionKind(id), tenant, recipient: encodeRecipient(pair.publicKey), wrappedIdentity });
+      fresh.push({
+        id,
+        kind: dimensionKind(id),
+        tenant,
+        recipient: encodeRecipient(pair.publicKey),
+        wrappedIdentity,
+        ...(target.epoch === null ? {} : { masterEpoch: target.epoch }),
+      });
     }
     const stored = await this.vault.insertDimensionKeys(fresh);
     for (const key of fresh) {

@@ -1,7 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import {
   decodeRecipient,
-  decryptBytes,
   equalConstantTime,
   heldWrapKey,
   openSealed,
@@ -12,6 +11,7 @@ import {
   x25519PrivateKey,
 } from '../crypto/index.ts';
 import type { CellKey, Encapsulation, HeldWrapping, Vault } from '../vault/index.ts';
+import { singleIdentityKeyring, type MasterKeyring } from './master.ts';
 
 /** A tuple key (of one tuple under one encapsulation), or why it cannot be had. */
 export type OpenedKey =
@@ -47,10 +47,18 @@ export class KeyOpener {
   /** `X25519(d, E)` per (dimension key, encapsulation): the tuples of one encapsulation share most of them. */
   private readonly secrets = new Map<string, Buffer>();
 
+  private readonly master: MasterKeyring;
+
+  /**
+   * `master` opens the dimension keys' wraps by their master epoch (master.ts); a bare age
+   * identity string is a keyring of that one key, whatever the epoch.
+   */
   constructor(
     private readonly vault: Vault,
-    private readonly masterIdentity: string,
-  ) {}
+    master: string | MasterKeyring,
+  ) {
+    this.master = typeof master === 'string' ? singleIdentityKeyring(master) : master;
+  }
 
   /**
    * Loads what opening these (tuple, encapsulation) pairs needs (a batch): tuple facts,
@@ -145,7 +153,7 @@ export class KeyOpener {
       if (this.dimensions.size + unknown.length <= MAX_CACHED) break;
       if (!wanted.has(id)) this.dimensions.delete(id);
     }
-    const wrapped = await this.vault.getWrappedDimensionIdentities(unknown);
+    const wrapped = await this.vault.getWrappedDimensionKeysWithEpoch(unknown);
     const facts = await this.vault.getDimensionKeys(unknown);
     for (const id of unknown) {
       const bytes = wrapped.get(id);
@@ -162,7 +170,7 @@ export class KeyOpener {
       }
       let raw: Uint8Array;
       try {
-        const pem = Buffer.from(await decryptBytes(bytes, [this.masterIdentity])).toString('utf8');
+        const pem = Buffer.from(await this.master.unwrap(bytes.epoch, bytes.wrapped, `dimension key ${id}`)).toString('utf8');
         raw = parseX25519PrivateKeyPem(pem, `dimension key ${id}`);
       } catch (err) {
         this.dimensions.set(id, { problem: `its wrapped private key does not open with the master key (${(err as Error).message})` });

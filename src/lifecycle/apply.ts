@@ -1,5 +1,5 @@
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
-import { KeyOpener, type Signer } from '../keys/index.ts';
+import { KeyOpener, sealShreds, type MasterKeyProvider, type MasterKeyring, type SealResult, type Signer } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { Config } from '../config/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
@@ -17,8 +17,16 @@ export interface ApplyOptions {
   readonly vault: Vault;
   readonly store: ObjectStore;
   readonly config: Config;
-  readonly masterIdentity: string;
+  /** Opens dimension-key wraps: a keyring by master epoch (keys/master.ts), or one age identity. */
+  readonly masterIdentity: string | MasterKeyring;
   readonly masterRecipient: string;
+  /**
+   * The master key provider. With it, apply makes shreds final: when a destroyed key is still
+   * wrapped to the current master epoch, every surviving key is re-wrapped to a new epoch, and
+   * retired epochs past the grace window are destroyed in the provider (keys/master.ts
+   * sealShreds). Without it (older callers), master epochs are left as they are.
+   */
+  readonly masterKeys?: MasterKeyProvider;
   /** The lifecycle signing key: tombstones, certificates and vault backups are signed with it. */
   readonly signer: Signer;
   readonly actor: string;
@@ -57,6 +65,8 @@ export interface ApplyResult {
    * of the run (Vault.inspectDurability); always present, logged at warn when keys were destroyed.
    */
   readonly vaultDurability: readonly DurabilityFinding[];
+  /** What happened to master epochs (null without `masterKeys`). */
+  readonly master: SealResult | null;
   readonly durationMs: number;
 }
 
@@ -86,7 +96,7 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
     const plan = planLifecycle(await loadPlanInput(vault, store, config, now));
     const runLog = log.child({ job: 'lifecycle' });
     runLog.info({ actions: plan.actions.length }, 'lifecycle apply: plan made');
-    const opener = new KeyOpener(vault, options.masterIdentity);
+    const opener = new KeyOpener(vault, options.masterKeys ?? options.masterIdentity);
     const lock = config.storage.objectLock;
     const counts = { requestsFinished: 0, cellsRewrapped: 0, keysDestroyed: 0, snapshotsExpired: 0, locksExtended: 0, objectsDeleted: 0, bytesDeleted: 0 };
     /** The vault backup this run wrote; set once, before the first expiry or deletion. */
@@ -107,10 +117,12 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
     };
 
     const writeBackup = async (): Promise<void> => {
+      const current = options.masterKeys === undefined ? null : await vault.getCurrentMasterEpoch();
       const written = await writeVaultBackup({
         vault,
         store,
-        masterRecipient: options.masterRecipient,
+        // The current epoch's: a vault backup dies with the epoch its wraps belong to.
+        masterRecipient: current?.recipient ?? options.masterRecipient,
         signer: options.signer,
         graceWindowDays: config.retention.graceWindowDays,
         ...(lock === undefined ? {} : { lockMode: lock.mode }),
@@ -228,6 +240,22 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
         }
       }
     }
+    // Master epochs: rotate away from an epoch that wrapped a destroyed key, destroy retired
+    // epochs past the grace window. A rotation re-wraps the vault, so the vault backup that
+    // follows is encrypted to (and holds wraps of) the new epoch only.
+    let master: SealResult | null = null;
+    if (options.masterKeys !== undefined) {
+      master = await sealShreds(vault, options.masterKeys, {
+        actor,
+        graceWindowDays: config.retention.graceWindowDays,
+        now: options.now(),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+      if (master.rotatedTo !== null) backup.key = null;
+      if (master.rotatedTo !== null || master.destroyed.length > 0) {
+        runLog.info({ rotatedTo: master.rotatedTo, rewrapped: master.rewrapped, destroyedEpochs: master.destroyed }, 'master-key epochs sealed');
+      }
+    }
     if (backup.key === null) await writeBackup();
     const pruned = await vault.pruneTrees();
     // Destroyed keys' old row versions that a long transaction kept alive last time go now.
@@ -248,13 +276,20 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
       vaultBackup: backup.key ?? '',
       foreignTombstones,
       vaultDurability,
+      master,
       durationMs: Date.now() - started,
     };
     await vault.appendAudit({
       actor,
       action: 'lifecycle.apply',
       subject: plan.now,
-      details: { ...counts, pruned, vaultBackup: result.vaultBackup, durationMs: result.durationMs },
+      details: {
+        ...counts,
+        pruned,
+        vaultBackup: result.vaultBackup,
+        ...(master === null ? {} : { masterRotatedTo: master.rotatedTo, masterEpochsDestroyed: master.destroyed }),
+        durationMs: result.durationMs,
+      },
     });
     runLog.info(counts, 'lifecycle apply done');
     return result;

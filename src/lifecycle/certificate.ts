@@ -80,6 +80,38 @@ export interface CertificateGuarantees {
   readonly outsideLethe: readonly string[];
   /** What lethe saw on the vault database's server at execution (Vault.inspectDurability). */
   readonly vaultDurabilityFindings: readonly DurabilityFinding[];
+  /**
+   * When the shred becomes final whatever PostgreSQL keeps: the master-key epochs the
+   * destroyed keys were wrapped to, and what destroys them (absent from certificates issued
+   * before master-key epochs).
+   */
+  readonly masterEpoch?: { readonly epochs: readonly number[]; readonly statement: string };
+}
+
+/** One person erased across every tenant under one request, one approval and this one certificate. */
+export interface CertificateAllTenants {
+  readonly subject: string;
+  /** In words: one request, one approval, which tenants, what was destroyed and what was kept and why. */
+  readonly statement: string;
+  readonly tenants: readonly {
+    readonly tenant: string;
+    readonly keyId: string;
+    readonly outcome: 'destroyed' | 'kept';
+    /** The legal-hold cases that kept the key (empty when destroyed). */
+    readonly cases: readonly string[];
+    readonly note: string;
+  }[];
+}
+
+/** A table's subject columns as the mapping names them (`author`: one column or a list). */
+export interface SubjectColumns {
+  readonly table: string;
+  readonly columns: readonly string[];
+}
+
+export interface CertificateSubjectColumns {
+  readonly statement: string;
+  readonly tables: readonly SubjectColumns[];
 }
 
 /** The two signed acts behind an erasure. null for an act done under a typed name. */
@@ -150,6 +182,23 @@ export function graceWindowExplanation(
   );
 }
 
+/**
+ * What a certificate says about finality: the erased keys' wraps, wherever PostgreSQL and its
+ * administrators keep copies, open only with `epochs`' master keys, and lethe destroys those.
+ */
+export function masterEpochStatement(epochs: readonly number[], graceWindowDays: number): string {
+  const named = `master-key epoch${epochs.length === 1 ? '' : 's'} ${epochs.join(', ')}`;
+  return (
+    `The destroyed keys were wrapped to ${named}. The next \`lethe lifecycle apply\` re-wraps every surviving key to ` +
+    `a new epoch and retires ${named}; the first apply at least ${graceWindowDays} days after that retirement destroys ` +
+    "its master key in the provider (the key file removed and its directory synced, the HSM object destroyed, or the " +
+    'KMS key scheduled for deletion). From that moment the erasure is final: every remaining copy of these keys\' ' +
+    "wrapped bytes (the vault database's WAL, WAL archives, replicas, base backups, pg_dump copies, lethe's vault " +
+    'backups and key escrow exports) is wrapped to a master key that exists nowhere. The vault records the moment ' +
+    '(master_epochs.destroyed_at and a `master.destroy` audit entry; `lethe keys epochs` lists it).'
+  );
+}
+
 export interface CertificateFacts {
   readonly request: StoredEraseRequest;
   readonly requestedKeyIds: readonly string[];
@@ -183,6 +232,7 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
   if (position === null) throw new LetheError(ErrorCode.INTERNAL, `certificate for ${request.id}: the audit log is empty`);
   const irreversibleAt = new Date(facts.executedAt.getTime() + facts.graceWindowDays * DAY_MS);
   const approvals = await signedApprovals(vault, request);
+  const masterEpochs = await vault.masterEpochsOfKeys(destroyedIds);
   const body: UnsignedCertificate = {
     format: CERTIFICATE_FORMAT,
     request: {
@@ -233,6 +283,7 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
       },
       outsideLethe: OUTSIDE_LETHE,
       vaultDurabilityFindings: facts.vaultDurability,
+      ...(masterEpochs.length === 0 ? {} : { masterEpoch: { epochs: masterEpochs, statement: masterEpochStatement(masterEpochs, facts.graceWindowDays) } }),
     },
     ...(approvals === null ? {} : { approvals }),
   };

@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { copyLines, decodeCopyField } from '../cells/copy-text.ts';
 import { ErrorCode, LetheError, isLetheError, throwIfAborted } from '../errors/index.ts';
-import { KeyOpener } from '../keys/index.ts';
+import { KeyOpener, type MasterKeyring } from '../keys/index.ts';
 import { cellEntryOf } from '../manifest/index.ts';
 import type { Mapping } from '../mapping/index.ts';
 import { readCell } from '../restore/cell-reader.ts';
@@ -20,7 +20,8 @@ export interface ExportOptions {
   readonly vault: Vault;
   readonly store: ObjectStore;
   readonly mapping: Mapping;
-  readonly masterIdentity: string;
+  /** Opens dimension-key wraps: a keyring by master epoch (keys/master.ts), or one age identity. */
+  readonly masterIdentity: string | MasterKeyring;
   readonly caseId: string;
   /** Directory to create; refused when it exists and is not empty. */
   readonly outDir: string;

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import {
   decodeRecipient,
   encodeRecipient,
-  encryptBytes,
   generateRawKeyPair,
   heldWrapKey,
   seal,
@@ -12,7 +11,7 @@ import {
   x25519PrivateKeyPem,
 } from '../crypto/index.ts';
 import { ErrorCode, LetheError, throwIfAborted } from '../errors/index.ts';
-import type { KeyOpener } from '../keys/index.ts';
+import { currentWrapTarget, wrapDimensionSecret, type KeyOpener } from '../keys/index.ts';
 import type { NewHeldCellKey, Vault } from '../vault/index.ts';
 import type { PlanAction } from './plan.ts';
 
@@ -124,8 +123,13 @@ async function ensureCaseKey(ctx: RewrapContext, id: string, tenant: string, cas
     return;
   }
   const pair = generateRawKeyPair();
-  const wrappedIdentity = await encryptBytes(Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8'), [ctx.masterRecipient]);
+  const target = await currentWrapTarget(ctx.vault, ctx.masterRecipient);
+  const secret = Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8');
+  const wrappedIdentity = await wrapDimensionSecret(target, secret);
+  secret.fill(0);
   pair.privateKey.fill(0);
-  await ctx.vault.insertDimensionKeys([{ id, kind: 'case', tenant, recipient: encodeRecipient(pair.publicKey), wrappedIdentity }]);
+  await ctx.vault.insertDimensionKeys([
+    { id, kind: 'case', tenant, recipient: encodeRecipient(pair.publicKey), wrappedIdentity, ...(target.epoch === null ? {} : { masterEpoch: target.epoch }) },
+  ]);
   await ctx.vault.appendAudit({ actor: ctx.actor, action: 'key.create', subject: id, details: { kind: 'case', tenant, case: caseId } });
 }

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { ErrorCode, LetheError, wrapForeign } from '../errors/index.ts';
-import { KeyOpener } from '../keys/index.ts';
+import { KeyOpener, type MasterKeyring } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { SnapshotHeader } from '../manifest/index.ts';
 import type { SchemaDescription } from '../mapping/index.ts';
@@ -14,7 +14,8 @@ import { pgClientConfig } from '../tls/index.ts';
 export interface RestoreOptions {
   readonly vault: Vault;
   readonly store: ObjectStore;
-  readonly masterIdentity: string;
+  /** Opens dimension-key wraps: a keyring by master epoch (keys/master.ts), or one age identity. */
+  readonly masterIdentity: string | MasterKeyring;
   readonly snapshot: string;
   readonly targetUrl: string;
   readonly targetSchema?: string;

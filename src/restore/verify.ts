@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { equalConstantTime } from '../crypto/index.ts';
 import { ErrorCode, isLetheError, wrapForeign } from '../errors/index.ts';
-import { KeyOpener } from '../keys/index.ts';
+import { isBlobTable, rowTableOf } from '../blobs/index.ts';
+import { KeyOpener, type MasterKeyring } from '../keys/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { SnapshotHeader, TrustedManifest } from '../manifest/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
@@ -16,7 +17,8 @@ import { pgClientConfig } from '../tls/index.ts';
 export interface VerifyOptions {
   readonly vault: Vault;
   readonly store: ObjectStore;
-  readonly masterIdentity: string;
+  /** Opens dimension-key wraps: a keyring by master epoch (keys/master.ts), or one age identity. */
+  readonly masterIdentity: string | MasterKeyring;
   /** `latest` or a snapshot id. */
   readonly snapshot: string;
   /** A database URL on the server where the scratch database is created and dropped. */
@@ -37,6 +39,8 @@ export interface VerifyResult {
   readonly cellsShredded: number;
   readonly cellsFailed: number;
   readonly rows: number;
+  /** Files outside the database checked (sha256, AEAD, length), per mapped table; {} when the snapshot has none. */
+  readonly blobsByTable: Record<string, number>;
   readonly findings: Finding[];
   /** Cells left out because a key was destroyed on purpose, per key, with its destruction record. */
   readonly shredded: ShreddedByKey[];
@@ -193,6 +197,7 @@ async function drill(options: VerifyOptions, snapshot: CompleteSnapshot, manifes
       cellsShredded: loaded.tally.shredded,
       cellsFailed: loaded.tally.failed,
       rows: loaded.tally.rows,
+      blobsByTable: Object.fromEntries([...loaded.rowsByTable].filter(([table]) => isBlobTable(table)).map(([table, n]) => [rowTableOf(table), n])),
       findings,
       shredded: loaded.shredded,
       constraintsNotValidated: loaded.constraintsNotValidated,

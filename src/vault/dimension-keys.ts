@@ -25,6 +25,11 @@ export interface NewDimensionKey {
   readonly recipient: string;
   /** age file encrypted to the master key; the vault stores it as given. */
   readonly wrappedIdentity: Uint8Array;
+  /**
+   * The master epoch `wrappedIdentity` is wrapped to (src/keys/master.ts wrapDimensionSecret
+   * says which). Absent: the vault's current epoch at insert, or none on a vault without epochs.
+   */
+  readonly masterEpoch?: number;
 }
 
 interface InfoRow {
@@ -81,8 +86,11 @@ export async function insertDimensionKeys(
     await query(
       ctx.pool,
       'storing new dimension keys in the vault',
-      `INSERT INTO ${ctx.t.dimensionKeys} (id, kind, tenant, recipient, wrapped_identity)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+      `INSERT INTO ${ctx.t.dimensionKeys} (id, kind, tenant, recipient, wrapped_identity, master_epoch)
+       SELECT k.id, k.kind, k.tenant, k.recipient, k.wrapped,
+              COALESCE(k.epoch, (SELECT epoch FROM "${ctx.schema}".master_epochs WHERE retired_at IS NULL))
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::integer[])
+              AS k(id, kind, tenant, recipient, wrapped, epoch)
        ON CONFLICT (id) DO NOTHING`,
       [
         batch.map((k) => k.id),
@@ -90,6 +98,7 @@ export async function insertDimensionKeys(
         batch.map((k) => k.tenant),
         batch.map((k) => k.recipient),
         batch.map((k) => k.wrappedIdentity),
+        batch.map((k) => k.masterEpoch ?? null),
       ],
     );
   }

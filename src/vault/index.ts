@@ -70,3 +70,4 @@ export {
   type EvidenceInterval,
   type EvidenceSnapshot,
 } from './evidence.ts';
+export type { CurrentMasterEpoch, MasterEpoch, MasterProviderKind, RotationInput, RotationResult } from './master-epochs.ts';

@@ -610,6 +610,54 @@ ALTER TABLE holds
     CHECK ((released_key IS NULL) = (release_signature IS NULL) AND (release_signature IS NULL) = (release_statement IS NULL));
 `;
 
+// Master-key epochs: every dimension key's wrap names the master epoch it is wrapped to, so a
+// shred can be made final by destroying that epoch's master key in its provider (a file, an
+// HSM object, a KMS key): every copy of the erased keys' wrapped bytes (WAL, archives,
+// replicas, base backups, vault backups) is then wrapped to a key that exists nowhere. A vault
+// from before this migration becomes epoch 1 of the file provider, its recipient the one in
+// meta. `reference` names where the provider keeps the key (no secret); lethe never takes a
+// path or object to destroy from it, only from its config.
+const masterEpochs = `
+CREATE TABLE master_epochs (
+  epoch        integer PRIMARY KEY CHECK (epoch > 0),
+  provider     text NOT NULL CHECK (provider IN ('file', 'pkcs11', 'aws-kms')),
+  reference    text NOT NULL CHECK (reference <> ''),
+  recipient    text NOT NULL UNIQUE CHECK (recipient <> ''),
+  created_at   timestamptz NOT NULL DEFAULT now(),
+  retired_at   timestamptz,
+  destroyed_at timestamptz,
+  reason       text,
+  CONSTRAINT master_epochs_destroyed_after_retired CHECK (destroyed_at IS NULL OR retired_at IS NOT NULL),
+  CONSTRAINT master_epochs_retired_has_reason CHECK (retired_at IS NULL OR reason IS NOT NULL)
+);
+-- Exactly one current epoch (the one new wraps go to) once the first exists.
+CREATE UNIQUE INDEX master_epochs_one_current ON master_epochs ((true)) WHERE retired_at IS NULL;
+INSERT INTO master_epochs (epoch, provider, reference, recipient)
+  SELECT 1, 'file', 'masterKey.file', value #>> '{}' FROM meta WHERE key = 'master_recipient';
+ALTER TABLE dimension_keys ADD COLUMN master_epoch integer REFERENCES master_epochs (epoch);
+UPDATE dimension_keys SET master_epoch = 1 WHERE EXISTS (SELECT 1 FROM master_epochs WHERE epoch = 1);
+CREATE INDEX dimension_keys_by_epoch ON dimension_keys (master_epoch) WHERE wrapped_identity IS NOT NULL;
+`;
+
+// Post-quantum option (keys.postQuantum): a dimension key may have an ML-KEM-768 half,
+// whose public key is here (the backup encapsulates to it) and whose seed is inside the same
+// master-wrapped secret as the X25519 private key (docs/format.md). An encapsulation of kem
+// x25519-mlkem768 has, besides E, one ML-KEM ciphertext per dimension key its cells use; a
+// cell's key then needs both secrets of every one of its dimension keys.
+const postQuantum = `
+ALTER TABLE dimension_keys
+  ADD COLUMN mlkem_public bytea CHECK (mlkem_public IS NULL OR length(mlkem_public) = 1184);
+ALTER TABLE encapsulations
+  DROP CONSTRAINT encapsulations_kem_check,
+  ADD CONSTRAINT encapsulations_kem_check CHECK (kem IN ('x25519', 'x25519-mlkem768'));
+CREATE TABLE encapsulation_ciphertexts (
+  encapsulation text NOT NULL REFERENCES encapsulations (id) ON DELETE CASCADE,
+  dimension_key text NOT NULL REFERENCES dimension_keys (id),
+  ciphertext    bytea NOT NULL CHECK (length(ciphertext) = 1088),
+  PRIMARY KEY (encapsulation, dimension_key)
+);
+`;
+
 /** Every migration, in version order. */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: 'initial', sql: initial },
@@ -621,6 +669,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 7, name: 'backups written by several workers', sql: shards },
   { version: 8, name: 'daemon: scheduled runs, once per slot across replicas', sql: daemonRuns },
   { version: 9, name: 'signed approvals: enrolled SSH keys, signed requests, approvals and holds', sql: signedApprovals },
+  { version: 11, name: 'master-key epochs: which master key each dimension key is wrapped to', sql: masterEpochs },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -138,15 +138,29 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
     ownedBy: 'lifecycle',
     access: {
       backup: {
-        select: ['id', 'kind', 'tenant', 'recipient', 'destroyed_at'],
-        insert: ['id', 'kind', 'tenant', 'recipient', 'wrapped_identity'],
+        select: ['id', 'kind', 'tenant', 'recipient', 'destroyed_at', 'master_epoch'],
+        insert: ['id', 'kind', 'tenant', 'recipient', 'wrapped_identity', 'master_epoch'],
       },
       verify: READ,
-      lifecycle: { select: 'all', insert: 'all', update: ['wrapped_identity', 'destroyed_at'] },
+      lifecycle: { select: 'all', insert: 'all', update: ['wrapped_identity', 'destroyed_at', 'master_epoch'] },
     },
+    columnsSince: { master_epoch: 11 },
     why:
       'the backup reads public recipients and creates missing keys (wrapped to the KEK) but never reads a ' +
       'wrapped identity; verify and restore unwrap them; only lifecycle destroys one (wrapped_identity = NULL)',
+  },
+  master_epochs: {
+    kind: 'table',
+    since: 11,
+    class: 'key',
+    access: {
+      backup: READ,
+      verify: READ,
+      lifecycle: { select: 'all', insert: 'all', update: ['retired_at', 'destroyed_at', 'reason'] },
+    },
+    why:
+      'public facts only (epoch, provider, reference, recipient): the backup wraps new keys to the current epoch; ' +
+      'verify and restore pick the master key of a wrap\'s epoch; lifecycle (apply, keys rotate-master) opens, retires and destroys epochs',
   },
   cell_keys: {
     kind: 'table',

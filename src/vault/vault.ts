@@ -39,6 +39,21 @@ import {
 import type { JsonObject } from './canonical-json.ts';
 import { backupShards, claimBackupShard, createBackupShards, finishBackupShard, offeredBackupShard, type BackupShard } from './backup-shards.ts';
 import { getFormatVersion, getMasterRecipient, setMasterRecipient } from './meta.ts';
+import {
+  currentEpochHoldsDestroyedKeys,
+  getCurrentMasterEpoch,
+  getWrappedDimensionKeysWithEpoch,
+  listMasterEpochs,
+  masterEpochsOfKeys,
+  recordFirstMasterEpoch,
+  recordMasterEpochDestroyed,
+  rotateMasterEpoch,
+  type CurrentMasterEpoch,
+  type MasterEpoch,
+  type MasterProviderKind,
+  type RotationInput,
+  type RotationResult,
+} from './master-epochs.ts';
 import { VAULT_SCHEMA_VERSION } from './migrations.ts';
 import { DEFAULT_VAULT_SCHEMA } from './schema-name.ts';
 import {
@@ -258,6 +273,48 @@ export class Vault {
   /** Records the master recipient once; a different value throws VAULT. */
   setMasterRecipient(recipient: string): Promise<void> {
     return setMasterRecipient(this.#ctx, recipient);
+  }
+
+  // --- master-key epochs (master-epochs.ts) ------------------------------------------
+
+  /** Every master-key epoch, oldest first, with its live and destroyed key counts. */
+  listMasterEpochs(): Promise<MasterEpoch[]> {
+    return listMasterEpochs(this.#ctx);
+  }
+
+  /** The epoch new wraps go to; throws VAULT when the vault has none. */
+  getCurrentMasterEpoch(): Promise<CurrentMasterEpoch> {
+    return getCurrentMasterEpoch(this.#ctx);
+  }
+
+  /** Records epoch 1 on a vault without epochs; returns the current epoch. */
+  recordFirstMasterEpoch(first: { provider: MasterProviderKind; reference: string; recipient: string }): Promise<CurrentMasterEpoch> {
+    return recordFirstMasterEpoch(this.#ctx, first);
+  }
+
+  /** A new epoch and every live key re-wrapped to it, in one transaction. */
+  rotateMasterEpoch(input: RotationInput): Promise<RotationResult> {
+    return rotateMasterEpoch(this.#ctx, input);
+  }
+
+  /** Records a retired epoch's key as destroyed in its provider (with its audit entry). */
+  recordMasterEpochDestroyed(input: { epoch: number; actor: string; reason: string; at: Date }): Promise<boolean> {
+    return recordMasterEpochDestroyed(this.#ctx, input);
+  }
+
+  /** Wrapped identities with the epoch each is wrapped to (null: destroyed). */
+  getWrappedDimensionKeysWithEpoch(ids: readonly string[]): Promise<Map<string, { epoch: number | null; wrapped: Uint8Array } | null>> {
+    return getWrappedDimensionKeysWithEpoch(this.#ctx, ids);
+  }
+
+  /** The master epochs `ids` are (or were when destroyed) wrapped to. */
+  masterEpochsOfKeys(ids: readonly string[]): Promise<number[]> {
+    return masterEpochsOfKeys(this.#ctx, ids);
+  }
+
+  /** True when a destroyed key is still wrapped to the current epoch. */
+  currentEpochHoldsDestroyedKeys(): Promise<boolean> {
+    return currentEpochHoldsDestroyedKeys(this.#ctx);
   }
 
   // --- dimension keys -----------------------------------------------------------------

@@ -56,8 +56,11 @@ export interface RestoreVaultBackupInput {
   /** The vault schema to restore into: absent, or holding no vault data. */
   readonly schema: string;
   readonly store: ObjectStore;
-  /** The master key's identity (AGE-SECRET-KEY-1…); never logged. */
-  readonly masterIdentity: string;
+  /**
+   * The master key's identity (AGE-SECRET-KEY-1…), or every master epoch's still held (a
+   * vault backup is encrypted to the epoch current when it was written); never logged.
+   */
+  readonly masterIdentity: string | readonly string[];
   /** The vault backup object, `vault/<time>.age`. */
   readonly key: string;
   /** Who restores: the actor of the re-applied destructions and the `vault.restore` entry. */
@@ -514,7 +517,7 @@ async function loadStream(
   doing: string,
 ): Promise<{ header: VaultBackupHeader; tables: Record<string, number> }> {
   const { key, signal } = input;
-  const decrypted = decryptStream(createReadStream(localCopy.path), [input.masterIdentity], { signal });
+  const decrypted = decryptStream(createReadStream(localCopy.path), typeof input.masterIdentity === 'string' ? [input.masterIdentity] : [...input.masterIdentity], { signal });
   const iterator = lines(decrypted, key)[Symbol.asyncIterator]();
   let lineNo = 0;
   const next = async (): Promise<unknown> => {

@@ -9,7 +9,7 @@ import { cp, mkdir, readFile, rm, stat, truncate, unlink, writeFile } from 'node
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/index.ts';
-import { readMasterKeyFile } from '../../src/crypto/index.ts';
+import { FileMasterKeys } from '../../src/keys/index.ts';
 import { isLetheError, ErrorCode } from '../../src/errors/index.ts';
 import { backup, initialize, lifecycleApply, restore, vaultBackup, verify } from '../../src/jobs/tasks.ts';
 import { checkBucket } from '../../src/lifecycle/bucket-check.ts';
@@ -123,7 +123,7 @@ describe(`mutation sweep (${size}, seed ${seed})`, () => {
   /** Snapshots that list each pack and segment object. */
   const refs = new Map<string, readonly string[]>();
   let vaultBackups: string[] = [];
-  let masterIdentity: string;
+  let masterIdentity: string[];
   const figures = {
     mutations: 0,
     detected: 0,
@@ -194,7 +194,8 @@ describe(`mutation sweep (${size}, seed ${seed})`, () => {
     snapshots = (await vault.listSnapshots()).map((s) => s.id).sort();
     for (const r of await vault.lifecycleObjectRefs()) refs.set(r.key, r.snapshots);
     vaultBackups = (await listVaultBackups(await env.rt.store())).map((b) => b.key).sort();
-    masterIdentity = (await readMasterKeyFile(env.masterKeyFile)).identity;
+    // Every epoch's key: the apply above rotated the master away from the erased keys' epoch.
+    masterIdentity = await new FileMasterKeys(env.masterKeyFile).identities();
     for (const id of snapshots) {
       const db = await env.database('mut_expect');
       await restore(env.rt, { snapshot: id, targetUrl: db.url, replace: false, actor: 'sweep' });

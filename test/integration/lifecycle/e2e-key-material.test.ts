@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeyId } from '../../../src/cells/ids.ts';
 import { decryptBytes, decryptStream, parseX25519PrivateKeyPem, readMasterKeyFile } from '../../../src/crypto/index.ts';
 import { backup, initialize, lifecycleApply } from '../../../src/jobs/tasks.ts';
+import { FileMasterKeys } from '../../../src/keys/index.ts';
 import { demoSample } from '../../../src/store/demo-sample.ts';
 import { listVaultBackups, writeVaultBackup } from '../../../src/vaultbackup/index.ts';
 import {
@@ -35,9 +36,10 @@ describe('a destroyed key leaves no trace', () => {
   const outputs: CliResult[] = [];
 
   const vaultBackupText = async (key: string): Promise<string> => {
-    const master = await readMasterKeyFile(env.masterKeyFile);
+    // Every master epoch's key still held: a vault backup is encrypted to the epoch current when written.
+    const identities = await new FileMasterKeys(env.masterKeyFile).identities();
     const chunks: Buffer[] = [];
-    for await (const chunk of decryptStream(await (await env.rt.store()).get(key), [master.identity])) chunks.push(Buffer.from(chunk));
+    for await (const chunk of decryptStream(await (await env.rt.store()).get(key), identities)) chunks.push(Buffer.from(chunk));
     return Buffer.concat(chunks).toString('utf8');
   };
   const found = (text: string): string[] => needles.filter((n) => text.includes(n));
