@@ -2,7 +2,20 @@ import { ErrorCode, ExitCode, LetheError } from '../errors/index.ts';
 import { verifyCertificate, type DestructionCertificate } from '../lifecycle/certificate.ts';
 import { tombstoneLock, type ForeignTombstone } from '../lifecycle/destroy.ts';
 import { actStatement } from '../lifecycle/approvals.ts';
-import { approvalStatement, approveErasure, certificateKey, erasureKeyId, requestAct, requestErasure } from '../lifecycle/erase.ts';
+import {
+  approvalStatement,
+  approveErasure,
+  certificateKey,
+  erasureKeyId,
+  noPersonFound,
+  personReach,
+  requestAct,
+  requestErasure,
+  type PersonTenantReach,
+} from '../lifecycle/erase.ts';
+import { describeEraseTarget } from '../lifecycle/erase-subject.ts';
+import type { SubjectColumns } from '../lifecycle/certificate.ts';
+import type { Mapping } from '../mapping/index.ts';
 import type { EraseScope } from '../lifecycle/types.ts';
 import { logVaultDurability } from '../lifecycle/vault-durability.ts';
 import type { StoredEraseRequest } from '../vault/index.ts';
@@ -23,6 +36,11 @@ import { stringOpt } from './format.ts';
  * person signs it with `ssh-keygen -Y sign -n lethe-approval`, and `--signature FILE.sig`
  * submits it (approval-args.ts).
  *
+ * `erase request --subject U --all-tenants` names a person across every tenant: it lists the
+ * tenants where the vault holds a `user:T/U` key of theirs (with the cells and snapshots each
+ * reaches) and refuses (2) when there is none; approval finds the tenants again and destroys
+ * every such key under the one approval, with one certificate.
+ *
  * `erase approve` also reports what the vault database keeps of destroyed keys beyond lethe
  * (WAL archiving, replicas, replication slots): labelled warnings on stderr and a warn log
  * line when keys were destroyed; `vaultDurability` in the `--json` result always.
@@ -32,9 +50,11 @@ function requestJson(r: StoredEraseRequest): Record<string, unknown> {
   return {
     id: r.id,
     tenant: r.tenant,
+    allTenants: r.tenant === null,
     scope: r.scope,
     subject: r.subject,
-    keyId: erasureKeyId(r),
+    // A person across every tenant has one key per tenant, found at execution.
+    keyId: r.tenant === null ? null : erasureKeyId({ ...r, tenant: r.tenant }),
     reason: r.reason,
     status: r.status,
     requestedBy: r.requestedBy,
@@ -48,8 +68,38 @@ function requestJson(r: StoredEraseRequest): Record<string, unknown> {
   };
 }
 
-function subjectText(r: { tenant: string; scope: EraseScope; subject: string | null }): string {
-  return r.scope === 'tenant' ? `all of tenant ${r.tenant}` : `${r.scope} ${r.subject ?? ''} of tenant ${r.tenant}`;
+function subjectText(r: { tenant: string | null; scope: EraseScope; subject: string | null }): string {
+  return describeEraseTarget(r);
+}
+
+function reachJson(found: readonly PersonTenantReach[]): Record<string, unknown>[] {
+  return found.map((f) => ({ ...f }));
+}
+
+/** One line per tenant where the person has a key: what `--all-tenants` would erase there. */
+function reachLines(user: string, found: readonly PersonTenantReach[]): string[] {
+  const lines = [`user ${JSON.stringify(user)} has a key in ${found.length} tenant${found.length === 1 ? '' : 's'}:`];
+  for (const f of found) {
+    lines.push(
+      `  tenant ${JSON.stringify(f.tenant)}  ${f.keyId}  ` +
+        (f.destroyed ? 'already destroyed (an earlier erasure)' : `${f.cellKeys} cell keys; ${f.cells} cells in ${f.snapshots} snapshots`),
+    );
+  }
+  return lines;
+}
+
+/**
+ * The subject columns of each mapped table (`author`: one column, or a list of them), for the
+ * certificate of a user erasure.
+ */
+function mappingSubjectColumns(mapping: Mapping): SubjectColumns[] {
+  const out: SubjectColumns[] = [];
+  for (const [table, entry] of Object.entries(mapping.tables)) {
+    const author: unknown = entry.author;
+    const columns = typeof author === 'string' ? [author] : Array.isArray(author) ? author.filter((c): c is string => typeof c === 'string') : [];
+    if (columns.length > 0) out.push({ table, columns });
+  }
+  return out;
 }
 
 function usage(message: string, usageLine: string): LetheError {
@@ -64,7 +114,7 @@ function oneId(ctx: CommandContext, usageLine: string): string {
 }
 
 const REQUEST_USAGE =
-  'erase request --tenant T (--user U | --conversation C | --all) --reason TEXT (--print-statement | --signature FILE) [--json] [--config FILE]';
+  'erase request (--tenant T (--user U | --conversation C | --all) | --subject U --all-tenants) --reason TEXT (--print-statement | --signature FILE) [--json] [--config FILE]';
 
 export const eraseRequestCommand: Command = {
   name: 'erase request',
@@ -74,6 +124,8 @@ export const eraseRequestCommand: Command = {
     user: { type: 'string' },
     conversation: { type: 'string' },
     all: { type: 'boolean' },
+    subject: { type: 'string' },
+    'all-tenants': { type: 'boolean' },
     reason: { type: 'string' },
     ...APPROVAL_OPTIONS,
   },
@@ -84,7 +136,17 @@ export const eraseRequestCommand: Command = {
     const conversation = stringOpt(v, 'conversation');
     const all = v['all'] === true;
     const reason = stringOpt(v, 'reason');
-    if (tenant === undefined) throw usage('missing --tenant T', REQUEST_USAGE);
+    const person = stringOpt(v, 'subject');
+    if (v['all-tenants'] === true || person !== undefined) {
+      if (v['all-tenants'] !== true) throw usage('--subject U names a person across every tenant: add --all-tenants (or use --tenant T --user U for one tenant)', REQUEST_USAGE);
+      if (person === undefined) throw usage('--all-tenants needs --subject U (the person\'s user id, as the chat store writes it)', REQUEST_USAGE);
+      if (tenant !== undefined || user !== undefined || conversation !== undefined || all) {
+        throw usage('--all-tenants erases a person in every tenant: give --subject U alone, without --tenant, --user, --conversation or --all', REQUEST_USAGE);
+      }
+      if (reason === undefined) throw usage('missing --reason TEXT (e.g. the ticket of the data subject\'s request)', REQUEST_USAGE);
+      return requestPerson(ctx, person, reason);
+    }
+    if (tenant === undefined) throw usage('missing --tenant T (or --subject U --all-tenants for a person in every tenant)', REQUEST_USAGE);
     const chosen = [user !== undefined, conversation !== undefined, all].filter(Boolean).length;
     if (chosen !== 1) {
       throw usage('say what to erase with exactly one of --user U, --conversation C or --all (the whole tenant)', REQUEST_USAGE);
@@ -107,6 +169,33 @@ export const eraseRequestCommand: Command = {
     return ExitCode.OK;
   },
 };
+
+/** `erase request --subject U --all-tenants`: shows where the person's data is, then records (or prints the statement). */
+async function requestPerson(ctx: CommandContext, person: string, reason: string): Promise<number> {
+  const rt = await ctx.runtime();
+  const vault = await rt.vault();
+  const what = { tenant: null, scope: 'user' as const, subject: person, reason };
+  const act = requestAct(what);
+  const found = await personReach(vault, person);
+  if (wantsStatement(ctx)) {
+    // The statement alone goes to stdout (it is signed as is); where the data is, to stderr.
+    if (found.length === 0) throw noPersonFound(person);
+    if (!ctx.json) process.stderr.write(`${reachLines(person, found).map((l) => `lethe: ${l}`).join('\n')}\n`);
+    return printStatement(ctx, await actStatement(vault, act));
+  }
+  const request = await requestErasure(vault, { ...what, ...(await attestationFrom(ctx, rt)) });
+  if (ctx.json) ctx.out(JSON.stringify({ ...requestJson(request), tenants: reachJson(found) }));
+  else {
+    ctx.out(`deletion request ${request.id} recorded: erase ${subjectText(request)}, requested by ${request.requestedBy}`);
+    for (const line of reachLines(person, found)) ctx.out(line);
+    ctx.out('Approval looks for the tenants again, so a tenant the person joined since is erased too.');
+    ctx.out(
+      `Nothing is deleted yet. A second enrolled person must approve it: lethe erase approve ${request.id} --print-statement, ` +
+        'sign that with their own key, then lethe erase approve ' + `${request.id} --signature FILE.sig`,
+    );
+  }
+  return ExitCode.OK;
+}
 
 const APPROVE_USAGE = 'erase approve ID (--print-statement | --signature FILE) [--json] [--config FILE]';
 
@@ -133,6 +222,7 @@ export const eraseApproveCommand: Command = {
         signer: await rt.signer('lifecycle'),
         ...(lock === undefined ? {} : { lock }),
         onForeignTombstone: (found) => foreignTombstones.push(found),
+        subjectColumns: subjectColumnsOf(ctx, rt.mapping.bind(rt)),
       },
       id,
       by,
@@ -158,6 +248,19 @@ export const eraseApproveCommand: Command = {
     return ExitCode.OK;
   },
 };
+
+/** The mapping's subject columns for the certificate; a mapping that cannot be read leaves them out, with a warning. */
+function subjectColumnsOf(ctx: CommandContext, mapping: () => Mapping): SubjectColumns[] | undefined {
+  try {
+    return mappingSubjectColumns(mapping());
+  } catch (err) {
+    ctx.warn(
+      `the chat-store mapping could not be read (${err instanceof Error ? err.message : String(err)}): ` +
+        'the certificate will not list the subject columns the erasure covers; fix chatStore.mapping in the config',
+    );
+    return undefined;
+  }
+}
 
 export const eraseListCommand: Command = {
   name: 'erase list',
@@ -226,6 +329,13 @@ function printCertificate(ctx: CommandContext, c: DestructionCertificate): void 
   ctx.out(`  executed at:  ${c.executedAt}`);
   for (const k of c.keysDestroyed) ctx.out(`  key destroyed: ${k.keyId} at ${k.destroyedAt} (audit entry ${k.auditSeq})`);
   for (const k of c.keysAbsent) ctx.out(`  key ${k.keyId}: ${k.note}`);
+  if (c.allTenants !== undefined) {
+    ctx.out(`  every tenant: ${c.allTenants.statement}`);
+    for (const t of c.allTenants.tenants) {
+      ctx.out(`    tenant ${JSON.stringify(t.tenant)}  ${t.keyId}  ${t.outcome.toUpperCase()}${t.outcome === 'kept' ? `: ${t.note}` : ''}`);
+    }
+  }
+  if (c.subjectColumns !== undefined) ctx.out(`  subject columns: ${c.subjectColumns.statement}`);
   ctx.out(`  cells made unreadable: ${c.cellsAffected.count} cell keys; ${c.snapshotsAffected.cells} cells in ${c.snapshotsAffected.count} snapshots`);
   ctx.out(`  audit chain:  entry ${c.auditChain.seq}, hash ${c.auditChain.hash}`);
   const g = c.guarantees;

@@ -577,7 +577,9 @@ export function erasePendingAlerts(requests: readonly EraseRequest[], now: Date,
     const waiting = request.status === 'pending' ? 'a second approver' : 'execution by `lethe lifecycle apply`';
     alerts.push({
       event: 'erase_request_pending',
-      summary: `deletion request ${request.id} (tenant ${request.tenant}, ${request.scope}) has waited ${ageDays} days for ${waiting}`,
+      summary:
+        `deletion request ${request.id} (${request.tenant === null ? 'every tenant' : `tenant ${request.tenant}`}, ${request.scope}) ` +
+        `has waited ${ageDays} days for ${waiting}`,
       details: {
         requestId: request.id,
         tenant: request.tenant,

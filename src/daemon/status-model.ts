@@ -81,7 +81,8 @@ export interface StatusPendingErasure {
    * next `lethe lifecycle apply` to carry it out.
    */
   readonly status?: 'pending' | 'approved';
-  readonly tenant: string;
+  /** Null for a person across every tenant (`erase request --subject U --all-tenants`). */
+  readonly tenant: string | null;
   readonly scope: string;
   readonly requestedAt: Date;
   readonly requestedBy: string;

@@ -384,7 +384,7 @@ function erasures(list: readonly StatusPendingErasure[], now: Date): Markup {
       e,
     ) => markup`<tr class="${e.overdue ? 'row-overdue' : 'row-waiting'}" data-testid="erasure" data-state="${e.overdue ? 'overdue' : 'waiting'}" data-waiting-for="${e.status === 'approved' ? 'apply' : 'approver'}">
 <td data-label="Request" class="wrap"><code>${clip(e.id, 200)}</code></td>
-<td data-label="Tenant" class="wrap">${clip(e.tenant, 200)}</td>
+<td data-label="Tenant" class="wrap">${e.tenant === null ? markup`<em>every tenant</em>` : clip(e.tenant, 200)}</td>
 <td data-label="Scope" class="wrap">${clip(e.scope, 400)}</td>
 <td data-label="Requested" class="wrap">${when(e.requestedAt, now)}<br><span class="sub">by</span> ${clip(e.requestedBy, 200)}</td>
 <td data-label="Waiting for">${e.status === 'approved' ? 'lifecycle apply' : 'a second approver'}</td>

@@ -19,11 +19,20 @@ export const MAX_SIGNATURE_BYTES = 8192;
 
 /** An act to sign: its action and fields, in the order the statement lists them. */
 export type Act =
-  | { readonly action: 'erase.request'; readonly tenant: string; readonly scope: string; readonly subject: string | null; readonly reason: string }
+  | {
+      readonly action: 'erase.request';
+      /** Null for a person across every tenant, which then also says `tenants: "all"`. */
+      readonly tenant: string | null;
+      readonly tenants?: 'all';
+      readonly scope: string;
+      readonly subject: string | null;
+      readonly reason: string;
+    }
   | {
       readonly action: 'erase.approve';
       readonly request: string;
-      readonly tenant: string;
+      readonly tenant: string | null;
+      readonly tenants?: 'all';
       readonly scope: string;
       readonly subject: string | null;
       readonly reason: string;

@@ -4,6 +4,7 @@ import { ErrorCode, LetheError } from '../errors/index.ts';
 import { canonicalJson, type DurabilityFinding, type SignedAct, type StoredEraseRequest, type Vault } from '../vault/index.ts';
 import type { DestroyedKey } from './destroy.ts';
 import type { EraseScope } from './types.ts';
+import type { KeptKey } from './erase.ts';
 import { allowedSignersLine, APPROVAL_NAMESPACE } from './approvals.ts';
 
 export const CERTIFICATE_FORMAT = 'lethe.destruction-certificate.v1';
@@ -20,7 +21,8 @@ export interface DestructionCertificate {
   readonly format: typeof CERTIFICATE_FORMAT;
   readonly request: {
     readonly id: string;
-    readonly tenant: string;
+    /** Null for a person across every tenant: see `allTenants`. */
+    readonly tenant: string | null;
     readonly scope: EraseScope;
     readonly subject: string | null;
     readonly reason: string;
@@ -31,6 +33,17 @@ export interface DestructionCertificate {
   };
   /** The dimension keys destroyed for the request (earlier destructions keep their time). */
   readonly keysDestroyed: readonly { readonly keyId: string; readonly destroyedAt: string; readonly auditSeq: number }[];
+  /**
+   * Present for a request that erases a person across every tenant: each tenant where lethe
+   * found their `user:T/U` key at execution, the key, and whether it was destroyed or kept
+   * (legal hold), all under this one request and approval.
+   */
+  readonly allTenants?: CertificateAllTenants;
+  /**
+   * For a user erasure, when the mapping was at hand: the columns of each table the mapping
+   * names as the row's subject (its `author`), whose rows the destroyed keys make unreadable.
+   */
+  readonly subjectColumns?: CertificateSubjectColumns;
   /** Keys the request named that never existed (e.g. a user never backed up): nothing to destroy. */
   readonly keysAbsent: readonly { readonly keyId: string; readonly note: string }[];
   /** Cell keys wrapped to a destroyed key: the cells they opened are unreadable. */
@@ -207,6 +220,10 @@ export interface CertificateFacts {
   readonly graceWindowDays: number;
   /** What the vault database's server keeps of its WAL, seen at execution (Vault.inspectDurability). */
   readonly vaultDurability: readonly DurabilityFinding[];
+  /** A person across every tenant: the keys a legal hold kept (its other keys are `requestedKeyIds`). */
+  readonly kept?: readonly KeptKey[];
+  /** The mapping's subject columns, for a user erasure. */
+  readonly subjectColumns?: readonly SubjectColumns[];
 }
 
 /**
@@ -246,6 +263,8 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
       approvedBy: request.approvedBy,
       approvedAt: request.approvedAt.toISOString(),
     },
+    ...(request.tenant === null ? { allTenants: allTenantsSection(request, facts) } : {}),
+    ...(facts.subjectColumns === undefined ? {} : { subjectColumns: subjectColumnsSection(facts.subjectColumns) }),
     keysDestroyed: facts.destroyed.map((d) => ({
       keyId: d.keyId,
       destroyedAt: d.destroyedAt.toISOString(),
@@ -288,6 +307,64 @@ export async function buildCertificate(vault: Vault, signer: Signer, facts: Cert
     ...(approvals === null ? {} : { approvals }),
   };
   return { ...body, signature: { algorithm: 'ed25519', keyId: signer.id, value: signer.sign(certificateMessage(body)) } };
+}
+
+function allTenantsSection(request: StoredEraseRequest, facts: CertificateFacts): CertificateAllTenants {
+  const subject = request.subject ?? '';
+  const destroyedIds = new Set(facts.destroyed.map((d) => d.keyId));
+  const rows: CertificateAllTenants['tenants'][number][] = [];
+  for (const d of facts.destroyed) {
+    rows.push({ tenant: tenantOfUserKey(d.keyId), keyId: d.keyId, outcome: 'destroyed', cases: [], note: 'destroyed by this request' });
+  }
+  for (const k of facts.kept ?? []) {
+    if (destroyedIds.has(k.keyId)) continue;
+    const cases = [...new Set(k.holds.map((h) => h.caseId))].sort();
+    rows.push({
+      tenant: k.tenant,
+      keyId: k.keyId,
+      outcome: 'kept',
+      cases,
+      note:
+        `kept: legal hold case ${cases.join(', ')} covers this person's data in tenant ${k.tenant}, and holds win over erasure. ` +
+        `Once the case is released, erase it with \`lethe erase request --tenant ${k.tenant} --user ${subject}\``,
+    });
+  }
+  rows.sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0));
+  const destroyedTenants = rows.filter((r) => r.outcome === 'destroyed').map((r) => r.tenant);
+  const keptTenants = rows.filter((r) => r.outcome === 'kept').map((r) => r.tenant);
+  const list = (tenants: readonly string[]) => tenants.map((t) => JSON.stringify(t)).join(', ');
+  const statement =
+    `One deletion request (${request.id}), approved once by ${request.approvedBy ?? '?'}, erases user ${JSON.stringify(subject)} ` +
+    "in every tenant where lethe held their data, found from the vault's user keys at execution. " +
+    (rows.length === 0
+      ? 'No tenant held a key of this person at execution: nothing was destroyed.'
+      : `Destroyed in ${destroyedTenants.length} tenant${destroyedTenants.length === 1 ? '' : 's'}` +
+        (destroyedTenants.length === 0 ? '' : ` (${list(destroyedTenants)})`) +
+        (keptTenants.length === 0
+          ? '; nothing was kept.'
+          : `; kept under legal hold in ${keptTenants.length} (${list(keptTenants)}), each with its case in tenants[].`));
+  return { subject, statement, tenants: rows };
+}
+
+/** The tenant of a `user:T/U` key id (percent-decoded). */
+function tenantOfUserKey(keyId: string): string {
+  const rest = keyId.slice('user:'.length);
+  return decodeURIComponent(rest.slice(0, rest.indexOf('/')));
+}
+
+function subjectColumnsSection(tables: readonly SubjectColumns[]): CertificateSubjectColumns {
+  const sorted = [...tables]
+    .map((t) => ({ table: t.table, columns: [...t.columns] }))
+    .sort((a, b) => (a.table < b.table ? -1 : a.table > b.table ? 1 : 0));
+  const named = sorted.map((t) => `${t.table} (${t.columns.join(', ')})`).join('; ');
+  return {
+    statement:
+      'The destroyed user keys make unreadable every backed-up row whose mapped subject column names the person: ' +
+      `${named === '' ? 'the mapping names no subject column' : named}. ` +
+      "A column the mapping does not list as a subject column (for instance a mention inside someone else's message) is " +
+      "encrypted under that row's own subject's keys and is not covered by this erasure.",
+    tables: sorted,
+  };
 }
 
 async function signedApprovals(vault: Vault, request: StoredEraseRequest): Promise<CertificateApprovals | null> {

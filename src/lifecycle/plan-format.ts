@@ -1,6 +1,7 @@
 import { bytes } from '../cli/format.ts';
 import { compareTenants } from '../util/tenant-order.ts';
 import type { Plan, PlanAction } from './plan.ts';
+import { describeEraseTarget } from './erase-subject.ts';
 
 /**
  * A plan as an operator reads it (`lethe lifecycle plan`): a one-line summary, then the
@@ -92,7 +93,7 @@ export function formatPlan(plan: Plan): string {
   if (plan.pendingRequests.length > 0) {
     section(out, `Deletion requests waiting for approval (${plan.pendingRequests.length})`);
     for (const r of plan.pendingRequests) {
-      const subject = r.scope === 'tenant' ? `all of tenant ${r.tenant}` : `${r.scope} ${r.subject ?? '?'} of tenant ${r.tenant}`;
+      const subject = describeEraseTarget(r);
       out.push(`  ${r.id}: ${subject}, requested by ${r.requestedBy} (approve with \`lethe erase approve ${r.id} --actor NAME\`)`);
     }
   }

@@ -165,7 +165,8 @@ export interface PlanBlocked {
 export interface PlanPendingRequest {
   id: string;
   scope: EraseScope;
-  tenant: string;
+  /** Null for a person across every tenant. */
+  tenant: string | null;
   subject: string | null;
   requestedBy: string;
 }
@@ -497,7 +498,7 @@ export function planLifecycle(input: PlanInput): Plan {
   const tenants = new Set<string>();
   for (const d of destroys) for (const t of d.impact.tenants) tenants.add(t);
   for (const r of rewraps) tenants.add(r.tenant);
-  for (const r of input.eraseRequests) if (r.status === 'approved') tenants.add(r.tenant);
+  for (const r of input.eraseRequests) if (r.status === 'approved' && r.tenant !== null) tenants.add(r.tenant);
   return {
     now: now.toISOString(),
     actions,
@@ -658,7 +659,9 @@ function describeCell(cell: CellKeyFacts): string {
   return `the ${cell.class}${tenant}${who}${where}${when}`;
 }
 
-function describeScope(scope: EraseScope, tenant: string, subject: string | null): string {
+function describeScope(scope: EraseScope, tenant: string | null, subject: string | null): string {
+  // A person across every tenant (erase request --all-tenants): the tenants are found at execution.
+  if (tenant === null) return `${scope} ${subject ?? '?'} in every tenant`;
   switch (scope) {
     case 'tenant':
       return `all data of tenant ${tenant}`;

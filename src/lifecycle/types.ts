@@ -28,7 +28,12 @@ export type EraseScope = 'user' | 'conversation' | 'tenant';
 export interface EraseRequest {
   /** `er-` followed by lower-case letters and digits. */
   readonly id: string;
-  readonly tenant: string;
+  /**
+   * The chat-store tenant; null for a person across every tenant (scope `user` only:
+   * `erase request --subject U --all-tenants`), whose tenants are found from the vault's
+   * `user:T/U` keys when it is requested and again when it is executed.
+   */
+  readonly tenant: string | null;
   readonly scope: EraseScope;
   /** The user or conversation id; null for a whole tenant. */
   readonly subject: string | null;

@@ -169,7 +169,8 @@ export interface ReportCertificate {
 
 export interface ReportErasure {
   readonly id: string;
-  readonly tenant: string;
+  /** Null for a person across every tenant (`erase request --subject U --all-tenants`). */
+  readonly tenant: string | null;
   readonly scope: EraseScope;
   readonly subject: string | null;
   readonly reason: string;

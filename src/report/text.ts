@@ -7,6 +7,7 @@ import type {
 } from './document.ts';
 import { bytesText, durationText, instantText, plural, secondsText } from './human.ts';
 import { OBJECTIVES_FIELD } from './objectives.ts';
+import { describeEraseTarget } from '../lifecycle/erase-subject.ts';
 
 /** Rows listed per section in the text form; the JSON and HTML forms list every row. */
 export const TEXT_ROWS = 50;
@@ -66,9 +67,7 @@ export function holdLine(h: ReportHold): string {
 }
 
 export function erasureSubject(r: Pick<ReportErasure, 'scope' | 'subject' | 'tenant'>): string {
-  return r.scope === 'tenant'
-    ? `all of tenant ${r.tenant}`
-    : `${r.scope} ${r.subject ?? '?'} of tenant ${r.tenant}`;
+  return describeEraseTarget(r);
 }
 
 export function erasureLine(r: ReportErasure): string {

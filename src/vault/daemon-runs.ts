@@ -288,7 +288,8 @@ export interface DaemonFacts {
   /** Deletion requests not yet executed: awaiting a second approver (pending) or execution (approved). */
   readonly eraseRequestsWaiting: readonly {
     id: string;
-    tenant: string;
+    /** Null for a person across every tenant. */
+    tenant: string | null;
     scope: 'user' | 'conversation' | 'tenant';
     status: 'pending' | 'approved';
     requestedAt: Date;
@@ -310,7 +311,7 @@ export async function daemonFacts(ctx: VaultContext): Promise<DaemonFacts> {
       `SELECT job, error_code AS code, count(*) AS n FROM ${table(ctx)} WHERE state = 'failed' GROUP BY job, error_code`,
     ),
     query<{ n: string }>(ctx.pool, doing, `SELECT count(*) AS n FROM "${ctx.schema}".holds WHERE released_at IS NULL`),
-    query<{ id: string; tenant: string; scope: 'user' | 'conversation' | 'tenant'; status: 'pending' | 'approved'; requested_at: Date; requested_by: string }>(
+    query<{ id: string; tenant: string | null; scope: 'user' | 'conversation' | 'tenant'; status: 'pending' | 'approved'; requested_at: Date; requested_by: string }>(
       ctx.pool,
       doing,
       `SELECT id, tenant, scope, status, requested_at, requested_by FROM "${ctx.schema}".erase_requests

@@ -134,6 +134,28 @@ export async function listDimensionKeys(ctx: VaultContext): Promise<DimensionKey
   return rows.map((row) => ({ ...row }));
 }
 
+/**
+ * The user keys of chat-store user `user` in every tenant (`user:T/U`, destroyed ones
+ * included), by tenant then id. Matched exactly: the id's user part must equal `user`
+ * percent-encoded as cells/ids.ts writes it (no pattern is built from the id, so `%` or `_`
+ * in it match only themselves), and each row's id must be exactly `user:<its tenant>/<user>`.
+ * One person in many tenants is a handful of rows; the scan reads the user keys only.
+ */
+export async function userKeysOf(ctx: VaultContext, user: string): Promise<DimensionKeyInfo[]> {
+  // Tenant and user are percent-encoded, so the only '/' in a user key id is the separator.
+  const encoded = encodeURIComponent(user);
+  const { rows } = await query<InfoRow>(
+    ctx.pool,
+    'finding the user keys of one person in every tenant',
+    `SELECT ${INFO_COLUMNS} FROM ${ctx.t.dimensionKeys}
+      WHERE kind = 'user' AND split_part(id, '/', 2) = $1 ORDER BY tenant, id`,
+    [encoded],
+  );
+  return rows
+    .filter((row) => row.tenant !== null && row.id === `user:${encodeURIComponent(row.tenant)}/${encoded}`)
+    .map((row) => ({ ...row }));
+}
+
 /** A dimension key with its wrapped identity (null once destroyed), for escrow export. */
 export interface WrappedDimensionKey extends DimensionKeyInfo {
   readonly wrappedIdentity: Uint8Array | null;

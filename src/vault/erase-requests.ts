@@ -33,7 +33,8 @@ export interface StoredEraseRequest extends EraseRequest {
 }
 
 export interface NewEraseRequest {
-  readonly tenant: string;
+  /** Null for a person across every tenant (scope user; migration 10's CHECK). */
+  readonly tenant: string | null;
   readonly scope: EraseScope;
   readonly subject: string | null;
   readonly reason: string;
@@ -45,7 +46,7 @@ export interface NewEraseRequest {
 /** An erase_requests row as pg returns it. */
 export interface RequestRow {
   id: string;
-  tenant: string;
+  tenant: string | null;
   scope: EraseScope;
   subject: string | null;
   reason: string;

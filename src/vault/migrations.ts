@@ -610,6 +610,16 @@ ALTER TABLE holds
     CHECK ((released_key IS NULL) = (release_signature IS NULL) AND (release_signature IS NULL) = (release_statement IS NULL));
 `;
 
+// A deletion request for a person across every tenant (`erase request --subject U
+// --all-tenants`): the tenant is NULL, and only a user request may leave it so. Which
+// tenants it reaches is found again at execution (user:T/U keys in dimension_keys), since
+// data may have reached a new tenant after the request.
+const allTenantErasure = `
+ALTER TABLE erase_requests
+  ALTER COLUMN tenant DROP NOT NULL,
+  ADD CONSTRAINT erase_requests_all_tenants_user_only CHECK (tenant IS NOT NULL OR (scope = 'user' AND subject IS NOT NULL));
+`;
+
 // Master-key epochs: every dimension key's wrap names the master epoch it is wrapped to, so a
 // shred can be made final by destroying that epoch's master key in its provider (a file, an
 // HSM object, a KMS key): every copy of the erased keys' wrapped bytes (WAL, archives,
@@ -669,7 +679,9 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 7, name: 'backups written by several workers', sql: shards },
   { version: 8, name: 'daemon: scheduled runs, once per slot across replicas', sql: daemonRuns },
   { version: 9, name: 'signed approvals: enrolled SSH keys, signed requests, approvals and holds', sql: signedApprovals },
+  { version: 10, name: 'deletion requests for a person across every tenant', sql: allTenantErasure },
   { version: 11, name: 'master-key epochs: which master key each dimension key is wrapped to', sql: masterEpochs },
+  { version: 12, name: 'post-quantum option: ML-KEM-768 halves of dimension keys, hybrid encapsulations', sql: postQuantum },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -16,6 +16,7 @@ import {
   insertDimensionKeys,
   iterateWrappedDimensionKeys,
   listDimensionKeys,
+  userKeysOf,
   type DimensionKeyInfo,
   type NewDimensionKey,
   type WrappedDimensionKey,
@@ -332,6 +333,11 @@ export class Vault {
   /** Public facts of every dimension key, by id order. */
   listDimensionKeys(): Promise<DimensionKeyInfo[]> {
     return listDimensionKeys(this.#ctx);
+  }
+
+  /** See {@link userKeysOf}: the `user:T/U` keys of one person in every tenant, destroyed ones included. */
+  userKeysOf(user: string): Promise<DimensionKeyInfo[]> {
+    return userKeysOf(this.#ctx, user);
   }
 
   /** Every dimension key with its wrapped identity, a page at a time (escrow export). */

@@ -320,7 +320,7 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
         const gone = new Set(
           (await (await rt.vault()).listEraseRequests())
             .filter((r) => r.status === 'executed' && r.scope === 'tenant')
-            .map((r) => r.tenant),
+            .flatMap((r) => (r.tenant === null ? [] : [r.tenant])),
         );
         const where = (table: string): string =>
           gone.size === 0
