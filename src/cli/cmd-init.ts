@@ -42,6 +42,7 @@ export const initCommand: Command = {
           : `enrolled ${enrolled.name} (key ${enrolled.fingerprint}), the first person who may sign approvals; they enrol the others (\`lethe people enrol\`)`,
       );
     }
+    ctx.out(`mapping checked against the chat store: ${result.mappingChecked.tables} tables to back up`);
     const applied = result.migrationsApplied;
     ctx.out(`vault ready (schema ${result.vaultSchema}${applied.length > 0 ? `, migrations ${applied.join(', ')} applied` : ', up to date'})`);
     ctx.out(

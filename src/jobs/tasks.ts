@@ -20,6 +20,7 @@ import { planLifecycle, type Plan } from '../lifecycle/plan.ts';
 import { loadPlanInput } from '../lifecycle/state.ts';
 import { exportCase, type ExportOptions, type ExportResult } from '../lifecycle/export.ts';
 import { writeVaultBackup, type VaultBackupResult, type VaultTableProgress } from '../vaultbackup/index.ts';
+import { checkCoverage } from '../mapping/index.ts';
 import type { Runtime } from './runtime.ts';
 
 /**
@@ -37,6 +38,8 @@ export interface InitResult {
   /** The signing keys the config names, with what init did about each. */
   readonly signingKeys: readonly InitSigningKey[];
   readonly storage: string;
+  /** The mapping checked against the chat store before anything changed: how many tables it backs up. */
+  readonly mappingChecked: { readonly tables: number };
 }
 
 export interface InitSigningKey {
@@ -72,6 +75,9 @@ async function exists(path: string): Promise<boolean> {
  */
 export async function initialize(rt: Runtime, actor: string): Promise<InitResult> {
   const { config } = rt;
+  // The same check backup runs, before init changes anything: a mapping that backup would
+  // refuse (missing tables or columns, non-unique joins, unmapped tables) fails here, exit 2.
+  const { tables } = await checkCoverage(await rt.chatStoreUrl(), rt.mapping());
   const { applied } = await migrateVault(await rt.vaultUrl(), config.vault.schema);
   const keyFile = config.masterKey?.file ?? null;
   let masterKeyCreated = false;
@@ -152,6 +158,7 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     masterRecipient,
     signingKeys,
     storage: (await rt.createStore()).description,
+    mappingChecked: { tables: tables.length },
   };
 }
 

@@ -99,6 +99,12 @@ export interface BackupResult {
   readonly cellsWritten: number;
   /** Cells not backed up because a key they need was destroyed (erased data still in the store). */
   readonly cellsSkippedShredded: number;
+  /**
+   * The destroyed keys those cells needed, by key id (byte order), with the cells and rows
+   * each left out; the log gets one summary line. Not recorded in the vault's stats or the
+   * audit entry, which keep the count.
+   */
+  readonly shreddedKeys: readonly ShreddedKey[];
   readonly rows: number;
   readonly bytesPlain: number;
   /** Ciphertext bytes uploaded by this run (reused cells cost nothing). */
@@ -259,8 +265,57 @@ interface WriteContext {
   readonly log: Logger;
 }
 
+/** A destroyed key that cells read in a backup needed, and how many cells and rows it left out. */
+// A type, not an interface: shard results travel through the vault as JSON objects.
+export type ShreddedKey = {
+  readonly key: string;
+  readonly cells: number;
+  readonly rows: number;
+};
+
+/** How many destroyed keys the summary line names before "… and N more". */
+const SHREDDED_KEYS_NAMED = 5;
+
+/** The shredded keys of several shards as one list: per key, summed, in byte order. */
+function mergeShreddedKeys(lists: readonly (readonly ShreddedKey[] | undefined)[]): ShreddedKey[] {
+  const byKey = new Map<string, { cells: number; rows: number }>();
+  for (const list of lists) {
+    for (const k of list ?? []) {
+      const seen = byKey.get(k.key) ?? { cells: 0, rows: 0 };
+      byKey.set(k.key, { cells: seen.cells + k.cells, rows: seen.rows + k.rows });
+    }
+  }
+  return [...byKey].map(([key, seen]) => ({ key, ...seen })).sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
+}
+
+/**
+ * One warning for every cell left out because a key it needs was destroyed: cells, rows,
+ * how many keys, the first few key ids and "… and N more". A retention shred destroys
+ * hundreds of keys; the full list is in the result.
+ */
+function logShredded(log: Logger, keys: readonly ShreddedKey[]): void {
+  if (keys.length === 0) return;
+  const named = keys.slice(0, SHREDDED_KEYS_NAMED).map((k) => k.key);
+  log.warn(
+    { cells: keys.reduce((n, k) => n + k.cells, 0), rows: keys.reduce((n, k) => n + k.rows, 0), keys: keys.length, firstKeys: named, alsoInResult: true },
+    shreddedSummary(keys),
+  );
+}
+
+/** The text of {@link logShredded}'s line; '' for no keys. */
+export function shreddedSummary(keys: readonly ShreddedKey[]): string {
+  if (keys.length === 0) return '';
+  const cells = keys.reduce((n, k) => n + k.cells, 0);
+  const rows = keys.reduce((n, k) => n + k.rows, 0);
+  const named = keys.slice(0, SHREDDED_KEYS_NAMED).map((k) => k.key);
+  const more = keys.length - named.length;
+  const what = keys.length === 1 ? 'a destroyed key they need' : `${keys.length} destroyed keys they need`;
+  return `${cells} cells (${rows} rows) not backed up: ${what} (${named.join(', ')}${more > 0 ? ` … and ${more} more` : ''}); erased data is still in the chat store`;
+}
+
 /** What a run (or one shard of it) wrote. */
 interface WriteOutcome {
+  readonly shreddedKeys: ShreddedKey[];
   readonly cellsRead: number;
   readonly cellsWritten: number;
   readonly cellsShreddedRead: number;
@@ -273,6 +328,7 @@ interface WriteOutcome {
 }
 
 const WriteOutcomeSchema = z.strictObject({
+  shreddedKeys: z.array(z.strictObject({ key: z.string(), cells: z.number().int().nonnegative(), rows: z.number().int().nonnegative() })).default([]),
   cellsRead: z.number().int().nonnegative(),
   cellsWritten: z.number().int().nonnegative(),
   cellsShreddedRead: z.number().int().nonnegative(),
@@ -740,15 +796,15 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     }
     const packsWritten = await packs.close();
     await drainUploads();
-    for (const [destroyedKey, seen] of shreddedByKey) {
-      c.log.warn({ destroyedKey, cells: seen.cells, rows: seen.rows, alsoInResult: true }, 'cells not backed up: a key they need was destroyed (erased data is still in the chat store)');
-    }
+    const shreddedKeys = mergeShreddedKeys([[...shreddedByKey].map(([key, seen]) => ({ key, ...seen }))]);
+    logShredded(c.log, shreddedKeys);
     const encapsulations = keys.created().length;
     keys.forget();
     return {
       cellsRead: totals.read,
       cellsWritten: totals.written,
       cellsShreddedRead: totals.shredded,
+      shreddedKeys,
       bytesStored: totals.bytesStored,
       segmentsRead: totals.segmentsRead,
       segmentsWritten: totals.segmentsWritten,
@@ -983,6 +1039,7 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     cellsReused: listed.cellsReused,
     cellsWritten: written.cellsWritten,
     cellsSkippedShredded: listed.cellsShredded,
+    shreddedKeys: written.shreddedKeys,
     rows: listed.rows,
     bytesPlain: listed.bytesPlain,
     bytesStored: written.bytesStored,
@@ -999,19 +1056,21 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     ...schemaOutcome(p),
     durationMs: Date.now() - started,
   };
+  // The stats and the audit keep the count; the key ids stay in this run's result.
+  const { shreddedKeys: _listed, ...recorded } = result;
   await vault.completeSnapshot(snapshotId, {
     manifestKey: key,
     manifestSha256: manifest.sha256,
-    stats: { ...result, manifestBytes: manifest.size, store: store.description },
+    stats: { ...recorded, manifestBytes: manifest.size, store: store.description },
   });
   await vault.appendAudit({
     actor: options.actor,
     action: 'backup.complete',
     subject: snapshotId,
-    details: { ...result, manifestSha256: manifest.sha256 },
+    details: { ...recorded, manifestSha256: manifest.sha256 },
   });
   await exportAudit(vault, store, signer, p.lock);
-  options.log.child({ job: 'backup', snapshotId }).info(result, 'backup complete');
+  options.log.child({ job: 'backup', snapshotId }).info(recorded, 'backup complete');
   return result;
 }
 
@@ -1156,6 +1215,7 @@ export async function runBackupCoordinator(options: BackupOptions, coordinate: C
           cellsRead: sum.cellsRead + r.cellsRead,
           cellsWritten: sum.cellsWritten + r.cellsWritten,
           cellsShreddedRead: sum.cellsShreddedRead + r.cellsShreddedRead,
+          shreddedKeys: mergeShreddedKeys([sum.shreddedKeys, r.shreddedKeys]),
           bytesStored: sum.bytesStored + r.bytesStored,
           segmentsRead: sum.segmentsRead + r.segmentsRead,
           segmentsWritten: sum.segmentsWritten + r.segmentsWritten,
@@ -1163,7 +1223,7 @@ export async function runBackupCoordinator(options: BackupOptions, coordinate: C
           keysCreated: sum.keysCreated + r.keysCreated,
           encapsulations: sum.encapsulations + r.encapsulations,
         }),
-        { cellsRead: 0, cellsWritten: 0, cellsShreddedRead: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, packs: 0, keysCreated: 0, encapsulations: 0 },
+        { shreddedKeys: [], cellsRead: 0, cellsWritten: 0, cellsShreddedRead: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, packs: 0, keysCreated: 0, encapsulations: 0 },
       );
       return await finishSnapshot(options, p, headerOf(p, options, source), written, now, started);
     } catch (err) {

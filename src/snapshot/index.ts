@@ -6,6 +6,7 @@ export {
   type BackupOptions,
   type BackupProgress,
   type BackupResult,
+  type ShreddedKey,
   type CoordinateOptions,
   type ShardOptions,
   type ShardResult,

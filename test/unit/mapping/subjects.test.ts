@@ -10,6 +10,7 @@ import {
 import { ErrorCode, LetheError } from '../../../src/errors/index.ts';
 import { holdCovers } from '../../../src/lifecycle/hold-match.ts';
 import type { Hold } from '../../../src/lifecycle/types.ts';
+import { shreddedSummary } from '../../../src/snapshot/backup.ts';
 import {
   buildCellQuery,
   buildOrphanCheckQuery,
@@ -162,5 +163,16 @@ describe('holds on a subject', () => {
     expect(holdCovers(hold, key)).toBe(true);
     expect(holdCovers({ ...hold, user: 'b' }, key)).toBe(true);
     expect(holdCovers({ ...hold, user: 'a' }, key)).toBe(false);
+  });
+});
+
+describe('shredded cells in a backup', () => {
+  it('are summarised in one line: cells, rows, the number of keys, the first five and how many more', () => {
+    const keys = Array.from({ length: 7 }, (_, i) => ({ key: `user:t/u${i}`, cells: 2, rows: 3 }));
+    expect(shreddedSummary(keys)).toBe(
+      '14 cells (21 rows) not backed up: 7 destroyed keys they need (user:t/u0, user:t/u1, user:t/u2, user:t/u3, user:t/u4 … and 2 more); erased data is still in the chat store',
+    );
+    expect(shreddedSummary(keys.slice(0, 1))).toBe('2 cells (3 rows) not backed up: a destroyed key they need (user:t/u0); erased data is still in the chat store');
+    expect(shreddedSummary([])).toBe('');
   });
 });
