@@ -31,7 +31,7 @@ CREATE TABLE public.posts (
   created_at timestamptz NOT NULL
 );
 INSERT INTO public.teams VALUES ('a', 'Team A'), ('b', 'Team B');
-INSERT INTO public.people VALUES ('p,1', 'Pat (erased)'), ('q', 'Quinn'), ('r\\s', 'Ros'), ('s', 'Sam');
+INSERT INTO public.people VALUES ('m', 'Mo'), ('p,1', 'Pat (erased)'), ('q', 'Quinn'), ('r\\s', 'Ros'), ('s', 'Sam');
 INSERT INTO public.posts VALUES
   (1, 'a', 'p,1', 'q',    'pat to quinn',        '2026-01-05 10:00:00+00'),
   (2, 'a', 'q',   'p,1',  'quinn to pat',        '2026-01-05 11:00:00+00'),
@@ -41,7 +41,8 @@ INSERT INTO public.posts VALUES
   (6, 'a', 'r\\s', 'q',   'ros to quinn',        '2026-01-08 11:00:00+00'),
   (7, 'a', 'q',   NULL,   'quinn to all',        '2026-02-01 10:00:00+00'),
   (8, 'b', 's',   'q',    'sam to quinn',        '2026-01-09 10:00:00+00'),
-  (9, 'a', NULL,  NULL,   'nobody',              '2026-01-10 10:00:00+00');
+  (9, 'a', NULL,  NULL,   'nobody',              '2026-01-10 10:00:00+00'),
+  (10, 'a', 'p,1', 'm',   'pat to mo',           '2026-01-11 10:00:00+00');
 `;
 
 const ERASED = 'p,1';
@@ -168,16 +169,17 @@ describe('subject columns and literal tenants, end to end', () => {
     expect(summaries[0]).toContain(`2 destroyed keys they need (${[...keys].sort().join(', ')})`);
 
     const expected = await rows(env.chat.url, (t) => `NOT ${naming(t)}`);
-    // Rows 1-4 (posts naming the person as sender, target or both) and their people row go.
-    expect(before['posts']?.length).toBe(9);
+    // Rows 1-4 and 10 (posts naming the person as sender, target or both) and their people row go.
+    expect(before['posts']?.length).toBe(10);
     expect(expected['posts']?.length).toBe(5);
-    expect(expected['people']?.length).toBe(3);
+    expect(expected['people']?.length).toBe(4);
     for (const snapshot of [first.snapshotId, second.snapshotId]) {
       const target = await env.database('subjcols_r');
       const restored = await restore(rt, { snapshot, targetUrl: target.url, replace: false, actor: 'test' });
-      // The first snapshot holds the person's three cells, now unreadable: posts {p,1 q} (rows
-      // 1 and 2: one subject set), posts {p,1} (rows 3 and 4) and people; the second never took them.
-      expect(restored.cellsShredded, snapshot).toBe(snapshot === first.snapshotId ? 3 : 0);
+      // The first snapshot holds the person's four cells, now unreadable: posts {p,1 q} (rows
+      // 1 and 2: one subject set), {p,1} (rows 3 and 4), {m p,1} (row 10, where the person is
+      // not the first subject) and people; the second never took them.
+      expect(restored.cellsShredded, snapshot).toBe(snapshot === first.snapshotId ? 4 : 0);
       expect(await rows(target.url), snapshot).toEqual(expected);
     }
   }, 120_000);
