@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -226,6 +226,27 @@ describe('master-key epochs', () => {
     expect(keyFindings(verified.findings)).toEqual([]);
     expect(verified.cellsVerified).toBeGreaterThan(0);
   }, 120_000);
+
+  it('doctor checks the epochs: the current key file, and that no destroyed epoch\'s file is back', async () => {
+    const doctor = async (): Promise<Map<string, { status: string; detail: string }>> => {
+      const result = await env.cli(['doctor', '--config', env.configPath, '--job', 'lifecycle', '--json']);
+      const report = jsonOut(result) as { checks: { id: string; status: string; detail: string }[] };
+      return new Map(report.checks.filter((c) => c.id.startsWith('masterKey')).map((c) => [c.id, c]));
+    };
+    const fine = await doctor();
+    expect(fine.get('masterKey.file')?.status).toBe('ok');
+    expect(fine.get('masterKey.vault')?.status).toBe('ok');
+    expect([1, 2, 3].map((n) => fine.get(`masterKey.epoch.${n}`)?.status)).toEqual(['ok', 'ok', 'ok']);
+    // A destroyed epoch's key put back (from a stray copy) would open the erased keys' old wraps.
+    await copyFile(join(env.dir, 'master.key.epoch-4'), join(env.dir, 'master.key.epoch-2'));
+    try {
+      const back = await doctor();
+      expect(back.get('masterKey.epoch.2')).toMatchObject({ status: 'fail' });
+      expect(back.get('masterKey.epoch.2')?.detail).toContain('was destroyed');
+    } finally {
+      await rm(join(env.dir, 'master.key.epoch-2'));
+    }
+  }, 60_000);
 
   it('refuses a rotation without a reason (exit 2)', async () => {
     const result = await env.cli(['keys', 'rotate-master', '--config', env.configPath]);
