@@ -379,7 +379,7 @@ describe(`sweep secrets (${SIZE}, seed ${SEED})`, () => {
     }
     raw = {
       ...env.raw,
-      chatStore: { database: { url: dbUrl(env.chat.url, roles.chat, 'CHAT_DB_PASSWORD') }, mapping: 'builtin' },
+      chatStore: { ...(env.raw['chatStore'] as Record<string, unknown>), database: { url: dbUrl(env.chat.url, roles.chat, 'CHAT_DB_PASSWORD') }, mapping: 'builtin' },
       vault: { database: { url: dbUrl(env.vaultDb.url, roles.vault, 'VAULT_DB_PASSWORD') }, schema: 'lethe' },
       storage: { ...(env.raw['storage'] as Record<string, unknown>), secretAccessKey: '${S3_SECRET_ACCESS_KEY}' },
       log: { level: 'debug' },
@@ -605,7 +605,7 @@ describe(`sweep secrets (${SIZE}, seed ${SEED})`, () => {
   async function daemonRun(): Promise<void> {
     const daemonConfig = await env.writeConfig('sweep-daemon.yaml', {
       ...raw,
-      chatStore: { database: { url: dbUrl(env.chat.url, roles.chat, 'WRONG_DB_PASSWORD') }, mapping: 'builtin' },
+      chatStore: { ...(env.raw['chatStore'] as Record<string, unknown>), database: { url: dbUrl(env.chat.url, roles.chat, 'WRONG_DB_PASSWORD') }, mapping: 'builtin' },
       daemon: { listen: '127.0.0.1:0', token: { file: 'daemon.token' }, schedules: { backup: '*/2 * * * * *' } },
       alerts: { webhooks: [{ url: receiver.url, secret: { file: 'webhook.secret' }, events: ['job_failed'], maxAttempts: 2 }] },
     });

@@ -75,6 +75,7 @@ export async function createEmbeddedDeployment(): Promise<EmbeddedDeployment> {
       '  passwordFile: pg-password',
       'chatStore:',
       '  database: { embeddedDatabase: chat }',
+      '  blobStores: { files: { url: chat-files } }',
       'vault:',
       '  database: { embeddedDatabase: lethe_vault }',
       'storage: { type: filesystem, path: objects }',

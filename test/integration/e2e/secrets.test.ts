@@ -138,6 +138,7 @@ describe('secrets stay out of output and logs', () => {
       variant((r) => ({
         ...r,
         chatStore: {
+          ...(r['chatStore'] as Record<string, unknown>),
           mapping: 'builtin',
           database: { url: withUrlPassword(env.chat.url, wrongDbPassword) },
         },

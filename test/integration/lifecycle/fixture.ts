@@ -17,6 +17,7 @@ export function byUser(table: string, user: string): string {
     case 'message_edits':
       return `t.editor_id = ${u}`;
     case 'attachments':
+    case 'files':
       return `t.uploader_id = ${u}`;
     case 'tenants':
     case 'conversations':

@@ -172,7 +172,7 @@ describe('schemaToDdl', () => {
                 : '?',
       );
     expect(kinds.join('')).toMatch(/^k+f+i+s+$/);
-    expect(ddl.postData.filter((s) => s.includes('PRIMARY KEY'))).toHaveLength(9);
+    expect(ddl.postData.filter((s) => s.includes('PRIMARY KEY'))).toHaveLength(TABLES.length);
   });
 
   it('round-trips: DDL applied to a fresh database reads back as the same description', async () => {
