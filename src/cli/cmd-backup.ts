@@ -76,8 +76,21 @@ export const backupCommand: Command = {
       if (result.cellsSkippedShredded > 0) {
         ctx.out(`warning: ${result.cellsSkippedShredded} cells were not backed up because a key they need was destroyed`);
       }
+      const b = result.blobs;
+      if (b.written + b.reused + b.shredded + b.findings > 0) {
+        ctx.out(`  files: ${b.written} written, ${b.reused} unchanged and referenced, ${b.shredded} left out as shredded, ${bytes(b.bytesPlain)}`);
+      }
+      if (b.findings > 0) {
+        ctx.out(`completed with findings: ${b.findings} file(s) could not be backed up (their rows are in the snapshot):`);
+        for (const f of result.findings) {
+          const key = Object.entries(f.primaryKey).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ');
+          ctx.out(`  ${f.kind}: table ${f.table} (${key}), location ${JSON.stringify(f.location)} in store ${f.store}: ${f.problem}`);
+        }
+        if (result.findings.length < b.findings) ctx.out(`  … and ${b.findings - result.findings.length} more (see the backup's audit entry)`);
+      }
     }
-    return ExitCode.OK;
+    // A snapshot with findings is complete, but something it should hold is not in it.
+    return result.blobs.findings > 0 ? ExitCode.CHECK_FAILED : ExitCode.OK;
   },
 };
 

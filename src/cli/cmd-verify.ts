@@ -45,10 +45,11 @@ export const verifyCommand: Command = {
 
 export const restoreCommand: Command = {
   name: 'restore',
-  usage: 'restore --snapshot ID|latest --target URL [--schema NAME] [--tenant ID] [--replace] [--json] [--config FILE]',
+  usage: 'restore --snapshot ID|latest --target URL [--blob-target URL] [--schema NAME] [--tenant ID] [--replace] [--json] [--config FILE]',
   options: {
     snapshot: { type: 'string' },
     target: { type: 'string' },
+    'blob-target': { type: 'string' },
     tenant: { type: 'string' },
     replace: { type: 'boolean' },
     schema: { type: 'string' },
@@ -70,7 +71,9 @@ export const restoreCommand: Command = {
     }
     const tenant = stringOpt(ctx.values, 'tenant');
     const schema = stringOpt(ctx.values, 'schema');
+    const blobTarget = stringOpt(ctx.values, 'blob-target');
     const result = await restore(await ctx.runtime(), {
+      ...(blobTarget === undefined ? {} : { blobTarget }),
       snapshot,
       targetUrl: target,
       ...(schema === undefined ? {} : { targetSchema: schema }),
@@ -88,6 +91,7 @@ export const restoreCommand: Command = {
           `${result.tables} tables, ${result.cells} cells, ${result.rows} rows in ${duration(result.durationMs)}` +
           (result.cellsShredded > 0 ? `; ${result.cellsShredded} shredded cells left out` : ''),
       );
+      if (result.blobTarget !== null) ctx.out(`  ${result.blobs} file(s) written to ${result.blobTarget}, each at its original location`);
     }
     return ExitCode.OK;
   },

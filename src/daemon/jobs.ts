@@ -62,9 +62,21 @@ async function drill(rt: Runtime, snapshot: string, context: { actor: string; si
 export const JOB_RUNNERS: Readonly<Record<DaemonJob, JobRunner>> = {
   async backup(rt, context) {
     const r = await backup(rt, context);
+    // The snapshot is complete, but files its rows point at are not in it: an alert, not a crash.
+    const findings =
+      r.blobs.findings === 0
+        ? {}
+        : {
+            code: 'BACKUP_FINDINGS',
+            message:
+              `snapshot ${r.snapshotId} is complete but ${r.blobs.findings} file(s) outside the database could not be backed up ` +
+              '(missing, unreadable or outside their store): run `lethe backup --json` or read the backup\'s audit entry for each row\'s key',
+          };
     return {
-      state: 'ok',
+      state: r.blobs.findings === 0 ? 'ok' : 'failed',
+      ...findings,
       details: {
+        blobFindings: r.blobs.findings,
         snapshotId: r.snapshotId,
         cells: r.cells,
         cellsWritten: r.cellsWritten,

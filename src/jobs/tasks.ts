@@ -210,6 +210,7 @@ async function backupOptions(
     packSizeBytes: settings.packSizeMiB * 1024 * 1024,
     cellBufferBytes: settings.cellBufferMiB * 1024 * 1024,
     fullEvery: settings.fullEvery,
+    blobStores: rt.config.chatStore.blobStores,
     ...(options.fullRead === true ? { fullRead: true } : {}),
     ...(storage.objectLock === undefined ? {} : { lockDays: { mode: storage.objectLock.mode, days: storage.objectLock.retainDays } }),
     log: rt.log,
@@ -250,6 +251,7 @@ export async function restore(
     targetSchema?: string;
     tenant?: string;
     replace: boolean;
+    blobTarget?: string;
     actor: string;
     signal?: AbortSignal;
     onProgress?: (p: LoadProgress) => void;
@@ -262,6 +264,7 @@ export async function restore(
     store: await rt.store(),
     masterIdentity: master,
     concurrency: rt.config.verify.concurrency,
+    blobStores: rt.config.chatStore.blobStores,
     log: rt.log,
   });
 }

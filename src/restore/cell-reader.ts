@@ -4,6 +4,7 @@ import { isLetheError } from '../errors/index.ts';
 import type { OpenedKey } from '../keys/index.ts';
 import type { CellEntry } from '../manifest/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
+import { isBlobTable } from '../blobs/index.ts';
 
 /** Ranges up to this size are fetched, checked and decrypted in memory. */
 export const IN_MEMORY_CELL_BYTES = 32 << 20;
@@ -78,6 +79,11 @@ export async function readCell(cell: CellEntry, options: ReadCellOptions): Promi
       const sha = createHash('sha256').update(ciphertext).digest('hex');
       if (!equalConstantTime(sha, cell.sha256)) return mismatch(sha);
       const plaintext = openSealed(k, ciphertext, `cell ${cell.id}`);
+      // A blob cell (a file) is one "row" of bytesPlain bytes: its length is what is checked.
+      if (isBlobTable(cell.table)) {
+        if (plaintext.length !== cell.bytesPlain) return { status: 'failed', problem: `holds ${plaintext.length} bytes, the manifest says ${cell.bytesPlain}` };
+        return { status: 'ok', plaintext, rows: cell.rows };
+      }
       const rows = countRows(plaintext);
       if (rows !== cell.rows) return { status: 'failed', problem: `holds ${rows} rows, the manifest says ${cell.rows}` };
       return { status: 'ok', plaintext, rows };
@@ -88,13 +94,15 @@ export async function readCell(cell: CellEntry, options: ReadCellOptions): Promi
     const sha = hash.digest('hex');
     if (!equalConstantTime(sha, cell.sha256)) return mismatch(sha);
     const decrypted = openSealedStream(k, slices(store, cell, options.signal), `cell ${cell.id}`);
+    const blob = isBlobTable(cell.table);
     async function* checked(): AsyncGenerator<Uint8Array> {
       let rows = 0;
       for await (const chunk of decrypted) {
-        rows += countRows(chunk);
+        rows += blob ? chunk.length : countRows(chunk);
         yield chunk;
       }
-      if (rows !== cell.rows) throw new Error(`cell ${cell.id}: holds ${rows} rows, the manifest says ${cell.rows}`);
+      const expected = blob ? cell.bytesPlain : cell.rows;
+      if (rows !== expected) throw new Error(`cell ${cell.id}: holds ${rows} ${blob ? 'bytes' : 'rows'}, the manifest says ${expected}`);
     }
     return { status: 'ok', plaintext: checked(), rows: cell.rows };
   } catch (err) {

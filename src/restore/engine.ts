@@ -14,6 +14,7 @@ import type { DestructionRecord } from '../lifecycle/types.ts';
 import { IN_MEMORY_CELL_BYTES, readCell, type ReadCell } from './cell-reader.ts';
 import { equalConstantTime } from '../crypto/index.ts';
 import { compareNatural } from '../util/tenant-order.ts';
+import { isBlobTable, splitBlobPlaintext, type BlobTarget } from '../blobs/index.ts';
 import { tripOnRejection, type Tripwire } from '../util/tripwire.ts';
 
 /** One problem found while reading a snapshot. */
@@ -90,6 +91,12 @@ export interface LoadOptions {
   readonly beforeLoad?: (header: SnapshotHeader, schema: SchemaDescription) => Promise<void>;
   readonly onProgress?: (p: LoadProgress) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Where blob cells (files outside the database) are written back, each at its location.
+   * Without it, verify checks each blob cell (sha256, AEAD) and discards the bytes; a
+   * restore refuses blob cells (runRestore asks for a target first).
+   */
+  readonly blobs?: BlobTarget;
 }
 
 /**
@@ -218,6 +225,10 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
       fail(`cell ${cell.id}`, 'CELL_UNREADABLE', read.problem);
       return;
     }
+    if (isBlobTable(cell.table)) {
+      await loadBlob(cell, read.plaintext);
+      return;
+    }
     if (copy?.table !== cell.table) {
       await copy?.stream.end();
       const columns = columnsOf.get(cell.table);
@@ -230,6 +241,35 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
     tally.verified += 1;
     tally.rows += read.rows;
     rowsByTable.set(cell.table, (rowsByTable.get(cell.table) ?? 0) + read.rows);
+  };
+
+  /**
+   * A blob cell: its plaintext is the location header and the file's bytes
+   * (src/blobs/plaintext.ts), checked to the end (the AEAD tag comes last), and written to
+   * the blob target at its location when there is one. A cell whose check fails leaves no
+   * file (the target writes a temp file and renames it only at the end).
+   */
+  const loadBlob = async (cell: CellEntry, plaintext: AsyncIterable<Uint8Array> | Uint8Array): Promise<void> => {
+    try {
+      const { location, body } = await splitBlobPlaintext(plaintext instanceof Uint8Array ? [plaintext] : plaintext);
+      if (options.blobs !== undefined) {
+        await options.blobs.write(location, body, options.signal);
+      } else if (mode === 'restore') {
+        throw new LetheError(ErrorCode.USAGE, `cell ${cell.id} is a file outside the database and the restore has no blob target: pass --blob-target URL`);
+      } else {
+        let drained = 0;
+        for await (const chunk of body) drained += chunk.length;
+        if (drained < 0) throw new LetheError(ErrorCode.INTERNAL, 'unreachable');
+      }
+    } catch (err) {
+      if (mode === 'restore' || (isLetheError(err) && err.code === ErrorCode.ABORTED)) throw err;
+      tally.failed += 1;
+      fail(`cell ${cell.id}`, 'BLOB_UNREADABLE', isLetheError(err) ? `${err.code}: ${err.message}` : (err as Error).message);
+      return;
+    }
+    tally.verified += 1;
+    // Counted per table (the manifest's rowsByTable counts a blob cell as one row), not in tally.rows.
+    rowsByTable.set(cell.table, (rowsByTable.get(cell.table) ?? 0) + 1);
   };
 
   /** Encapsulations whose manifest copy was checked against the vault's (null: they agree). */

@@ -10,6 +10,8 @@ import { leftOut, loadSnapshot, type LoadProgress, type ShreddedByKey } from './
 import { openSnapshotManifest } from './manifest-source.ts';
 import { excessPrivileges } from './target-role.ts';
 import { pgClientConfig } from '../tls/index.ts';
+import { blobTargetSettings, isBlobTable, openBlobTarget, type BlobTarget } from '../blobs/index.ts';
+import type { BlobStoreConfig } from '../config/index.ts';
 
 export interface RestoreOptions {
   readonly vault: Vault;
@@ -22,6 +24,13 @@ export interface RestoreOptions {
   readonly tenant?: string;
   /** Drop tables of the same names in the target first (inside the restore's transaction). */
   readonly replace: boolean;
+  /**
+   * Where files outside the database go (`file:///dir` or `s3://bucket/prefix`); required
+   * when the snapshot holds any. An s3:// target uses the connection settings of the
+   * `blobStores` entry on the same bucket.
+   */
+  readonly blobTarget?: string;
+  readonly blobStores?: Readonly<Record<string, BlobStoreConfig>>;
   readonly concurrency: number;
   readonly actor: string;
   readonly log: Logger;
@@ -41,6 +50,9 @@ export interface RestoreResult {
   readonly constraintsNotValidated: string[];
   readonly rows: number;
   readonly rowsByTable: Record<string, number>;
+  /** Files written back to the blob target (each at its original location), and where; 0 and null without blobs. */
+  readonly blobs: number;
+  readonly blobTarget: string | null;
   /** Things the operator should fix that did not stop the restore (a target role with too much power). */
   readonly warnings: string[];
   readonly durationMs: number;
@@ -107,6 +119,26 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
   const snapshot = await vault.getSnapshot(options.snapshot);
   const schema = options.targetSchema ?? 'public';
   const manifest = await openSnapshotManifest(vault, store, snapshot, options.signal === undefined ? {} : { signal: options.signal });
+  // Refused before anything is written: rows restored without their files would look complete.
+  const blobTables = Object.keys(manifest.totals.rowsByTable).filter(isBlobTable);
+  if (blobTables.length > 0 && options.blobTarget === undefined) {
+    await manifest.close();
+    throw new LetheError(
+      ErrorCode.USAGE,
+      `snapshot ${snapshot.id} holds files outside the database (${blobTables.join(', ')}): ` +
+        'pass --blob-target file:///DIR or --blob-target s3://BUCKET/PREFIX to write them back (docs/mapping.md)',
+      { details: { blobTables } },
+    );
+  }
+  let blobs: BlobTarget | undefined;
+  if (options.blobTarget !== undefined) {
+    try {
+      blobs = await openBlobTarget(options.blobTarget, blobTargetSettings(options.blobTarget, options.blobStores ?? {}));
+    } catch (err) {
+      await manifest.close();
+      throw err;
+    }
+  }
   const target = new pg.Client(pgClientConfig(options.targetUrl, { application_name: 'lethe restore' }));
   target.on('error', () => undefined);
   try {
@@ -133,8 +165,10 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
       ...(options.tenant === undefined ? {} : { tenant: options.tenant }),
       ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(blobs === undefined ? {} : { blobs }),
     });
     await target.query('COMMIT');
+    await blobs?.close();
     const result: RestoreResult = {
       snapshotId: snapshot.id,
       tenant: options.tenant ?? null,
@@ -145,6 +179,8 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
       constraintsNotValidated: loaded.constraintsNotValidated,
       rows: loaded.tally.rows,
       rowsByTable: Object.fromEntries(loaded.rowsByTable),
+      blobs: [...loaded.rowsByTable].filter(([table]) => isBlobTable(table)).reduce((n, [, count]) => n + count, 0),
+      blobTarget: blobs?.description ?? null,
       warnings,
       durationMs: Date.now() - started,
     };
@@ -157,6 +193,7 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
     options.log.info({ job: 'restore', snapshotId: snapshot.id, rows: result.rows }, 'restore complete');
     return result;
   } catch (err) {
+    await blobs?.close().catch(() => undefined);
     await target.query('ROLLBACK').catch(() => undefined);
     throw wrapForeign(ErrorCode.DATABASE, `restoring snapshot ${snapshot.id}`, err);
   } finally {

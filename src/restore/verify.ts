@@ -128,6 +128,7 @@ export async function runVerify(options: VerifyOptions): Promise<VerifyResult> {
       cellsShredded: 0,
       cellsFailed: 0,
       rows: 0,
+      blobsByTable: {},
       findings: opened.findings,
       shredded: [],
       constraintsNotValidated: [],

@@ -39,6 +39,9 @@ import type { ObjectLock, ObjectStore } from '../storage/index.ts';
 import type { CompleteSnapshot, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
+import { BlobWriter, type BlobFinding, type BlobOutcome } from './blob-writer.ts';
+import { blobTableName, openBlobSource, type BlobSource } from '../blobs/index.ts';
+import type { BlobStoreConfig } from '../config/index.ts';
 import { exportAudit } from '../audit/index.ts';
 import { failpoint, pausepoint } from '../util/failpoint.ts';
 import { pgClientConfig } from '../tls/index.ts';
@@ -70,6 +73,8 @@ export interface BackupOptions {
   readonly fullRead?: boolean;
   /** The clock; tests inject one. */
   readonly now?: () => Date;
+  /** `chatStore.blobStores`: where the mapping's `blob` columns point (docs/mapping.md). */
+  readonly blobStores?: Readonly<Record<string, BlobStoreConfig>>;
   /** Test hook: sees every secret the run makes (it must be found nowhere afterwards). */
   readonly observeSecrets?: SecretObserver;
 }
@@ -126,12 +131,32 @@ export interface BackupResult {
   readonly fullRead: boolean;
   /** Snapshots since the last full read (0 for a full read). */
   readonly sinceFullRead: number;
+  /** Files outside the database this run took: written, referenced unchanged, left out as shredded, and findings. */
+  readonly blobs: BlobTotals;
+  /**
+   * Blobs that could not be backed up (missing, unreadable, outside their store), each with
+   * its table, row key and location; at most {@link MAX_FINDINGS_LISTED} (`blobs.findings`
+   * counts them all). Non-empty means the run completed with findings (exit 3).
+   */
+  readonly findings: BlobFinding[];
   /** The chat store's schema the snapshot holds: id, tables and columns (see summarizeSchema). */
   readonly schema: SchemaSummary;
   /** True when it is not the previous snapshot's schema; null for the first snapshot, or one after a lethe that did not record it. */
   readonly schemaChanged: boolean | null;
   readonly durationMs: number;
 }
+
+/** Counts of the blobs a run took (see BackupResult.blobs). */
+export type BlobTotals = {
+  written: number;
+  reused: number;
+  shredded: number;
+  findings: number;
+  bytesPlain: number;
+};
+
+/** Findings a result lists in full; the rest are counted. */
+export const MAX_FINDINGS_LISTED = 1000;
 
 /** `20261128T073512Z-3fa9c1`: sorts by time, unique across runs. */
 export function newSnapshotId(at: Date): string {
@@ -262,6 +287,11 @@ interface WriteContext {
   readonly checkOrphans: boolean;
   /** The tenants this process writes; undefined: all. */
   readonly shard?: Shard;
+  /**
+   * Blob segments the previous snapshot's findings were in, read again whatever their rows'
+   * fingerprints say (`all`: more findings than it listed, so every blob segment is read).
+   */
+  readonly blobRecheck?: { readonly segments: ReadonlySet<string>; readonly all: boolean };
   readonly log: Logger;
 }
 
@@ -325,9 +355,25 @@ interface WriteOutcome {
   readonly packs: number;
   readonly keysCreated: number;
   readonly encapsulations: number;
+  readonly blobs: BlobTotals;
+  readonly findings: BlobFinding[];
 }
 
+const BlobFindingSchema = z.strictObject({
+  table: z.string(),
+  segment: z.string(),
+  store: z.string(),
+  primaryKey: z.record(z.string(), z.string()),
+  location: z.string(),
+  kind: z.enum(['missing', 'unreadable', 'escapes']),
+  problem: z.string(),
+});
+
 const WriteOutcomeSchema = z.strictObject({
+  blobs: z
+    .strictObject({ written: z.number().int(), reused: z.number().int(), shredded: z.number().int(), findings: z.number().int(), bytesPlain: z.number().int() })
+    .default({ written: 0, reused: 0, shredded: 0, findings: 0, bytesPlain: 0 }),
+  findings: z.array(BlobFindingSchema).default([]),
   shreddedKeys: z.array(z.strictObject({ key: z.string(), cells: z.number().int().nonnegative(), rows: z.number().int().nonnegative() })).default([]),
   cellsRead: z.number().int().nonnegative(),
   cellsWritten: z.number().int().nonnegative(),
@@ -395,6 +441,11 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     if (uploadError !== undefined) throw uploadError;
   };
   const ordered = c.tables;
+  /** Segments of each table whose rows are all gone: their blob segments go too. */
+  const goneByTable = new Map<string, readonly SegmentRecord[]>();
+  const blobTotals: BlobTotals = { written: 0, reused: 0, shredded: 0, findings: 0, bytesPlain: 0 };
+  const findings: BlobFinding[] = [];
+  const blobSources = new Map<string, BlobSource>();
   const inShard = (tenant: string | null): boolean => c.shard === undefined || c.shard.of <= 1 || shardOf(tenant, c.shard.of) === c.shard.index;
 
   /**
@@ -433,6 +484,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     /** Segments (of this shard's tenants) with no rows left: the snapshot leaves them, and their cells, out. */
     const leaveGone = async (): Promise<void> => {
       const gone = [...priorSegments.values()].filter((s) => !present.has(s.segment) && inShard(s.tenant));
+      goneByTable.set(table.name, gone);
       if (gone.length > 0) {
         await vault.recordSegmentChanges(run, { added: [], superseded: gone.map((s) => s.key), fingerprints: [], supersedeCopiesOf: gone.map((s) => s.segment) });
       }
@@ -766,6 +818,168 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     };
   };
 
+  /**
+   * Backs up the files the rows of a table with a `blob` mapping point at, as cells of its
+   * companion table `<table>.blob` (docs/mapping.md). Blob segments follow their rows'
+   * segments: only those whose rows' fingerprint changed are read (every one on a full
+   * read), and each is read whole, one blob at a time, so memory holds one segment's cell
+   * entries and one blob's buffer. A blob segment whose rows are all gone leaves the tree.
+   */
+  const writeBlobs = async (plan: TablePlan): Promise<void> => {
+    const mapped = Object.hasOwn(options.mapping.tables, plan.table.name) ? options.mapping.tables[plan.table.name] : undefined;
+    const blob = mapped?.blob;
+    if (mapped === undefined || blob === undefined) return;
+    const blobTable = blobTableName(plan.table.name);
+    const priorSegments = c.hasPrevious ? await vault.currentSegments(run, blobTable) : new Map<string, SegmentRecord>();
+    const changed = new Set([...plan.segments.values()].map((s) => segmentId(blobTable, s.tenant, s.period)));
+    // Segments where the previous run met findings are read again, so a finding is never dropped silently.
+    const recheckAll = c.blobRecheck?.all === true && priorSegments.size > 0;
+    const recheck = [...(c.blobRecheck?.segments ?? [])].filter((id) => id.startsWith(`${blobTable}/`) && !changed.has(id));
+    const gone = new Set((goneByTable.get(plan.table.name) ?? []).map((s) => segmentId(blobTable, s.tenant, s.period)));
+    const states = new Map<string, SegmentState>();
+    const blobPlan: TablePlan = { ...plan, table: { ...plan.table, name: blobTable }, segments: states };
+    const sink = makeSegmentSink(blobPlan);
+    const whole = new Set<string>();
+    const stateFor = (tenant: string | null, period: string): SegmentState => {
+      const id = segmentId(blobTable, tenant, period);
+      let state = states.get(id);
+      if (state === undefined) {
+        const rowState = plan.segments.get(segmentId(plan.table.name, tenant, period));
+        state = { id, tenant, period, keyed: rowState?.keyed ?? randomBytes(32).toString('hex'), prior: priorSegments.get(id), superseded: 0, shredded: 0 };
+        states.set(id, state);
+        whole.add(id);
+      }
+      return state;
+    };
+    if (plan.read !== 'none' || recheck.length > 0 || recheckAll) {
+      let source = blobSources.get(blob.store);
+      const config = options.blobStores?.[blob.store];
+      if (config === undefined) {
+        throw new LetheError(ErrorCode.MAPPING_INVALID, `tables.${plan.table.name}.blob.store names "${blob.store}", which is not under chatStore.blobStores: add it`);
+      }
+      if (source === undefined) {
+        source = await openBlobSource(blob.store, config);
+        blobSources.set(blob.store, source);
+      }
+      const writer = new BlobWriter({
+        table: plan.table.name,
+        primaryKeyColumns: mapped.primaryKey,
+        storeName: blob.store,
+        source,
+        packs,
+        keys,
+        digestKey,
+        previous: async (cellIds): Promise<ReadonlyMap<string, PreviousCell>> => (c.hasPrevious ? vault.currentCopies(run, cellIds) : new Map()),
+        bufferBytes: options.cellBufferBytes,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+      const columns = [...new Set([...mapped.primaryKey, blob.column])];
+      const recheckKeys = recheck.flatMap((id) => {
+        const prior = priorSegments.get(id);
+        return prior === undefined ? [] : [segmentFilterKey(prior.tenant, prior.period)];
+      });
+      const filter: CellFilter | undefined =
+        c.fullRead || plan.read === 'all' || recheckAll
+          ? undefined
+          : { kind: 'segments', keys: [...[...plan.segments.values()].map((s) => segmentFilterKey(s.tenant, s.period)), ...recheckKeys] };
+      const sql = buildCellQuery(options.mapping, plan.table.name, columns, options.granularity, filter, c.shard);
+      const copy: CopyStream = plan.reader.query(pgCopyStreams.to(`COPY (${sql}) TO STDOUT`));
+      const dataClass = classOf(options.mapping, plan.table.name);
+      let open: { state: SegmentState; entries: CellEntry[]; written: number; reused: string[] } | null = null;
+      const closeOpen = async (): Promise<void> => {
+        if (open === null) return;
+        const done = open;
+        open = null;
+        await sink.wholeSegment(done.state, done.entries, done.written, done.reused);
+      };
+      const record = async (state: SegmentState, outcome: BlobOutcome): Promise<void> => {
+        if (open?.state !== state) {
+          await closeOpen();
+          open = { state, entries: [], written: 0, reused: [] };
+        }
+        switch (outcome.kind) {
+          case 'none':
+            return;
+          case 'finding':
+            blobTotals.findings += 1;
+            if (findings.length < MAX_FINDINGS_LISTED) findings.push(outcome.finding);
+            return;
+          case 'shredded':
+            blobTotals.shredded += 1;
+            state.shredded += 1;
+            if (outcome.prior !== undefined) {
+              pending.superseded.push(outcome.prior.copyId);
+              state.superseded += 1;
+            }
+            return;
+          case 'reused':
+            blobTotals.reused += 1;
+            blobTotals.bytesPlain += outcome.entry.bytesPlain;
+            open.entries.push(outcome.entry);
+            open.reused.push(outcome.prior.copyId);
+            return;
+          case 'written': {
+            const { entry, tuple } = outcome;
+            blobTotals.written += 1;
+            blobTotals.bytesPlain += entry.bytesPlain;
+            totals.written += 1;
+            totals.bytesStored += entry.length;
+            open.entries.push(entry);
+            open.written += 1;
+            pending.copies.push({
+              segment: state.id,
+              id: entry.id,
+              table: entry.table,
+              tenant: tuple.tenant,
+              class: tuple.class,
+              period: tuple.period,
+              author: tuple.author,
+              key: entry.key,
+              encapsulation: entry.enc,
+              pack: entry.pack,
+              offset: entry.offset,
+              length: entry.length,
+              sha256: entry.sha256,
+              rows: entry.rows,
+              bytesPlain: entry.bytesPlain,
+              digest: outcome.digest,
+              fingerprint: outcome.fingerprint,
+            });
+            if (outcome.prior !== undefined) {
+              pending.superseded.push(outcome.prior.copyId);
+              state.superseded += 1;
+            }
+          }
+        }
+      };
+      const pkCount = mapped.primaryKey.length;
+      const locationAt = 5 + columns.indexOf(blob.column);
+      for await (const line of copyLines(copy)) {
+        throwIfAborted(options.signal, 'backup');
+        const fields = line.toString('utf8', 0, line.length - 1).split('\t').map(decodeCopyField);
+        const period = fields[1];
+        if (period == null || fields.length !== 5 + columns.length) throw new LetheError(ErrorCode.INTERNAL, `table ${plan.table.name}: the blob query returned a malformed row`);
+        const tuple: CellTuple = { tenant: fields[0] ?? null, class: dataClass, period, author: fields[2] ?? null, conversation: fields[3] ?? null };
+        const primaryKey = fields.slice(5, 5 + pkCount).map((v) => v ?? '');
+        const state = stateFor(tuple.tenant, period);
+        await record(state, await writer.write({ tuple, primaryKey, location: fields[locationAt] ?? null }));
+        if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
+      }
+      await closeOpen();
+    }
+    // Blob segments whose rows were read and had no file, or whose rows are gone, leave the tree.
+    for (const [id, prior] of priorSegments) {
+      if (states.has(id) || !inShard(prior.tenant)) continue;
+      if (c.fullRead || recheckAll || changed.has(id) || gone.has(id) || recheck.includes(id)) {
+        const state = stateFor(prior.tenant, prior.period);
+        await sink.wholeSegment(state, [], 0, []);
+      }
+    }
+    await flushRows();
+    await recording;
+    await sink.finish(whole);
+  };
+
   try {
     let next: Promise<TablePlan> | undefined = ordered.length > 0 ? planTable(0) : undefined;
     next?.catch(() => undefined);
@@ -787,6 +1001,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
       await recording;
       const t2 = performance.now();
       await sink.finish(whole);
+      await writeBlobs(plan);
       const t3 = performance.now();
       options.onProgress?.({ table: table.name, tablesDone: index + 1, tables: ordered.length, cells: totals.read, rows: totals.rowsRead, bytesPlain: totals.bytesRead, rowsPlanned: totals.rowsPlanned, tablesPlanned: totals.tablesPlanned });
       c.log.info(
@@ -800,7 +1015,13 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     logShredded(c.log, shreddedKeys);
     const encapsulations = keys.created().length;
     keys.forget();
+    for (const source of blobSources.values()) await source.close();
+    if (blobTotals.findings > 0) {
+      c.log.warn({ findings: blobTotals.findings, alsoInResult: true }, 'files outside the database could not be backed up (missing, unreadable or outside their store): see the result\'s findings');
+    }
     return {
+      blobs: blobTotals,
+      findings,
       cellsRead: totals.read,
       cellsWritten: totals.written,
       cellsShreddedRead: totals.shredded,
@@ -814,10 +1035,24 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     };
   } catch (err) {
     keys.forget();
+    for (const source of blobSources.values()) await source.close().catch(() => undefined);
     await packs.abort();
     await Promise.allSettled(uploads);
     throw err;
   }
+}
+
+/** The blob segments a previous snapshot's findings name (from its stats in the vault). */
+function blobRecheckOf(stats: Readonly<Record<string, unknown>>): { segments: Set<string>; all: boolean } {
+  const listed = Array.isArray(stats['findings']) ? (stats['findings'] as unknown[]) : [];
+  const segments = new Set<string>();
+  for (const f of listed) {
+    const segment = (f as { segment?: unknown } | null)?.segment;
+    if (typeof segment === 'string') segments.add(segment);
+  }
+  const blobs = stats['blobs'] as { findings?: unknown } | undefined;
+  const counted = typeof blobs?.findings === 'number' ? blobs.findings : 0;
+  return { segments, all: counted > segments.size && counted > listed.length };
 }
 
 /** Refuses (MAPPING_INVALID) a table whose rows the mapping's joins would drop or leave without a tenant. */
@@ -981,7 +1216,8 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
   const { run } = p;
   const snapshotId = run.id;
   // Tables no longer backed up (dropped from the mapping or the store) leave the tree.
-  const outside = p.previous === null ? [] : await vault.currentSegmentsOutside(run, p.tables.map((t) => t.name));
+  const backedUp = p.tables.flatMap((t) => (options.mapping.tables[t.name]?.blob === undefined ? [t.name] : [t.name, blobTableName(t.name)]));
+  const outside = p.previous === null ? [] : await vault.currentSegmentsOutside(run, backedUp);
   if (outside.length > 0) {
     await vault.recordSegmentChanges(run, { added: [], superseded: outside.map((s) => s.key), fingerprints: [], supersedeCopiesOf: outside.map((s) => s.segment) });
   }
@@ -1053,6 +1289,8 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     cellsRead: written.cellsRead,
     fullRead: p.fullRead,
     sinceFullRead: p.sinceFullRead,
+    blobs: written.blobs,
+    findings: written.findings,
     ...schemaOutcome(p),
     durationMs: Date.now() - started,
   };
@@ -1120,6 +1358,7 @@ export async function runBackup(input: BackupOptions): Promise<BackupResult> {
         readers,
         tables: p.tables,
         checkOrphans: true,
+        ...(p.previous === null ? {} : { blobRecheck: blobRecheckOf(p.previous.stats) }),
         log: runLog,
       });
       for (const client of readers) await client.query('COMMIT');
@@ -1222,8 +1461,16 @@ export async function runBackupCoordinator(options: BackupOptions, coordinate: C
           packs: sum.packs + r.packs,
           keysCreated: sum.keysCreated + r.keysCreated,
           encapsulations: sum.encapsulations + r.encapsulations,
+          blobs: {
+            written: sum.blobs.written + r.blobs.written,
+            reused: sum.blobs.reused + r.blobs.reused,
+            shredded: sum.blobs.shredded + r.blobs.shredded,
+            findings: sum.blobs.findings + r.blobs.findings,
+            bytesPlain: sum.blobs.bytesPlain + r.blobs.bytesPlain,
+          },
+          findings: [...sum.findings, ...r.findings].slice(0, MAX_FINDINGS_LISTED),
         }),
-        { shreddedKeys: [], cellsRead: 0, cellsWritten: 0, cellsShreddedRead: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, packs: 0, keysCreated: 0, encapsulations: 0 },
+        { shreddedKeys: [], cellsRead: 0, cellsWritten: 0, cellsShreddedRead: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, packs: 0, keysCreated: 0, encapsulations: 0, blobs: { written: 0, reused: 0, shredded: 0, findings: 0, bytesPlain: 0 }, findings: [] },
       );
       return await finishSnapshot(options, p, headerOf(p, options, source), written, now, started);
     } catch (err) {
