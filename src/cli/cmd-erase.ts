@@ -15,7 +15,7 @@ import {
 } from '../lifecycle/erase.ts';
 import { describeEraseTarget } from '../lifecycle/erase-subject.ts';
 import type { SubjectColumns } from '../lifecycle/certificate.ts';
-import type { Mapping } from '../mapping/index.ts';
+import { subjectColumns, type Mapping } from '../mapping/index.ts';
 import type { EraseScope } from '../lifecycle/types.ts';
 import { logVaultDurability } from '../lifecycle/vault-durability.ts';
 import type { StoredEraseRequest } from '../vault/index.ts';
@@ -88,20 +88,6 @@ function reachLines(user: string, found: readonly PersonTenantReach[]): string[]
   return lines;
 }
 
-/**
- * The subject columns of each mapped table (`author`: one column, or a list of them), for the
- * certificate of a user erasure.
- */
-function mappingSubjectColumns(mapping: Mapping): SubjectColumns[] {
-  const out: SubjectColumns[] = [];
-  for (const [table, entry] of Object.entries(mapping.tables)) {
-    const author: unknown = entry.author;
-    const columns = typeof author === 'string' ? [author] : Array.isArray(author) ? author.filter((c): c is string => typeof c === 'string') : [];
-    if (columns.length > 0) out.push({ table, columns });
-  }
-  return out;
-}
-
 function usage(message: string, usageLine: string): LetheError {
   return new LetheError(ErrorCode.USAGE, `${message}\nusage: lethe ${usageLine}`);
 }
@@ -114,7 +100,7 @@ function oneId(ctx: CommandContext, usageLine: string): string {
 }
 
 const REQUEST_USAGE =
-  'erase request (--tenant T (--user U | --conversation C | --all) | --subject U --all-tenants) --reason TEXT (--print-statement | --signature FILE) [--json] [--config FILE]';
+  'erase request (--tenant T (--user U | --subject U | --conversation C | --all) | --subject U --all-tenants) --reason TEXT (--print-statement | --signature FILE) [--json] [--config FILE]';
 
 export const eraseRequestCommand: Command = {
   name: 'erase request',
@@ -136,26 +122,33 @@ export const eraseRequestCommand: Command = {
     const conversation = stringOpt(v, 'conversation');
     const all = v['all'] === true;
     const reason = stringOpt(v, 'reason');
-    const person = stringOpt(v, 'subject');
-    if (v['all-tenants'] === true || person !== undefined) {
-      if (v['all-tenants'] !== true) throw usage('--subject U names a person across every tenant: add --all-tenants (or use --tenant T --user U for one tenant)', REQUEST_USAGE);
+    const subject = stringOpt(v, 'subject');
+    if (subject !== undefined && user !== undefined) throw usage('--subject U and --user U name the same person: give one of them', REQUEST_USAGE);
+    // --subject U is the person, --user U its one-tenant spelling: with --tenant T both mean that tenant only.
+    const person = subject ?? user;
+    if (v['all-tenants'] === true) {
       if (person === undefined) throw usage('--all-tenants needs --subject U (the person\'s user id, as the chat store writes it)', REQUEST_USAGE);
-      if (tenant !== undefined || user !== undefined || conversation !== undefined || all) {
-        throw usage('--all-tenants erases a person in every tenant: give --subject U alone, without --tenant, --user, --conversation or --all', REQUEST_USAGE);
+      if (tenant !== undefined || conversation !== undefined || all) {
+        throw usage('--all-tenants erases a person in every tenant: give --subject U alone, without --tenant, --conversation or --all', REQUEST_USAGE);
       }
       if (reason === undefined) throw usage('missing --reason TEXT (e.g. the ticket of the data subject\'s request)', REQUEST_USAGE);
       return requestPerson(ctx, person, reason);
     }
-    if (tenant === undefined) throw usage('missing --tenant T (or --subject U --all-tenants for a person in every tenant)', REQUEST_USAGE);
-    const chosen = [user !== undefined, conversation !== undefined, all].filter(Boolean).length;
+    if (tenant === undefined) {
+      throw usage(
+        subject === undefined ? 'missing --tenant T (or --subject U --all-tenants for a person in every tenant)' : '--subject U needs --tenant T (one tenant) or --all-tenants (every tenant)',
+        REQUEST_USAGE,
+      );
+    }
+    const chosen = [person !== undefined, conversation !== undefined, all].filter(Boolean).length;
     if (chosen !== 1) {
-      throw usage('say what to erase with exactly one of --user U, --conversation C or --all (the whole tenant)', REQUEST_USAGE);
+      throw usage('say what to erase with exactly one of --user U, --conversation C or --all (the whole tenant); --subject U is --user U', REQUEST_USAGE);
     }
     if (reason === undefined) throw usage('missing --reason TEXT (e.g. the ticket of the data subject\'s request)', REQUEST_USAGE);
-    const scope: EraseScope = all ? 'tenant' : user !== undefined ? 'user' : 'conversation';
+    const scope: EraseScope = all ? 'tenant' : person !== undefined ? 'user' : 'conversation';
     const rt = await ctx.runtime();
     const vault = await rt.vault();
-    const what = { tenant, scope, subject: user ?? conversation ?? null, reason };
+    const what = { tenant, scope, subject: person ?? conversation ?? null, reason };
     if (wantsStatement(ctx)) return printStatement(ctx, await actStatement(vault, requestAct(what)));
     const request = await requestErasure(vault, { ...what, ...(await attestationFrom(ctx, rt)) });
     if (ctx.json) ctx.out(JSON.stringify(requestJson(request)));
@@ -252,7 +245,7 @@ export const eraseApproveCommand: Command = {
 /** The mapping's subject columns for the certificate; a mapping that cannot be read leaves them out, with a warning. */
 function subjectColumnsOf(ctx: CommandContext, mapping: () => Mapping): SubjectColumns[] | undefined {
   try {
-    return mappingSubjectColumns(mapping());
+    return subjectColumns(mapping());
   } catch (err) {
     ctx.warn(
       `the chat-store mapping could not be read (${err instanceof Error ? err.message : String(err)}): ` +

@@ -200,6 +200,11 @@ describe('erasure of a person across every tenant', () => {
     }
     const mixed = await cli('erase', 'request', '--subject', 'ann_1', '--all-tenants', '--tenant', 'red', '--reason', 'x', '--actor', 'alice');
     expectExit(mixed, 2);
+    expect(mixed.stderr).toContain('give --subject U alone');
+    // With --tenant T instead, --subject U is that tenant only (the same act as --user U).
+    const one = await cli('erase', 'request', '--tenant', 'red', '--subject', 'ann_1', '--reason', 'x', '--print-statement');
+    expectExit(one, 0);
+    expect(one.stdout).toContain('tenant: "red"\nscope: "user"\nsubject: "ann_1"\n');
   });
 
   it('the daemon alert, the status page and the plan show a request without a tenant', async () => {
