@@ -240,6 +240,8 @@ const ENV: NodeJS.ProcessEnv = {
   VAULT_PASSWORD: 'vault-pw',
   LETHE_S3_ACCESS_KEY_ID: 'AKIDEXAMPLE',
   LETHE_S3_SECRET_ACCESS_KEY: 'secret-example',
+  CHAT_FILES_ACCESS_KEY_ID: 'AKIDFILES',
+  CHAT_FILES_SECRET_ACCESS_KEY: 'files-secret',
   LETHE_BACKUP_SIGNING_KEY: 'pem',
   LETHE_WEBHOOK_SECRET: 'hook',
   LETHE_DAEMON_TOKEN: 'token-token-token-token',

@@ -590,7 +590,14 @@ describe('alerts config', () => {
   it('config/lethe.example.yaml has an alerts section that parses to the documented settings', async () => {
     const { parse } = await import('yaml');
     const raw = parse(await readFile(new URL('../../../config/lethe.example.yaml', import.meta.url), 'utf8')) as Record<string, unknown>;
-    const env = { CHAT_STORE_PASSWORD: 'x', VAULT_PASSWORD: 'x', LETHE_S3_ACCESS_KEY_ID: 'x', LETHE_S3_SECRET_ACCESS_KEY: 'x' };
+    const env = {
+      CHAT_STORE_PASSWORD: 'x',
+      VAULT_PASSWORD: 'x',
+      LETHE_S3_ACCESS_KEY_ID: 'x',
+      LETHE_S3_SECRET_ACCESS_KEY: 'x',
+      CHAT_FILES_ACCESS_KEY_ID: 'x',
+      CHAT_FILES_SECRET_ACCESS_KEY: 'x',
+    };
     expect(parseConfig(raw, '/etc/lethe', env).alerts).toEqual({
       erasePendingDays: 7,
       webhooks: [

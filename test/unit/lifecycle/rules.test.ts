@@ -160,6 +160,8 @@ describe('config/lethe.example.yaml', () => {
       VAULT_PASSWORD: 'x',
       LETHE_S3_ACCESS_KEY_ID: 'x',
       LETHE_S3_SECRET_ACCESS_KEY: 'x',
+      CHAT_FILES_ACCESS_KEY_ID: 'x',
+      CHAT_FILES_SECRET_ACCESS_KEY: 'x',
     };
     const config = parseConfig(raw, '/etc/lethe', env);
     expect(formatDuration(config.retention.classes.messages)).toBe('365d');
