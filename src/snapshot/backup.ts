@@ -33,7 +33,7 @@ import {
   type TableInfo,
 } from '../mapping/index.ts';
 import type { SchemaDescription } from '../mapping/index.ts';
-import { summarizeSchema, type SchemaSummary } from '../mapping/index.ts';
+import { quoteIdent, summarizeSchema, type SchemaSummary } from '../mapping/index.ts';
 import { z } from 'zod';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
 import type { CompleteSnapshot, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
@@ -1070,6 +1070,48 @@ async function checkOrphans(reader: pg.Client, mapping: Mapping, table: string):
   }
 }
 
+/** The tables a backup reads, with the COPY columns it planned from the catalogs. */
+interface TableLock {
+  readonly schema: string;
+  readonly tables: readonly TableSpec[];
+}
+
+function tableLock(options: BackupOptions, p: Prepared): TableLock {
+  return { schema: options.mapping.schema, tables: p.tables };
+}
+
+/**
+ * Takes ACCESS SHARE locks on every table the backup reads, as the first statement of the
+ * snapshot's transaction (before its snapshot is taken), and held until it ends, as pg_dump
+ * does: a table-rewriting ALTER TABLE (a type change) or TRUNCATE committed while the
+ * backup runs would otherwise make a table the backup has not reached yet look empty to its
+ * older snapshot, and the snapshot would silently hold none of its rows. A chat-store
+ * migration waits for the backup instead (give migrations a lock_timeout). Then checks that
+ * every table still has the COPY columns the run planned from the catalogs a moment before:
+ * a change in between would mix column lists, so the run stops and asks to be run again.
+ */
+async function lockTables(client: pg.Client, lock: TableLock): Promise<void> {
+  if (lock.tables.length === 0) return;
+  const names = lock.tables.map((t) => `${quoteIdent(lock.schema)}.${quoteIdent(t.name)}`);
+  await client.query(`LOCK TABLE ${names.join(', ')} IN ACCESS SHARE MODE`);
+  const { rows } = await client.query<{ name: string; columns: string[] }>(
+    `SELECT c.relname AS name, array_agg(a.attname::text ORDER BY a.attnum) AS columns
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+      WHERE n.nspname = $1 AND c.relname = ANY($2::text[])
+      GROUP BY c.relname`,
+    [lock.schema, lock.tables.map((t) => t.name)],
+  );
+  const now = new Map(rows.map((r) => [r.name, r.columns.join(',')]));
+  const moved = lock.tables.filter((t) => now.get(t.name) !== t.copyColumns.join(','));
+  if (moved.length > 0) {
+    throw new LetheError(
+      ErrorCode.DATABASE,
+      `the columns of ${moved.map((t) => t.name).join(', ')} changed while the backup started (a migration of the chat store); nothing was kept: run the backup again`,
+    );
+  }
+}
+
 /** The chat store's consistent point, as the first reader saw it. */
 interface SourcePoint {
   readonly now: Date;
@@ -1083,7 +1125,7 @@ interface SourcePoint {
  * transaction and exports its snapshot (unless `exported` names one to import), the others
  * import it, so all see exactly the same rows. Returns them with the consistent point.
  */
-async function openReaders(url: string, count: number, exported?: string): Promise<{ readers: pg.Client[]; source: SourcePoint | null }> {
+async function openReaders(url: string, count: number, exported?: string, lock?: TableLock): Promise<{ readers: pg.Client[]; source: SourcePoint | null }> {
   const readers = Array.from({ length: count }, () => {
     const client = new pg.Client(pgClientConfig(url, { application_name: 'lethe backup' }));
     client.on('error', () => undefined);
@@ -1095,6 +1137,7 @@ async function openReaders(url: string, count: number, exported?: string): Promi
     let snapshot = exported;
     for (const client of readers) {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      if (snapshot === undefined && lock !== undefined) await lockTables(client, lock);
       // The id is the server's own output (or a plan's, validated), still quoted as a literal, never pasted.
       if (snapshot !== undefined) await client.query(`SET TRANSACTION SNAPSHOT ${client.escapeLiteral(snapshot)}`);
       for (const statement of copySessionStatements()) await client.query(statement);
@@ -1341,7 +1384,7 @@ export async function runBackup(input: BackupOptions): Promise<BackupResult> {
     };
     options.signal?.addEventListener('abort', cancel, { once: true });
     try {
-      const opened = await openReaders(options.chatStoreUrl, 2);
+      const opened = await openReaders(options.chatStoreUrl, 2, undefined, tableLock(options, p));
       readers = opened.readers;
       const source = opened.source as SourcePoint;
       const header = headerOf(p, options, source);
@@ -1429,7 +1472,7 @@ export async function runBackupCoordinator(options: BackupOptions, coordinate: C
     const runLog = log.child({ job: 'backup', snapshotId: p.run.id, shards: coordinate.shards });
     let readers: pg.Client[] = [];
     try {
-      const opened = await openReaders(options.chatStoreUrl, 1);
+      const opened = await openReaders(options.chatStoreUrl, 1, undefined, tableLock(options, p));
       readers = opened.readers;
       const source = opened.source as SourcePoint;
       const reader = readers[0] as pg.Client;
