@@ -23,6 +23,7 @@ const PlanOutput = z.looseObject({
   summary: z.looseObject({ keysToDestroy: z.number() }),
 });
 const ApplyOutput = z.looseObject({ keysDestroyed: z.number(), durationMs: z.number() });
+const RotateOutput = z.looseObject({ epoch: z.number(), rewrapped: z.number(), rewrapMs: z.number() });
 
 export interface KeyCounts {
   readonly users: number;
@@ -47,6 +48,17 @@ export interface LifecycleMeasurements {
     readonly plan: PhaseResult<{ actions: number; keysToDestroy: number }>;
     readonly apply: PhaseResult<z.infer<typeof ApplyOutput>>;
   };
+  /**
+   * `lethe keys rotate-master` after the shreds (issue 13): every live dimension key re-wrapped
+   * to a new master epoch in one vault transaction; `rewrapMs` is that transaction alone, the
+   * step's wall time adds process start and the vault backup that follows.
+   */
+  readonly rotate: PhaseResult<z.infer<typeof RotateOutput>>;
+}
+
+/** Dimension keys re-wrapped per second by a master rotation. */
+export function rewrapRate(rotate: { rewrapped: number; rewrapMs: number }): number {
+  return Math.round((rotate.rewrapped * 1000) / Math.max(1, rotate.rewrapMs));
 }
 
 async function withDb<T>(url: string, work: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -152,10 +164,13 @@ export async function measureLifecycle(
     output: { actions: planned.output.actions.length, keysToDestroy: planned.output.summary.keysToDestroy },
   };
   const apply = await runLethe(['lifecycle', 'apply', '--actor', 'bench'], ApplyOutput, await phase());
+  say('master key rotation: keys rotate-master');
+  const rotate = await runLethe(['keys', 'rotate-master', '--reason', 'bench', '--actor', 'bench'], RotateOutput, await phase());
   return {
     keys,
     erase: { tenant: subject.tenant, user: subject.user, userCellKeys: subject.cellKeys, request, approve },
     retention: { rule, period, plan, apply },
+    rotate,
   };
 }
 

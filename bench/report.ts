@@ -3,7 +3,7 @@ import type { BaselineResult } from './baseline.ts';
 import type { ProfileSummary } from './cpu-profile.ts';
 import { totalBytes as total } from './dir-sizes.ts';
 import type { BackupOutput, PhaseResult, VerifyOutput } from './lethe-phase.ts';
-import { keysPerThousandUsers, type LifecycleMeasurements } from './lifecycle.ts';
+import { keysPerThousandUsers, rewrapRate, type LifecycleMeasurements } from './lifecycle.ts';
 import { RESTIC_MISSING, type ResticResult } from './restic.ts';
 
 /**
@@ -280,6 +280,8 @@ function lifecycleNotes(l: NonNullable<RunMeasurements['lifecycle']>): string[] 
     `monthly retention shred (messages ${l.retention.rule}: ${l.retention.period} due): lifecycle plan ${stepText(l.retention.plan.stats)}, ` +
       `${l.retention.plan.output.actions} actions, ${l.retention.plan.output.keysToDestroy} keys to destroy; lifecycle apply ` +
       `${stepText(l.retention.apply.stats)}, ${l.retention.apply.output.keysDestroyed} keys destroyed`,
+    `master key rotation (keys rotate-master, epoch ${l.rotate.output.epoch}): ${l.rotate.output.rewrapped} dimension keys re-wrapped in ` +
+      `${l.rotate.output.rewrapMs} ms (${rewrapRate(l.rotate.output)} keys/s) in one vault transaction; the step ${stepText(l.rotate.stats)} with the vault backup`,
   ];
 }
 

@@ -360,6 +360,8 @@ export interface RotateMasterResult {
   readonly recipient: string;
   readonly retired: readonly number[];
   readonly rewrapped: number;
+  /** How long the re-wrap transaction took (unwrap, wrap and write every live key). */
+  readonly rewrapMs: number;
   readonly auditSeq: number;
   /** The vault backup written after the rotation (encrypted to the new epoch). */
   readonly vaultBackup: string;
@@ -388,7 +390,9 @@ export async function rotateMasterKey(
   return vault.withJobLock(
     'backup',
     async (signal) => {
+      const started = performance.now();
       const rotation = await rotateMaster(vault, keys, { actor: options.actor, reason: options.reason, signal });
+      const rewrapMs = Math.round(performance.now() - started);
       const current = await vault.getCurrentMasterEpoch();
       const lock = config.storage.objectLock;
       // Before any old epoch goes: the newest vault backup must open with the new one.
@@ -414,6 +418,7 @@ export async function rotateMasterKey(
         recipient: current.recipient,
         retired: rotation.retired,
         rewrapped: rotation.rewrapped,
+        rewrapMs,
         auditSeq: rotation.auditSeq,
         vaultBackup: written.key,
         destroyed,
