@@ -201,7 +201,16 @@ export const eraseApproveCommand: Command = {
     const id = oneId(ctx, APPROVE_USAGE);
     const rt = await ctx.runtime();
     const vault = await rt.vault();
-    if (wantsStatement(ctx)) return printStatement(ctx, await approvalStatement(vault, id));
+    if (wantsStatement(ctx)) {
+      const statement = await approvalStatement(vault, id);
+      // The approver of a person in every tenant sees where their data is now, before signing.
+      const request = await vault.getEraseRequest(id);
+      if (!ctx.json && request !== null && request.tenant === null && request.subject !== null) {
+        const found = await personReach(vault, request.subject);
+        process.stderr.write(`${reachLines(request.subject, found).map((l) => `lethe: ${l}`).join('\n')}\n`);
+      }
+      return printStatement(ctx, statement);
+    }
     const by = await attestationFrom(ctx, rt);
     const foreignTombstones: ForeignTombstone[] = [];
     const graceWindowDays = rt.config.retention.graceWindowDays;

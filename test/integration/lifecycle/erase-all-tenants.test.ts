@@ -228,6 +228,12 @@ describe('erasure of a person across every tenant', () => {
     await queryValue(env.chat.url, "INSERT INTO posts VALUES (10, 'green', 'ann_1', 'ann in green', '2026-03-02T09:00:00Z'), (11, 'red', 'bob', 'bob again', '2026-03-02T10:00:00Z') RETURNING 1");
     await takeBackup();
 
+    const statement = await cli('erase', 'approve', requestId, '--print-statement');
+    expectExit(statement, 0);
+    expect(statement.stdout).toContain(`request: "${requestId}"\ntenant: null\ntenants: "all"\n`);
+    expect(statement.stderr).toContain('user "ann_1" has a key in 3 tenants');
+    expect(statement.stderr).toMatch(/tenant "green"\s+user:green\/ann_1/);
+
     const approve = await cli('erase', 'approve', requestId, '--actor', 'bob', '--json');
     expectExit(approve, 0);
     certificate = (jsonOut(approve) as { certificate: DestructionCertificate }).certificate;
