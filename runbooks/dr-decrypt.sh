@@ -733,6 +733,9 @@ decrypt_cell() {
   local kem
   IFS=$'\t' read -r kem EPHEMERAL < <(manifest_entry "$enc" tenant encapsulations '[.kem, .ephemeral] | @tsv') ||
     die 6 "cell $CELL derives its key from encapsulation $enc, which manifest $MANIFEST does not list"
+  # keys.postQuantum: the key also needs ML-KEM-768 decapsulation, which no stock tool here has.
+  [[ $kem != x25519-mlkem768 ]] ||
+    die 2 "cell $CELL's key derives from encapsulation $enc of kem \"x25519-mlkem768\" (written with keys.postQuantum): it needs ML-KEM-768 decapsulation, which the stock tools $PROG uses (openssl 3.0, age) do not have. Restore it with lethe: lethe vault restore (from a vault backup, if the vault is lost), then lethe restore; or decapsulate with a tool that has ML-KEM-768 as docs/format.md (Hybrid encapsulation) describes. Cells of kem \"x25519\" (written before the option) $PROG still reads"
   [[ $kem == x25519 ]] ||
     die 2 "cell $CELL's key derives from encapsulation $enc of kem ${kem@Q}; $PROG opens only kem \"x25519\" (docs/format.md). Use lethe, or the runbooks/dr-decrypt.sh of the lethe version that wrote this snapshot"
   [[ $EPHEMERAL =~ ^[0-9a-f]{64}$ ]] ||
@@ -820,8 +823,14 @@ decrypt_cell() {
   head -c "$clen" -- "$cell" | openssl enc -d -chacha20 -K "$cell_key" -iv "$IV_BLOCK1" >"$PARTIAL" 2>/dev/null ||
     die 1 "openssl could not decrypt cell $CELL"
   local lines
-  lines=$(wc -l <"$PARTIAL")
-  ((lines == rows)) || die 6 "cell $CELL decrypted to $lines rows, the manifest says $rows"
+  if [[ $table == *.blob ]]; then
+    # A blob cell (a file outside the database): its header and the file's bytes; the length is checked.
+    lines=$(wc -c <"$PARTIAL")
+    ((lines == clen)) || die 6 "blob cell $CELL decrypted to $lines bytes, the manifest says $clen"
+  else
+    lines=$(wc -l <"$PARTIAL")
+    ((lines == rows)) || die 6 "cell $CELL decrypted to $lines rows, the manifest says $rows"
+  fi
   mv -n -- "$PARTIAL" "$OUT" || true
   [[ ! -e $PARTIAL ]] || die 2 "--out $OUT appeared while decrypting; left it alone"
   PARTIAL=''
