@@ -149,21 +149,22 @@ async function runDemo(ctx: CommandContext): Promise<number> {
   const rt = new Runtime(config, ctx.json ? createLogger(level) : createLogger(level, humanLogDestination((text) => process.stderr.write(text))));
   const actor = actorName(undefined);
   try {
-    const init = await initialize(rt, actor);
-    say(`1. init: vault ready, master key ${init.masterKeyFile ?? '(none)'}${init.masterKeyCreated ? ' (new)' : ''}`);
+    // Seed first: init checks the mapping against the chat store, as backup would.
     const chatUrl = await rt.chatStoreUrl();
     const filesDir = seedFilesDir(config, undefined);
     if (await isSeeded(chatUrl)) {
-      say('2. seed: the chat store is already seeded');
+      say('1. seed: the chat store is already seeded');
     } else {
       const seeded = await seedChatStore(chatUrl, { scale, filesDir, signal: ctx.signal, onProgress: (p) => ctx.progress(seedUpdate(p)) });
       ctx.progress(null);
       const rows = Object.values(seeded.rows).reduce((a, b) => a + b, 0);
       say(
-        `2. seed: ${scale} reference chat store, ${rows} rows (${bytes(seeded.bytes)}) in ${duration(seeded.durationMs)}; ` +
+        `1. seed: ${scale} reference chat store, ${rows} rows (${bytes(seeded.bytes)}) in ${duration(seeded.durationMs)}; ` +
           `${seeded.files.count} files (${bytes(seeded.files.bytes)}) outside the database, in ${relative(dir, filesDir) || filesDir}/`,
       );
     }
+    const init = await initialize(rt, actor);
+    say(`2. init: vault ready, master key ${init.masterKeyFile ?? '(none)'}${init.masterKeyCreated ? ' (new)' : ''}`);
     const onProgress = (p: BackupProgress): void => ctx.progress(backupUpdate(p));
     const first = await backup(rt, { actor, signal: ctx.signal, onProgress });
     ctx.progress(null);

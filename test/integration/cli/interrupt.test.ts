@@ -22,8 +22,9 @@ describe('an embedded deployment interrupted mid-backup', () => {
 
   beforeAll(async () => {
     d = await createEmbeddedDeployment();
-    expectExit(await d.cli(['init']), 0);
+    // Seed first: init checks the mapping against the chat store.
     expectExit(await d.cli(['seed', '--scale', 'small']), 0);
+    expectExit(await d.cli(['init']), 0);
   });
 
   afterAll(async () => {
