@@ -9,6 +9,7 @@ import { AGE, dumpAndEncrypt, PG_DUMP, type DumpSource } from './baseline.ts';
 import { summarizeProfiles } from './cpu-profile.ts';
 import { bytesByTopLevel, growth } from './dir-sizes.ts';
 import { formatPerCell, measurePerCell } from './per-cell.ts';
+import { formatPostQuantum, measurePostQuantum } from './post-quantum.ts';
 import {
   checkpoint,
   databaseBytes,
@@ -390,6 +391,9 @@ async function bench(
   };
   const runs: RunMeasurements[] = [];
   for (let i = 1; i <= options.runs; i++) runs.push(await measureRun(ctx, i));
+  // keys.postQuantum (issue 13): the option's cost, off against on at the same scale.
+  say('measuring keys.postQuantum: a full backup and its verify, off and on');
+  const postQuantum = await measurePostQuantum(server, workDir, template, { useGnuTime, nodeFlags: options.nodeFlags, signal, say });
 
   const rows = tableRows(runs);
   const environment = {
@@ -409,7 +413,7 @@ async function bench(
     rows.some((r) => r.target === 'FAIL') || runs.some((r) => !r.verify.output.ok) || summaryChecks(summary).some((c) => c.pass === false);
   if (options.json) {
     process.stdout.write(
-      `${JSON.stringify({ ...summary, runs: options.runs, environment, seed: template.stats, rows, perCell, measurements: runs })}\n`,
+      `${JSON.stringify({ ...summary, runs: options.runs, environment, seed: template.stats, rows, perCell, postQuantum, measurements: runs })}\n`,
     );
   } else {
     const lines = [
@@ -424,6 +428,8 @@ async function bench(
       formatSummary(summary),
       '',
       formatPerCell(perCell),
+      '',
+      formatPostQuantum(postQuantum),
       '',
       formatNotes(runs),
     ];

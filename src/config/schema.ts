@@ -365,6 +365,11 @@ export const ConfigSchema = z.strictObject({
    */
   masterKey: MasterKeySchema.optional(),
   signingKeys: SigningKeysSchema.default({}),
+  /**
+   * `postQuantum`: every new dimension key gets an ML-KEM-768 half and every new
+   * encapsulation is x25519-mlkem768 (docs/format.md); `lethe init` gives existing keys theirs.
+   */
+  keys: z.strictObject({ postQuantum: z.boolean().default(false) }).default({ postQuantum: false }),
   embedded: EmbeddedSchema.optional(),
   backup: BackupSchema.default(BackupSchema.parse({})),
   verify: VerifySchema.default(VerifySchema.parse({})),

@@ -30,6 +30,8 @@ import { generateRawKeyPair, x25519PrivateKey, x25519PublicKey } from './keys.ts
  */
 
 export const CELL_KEY_SALT = 'lethe.cell-key.v1';
+/** The extract's label for `kem` x25519-mlkem768 (docs/format.md); never the X25519-only one. */
+export const HYBRID_CELL_KEY_SALT = 'lethe.cell-key.x25519-mlkem768.v1';
 export const CELL_KEY_INFO = 'lethe.cell.v1\n';
 /** Info prefix of the key that wraps a tuple key under a legal hold's re-encapsulation. */
 export const HELD_KEY_INFO = 'lethe.held.v1\n';
@@ -79,6 +81,39 @@ export function tupleKey(secrets: readonly Uint8Array[], ephemeralPublic: Uint8A
   const mac = createHmac('sha256', CELL_KEY_SALT);
   for (const z of secrets) mac.update(z);
   mac.update(ephemeralPublic);
+  for (const id of dimensionIds) mac.update(`${id}\n`, 'utf8');
+  return mac.digest();
+}
+
+/** One dimension key's part of a hybrid (x25519-mlkem768) encapsulation. */
+export interface HybridSecret {
+  /** `Z_D = X25519(e, D)`, 32 bytes. */
+  readonly z: Uint8Array;
+  /** `K_D`, the ML-KEM-768 shared secret, 32 bytes. */
+  readonly k: Uint8Array;
+  /** `C_D`, the ML-KEM-768 ciphertext `K_D` came from, 1088 bytes. */
+  readonly ciphertext: Uint8Array;
+}
+
+/**
+ * The tuple key of a hybrid encapsulation: HKDF-Extract under {@link HYBRID_CELL_KEY_SALT}
+ * over `Z_D1 ‖ K_D1 ‖ … ‖ Z_Dk ‖ K_Dk ‖ E ‖ C_D1 ‖ … ‖ C_Dk ‖ "D1\n" ‖ … ‖ "Dk\n"`
+ * (fixed-size fields, so the message parses one way). Pseudorandom while, for any one
+ * dimension key, either its X25519 or its ML-KEM secret is unknown (docs/architecture.md).
+ */
+export function hybridTupleKey(parts: readonly HybridSecret[], ephemeralPublic: Uint8Array, dimensionIds: readonly string[]): Buffer {
+  if (parts.length === 0 || parts.length !== dimensionIds.length) {
+    throw new LetheError(ErrorCode.INTERNAL, `a tuple key needs one shared secret per dimension key (${parts.length} for ${dimensionIds.length})`);
+  }
+  const mac = createHmac('sha256', HYBRID_CELL_KEY_SALT);
+  for (const p of parts) {
+    if (p.z.length !== KEY_BYTES || p.k.length !== KEY_BYTES || p.ciphertext.length !== 1088) {
+      throw new LetheError(ErrorCode.INTERNAL, 'a hybrid tuple key takes 32-byte secrets and 1088-byte ML-KEM-768 ciphertexts');
+    }
+    mac.update(p.z).update(p.k);
+  }
+  mac.update(ephemeralPublic);
+  for (const p of parts) mac.update(p.ciphertext);
   for (const id of dimensionIds) mac.update(`${id}\n`, 'utf8');
   return mac.digest();
 }

@@ -18,9 +18,11 @@ export {
   CELL_KEY_INFO,
   CELL_KEY_SALT,
   HELD_KEY_INFO,
+  HYBRID_CELL_KEY_SALT,
   TAG_BYTES,
   cellKey,
   heldWrapKey,
+  hybridTupleKey,
   newEphemeral,
   open as openSealed,
   openStream as openSealedStream,
@@ -29,7 +31,20 @@ export {
   sharedSecret,
   tupleKey,
   type Ephemeral,
+  type HybridSecret,
 } from './encapsulation.ts';
+export {
+  MLKEM_CIPHERTEXT_BYTES,
+  MLKEM_PUBLIC_BYTES,
+  dimensionSecretProblem,
+  encodeDimensionSecret,
+  mlkemDecapsulate,
+  mlkemEncapsulate,
+  mlkemKeyPair,
+  newMlKemSeed,
+  parseDimensionSecret,
+  type DimensionSecret,
+} from './mlkem.ts';
 export { decryptBytes, encryptBytes } from './age.ts';
 export { decryptStream, encryptStream, type StreamOptions } from './age-stream.ts';
 export {

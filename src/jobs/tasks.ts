@@ -2,7 +2,7 @@ import { access } from 'node:fs/promises';
 import type { SigningPurpose } from '../config/index.ts';
 import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
-import { FileMasterKeys, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type SecretObserver } from '../keys/index.ts';
+import { FileMasterKeys, addMlkemHalves, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type LoadProgress, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import {
@@ -40,6 +40,8 @@ export interface InitResult {
   readonly storage: string;
   /** The mapping checked against the chat store before anything changed: how many tables it backs up. */
   readonly mappingChecked: { readonly tables: number };
+  /** keys.postQuantum: live keys made before the option that init gave their ML-KEM-768 half. */
+  readonly mlkemHalvesAdded: number;
 }
 
 export interface InitSigningKey {
@@ -136,6 +138,9 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     const { changed, retired } = await vault.registerSigningKey({ id, purpose, publicKey: key.publicKey });
     signingKeys.push({ purpose, id, file, created, registered: changed, retired });
   }
+  // keys.postQuantum: keys made before the option get their ML-KEM halves (needs the master key).
+  const mlkemHalvesAdded =
+    config.keys.postQuantum && keyFile !== null ? (await addMlkemHalves(vault, new FileMasterKeys(keyFile), masterRecipient, { actor })).length : 0;
   const changedKeys = signingKeys.filter((k) => k.created || k.registered);
   if (applied.length > 0 || masterKeyCreated || changedKeys.length > 0) {
     await vault.appendAudit({
@@ -157,6 +162,7 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     masterKeyCreated,
     masterRecipient,
     signingKeys,
+    mlkemHalvesAdded,
     storage: (await rt.createStore()).description,
     mappingChecked: { tables: tables.length },
   };
@@ -210,6 +216,7 @@ async function backupOptions(
     packSizeBytes: settings.packSizeMiB * 1024 * 1024,
     cellBufferBytes: settings.cellBufferMiB * 1024 * 1024,
     fullEvery: settings.fullEvery,
+    postQuantum: rt.config.keys.postQuantum,
     blobStores: rt.config.chatStore.blobStores,
     ...(options.fullRead === true ? { fullRead: true } : {}),
     ...(storage.objectLock === undefined ? {} : { lockDays: { mode: storage.objectLock.mode, days: storage.objectLock.retainDays } }),

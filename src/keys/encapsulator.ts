@@ -1,17 +1,22 @@
-import type { KeyObject } from 'node:crypto';
+import { createHmac, randomBytes, type KeyObject } from 'node:crypto';
 import { cellKeyId, dimensionKeyIds, dimensionKind, type CellTuple } from '../cells/ids.ts';
 import {
   decodeRecipient,
+  encodeDimensionSecret,
   encodeRecipient,
   generateRawKeyPair,
+  hybridTupleKey,
+  mlkemEncapsulate,
+  mlkemKeyPair,
+  newMlKemSeed,
   sharedSecret,
   tupleKey,
   x25519PrivateKey,
-  x25519PrivateKeyPem,
+  type HybridSecret,
 } from '../crypto/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { BoundedMap } from '../util/bounded-map.ts';
-import type { CellKey, Vault } from '../vault/index.ts';
+import type { CellKey, EncapsulationCiphertext, Vault } from '../vault/index.ts';
 import { currentWrapTarget, wrapDimensionSecret, type MasterWrapTarget } from './master.ts';
 
 /** What the backup needs to write a tuple's cells. */
@@ -44,11 +49,22 @@ interface RunEncapsulation {
   readonly tenant: string | null;
   readonly privateKey: KeyObject;
   readonly ephemeral: Uint8Array;
+  /**
+   * keys.postQuantum: the secret each dimension key's ML-KEM encapsulation randomness is
+   * derived from (see {@link mlkemRandomness}), so one evicted from the cache is computed
+   * again to the same ciphertext. Null for kem x25519.
+   */
+  readonly mlkemSecret: Buffer | null;
 }
 
 interface DimensionFacts {
   readonly publicKey: Uint8Array;
   readonly destroyed: boolean;
+}
+
+/** The ML-KEM encapsulation randomness `m` for one dimension key of a run's encapsulation. */
+function mlkemRandomness(secret: Buffer, dimensionId: string): Uint8Array {
+  return createHmac('sha256', secret).update(`lethe.mlkem-encaps.v1\n${dimensionId}`, 'utf8').digest();
 }
 
 /**
@@ -80,6 +96,12 @@ export class Encapsulator {
   #byTenant = new Map<string | null, RunEncapsulation>();
   readonly #dimensions = new BoundedMap<string, DimensionFacts>(CACHE_ENTRIES);
   readonly #shared = new BoundedMap<string, Buffer>(CACHE_ENTRIES);
+  /** keys.postQuantum: `K_D` and `C_D` per (encapsulation, dimension key), beside `#shared`'s `Z_D`. */
+  readonly #mlkem = new BoundedMap<string, { k: Uint8Array; ciphertext: Uint8Array }>(CACHE_ENTRIES);
+  /** ML-KEM public keys by dimension id (keys.postQuantum). */
+  readonly #mlkemPublic = new BoundedMap<string, Uint8Array>(CACHE_ENTRIES);
+  /** Ciphertexts not yet stored; stored before the tuple keys that use them are handed out. */
+  #pendingCiphertexts: EncapsulationCiphertext[] = [];
   readonly #tuples = new BoundedMap<string, LiveTupleKey>(CACHE_ENTRIES);
   /** Tuple facts not yet handed to the vault (see {@link takeTupleFacts}). */
   #unrecorded: CellKey[] = [];
@@ -92,6 +114,8 @@ export class Encapsulator {
     private readonly masterRecipient: string,
     private readonly snapshotId: string,
     private readonly observe?: SecretObserver,
+    /** keys.postQuantum: new keys get an ML-KEM-768 half, new encapsulations are x25519-mlkem768. */
+    private readonly postQuantum = false,
   ) {}
 
   /** The encapsulations this run created, for the manifest (public halves). */
@@ -149,11 +173,25 @@ export class Encapsulator {
       const encapsulation = this.#byTenant.get(tuple.tenant) ?? (await this.#encapsulation(tuple.tenant));
       const secrets: Buffer[] = [];
       for (const id of dimensionIds) secrets.push(this.#shared.get(`${encapsulation.id}\n${id}`) ?? (await this.#secret(encapsulation, id, tuple.tenant)));
-      const prk = tupleKey(secrets, encapsulation.ephemeral, dimensionIds);
+      let prk: Buffer;
+      if (encapsulation.mlkemSecret === null) prk = tupleKey(secrets, encapsulation.ephemeral, dimensionIds);
+      else {
+        const parts: HybridSecret[] = [];
+        for (const [i, id] of dimensionIds.entries()) {
+          const m = this.#mlkem.get(`${encapsulation.id}\n${id}`) ?? (await this.#mlkemPart(encapsulation, id));
+          parts.push({ z: secrets[i] as Buffer, k: m.k, ciphertext: m.ciphertext });
+        }
+        prk = hybridTupleKey(parts, encapsulation.ephemeral, dimensionIds);
+      }
       this.observe?.('tuple', prk);
       const key = { keyId, dimensionIds, encapsulation: encapsulation.id, prk };
       results.set(keyId, key);
       this.#tuples.set(keyId, key);
+    }
+    if (this.#pendingCiphertexts.length > 0) {
+      const rows = this.#pendingCiphertexts;
+      this.#pendingCiphertexts = [];
+      await this.vault.insertEncapsulationCiphertexts(rows);
     }
     return results;
   }
@@ -183,6 +221,9 @@ export class Encapsulator {
   forget(): void {
     for (const secret of this.#shared.values()) secret.fill(0);
     for (const key of this.#tuples.values()) key.prk.fill(0);
+    for (const part of this.#mlkem.values()) part.k.fill(0);
+    for (const e of this.#encapsulations.values()) e.mlkemSecret?.fill(0);
+    this.#mlkem.clear();
     this.#shared.clear();
     this.#tuples.clear();
     this.#encapsulations = new Map();
@@ -195,11 +236,13 @@ export class Encapsulator {
     if (found === undefined) {
       const pair = generateRawKeyPair();
       this.observe?.('ephemeral', pair.privateKey);
-      found = { id, tenant, privateKey: x25519PrivateKey(pair.privateKey), ephemeral: pair.publicKey };
+      const mlkemSecret = this.postQuantum ? randomBytes(32) : null;
+      if (mlkemSecret !== null) this.observe?.('ephemeral', mlkemSecret);
+      found = { id, tenant, privateKey: x25519PrivateKey(pair.privateKey), ephemeral: pair.publicKey, mlkemSecret };
       pair.privateKey.fill(0);
       // Recorded before any cell refers to it (the vault's foreign key says so too).
       await this.vault.insertEncapsulations([
-        { id, purpose: 'snapshot', snapshotId: this.snapshotId, tenant, kem: 'x25519', ephemeral: found.ephemeral },
+        { id, purpose: 'snapshot', snapshotId: this.snapshotId, tenant, kem: mlkemSecret === null ? 'x25519' : 'x25519-mlkem768', ephemeral: found.ephemeral },
       ]);
       this.#encapsulations.set(id, found);
       this.#byTenant.set(tenant, found);
@@ -216,6 +259,35 @@ export class Encapsulator {
     this.observe?.('shared', secret);
     this.#shared.set(cacheKey, secret);
     return secret;
+  }
+
+  /**
+   * `K_D` and `C_D` of dimension key `dimensionId` in a hybrid encapsulation: ML-KEM-768
+   * encapsulation to its ML-KEM public key with randomness derived from the run's secret,
+   * the ciphertext queued for the vault. A key without an ML-KEM half (made before
+   * keys.postQuantum) stops the backup: writing its cells X25519-only would be a silent
+   * downgrade.
+   */
+  async #mlkemPart(encapsulation: RunEncapsulation, dimensionId: string): Promise<{ k: Uint8Array; ciphertext: Uint8Array }> {
+    const cacheKey = `${encapsulation.id}\n${dimensionId}`;
+    let publicKey = this.#mlkemPublic.get(dimensionId);
+    if (publicKey === undefined) {
+      publicKey = (await this.vault.getMlkemPublicKeys([dimensionId])).get(dimensionId);
+      if (publicKey === undefined) {
+        throw new LetheError(
+          ErrorCode.KEY,
+          `dimension key ${dimensionId} has no ML-KEM-768 half, and keys.postQuantum is on: run \`lethe init\` (with the master key) to give ` +
+            'every live key made before the option its ML-KEM half, then back up again',
+        );
+      }
+      this.#mlkemPublic.set(dimensionId, publicKey);
+    }
+    const { ciphertext, secret } = mlkemEncapsulate(publicKey, `dimension key ${dimensionId}`, mlkemRandomness(encapsulation.mlkemSecret as Buffer, dimensionId));
+    this.observe?.('shared', secret);
+    const part = { k: secret, ciphertext };
+    this.#mlkem.set(cacheKey, part);
+    this.#pendingCiphertexts.push({ encapsulation: encapsulation.id, dimensionId, ciphertext });
+    return part;
   }
 
   /**
@@ -262,10 +334,14 @@ export class Encapsulator {
     const target = this.#wrapTarget;
     for (const [id, tenant] of missing) {
       const pair = generateRawKeyPair();
-      const secret = Buffer.from(x25519PrivateKeyPem(pair.privateKey), 'utf8');
+      const seed = this.postQuantum ? newMlKemSeed() : null;
+      const mlkemPublic = seed === null ? null : mlkemKeyPair(seed).publicKey;
+      const secret = Buffer.from(encodeDimensionSecret({ x25519: pair.privateKey, mlkemSeed: seed }), 'utf8');
       const wrappedIdentity = await wrapDimensionSecret(target, secret);
       secret.fill(0);
       pair.privateKey.fill(0);
+      seed?.fill(0);
+      if (mlkemPublic !== null) this.#mlkemPublic.set(id, mlkemPublic);
       fresh.push({
         id,
         kind: dimensionKind(id),
@@ -273,6 +349,7 @@ export class Encapsulator {
         recipient: encodeRecipient(pair.publicKey),
         wrappedIdentity,
         ...(target.epoch === null ? {} : { masterEpoch: target.epoch }),
+        ...(mlkemPublic === null ? {} : { mlkemPublic }),
       });
     }
     const stored = await this.vault.insertDimensionKeys(fresh);
@@ -280,6 +357,8 @@ export class Encapsulator {
       const recipient = stored.get(key.id);
       if (recipient === undefined) throw new LetheError(ErrorCode.VAULT, `dimension key ${key.id} was not stored`);
       if (recipient === key.recipient) this.dimensionKeysCreated += 1;
+      // Another writer's key won the race: its ML-KEM public key is read from the vault when needed.
+      else this.#mlkemPublic.delete(key.id);
       const facts = { publicKey: decodeRecipient(recipient), destroyed: false };
       this.#dimensions.set(key.id, facts);
       known.set(key.id, facts);

@@ -14,3 +14,4 @@ export {
   type MasterWrapTarget,
   type SealResult,
 } from './master.ts';
+export { addMlkemHalves } from './post-quantum.ts';

@@ -1,14 +1,17 @@
 import type { KeyObject } from 'node:crypto';
 import {
   decodeRecipient,
-  equalConstantTime,
+  dimensionSecretProblem,
   heldWrapKey,
+  hybridTupleKey,
+  mlkemDecapsulate,
+  mlkemKeyPair,
   openSealed,
-  parseX25519PrivateKeyPem,
-  publicKeyOf,
+  parseDimensionSecret,
   sharedSecret,
   tupleKey,
   x25519PrivateKey,
+  type HybridSecret,
 } from '../crypto/index.ts';
 import type { CellKey, Encapsulation, HeldWrapping, Vault } from '../vault/index.ts';
 import { singleIdentityKeyring, type MasterKeyring } from './master.ts';
@@ -21,8 +24,12 @@ export type OpenedKey =
   /** The vault holds the key, but it cannot be trusted or does not open. */
   | { readonly ok: false; readonly problem: string };
 
-/** A dimension key as opened: its private key, null when destroyed or absent, or what is wrong with it. */
-type OpenedDimension = KeyObject | null | { readonly problem: string };
+/**
+ * A dimension key as opened: its halves (a half that is null was destroyed: the X25519 key,
+ * or the expanded ML-KEM-768 decapsulation key of a post-quantum key), null when destroyed
+ * or absent, or what is wrong with it.
+ */
+type OpenedDimension = { readonly x25519: KeyObject | null; readonly mlkem: Uint8Array | null } | null | { readonly problem: string };
 
 /** Opened tuple keys and shared secrets kept per run. */
 const MAX_CACHED = 20_000;
@@ -46,6 +53,10 @@ export class KeyOpener {
   private readonly encapsulations = new Map<string, Encapsulation>();
   /** `X25519(d, E)` per (dimension key, encapsulation): the tuples of one encapsulation share most of them. */
   private readonly secrets = new Map<string, Buffer>();
+  /** ML-KEM ciphertexts of hybrid encapsulations, by `<encapsulation>\n<dimension key>`. */
+  private readonly ciphertexts = new Map<string, Uint8Array>();
+  /** `K_D` per (dimension key, hybrid encapsulation). */
+  private readonly kemSecrets = new Map<string, Uint8Array>();
 
   private readonly master: MasterKeyring;
 
@@ -85,6 +96,16 @@ export class KeyOpener {
     for (const p of wanted) for (const d of this.facts.get(p.key)?.dimensionIds ?? []) dimensionIds.add(d);
     for (const list of held.values()) for (const w of list) for (const d of w.dimensionIds) dimensionIds.add(d);
     await this.loadDimensions([...dimensionIds]);
+    // Hybrid encapsulations: the ML-KEM ciphertext of each (encapsulation, dimension key) pair.
+    const hybrid = (id: string): boolean => this.encapsulations.get(id)?.kem === 'x25519-mlkem768';
+    const kemPairs: { encapsulation: string; dimensionId: string }[] = [];
+    for (const p of wanted) if (hybrid(p.encapsulation)) for (const d of this.facts.get(p.key)?.dimensionIds ?? []) kemPairs.push({ encapsulation: p.encapsulation, dimensionId: d });
+    for (const list of held.values()) for (const w of list) if (hybrid(w.rewrap)) for (const d of w.dimensionIds) kemPairs.push({ encapsulation: w.rewrap, dimensionId: d });
+    const unknownPairs = kemPairs.filter((k) => !this.ciphertexts.has(`${k.encapsulation}\n${k.dimensionId}`));
+    if (unknownPairs.length > 0) {
+      if (this.ciphertexts.size > MAX_CACHED) this.ciphertexts.clear();
+      for (const [k, c] of await this.vault.getEncapsulationCiphertexts(unknownPairs)) this.ciphertexts.set(k, c);
+    }
     for (const p of wanted) {
       this.tuples.set(pairKey(p.key, p.encapsulation), this.openPair(p.key, p.encapsulation, held.get(p.key) ?? []));
     }
@@ -119,7 +140,9 @@ export class KeyOpener {
   /** The tuple key of `dimensionIds` under `encapsulation`, or the keys that are gone. */
   private derive(keyId: string, dimensionIds: readonly string[], encapsulation: Encapsulation): OpenedKey {
     const secrets: Buffer[] = [];
+    const kems: HybridSecret[] = [];
     const destroyed: string[] = [];
+    const hybrid = encapsulation.kem === 'x25519-mlkem768';
     for (const id of dimensionIds) {
       const d = this.dimensions.get(id) ?? null;
       if (d === null) {
@@ -127,11 +150,31 @@ export class KeyOpener {
         continue;
       }
       if ('problem' in d) return { ok: false, problem: `tuple ${keyId} needs dimension key ${id}, which cannot be trusted: ${d.problem}` };
+      // A destroyed half shreds the key for every encapsulation that needs that half.
+      if (d.x25519 === null || (hybrid && d.mlkem === null)) {
+        destroyed.push(id);
+        continue;
+      }
       const cacheKey = `${id}\n${encapsulation.id}`;
+      if (hybrid) {
+        const ciphertext = this.ciphertexts.get(`${encapsulation.id}\n${id}`);
+        if (ciphertext === undefined) return { ok: false, problem: `encapsulation ${encapsulation.id} has no ML-KEM-768 ciphertext for dimension key ${id} in the vault` };
+        let k = this.kemSecrets.get(cacheKey);
+        if (k === undefined) {
+          try {
+            k = mlkemDecapsulate(ciphertext, d.mlkem as Uint8Array, `encapsulation ${encapsulation.id}`);
+          } catch (err) {
+            return { ok: false, problem: (err as Error).message };
+          }
+          if (this.kemSecrets.size >= MAX_CACHED) this.kemSecrets.delete(this.kemSecrets.keys().next().value as string);
+          this.kemSecrets.set(cacheKey, k);
+        }
+        kems.push({ z: Buffer.alloc(0), k, ciphertext });
+      }
       let secret = this.secrets.get(cacheKey);
       if (secret === undefined) {
         try {
-          secret = sharedSecret(d, encapsulation.ephemeral, `encapsulation ${encapsulation.id}`);
+          secret = sharedSecret(d.x25519, encapsulation.ephemeral, `encapsulation ${encapsulation.id}`);
         } catch (err) {
           return { ok: false, problem: (err as Error).message };
         }
@@ -141,6 +184,10 @@ export class KeyOpener {
       secrets.push(secret);
     }
     if (destroyed.length > 0) return { ok: false, destroyed };
+    if (hybrid) {
+      const parts = kems.map((p, i) => ({ z: secrets[i] as Buffer, k: p.k, ciphertext: p.ciphertext }));
+      return { ok: true, prk: hybridTupleKey(parts, encapsulation.ephemeral, dimensionIds), dimensionIds };
+    }
     return { ok: true, prk: tupleKey(secrets, encapsulation.ephemeral, dimensionIds), dimensionIds };
   }
 
@@ -155,6 +202,7 @@ export class KeyOpener {
     }
     const wrapped = await this.vault.getWrappedDimensionKeysWithEpoch(unknown);
     const facts = await this.vault.getDimensionKeys(unknown);
+    const mlkemPublics = await this.vault.getMlkemPublicKeys(unknown);
     for (const id of unknown) {
       const bytes = wrapped.get(id);
       const fact = facts.get(id);
@@ -168,25 +216,32 @@ export class KeyOpener {
         this.dimensions.set(id, null);
         continue;
       }
-      let raw: Uint8Array;
+      let secret;
       try {
-        const pem = Buffer.from(await this.master.unwrap(bytes.epoch, bytes.wrapped, `dimension key ${id}`)).toString('utf8');
-        raw = parseX25519PrivateKeyPem(pem, `dimension key ${id}`);
+        const plain = Buffer.from(await this.master.unwrap(bytes.epoch, bytes.wrapped, `dimension key ${id}`));
+        secret = parseDimensionSecret(plain.toString('utf8'), `dimension key ${id}`);
+        plain.fill(0);
       } catch (err) {
         this.dimensions.set(id, { problem: `its wrapped private key does not open with the master key (${(err as Error).message})` });
         continue;
       }
-      let matches: boolean;
+      let problem: string | null;
       try {
-        matches = equalConstantTime(publicKeyOf(raw), decodeRecipient(recipient));
+        problem = dimensionSecretProblem(secret, decodeRecipient(recipient), mlkemPublics.get(id) ?? null);
       } catch {
-        matches = false;
+        problem = 'its recipient is not an X25519 public key; the vault row was altered';
       }
       this.dimensions.set(
         id,
-        matches ? x25519PrivateKey(raw) : { problem: 'the private key unwrapped from the vault is not the key its recipient names; the vault row was altered' },
+        problem !== null
+          ? { problem }
+          : {
+              x25519: secret.x25519 === null ? null : x25519PrivateKey(secret.x25519),
+              mlkem: secret.mlkemSeed === null ? null : mlkemKeyPair(secret.mlkemSeed).secretKey,
+            },
       );
-      raw.fill(0);
+      secret.x25519?.fill(0);
+      secret.mlkemSeed?.fill(0);
     }
   }
 

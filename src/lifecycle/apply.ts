@@ -7,7 +7,7 @@ import type { DurabilityFinding, Vault } from '../vault/index.ts';
 import { failpoint } from '../util/failpoint.ts';
 import { writeVaultBackup } from '../vaultbackup/index.ts';
 import { destroyKeys, tombstoneLock, type ForeignTombstone } from './destroy.ts';
-import { executeApprovedRequest } from './erase.ts';
+import { configSubjectColumns, executeApprovedRequest } from './erase.ts';
 import { planLifecycle, type Plan, type PlanAction } from './plan.ts';
 import { rewrapForHolds, type RewrapAction } from './rewrap.ts';
 import { loadPlanInput } from './state.ts';
@@ -149,6 +149,7 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
                 signer: options.signer,
                 ...(requestLock === undefined ? {} : { lock: requestLock }),
                 onForeignTombstone: reportForeign,
+                subjectColumns: configSubjectColumns(config.chatStore.mapping),
               },
               action.requestId,
             );
@@ -171,7 +172,7 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
           const run: RewrapAction[] = [];
           while (i < plan.actions.length && plan.actions[i]?.kind === 'rewrap') run.push(plan.actions[i++] as RewrapAction);
           counts.cellsRewrapped += await rewrapForHolds(
-            { vault, opener, masterRecipient: options.masterRecipient, actor, ...(options.signal === undefined ? {} : { signal: options.signal }) },
+            { vault, opener, masterRecipient: options.masterRecipient, actor, postQuantum: config.keys.postQuantum, ...(options.signal === undefined ? {} : { signal: options.signal }) },
             run,
           );
           failpoint('apply.after-rewrap');

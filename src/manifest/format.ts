@@ -108,13 +108,27 @@ export const SegmentHeaderSchema = z.strictObject({
   snapshot: z.string().min(1),
 });
 
-export const EncapsulationEntrySchema = z.strictObject({
-  id: z.string().min(1),
-  tenant: z.string().nullable(),
-  kem: z.literal('x25519'),
-  /** `E`, the ephemeral public key, as 64 hex digits. */
-  ephemeral: z.string().regex(/^[0-9a-f]{64}$/, '32 bytes of hex'),
-});
+/** base64 of a 1088-byte ML-KEM-768 ciphertext: 1452 characters, one `=` of padding. */
+const MLKEM_CIPHERTEXT_BASE64 = /^[A-Za-z0-9+/]{1451}=$/;
+
+export const EncapsulationEntrySchema = z.discriminatedUnion('kem', [
+  z.strictObject({
+    id: z.string().min(1),
+    tenant: z.string().nullable(),
+    kem: z.literal('x25519'),
+    /** `E`, the ephemeral public key, as 64 hex digits. */
+    ephemeral: z.string().regex(/^[0-9a-f]{64}$/, '32 bytes of hex'),
+  }),
+  // keys.postQuantum (docs/format.md): E, and per dimension key its ML-KEM-768 ciphertext.
+  z.strictObject({
+    id: z.string().min(1),
+    tenant: z.string().nullable(),
+    kem: z.literal('x25519-mlkem768'),
+    ephemeral: z.string().regex(/^[0-9a-f]{64}$/, '32 bytes of hex'),
+    /** By dimension key id (byte order): base64 of the 1088-byte ML-KEM-768 ciphertext `C_D`. */
+    ciphertexts: z.record(z.string().min(1), z.string().regex(MLKEM_CIPHERTEXT_BASE64, 'base64 of 1088 bytes')),
+  }),
+]);
 
 export const TotalsSchema = z.strictObject({
   completedAt: z.iso.datetime({ offset: true }),

@@ -287,7 +287,9 @@ export async function loadSnapshot(options: LoadOptions): Promise<LoadResult> {
           ? `its encapsulation ${id} is not listed in the manifest`
           : known === undefined
             ? `its encapsulation ${id} is not in the vault`
-            : !equalConstantTime(listed.ephemeral, Buffer.from(known.ephemeral).toString('hex'))
+            : !equalConstantTime(listed.ephemeral, Buffer.from(known.ephemeral).toString('hex')) ||
+                listed.kem !== known.kem ||
+                (listed.kem === 'x25519-mlkem768' && !sameCiphertexts(listed.ciphertexts, await vault.listEncapsulationCiphertexts(id)))
               ? `the manifest and the vault disagree on encapsulation ${id}`
               : null,
       );
@@ -465,4 +467,13 @@ const FOREIGN_KEY = /^ALTER TABLE .* ADD CONSTRAINT .* FOREIGN KEY /s;
 export function leftOut(stats: Readonly<Record<string, unknown>> | null): number {
   const n = stats?.['cellsSkippedShredded'];
   return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+/** True when a manifest's ML-KEM ciphertexts (base64, by dimension key) are exactly the vault's. */
+function sameCiphertexts(listed: Readonly<Record<string, string>>, stored: ReadonlyMap<string, Uint8Array>): boolean {
+  const ids = Object.keys(listed);
+  return ids.length === stored.size && ids.every((id) => {
+    const bytes = stored.get(id);
+    return bytes !== undefined && equalConstantTime(listed[id] ?? '', Buffer.from(bytes).toString('base64'));
+  });
 }

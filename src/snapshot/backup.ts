@@ -36,7 +36,7 @@ import type { SchemaDescription } from '../mapping/index.ts';
 import { quoteIdent, summarizeSchema, type SchemaSummary } from '../mapping/index.ts';
 import { z } from 'zod';
 import type { ObjectLock, ObjectStore } from '../storage/index.ts';
-import type { CompleteSnapshot, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
+import type { CompleteSnapshot, CurrentCopy, Encapsulation, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
 import { BlobWriter, type BlobFinding, type BlobOutcome } from './blob-writer.ts';
@@ -77,6 +77,8 @@ export interface BackupOptions {
   readonly blobStores?: Readonly<Record<string, BlobStoreConfig>>;
   /** Test hook: sees every secret the run makes (it must be found nowhere afterwards). */
   readonly observeSecrets?: SecretObserver;
+  /** keys.postQuantum: new dimension keys and encapsulations get an ML-KEM-768 component. */
+  readonly postQuantum?: boolean;
 }
 
 export interface BackupProgress {
@@ -401,7 +403,7 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     beforeUpload: (key) => vault.recordStoreObjects(store.description, [{ key, kind: 'pack', snapshotId }]),
     ...putOptions,
   });
-  const keys = new Encapsulator(vault, c.masterRecipient, snapshotId, options.observeSecrets);
+  const keys = new Encapsulator(vault, c.masterRecipient, snapshotId, options.observeSecrets, options.postQuantum === true);
   const totals = { read: 0, rowsRead: 0, bytesRead: 0, written: 0, shredded: 0, bytesStored: 0, segmentsRead: 0, segmentsWritten: 0, rowsPlanned: 0, tablesPlanned: 0 };
   /** Cells left out because a key they need is destroyed, per destroyed key (logged once, summed up). */
   const shreddedByKey = new Map<string, { cells: number; rows: number }>();
@@ -1254,6 +1256,18 @@ function schemaOutcome(p: Prepared): { schema: SchemaSummary; schemaChanged: boo
  * every segment the snapshot holds in the signed manifest (the commit point), marks the
  * snapshot complete, and appends and exports the audit entry.
  */
+/**
+ * An encapsulation's manifest entry: its public values as the vault holds them, with, for
+ * kem x25519-mlkem768, every ML-KEM ciphertext (by dimension key id, byte order).
+ */
+async function encapsulationEntry(vault: Vault, e: Encapsulation): Promise<EncapsulationEntry> {
+  const ephemeral = Buffer.from(e.ephemeral).toString('hex');
+  if (e.kem === 'x25519') return { id: e.id, tenant: e.tenant, kem: e.kem, ephemeral };
+  const ciphertexts: Record<string, string> = {};
+  for (const [dimension, ciphertext] of await vault.listEncapsulationCiphertexts(e.id)) ciphertexts[dimension] = Buffer.from(ciphertext).toString('base64');
+  return { id: e.id, tenant: e.tenant, kem: e.kem, ephemeral, ciphertexts };
+}
+
 async function finishSnapshot(options: BackupOptions, p: Prepared, header: SnapshotHeader, written: WriteOutcome, now: () => Date, started: number): Promise<BackupResult> {
   const { vault, store, signer } = options;
   const { run } = p;
@@ -1273,9 +1287,9 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
   if (lost.length > 0) {
     throw new LetheError(ErrorCode.VAULT, `encapsulation(s) ${lost.slice(0, 3).join(', ')} that cells derive their keys from are missing from the vault`);
   }
-  const encapsulations: EncapsulationEntry[] = [...stored.values()]
-    .map((e) => ({ id: e.id, tenant: e.tenant, kem: e.kem, ephemeral: Buffer.from(e.ephemeral).toString('hex') }))
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const encapsulations: EncapsulationEntry[] = [];
+  for (const e of stored.values()) encapsulations.push(await encapsulationEntry(vault, e));
+  encapsulations.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const key = manifestKey(snapshotId);
   await vault.recordStoreObjects(store.description, [{ key, kind: 'manifest', snapshotId }]);
   const writing = new ManifestWriter(header, p.schema);

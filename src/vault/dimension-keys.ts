@@ -30,6 +30,8 @@ export interface NewDimensionKey {
    * says which). Absent: the vault's current epoch at insert, or none on a vault without epochs.
    */
   readonly masterEpoch?: number;
+  /** keys.postQuantum: the raw ML-KEM-768 public key (1184 bytes); its seed is inside `wrappedIdentity`. */
+  readonly mlkemPublic?: Uint8Array;
 }
 
 interface InfoRow {
@@ -86,11 +88,11 @@ export async function insertDimensionKeys(
     await query(
       ctx.pool,
       'storing new dimension keys in the vault',
-      `INSERT INTO ${ctx.t.dimensionKeys} (id, kind, tenant, recipient, wrapped_identity, master_epoch)
+      `INSERT INTO ${ctx.t.dimensionKeys} (id, kind, tenant, recipient, wrapped_identity, master_epoch, mlkem_public)
        SELECT k.id, k.kind, k.tenant, k.recipient, k.wrapped,
-              COALESCE(k.epoch, (SELECT epoch FROM "${ctx.schema}".master_epochs WHERE retired_at IS NULL))
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::integer[])
-              AS k(id, kind, tenant, recipient, wrapped, epoch)
+              COALESCE(k.epoch, (SELECT epoch FROM "${ctx.schema}".master_epochs WHERE retired_at IS NULL)), k.mlkem
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::integer[], $7::bytea[])
+              AS k(id, kind, tenant, recipient, wrapped, epoch, mlkem)
        ON CONFLICT (id) DO NOTHING`,
       [
         batch.map((k) => k.id),
@@ -99,6 +101,7 @@ export async function insertDimensionKeys(
         batch.map((k) => k.recipient),
         batch.map((k) => k.wrappedIdentity),
         batch.map((k) => k.masterEpoch ?? null),
+        batch.map((k) => (k.mlkemPublic === undefined ? null : Buffer.from(k.mlkemPublic))),
       ],
     );
   }
@@ -154,6 +157,47 @@ export async function userKeysOf(ctx: VaultContext, user: string): Promise<Dimen
   return rows
     .filter((row) => row.tenant !== null && row.id === `user:${encodeURIComponent(row.tenant)}/${encoded}`)
     .map((row) => ({ ...row }));
+}
+
+/**
+ * The ML-KEM-768 public key of each of `ids` that has one (keys.postQuantum); ids without
+ * one (X25519-only keys, unknown ids) are absent. Public, like the recipient.
+ */
+export async function getMlkemPublicKeys(ctx: VaultContext, ids: readonly string[]): Promise<Map<string, Uint8Array>> {
+  const found = new Map<string, Uint8Array>();
+  for (const batch of chunks(distinct(ids))) {
+    const { rows } = await query<{ id: string; mlkem_public: Buffer }>(
+      ctx.pool,
+      'reading ML-KEM public keys of dimension keys',
+      `SELECT id, mlkem_public FROM ${ctx.t.dimensionKeys} WHERE id = ANY($1::text[]) AND mlkem_public IS NOT NULL`,
+      [batch],
+    );
+    for (const row of rows) found.set(row.id, new Uint8Array(row.mlkem_public));
+  }
+  return found;
+}
+
+/**
+ * Gives a live X25519-only key its ML-KEM half: the public key, and the wrapped secret that
+ * now holds both halves (the same X25519 key, so every cell written before still opens).
+ * `masterEpoch`: the epoch the new wrap is to (null: leave the row's). Returns false (and
+ * changes nothing) when the key is destroyed or already has one.
+ */
+export async function addMlkemHalf(
+  ctx: VaultContext,
+  id: string,
+  mlkemPublic: Uint8Array,
+  wrappedIdentity: Uint8Array,
+  masterEpoch: number | null,
+): Promise<boolean> {
+  const { rowCount } = await query(
+    ctx.pool,
+    'adding an ML-KEM half to a dimension key',
+    `UPDATE ${ctx.t.dimensionKeys} SET mlkem_public = $2, wrapped_identity = $3, master_epoch = COALESCE($4, master_epoch)
+      WHERE id = $1 AND mlkem_public IS NULL AND wrapped_identity IS NOT NULL`,
+    [id, Buffer.from(mlkemPublic), Buffer.from(wrappedIdentity), masterEpoch],
+  );
+  return rowCount === 1;
 }
 
 /** A dimension key with its wrapped identity (null once destroyed), for escrow export. */

@@ -46,7 +46,7 @@ export {
 export type { CellOrder, SnapshotCell } from './snapshot-cells.ts';
 export type { BackupShard } from './backup-shards.ts';
 export type { CopyChanges, CurrentCopy, NewCellCopy, RunningSnapshot, SegmentChanges, SegmentRecord } from './cell-copies.ts';
-export type { Encapsulation } from './encapsulations.ts';
+export type { Encapsulation, EncapsulationCiphertext, Kem } from './encapsulations.ts';
 export type { Verification, VerificationInput } from './verifications.ts';
 export type { AffectedSnapshot, KeyDestruction, RecordedDestruction } from './destructions.ts';
 export { newEraseRequestId, type NewEraseRequest, type StoredEraseRequest } from './erase-requests.ts';

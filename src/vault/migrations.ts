@@ -681,6 +681,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 9, name: 'signed approvals: enrolled SSH keys, signed requests, approvals and holds', sql: signedApprovals },
   { version: 10, name: 'deletion requests for a person across every tenant', sql: allTenantErasure },
   { version: 11, name: 'master-key epochs: which master key each dimension key is wrapped to', sql: masterEpochs },
+  { version: 12, name: 'post-quantum option: ML-KEM-768 halves of dimension keys, hybrid encapsulations', sql: postQuantum },
 ];
 
 /** The schema version this build of lethe reads and writes. */

@@ -138,13 +138,13 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
     ownedBy: 'lifecycle',
     access: {
       backup: {
-        select: ['id', 'kind', 'tenant', 'recipient', 'destroyed_at', 'master_epoch'],
-        insert: ['id', 'kind', 'tenant', 'recipient', 'wrapped_identity', 'master_epoch'],
+        select: ['id', 'kind', 'tenant', 'recipient', 'destroyed_at', 'master_epoch', 'mlkem_public'],
+        insert: ['id', 'kind', 'tenant', 'recipient', 'wrapped_identity', 'master_epoch', 'mlkem_public'],
       },
       verify: READ,
       lifecycle: { select: 'all', insert: 'all', update: ['wrapped_identity', 'destroyed_at', 'master_epoch'] },
     },
-    columnsSince: { master_epoch: 11 },
+    columnsSince: { master_epoch: 11, mlkem_public: 12 },
     why:
       'the backup reads public recipients and creates missing keys (wrapped to the KEK) but never reads a ' +
       'wrapped identity; verify and restore unwrap them; only lifecycle destroys one (wrapped_identity = NULL)',
@@ -270,6 +270,13 @@ export const VAULT_GRANTS: Readonly<Record<string, VaultObject>> = {
     class: 'key',
     access: { backup: READ_APPEND, verify: READ, lifecycle: READ_APPEND },
     why: 'public ephemeral keys: the backup adds one per snapshot and tenant, lifecycle one per hold re-wrap',
+  },
+  encapsulation_ciphertexts: {
+    kind: 'table',
+    since: 12,
+    class: 'key',
+    access: { backup: READ_APPEND, verify: READ, lifecycle: READ_APPEND },
+    why: 'public ML-KEM ciphertexts of post-quantum encapsulations: added with them by the backup and the hold re-wrap',
   },
   cell_copies: {
     kind: 'table',

@@ -13,6 +13,7 @@ export interface VaultTables {
   readonly dimensionKeys: string;
   readonly cellKeys: string;
   readonly encapsulations: string;
+  readonly encapsulationCiphertexts: string;
   readonly heldCellKeys: string;
   readonly cellCopies: string;
   readonly segments: string;
@@ -49,6 +50,7 @@ export function vaultTables(schema: string): VaultTables {
     dimensionKeys: `${s}.dimension_keys`,
     cellKeys: `${s}.cell_keys`,
     encapsulations: `${s}.encapsulations`,
+    encapsulationCiphertexts: `${s}.encapsulation_ciphertexts`,
     heldCellKeys: `${s}.held_cell_keys`,
     cellCopies: `${s}.cell_copies`,
     segments: `${s}.segments`,

@@ -6,12 +6,22 @@ import type { AuditEntry, AuditInput } from './audit-hash.ts';
 import { auditExportedSeq, setAuditExportedSeq } from './audit-export-mark.ts';
 import { appendAudit, auditHead, iterateAudit, verifyAuditChain } from './audit-log.ts';
 import { getCellKeys, insertCellKeys, type CellKey } from './cell-keys.ts';
-import { getEncapsulations, insertEncapsulations, type Encapsulation } from './encapsulations.ts';
+import {
+  getEncapsulationCiphertexts,
+  getEncapsulations,
+  insertEncapsulationCiphertexts,
+  insertEncapsulations,
+  listEncapsulationCiphertexts,
+  type Encapsulation,
+  type EncapsulationCiphertext,
+} from './encapsulations.ts';
 import { guardPool, query, vaultContext, type VaultContext } from './db.ts';
 import { inspectVaultDurability, type DurabilityFinding } from './durability.ts';
 import {
+  addMlkemHalf,
   destroyDimensionKeys,
   getDimensionKeys,
+  getMlkemPublicKeys,
   getWrappedDimensionIdentities,
   insertDimensionKeys,
   iterateWrappedDimensionKeys,
@@ -330,6 +340,16 @@ export class Vault {
     return insertDimensionKeys(this.#ctx, keys);
   }
 
+  /** The ML-KEM-768 public key of each of `ids` that has one (keys.postQuantum). */
+  getMlkemPublicKeys(ids: readonly string[]): Promise<Map<string, Uint8Array>> {
+    return getMlkemPublicKeys(this.#ctx, ids);
+  }
+
+  /** Gives a live X25519-only key its ML-KEM half (see {@link addMlkemHalf}). */
+  addMlkemHalf(id: string, mlkemPublic: Uint8Array, wrappedIdentity: Uint8Array, masterEpoch: number | null): Promise<boolean> {
+    return addMlkemHalf(this.#ctx, id, mlkemPublic, wrappedIdentity, masterEpoch);
+  }
+
   /** Public facts of every dimension key, by id order. */
   listDimensionKeys(): Promise<DimensionKeyInfo[]> {
     return listDimensionKeys(this.#ctx);
@@ -377,6 +397,21 @@ export class Vault {
   /** The encapsulations that exist among `ids`. */
   getEncapsulations(ids: readonly string[]): Promise<Map<string, Encapsulation>> {
     return getEncapsulations(this.#ctx, ids);
+  }
+
+  /** Stores ML-KEM ciphertexts of hybrid encapsulations; one already stored is kept. */
+  insertEncapsulationCiphertexts(rows: readonly EncapsulationCiphertext[]): Promise<void> {
+    return insertEncapsulationCiphertexts(this.#ctx, rows);
+  }
+
+  /** The ML-KEM ciphertexts stored for these pairs, by `<encapsulation>\n<dimension key>`. */
+  getEncapsulationCiphertexts(pairs: readonly { readonly encapsulation: string; readonly dimensionId: string }[]): Promise<Map<string, Uint8Array>> {
+    return getEncapsulationCiphertexts(this.#ctx, pairs);
+  }
+
+  /** Every ML-KEM ciphertext of one encapsulation, by dimension key id. */
+  listEncapsulationCiphertexts(id: string): Promise<Map<string, Uint8Array>> {
+    return listEncapsulationCiphertexts(this.#ctx, id);
   }
 
   // --- signing keys (public halves only) ----------------------------------------------
