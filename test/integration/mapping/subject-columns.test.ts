@@ -1,11 +1,12 @@
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { userKeyId } from '../../../src/cells/index.ts';
+import { cellKeyId, userKeyId } from '../../../src/cells/index.ts';
 import { parseConfig } from '../../../src/config/index.ts';
 import { backup, restore } from '../../../src/jobs/tasks.ts';
 import { Runtime } from '../../../src/jobs/runtime.ts';
 import { createLogger } from '../../../src/log/index.ts';
+import { encodeSubjects } from '../../../src/mapping/index.ts';
 import { createLetheEnv, expectExit, jsonOut, type LetheEnv, type RawConfig, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 
@@ -155,6 +156,18 @@ describe('subject columns and literal tenants, end to end', () => {
       const request = jsonOut(requested) as { id: string; keyId: string };
       expect(request.keyId).toBe(userKeyId(tenant, ERASED));
       keys.push(request.keyId);
+      if (tenant === 'a') {
+        // A hold on Mo keeps the cell {m, p,1} (row 10), which names Mo only as its second
+        // subject's partner: the erasure must wait for the hold's release.
+        expectExit(await run('hold', 'place', '--case', 'CASE-MO', '--tenant', 'a', '--user', 'm', '--reason', 'litigation', '--actor', 'legal-ann'), 0);
+        // Retention planning reads the cell keys under holds: the two-subject cell is one of them.
+        const heldKeys = (await (await rt.vault()).lifecycleCellKeys()).map((k) => k.id);
+        expect(heldKeys).toContain(cellKeyId({ tenant: 'a', class: 'messages', period: '2026-01', author: encodeSubjects(['m', ERASED]), conversation: null }));
+        const held = await run('erase', 'approve', request.id, '--actor', 'dpo-two', '--json');
+        expectExit(held, 3);
+        expect(jsonOut(held)).toMatchObject({ error: { code: 'REFUSED', rule: 'legal-hold', cases: ['CASE-MO'] } });
+        expectExit(await run('hold', 'release', '--case', 'CASE-MO', '--actor', 'legal-ann'), 0);
+      }
       const approved = await run('erase', 'approve', request.id, '--actor', 'dpo-two', '--json');
       expectExit(approved, 0);
       expect((jsonOut(approved) as { status: string }).status).toBe('executed');
