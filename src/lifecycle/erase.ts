@@ -7,6 +7,7 @@ import type { ObjectLock } from '../storage/index.ts';
 import { buildCertificate, verifyCertificate, type DestructionCertificate } from './certificate.ts';
 import { destroyKeys, type ForeignTombstone } from './destroy.ts';
 import type { SubjectColumns } from './certificate.ts';
+import { BUILTIN_MAPPING, parseMapping, subjectColumns } from '../mapping/index.ts';
 import { holdsBlockingDestruction } from './hold-match.ts';
 import { describeEraseTarget } from './erase-subject.ts';
 import type { EraseScope, Hold } from './types.ts';
@@ -120,6 +121,21 @@ function nonEmpty(value: string | undefined, option: string, what: string): stri
   const v = value?.trim() ?? '';
   if (v === '') throw new LetheError(ErrorCode.USAGE, `a deletion request needs ${option} (${what})`);
   return v;
+}
+
+/**
+ * The subject columns of a config's chat-store mapping (`chatStore.mapping`: `builtin` or a
+ * mapping), for the certificates of user erasures that lifecycle apply finishes. Undefined
+ * when the mapping does not parse: the certificate then leaves them out (the CLI's approve
+ * warns about it; apply has no chat store to check against).
+ */
+export function configSubjectColumns(rawMapping: unknown): SubjectColumns[] | undefined {
+  try {
+    return subjectColumns(rawMapping === 'builtin' ? BUILTIN_MAPPING : parseMapping(rawMapping, 'config field `chatStore.mapping`'));
+  } catch (err) {
+    if (isLetheError(err)) return undefined;
+    throw err;
+  }
 }
 
 /** Where a person has a key: one `user:T/U` per tenant, with what destroying it would reach. */
