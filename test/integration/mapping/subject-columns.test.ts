@@ -6,7 +6,7 @@ import { parseConfig } from '../../../src/config/index.ts';
 import { backup, restore } from '../../../src/jobs/tasks.ts';
 import { Runtime } from '../../../src/jobs/runtime.ts';
 import { createLogger } from '../../../src/log/index.ts';
-import { encodeSubjects } from '../../../src/mapping/index.ts';
+import { buildCellQuery, cellFilterKey, encodeSubjects, parseMapping } from '../../../src/mapping/index.ts';
 import { createLetheEnv, expectExit, jsonOut, type LetheEnv, type RawConfig, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 
@@ -120,6 +120,24 @@ describe('subject columns and literal tenants, end to end', () => {
     await rt.close();
     await env.cleanup();
     await template.drop();
+  });
+
+  it('the server writes each row\'s subject set as encodeSubjects does, and a cell filter key selects exactly its cell', async () => {
+    const mapping = parseMapping(MAPPING);
+    const columns = ['id', 'team_id', 'sender_id', 'target_id', 'body', 'created_at'];
+    const sql = buildCellQuery(mapping, 'posts', columns, 'month');
+    const found = await withClient(env.chat.url, (c) =>
+      c.query<{ id: number; lethe_author: string | null; sender_id: string | null; target_id: string | null }>(`SELECT id, lethe_author, sender_id, target_id FROM (${sql}) q ORDER BY id`),
+    );
+    expect(found.rows).toHaveLength(10);
+    for (const row of found.rows) {
+      const ids = [row.sender_id, row.target_id].filter((v): v is string => v !== null);
+      expect(row.lethe_author, `post ${row.id}`).toBe(encodeSubjects(ids));
+    }
+    const tuple = { tenant: 'a', class: 'messages' as const, period: '2026-01', author: encodeSubjects(['r\\s', 'q']), conversation: null };
+    const filtered = buildCellQuery(mapping, 'posts', columns, 'month', { kind: 'cells', keys: [cellFilterKey(tuple)] });
+    const picked = await withClient(env.chat.url, (c) => c.query<{ id: number }>(`SELECT id FROM (${filtered}) q ORDER BY id`));
+    expect(picked.rows.map((r) => r.id)).toEqual([5, 6]);
   });
 
   it('lethe init refuses a mapping backup would refuse, with exit 2 and before touching the vault', async () => {
