@@ -99,6 +99,9 @@ describe('the roles SQL', () => {
     const grants = script.split('\n').filter((l) => l.includes('"lethe"."dimension_keys"') && l.includes('GRANT'));
     expect(grants).toEqual([
       '  GRANT SELECT (id, kind, tenant, recipient, destroyed_at), INSERT (id, kind, tenant, recipient, wrapped_identity) ON TABLE "lethe"."dimension_keys" TO "lethe_backup";',
+      // Columns later migrations added (master epochs, 11; ML-KEM public keys, 12), granted once they exist.
+      '    GRANT SELECT ("master_epoch"), INSERT ("master_epoch") ON TABLE "lethe"."dimension_keys" TO "lethe_backup";',
+      '    GRANT SELECT ("mlkem_public"), INSERT ("mlkem_public") ON TABLE "lethe"."dimension_keys" TO "lethe_backup";',
       '  GRANT SELECT ON TABLE "lethe"."dimension_keys" TO "lethe_verify";',
     ]);
     expect(script).toContain('ALTER TABLE "lethe"."dimension_keys" OWNER TO "lethe_lifecycle";');
