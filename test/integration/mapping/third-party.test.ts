@@ -169,13 +169,13 @@ async function restoreInto(h: Harness, snapshot: string, blobTarget?: string): P
   return db.url;
 }
 
-/** How the test asks for the erasure: `--subject P --all-tenants`, or `--tenant T --user P`. */
+/** How the test asks for the erasure: `--subject P --all-tenants`, or `--tenant T --subject P` (one tenant). */
 type EraseHow = { readonly allTenants: true } | { readonly tenant: string };
 
 /** A deletion request for `person` by alice, approved by bob (both through the CLI); returns the certificate. */
 async function erasePerson(h: Harness, person: string, how: EraseHow): Promise<{ requestId: string; certificate: DestructionCertificate }> {
   const config = ['--config', h.env.configPath];
-  const what = 'allTenants' in how ? ['--subject', person, '--all-tenants'] : ['--tenant', how.tenant, '--user', person];
+  const what = 'allTenants' in how ? ['--subject', person, '--all-tenants'] : ['--tenant', how.tenant, '--subject', person];
   const request = await h.env.cli(['erase', 'request', ...config, ...what, '--reason', 'GDPR Art. 17 #12', '--actor', 'alice', '--json']);
   expectExit(request, 0);
   const { id } = jsonOut(request) as { id: string };
