@@ -9,6 +9,7 @@ import { EmbeddedPostgres } from '../../../src/embedded/postgres.ts';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import { initialize } from '../../../src/jobs/tasks.ts';
 import { verifyCertificate, type DestructionCertificate } from '../../../src/lifecycle/certificate.ts';
+import { REFERENCE_SCHEMA_SQL } from '../../../src/store/index.ts';
 import { freePort } from '../../../src/util/net.ts';
 import { DurabilityCode, Vault, type DurabilityFinding } from '../../../src/vault/index.ts';
 import { startExtraPostgres, type ExtraPostgres } from '../../helpers/extra-postgres.ts';
@@ -223,8 +224,10 @@ describe('vault durability: what the vault database keeps of destroyed keys', ()
 
     beforeAll(async () => {
       const url = await cluster.createDatabase('lethe_vault');
-      // The chat store is not read by erasure or apply: an empty clone of template0 will do.
+      // The chat store is not read by erasure or apply; init checks the mapping against it,
+      // so it holds the reference schema's empty tables.
       env = await createLetheEnv({ template: 'template0', config: { vault: { database: { url }, schema: 'lethe' } } });
+      await rawSql(env.chat.url, REFERENCE_SCHEMA_SQL);
       await initialize(env.rt, 'test');
       const v = await env.rt.vault();
       await v.insertDimensionKeys(
