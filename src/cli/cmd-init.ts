@@ -68,6 +68,9 @@ export const initCommand: Command = {
         ctx.out(`no ${purpose} signing key in this config (\`signingKeys.${purpose}\`): the ${purpose === 'backup' ? 'backup' : 'lifecycle, hold and erase'} commands will refuse to run with it`);
       }
     }
+    if (result.mlkemHalvesAdded > 0) {
+      ctx.out(`keys.postQuantum: gave ${result.mlkemHalvesAdded} dimension key(s) made before the option their ML-KEM-768 half (older snapshots still open as before)`);
+    }
     ctx.out(`storage: ${result.storage}`);
     return ExitCode.OK;
   },
