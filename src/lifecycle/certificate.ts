@@ -5,6 +5,7 @@ import { canonicalJson, type DurabilityFinding, type SignedAct, type StoredErase
 import type { DestroyedKey } from './destroy.ts';
 import type { EraseScope } from './types.ts';
 import type { KeptKey } from './erase.ts';
+import { shellWord } from './erase-subject.ts';
 import { allowedSignersLine, APPROVAL_NAMESPACE } from './approvals.ts';
 
 export const CERTIFICATE_FORMAT = 'lethe.destruction-certificate.v1';
@@ -326,7 +327,7 @@ function allTenantsSection(request: StoredEraseRequest, facts: CertificateFacts)
       cases,
       note:
         `kept: legal hold case ${cases.join(', ')} covers this person's data in tenant ${k.tenant}, and holds win over erasure. ` +
-        `Once the case is released, erase it with \`lethe erase request --tenant ${k.tenant} --user ${subject}\``,
+        `Once the case is released, erase it with \`lethe erase request --tenant ${shellWord(k.tenant)} --user ${shellWord(subject)}\``,
     });
   }
   rows.sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0));

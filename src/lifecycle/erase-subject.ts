@@ -7,11 +7,6 @@ export interface EraseTarget {
   readonly subject: string | null;
 }
 
-/** True for a request that names a person across every tenant (`erase request --subject U --all-tenants`). */
-export function isAllTenants(target: Pick<EraseTarget, 'tenant'>): boolean {
-  return target.tenant === null;
-}
-
 /**
  * A request's subject in words, the same in every report that lists requests: `user 42 of
  * tenant 7`, `conversation C of tenant 7`, `all of tenant 7`, or `user 42 in every tenant`.
@@ -22,7 +17,7 @@ export function describeEraseTarget(target: EraseTarget): string {
   return target.scope === 'tenant' ? `all of tenant ${target.tenant}` : `${target.scope} ${subject} of tenant ${target.tenant}`;
 }
 
-/** The tenant column of a request in a table or JSON field meant for people: `*` stands for every tenant. */
-export function tenantLabel(target: Pick<EraseTarget, 'tenant'>): string {
-  return target.tenant ?? '* (every tenant)';
+/** `value` as one shell word: as is when it is plain, else single-quoted, for commands lethe suggests. */
+export function shellWord(value: string): string {
+  return /^[A-Za-z0-9._@:+/=-]+$/.test(value) ? value : `'${value.replaceAll("'", "'\\''")}'`;
 }

@@ -8,6 +8,7 @@ import { verifySshSignature } from '../../../src/crypto/index.ts';
 import { ErrorCode, LetheError } from '../../../src/errors/index.ts';
 import { statementText } from '../../../src/lifecycle/approvals.ts';
 import { approvalAct, requestAct } from '../../../src/lifecycle/erase.ts';
+import { describeEraseTarget, shellWord } from '../../../src/lifecycle/erase-subject.ts';
 import type { StoredEraseRequest } from '../../../src/vault/index.ts';
 
 const run = promisify(execFile);
@@ -89,6 +90,14 @@ describe('all-tenant erasure statements', () => {
     const all = statementText(VAULT, approvalAct(stored(null)));
     const oneSig = await sign('one-approve', one);
     expect(codeOf(() => verifySshSignature(oneSig, bytes(all), 'lethe-approval'))).toBe(ErrorCode.REFUSED);
+  });
+
+  it('describes the target in words and quotes ids for the commands lethe suggests', () => {
+    expect(describeEraseTarget({ tenant: null, scope: 'user', subject: '42' })).toBe('user 42 in every tenant');
+    expect(describeEraseTarget({ tenant: '7', scope: 'user', subject: '42' })).toBe('user 42 of tenant 7');
+    expect(describeEraseTarget({ tenant: '7', scope: 'tenant', subject: null })).toBe('all of tenant 7');
+    expect(shellWord('@bob:example.org')).toBe('@bob:example.org');
+    expect(shellWord("o'neil; rm -rf x")).toBe("'o'\\''neil; rm -rf x'");
   });
 
   it('only a user can be erased across every tenant', () => {
