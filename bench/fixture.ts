@@ -152,6 +152,9 @@ function configDocument(
     masterKey: { file: 'master.key' },
     signingKeys: { backup: { file: 'backup-signing.key' }, lifecycle: { file: 'lifecycle-signing.key' } },
     log: { level: 'warn' },
+    // The lifecycle step erases by typed names (bench-requester, bench-approver): the
+    // benchmark measures the erasure, not the SSH signatures around it.
+    approvals: { allowUnsigned: true },
   };
 }
 
