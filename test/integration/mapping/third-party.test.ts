@@ -298,6 +298,13 @@ function runExample<W>(ex: Example<W>): void {
     expect(certificate.request.id).toBe(requestId);
     const tenants = new Set(certificate.keysDestroyed.map((k) => /^user:([^/]*)\//.exec(k.keyId)?.[1]));
     expect(tenants).toEqual(new Set(ex.erasedTenants(world)));
+    // The certificate names every column the mapping reads the person from, joined ones too.
+    const named = (certificate.subjectColumns?.tables ?? []).map((t) => `${t.table}: ${t.columns.join(', ')}`).sort();
+    const mapped = Object.entries(mapping.tables).filter(([, tm]) => subjectRefs(tm).length > 0).map(([t, tm]) => `${t}: ${subjectRefs(tm).join(', ')}`).sort();
+    expect(named).toEqual(mapped);
+    if ('allTenants' in ex.erase) {
+      expect(certificate.allTenants?.tenants.map((t) => [encodeURIComponent(t.tenant), t.outcome]).sort()).toEqual(ex.erasedTenants(world).map((t) => [t, 'destroyed']).sort());
+    }
     await snapshotNow();
   }, 120_000);
 
