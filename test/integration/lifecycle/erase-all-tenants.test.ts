@@ -29,8 +29,8 @@ import { healthyModel } from '../../helpers/status-fixtures.ts';
 
 const DDL = `
 CREATE TABLE teams (id text PRIMARY KEY, name text NOT NULL);
--- A person's account lives in the team that created it; they may join other teams.
-CREATE TABLE people (id text PRIMARY KEY, home_team text NOT NULL REFERENCES teams, display_name text NOT NULL);
+-- Accounts are global: one person, one id, in any number of teams.
+CREATE TABLE people (id text PRIMARY KEY, display_name text NOT NULL);
 CREATE TABLE team_members (
   team_id   text NOT NULL REFERENCES teams,
   user_id   text NOT NULL REFERENCES people,
@@ -50,7 +50,8 @@ const MAPPING = {
   schema: 'public',
   tables: {
     teams: { class: 'metadata', primaryKey: ['id'], tenant: 'id' },
-    people: { class: 'profiles', primaryKey: ['id'], tenant: 'home_team', author: 'id' },
+    // Every account under one literal tenant: its user key there is one more tenant to find.
+    people: { class: 'profiles', primaryKey: ['id'], tenant: { literal: 'accounts' }, author: 'id' },
     team_members: {
       class: 'metadata',
       primaryKey: ['team_id', 'user_id'],
@@ -78,10 +79,11 @@ const PERSON_COLUMNS: Record<(typeof TABLES)[number], readonly string[]> = {
 };
 
 // `ann_1` is the person erased everywhere; `annx1` would match a LIKE '%/ann_1' built from
-// her id, so it must survive. `dee` is under legal hold in team blue; `cy` only in blue, held.
+// her id, so it must survive. `dee` is under legal hold in team blue; `cy` (accounts and
+// blue) is held in both.
 const SEED = `
 INSERT INTO teams VALUES ('red', 'Red team'), ('blue', 'Blue team'), ('green', 'Green team');
-INSERT INTO people VALUES ('ann_1', 'red', 'Ann'), ('annx1', 'blue', 'Decoy'), ('bob', 'red', 'Bob'), ('cy', 'blue', 'Cy'), ('dee', 'red', 'Dee');
+INSERT INTO people VALUES ('ann_1', 'Ann'), ('annx1', 'Decoy'), ('bob', 'Bob'), ('cy', 'Cy'), ('dee', 'Dee');
 INSERT INTO team_members VALUES
   ('red', 'ann_1', '2026-01-03T10:00:00Z'), ('blue', 'ann_1', '2026-02-03T10:00:00Z'),
   ('blue', 'annx1', '2026-01-04T10:00:00Z'), ('red', 'bob', '2026-01-05T10:00:00Z'),
@@ -125,7 +127,8 @@ function theirs(table: (typeof TABLES)[number], people: readonly string[], teams
   const list = people.map((p) => `'${p}'`).join(', ');
   const who = cols.map((c) => `t.${c} IN (${list})`).join(' OR ');
   if (teams === null) return `(${who})`;
-  const team = table === 'people' ? 't.home_team' : 't.team_id';
+  // people rows all belong to the literal tenant `accounts`.
+  const team = table === 'people' ? "'accounts'" : 't.team_id';
   return `((${who}) AND ${team} IN (${teams.map((t) => `'${t}'`).join(', ')}))`;
 }
 
@@ -133,7 +136,7 @@ describe('erasure of a person across every tenant', () => {
   let template: TestDatabase;
   let env: LetheEnv;
   let rt: Runtime;
-  /** Each snapshot with the rows that must restore: as taken, less ann_1's in every team and dee's in red (blue is held). */
+  /** Each snapshot with the rows that must restore: as taken, less ann_1's everywhere and dee's in red and accounts (blue is held). */
   const snapshots: { id: string; survivors: Rows }[] = [];
   let requestId = '';
   let certificate: DestructionCertificate;
@@ -142,7 +145,7 @@ describe('erasure of a person across every tenant', () => {
 
   async function takeBackup(): Promise<void> {
     const result = await backup(rt, { actor: 'test' });
-    const survivors = await rowsOf(env.chat.url, (t) => `NOT (${theirs(t, ['ann_1'])} OR ${theirs(t, ['dee'], ['red'])})`);
+    const survivors = await rowsOf(env.chat.url, (t) => `NOT (${theirs(t, ['ann_1'])} OR ${theirs(t, ['dee'], ['red', 'accounts'])})`);
     snapshots.push({ id: result.snapshotId, survivors });
   }
 
@@ -179,10 +182,11 @@ describe('erasure of a person across every tenant', () => {
     const r = await request('ann_1');
     requestId = r.id;
     expect(r.tenants.map((t) => [t.tenant, t.keyId])).toEqual([
+      ['accounts', 'user:accounts/ann_1'],
       ['blue', 'user:blue/ann_1'],
       ['red', 'user:red/ann_1'],
     ]);
-    // red: her profile, membership and two posts in two months; blue: membership and a post.
+    // accounts: her profile; red: membership and two posts in two months; blue: membership and a post.
     for (const t of r.tenants) {
       expect(t.cells).toBeGreaterThan(0);
       expect(t.snapshots).toBe(1);
@@ -190,7 +194,7 @@ describe('erasure of a person across every tenant', () => {
     const human = await cli('erase', 'request', '--subject', 'ann_1', '--all-tenants', '--reason', 'x', '--print-statement');
     expectExit(human, 0);
     expect(human.stdout).toContain('tenant: null\ntenants: "all"\nscope: "user"\nsubject: "ann_1"\n');
-    expect(human.stderr).toContain('user "ann_1" has a key in 2 tenants');
+    expect(human.stderr).toContain('user "ann_1" has a key in 3 tenants');
 
     // Exact match: neither a prefix nor a LIKE pattern finds her.
     for (const subject of ['ann_', 'ann%', 'ann']) {
@@ -231,15 +235,16 @@ describe('erasure of a person across every tenant', () => {
     const statement = await cli('erase', 'approve', requestId, '--print-statement');
     expectExit(statement, 0);
     expect(statement.stdout).toContain(`request: "${requestId}"\ntenant: null\ntenants: "all"\n`);
-    expect(statement.stderr).toContain('user "ann_1" has a key in 3 tenants');
+    expect(statement.stderr).toContain('user "ann_1" has a key in 4 tenants');
     expect(statement.stderr).toMatch(/tenant "green"\s+user:green\/ann_1/);
 
     const approve = await cli('erase', 'approve', requestId, '--actor', 'bob', '--json');
     expectExit(approve, 0);
     certificate = (jsonOut(approve) as { certificate: DestructionCertificate }).certificate;
     expect(certificate.request).toMatchObject({ id: requestId, tenant: null, scope: 'user', subject: 'ann_1', approvedBy: 'bob' });
-    expect(certificate.keysDestroyed.map((k) => k.keyId).sort()).toEqual(['user:blue/ann_1', 'user:green/ann_1', 'user:red/ann_1']);
+    expect(certificate.keysDestroyed.map((k) => k.keyId).sort()).toEqual(['user:accounts/ann_1', 'user:blue/ann_1', 'user:green/ann_1', 'user:red/ann_1']);
     expect(certificate.allTenants?.tenants.map((t) => [t.tenant, t.outcome])).toEqual([
+      ['accounts', 'destroyed'],
       ['blue', 'destroyed'],
       ['green', 'destroyed'],
       ['red', 'destroyed'],
@@ -270,19 +275,20 @@ describe('erasure of a person across every tenant', () => {
     const by = { actor: 'carol', allowUnsigned: true, reason: 'litigation' };
     await placeHold(vault, { caseId: 'CASE-9', tenant: 'blue', user: 'dee', ...by });
     await placeHold(vault, { caseId: 'CASE-10', tenant: 'blue', user: 'cy', ...by });
+    await placeHold(vault, { caseId: 'CASE-10', tenant: 'accounts', user: 'cy', ...by });
     const asAlice = { tenant: null, scope: 'user' as const, reason: 'GDPR Art. 17', actor: 'alice', allowUnsigned: true };
 
     const dee = await requestErasure(vault, { ...asAlice, subject: 'dee' });
     const approve = await cli('erase', 'approve', dee.id, '--actor', 'bob', '--json');
     expectExit(approve, 0);
     const cert = (jsonOut(approve) as { certificate: DestructionCertificate }).certificate;
-    expect(cert.keysDestroyed.map((k) => k.keyId)).toEqual(['user:red/dee']);
+    expect(cert.keysDestroyed.map((k) => k.keyId)).toEqual(['user:accounts/dee', 'user:red/dee']);
     const kept = cert.allTenants?.tenants.find((t) => t.tenant === 'blue');
     expect(kept).toMatchObject({ keyId: 'user:blue/dee', outcome: 'kept', cases: ['CASE-9'] });
     expect(kept?.note).toContain('lethe erase request --tenant blue --user dee');
     expect(cert.allTenants?.statement).toContain('kept under legal hold in 1 ("blue")');
 
-    // cy is held in her only team: the request is refused as a one-tenant one would be.
+    // cy is held in every tenant she is in: the request is refused as a one-tenant one would be.
     const cy = await requestErasure(vault, { ...asAlice, subject: 'cy' });
     const refused = await cli('erase', 'approve', cy.id, '--actor', 'bob');
     expectExit(refused, 3);
