@@ -39,7 +39,7 @@ import type { ObjectLock, ObjectStore } from '../storage/index.ts';
 import type { CompleteSnapshot, CurrentCopy, Encapsulation, NewCellCopy, RunningSnapshot, SegmentRecord, Vault } from '../vault/index.ts';
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
-import { BlobWriter, type BlobFinding, type BlobOutcome } from './blob-writer.ts';
+import { BlobWriter, type BlobFinding, type BlobOutcome, type BlobRow } from './blob-writer.ts';
 import { blobTableName, openBlobSource, type BlobSource } from '../blobs/index.ts';
 import type { BlobStoreConfig } from '../config/index.ts';
 import { exportAudit } from '../audit/index.ts';
@@ -188,6 +188,8 @@ const CELLS_PAGE = 5000;
  * cell entries they may hold in memory together: a batch ends at whichever comes first.
  */
 const SEGMENT_BATCH = 200;
+/** Blob rows whose current copies are looked up together (their files are still read one at a time). */
+const BLOB_BATCH = 200;
 const SEGMENT_BATCH_CELLS = 4000;
 
 /** One row of a fingerprint query. */
@@ -954,6 +956,16 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
           }
         }
       };
+      // Rows wait in small batches so that their current copies are looked up with one query.
+      let queued: { state: SegmentState; row: BlobRow }[] = [];
+      const drain = async (): Promise<void> => {
+        const batch = queued;
+        queued = [];
+        if (batch.length === 0) return;
+        const outcomes = await writer.writeAll(batch.map((q) => q.row));
+        for (const [i, outcome] of outcomes.entries()) await record((batch[i] as (typeof batch)[number]).state, outcome);
+        if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
+      };
       const pkCount = mapped.primaryKey.length;
       const locationAt = 5 + columns.indexOf(blob.column);
       for await (const line of copyLines(copy)) {
@@ -963,10 +975,10 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
         if (period == null || fields.length !== 5 + columns.length) throw new LetheError(ErrorCode.INTERNAL, `table ${plan.table.name}: the blob query returned a malformed row`);
         const tuple: CellTuple = { tenant: fields[0] ?? null, class: dataClass, period, author: fields[2] ?? null, conversation: fields[3] ?? null };
         const primaryKey = fields.slice(5, 5 + pkCount).map((v) => v ?? '');
-        const state = stateFor(tuple.tenant, period);
-        await record(state, await writer.write({ tuple, primaryKey, location: fields[locationAt] ?? null }));
-        if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
+        queued.push({ state: stateFor(tuple.tenant, period), row: { tuple, primaryKey, location: fields[locationAt] ?? null } });
+        if (queued.length >= BLOB_BATCH) await drain();
       }
+      await drain();
       await closeOpen();
     }
     // Blob segments whose rows were read and had no file, or whose rows are gone, leave the tree.

@@ -97,7 +97,20 @@ async function* guarded(body: AsyncIterable<Uint8Array>, counted: { bytes: numbe
 export class BlobWriter {
   constructor(private readonly options: BlobWriterOptions) {}
 
-  async write(row: BlobRow): Promise<BlobOutcome> {
+  /**
+   * Writes a batch of rows' blobs, one after the other, with their current copies looked up
+   * in one vault query; outcomes in the rows' order.
+   */
+  async writeAll(rows: readonly BlobRow[]): Promise<BlobOutcome[]> {
+    const ids = rows.flatMap((row) => (row.location === null ? [] : [blobCellId(this.options.table, row.tuple, row.primaryKey)]));
+    const previous = ids.length === 0 ? new Map<string, PreviousCell>() : await this.options.previous(ids);
+    const outcomes: BlobOutcome[] = [];
+    for (const row of rows) outcomes.push(await this.write(row, previous));
+    return outcomes;
+  }
+
+  /** Writes one row's blob; `previous` holds its current copy when the caller looked it up already. */
+  async write(row: BlobRow, previous?: ReadonlyMap<string, PreviousCell>): Promise<BlobOutcome> {
     const { options } = this;
     throwIfAborted(options.signal, 'backup');
     if (row.location === null) return { kind: 'none' };
@@ -105,7 +118,7 @@ export class BlobWriter {
     const id = blobCellId(options.table, row.tuple, row.primaryKey);
     const keyId = cellKeyId(row.tuple);
     const key = await options.keys.tupleKey(row.tuple);
-    const prior = (await options.previous([id])).get(id);
+    const prior = (previous ?? (await options.previous([id]))).get(id);
     if ('destroyed' in key) {
       return { kind: 'shredded', cellId: id, tuple: row.tuple, destroyedKey: key.destroyed, rows: 1, prior };
     }
