@@ -1364,7 +1364,10 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     durationMs: Date.now() - started,
   };
   // The stats and the audit keep the count; the key ids stay in this run's result.
-  const { shreddedKeys: _listed, ...recorded } = result;
+  // A finding's location names a file (often after its uploader): it stays in this run's
+  // result, not in the vault's stats or the audit log, which an erasure cannot reach.
+  const { shreddedKeys: _listed, findings: _findings, ...rest } = result;
+  const recorded = { ...rest, findings: result.findings.map(({ location: _location, ...finding }) => finding) };
   await vault.completeSnapshot(snapshotId, {
     manifestKey: key,
     manifestSha256: manifest.sha256,

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, initialize, lifecycleApply, restore, verify } from '../../../src/jobs/tasks.ts';
-import { createLetheEnv, expectExit, filesUnder, jsonOut, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
+import { createLetheEnv, expectExit, filesUnder, jsonOut, vaultRowsText, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { createTestDatabase } from '../../helpers/postgres.ts';
 
 /**
@@ -176,6 +176,10 @@ describe('files outside the database (directory blob store)', () => {
     expect(byId['110']).toMatchObject({ kind: 'escapes' });
     expect(byId['111']).toMatchObject({ kind: 'escapes' });
     expect(third.blobs['findings']).toBe(5);
+    // Locations name files (often after their uploader): not in the vault's stats or audit log.
+    const vaultText = await vaultRowsText(env.vaultDb.url);
+    expect(vaultText).toContain('uploads.blob/1/2026-01');
+    expect(vaultText).not.toContain('missing.bin');
     // The snapshot is complete: it verifies, and its rows (all of them) restore.
     const checked = await verify(env.rt, { snapshot: third.snapshotId, actor: 'test' });
     expect(checked.ok).toBe(true);
