@@ -29,7 +29,10 @@ export type OpenedKey =
  * or the expanded ML-KEM-768 decapsulation key of a post-quantum key), null when destroyed
  * or absent, or what is wrong with it.
  */
-type OpenedDimension = { readonly x25519: KeyObject | null; readonly mlkem: Uint8Array | null } | null | { readonly problem: string };
+type OpenedDimension =
+  | { readonly x25519: KeyObject | null; readonly mlkem: Uint8Array | null; /** The vault lists an ML-KEM public key for it. */ readonly mlkemListed: boolean }
+  | null
+  | { readonly problem: string };
 
 /** Opened tuple keys and shared secrets kept per run. */
 const MAX_CACHED = 20_000;
@@ -150,6 +153,9 @@ export class KeyOpener {
         continue;
       }
       if ('problem' in d) return { ok: false, problem: `tuple ${keyId} needs dimension key ${id}, which cannot be trusted: ${d.problem}` };
+      if (hybrid && !d.mlkemListed) {
+        return { ok: false, problem: `encapsulation ${encapsulation.id} is x25519-mlkem768, but dimension key ${id} has no ML-KEM-768 public key in the vault` };
+      }
       // A destroyed half shreds the key for every encapsulation that needs that half.
       if (d.x25519 === null || (hybrid && d.mlkem === null)) {
         destroyed.push(id);
@@ -238,6 +244,7 @@ export class KeyOpener {
           : {
               x25519: secret.x25519 === null ? null : x25519PrivateKey(secret.x25519),
               mlkem: secret.mlkemSeed === null ? null : mlkemKeyPair(secret.mlkemSeed).secretKey,
+              mlkemListed: mlkemPublics.has(id),
             },
       );
       secret.x25519?.fill(0);

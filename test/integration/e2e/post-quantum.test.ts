@@ -36,6 +36,7 @@ describe('post-quantum option (x25519-mlkem768)', () => {
   let vault: pg.Client;
   let classic: string;
   let hybrid: string;
+  let vaultBackupKey = '';
 
   const chatSql = async (sql: string): Promise<void> => {
     const client = new pg.Client({ connectionString: env.chat.url });
@@ -140,6 +141,18 @@ describe('post-quantum option (x25519-mlkem768)', () => {
       // The X25519-only snapshot never needed the ML-KEM half: its cells of user 21 still open.
       const classicNoK = await verify(pq, { snapshot: classic, actor: 'test' });
       expect(classicNoK.findings).toEqual([]);
+
+      // An X25519-only key under a hybrid encapsulation is not a shred but a vault that was altered.
+      const mlkemPublic = (await vault.query<{ p: Buffer }>("SELECT mlkem_public AS p FROM lethe.dimension_keys WHERE id = 'user:3/21'")).rows[0]?.p;
+      await vault.query("UPDATE lethe.dimension_keys SET mlkem_public = NULL WHERE id = 'user:3/21'");
+      try {
+        const altered = await verify(pq, { snapshot: hybrid, actor: 'test' });
+        const finding = altered.findings.find((f) => f.subject.includes(HYBRID_CELL));
+        expect(finding?.code).not.toBe('KEY_DESTROYED_WITHOUT_RECORD');
+        expect(finding?.problem).toContain('has no ML-KEM-768 public key in the vault');
+      } finally {
+        await vault.query("UPDATE lethe.dimension_keys SET mlkem_public = $1 WHERE id = 'user:3/21'", [mlkemPublic]);
+      }
     } finally {
       await setWrapped('user:3/21', original);
     }
@@ -208,5 +221,23 @@ describe('post-quantum option (x25519-mlkem768)', () => {
     const result = await verify(pq, { snapshot: hybrid, actor: 'test' });
     expect(result.findings).toEqual([]);
     expect(result.cellsShredded).toBeGreaterThan(0);
+    vaultBackupKey = apply.vaultBackup;
+  }, 120_000);
+
+  it('carries ML-KEM public keys and ciphertexts through a vault backup and vault restore', async () => {
+    const restored = await env.database('pq_vault');
+    const raw = { ...env.raw, keys: { postQuantum: true }, vault: { database: { url: restored.url }, schema: 'lethe' } };
+    const config = await env.writeConfig('lethe-restored.yaml', raw);
+    expect(vaultBackupKey).toMatch(/^vault\//);
+    expectExit(await env.cli(['vault', 'restore', '--config', config, '--from', vaultBackupKey, '--json']), 0);
+    const count = (table: string): Promise<string> => queryValue<string>(restored.url, `SELECT count(*)::text AS v FROM lethe.${table}`);
+    expect(await count('encapsulation_ciphertexts')).toBe(
+      await queryValue<string>(env.vaultDb.url, 'SELECT count(*)::text AS v FROM lethe.encapsulation_ciphertexts'),
+    );
+    expect(await queryValue<string>(restored.url, 'SELECT count(*)::text AS v FROM lethe.dimension_keys WHERE mlkem_public IS NOT NULL')).toBe(
+      await queryValue<string>(env.vaultDb.url, 'SELECT count(*)::text AS v FROM lethe.dimension_keys WHERE mlkem_public IS NOT NULL'),
+    );
+    const drill = await env.cli(['verify', '--config', config, '--snapshot', hybrid, '--json']);
+    expectExit(drill, 0);
   }, 120_000);
 });
