@@ -9,6 +9,7 @@ import { parseConfig } from '../../../src/config/index.ts';
 import type { DestructionCertificate } from '../../../src/lifecycle/certificate.ts';
 import { backup, initialize, restore, verify } from '../../../src/jobs/tasks.ts';
 import { Runtime } from '../../../src/jobs/runtime.ts';
+import { ErrorCode } from '../../../src/errors/index.ts';
 import { createLogger } from '../../../src/log/index.ts';
 import { parseMapping, subjectRefs, type Mapping } from '../../../src/mapping/index.ts';
 import {
@@ -217,7 +218,7 @@ async function count(url: string, sql: string, params: unknown[] = []): Promise<
  * The end-to-end run of one example (see the module comment): each `it` is one step, in
  * order, sharing one environment.
  */
-function runExample<W>(ex: Example<W>): void {
+function runExample<W>(ex: Example<W>): () => Harness {
   let template: TestDatabase;
   let world: W;
   let fileDir: string;
@@ -329,6 +330,7 @@ function runExample<W>(ex: Example<W>): void {
       }
     }
   }, 120_000);
+  return () => h;
 }
 
 describe('example A of docs/mapping.md: a team-based store', () => {
@@ -364,7 +366,7 @@ describe('example A of docs/mapping.md: a team-based store', () => {
 });
 
 describe('example B of docs/mapping.md: a federated store', () => {
-  runExample<FederatedWorld>({
+  const harnessOf = runExample<FederatedWorld>({
     label: 'B',
     ddl: 'federated.sql',
     seed: (url) => seedFederatedStore(url),
@@ -389,5 +391,21 @@ describe('example B of docs/mapping.md: a federated store', () => {
       expect(await count(url, 'SELECT count(*) AS n FROM public.events WHERE state_key IS NULL')).toBeGreaterThan(150);
       expect(await count(url, 'SELECT count(*) AS n FROM public.event_json')).toBe(await count(url, 'SELECT count(*) AS n FROM public.events'));
     },
+  });
+
+  it('refuses to back up a JSON body whose event is missing, naming the table and the count (as the docs say)', async () => {
+    const h = harnessOf();
+    const orphan = (c: pg.Client, sql: string): Promise<unknown> => c.query(sql, ['$orphan-event', '!nowhere:example.org']);
+    await withClient(h.env.chat.url, (c) => orphan(c, `INSERT INTO public.event_json (event_id, room_id, internal_metadata, json) VALUES ($1, $2, '{}', '{}')`));
+    try {
+      const refused = await backup(h.rt, { actor: 'test' }).then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(refused).toMatchObject({ code: ErrorCode.MAPPING_INVALID });
+      expect((refused as Error).message).toMatch(/event_json: 1 rows have no match/);
+    } finally {
+      await withClient(h.env.chat.url, (c) => orphan(c, 'DELETE FROM public.event_json WHERE event_id = $1 AND room_id = $2'));
+    }
   });
 });
