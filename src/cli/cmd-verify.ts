@@ -28,6 +28,7 @@ export const verifyCommand: Command = {
           `${result.cellsShredded} shredded, ${result.cellsFailed} failed, ${result.rows} rows restored in ${duration(result.durationMs)}`,
       );
       if (result.schema !== null) for (const line of schemaReportLines(result.schema)) ctx.out(`  ${line}`);
+      for (const [table, files] of Object.entries(result.blobsByTable)) ctx.out(`  ${files} file(s) of table ${table} checked (sha256, tag, length)`);
       for (const f of result.findings) ctx.out(`  ${f.code}  ${f.subject}: ${f.problem}`);
       for (const s of result.shredded.slice(0, SHREDDED_LINES)) {
         ctx.out(`  shredded  ${s.cells} cell(s) by ${s.keyId}: destroyed ${s.record.destroyedAt.toISOString()} by ${s.record.actor} (${s.record.reason}; audit #${s.record.auditSeq})`);
