@@ -1319,9 +1319,9 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
     });
 
     it('refuses a kem it does not know, naming it', async () => {
-      const { result, written } = await signedWith('unknown-kem', (e) => ({ ...e, kem: 'x25519-mlkem768' }) as unknown as EncapsulationEntry);
+      const { result, written } = await signedWith('unknown-kem', (e) => ({ ...e, kem: 'x448-frodo' }) as unknown as EncapsulationEntry);
       expect(result.code).toBe(2);
-      expect(result.stderr).toMatch(/of kem 'x25519-mlkem768'; dr-decrypt\.sh opens only kem "x25519"/);
+      expect(result.stderr).toMatch(/of kem 'x448-frodo'; dr-decrypt\.sh opens only kem "x25519"/);
       expect(result.stdout.length).toBe(0);
       expect(written).toEqual([]);
     });
