@@ -13,6 +13,7 @@ import { openSnapshotManifest } from '../restore/manifest-source.ts';
 import type { ObjectStore } from '../storage/index.ts';
 import type { SnapshotCell, Vault } from '../vault/index.ts';
 import { holdCovers } from './hold-match.ts';
+import { isBlobTable, openBlobTarget, rowTableOf, splitBlobPlaintext, type BlobTarget } from '../blobs/index.ts';
 import { holdToJson } from './holds.ts';
 import type { CellKeyFacts, Hold } from './types.ts';
 
@@ -53,7 +54,8 @@ const BATCH = 256;
  * cells the case's selectors cover; each cell is taken from the newest snapshot holding
  * it. Cells are opened through their own keys or, once a period was shredded, through the
  * case's re-wrap. Rows are then filtered to the selectors' dates when the table's
- * timestamp is one of its own columns (a cell spans a whole period). The files are written
+ * timestamp is one of its own columns (a cell spans a whole period). Held files outside the
+ * database go to `files/<table>/<location>` (`rowsByTable["<table>.blob"]` counts them). The files are written
  * to a temporary directory beside DIR and renamed into place at the end, so DIR never
  * holds half an export. Files are readable by the owner only: this is the case's data in
  * clear.
@@ -76,6 +78,7 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
   const rowsByTable: Record<string, number> = {};
   const unreadable: ExportResult['unreadable'] = [];
   const used: string[] = [];
+  const blobTargets = new Map<string, BlobTarget>();
   let cells = 0;
   let rows = 0;
   try {
@@ -100,6 +103,28 @@ export async function exportCase(options: ExportOptions): Promise<ExportResult> 
           seen.add(`${cell.table}\0${cell.id}`);
           const tableColumns = columns.get(cell.table);
           const read = await readCell(cellEntryOf(cell, facts.get(cell.key)?.dimensionIds ?? []), { store, key: await opener.open(cell.key, cell.encapsulation) });
+          if (isBlobTable(cell.table) && read.status === 'ok') {
+            // A held file outside the database: written under files/<table>/<its location>.
+            const table = rowTableOf(cell.table);
+            let target = blobTargets.get(table);
+            if (target === undefined) {
+              target = await openBlobTarget(join(work, 'files', table));
+              blobTargets.set(table, target);
+            }
+            try {
+              const { location, body } = await splitBlobPlaintext(read.plaintext instanceof Uint8Array ? [read.plaintext] : read.plaintext);
+              await target.write(location, body, options.signal);
+            } catch (err) {
+              if (isLetheError(err, ErrorCode.ABORTED)) throw err;
+              unreadable.push({ cell: cell.id, snapshot: snapshot.id, problem: (err as Error).message });
+              continue;
+            }
+            found.any = true;
+            cells += 1;
+            rowsByTable[cell.table] = (rowsByTable[cell.table] ?? 0) + 1;
+            options.onProgress?.({ cells, rows });
+            continue;
+          }
           if (read.status !== 'ok' || tableColumns === undefined) {
             const problem = read.status === 'shredded'
               ? `its keys were destroyed (${read.destroyed.join(', ')})`

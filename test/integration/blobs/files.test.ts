@@ -211,6 +211,11 @@ describe('files outside the database (directory blob store)', () => {
     const restored = await restoreFiles(snapshots[0] ?? '', 'restore-retention');
     expect(restored['cat/old.bin']).toBe(taken[0]?.['cat/old.bin']);
     expect(restored['ben/old.bin']).toBeUndefined();
+    // The case's export holds the held user's file, at its location.
+    const out = join(env.dir, 'export-case');
+    expectExit(await env.cli(['export', '--config', env.configPath, '--case', 'CASE-9', '--out', out, '--json']), 0);
+    expect(sha(await readFile(join(out, 'files', 'uploads', 'cat', 'old.bin')))).toBe(taken[0]?.['cat/old.bin']);
+    expect(await filesUnder(join(out, 'files'))).toEqual(['uploads/cat/old.bin']);
     for (const t of taken) delete t['ben/old.bin'];
   }, 180_000);
 
