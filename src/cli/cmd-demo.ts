@@ -131,7 +131,9 @@ function describeBackup(label: string, b: BackupResult): string {
   return (
     `${label}: snapshot ${b.snapshotId}\n` +
     `    ${b.cells} cells: ${b.cellsWritten} encrypted and uploaded, ${b.cellsReused} unchanged and referenced\n` +
-    `    ${b.rows} rows, ${bytes(b.bytesPlain)} of data, ${bytes(b.bytesStored)} uploaded, ${b.keysCreated} keys created, ${duration(b.durationMs)}`
+    `    ${b.rows} rows, ${bytes(b.bytesPlain)} of data, ${bytes(b.bytesStored)} uploaded, ${b.keysCreated} keys created, ${duration(b.durationMs)}\n` +
+    `    ${b.blobs.written + b.blobs.reused} files from chat-files/ (${bytes(b.blobs.bytesPlain)}): ${b.blobs.written} encrypted and uploaded, ${b.blobs.reused} unchanged and referenced` +
+    (b.blobs.findings > 0 ? `, ${b.blobs.findings} findings` : '')
   );
 }
 
@@ -178,7 +180,7 @@ async function runDemo(ctx: CommandContext): Promise<number> {
     ctx.progress(null);
     say(
       `6. verify: ${verified.ok ? 'OK' : 'FAILED'}, ${verified.cellsVerified}/${verified.cells} cells restored into a scratch database and checked, ` +
-        `${verified.rows} rows, ${duration(verified.durationMs)}`,
+        `${verified.rows} rows, ${Object.values(verified.blobsByTable).reduce((a, n) => a + n, 0)} files checked, ${duration(verified.durationMs)}`,
     );
     for (const f of verified.findings) say(`    ${f.code} ${f.subject}: ${f.problem}`);
     if (verified.warnings.length > 0) {
@@ -195,7 +197,7 @@ async function runDemo(ctx: CommandContext): Promise<number> {
       say(`  ${lethe} audit verify --config ${configFile}`);
       say(
         `  PGPASSWORD=$(cat ${join(dir, 'pg-password')}) ${lethe} restore --snapshot latest --target postgres://postgres@127.0.0.1:${config.embedded?.port ?? DEFAULT_PORT}/chat ` +
-          `--schema restored --config ${configFile}   # into a new schema of the demo's chat database`,
+          `--schema restored --blob-target file://${join(dir, 'restored-files')} --config ${configFile}   # into a new schema of the demo's chat database, files into restored-files/`,
       );
       say(`  ${lethe} lifecycle plan --config ${configFile}          # what retention makes due (changes nothing)`);
       say(`  ${lethe} daemon --config ${configFile}                 # the jobs on schedules; status page at http://127.0.0.1:9187/`);

@@ -351,6 +351,12 @@ export interface LetheEnv {
   database(prefix: string, template?: string): Promise<TestDatabase>;
   /** Writes `raw` as YAML to `name` in {@link dir}; returns its path. */
   writeConfig(name: string, raw: unknown): Promise<string>;
+  /**
+   * A new `file://` directory under {@link dir} for a restore's files (`--blob-target`):
+   * snapshots of the built-in mapping hold the `files` table's bytes, and restore refuses
+   * without a place to write them. Each call gives another directory.
+   */
+  blobTarget(): string;
   /** Runs `node bin/lethe.js ...args` to completion. */
   cli(args: readonly string[], options?: CliOptions): Promise<CliResult>;
   /** Starts `node bin/lethe.js ...args`; killed by cleanup if still running. */
@@ -457,6 +463,8 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
       return path;
     };
     const configPath = await writeConfig('lethe.yaml', raw);
+    let blobTargets = 0;
+    const blobTarget = (): string => `file://${join(dir, `restored-files-${++blobTargets}`)}`;
     const config = parseConfig(raw, dir);
     const sink = new Writable({
       write(chunk: Buffer | string, _encoding, callback) {
@@ -509,6 +517,7 @@ export async function createLetheEnv(options: LetheEnvOptions): Promise<LetheEnv
       logText: () => logLines.join(''),
       database,
       writeConfig,
+      blobTarget,
       cli,
       spawnCli,
       cleanup,

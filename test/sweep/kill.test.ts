@@ -314,6 +314,7 @@ function defineSweep(storage: 'filesystem' | 's3', perJob: number): void {
           targetUrl: target.url,
           targetSchema: 'restored',
           replace: true,
+          blobTarget: env.blobTarget(),
           actor: 'sweep',
         });
         // The tenants whose erasure the vault records as carried out: their rows are shredded.

@@ -198,7 +198,7 @@ describe(`mutation sweep (${size}, seed ${seed})`, () => {
     masterIdentity = await new FileMasterKeys(env.masterKeyFile).identities();
     for (const id of snapshots) {
       const db = await env.database('mut_expect');
-      await restore(env.rt, { snapshot: id, targetUrl: db.url, replace: false, actor: 'sweep' });
+      await restore(env.rt, { snapshot: id, targetUrl: db.url, replace: false, blobTarget: env.blobTarget(), actor: 'sweep' });
       expected.set(id, await tableContents(db.url));
       await db.drop();
     }
@@ -373,7 +373,7 @@ describe(`mutation sweep (${size}, seed ${seed})`, () => {
           const id = snapshot === 'latest' ? (snapshots.at(-1) ?? '') : snapshot;
           const db = await env.database('mut_silent');
           try {
-            await restore(rt, { snapshot: id, targetUrl: db.url, replace: false, actor: 'sweep' });
+            await restore(rt, { snapshot: id, targetUrl: db.url, replace: false, blobTarget: env.blobTarget(), actor: 'sweep' });
             if (JSON.stringify(await tableContents(db.url)) !== JSON.stringify(expected.get(id))) silent = true;
           } catch {
             // A restore that refuses is not a silent wrong row.

@@ -473,7 +473,7 @@ describe(`sweep secrets (${SIZE}, seed ${SEED})`, () => {
       }],
       // The target's password comes as PGPASSWORD, as `lethe restore` asks.
       ['restore', async () => {
-        await run('restore', ['restore', '--config', configPath, '--snapshot', 'latest', '--target', dbUrl(target.url, roles.chat, 'X').replace(':${X}', ''), '--json'], 0, { PGPASSWORD: secret.chatPassword }, ['chat database password']);
+        await run('restore', ['restore', '--config', configPath, '--snapshot', 'latest', '--target', dbUrl(target.url, roles.chat, 'X').replace(':${X}', ''), '--blob-target', env.blobTarget(), '--json'], 0, { PGPASSWORD: secret.chatPassword }, ['chat database password']);
       }],
       ['hold place', async () => {
         await run('hold place', ['hold', 'place', '--config', configPath, '--case', 'CASE-SWEEP', '--tenant', '4', '--reason', 'sweep', '--actor', 'legal-ann', '--json'], 0);

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLetheEnv, expectExit, REPO_ROOT, type CliResult, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
+import { createLetheEnv, expectExit, fileDigests, REPO_ROOT, type CliResult, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { createTinyChatTemplate } from '../e2e/tiny-chat-store.ts';
 
 /**
@@ -125,7 +125,7 @@ describe('lethe output for people and scripts', () => {
       expect((snapshots['snapshots'] as unknown[]).length).toBe(1);
       expect(await json('verify', ['verify'])).toMatchObject({ ok: true });
       const target = await env.database('cli_output_restore');
-      expect(await json('restore', ['restore', '--snapshot', 'latest', '--target', target.url])).toMatchObject({ snapshotId: backup['snapshotId'] });
+      expect(await json('restore', ['restore', '--snapshot', 'latest', '--target', target.url, '--blob-target', env.blobTarget()])).toMatchObject({ snapshotId: backup['snapshotId'] });
       expect(await json('audit verify', ['audit', 'verify'])).toMatchObject({ ok: true });
       expect(await json('keys export', ['keys', 'export', '--out', join(env.dir, 'keys.json')])).toMatchObject({ dimensionKeys: expect.any(Number) as number });
     });
@@ -176,6 +176,10 @@ describe('lethe output for people and scripts', () => {
       const run = spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd: env.dir, encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' } });
       expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
       expect(run.stdout).toMatch(/^restored snapshot \S+: 8 tables, \d+ cells, \d+ rows/);
+      // The files outside the database came back byte for byte, each at its key.
+      const restoredFiles = await fileDigests(join(env.dir, 'data', 'demo', 'restored-files'));
+      expect(Object.keys(restoredFiles).length).toBeGreaterThan(100);
+      expect(restoredFiles).toEqual(await fileDigests(join(env.dir, 'data', 'demo', 'chat-files')));
     }, 120_000);
 
     it('errors are one JSON document too', async () => {

@@ -93,7 +93,7 @@ if (!hasDocker) {
       expect(checked.findings).toEqual([]);
       expect(checked.ok).toBe(true);
       const target = await createDatabase('restored');
-      await restore(rt, { snapshot: first.snapshotId, targetUrl: target, replace: false, actor: 'test' });
+      await restore(rt, { snapshot: first.snapshotId, targetUrl: target, replace: false, blobTarget: `file://${join(dir, 'restored-files')}`, actor: 'test' });
       expect(await tableContents(target)).toEqual(await tableContents(await rt.chatStoreUrl()));
       const retention = await minioClient({
         endpoint: `http://${minio.getHost()}:${minio.getPort()}`,

@@ -86,7 +86,7 @@ describe('an attacker with write access to the bucket', () => {
         return s;
       });
       const target = await env.database('attack_restore');
-      const refused = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' }).then(
+      const refused = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' }).then(
         () => null,
         (err: unknown) => err,
       );
@@ -133,7 +133,7 @@ describe('an attacker with write access to the bucket', () => {
 
   it('says so loudly when a restore connects as a superuser (item 1)', async () => {
     const target = await env.database('attack_superuser');
-    const result = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    const result = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     expect(result.warnings.join('\n')).toMatch(/superuser.*runbooks\/restore-role\.md/s);
   });
 

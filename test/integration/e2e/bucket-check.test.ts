@@ -152,7 +152,7 @@ describe('bucket damage that only the bucket check and shredded-cell check see',
       expect(result.ok).toBe(false);
       expect(result.findings).toContainEqual(expect.objectContaining({ subject: `cell ${cell.cell_id}`, code: 'SHREDDED_CELL_DAMAGED' }));
       const target = await env.database('bc_restore');
-      const restored = await restore(env.rt, { snapshot: first, targetUrl: target.url, replace: false, actor: 'e2e' });
+      const restored = await restore(env.rt, { snapshot: first, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
       expect(restored.cellsShredded).toBeGreaterThan(0);
     });
     expect((await verify(env.rt, { snapshot: first, actor: 'e2e' })).ok).toBe(true);

@@ -69,7 +69,7 @@ describe('one snapshot point across both readers', () => {
     expect(now['message_edits']?.rows).toBe((before['message_edits']?.rows ?? 0) + INSERTED);
 
     const target = await env.database('e2e_consistency_restore');
-    await restore(env.rt, { snapshot: result.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: result.snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     expect(await tableContents(target.url)).toEqual(before);
   });
 });

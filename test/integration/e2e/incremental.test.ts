@@ -65,6 +65,7 @@ describe('incremental backup after new messages', () => {
       snapshot: second.snapshotId,
       targetUrl: target.url,
       replace: false,
+      blobTarget: env.blobTarget(),
       actor: 'e2e',
     });
     const got = await tableContents(target.url);
@@ -77,6 +78,7 @@ describe('incremental backup after new messages', () => {
       snapshot: first.snapshotId,
       targetUrl: target.url,
       replace: false,
+      blobTarget: env.blobTarget(),
       actor: 'e2e',
     });
     const got = await tableContents(target.url);

@@ -74,6 +74,7 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
       snapshot: result.snapshotId,
       targetUrl: target.url,
       replace: false,
+      blobTarget: env.blobTarget(),
       actor: 'e2e',
     });
     expect(restored.rows).toBe(result.rows);
@@ -107,6 +108,8 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
         url,
         '--tenant',
         tenant,
+        '--blob-target',
+        env.blobTarget(),
         '--json',
       ],
       { env: { PGPASSWORD: password } },
@@ -131,11 +134,12 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
       targetUrl: target.url,
       tenant: '1',
       replace: false,
+      blobTarget: env.blobTarget(),
       actor: 'e2e',
     });
     const before = await tableContents(target.url);
     await expect(
-      restore(env.rt, { snapshot: 'latest', targetUrl: target.url, replace: false, actor: 'e2e' }),
+      restore(env.rt, { snapshot: 'latest', targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' }),
     ).rejects.toMatchObject({ code: 'TARGET_NOT_EMPTY' });
     expect(await tableContents(target.url)).toEqual(before);
   });
@@ -148,7 +152,7 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
     const { url, password } = splitPassword(target.url);
     const env2 = { PGPASSWORD: password };
     const first = await env.cli(
-      ['restore', '--config', env.configPath, '--snapshot', 'latest', '--target', url, '--json'],
+      ['restore', '--config', env.configPath, '--snapshot', 'latest', '--target', url, '--blob-target', env.blobTarget(), '--json'],
       { env: env2 },
     );
     expectExit(first, 0);
@@ -165,7 +169,7 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
     expect(altered['attachments']?.rows).toBe(0);
 
     const refused = await env.cli(
-      ['restore', '--config', env.configPath, '--snapshot', 'latest', '--target', url, '--json'],
+      ['restore', '--config', env.configPath, '--snapshot', 'latest', '--target', url, '--blob-target', env.blobTarget(), '--json'],
       { env: env2 },
     );
     expectExit(refused, 2);
@@ -178,7 +182,7 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
     expect(await tableContents(target.url)).toEqual(altered);
 
     const human = await env.cli(
-      ['restore', '--config', env.configPath, '--snapshot', 'latest', '--target', url],
+      ['restore', '--config', env.configPath, '--snapshot', 'latest', '--target', url, '--blob-target', env.blobTarget()],
       { env: env2 },
     );
     expectExit(human, 2);
@@ -194,6 +198,8 @@ describe.each(['filesystem', 's3'] as const)('round trip through a %s store', (k
         '--target',
         url,
         '--replace',
+        '--blob-target',
+        env.blobTarget(),
         '--json',
       ],
       { env: env2 },

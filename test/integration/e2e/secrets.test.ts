@@ -158,6 +158,8 @@ describe('secrets stay out of output and logs', () => {
           'latest',
           '--target',
           withUrlPassword(target.url, wrongDbPassword),
+          '--blob-target',
+          env.blobTarget(),
         ],
         { env: DEBUG },
       ),

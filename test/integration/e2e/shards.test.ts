@@ -94,7 +94,7 @@ describe('a backup written by three shard workers', () => {
 
   it('restores equal to the store at the coordinator\'s snapshot point, without the commit made meanwhile', async () => {
     const target = await env.database('e2e_shards_restore');
-    await restore(env.rt, { snapshot: full.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: full.snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const got = await tableContents(target.url);
     for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(atPoint[table]);
   });
@@ -116,7 +116,7 @@ describe('a backup written by three shard workers', () => {
     expect(single).toMatchObject({ previousId: sharded.snapshotId, segmentsRead: 0, cellsRead: 0, segmentsWritten: 0, cellsWritten: 0, cells: sharded.cells, rows: sharded.rows });
     expect((await readTree(env.storePath ?? '', single.manifest)).segments).toEqual((await readTree(env.storePath ?? '', sharded.manifest)).segments);
     const target = await env.database('e2e_shards_restore_inc');
-    await restore(env.rt, { snapshot: sharded.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: sharded.snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const got = await tableContents(target.url);
     for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(source[table]);
   });

@@ -221,6 +221,7 @@ describe('shredding any combination of a four-dimension cell’s keys', () => {
           snapshot: snapshotId,
           targetUrl: target.url,
           replace: false,
+          blobTarget: env.blobTarget(),
           actor: 'e2e',
         }).then(
           () => null,
@@ -248,7 +249,7 @@ describe('shredding any combination of a four-dimension cell’s keys', () => {
       expect('destroyed' in key).toBe(false);
       expect(JSON.stringify(key)).toMatch(/the vault has no row for it, destroyed or not/);
       expect(read.status).toBe('failed');
-      const refused = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' }).then(
+      const refused = await restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' }).then(
         () => null,
         (err: unknown) => err,
       );
@@ -268,6 +269,7 @@ describe('shredding any combination of a four-dimension cell’s keys', () => {
       snapshot: snapshotId,
       targetUrl: target.url,
       replace: false,
+      blobTarget: env.blobTarget(),
       actor: 'e2e',
     });
     expect(restored.cellsShredded).toBe(0);

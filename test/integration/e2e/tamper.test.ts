@@ -217,6 +217,7 @@ describe('verify against a tampered store', () => {
         snapshot: snapshotId,
         targetUrl: target.url,
         replace: false,
+        blobTarget: env.blobTarget(),
         actor: 'e2e',
       }),
     ).rejects.toMatchObject({
@@ -264,7 +265,7 @@ describe('verify against a tampered store', () => {
       expect(result.ok).toBe(false);
       expect(result.findings.filter((f) => f.subject.startsWith('segment ')).map((f) => [f.subject, f.code])).toEqual([[`segment ${kept.id}`, 'SEGMENT_SHA256']]);
       const target = await env.database('e2e_tamper_segment_restore');
-      await expect(restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' })).rejects.toMatchObject({
+      await expect(restore(env.rt, { snapshot: snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' })).rejects.toMatchObject({
         code: 'INTEGRITY',
         message: expect.stringContaining(kept.id) as unknown,
       });

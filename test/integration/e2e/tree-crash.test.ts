@@ -79,7 +79,7 @@ describe('a tree-writing backup killed at any point', () => {
     expect(checked.findings).toEqual([]);
     expect(checked.ok).toBe(true);
     const target = await env.database('e2e_tree_crash_restore');
-    await restore(env.rt, { snapshot: result.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: result.snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const got = await tableContents(target.url);
     const source = await tableContents(env.chat.url);
     for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(source[table]);

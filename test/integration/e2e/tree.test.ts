@@ -150,7 +150,7 @@ describe('snapshots as trees, after churn', () => {
 
   it('restores equal to the source row for row: the edited old messages changed, the deleted one gone', async () => {
     const target = await env.database('e2e_tree_second');
-    await restore(env.rt, { snapshot: second.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: second.snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const got = await tableContents(target.url);
     for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(sourceAfter[table]);
     const edited = churn.oldestEdited;
@@ -162,7 +162,7 @@ describe('snapshots as trees, after churn', () => {
     expect(await countIn(target.url, churn.oldestDeleted.id)).toBe('0');
     // The first snapshot still has the message as it was before its deletion.
     const older = await env.database('e2e_tree_first');
-    await restore(env.rt, { snapshot: first.snapshotId, targetUrl: older.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: first.snapshotId, targetUrl: older.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const then = await tableContents(older.url);
     for (const table of MAPPED_TABLES) expect(then[table], table).toEqual(sourceBefore[table]);
     expect(await countIn(older.url, churn.oldestDeleted.id)).toBe('1');
@@ -210,7 +210,7 @@ describe('snapshots as trees, after churn', () => {
     expect(full.fullRead).toBe(true);
     expect(full.cells).toBeLessThan(second.cells);
     const target = await env.database('e2e_tree_full_after_delete');
-    await restore(env.rt, { snapshot: full.snapshotId, targetUrl: target.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: full.snapshotId, targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const got = await tableContents(target.url);
     for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(source[table]);
     // The vault agrees with the tree: the snapshot holds exactly the cells it lists (what
@@ -226,7 +226,7 @@ describe('snapshots as trees, after churn', () => {
     const after = await backup(env.rt, { actor: 'e2e' });
     expect(after.fullRead).toBe(false);
     const again = await env.database('e2e_tree_after_full_edits');
-    await restore(env.rt, { snapshot: after.snapshotId, targetUrl: again.url, replace: false, actor: 'e2e' });
+    await restore(env.rt, { snapshot: after.snapshotId, targetUrl: again.url, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
     const now = await tableContents(again.url);
     for (const table of MAPPED_TABLES) expect(now[table], table).toEqual(edited[table]);
   });

@@ -34,7 +34,7 @@ export function notByUser(table: string, user: string): string {
 /** Restores `snapshot` into a new database of the environment; returns its URL. */
 export async function restoreToNewDatabase(env: LetheEnv, snapshot: string, prefix = 'lc_restore'): Promise<string> {
   const db = await env.database(prefix);
-  await restore(env.rt, { snapshot, targetUrl: db.url, replace: false, actor: 'test' });
+  await restore(env.rt, { snapshot, targetUrl: db.url, replace: false, blobTarget: env.blobTarget(), actor: 'test' });
   return db.url;
 }
 

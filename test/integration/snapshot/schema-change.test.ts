@@ -301,7 +301,7 @@ describe('backups across schema changes in the chat store', () => {
     for (const [i, s] of steps.entries()) {
       const schema = `s${i}`;
       await sql(target.url, `CREATE SCHEMA ${schema}`);
-      await restore(env.rt, { snapshot: s.result.snapshotId, targetUrl: target.url, targetSchema: schema, replace: false, actor: 'e2e' });
+      await restore(env.rt, { snapshot: s.result.snapshotId, targetUrl: target.url, targetSchema: schema, replace: false, blobTarget: env.blobTarget(), actor: 'e2e' });
       expect(await storeState(target.url, schema), s.name).toEqual(s.state);
     }
     // The restore of the first snapshot has the old columns, as they were.

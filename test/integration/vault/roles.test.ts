@@ -288,7 +288,7 @@ describe('vault roles: lethe init --roles', () => {
     expect(result.ok, JSON.stringify(result.findings)).toBe(true);
     expect(result.cellsVerified).toBeGreaterThan(0);
     const target = await env.database('roles_restore');
-    await restore(runtimes.verify, { snapshot: 'latest', targetUrl: target.url, replace: false, actor: 'test' });
+    await restore(runtimes.verify, { snapshot: 'latest', targetUrl: target.url, replace: false, blobTarget: env.blobTarget(), actor: 'test' });
     expect(await tableContents(target.url)).toEqual(await tableContents(env.chat.url));
   }, 180_000);
 
