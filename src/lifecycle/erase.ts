@@ -10,6 +10,7 @@ import type { SubjectColumns } from './certificate.ts';
 import { BUILTIN_MAPPING, parseMapping, subjectColumns } from '../mapping/index.ts';
 import { holdsBlockingDestruction } from './hold-match.ts';
 import { describeEraseTarget } from './erase-subject.ts';
+import { failpoint } from '../util/failpoint.ts';
 import type { EraseScope, Hold } from './types.ts';
 import { actStatement, attest, type Act, type Attestation } from './approvals.ts';
 
@@ -363,6 +364,8 @@ export async function approveErasure(ctx: EraseContext, id: string, by: Attestat
         },
       }),
     });
+    // A crash here leaves the request approved: the next approve or lifecycle apply finishes it.
+    failpoint('erase.after-approve');
   }
   return executeApprovedRequest(ctx, id);
 }

@@ -83,12 +83,12 @@ const PERSON_COLUMNS: Record<(typeof TABLES)[number], readonly string[]> = {
 // blue) is held in both.
 const SEED = `
 INSERT INTO teams VALUES ('red', 'Red team'), ('blue', 'Blue team'), ('green', 'Green team');
-INSERT INTO people VALUES ('ann_1', 'Ann'), ('annx1', 'Decoy'), ('bob', 'Bob'), ('cy', 'Cy'), ('dee', 'Dee');
+INSERT INTO people VALUES ('ann_1', 'Ann'), ('annx1', 'Decoy'), ('bob', 'Bob'), ('cy', 'Cy'), ('dee', 'Dee'), ('eli', 'Eli');
 INSERT INTO team_members VALUES
   ('red', 'ann_1', '2026-01-03T10:00:00Z'), ('blue', 'ann_1', '2026-02-03T10:00:00Z'),
   ('blue', 'annx1', '2026-01-04T10:00:00Z'), ('red', 'bob', '2026-01-05T10:00:00Z'),
   ('blue', 'cy', '2026-01-06T10:00:00Z'), ('red', 'dee', '2026-01-07T10:00:00Z'), ('blue', 'dee', '2026-01-08T10:00:00Z'),
-  ('green', 'bob', '2026-01-09T10:00:00Z');
+  ('green', 'bob', '2026-01-09T10:00:00Z'), ('red', 'eli', '2026-01-10T10:00:00Z'), ('green', 'eli', '2026-01-11T10:00:00Z');
 INSERT INTO posts VALUES
   (1, 'red', 'ann_1', 'ann in red, january', '2026-01-10T09:00:00Z'),
   (2, 'red', 'ann_1', 'ann in red, february', '2026-02-10T09:00:00Z'),
@@ -98,7 +98,8 @@ INSERT INTO posts VALUES
   (6, 'blue', 'cy', 'cy in blue', '2026-02-12T09:00:00Z'),
   (7, 'red', 'dee', 'dee in red', '2026-01-13T09:00:00Z'),
   (8, 'blue', 'dee', 'dee in blue', '2026-02-13T09:00:00Z'),
-  (9, 'green', 'bob', 'bob in green', '2026-02-14T09:00:00Z');
+  (9, 'green', 'bob', 'bob in green', '2026-02-14T09:00:00Z'),
+  (12, 'green', 'eli', 'eli in green', '2026-02-15T09:00:00Z');
 `;
 
 type Rows = Record<string, string[]>;
@@ -136,7 +137,7 @@ describe('erasure of a person across every tenant', () => {
   let template: TestDatabase;
   let env: LetheEnv;
   let rt: Runtime;
-  /** Each snapshot with the rows that must restore: as taken, less ann_1's everywhere and dee's in red and accounts (blue is held). */
+  /** Each snapshot with the rows that must restore: as taken, less ann_1's and eli's everywhere and dee's in red and accounts (blue is held). */
   const snapshots: { id: string; survivors: Rows }[] = [];
   let requestId = '';
   let certificate: DestructionCertificate;
@@ -145,7 +146,7 @@ describe('erasure of a person across every tenant', () => {
 
   async function takeBackup(): Promise<void> {
     const result = await backup(rt, { actor: 'test' });
-    const survivors = await rowsOf(env.chat.url, (t) => `NOT (${theirs(t, ['ann_1'])} OR ${theirs(t, ['dee'], ['red', 'accounts'])})`);
+    const survivors = await rowsOf(env.chat.url, (t) => `NOT (${theirs(t, ['ann_1', 'eli'])} OR ${theirs(t, ['dee'], ['red', 'accounts'])})`);
     snapshots.push({ id: result.snapshotId, survivors });
   }
 
@@ -299,6 +300,20 @@ describe('erasure of a person across every tenant', () => {
     expect(list.stdout).toContain(`${dee.id}  EXECUTED  erase user dee in every tenant`);
   });
 
+  it('an approval killed before it executes is finished by lifecycle apply, with the same certificate', async () => {
+    const eli = await requestErasure(await rt.vault(), { tenant: null, scope: 'user', subject: 'eli', reason: 'GDPR Art. 17', actor: 'alice', allowUnsigned: true });
+    const killed = await env.cli(['erase', 'approve', eli.id, '--actor', 'bob', '--config', env.configPath], { env: { LETHE_FAILPOINTS: 'erase.after-approve' } });
+    expect(killed.signal).toBe('SIGKILL');
+    expect((await (await rt.vault()).getEraseRequest(eli.id))?.status).toBe('approved');
+    expectExit(await cli('lifecycle', 'apply', '--actor', 'test'), 0);
+    const done = await (await rt.vault()).getEraseRequest(eli.id);
+    const cert = done?.certificate as DestructionCertificate;
+    expect(done?.status).toBe('executed');
+    expect(cert.keysDestroyed.map((k) => k.keyId)).toEqual(['user:accounts/eli', 'user:green/eli', 'user:red/eli']);
+    expect(cert.allTenants?.tenants.every((t) => t.outcome === 'destroyed')).toBe(true);
+    expect(cert.subjectColumns?.tables.map((t) => t.table)).toEqual(['people', 'posts', 'team_members']);
+  });
+
   it('no snapshot restores a row of theirs in any tenant; everyone else restores exactly', async () => {
     expect(snapshots).toHaveLength(2);
     for (const snap of snapshots) {
@@ -326,7 +341,7 @@ describe('erasure of a person across every tenant', () => {
       target.url,
       `SELECT string_agg(subject || ':' || status, ',' ORDER BY subject) AS v FROM lethe.erase_requests WHERE tenant IS NULL`,
     );
-    expect(restored).toBe('ann_1:executed,cy:pending,dee:executed');
+    expect(restored).toBe('ann_1:executed,cy:pending,dee:executed,eli:executed');
   });
 
   it('the evidence report lists the all-tenant requests', async () => {
