@@ -154,6 +154,37 @@ export const MasterKeySchema = z.strictObject({
 });
 
 /**
+ * Where the master key's epochs live (docs/operations.md, "Master keys and epochs"). `file`
+ * is the same as `masterKey: { file }`. `pkcs11`: an EC P-256 key pair per epoch in a PKCS#11
+ * token (private half sensitive, non-extractable, used only through CKM_ECDH1_DERIVE), the PIN
+ * from a file or `${ENV}`. `aws-kms`: an ECC_NIST_P256 KEY_AGREEMENT key per epoch (its key
+ * agreement is DeriveSharedSecret; destroying an epoch schedules the key's deletion).
+ */
+export const MasterSchema = z.discriminatedUnion('provider', [
+  z.strictObject({ provider: z.literal('file'), file: nonEmpty }),
+  z.strictObject({
+    provider: z.literal('pkcs11'),
+    /** The PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so). */
+    module: nonEmpty,
+    /** The token's label. */
+    token: nonEmpty,
+    /** The user PIN: `file: PATH` (0600) or `value: ${ENV_VARIABLE}`; never on a command line. */
+    pin: z.union([z.strictObject({ file: nonEmpty }), z.strictObject({ value: nonEmpty })], {
+      error: 'give `file: PATH` (a 0600 file) or `value: ${ENV_VARIABLE}`',
+    }),
+    /** Objects are labelled `<label>-epoch-<N>`. */
+    label: z.string().regex(/^[A-Za-z0-9._-]{1,48}$/, 'letters, digits, dot, underscore and hyphen, at most 48').default('lethe-master'),
+  }),
+  z.strictObject({
+    provider: z.literal('aws-kms'),
+    region: nonEmpty,
+    endpoint: z.url().optional(),
+    /** Keys are created with this alias prefix: `alias/<aliasPrefix>-epoch-<N>`. */
+    aliasPrefix: z.string().regex(/^[A-Za-z0-9/_-]{1,200}$/, 'letters, digits, slash, underscore and hyphen').default('lethe-master'),
+  }),
+]);
+
+/**
  * Where a secret comes from: a file only its owner can read (`file`, relative to the config),
  * or the value itself (`value`), which belongs in the config only as `${ENV}`.
  */
@@ -364,6 +395,8 @@ export const ConfigSchema = z.strictObject({
    * without it (Runtime.masterKeyFile).
    */
   masterKey: MasterKeySchema.optional(),
+  /** The master key's provider; `masterKey: { file }` is `master: { provider: file, file }`. Not both. */
+  master: MasterSchema.optional(),
   signingKeys: SigningKeysSchema.default({}),
   /**
    * `postQuantum`: every new dimension key gets an ML-KEM-768 half and every new
@@ -392,6 +425,9 @@ export const ConfigSchema = z.strictObject({
     .strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('warn') })
     .default({ level: 'warn' }),
 }).superRefine((config, ctx) => {
+  if (config.masterKey !== undefined && config.master !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['master'], message: '`master` and `masterKey` name the same thing: keep one (`masterKey: { file }` is `master: { provider: file, file }`)' });
+  }
   // verify's scratch server uses the chat store's TLS settings, so it is checked against them here.
   const scratch = config.verify.scratchUrl;
   if (scratch === undefined) return;
@@ -405,6 +441,7 @@ export type DatabaseConfig = z.infer<typeof DatabaseSchema>;
 export type StorageConfig = z.infer<typeof StorageSchema>;
 export type EmbeddedConfig = z.infer<typeof EmbeddedSchema>;
 export type SecretSource = z.infer<typeof SecretSourceSchema>;
+export type MasterConfig = z.infer<typeof MasterSchema>;
 export type BlobStoreConfig = z.infer<typeof BlobStoreSchema>;
 export type DaemonConfig = z.infer<typeof DaemonSchema>;
 export type AlertsConfig = z.infer<typeof AlertsSchema>;

@@ -6,6 +6,7 @@ import { AgeFailure, AgeProblem } from './age-errors.ts';
 import { encodeHeaderWithoutMac, encodeMacLine, type Header, type Stanza } from './age-format.ts';
 import { hkdfSha256 } from './hkdf.ts';
 import { randomBytes } from './random.ts';
+import { P256_RECIPIENT_PREFIX, P256Recipient } from './p256-master.ts';
 import { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
 
 const FILE_KEY_BYTES = 16;
@@ -17,7 +18,7 @@ const SCRYPT_TYPE = 'scrypt';
 // Recipients are public and lethe encrypts to the same few (dimension and master keys) over
 // and over; decoding and importing one costs as much as a third of a small file.
 const RECIPIENT_CACHE_SIZE = 256;
-const recipientCache = new Map<string, FastX25519Recipient>();
+const recipientCache = new Map<string, FileKeyWrapper>();
 
 /**
  * The failure for a file that ends before its payload nonce is complete: a malformed file,
@@ -32,14 +33,15 @@ export function nonceCutShort(): AgeFailure {
  * The X25519 recipients for `recipients` (`age1...`). Throws LetheError(KEY) for an empty list
  * or a malformed recipient, so bad input fails before any data is read.
  */
-export function parseRecipients(recipients: readonly string[]): FastX25519Recipient[] {
+export function parseRecipients(recipients: readonly string[]): FileKeyWrapper[] {
   if (recipients.length === 0) {
     throw new LetheError(ErrorCode.KEY, 'cannot encrypt to an empty list of age recipients');
   }
   return recipients.map((recipient) => {
     let parsed = recipientCache.get(recipient);
     if (parsed === undefined) {
-      parsed = new FastX25519Recipient(recipient);
+      // A master key in an HSM is a `lethe-p256:` recipient (p256-master.ts).
+      parsed = recipient.startsWith(P256_RECIPIENT_PREFIX) ? new P256Recipient(recipient) : new FastX25519Recipient(recipient);
       if (recipientCache.size >= RECIPIENT_CACHE_SIZE) recipientCache.clear();
       recipientCache.set(recipient, parsed);
     }
@@ -52,11 +54,12 @@ export function parseRecipients(recipients: readonly string[]): FastX25519Recipi
  * key must not outlive its last use in this process. Throws LetheError(KEY) for an empty
  * list or a malformed identity (the message never contains it).
  */
-export function parseIdentities(identities: readonly string[]): FastX25519Identity[] {
+export function parseIdentities(identities: readonly (string | FileKeyUnwrapper)[]): FileKeyUnwrapper[] {
   if (identities.length === 0) {
     throw new LetheError(ErrorCode.KEY, 'cannot decrypt with an empty list of age identities');
   }
-  return identities.map((identity) => new FastX25519Identity(identity));
+  // An identity object is one whose private key lives elsewhere (an HSM: p256-master.ts).
+  return identities.map((identity) => (typeof identity === 'string' ? new FastX25519Identity(identity) : identity));
 }
 
 /** Wraps a file key into stanzas: a {@link FastX25519Recipient}, or in tests a synthetic one. */

@@ -8,9 +8,10 @@ import {
   parseIdentities,
   parseRecipients,
   PAYLOAD_NONCE_BYTES,
+  type FileKeyUnwrapper,
+  type FileKeyWrapper,
 } from './age-header.ts';
 import { PayloadOpener, PayloadSealer, payloadKey } from './age-payload.ts';
-import type { FastX25519Identity, FastX25519Recipient } from './x25519.ts';
 import { SourceFailure, SourceReader } from './source.ts';
 
 /** Options of the streaming functions. */
@@ -49,7 +50,7 @@ export function encryptStream(
  */
 export function decryptStream(
   source: AsyncIterable<Uint8Array>,
-  identities: readonly string[],
+  identities: readonly (string | FileKeyUnwrapper)[],
   options: StreamOptions = {},
 ): AsyncIterable<Uint8Array> {
   return decrypting(source, parseIdentities(identities), options.signal);
@@ -62,7 +63,7 @@ const DECRYPTING = 'decrypting age stream';
 // place, and nothing is read from the source before the consumer asks for more output.
 async function* encrypting(
   source: AsyncIterable<Uint8Array>,
-  recipients: readonly FastX25519Recipient[],
+  recipients: readonly FileKeyWrapper[],
   signal: AbortSignal | undefined,
 ): AsyncGenerator<Uint8Array, void, undefined> {
   const reader = new SourceReader(source, signal);
@@ -91,7 +92,7 @@ async function* encrypting(
 // Memory: the header (refused past 1 MiB), then at most one sealed chunk held by the opener.
 async function* decrypting(
   source: AsyncIterable<Uint8Array>,
-  identities: readonly FastX25519Identity[],
+  identities: readonly FileKeyUnwrapper[],
   signal: AbortSignal | undefined,
 ): AsyncGenerator<Uint8Array, void, undefined> {
   const reader = new SourceReader(source, signal);

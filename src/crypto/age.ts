@@ -33,7 +33,7 @@ export function encryptBytes(
  */
 export function decryptBytes(
   cipher: Uint8Array,
-  identities: readonly string[],
+  identities: readonly (string | FileKeyUnwrapper)[],
 ): Promise<Uint8Array> {
   return new Promise((resolve) => resolve(decryptWith(cipher, parseIdentities(identities))));
 }

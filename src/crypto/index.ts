@@ -62,4 +62,6 @@ export {
 export { publicKeyFileText, readSigningKeyFile, writeSigningKeyFile } from './signing-key-file.ts';
 export { createCellDigest, equalConstantTime, generateDigestKey, sha256Hex, type CellDigest } from './digest.ts';
 export { readMasterKeyFile, writeMasterKeyFile, type MasterKey } from './master-key-file.ts';
+export { P256Identity, P256_RECIPIENT_PREFIX, decodeP256Recipient, encodeP256Recipient } from './p256-master.ts';
+export type { FileKeyUnwrapper } from './age-header.ts';
 export { parseSshPublicKey, verifySshSignature, type SshPublicKey, type SshSignatureCheck } from './sshsig.ts';

@@ -89,7 +89,7 @@ export async function runDaemon(rt: Runtime, options: DaemonOptions): Promise<vo
   }
   // Drills and lifecycle apply unwrap keys: without the master key every such slot would fail.
   const needKey = (['verify', 'verifyOlder', 'lifecycle'] as const).filter((job) => schedules.has(job));
-  if (rt.config.masterKey === undefined && needKey.length > 0) {
+  if (rt.config.masterKey === undefined && rt.config.master === undefined && needKey.length > 0) {
     throw new LetheError(
       ErrorCode.CONFIG_INVALID,
       `daemon.schedules runs ${needKey.join(', ')}, which need the master key, but the config has no \`masterKey.file\`: ` +

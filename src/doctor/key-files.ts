@@ -5,7 +5,7 @@ import { readSecretFile } from '../jobs/runtime.ts';
 import { readConfiguredSigningKey } from '../keys/index.ts';
 import type { Vault } from '../vault/index.ts';
 import { describeError } from './database.ts';
-import { masterEpochChecks } from './master-epochs.ts';
+import { masterEpochChecks, providerChecks } from './master-epochs.ts';
 import { check, type Check, type DoctorJob } from './types.ts';
 
 /** The signing keys a job signs with. */
@@ -97,7 +97,9 @@ async function secretFileChecks(id: string, title: string, path: string): Promis
 async function masterKeyChecks(config: Config, job: DoctorJob, vault: Vault | null): Promise<Check[]> {
   const id = 'masterKey.file';
   const title = 'master key';
-  const file = config.masterKey?.file;
+  const master = config.master;
+  if (master?.provider === 'pkcs11' || master?.provider === 'aws-kms') return providerChecks(config, job, vault);
+  const file = config.masterKey?.file ?? master?.file;
   if (file === undefined) {
     return needsMasterKey(job)
       ? [

@@ -1,7 +1,8 @@
 import type { Config } from '../config/index.ts';
 import { readMasterKeyFile } from '../crypto/index.ts';
-import { FileMasterKeys } from '../keys/index.ts';
-import type { MasterEpoch } from '../vault/index.ts';
+import { FileMasterKeys, Pkcs11MasterKeys } from '../keys/index.ts';
+import type { MasterEpoch, Vault } from '../vault/index.ts';
+import type { DoctorJob } from './types.ts';
 import { describeError } from './database.ts';
 import { check, type Check } from './types.ts';
 
@@ -70,4 +71,53 @@ export async function masterEpochChecks(config: Config, file: string, epochs: re
     );
   }
   return checks;
+}
+
+/**
+ * The master key in an HSM or KMS: for a job that unwraps keys, that the token opens with the
+ * configured PIN and holds the current epoch's key (and no destroyed epoch's); for the backup,
+ * that the config need not name it at all (the backup never talks to the HSM).
+ */
+export async function providerChecks(config: Config, job: DoctorJob, vault: Vault | null): Promise<Check[]> {
+  const master = config.master;
+  if (master === undefined || master.provider === 'file') return [];
+  if (job === 'backup' || job === 'vault-backup') {
+    return [check('masterKey.file', 'master key', 'warn', `the config names the ${master.provider} master, and the ${job} job never uses it`, 'remove `master` from this host\'s config: the backup needs only the public recipient the vault records')];
+  }
+  if (master.provider === 'aws-kms') {
+    return [check('masterKey.file', 'master key', 'fail', 'the aws-kms master provider is not available in this lethe yet', 'use `master: { provider: pkcs11 }` or a key file')];
+  }
+  const keys = new Pkcs11MasterKeys(master);
+  try {
+    const epochs = vault === null ? [] : await vault.listMasterEpochs();
+    const current = epochs.find((e) => e.retiredAt === null);
+    const checks: Check[] = [];
+    if (current === undefined) {
+      await keys.exists(1); // opens the token: module, label and PIN
+      checks.push(check('masterKey.file', 'master key', 'ok', `PKCS#11 token ${master.token} opens with the configured PIN`));
+      return checks;
+    }
+    checks.push(
+      (await keys.exists(current.epoch))
+        ? check('masterKey.file', 'master key', 'ok', `PKCS#11 token ${master.token} holds epoch ${current.epoch} (${keys.reference(current.epoch)})`)
+        : check('masterKey.file', 'master key', 'fail', `PKCS#11 token ${master.token} has no key for the current epoch ${current.epoch}`, `restore ${keys.reference(current.epoch)} to the token from its backup`),
+    );
+    for (const e of epochs) {
+      if (e === current) continue;
+      const present = await keys.exists(e.epoch);
+      if (e.destroyedAt !== null && present) {
+        checks.push(check(`masterKey.epoch.${e.epoch}`, `master key: epoch ${e.epoch}`, 'fail', `epoch ${e.epoch} was destroyed, yet the token holds ${keys.reference(e.epoch)}`, `destroy ${keys.reference(e.epoch)} in the token`));
+      } else if (e.destroyedAt === null && e.liveKeys > 0 && !present) {
+        checks.push(check(`masterKey.epoch.${e.epoch}`, `master key: epoch ${e.epoch}`, 'fail', `${e.liveKeys} live keys are wrapped to epoch ${e.epoch}, which the token no longer holds`, `restore ${keys.reference(e.epoch)} to the token`));
+      } else {
+        checks.push(check(`masterKey.epoch.${e.epoch}`, `master key: epoch ${e.epoch}`, 'ok', e.destroyedAt !== null ? 'destroyed; not in the token' : `retired; ${present ? 'in the token' : 'not in the token'}`));
+      }
+    }
+    return checks;
+  } catch (err) {
+    const message = describeError(err);
+    return [check('masterKey.file', 'master key', 'fail', message, 'check `master.module`, `master.token` and `master.pin`')];
+  } finally {
+    keys.close();
+  }
 }

@@ -163,7 +163,8 @@ export class Runtime {
    * CONFIG_INVALID naming the field and the fix.
    */
   masterKeyFile(what: string): string {
-    const file = this.config.masterKey?.file;
+    const master = this.config.master;
+    const file = this.config.masterKey?.file ?? (master?.provider === 'file' ? master.file : undefined);
     if (file === undefined) {
       throw new LetheError(
         ErrorCode.CONFIG_INVALID,

@@ -2,7 +2,7 @@ import { access } from 'node:fs/promises';
 import type { SigningPurpose } from '../config/index.ts';
 import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
-import { FileMasterKeys, addMlkemHalves, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type SecretObserver } from '../keys/index.ts';
+import { FileMasterKeys, Pkcs11MasterKeys, addMlkemHalves, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type MasterKeyProvider, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type LoadProgress, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import {
@@ -81,11 +81,12 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
   // refuse (missing tables or columns, non-unique joins, unmapped tables) fails here, exit 2.
   const { tables } = await checkCoverage(await rt.chatStoreUrl(), rt.mapping());
   const { applied } = await migrateVault(await rt.vaultUrl(), config.vault.schema);
-  const keyFile = config.masterKey?.file ?? null;
+  const provider = config.master !== undefined || config.masterKey !== undefined ? masterKeys(rt, '`lethe init`') : null;
+  const keyFile = provider === null ? null : provider instanceof FileMasterKeys ? provider.file : provider.reference(1);
   let masterKeyCreated = false;
   let masterRecipient: string;
   let vault;
-  if (keyFile === null) {
+  if (provider === null) {
     // A backup-only host: the vault must already know the master recipient (from the init
     // of a host that holds the key); this init only brings the rest up to date.
     vault = await rt.vault();
@@ -98,26 +99,33 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
     }
   } else {
     vault = await rt.vault();
-    const keys = new FileMasterKeys(keyFile);
     const epochs = await vault.listMasterEpochs();
     if (epochs.length > 0) {
-      // A vault with epochs: the configured file is epoch 1, which a shred may have destroyed
-      // on purpose. Never re-create it; the keys are the current epoch's file's business.
+      // A vault with epochs: epoch 1 (the configured file, or token object) may have been
+      // destroyed on purpose. Never re-create it; the current epoch's key must exist.
       masterRecipient = await vault.getMasterRecipient();
       const current = await vault.getCurrentMasterEpoch();
-      if (current.provider === 'file' && !(await keys.exists(current.epoch))) {
+      if (current.provider !== provider.kind) {
+        throw new LetheError(ErrorCode.CONFIG_INVALID, `the vault's master keys live in provider ${current.provider}, but the config names ${provider.kind}: configure \`master\` for ${current.provider}`);
+      }
+      if (!(await provider.exists(current.epoch))) {
         throw new LetheError(
           ErrorCode.MASTER_KEY,
-          `the vault's current master epoch ${current.epoch} wraps its keys to ${keys.path(current.epoch)}, which does not exist: restore it from escrow`,
+          `the vault's current master epoch ${current.epoch} wraps its keys to ${provider.reference(current.epoch)}, which does not exist: restore it from escrow`,
         );
       }
     } else {
-      masterKeyCreated = !(await exists(keyFile));
-      masterRecipient = masterKeyCreated
-        ? (await writeMasterKeyFile(keyFile)).recipient
-        : (await readMasterKeyFile(keyFile)).recipient;
+      if (provider instanceof FileMasterKeys) {
+        masterKeyCreated = !(await exists(provider.file));
+        masterRecipient = masterKeyCreated
+          ? (await writeMasterKeyFile(provider.file)).recipient
+          : (await readMasterKeyFile(provider.file)).recipient;
+      } else {
+        masterKeyCreated = !(await provider.exists(1));
+        masterRecipient = await provider.create(1);
+      }
       await vault.setMasterRecipient(masterRecipient);
-      await vault.recordFirstMasterEpoch({ provider: 'file', reference: keys.reference(1), recipient: masterRecipient });
+      await vault.recordFirstMasterEpoch({ provider: provider.kind, reference: provider.reference(1), recipient: masterRecipient });
     }
   }
   const signingKeys: InitSigningKey[] = [];
@@ -216,8 +224,8 @@ async function backupOptions(
     packSizeBytes: settings.packSizeMiB * 1024 * 1024,
     cellBufferBytes: settings.cellBufferMiB * 1024 * 1024,
     fullEvery: settings.fullEvery,
-    postQuantum: rt.config.keys.postQuantum,
     blobStores: rt.config.chatStore.blobStores,
+    postQuantum: rt.config.keys.postQuantum,
     ...(options.fullRead === true ? { fullRead: true } : {}),
     ...(storage.objectLock === undefined ? {} : { lockDays: { mode: storage.objectLock.mode, days: storage.objectLock.retainDays } }),
     log: rt.log,
@@ -347,8 +355,20 @@ export async function vaultBackup(
   });
 }
 
-/** The master key provider of the config (`what` names the command that needs it). */
-export function masterKeys(rt: Runtime, what: string): FileMasterKeys {
+/**
+ * The master key provider of the config (`what` names the command that needs it): `master`
+ * (file, pkcs11) or `masterKey: { file }`. Throws CONFIG_INVALID when the config has neither.
+ */
+export function masterKeys(rt: Runtime, what: string): MasterKeyProvider {
+  const master = rt.config.master;
+  if (master?.provider === 'pkcs11') return new Pkcs11MasterKeys(master);
+  if (master?.provider === 'aws-kms') {
+    throw new LetheError(
+      ErrorCode.CONFIG_INVALID,
+      `${what}: the aws-kms master provider is not available in this lethe yet; use \`master: { provider: pkcs11 }\` or a key file`,
+      { details: { field: 'master.provider' } },
+    );
+  }
   return new FileMasterKeys(rt.masterKeyFile(what));
 }
 

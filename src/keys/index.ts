@@ -14,4 +14,5 @@ export {
   type MasterWrapTarget,
   type SealResult,
 } from './master.ts';
+export { Pkcs11MasterKeys, type Pkcs11MasterOptions } from './pkcs11-master.ts';
 export { addMlkemHalves } from './post-quantum.ts';

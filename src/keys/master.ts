@@ -1,6 +1,6 @@
 import { open, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { decryptBytes, encryptBytes, readMasterKeyFile, writeMasterKeyFile } from '../crypto/index.ts';
+import { decryptBytes, encryptBytes, readMasterKeyFile, writeMasterKeyFile, type FileKeyUnwrapper } from '../crypto/index.ts';
 import { errnoCode } from '../crypto/private-file.ts';
 import { ErrorCode, LetheError, isLetheError, wrapForeign } from '../errors/index.ts';
 import type { CurrentMasterEpoch, MasterProviderKind, Vault } from '../vault/index.ts';
@@ -26,7 +26,7 @@ export interface MasterWrapTarget {
  * result with `masterEpoch: target.epoch` and wipes `secret` itself.
  */
 export async function wrapDimensionSecret(target: MasterWrapTarget, secret: Uint8Array): Promise<Uint8Array> {
-  if (!target.recipient.startsWith('age1')) {
+  if (!target.recipient.startsWith('age1') && !target.recipient.startsWith('lethe-p256:')) {
     throw new LetheError(ErrorCode.MASTER_KEY, `master epoch ${String(target.epoch)} has recipient type ${target.recipient.split(/[1:]/)[0] ?? '?'}, which this lethe cannot wrap to`);
   }
   return encryptBytes(secret, [target.recipient]);
@@ -77,8 +77,11 @@ export interface MasterKeyProvider extends MasterKeyring {
   exists(epoch: number): Promise<boolean>;
   /** Destroys epoch `epoch`'s key for good. Idempotent: a key already gone is not an error. */
   destroy(epoch: number): Promise<void>;
-  /** Every age identity this provider still holds (vault backups are age files to an epoch's recipient). */
-  identities(): Promise<string[]>;
+  /**
+   * Every age identity this provider still holds (vault backups are age files to an epoch's
+   * recipient): identity strings for files, identity objects for keys that never leave an HSM.
+   */
+  identities(): Promise<(string | FileKeyUnwrapper)[]>;
 }
 
 /**

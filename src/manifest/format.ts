@@ -52,7 +52,8 @@ export const SnapshotHeaderSchema = z.strictObject({
     serverVersion: z.string(),
   }),
   granularity: z.enum(['month', 'week', 'day']),
-  masterRecipient: z.string().startsWith('age1'),
+  /** The vault's first master recipient: `age1…` (file provider) or `lethe-p256:…` (an HSM's P-256 key). */
+  masterRecipient: z.string().refine((r) => r.startsWith('age1') || r.startsWith('lethe-p256:'), 'an age1… or lethe-p256:… recipient'),
   tables: z.array(z.strictObject({ name: z.string(), class: z.enum(DATA_CLASSES), columns: z.array(z.string()) })),
 });
 

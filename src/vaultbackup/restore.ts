@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { z } from 'zod';
-import { decryptStream, equalConstantTime, verifySignature } from '../crypto/index.ts';
+import { decryptStream, equalConstantTime, verifySignature, type FileKeyUnwrapper } from '../crypto/index.ts';
 import type { Signer } from '../keys/index.ts';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
@@ -60,7 +60,7 @@ export interface RestoreVaultBackupInput {
    * The master key's identity (AGE-SECRET-KEY-1…), or every master epoch's still held (a
    * vault backup is encrypted to the epoch current when it was written); never logged.
    */
-  readonly masterIdentity: string | readonly string[];
+  readonly masterIdentity: string | readonly (string | FileKeyUnwrapper)[];
   /** The vault backup object, `vault/<time>.age`. */
   readonly key: string;
   /** Who restores: the actor of the re-applied destructions and the `vault.restore` entry. */
