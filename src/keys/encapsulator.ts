@@ -73,6 +73,7 @@ function mlkemRandomness(secret: Buffer, dimensionId: string): Uint8Array {
  * asked for again) when it recurs, so memory does not grow with the store.
  */
 const CACHE_ENTRIES = 20_000;
+const MLKEM_CACHE_ENTRIES = 5_000;
 
 /** The id of the encapsulation of snapshot `snapshotId` for `tenant` (`-` for system cells). */
 export function encapsulationId(snapshotId: string, tenant: string | null): string {
@@ -96,10 +97,14 @@ export class Encapsulator {
   #byTenant = new Map<string | null, RunEncapsulation>();
   readonly #dimensions = new BoundedMap<string, DimensionFacts>(CACHE_ENTRIES);
   readonly #shared = new BoundedMap<string, Buffer>(CACHE_ENTRIES);
-  /** keys.postQuantum: `K_D` and `C_D` per (encapsulation, dimension key), beside `#shared`'s `Z_D`. */
-  readonly #mlkem = new BoundedMap<string, { k: Uint8Array; ciphertext: Uint8Array }>(CACHE_ENTRIES);
-  /** ML-KEM public keys by dimension id (keys.postQuantum). */
-  readonly #mlkemPublic = new BoundedMap<string, Uint8Array>(CACHE_ENTRIES);
+  /**
+   * keys.postQuantum: `K_D` and `C_D` per (encapsulation, dimension key), beside `#shared`'s
+   * `Z_D`, and ML-KEM public keys by dimension id. Fewer entries than the other caches: each
+   * holds 1–1.2 KB, so these stay near 25 MB together; what they drop is computed again to
+   * the same bytes (see {@link mlkemRandomness}) or read again.
+   */
+  readonly #mlkem = new BoundedMap<string, { k: Uint8Array; ciphertext: Uint8Array }>(MLKEM_CACHE_ENTRIES);
+  readonly #mlkemPublic = new BoundedMap<string, Uint8Array>(MLKEM_CACHE_ENTRIES);
   /** Ciphertexts not yet stored; stored before the tuple keys that use them are handed out. */
   #pendingCiphertexts: EncapsulationCiphertext[] = [];
   readonly #tuples = new BoundedMap<string, LiveTupleKey>(CACHE_ENTRIES);
@@ -168,6 +173,11 @@ export class Encapsulator {
       });
     }
     await this.#createMissing([...live.values()].flatMap(({ tuple, dimensionIds }) => dimensionIds.map((id) => ({ id, tenant: tuple.tenant }))));
+    if (this.postQuantum) {
+      // One query for the batch's ML-KEM public keys, not one per key.
+      const unknown = [...new Set([...live.values()].flatMap(({ dimensionIds }) => dimensionIds))].filter((id) => !this.#mlkemPublic.has(id));
+      if (unknown.length > 0) for (const [id, key] of await this.vault.getMlkemPublicKeys(unknown)) this.#mlkemPublic.set(id, key);
+    }
     for (const [keyId, { tuple, dimensionIds }] of live) {
       // Synchronous when cached (nearly always): an await per dimension key per tuple costs more than the HMAC.
       const encapsulation = this.#byTenant.get(tuple.tenant) ?? (await this.#encapsulation(tuple.tenant));

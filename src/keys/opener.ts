@@ -104,9 +104,11 @@ export class KeyOpener {
     const kemPairs: { encapsulation: string; dimensionId: string }[] = [];
     for (const p of wanted) if (hybrid(p.encapsulation)) for (const d of this.facts.get(p.key)?.dimensionIds ?? []) kemPairs.push({ encapsulation: p.encapsulation, dimensionId: d });
     for (const list of held.values()) for (const w of list) if (hybrid(w.rewrap)) for (const d of w.dimensionIds) kemPairs.push({ encapsulation: w.rewrap, dimensionId: d });
+    // 1088 bytes each: a quarter of the other caches' bound keeps them near 5 MB. Cleared
+    // before the batch's pairs are looked up, so none the batch needs is dropped.
+    if (this.ciphertexts.size + kemPairs.length > MAX_CACHED / 4) this.ciphertexts.clear();
     const unknownPairs = kemPairs.filter((k) => !this.ciphertexts.has(`${k.encapsulation}\n${k.dimensionId}`));
     if (unknownPairs.length > 0) {
-      if (this.ciphertexts.size > MAX_CACHED) this.ciphertexts.clear();
       for (const [k, c] of await this.vault.getEncapsulationCiphertexts(unknownPairs)) this.ciphertexts.set(k, c);
     }
     for (const p of wanted) {
