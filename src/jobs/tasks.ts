@@ -355,13 +355,23 @@ export async function vaultBackup(
   });
 }
 
+const TOKEN_SESSIONS = new WeakMap<Runtime, Pkcs11MasterKeys>();
+
 /**
  * The master key provider of the config (`what` names the command that needs it): `master`
  * (file, pkcs11) or `masterKey: { file }`. Throws CONFIG_INVALID when the config has neither.
  */
 export function masterKeys(rt: Runtime, what: string): MasterKeyProvider {
   const master = rt.config.master;
-  if (master?.provider === 'pkcs11') return new Pkcs11MasterKeys(master);
+  if (master?.provider === 'pkcs11') {
+    // One token session per runtime (the daemon's lives as long as it does), not one per job.
+    let keys = TOKEN_SESSIONS.get(rt);
+    if (keys === undefined) {
+      keys = new Pkcs11MasterKeys(master);
+      TOKEN_SESSIONS.set(rt, keys);
+    }
+    return keys;
+  }
   if (master?.provider === 'aws-kms') {
     throw new LetheError(
       ErrorCode.CONFIG_INVALID,
