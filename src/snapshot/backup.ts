@@ -40,7 +40,7 @@ import type { CompleteSnapshot, CurrentCopy, Encapsulation, NewCellCopy, Running
 import { CellWriter, fingerprintPrefix, keyedFingerprint, type CellOutcome, type PreviousCell } from './cell-writer.ts';
 import { PackWriter } from './pack-writer.ts';
 import { BlobWriter, type BlobFinding, type BlobOutcome, type BlobRow } from './blob-writer.ts';
-import { blobTableName, openBlobSource, type BlobSource } from '../blobs/index.ts';
+import { blobTableName, isBlobTable, openBlobSource, type BlobSource } from '../blobs/index.ts';
 import type { BlobStoreConfig } from '../config/index.ts';
 import { exportAudit } from '../audit/index.ts';
 import { failpoint, pausepoint } from '../util/failpoint.ts';
@@ -133,8 +133,13 @@ export interface BackupResult {
   readonly fullRead: boolean;
   /** Snapshots since the last full read (0 for a full read). */
   readonly sinceFullRead: number;
-  /** Files outside the database this run took: written, referenced unchanged, left out as shredded, and findings. */
-  readonly blobs: BlobTotals;
+  /**
+   * Files outside the database: `files` the snapshot holds (and their `bytesPlain`), how many
+   * this run `written`, how many it `reused` (the others: referenced unchanged, whether re-read
+   * or in a segment it did not read), left out as `shredded`, and `findings`. `rows` and
+   * `cells` of the result count rows and cells; files are blob cells, so `cells` includes them.
+   */
+  readonly blobs: BlobTotals & { readonly files: number };
   /**
    * Blobs that could not be backed up (missing, unreadable, outside their store), each with
    * its table, row key and location; at most {@link MAX_FINDINGS_LISTED} (`blobs.findings`
@@ -1293,6 +1298,13 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
   failpoint('backup.after-segments');
   // The manifest: every segment the snapshot holds, its own and those it references.
   const segments = await vault.segmentsOfSnapshot(snapshotId);
+  // Files outside the database are cells of `<table>.blob` (one "row" each): counted apart from rows.
+  const files = { cells: 0, bytes: 0 };
+  for (const s of segments) {
+    if (!isBlobTable(s.table)) continue;
+    files.cells += s.cells;
+    files.bytes += s.bytesPlain;
+  }
   const encIds = [...new Set(segments.flatMap((s) => s.encapsulations))];
   const stored = await vault.getEncapsulations(encIds);
   const lost = encIds.filter((id) => !stored.has(id));
@@ -1345,7 +1357,7 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     cellsWritten: written.cellsWritten,
     cellsSkippedShredded: listed.cellsShredded,
     shreddedKeys: written.shreddedKeys,
-    rows: listed.rows,
+    rows: listed.rows - files.cells,
     bytesPlain: listed.bytesPlain,
     bytesStored: written.bytesStored,
     packs: written.packs,
@@ -1358,7 +1370,7 @@ async function finishSnapshot(options: BackupOptions, p: Prepared, header: Snaps
     cellsRead: written.cellsRead,
     fullRead: p.fullRead,
     sinceFullRead: p.sinceFullRead,
-    blobs: written.blobs,
+    blobs: { ...written.blobs, files: files.cells, reused: files.cells - written.blobs.written, bytesPlain: files.bytes },
     findings: written.findings,
     ...schemaOutcome(p),
     durationMs: Date.now() - started,
