@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { BASE_ALIAS, qualified, quoteIdent, quoteLiteral } from './identifiers.ts';
 import { joinSource, resolveColumn, tableEntry, type TableEntry } from './resolve.ts';
-import { subjectRefs, tenantColumn, tenantLiteral, type Mapping, type TableMapping, type TimestampType } from './schema.ts';
+import { subjectRefs, tenantColumn, tenantLiteral, tenantWhenEmpty, type Mapping, type TableMapping, type TimestampType } from './schema.ts';
 
 /** Length of the period a cell covers. */
 export type Granularity = 'month' | 'week' | 'day';
@@ -236,7 +236,15 @@ function dimensions(entry: TableEntry, granularity: Granularity): Dimensions {
   const text = (ref: string | undefined): string =>
     ref === undefined ? none : `(${columnSql(table, tm, ref)})::text`;
   const literal = tenantLiteral(tm);
-  const tenant = literal === undefined ? text(tenantColumn(tm)) : `${quoteLiteral(literal)}::text`;
+  const whenEmpty = tenantWhenEmpty(tm);
+  const column = text(tenantColumn(tm));
+  // '' becomes the whenEmpty id; NULL stays NULL (no tenant), which the orphan check refuses.
+  const tenant =
+    literal !== undefined
+      ? `${quoteLiteral(literal)}::text`
+      : whenEmpty === undefined
+        ? column
+        : `(CASE WHEN ${column} = '' THEN ${quoteLiteral(whenEmpty)}::text ELSE ${column} END)`;
   const period =
     tm.timestamp === undefined
       ? `'${NO_PERIOD}'::text`

@@ -15,6 +15,7 @@ export {
   TableMappingSchema,
   tenantColumn,
   tenantLiteral,
+  tenantWhenEmpty,
   TIMESTAMP_TYPES,
   type BlobMapping,
   type DataClass,

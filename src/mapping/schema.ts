@@ -70,12 +70,37 @@ const TenantLiteralSchema = strict({
     .max(1000, { error: 'tenant.literal is longer than 1000 characters: use a shorter tenant id' }),
 });
 
+/**
+ * A tenant column whose empty value ('') stands for a tenant of its own, as team chats mark
+ * direct channels (team_id ''): those rows get the tenant `whenEmpty`, an id an operator can
+ * name on the command line (`--tenant ''` is refused as the likely result of an unset
+ * variable), so such rows can be held and erased by themselves. NULL stays "no tenant",
+ * which backup refuses.
+ */
+const TenantColumnSchema = strict({
+  column: tenantColumnRef,
+  whenEmpty: z
+    .string({ error: 'tenant.whenEmpty must be a string (the tenant id for rows whose tenant column is empty)' })
+    .min(1, { error: 'tenant.whenEmpty is empty: give the tenant id rows with an empty tenant column belong to' })
+    .max(1000, { error: 'tenant.whenEmpty is longer than 1000 characters: use a shorter tenant id' }),
+});
+
 // A union reports only "Invalid input": repeat the failing option's own messages instead.
-const TenantSchema = z.union([tenantColumnRef, TenantLiteralSchema], {
+const TenantSchema = z.union([tenantColumnRef, TenantLiteralSchema, TenantColumnSchema], {
   error: (issue) => {
-    const option = typeof issue.input === 'string' ? tenantColumnRef : typeof issue.input === 'object' && issue.input !== null ? TenantLiteralSchema : undefined;
-    const result = option?.safeParse(issue.input);
-    if (result === undefined || result.success) return 'tenant must be a column reference ("column" or "alias.column") or { literal: "id" }';
+    const input = issue.input;
+    const option =
+      typeof input === 'string'
+        ? tenantColumnRef
+        : typeof input === 'object' && input !== null
+          ? 'column' in input || 'whenEmpty' in input
+            ? TenantColumnSchema
+            : TenantLiteralSchema
+          : undefined;
+    const result = option?.safeParse(input);
+    if (result === undefined || result.success) {
+      return 'tenant must be a column reference ("column" or "alias.column"), { literal: "id" }, or { column: "…", whenEmpty: "id" }';
+    }
     return result.error.issues.map((i) => i.message).join('; ');
   },
 });
@@ -297,14 +322,23 @@ function tableProblems(name: string, table: TableMapping): Problem[] {
   return problems;
 }
 
-/** The column reference of a table's tenant; undefined for none or a literal tenant. */
+/** The column reference of a table's tenant (plain or `{ column, whenEmpty }`); undefined for none or a literal tenant. */
 export function tenantColumn(table: TableMapping): string | undefined {
-  return typeof table.tenant === 'string' ? table.tenant : undefined;
+  const tenant = table.tenant;
+  if (typeof tenant === 'string') return tenant;
+  return tenant !== undefined && 'column' in tenant ? tenant.column : undefined;
 }
 
 /** The constant tenant id of a table mapped with `tenant: { literal }`; undefined otherwise. */
 export function tenantLiteral(table: TableMapping): string | undefined {
-  return typeof table.tenant === 'object' ? table.tenant.literal : undefined;
+  const tenant = table.tenant;
+  return typeof tenant === 'object' && 'literal' in tenant ? tenant.literal : undefined;
+}
+
+/** The tenant id of rows whose tenant column is '' (`tenant: { column, whenEmpty }`); undefined otherwise. */
+export function tenantWhenEmpty(table: TableMapping): string | undefined {
+  const tenant = table.tenant;
+  return typeof tenant === 'object' && 'whenEmpty' in tenant ? tenant.whenEmpty : undefined;
 }
 
 /** A table's subject columns (`author`, one reference or a list), in mapping order; [] for none. */

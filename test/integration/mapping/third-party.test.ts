@@ -342,7 +342,7 @@ describe('example A of docs/mapping.md: a team-based store', () => {
     subject: (w) => w.subject,
     erase: { allTenants: true },
     // Their keys in each of their three teams, in the people directory and among the direct channels.
-    erasedTenants: (w) => [...Object.values(w.teams), 'people', ''].map(encodeURIComponent),
+    erasedTenants: (w) => [...Object.values(w.teams), 'people', 'direct'].map(encodeURIComponent),
     personColumns: {
       users: ['id'],
       team_members: ['user_id'],
