@@ -177,6 +177,7 @@ describe('BUILTIN_MAPPING', () => {
     expect(Object.keys(BUILTIN_MAPPING.tables).sort()).toEqual([
       'attachments',
       'conversations',
+      'files',
       'memberships',
       'message_edits',
       'messages',
