@@ -235,6 +235,20 @@ describe('files outside the database (directory blob store)', () => {
     expect(after.blobs.shredded).toBeGreaterThanOrEqual(2);
   }, 240_000);
 
+  it('refuses a blob column that is not text, or a store the config lacks, before reading anything', async () => {
+    const raw = env.raw as { chatStore: { mapping: typeof MAPPING } };
+    const withBlob = (blob: { column: string; store: string }): unknown => ({
+      ...env.raw,
+      chatStore: { ...raw.chatStore, mapping: { tables: { ...MAPPING.tables, uploads: { ...MAPPING.tables.uploads, blob } } } },
+    });
+    const notText = await env.cli(['backup', '--config', await env.writeConfig('not-text.yaml', withBlob({ column: 'owner_id', store: 'files' }))]);
+    expectExit(notText, 2);
+    expect(notText.stderr).toContain('tables.uploads.blob.column: column "uploads.owner_id" is bigint, not text or varchar');
+    const noStore = await env.cli(['backup', '--config', await env.writeConfig('no-store.yaml', withBlob({ column: 'location', store: 'media' }))]);
+    expectExit(noStore, 2);
+    expect(noStore.stderr).toContain('blob store "media" is not configured (configured: files): add it under chatStore.blobStores');
+  }, 60_000);
+
   it('cleans up', async () => {
     await rm(join(files, 'up'));
   });
