@@ -148,7 +148,7 @@ export async function initialize(rt: Runtime, actor: string): Promise<InitResult
   }
   // keys.postQuantum: keys made before the option get their ML-KEM halves (needs the master key).
   const mlkemHalvesAdded =
-    config.keys.postQuantum && keyFile !== null ? (await addMlkemHalves(vault, new FileMasterKeys(keyFile), masterRecipient, { actor })).length : 0;
+    config.keys.postQuantum && provider !== null ? (await addMlkemHalves(vault, provider, masterRecipient, { actor })).length : 0;
   const changedKeys = signingKeys.filter((k) => k.created || k.registered);
   if (applied.length > 0 || masterKeyCreated || changedKeys.length > 0) {
     await vault.appendAudit({
