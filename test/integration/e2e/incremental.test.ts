@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, initialize, restore } from '../../../src/jobs/tasks.ts';
 import type { BackupResult } from '../../../src/snapshot/index.ts';
@@ -5,6 +6,7 @@ import { addMessages } from '../../../src/store/index.ts';
 import {
   createChatTemplate,
   createLetheEnv,
+  fileDigests,
   MAPPED_TABLES,
   tableContents,
   type LetheEnv,
@@ -59,17 +61,27 @@ describe('incremental backup after new messages', () => {
     expect(second.bytesStored).toBeLessThan(first.bytesStored / 2);
   });
 
-  it('restores the second snapshot equal to the store now', async () => {
+  it('uploads every file outside the database once, and none again when no file changed', () => {
+    const files = before['files']?.rows ?? 0;
+    expect(files).toBeGreaterThan(10);
+    expect(first.blobs).toMatchObject({ written: files, reused: 0, findings: 0 });
+    // Unchanged files sit in unchanged cells, which the next snapshot references unread.
+    expect(second.blobs).toMatchObject({ written: 0, findings: 0 });
+  });
+
+  it('restores the second snapshot equal to the store now, its files byte for byte', async () => {
     const target = await env.database('e2e_inc_second');
+    const blobTarget = env.blobTarget();
     await restore(env.rt, {
       snapshot: second.snapshotId,
       targetUrl: target.url,
       replace: false,
-      blobTarget: env.blobTarget(),
+      blobTarget,
       actor: 'e2e',
     });
     const got = await tableContents(target.url);
     for (const table of MAPPED_TABLES) expect(got[table], table).toEqual(after[table]);
+    expect(await fileDigests(fileURLToPath(blobTarget))).toEqual(await fileDigests(env.filesDir));
   });
 
   it('restores the first snapshot equal to the store as it was, without the new messages', async () => {
