@@ -30,7 +30,7 @@ export const VAULT_ROLE_PURPOSE: Readonly<Record<VaultRole, string>> = {
   owner: 'owns the vault schema; runs `lethe init` (migrations) once the roles exist',
   backup: '`lethe backup` (also --coordinate / --shard)',
   verify: '`lethe verify`, `lethe restore`, `lethe export --case`, `lethe keys export`',
-  lifecycle: '`lethe lifecycle plan|apply`, `lethe hold`, `lethe erase`, `lethe vault backup`, `lethe report`',
+  lifecycle: '`lethe lifecycle plan|apply`, `lethe hold`, `lethe erase`, `lethe vault backup`, `lethe report`, `lethe keys rotate-master`',
   daemon: '`lethe daemon` (member of the backup, verify and lifecycle roles)',
 };
 
