@@ -1688,6 +1688,7 @@ export async function runBackupShard(options: BackupOptions, shard: ShardOptions
           tables: plan.tables,
           checkOrphans: false,
           shard,
+          ...(plan.previousId === null ? {} : { blobRecheck: blobRecheckOf((await vault.getSnapshot(plan.previousId)).stats) }),
           log: runLog,
         });
         for (const client of readers) await client.query('COMMIT');
