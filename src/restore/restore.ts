@@ -147,6 +147,10 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreResult
       (w) => `the restore target: ${w}; restore as a role that owns the target database and nothing more (runbooks/restore-role.md)`,
     );
     for (const warning of warnings) options.log.warn({ warning, alsoInResult: true }, 'restore target role has more power than a restore needs');
+    const missing = (snapshot.stats['blobs'] as { findings?: unknown } | undefined)?.findings;
+    if (typeof missing === 'number' && missing > 0) {
+      warnings.push(`${missing} file(s) outside the database were missing or unreadable when snapshot ${snapshot.id} was taken: their rows are restored without them (lethe verify --snapshot ${snapshot.id} lists them)`);
+    }
     await target.query('BEGIN');
     const loaded = await loadSnapshot({
       store,

@@ -61,6 +61,7 @@ describe('files outside the database (directory blob store)', () => {
   let files: string;
   /** Per snapshot: location → sha256 of the file as that snapshot took it. */
   const taken: Record<string, string>[] = [];
+  let lastWarnings: string[] = [];
   const snapshots: string[] = [];
   const sql = async (text: string): Promise<void> => {
     const client = new pg.Client({ connectionString: chat.url });
@@ -85,6 +86,7 @@ describe('files outside the database (directory blob store)', () => {
     const db = await env.database('blob_rs');
     const dir = join(env.dir, name);
     const result = await restore(env.rt, { snapshot, targetUrl: db.url, replace: false, actor: 'test', blobTarget: `file://${dir}` });
+    lastWarnings = result.warnings;
     const out: Record<string, string> = {};
     for (const path of await filesUnder(dir)) out[path] = sha(await readFile(join(dir, path)));
     expect(result.blobs).toBe(Object.keys(out).length);
@@ -181,13 +183,18 @@ describe('files outside the database (directory blob store)', () => {
     const vaultText = await vaultRowsText(env.vaultDb.url);
     expect(vaultText).toContain('uploads.blob/1/2026-01');
     expect(vaultText).not.toContain('missing.bin');
-    // The snapshot is complete: it verifies, and its rows (all of them) restore.
+    // The snapshot is complete: every cell in it checks out, and verify names the files it lacks.
     const checked = await verify(env.rt, { snapshot: third.snapshotId, actor: 'test' });
-    expect(checked.ok).toBe(true);
+    expect(checked.cellsFailed).toBe(0);
+    expect(checked.ok).toBe(false);
+    expect(checked.findings.map((f) => `${f.code} ${f.subject}`).sort()).toEqual(
+      ['105', '106', '107', '110', '111'].map((id) => `BLOB_NOT_BACKED_UP table uploads (id="${id}")`),
+    );
     // Nothing from outside the store was read into it.
     const restored = await restoreFiles(third.snapshotId, 'restore-findings');
     expect(restored).toEqual(taken[2]);
     expect(Object.values(restored)).not.toContain(sha(Buffer.from('outside the store')));
+    expect(lastWarnings.join('\n')).toContain('5 file(s) outside the database were missing or unreadable');
     // Human output names the row.
     const human = await env.cli(['backup', '--config', env.configPath]);
     expectExit(human, 3);
