@@ -172,7 +172,7 @@ export async function runLifecycleApply(input: ApplyOptions): Promise<ApplyResul
           const run: RewrapAction[] = [];
           while (i < plan.actions.length && plan.actions[i]?.kind === 'rewrap') run.push(plan.actions[i++] as RewrapAction);
           counts.cellsRewrapped += await rewrapForHolds(
-            { vault, opener, masterRecipient: options.masterRecipient, actor, ...(options.signal === undefined ? {} : { signal: options.signal }) },
+            { vault, opener, masterRecipient: options.masterRecipient, actor, postQuantum: config.keys.postQuantum, ...(options.signal === undefined ? {} : { signal: options.signal }) },
             run,
           );
           failpoint('apply.after-rewrap');
