@@ -125,6 +125,15 @@ function nonEmpty(value: string | undefined, option: string, what: string): stri
 }
 
 /**
+ * A chat-store id as given: blank is refused, but surrounding spaces are kept, since they are
+ * part of the id; trimming them would name another key and erase nothing.
+ */
+function idGiven(value: string | undefined, option: string, what: string): string {
+  nonEmpty(value, option, what);
+  return value as string;
+}
+
+/**
  * The subject columns of a config's chat-store mapping (`chatStore.mapping`: `builtin` or a
  * mapping), for the certificates of user erasures that lifecycle apply finishes. Undefined
  * when the mapping does not parse: the certificate then leaves them out (the CLI's approve
@@ -236,14 +245,14 @@ function checkedRequest(input: { tenant: string | null; scope: EraseScope; subje
   if (input.tenant === null && input.scope !== 'user') {
     throw new LetheError(ErrorCode.USAGE, `only a person can be erased across every tenant: --all-tenants takes --subject U, not a ${input.scope}`);
   }
-  const tenant = input.tenant === null ? null : nonEmpty(input.tenant, '--tenant T', 'the chat-store tenant id');
+  const tenant = input.tenant === null ? null : idGiven(input.tenant, '--tenant T', 'the chat-store tenant id');
   const reason = nonEmpty(input.reason, '--reason TEXT', 'why, e.g. "GDPR Art. 17 request #123"');
   const rawSubject = input.subject ?? null;
   let subject: string | null = null;
   if (input.scope === 'tenant') {
     if (rawSubject !== null) throw new LetheError(ErrorCode.USAGE, 'a whole-tenant erasure (--all) takes no --user or --conversation');
   } else {
-    subject = nonEmpty(rawSubject ?? undefined, tenant === null ? '--subject U' : `--${input.scope} ID`, `the ${input.scope} to erase`);
+    subject = idGiven(rawSubject ?? undefined, tenant === null ? '--subject U' : `--${input.scope} ID`, `the ${input.scope} to erase`);
   }
   return { tenant, reason, subject };
 }

@@ -69,11 +69,16 @@ function required(value: string | undefined, option: string, what: string): stri
   return v;
 }
 
+/** A chat-store id as given (surrounding spaces are part of it: trimming would name another key); blank is refused. */
+function requiredId(value: string | undefined, option: string, what: string): string {
+  required(value, option, what);
+  return value as string;
+}
+
 function optional(value: string | undefined, option: string): string | null {
   if (value === undefined) return null;
-  const v = value.trim();
-  if (v === '') throw new LetheError(ErrorCode.USAGE, `${option} is empty: give an id or leave the option out`);
-  return v;
+  if (value.trim() === '') throw new LetheError(ErrorCode.USAGE, `${option} is empty: give an id or leave the option out`);
+  return value;
 }
 
 /**
@@ -155,7 +160,7 @@ function releaseAct(caseId: string, reason: string | undefined): { id: string; w
 }
 
 /** The validated placement and the act its placer signs (dates as ISO instants). */
-function placeAct(input: Omit<PlaceHoldInput, 'actor' | 'signature'>): {
+export function placeAct(input: Omit<PlaceHoldInput, 'actor' | 'signature'>): {
   caseId: string;
   tenant: string;
   user: string | null;
@@ -173,7 +178,7 @@ function placeAct(input: Omit<PlaceHoldInput, 'actor' | 'signature'>): {
         '(at most 64 characters, starting with a letter or digit), e.g. CASE-2026-017',
     );
   }
-  const tenant = required(input.tenant, '--tenant T', 'the chat-store tenant id');
+  const tenant = requiredId(input.tenant, '--tenant T', 'the chat-store tenant id');
   const reason = required(input.reason, '--reason TEXT', 'why the data must be kept');
   const user = optional(input.user, '--user');
   const conversation = optional(input.conversation, '--conversation');
