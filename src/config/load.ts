@@ -16,6 +16,7 @@ const PATH_FIELDS: readonly (readonly string[])[] = [
   ['master', 'file'],
   ['master', 'module'],
   ['master', 'pin', 'file'],
+  ['master', 'caFile'],
   ['embedded', 'dataDir'],
   ['embedded', 'passwordFile'],
   ['signingKeys', 'backup', 'file'],

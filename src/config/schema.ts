@@ -175,13 +175,44 @@ export const MasterSchema = z.discriminatedUnion('provider', [
     /** Objects are labelled `<label>-epoch-<N>`. */
     label: z.string().regex(/^[A-Za-z0-9._-]{1,48}$/, 'letters, digits, dot, underscore and hyphen, at most 48').default('lethe-master'),
   }),
-  z.strictObject({
-    provider: z.literal('aws-kms'),
-    region: nonEmpty,
-    endpoint: z.url().optional(),
-    /** Keys are created with this alias prefix: `alias/<aliasPrefix>-epoch-<N>`. */
-    aliasPrefix: z.string().regex(/^[A-Za-z0-9/_-]{1,200}$/, 'letters, digits, slash, underscore and hyphen').default('lethe-master'),
-  }),
+  z
+    .strictObject({
+      provider: z.literal('aws-kms'),
+      region: nonEmpty,
+      /** Only for a KMS-compatible endpoint or a VPC endpoint; https unless on this machine or `allowInsecure`. */
+      endpoint: z.url().optional(),
+      /** As `${ENV}`, both or neither; neither: the SDK's default chain (the host's role). */
+      accessKeyId: nonEmpty.optional(),
+      secretAccessKey: nonEmpty.optional(),
+      sessionToken: nonEmpty.optional(),
+      /** PEM bundle of the CA(s) to trust for the endpoint instead of Node's built-in public CAs. */
+      caFile: nonEmpty.optional(),
+      allowInsecure: z.boolean().default(false),
+      /** Keys lethe creates are named `alias/<aliasPrefix>-epoch-<N>`. */
+      aliasPrefix: z
+        .string()
+        .regex(/^[A-Za-z0-9/_-]{1,200}$/, 'letters, digits, slash, underscore and hyphen')
+        .refine((p) => !p.startsWith('aws/'), 'the alias prefix aws/ is reserved for AWS managed keys: choose another')
+        .default('lethe-master'),
+      /**
+       * Keys the operator created (ECC_NIST_P256, KEY_AGREEMENT), by epoch: `{ "1": <key ARN> }`.
+       * With it lethe never calls CreateKey; a rotation needs the next epoch's key listed first.
+       */
+      keyIds: z
+        .record(z.string(), z.string().regex(/^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)\/[A-Za-z0-9/_-]+|[0-9a-f-]{36}|mrk-[0-9a-f]{32}|alias\/[A-Za-z0-9/_-]+)$/, 'a KMS key ARN, key id or alias'))
+        .refine((ids) => Object.keys(ids).length > 0, 'list at least epoch 1, or leave `keyIds` out to let lethe create the keys')
+        .refine((ids) => Object.keys(ids).every((k) => /^[1-9][0-9]{0,8}$/.test(k)), 'each key is an epoch number: "1", "2", ...')
+        .optional(),
+    })
+    .superRefine((m, ctx) => {
+      if ((m.accessKeyId === undefined) !== (m.secretAccessKey === undefined)) {
+        ctx.addIssue({ code: 'custom', path: [m.accessKeyId === undefined ? 'accessKeyId' : 'secretAccessKey'], message: 'give both `accessKeyId` and `secretAccessKey` (as ${ENV_VARIABLE}), or neither to use the host\'s role' });
+      }
+      if (m.sessionToken !== undefined && m.accessKeyId === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['sessionToken'], message: '`sessionToken` goes with `accessKeyId` and `secretAccessKey`' });
+      }
+      for (const issue of storageTlsIssues(m)) ctx.addIssue({ code: 'custom', ...issue });
+    }),
 ]);
 
 /**

@@ -62,6 +62,8 @@ export {
 export { publicKeyFileText, readSigningKeyFile, writeSigningKeyFile } from './signing-key-file.ts';
 export { createCellDigest, equalConstantTime, generateDigestKey, sha256Hex, type CellDigest } from './digest.ts';
 export { readMasterKeyFile, writeMasterKeyFile, type MasterKey } from './master-key-file.ts';
-export { P256Identity, P256_RECIPIENT_PREFIX, decodeP256Recipient, encodeP256Recipient } from './p256-master.ts';
+export { DeferredP256Identity, P256Identity, P256_RECIPIENT_PREFIX, decodeP256Recipient, encodeP256Recipient, p256PointFromSpki, p256Spki } from './p256-master.ts';
+export { readAgeHeaderStanzas, resolveIdentities, type DeferredUnwrapper } from './deferred-identity.ts';
+export { parseHeader as parseAgeHeader, type Stanza } from './age-format.ts';
 export type { FileKeyUnwrapper } from './age-header.ts';
 export { parseSshPublicKey, verifySshSignature, type SshPublicKey, type SshSignatureCheck } from './sshsig.ts';

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createECDH } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createECDH, createPublicKey } from 'node:crypto';
 import { ErrorCode, LetheError } from '../errors/index.ts';
 import { AgeFailure, AgeProblem } from './age-errors.ts';
 import { decodeBase64, encodeBase64, type Stanza } from './age-format.ts';
@@ -119,5 +119,71 @@ export class P256Identity {
       }
     }
     return null;
+  }
+}
+
+/** The DER prefix of a P-256 SubjectPublicKeyInfo: SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING. */
+const SPKI_P256_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+/**
+ * The 65-byte uncompressed point of a P-256 public key given as SubjectPublicKeyInfo DER (what
+ * AWS KMS GetPublicKey returns). Throws LetheError(KEY) for a key that is not P-256.
+ */
+export function p256PointFromSpki(der: Uint8Array): Uint8Array {
+  let jwk: JsonWebKey;
+  try {
+    jwk = createPublicKey({ key: Buffer.from(der), format: 'der', type: 'spki' }).export({ format: 'jwk' });
+  } catch {
+    throw new LetheError(ErrorCode.KEY, 'the public key is not SubjectPublicKeyInfo DER');
+  }
+  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || jwk.x === undefined || jwk.y === undefined) {
+    throw new LetheError(ErrorCode.KEY, `the public key is ${jwk.kty ?? '?'} ${jwk.crv ?? ''}, not an EC P-256 key`.trimEnd());
+  }
+  const point = Buffer.concat([Buffer.of(4), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
+  checkPoint(point);
+  return new Uint8Array(point);
+}
+
+/** The SubjectPublicKeyInfo DER of the P-256 point `point` (what KMS DeriveSharedSecret takes). */
+export function p256Spki(point: Uint8Array): Uint8Array {
+  if (point.length !== POINT_BYTES || point[0] !== 4) throw new LetheError(ErrorCode.KEY, `a P-256 public key must be a 65-byte uncompressed point (got ${point.length} bytes)`);
+  return new Uint8Array(Buffer.concat([SPKI_P256_PREFIX, point]));
+}
+
+/**
+ * An age identity whose key agreement is asynchronous (a KMS call), while age's unwrapping is
+ * synchronous: {@link prepare} is given the file's stanzas (read from its header first), asks
+ * `derive` for the secret of every well-formed `lethe-p256` stanza, and returns a
+ * {@link P256Identity} that opens them with those secrets. The secrets are wiped once used;
+ * call {@link prepare} again for another file.
+ */
+export class DeferredP256Identity {
+  constructor(
+    readonly point: Uint8Array,
+    private readonly derive: (share: Uint8Array) => Promise<Uint8Array>,
+  ) {}
+
+  /**
+   * The identity for a file with `stanzas`. Errors of `derive` (the KMS refusing, or not
+   * answering) are thrown, not taken for "not this key": a file a key cannot open then says
+   * why. A file without lethe-p256 stanzas makes no call.
+   */
+  async prepare(stanzas: readonly Stanza[]): Promise<P256Identity> {
+    const secrets = new Map<string, Uint8Array>();
+    for (const stanza of stanzas) {
+      const [type, encoded, ...extra] = stanza.args;
+      if (type !== STANZA_TYPE || encoded === undefined || extra.length > 0 || secrets.has(encoded)) continue;
+      const share = decodeBase64(encoded);
+      if (share?.length !== POINT_BYTES) continue; // P256Identity reports it as malformed
+      const z = await this.derive(share);
+      if (z.length !== 32) throw new LetheError(ErrorCode.MASTER_KEY, `the key agreement returned ${z.length} bytes, not a 32-byte P-256 secret`);
+      secrets.set(encoded, z);
+    }
+    return new P256Identity(this.point, (share) => {
+      const z = secrets.get(encodeBase64(share));
+      if (z === undefined) throw new Error('no secret prepared for this stanza');
+      secrets.delete(encodeBase64(share));
+      return z; // P256Identity wipes it
+    });
   }
 }

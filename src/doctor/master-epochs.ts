@@ -1,6 +1,6 @@
 import type { Config } from '../config/index.ts';
 import { readMasterKeyFile } from '../crypto/index.ts';
-import { FileMasterKeys, Pkcs11MasterKeys } from '../keys/index.ts';
+import { AwsKmsMasterKeys, FileMasterKeys, Pkcs11MasterKeys, sdkKmsApi } from '../keys/index.ts';
 import type { MasterEpoch, Vault } from '../vault/index.ts';
 import type { DoctorJob } from './types.ts';
 import { describeError } from './database.ts';
@@ -85,7 +85,12 @@ export async function providerChecks(config: Config, job: DoctorJob, vault: Vaul
     return [check('masterKey.file', 'master key', 'warn', `the config names the ${master.provider} master, and the ${job} job never uses it`, 'remove `master` from this host\'s config: the backup needs only the public recipient the vault records')];
   }
   if (master.provider === 'aws-kms') {
-    return [check('masterKey.file', 'master key', 'fail', 'the aws-kms master provider is not available in this lethe yet', 'use `master: { provider: pkcs11 }` or a key file')];
+    const keys = new AwsKmsMasterKeys(master, sdkKmsApi(master), config.vault.schema, config.retention.graceWindowDays);
+    try {
+      return await kmsChecks(keys, vault === null ? [] : await vault.listMasterEpochs());
+    } catch (err) {
+      return [check('masterKey.file', 'master key', 'fail', describeError(err), 'check `master.region`, the credentials and the role\'s KMS permissions (docs/operations.md, "AWS KMS master")')];
+    }
   }
   const keys = new Pkcs11MasterKeys(master);
   try {
@@ -119,5 +124,52 @@ export async function providerChecks(config: Config, job: DoctorJob, vault: Vaul
     return [check('masterKey.file', 'master key', 'fail', message, 'check `master.module`, `master.token` and `master.pin`')];
   } finally {
     keys.close();
+  }
+}
+
+/**
+ * The AWS KMS master: the current epoch's key exists, is Enabled and is the key the vault
+ * wraps to (its public key is the vault's recipient); a live epoch's key is usable; and a
+ * destroyed epoch's key is scheduled for deletion or gone. A destroyed epoch whose key is
+ * Enabled or Disabled again means someone cancelled the deletion (CancelKeyDeletion): the
+ * shred it made is undone until the key is scheduled again, so doctor warns. `epochs` is the
+ * vault's list (empty before `lethe init`).
+ */
+export async function kmsChecks(keys: AwsKmsMasterKeys, epochs: readonly MasterEpoch[]): Promise<Check[]> {
+  try {
+    const current = epochs.find((e) => e.retiredAt === null);
+    const checks: Check[] = [];
+    if (current === undefined) {
+      const first = await keys.state(1);
+      checks.push(
+        first === null
+          ? check('masterKey.file', 'master key', 'ok', `KMS answers; no key ${keys.keyId(1)} yet (\`lethe init\` creates it)`)
+          : check('masterKey.file', 'master key', 'ok', `KMS key ${first.arn} is ${first.state}`),
+      );
+      return checks;
+    }
+    const key = await keys.state(current.epoch);
+    if (key === null || key.state !== 'Enabled') {
+      checks.push(check('masterKey.file', 'master key', 'fail', `the current epoch ${current.epoch}'s KMS key ${keys.keyId(current.epoch)} is ${key === null ? 'missing' : key.state}`, key?.state === 'PendingDeletion' ? `cancel its deletion (aws kms cancel-key-deletion) and enable it, then run \`lethe keys rotate-master\`` : 'enable the key, or check `master.region` and `master.keyIds`'));
+    } else {
+      checks.push(check('masterKey.file', 'master key', 'ok', `KMS key ${key.arn} holds epoch ${current.epoch}`));
+    }
+    for (const e of epochs) {
+      if (e === current) continue;
+      const id = `masterKey.epoch.${e.epoch}`;
+      const title = `master key: epoch ${e.epoch}`;
+      const state = await keys.state(e.epoch);
+      const usable = state !== null && state.state !== 'PendingDeletion' && state.state !== 'PendingReplicaDeletion';
+      if (e.destroyedAt !== null && usable) {
+        checks.push(check(id, title, 'warn', `epoch ${e.epoch} was destroyed, yet its KMS key ${state.arn} is ${state.state}: its deletion was cancelled, and every copy of the keys shredded under it opens again`, `schedule its deletion again: aws kms schedule-key-deletion --key-id ${state.arn} --pending-window-in-days 7`));
+      } else if (e.destroyedAt === null && e.liveKeys > 0 && !usable) {
+        checks.push(check(id, title, 'fail', `${e.liveKeys} live keys are wrapped to epoch ${e.epoch}, whose KMS key is ${state === null ? 'gone' : state.state}`, 'cancel the key\'s deletion (aws kms cancel-key-deletion) while it is pending'));
+      } else {
+        checks.push(check(id, title, 'ok', e.destroyedAt !== null ? (state === null ? 'destroyed; KMS deleted the key' : `destroyed; KMS deletes the key on ${state.deletionDate?.toISOString() ?? '?'}`) : `retired; key ${usable ? state.state : 'not usable'}`));
+      }
+    }
+    return checks;
+  } catch (err) {
+    return [check('masterKey.file', 'master key', 'fail', describeError(err), 'check `master.region`, the credentials and the role\'s KMS permissions (docs/operations.md, "AWS KMS master")')];
   }
 }

@@ -2,7 +2,7 @@ import { access } from 'node:fs/promises';
 import type { SigningPurpose } from '../config/index.ts';
 import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { publicKeyFileText, readMasterKeyFile, signingKeyId, writeMasterKeyFile, writeSigningKeyFile, type SigningKey } from '../crypto/index.ts';
-import { FileMasterKeys, Pkcs11MasterKeys, addMlkemHalves, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type MasterKeyProvider, type SecretObserver } from '../keys/index.ts';
+import { AwsKmsMasterKeys, FileMasterKeys, Pkcs11MasterKeys, addMlkemHalves, sdkKmsApi, currentWrapTarget, destroyRetiredEpochs, readConfiguredSigningKey, rotateMaster, type MasterKeyProvider, type SecretObserver } from '../keys/index.ts';
 import { writeFile } from 'node:fs/promises';
 import { runRestore, runVerify, type LoadProgress, type RestoreResult, type VerifyResult } from '../restore/index.ts';
 import {
@@ -356,10 +356,11 @@ export async function vaultBackup(
 }
 
 const TOKEN_SESSIONS = new WeakMap<Runtime, Pkcs11MasterKeys>();
+const KMS_KEYS = new WeakMap<Runtime, AwsKmsMasterKeys>();
 
 /**
  * The master key provider of the config (`what` names the command that needs it): `master`
- * (file, pkcs11) or `masterKey: { file }`. Throws CONFIG_INVALID when the config has neither.
+ * (file, pkcs11, aws-kms) or `masterKey: { file }`. Throws CONFIG_INVALID when the config has neither.
  */
 export function masterKeys(rt: Runtime, what: string): MasterKeyProvider {
   const master = rt.config.master;
@@ -373,11 +374,13 @@ export function masterKeys(rt: Runtime, what: string): MasterKeyProvider {
     return keys;
   }
   if (master?.provider === 'aws-kms') {
-    throw new LetheError(
-      ErrorCode.CONFIG_INVALID,
-      `${what}: the aws-kms master provider is not available in this lethe yet; use \`master: { provider: pkcs11 }\` or a key file`,
-      { details: { field: 'master.provider' } },
-    );
+    // One provider per runtime too: it caches each epoch's public key.
+    let keys = KMS_KEYS.get(rt);
+    if (keys === undefined) {
+      keys = new AwsKmsMasterKeys(master, sdkKmsApi(master), rt.config.vault.schema, rt.config.retention.graceWindowDays);
+      KMS_KEYS.set(rt, keys);
+    }
+    return keys;
   }
   return new FileMasterKeys(rt.masterKeyFile(what));
 }

@@ -15,4 +15,5 @@ export {
   type SealResult,
 } from './master.ts';
 export { Pkcs11MasterKeys, type Pkcs11MasterOptions } from './pkcs11-master.ts';
+export { AwsKmsMasterKeys, kmsPendingWindowDays, sdkKmsApi, type AwsKmsMasterOptions, type KmsApi, type KmsKeyState } from './aws-kms-master.ts';
 export { addMlkemHalves } from './post-quantum.ts';

@@ -1,6 +1,6 @@
 import { open, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { decryptBytes, encryptBytes, readMasterKeyFile, writeMasterKeyFile, type FileKeyUnwrapper } from '../crypto/index.ts';
+import { decryptBytes, encryptBytes, readMasterKeyFile, writeMasterKeyFile, type DeferredUnwrapper, type FileKeyUnwrapper } from '../crypto/index.ts';
 import { errnoCode } from '../crypto/private-file.ts';
 import { ErrorCode, LetheError, isLetheError, wrapForeign } from '../errors/index.ts';
 import type { CurrentMasterEpoch, MasterProviderKind, Vault } from '../vault/index.ts';
@@ -75,13 +75,18 @@ export interface MasterKeyProvider extends MasterKeyring {
   create(epoch: number): Promise<string>;
   /** True when epoch `epoch`'s key still exists in the provider. */
   exists(epoch: number): Promise<boolean>;
-  /** Destroys epoch `epoch`'s key for good. Idempotent: a key already gone is not an error. */
-  destroy(epoch: number): Promise<void>;
+  /**
+   * Destroys epoch `epoch`'s key for good. Idempotent: a key already gone is not an error.
+   * Returns a note for the destruction's record when the provider only schedules the
+   * destruction (AWS KMS: when the key's deletion becomes final), else null.
+   */
+  destroy(epoch: number): Promise<string | null>;
   /**
    * Every age identity this provider still holds (vault backups are age files to an epoch's
-   * recipient): identity strings for files, identity objects for keys that never leave an HSM.
+   * recipient): identity strings for files, identity objects for keys that never leave an HSM,
+   * deferred identities (prepared from the file's header first) for keys in a KMS.
    */
-  identities(): Promise<(string | FileKeyUnwrapper)[]>;
+  identities(): Promise<(string | FileKeyUnwrapper | DeferredUnwrapper)[]>;
 }
 
 /**
@@ -142,7 +147,7 @@ export class FileMasterKeys implements MasterKeyProvider {
     return decryptBytes(wrapped, [await this.#identity(epoch ?? 1)]);
   }
 
-  async destroy(epoch: number): Promise<void> {
+  async destroy(epoch: number): Promise<null> {
     const path = this.path(epoch);
     this.#identities.delete(epoch);
     try {
@@ -160,6 +165,7 @@ export class FileMasterKeys implements MasterKeyProvider {
     } finally {
       await dir?.close();
     }
+    return null;
   }
 
   async identities(): Promise<string[]> {
@@ -249,8 +255,9 @@ export async function destroyRetiredEpochs(
       pending.push({ epoch: e.epoch, destroyAfter });
       continue;
     }
-    await provider.destroy(e.epoch);
-    const reason = input.immediately === true ? 'destroyed at once (--destroy-old-now)' : `grace window of ${input.graceWindowDays} days since retirement passed`;
+    const note = await provider.destroy(e.epoch);
+    const why = input.immediately === true ? 'destroyed at once (--destroy-old-now)' : `grace window of ${input.graceWindowDays} days since retirement passed`;
+    const reason = note === null ? why : `${why}; ${note}`;
     await vault.recordMasterEpochDestroyed({ epoch: e.epoch, actor: input.actor, reason, at: input.now });
     destroyed.push(e.epoch);
   }

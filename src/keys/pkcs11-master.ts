@@ -219,7 +219,7 @@ export class Pkcs11MasterKeys implements MasterKeyProvider {
     return decryptBytes(wrapped, [identity]);
   }
 
-  async destroy(epoch: number): Promise<void> {
+  async destroy(epoch: number): Promise<null> {
     const { p11, session } = await this.#open();
     for (const cls of ['private', 'public'] as const) {
       const handle = await this.#find(epoch, cls);
@@ -230,6 +230,7 @@ export class Pkcs11MasterKeys implements MasterKeyProvider {
         throw wrapForeign(ErrorCode.MASTER_KEY, `destroying ${this.#label(epoch)} in PKCS#11 token ${this.options.token}`, err);
       }
     }
+    return null;
   }
 
   async identities(): Promise<FileKeyUnwrapper[]> {

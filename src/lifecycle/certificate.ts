@@ -206,7 +206,9 @@ export function masterEpochStatement(epochs: readonly number[], graceWindowDays:
     `The destroyed keys were wrapped to ${named}. The next \`lethe lifecycle apply\` re-wraps every surviving key to ` +
     `a new epoch and retires ${named}; the first apply at least ${graceWindowDays} days after that retirement destroys ` +
     "its master key in the provider (the key file removed and its directory synced, the HSM object destroyed, or the " +
-    'KMS key scheduled for deletion). From that moment the erasure is final: every remaining copy of these keys\' ' +
+    'KMS key scheduled for deletion). From that moment (for an AWS KMS key: from the end of its 7-30 day deletion ' +
+    'waiting period, when KMS deletes it; the vault records that date, and until then a CancelKeyDeletion could undo ' +
+    'it) the erasure is final: every remaining copy of these keys\' ' +
     "wrapped bytes (the vault database's WAL, WAL archives, replicas, base backups, pg_dump copies, lethe's vault " +
     'backups and key escrow exports) is wrapped to a master key that exists nowhere. The vault records the moment ' +
     '(master_epochs.destroyed_at and a `master.destroy` audit entry; `lethe keys epochs` lists it).'

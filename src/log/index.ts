@@ -26,6 +26,8 @@ export const REDACT_PATHS: readonly string[] = [
   'wrappedIdentity',
   '*.wrappedIdentity',
   'config.storage.secretAccessKey',
+  'config.master.secretAccessKey',
+  'config.master.sessionToken',
   'config.chatStore.database.url',
   'config.vault.database.url',
 ];

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { z } from 'zod';
-import { decryptStream, equalConstantTime, verifySignature, type FileKeyUnwrapper } from '../crypto/index.ts';
+import { decryptStream, equalConstantTime, readAgeHeaderStanzas, resolveIdentities, verifySignature, type DeferredUnwrapper, type FileKeyUnwrapper } from '../crypto/index.ts';
 import type { Signer } from '../keys/index.ts';
 import { ErrorCode, LetheError, throwIfAborted, wrapForeign } from '../errors/index.ts';
 import type { ObjectStore } from '../storage/index.ts';
@@ -60,7 +60,8 @@ export interface RestoreVaultBackupInput {
    * The master key's identity (AGE-SECRET-KEY-1…), or every master epoch's still held (a
    * vault backup is encrypted to the epoch current when it was written); never logged.
    */
-  readonly masterIdentity: string | readonly (string | FileKeyUnwrapper)[];
+  /** Deferred identities (a KMS key) are prepared from the backup's age header before it is decrypted. */
+  readonly masterIdentity: string | readonly (string | FileKeyUnwrapper | DeferredUnwrapper)[];
   /** The vault backup object, `vault/<time>.age`. */
   readonly key: string;
   /** Who restores: the actor of the re-applied destructions and the `vault.restore` entry. */
@@ -517,7 +518,9 @@ async function loadStream(
   doing: string,
 ): Promise<{ header: VaultBackupHeader; tables: Record<string, number> }> {
   const { key, signal } = input;
-  const decrypted = decryptStream(createReadStream(localCopy.path), typeof input.masterIdentity === 'string' ? [input.masterIdentity] : [...input.masterIdentity], { signal });
+  // age unwraps synchronously: an identity whose key agreement is a KMS call reads the header first.
+  const identities = await resolveIdentities(typeof input.masterIdentity === 'string' ? [input.masterIdentity] : input.masterIdentity, () => readAgeHeaderStanzas(localCopy.path));
+  const decrypted = decryptStream(createReadStream(localCopy.path), identities, { signal });
   const iterator = lines(decrypted, key)[Symbol.asyncIterator]();
   let lineNo = 0;
   const next = async (): Promise<unknown> => {
