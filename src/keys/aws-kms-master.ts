@@ -41,6 +41,8 @@ export interface AwsKmsMasterOptions {
 /** A KMS key as lethe sees it. */
 export interface KmsKeyState {
   readonly arn: string;
+  /** The bare key id (some KMS-compatible endpoints take only that in ScheduleKeyDeletion). */
+  readonly keyId: string;
   /** KMS's KeyState: Enabled, Disabled, PendingDeletion, ... */
   readonly state: string;
   readonly deletionDate: Date | null;
@@ -229,7 +231,7 @@ export class AwsKmsMasterKeys implements MasterKeyProvider {
     if (key === null) return `KMS key ${this.keyId(epoch)} no longer exists`;
     const deletion = key.state === 'PendingDeletion' && key.deletionDate !== null
       ? key.deletionDate
-      : await this.kms.scheduleKeyDeletion(key.arn, kmsPendingWindowDays(this.graceWindowDays));
+      : await this.kms.scheduleKeyDeletion(key.keyId, kmsPendingWindowDays(this.graceWindowDays));
     return `KMS key ${key.arn} scheduled for deletion on ${deletion.toISOString()}; the shred is final then (CancelKeyDeletion could undo it until that date)`;
   }
 
@@ -330,6 +332,7 @@ export function sdkKmsApi(options: AwsKmsMasterOptions): KmsApi {
         if (meta?.Arn === undefined) return null;
         return {
           arn: meta.Arn,
+          keyId: meta.KeyId ?? meta.Arn,
           state: meta.KeyState ?? 'Unknown',
           deletionDate: meta.DeletionDate ?? null,
           keySpec: meta.KeySpec ?? 'Unknown',
