@@ -1003,6 +1003,9 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
     let next: Promise<TablePlan> | undefined = ordered.length > 0 ? planTable(0) : undefined;
     next?.catch(() => undefined);
     for (const [index, table] of ordered.entries()) {
+      // For tests that must catch a run between two tables (it holds its tables' locks, so a
+      // lock can no longer park it): `LETHE_PAUSEPOINTS=backup.table.<name>:MS`.
+      await pausepoint(`backup.table.${table.name}`, options.signal);
       throwIfAborted(options.signal, 'backup');
       const t0 = performance.now();
       const plan = await (next as Promise<TablePlan>);

@@ -1,6 +1,5 @@
 import { once } from 'node:events';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, initialize, verify } from '../../../src/jobs/tasks.ts';
 import {
@@ -48,42 +47,31 @@ describe('a backup killed mid-run', () => {
     await initialize(env.rt, 'e2e');
     const storePath = env.storePath ?? '';
 
-    // Lock the last table the backup reads (tables go in name order; `users` is last) once
-    // its read transaction has begun, so the run is parked mid-way, packs uploaded, when it
-    // is killed. (Locking earlier would block its catalog queries before anything is written.)
-    const blocker = new pg.Client({ connectionString: env.chat.url });
-    await blocker.connect();
-    try {
-      const child = env.spawnCli(['backup', '--config', env.configPath, '--json']);
+    // Park the run before the last table it reads (tables go in name order; `users` is last),
+    // packs uploaded and one still open, and kill it there. (The backup holds an ACCESS SHARE
+    // lock on every table it reads, so a lock can no longer park it: a pause point does.)
+    {
+      const child = env.spawnCli(['backup', '--config', env.configPath, '--json'], { env: { LETHE_PAUSEPOINTS: 'backup.table.users:120000' } });
       let output = '';
       child.stdout?.setEncoding('utf8').on('data', (t: string) => (output += t));
       child.stderr?.setEncoding('utf8').on('data', (t: string) => (output += t));
       const exited = once(child, 'exit');
-      const backendState = async (): Promise<string | undefined> => {
-        if (child.exitCode !== null)
-          throw new Error(`backup exited early (${String(child.exitCode)}):\n${output}`);
-        const { rows } = await blocker.query<{ state: string; wait: string | null; query: string }>(
-          `SELECT state, wait_event_type AS wait, query FROM pg_stat_activity
+      let idleBefore = false;
+      await waitFor('the backup to park before the users table with a pack open', async () => {
+        if (child.exitCode !== null) throw new Error(`backup exited early (${String(child.exitCode)}):\n${output}`);
+        // A fresh session each time: pg_stat_activity is frozen for the length of a transaction.
+        const busy = await queryValue<string>(
+          env.chat.url,
+          `SELECT count(*) FILTER (WHERE state <> 'idle in transaction')::text AS v FROM pg_stat_activity
             WHERE datname = current_database() AND application_name = 'lethe backup'`,
         );
-        const row = rows[0];
-        return row === undefined ? undefined : `${row.state}/${row.wait ?? '-'}/${row.query}`;
-      };
-      await waitFor('the backup to start reading tables', async () =>
-        (await backendState())?.includes('COPY') === true ? true : undefined,
-      );
-      await blocker.query('BEGIN');
-      await blocker.query('LOCK TABLE public.users IN ACCESS EXCLUSIVE MODE');
-      await waitFor('the backup to block on the users table', async () => {
-        // A fresh session each time: pg_stat_activity is frozen for the length of a transaction.
-        const waiting = await queryValue<string>(
-          env.chat.url,
-          `SELECT count(*)::text AS v FROM pg_stat_activity
-            WHERE datname = current_database() AND application_name = 'lethe backup' AND wait_event_type = 'Lock'`,
-        );
-        if (child.exitCode !== null)
-          throw new Error(`backup exited early (${String(child.exitCode)}):\n${output}`);
-        return waiting === '0' ? undefined : true;
+        const packs = await filesUnder(join(storePath, 'packs')).catch(() => []);
+        const open = (await filesUnder(join(storePath, '.incomplete')).catch(() => [] as string[])).filter((f) => f.startsWith('packs/'));
+        const idle = busy === '0' && packs.length >= 1 && open.length >= 1;
+        // Idle twice in a row: not a moment between two queries of a table's read.
+        const parked = idle && idleBefore;
+        idleBefore = idle;
+        return parked ? true : undefined;
       });
       packsAtKill = (await filesUnder(join(storePath, 'packs'))).map((f) => `packs/${f}`);
       incompleteAtKill = await filesUnder(join(storePath, '.incomplete'));
@@ -93,9 +81,6 @@ describe('a backup killed mid-run', () => {
       child.kill('SIGKILL');
       const [code, signal] = (await exited) as [number | null, string | null];
       expect({ code, signal }).toEqual({ code: null, signal: 'SIGKILL' });
-    } finally {
-      await blocker.query('ROLLBACK').catch(() => undefined);
-      await blocker.end();
     }
   });
   afterAll(async () => {

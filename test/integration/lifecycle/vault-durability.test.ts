@@ -5,7 +5,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeRecipient } from '../../../src/crypto/bech32.ts';
+import { generateRawKeyPair } from '../../../src/crypto/keys.ts';
+import { encodeDimensionSecret } from '../../../src/crypto/mlkem.ts';
 import { EmbeddedPostgres } from '../../../src/embedded/postgres.ts';
+import { currentWrapTarget, wrapDimensionSecret } from '../../../src/keys/master.ts';
 import { ErrorCode } from '../../../src/errors/index.ts';
 import { initialize } from '../../../src/jobs/tasks.ts';
 import { verifyCertificate, type DestructionCertificate } from '../../../src/lifecycle/certificate.ts';
@@ -230,15 +234,23 @@ describe('vault durability: what the vault database keeps of destroyed keys', ()
       await rawSql(env.chat.url, REFERENCE_SCHEMA_SQL);
       await initialize(env.rt, 'test');
       const v = await env.rt.vault();
-      await v.insertDimensionKeys(
-        ['alice', 'bob', 'carol', 'dave'].map((u) => ({
+      // Real keys wrapped to the master as a backup makes them: lifecycle apply re-wraps the
+      // survivors to a new master epoch after a shred, so it opens each one.
+      const target = await currentWrapTarget(v, await v.getMasterRecipient());
+      const keys = [];
+      for (const u of ['alice', 'bob', 'carol', 'dave']) {
+        const pair = generateRawKeyPair();
+        const secret = Buffer.from(encodeDimensionSecret({ x25519: pair.privateKey, mlkemSeed: null }), 'utf8');
+        keys.push({
           id: `user:t1/${u}`,
           kind: 'user' as const,
           tenant: 't1',
-          recipient: `age1test${randomBytes(8).toString('hex')}`,
-          wrappedIdentity: new Uint8Array(randomBytes(64)),
-        })),
-      );
+          recipient: encodeRecipient(pair.publicKey),
+          wrappedIdentity: await wrapDimensionSecret(target, secret),
+          ...(target.epoch === null ? {} : { masterEpoch: target.epoch }),
+        });
+      }
+      await v.insertDimensionKeys(keys);
     }, 120_000);
     afterAll(async () => {
       await env.cleanup();

@@ -354,4 +354,36 @@ describe('backups across schema changes in the chat store', () => {
     const json = jsonOut(await env.cli(['snapshots', '--json', '--config', cliConfig])) as { snapshots: { stats: { schema: unknown } }[] };
     expect(json.snapshots.map((x) => x.stats.schema)).toEqual([...steps].reverse().map((s) => s.result.schema));
   }, 60_000);
+
+  it('holds its tables against a rewriting ALTER TABLE while it reads: the migration waits, the snapshot keeps every row', async () => {
+    // Without the backup's ACCESS SHARE locks, a type change committed mid-backup rewrites the
+    // table, and the backup's older snapshot then sees it empty and silently backs up no rows.
+    const running = env.cli(['backup', '--config', cliConfig], { env: { LETHE_PAUSEPOINTS: 'backup.after-begin:6000' } });
+    const client = new pg.Client({ connectionString: env.chat.url });
+    await client.connect();
+    try {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const { rows } = await client.query<{ n: string }>(
+          `SELECT count(*) AS n FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+            WHERE c.relname = 'posts' AND l.mode = 'AccessShareLock' AND l.granted AND l.pid <> pg_backend_pid()`,
+        );
+        if (Number(rows[0]?.n) > 0) break;
+        if (Date.now() > deadline) throw new Error('the backup never locked posts');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL lock_timeout = '300ms'`);
+      const err = await client.query('ALTER TABLE public.posts ALTER COLUMN id TYPE numeric').then(
+        () => null,
+        (e: unknown) => e as { code?: string },
+      );
+      await client.query('ROLLBACK');
+      expect(err?.code).toBe('55P03'); // lock_not_available: the migration waited for the backup
+    } finally {
+      await client.end();
+    }
+    const done = await running;
+    expectExit(done, 0);
+  }, 90_000);
 });
