@@ -15,12 +15,15 @@ interface RunFigures {
   incrementalStored?: number;
   /** pg_dump | restic's incremental wall time; null: restic missing. Default null. */
   resticIncremental?: number | null;
+  /** Bytes of the chat store's files (the baseline's tar stream, restic's files backup); default 0. */
+  files?: number;
 }
 
 function run(o: RunFigures): RunMeasurements {
   const stats = (wallMs: number): { wallMs: number; peakRssBytes: number } => ({ wallMs, peakRssBytes: o.rss });
   const backup = { snapshotId: 's', cells: o.cells, cellsReused: 0, cellsWritten: o.cells, rows: 1, bytesPlain: o.plain, bytesStored: o.stored, durationMs: 1 };
-  const resticRun = (wallMs: number): unknown => ({ wallMs, peakRssBytes: 1, stored: { data: 5 }, dataAdded: 5, dumpBytes: 1 });
+  const filesBytes = o.files ?? 0;
+  const resticRun = (wallMs: number): unknown => ({ wallMs, peakRssBytes: 1, stored: { data: 5 }, dataAdded: 5, dumpBytes: 1, filesBytes, filesWallMs: 1 });
   const resticIncremental = o.resticIncremental ?? null;
   return {
     databaseBytes: o.plain,
@@ -29,7 +32,15 @@ function run(o: RunFigures): RunMeasurements {
     incremental: { stats: stats(o.incremental ?? o.full), output: backup, stored: { packs: o.incrementalStored ?? 0 } },
     churn: { messagesBefore: 100, added: 1, edited: 1, deleted: 1 },
     verify: { stats: stats(o.verify), output: { snapshotId: 's', ok: true, cells: 1, cellsVerified: 1, cellsFailed: 0, rows: 1, findings: [], durationMs: 1 } },
-    baseline: { wallMs: o.baseline, peakRssBytes: 1, outputBytes: 1, dumpBytes: 1, pgDump: { peakRssBytes: 1 }, age: { peakRssBytes: 1 } },
+    baseline: {
+      wallMs: o.baseline,
+      peakRssBytes: 1,
+      outputBytes: 1,
+      dumpBytes: 1,
+      pgDump: { peakRssBytes: 1 },
+      age: { peakRssBytes: 1 },
+      files: { wallMs: 1, tar: { peakRssBytes: 1 }, age: { peakRssBytes: 1 }, outputBytes: 1, tarBytes: filesBytes },
+    },
     restic: resticIncremental === null ? null : { full: resticRun(o.baseline), incremental: resticRun(resticIncremental) },
   } as unknown as RunMeasurements;
 }
@@ -78,6 +89,15 @@ describe('bench summary', () => {
     expect(checks.find((c) => c.name === 'ratios.incrementalVsRestic')).toMatchObject({ figure: 'n/a', pass: null });
     expect(checks.find((c) => c.name === 'incrementalStoredVsFull')?.pass).toBe(false);
     expect(tableRows([r]).map((row) => row.step)).not.toContain('pg_dump | restic (incremental)');
+  });
+
+  it('counts the files outside the database in the baselines\' rates', () => {
+    const rows = tableRows([run({ full: 1000, baseline: 1000, verify: 1000, plain: 1e6, stored: 1e6, cells: 10, rss: 100e6, files: 3e6, resticIncremental: 2000 })]);
+    const rate = (step: string): number | undefined => rows.find((row) => row.step === step)?.mbPerSecond;
+    // (1 MB of database + 3 MB of files) per second.
+    expect(rate('pg_dump | age')).toBe(4);
+    expect(rate('pg_dump | restic (full)')).toBe(4);
+    expect(rate('pg_dump | restic (incremental)')).toBe(2);
   });
 
   it('takes medians over runs and the highest peak', () => {
