@@ -6,7 +6,7 @@ import { readConfiguredSigningKey } from '../keys/index.ts';
 import type { Vault } from '../vault/index.ts';
 import { describeError } from './database.ts';
 import { masterEpochChecks, providerChecks } from './master-epochs.ts';
-import { check, type Check, type DoctorJob } from './types.ts';
+import { check, fixIn, type Check, type DoctorJob } from './types.ts';
 
 /** The signing keys a job signs with. */
 const SIGNING_NEEDS: Readonly<Record<DoctorJob, readonly SigningPurpose[]>> = {
@@ -20,12 +20,6 @@ const SIGNING_NEEDS: Readonly<Record<DoctorJob, readonly SigningPurpose[]>> = {
 /** Whether a job reads the master key (verify, restore, export, lifecycle apply do; backup never). */
 function needsMasterKey(job: DoctorJob): boolean {
   return job !== 'backup' && job !== 'vault-backup';
-}
-
-/** The command a message tells the reader to run (`run \`chmod 600 FILE\``), as a fix. */
-function fixIn(message: string, otherwise: string): string {
-  const command = /run `([^`]+)`/.exec(message)?.[1];
-  return command === undefined ? otherwise : `run \`${command}\``;
 }
 
 /** The uid this process runs as, or undefined where there are no uids. */

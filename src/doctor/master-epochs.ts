@@ -4,7 +4,7 @@ import { AwsKmsMasterKeys, FileMasterKeys, Pkcs11MasterKeys, sdkKmsApi } from '.
 import type { MasterEpoch, Vault } from '../vault/index.ts';
 import type { DoctorJob } from './types.ts';
 import { describeError } from './database.ts';
-import { check, type Check } from './types.ts';
+import { check, fixIn, type Check } from './types.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -39,7 +39,8 @@ export async function masterEpochChecks(config: Config, file: string, epochs: re
     );
   } catch (err) {
     const message = describeError(err);
-    checks.push(check('masterKey.file', 'master key', 'fail', `current epoch ${current.epoch}: ${message}`, `restore ${currentFile} from escrow (mode 0600)`));
+    // A key others can read needs `chmod 600`, not a copy from escrow: keep the message's command.
+    checks.push(check('masterKey.file', 'master key', 'fail', `current epoch ${current.epoch}: ${message}`, fixIn(message, `restore ${currentFile} from escrow (mode 0600)`)));
   }
   const grace = config.retention.graceWindowDays;
   for (const e of epochs) {

@@ -46,3 +46,9 @@ export function isFinding(status: CheckStatus): boolean {
 export function check(id: string, title: string, status: CheckStatus, detail: string, fix?: string): Check {
   return fix === undefined ? { id, title, status, detail } : { id, title, status, detail, fix };
 }
+
+/** The command a message tells the reader to run (`run \`chmod 600 FILE\``), as a fix. */
+export function fixIn(message: string, otherwise: string): string {
+  const command = /run `([^`]+)`/.exec(message)?.[1];
+  return command === undefined ? otherwise : `run \`${command}\``;
+}

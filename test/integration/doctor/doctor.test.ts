@@ -79,7 +79,7 @@ describe('lethe doctor on a filesystem store', () => {
     try {
       const result = await env.cli(['doctor']);
       expectExit(result, 3);
-      expect(result.stdout).toMatch(/^FAIL\s+master key\s+master key file .*master\.key is accessible by group or others \(mode 0644\)/m);
+      expect(result.stdout).toMatch(/^FAIL\s+master key\s+current epoch 1: master key file .*master\.key is accessible by group or others \(mode 0644\)/m);
       expect(result.stdout).toContain(`fix: run \`chmod 600 ${env.masterKeyFile}\``);
       expect(result.stdout).toMatch(/1 finding: 1 failed, 0 warnings/);
       expectNoStack(result.stdout + result.stderr);
