@@ -61,7 +61,7 @@ beforeAll(async () => {
   const tls = { sslmode: 'verify-full', caFile: ca.cert };
   config = await env.writeConfig('tls.yaml', {
     ...env.raw,
-    chatStore: { database: { url: server.url('chat'), ...tls }, mapping: 'builtin' },
+    chatStore: { ...(env.raw['chatStore'] as Record<string, unknown>), database: { url: server.url('chat'), ...tls } },
     vault: { database: { url: server.url('vault'), ...tls }, schema: 'lethe' },
     storage: { ...(env.raw['storage'] as Record<string, unknown>), caFile: ca.cert },
   });
@@ -107,7 +107,7 @@ describe('TLS everywhere, through the CLI', () => {
   it('doctor and the backup name storage.caFile when the bucket is signed by another CA', async () => {
     const wrong = await env.writeConfig('wrong-s3-ca.yaml', {
       ...env.raw,
-      chatStore: { database: { url: server.url('chat'), sslmode: 'verify-full', caFile: ca.cert }, mapping: 'builtin' },
+      chatStore: { ...(env.raw['chatStore'] as Record<string, unknown>), database: { url: server.url('chat'), sslmode: 'verify-full', caFile: ca.cert } },
       vault: { database: { url: server.url('vault'), sslmode: 'verify-full', caFile: ca.cert }, schema: 'lethe' },
       storage: { ...(env.raw['storage'] as Record<string, unknown>), caFile: otherCa.cert },
     });

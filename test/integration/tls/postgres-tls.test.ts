@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -8,6 +8,7 @@ import { isLetheError, type LetheError } from '../../../src/errors/index.ts';
 import { backup, initialize, verify } from '../../../src/jobs/tasks.ts';
 import { Runtime } from '../../../src/jobs/runtime.ts';
 import { createLogger } from '../../../src/log/index.ts';
+import { BUILTIN_BLOB_STORE } from '../../../src/mapping/index.ts';
 import { REFERENCE_SCHEMA_SQL, withClient } from '../../../src/store/index.ts';
 import { peerCertificateOf, pgClientConfig, pgTlsSocket, withTlsParams, type SslMode } from '../../../src/tls/index.ts';
 import { startExtraPostgres, type ExtraPostgres } from '../../helpers/extra-postgres.ts';
@@ -34,7 +35,8 @@ const runtimes: Runtime[] = [];
 function runtime(database: string, tls: { sslmode?: SslMode; caFile?: string }, extra: Record<string, unknown> = {}): Runtime {
   const url = server.url(database);
   const raw = {
-    chatStore: { database: { url, ...tls } },
+    // The built-in mapping's `files` table keeps its bytes in a blob store (empty here).
+    chatStore: { database: { url, ...tls }, blobStores: { [BUILTIN_BLOB_STORE]: { url: 'chat-files' } } },
     vault: { database: { url: server.url('vault'), ...tls } },
     storage: { type: 'filesystem', path: 'store' },
     masterKey: { file: 'master.key' },
@@ -101,6 +103,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'lethe-tls-'));
   // The server (as `postgres` when tests run as root) reads its certificate from here.
   await chmod(dir, 0o755);
+  await mkdir(join(dir, 'chat-files'), { mode: 0o700 });
   ca = await createCa(dir, 'lethe-test-ca');
   otherCa = await createCa(dir, 'other-ca');
   good = await issueServerCert(dir, ca, 'db-good', ['IP:127.0.0.1', 'DNS:localhost']);
