@@ -141,14 +141,15 @@ need_file() {
 
 # A bucket key from a manifest, as a path under --objects. Refuses anything that could
 # leave the directory, although the manifest is signed: a signature proves who wrote it,
-# not that the writer was careful.
+# not that the writer was careful. `object_path KEY VAR` sets VAR instead of printing (no
+# subshell: the segment checks call it once per segment).
 object_path() {
   local key=$1
   case "/$key/" in
     *'/../'* | *'/./'* | *'//'*) die 6 "object key ${key@Q} in the manifest is not a plain relative path" ;;
   esac
   [[ $key != /* ]] || die 6 "object key ${key@Q} in the manifest is absolute"
-  printf '%s/%s' "$OBJECTS" "$key"
+  if (($# > 1)); then printf -v "$2" '%s/%s' "$OBJECTS" "$key"; else printf '%s/%s' "$OBJECTS" "$key"; fi
 }
 
 sha256_of() { sha256sum | { read -r sum _ && printf '%s' "$sum"; }; }
@@ -384,11 +385,17 @@ readonly SEGMENT_FIELDS='first(select(type == "object"
     and .size > 0 and .cells < 1e9)
   | [.key, .sha256, .size, .cells] | @tsv) // "-"'
 
-# segment_cells ENTRY FIELDS OUT EMIT: the cells of the segment that ENTRY (one line of the
-# signed manifest's segments list; FIELDS is its SEGMENT_FIELDS) describes, checked, into
-# OUT: with EMIT `cells` one JSON object per line, with `list` as --list prints them. Prints
-# why and returns 4 when its object is not under --objects, 6 when it is not what the
-# manifest lists (OUT is then empty). Run it as `why=$(segment_cells …) || rc=$?`.
+# SEGMENT_BATCH: segments checked per round (one jq, one sha256sum, one stat per round, so a
+# listing of thousands of segments does not start a jq per segment); it also bounds what
+# WORK holds at once: at most this many segment copies and their inflated text.
+readonly SEGMENT_BATCH=256
+
+# check_segments SELECTED EMIT OUT: the cells of the segments that SELECTED lists (two lines
+# per segment: its SEGMENT_FIELDS, then its entry in the signed manifest, one line of JSON),
+# checked, into OUT (`-`: stdout) in that order: with EMIT `cells` one JSON object per line,
+# with `list` as --list prints them. A segment that cannot be used is reported (segment_failed)
+# and none of its cells is in OUT; SEGMENTS_TRIED, SEGMENTS_MISSING (object not under
+# --objects, 4) and SEGMENTS_DAMAGED (not what the manifest lists, 6) count them.
 #
 # The manifest is signed, but a segment object is only as good as the copy of it you have:
 # it is copied into WORK (at most one byte past the size the manifest lists, so a planted
@@ -399,38 +406,112 @@ readonly SEGMENT_FIELDS='first(select(type == "object"
 # reader: the layout, the header naming the segment the manifest lists, every cell a lethe
 # cell entry of the segment's table and tenant whose id is under the segment's, ids in
 # strictly increasing byte order, and the cell, row and plaintext byte counts adding up to
-# the manifest's. Only WORK's copy is read, so nothing can change it between check and use.
-segment_cells() {
-  local entry=$1 out=$3 emit=$4 key sha size cells path copy=$WORK/segment.json.gz plain=$WORK/segment.json
-  local actual limit status problem errexit=$-
-  : >"$out"
-  [[ $2 != - ]] && IFS=$'\t' read -r key sha size cells <<<"$2" ||
-    { echo 'the manifest lists it with members that are not those of a lethe segment entry'; return 6; }
-  path=$(object_path "$key")
-  [[ -f $path ]] || { echo "its object $key is missing under $OBJECTS; copy it from the bucket (aws s3 cp s3://BUCKET/$key $path)"; return 4; }
-  head -c "$((size + 1))" -- "$path" >"$copy"
-  actual=$(stat -L -c '%s' -- "$copy")
-  if ((actual != size)); then
-    ((actual < size)) && echo "the object is $actual bytes, the manifest lists $size: the copy is truncated, or the object was replaced" ||
-      echo "the object is larger than the $size bytes the manifest lists: it was modified or replaced after the backup"
-    return 6
-  fi
-  actual=$(sha256_of <"$copy")
-  [[ $actual == "$sha" ]] ||
-    { echo "the object hashes to $actual, the manifest lists $sha: it was modified or replaced after the backup"; return 6; }
+# the manifest's. Only WORK's copies are read, so nothing can change them between check
+# and use.
+SEGMENTS_TRIED=0 SEGMENTS_MISSING=0 SEGMENTS_DAMAGED=0
+check_segments() {
+  local selected=$1 emit=$2 out=$3 fields entry batch_fields=() batch_entries=()
+  SEGMENTS_TRIED=0 SEGMENTS_MISSING=0 SEGMENTS_DAMAGED=0
+  [[ $out == - ]] || : >"$out"
+  while IFS= read -r fields && IFS= read -r entry; do
+    batch_fields+=("$fields")
+    batch_entries+=("$entry")
+    if ((${#batch_entries[@]} == SEGMENT_BATCH)); then
+      check_segment_batch "$emit" "$out"
+      batch_fields=() batch_entries=()
+    fi
+  done <"$selected"
+  ((${#batch_entries[@]} == 0)) || check_segment_batch "$emit" "$out"
+}
 
-  # Authentic from here on: the bytes the backup stored. Still checked, never assumed.
-  limit=$((SEGMENT_BASE_BYTES + cells * SEGMENT_BYTES_PER_CELL))
-  set +e
-  gzip -dc <"$copy" 2>/dev/null | head -c "$((limit + 1))" >"$plain"
-  status=${PIPESTATUS[0]}
-  [[ $errexit != *e* ]] || set -e
-  (($(stat -L -c '%s' -- "$plain") <= limit)) ||
-    { echo "it inflates to more than the $limit bytes its $cells cell(s) allow, so it was not read further"; return 6; }
-  ((status == 0)) || { echo 'the object is not one complete gzip file'; return 6; }
+# segment_refused RC INDEX WHY: reports segment INDEX of the batch (check_segment_batch's
+# arrays) as unusable, and counts it.
+segment_refused() {
+  local segment key
+  IFS=$'\t' read -r segment key < <(jq -r '[.id, .key] | @tsv' <<<"${batch_entries[$2]}" 2>/dev/null || true)
+  segment_failed "$1" "$segment" "$key" "$3"
+  if (($1 == 4)); then SEGMENTS_MISSING=$((SEGMENTS_MISSING + 1)); else SEGMENTS_DAMAGED=$((SEGMENTS_DAMAGED + 1)); fi
+}
+
+# check_segment_batch EMIT OUT: check_segments for the segments in batch_fields and
+# batch_entries (its caller's): per segment one bounded copy and one capped inflate, the
+# rest (sizes, sha256s, line counts, and every JSON check) once for the whole batch.
+check_segment_batch() {
+  local emit=$1 out=$2 dir=$WORK/batch i n=${#batch_entries[@]} key sha size cells path limit status errexit=$-
+  local keys=() shas=() sizes=() caps=() copied=() actual=() sums=() inflated=() plains=() counts=() parts=() line why
+  rm -rf -- "$dir"
+  mkdir -- "$dir"
+  SEGMENTS_TRIED=$((SEGMENTS_TRIED + n))
+  for ((i = 0; i < n; i++)); do
+    if [[ ${batch_fields[i]} == - ]]; then
+      segment_refused 6 "$i" 'the manifest lists it with members that are not those of a lethe segment entry'
+      continue
+    fi
+    IFS=$'\t' read -r key sha size cells <<<"${batch_fields[i]}"
+    keys[i]=$key shas[i]=$sha sizes[i]=$size caps[i]=$((SEGMENT_BASE_BYTES + cells * SEGMENT_BYTES_PER_CELL))
+    object_path "$key" path
+    if [[ ! -f $path ]]; then
+      segment_refused 4 "$i" "its object $key is missing under $OBJECTS; copy it from the bucket (aws s3 cp s3://BUCKET/$key $path)"
+      continue
+    fi
+    head -c "$((size + 1))" -- "$path" >"$dir/$i.gz"
+    copied+=("$i")
+  done
+  ((${#copied[@]} > 0)) || return 0
+  # The copies' sizes, then their sha256s: one stat and one sha256sum for the batch.
+  mapfile -t actual < <(cd -- "$dir" && stat -L -c '%s' -- "${copied[@]/%/.gz}")
+  mapfile -t sums < <(cd -- "$dir" && sha256sum -- "${copied[@]/%/.gz}")
+  ((${#actual[@]} == ${#copied[@]} && ${#sums[@]} == ${#copied[@]})) ||
+    die 1 "could not read the copies of the segment objects in $dir"
+  for ((n = 0; n < ${#copied[@]}; n++)); do
+    i=${copied[n]} size=${sizes[i]}
+    if ((actual[n] != size)); then
+      ((actual[n] < size)) && why="the object is ${actual[n]} bytes, the manifest lists $size: the copy is truncated, or the object was replaced" ||
+        why="the object is larger than the $size bytes the manifest lists: it was modified or replaced after the backup"
+      segment_refused 6 "$i" "$why"
+      continue
+    fi
+    # sha256sum prints `<hash>  <name>` (a name with a backslash is escaped: never one of these).
+    if [[ ${sums[n]%% *} != "${shas[i]}" ]]; then
+      segment_refused 6 "$i" "the object hashes to ${sums[n]%% *}, the manifest lists ${shas[i]}: it was modified or replaced after the backup"
+      continue
+    fi
+    # Authentic from here on: the bytes the backup stored. Still checked, never assumed.
+    limit=${caps[i]}
+    set +e
+    gzip -dc <"$dir/$i.gz" 2>/dev/null | head -c "$((limit + 1))" >"$dir/$i.json"
+    status=${PIPESTATUS[0]}
+    [[ $errexit != *e* ]] || set -e
+    if ((status != 0)); then
+      # Unless it was cut off at the cap (head stops gzip early): the size check below says so.
+      (($(stat -L -c '%s' -- "$dir/$i.json") > limit)) ||
+        { segment_refused 6 "$i" 'the object is not one complete gzip file'; continue; }
+    fi
+    inflated+=("$i")
+  done
+  ((${#inflated[@]} > 0)) || return 0
+  # The inflated sizes (the cap) and newline counts: one stat and one wc for the batch.
+  mapfile -t actual < <(cd -- "$dir" && stat -L -c '%s' -- "${inflated[@]/%/.json}")
+  mapfile -t counts < <(cd -- "$dir" && wc -l -- "${inflated[@]/%/.json}")
+  ((${#actual[@]} == ${#inflated[@]} && ${#counts[@]} >= ${#inflated[@]})) ||
+    die 1 "could not read the inflated segment objects in $dir"
+  # The stream jq reads, per segment: `{"i":INDEX,"n":NEWLINES,"e":ENTRY}`, its text, and a
+  # newline of ours. The line after its NEWLINES lines is then empty when the text ends with
+  # a newline, and the text's unterminated last line otherwise: jq never loses its place.
+  printf '\n' >"$dir/nl"
+  for ((n = 0; n < ${#inflated[@]}; n++)); do
+    i=${inflated[n]} line=${counts[n]}
+    line=${line#"${line%%[! ]*}"}
+    if ((actual[n] > caps[i])); then
+      segment_refused 6 "$i" "it inflates to more than the ${caps[i]} bytes its $(((caps[i] - SEGMENT_BASE_BYTES) / SEGMENT_BYTES_PER_CELL)) cell(s) allow, so it was not read further"
+      continue
+    fi
+    printf '{"i":%d,"n":%d,"e":%s}\n' "$i" "${line%% *}" "${batch_entries[i]}" >"$dir/$i.head"
+    parts+=("$i.head" "$i.json" nl)
+  done
+  ((${#parts[@]} > 0)) || return 0
   # shellcheck disable=SC2016 # $-names below are jq variables
-  if ! problem=$(jq -rRs --argjson e "$entry" --arg format "$SEGMENT_FORMAT" --arg emit "$emit" '
-    def fail($m): error($m);
+  (cd -- "$dir" && cat -- "${parts[@]}") | jq -nrR --argjson count "$((${#parts[@]} / 3))" --arg format "$SEGMENT_FORMAT" --arg emit "$emit" '
     # jq 1.6 lets a `try` catch errors raised after it in the pipeline: confined to an array,
     # it catches only fromjson'"'"'s own. null (never a valid header or cell) means "not JSON".
     def parsed: [try fromjson catch null][0];
@@ -444,43 +525,57 @@ segment_cells() {
       and (.sha256 | type == "string" and test("^[0-9a-f]{64}$"))
       and (.offset | count) and (.bytesPlain | count) and (.length | count and . > 0) and (.rows | count and . > 0)
       and (.reused | type == "boolean");
-    . as $text
-    | if ($text | endswith("\n") | not) then fail("it does not end with a newline") else . end
-    | ($text | split("\n") | .[0:-1]) as $l
-    | ($l | length) as $n
-    | if $n < 4 or $l[0] != "{\"format\":\"\($format)\"," or $l[2] != "\"cells\":[" or $l[$n - 1] != "]}"
-         or ($l[1] | startswith("\"segment\":") and endswith(",") | not)
-      then fail("it is not laid out as a \($format) object") else . end
-    | ($l[1] | ltrimstr("\"segment\":") | .[0:-1] | parsed) as $h
-    | if ($h | type != "object") or ($h | keys != ["id", "period", "snapshot", "table", "tenant"]) then
-        fail("line 2: its header is not {id, table, tenant, period, snapshot}")
-      elif [$h.id, $h.table, $h.tenant, $h.period, $h.snapshot] != [$e.id, $e.table, $e.tenant, $e.period, $e.snapshot] then
-        fail("it describes segment \($h.id) (\($h.table), tenant \($h.tenant), period \($h.period)) of snapshot \($h.snapshot), not what the manifest lists: \($e.id) (\($e.table), tenant \($e.tenant), period \($e.period)) of snapshot \($e.snapshot)")
-      else . end
-    | (reduce range(3; $n - 1) as $i ({last: "", rows: 0, bytes: 0};
-        $l[$i] as $line
-        | (if $i == $n - 2 then $line
-           elif ($line | endswith(",")) then $line[0:-1]
-           else fail("line \($i + 1): a cell entry other than the last ends without a comma") end) as $t
-        | ($t | parsed) as $c
-        | if $c == null then fail("line \($i + 1): not JSON (one entry per line, a comma after each but the last)")
-          elif ($c | lethe_cell | not) then fail("line \($i + 1): not a lethe cell entry")
-          elif $c.table != $e.table or $c.tenant != $e.tenant or ($c.id | startswith($e.id + "/") | not) then
-            fail("line \($i + 1): cell \($c.id) (\($c.table), tenant \($c.tenant)) does not belong to segment \($e.id)")
-          elif $c.id <= .last then fail("line \($i + 1): cell \($c.id) is out of order or listed twice")
-          else .last = $c.id | .rows += $c.rows | .bytes += $c.bytesPlain end)) as $sum
-    | if $n - 4 != $e.cells or $sum.rows != $e.rows or $sum.bytes != $e.bytesPlain then
-        fail("it lists \($n - 4) cells, \($sum.rows) rows and \($sum.bytes) plaintext bytes, the manifest \($e.cells), \($e.rows) and \($e.bytesPlain)")
-      else $l[3:$n - 1][] | rtrimstr(",") | if $emit == "list" then fromjson | [.id, .table, .rows] | @tsv else . end end' \
-    <"$plain" 2>&1 >"$out"); then
-    : >"$out"
-    # jq prints `jq: error (at <stdin>:N): <message>`.
-    echo "${problem#*): }"
-    return 6
+    # The lines of one segment ($l, without their newlines; $ends: whether its text ends with
+    # one) checked against its manifest entry $e: its cells as EMIT asks, or an error.
+    def cells($l; $ends; $e):
+      def fail($m): error($m);
+      ($l | length) as $n
+      | if ($ends | not) then fail("it does not end with a newline") else . end
+      | if $n < 4 or $l[0] != "{\"format\":\"\($format)\"," or $l[2] != "\"cells\":[" or $l[$n - 1] != "]}"
+           or ($l[1] | startswith("\"segment\":") and endswith(",") | not)
+        then fail("it is not laid out as a \($format) object") else . end
+      | ($l[1] | ltrimstr("\"segment\":") | .[0:-1] | parsed) as $h
+      | if ($h | type != "object") or ($h | keys != ["id", "period", "snapshot", "table", "tenant"]) then
+          fail("line 2: its header is not {id, table, tenant, period, snapshot}")
+        elif [$h.id, $h.table, $h.tenant, $h.period, $h.snapshot] != [$e.id, $e.table, $e.tenant, $e.period, $e.snapshot] then
+          fail("it describes segment \($h.id) (\($h.table), tenant \($h.tenant), period \($h.period)) of snapshot \($h.snapshot), not what the manifest lists: \($e.id) (\($e.table), tenant \($e.tenant), period \($e.period)) of snapshot \($e.snapshot)")
+        else . end
+      | (reduce range(3; $n - 1) as $i ({last: "", rows: 0, bytes: 0};
+          $l[$i] as $line
+          | (if $i == $n - 2 then $line
+             elif ($line | endswith(",")) then $line[0:-1]
+             else fail("line \($i + 1): a cell entry other than the last ends without a comma") end) as $t
+          | ($t | parsed) as $c
+          | if $c == null then fail("line \($i + 1): not JSON (one entry per line, a comma after each but the last)")
+            elif ($c | lethe_cell | not) then fail("line \($i + 1): not a lethe cell entry")
+            elif $c.table != $e.table or $c.tenant != $e.tenant or ($c.id | startswith($e.id + "/") | not) then
+              fail("line \($i + 1): cell \($c.id) (\($c.table), tenant \($c.tenant)) does not belong to segment \($e.id)")
+            elif $c.id <= .last then fail("line \($i + 1): cell \($c.id) is out of order or listed twice")
+            else .last = $c.id | .rows += $c.rows | .bytes += $c.bytesPlain end)) as $sum
+      | if $n - 4 != $e.cells or $sum.rows != $e.rows or $sum.bytes != $e.bytesPlain then
+          fail("it lists \($n - 4) cells, \($sum.rows) rows and \($sum.bytes) plaintext bytes, the manifest \($e.cells), \($e.rows) and \($e.bytesPlain)")
+        else [$l[3:$n - 1][] | rtrimstr(",") | if $emit == "list" then fromjson | [.id, .table, .rows] | @tsv else . end] end;
+    range($count)
+    | (input | fromjson) as $s
+    | [range($s.n) | input] as $l
+    | input as $last
+    # `C<TAB>line` per cell, or `F<TAB>index<TAB>why as a JSON string` for a segment refused.
+    | ([try {cells: cells($l; $last == "" and $s.n > 0; $s.e)} catch {why: .}][0]) as $r
+    | if $r.cells != null then "C\t" + $r.cells[] else "F\t\($s.i)\t\($r.why | tojson)" end' >"$dir/checked" ||
+    die 1 "jq could not check the segment objects of batch $dir; report it, with the jq version (jq --version)"
+  # The cells in order into OUT; the refusals (few) reported.
+  awk -v out="$out" -v refused="$dir/refused" '
+    substr($0, 1, 2) == "C\t" { if (out == "-") print substr($0, 3); else print substr($0, 3) >>out; next }
+    { print >refused }' "$dir/checked"
+  if [[ -s $dir/refused ]]; then
+    while IFS=$'\t' read -r _ i why; do
+      segment_refused 6 "$i" "$(jq -r '.' <<<"$why")"
+    done <"$dir/refused"
   fi
+  rm -rf -- "$dir"
 }
 
-# segment_failed RC ID KEY WHY: reports a segment segment_cells refused (RC 4 or 6).
+# segment_failed RC ID KEY WHY: reports a segment check_segments refused (RC 4 or 6).
 segment_failed() {
   if (($1 == 4)); then
     printf '%s: error: segment %s of manifest %s: %s\n' "$PROG" "$2" "$MANIFEST" "$4" >&2
@@ -495,7 +590,7 @@ segment_failed() {
 # (`<table>/<tenant>/<period>`), fetched and checked; exits 4 or 6 when that segment cannot
 # be used. Call as `line=$(cell_entry …) || exit`.
 cell_entry() {
-  local id=$1 filter=$2 segment entry fields why rc=0
+  local id=$1 filter=$2 segment entry
   if [[ $FORMAT == "$MANIFEST_V3" ]]; then
     manifest_entry "$id" table cells "$filter" || true
     return 0
@@ -504,12 +599,10 @@ cell_entry() {
   segment=${BASH_REMATCH[1]}
   entry=$(manifest_entry "$segment" table segments 'tojson' || true)
   [[ -n $entry ]] || return 0
-  fields=$(jq -r "$SEGMENT_FIELDS" <<<"$entry")
-  why=$(segment_cells "$entry" "$fields" "$WORK/segment.cells" cells) || rc=$?
-  if ((rc != 0)); then
-    segment_failed "$rc" "$segment" "$(jq -r '.key' <<<"$entry")" "$why"
-    exit "$rc"
-  fi
+  jq -r "($SEGMENT_FIELDS), tojson" <<<"$entry" >"$WORK/segment.selected"
+  check_segments "$WORK/segment.selected" cells "$WORK/segment.cells"
+  ((SEGMENTS_DAMAGED == 0)) || exit 6
+  ((SEGMENTS_MISSING == 0)) || exit 4
   jq -rn --arg id "$id" "first(inputs | select(.id == \$id)) // empty | $filter" <"$WORK/segment.cells" || true
 }
 
@@ -527,7 +620,6 @@ list_cells() {
     return
   fi
   need_objects
-  local entry fields segment key why rc tried=0 missing=0 damaged=0
   section segments >"$WORK/segments"
   # Two lines per selected segment: its SEGMENT_FIELDS, then the entry itself.
   # shellcheck disable=SC2016 # $-names below are jq variables
@@ -535,18 +627,9 @@ list_cells() {
     select(($table == "" or .table == $table) and ($tenant == "" or .tenant == $tenant))
     | ('"$SEGMENT_FIELDS"'), tojson' "$WORK/segments" >"$WORK/selected" 2>/dev/null ||
     die 6 "manifest $MANIFEST is signed, but its segments list is not one JSON entry per line: lethe does not write it so; report it, and use another snapshot"
-  while IFS= read -r fields && IFS= read -r entry; do
-    tried=$((tried + 1))
-    rc=0
-    why=$(segment_cells "$entry" "$fields" "$WORK/segment.cells" list) || rc=$?
-    if ((rc != 0)); then
-      IFS=$'\t' read -r segment key < <(jq -r '[.id, .key] | @tsv' <<<"$entry")
-      segment_failed "$rc" "$segment" "$key" "$why"
-      if ((rc == 4)); then missing=$((missing + 1)); else damaged=$((damaged + 1)); fi
-      continue
-    fi
-    cat -- "$WORK/segment.cells"
-  done <"$WORK/selected"
+  # The cells go straight to stdout, in manifest order (only those of segments that check out).
+  check_segments "$WORK/selected" list -
+  local damaged=$SEGMENTS_DAMAGED missing=$SEGMENTS_MISSING tried=$SEGMENTS_TRIED
   ((damaged == 0)) ||
     die 6 "$damaged of the $tried segment(s) of manifest $MANIFEST cannot be used (each is named above); the cells of the others are listed"
   ((missing == 0)) ||
