@@ -221,6 +221,41 @@ async function* fingerprintRows(reader: pg.Client, sql: string, level: 'segment'
 }
 
 /** A segment whose fingerprint changed (or every segment, on a full read): what the run did to it. */
+/**
+ * Queues the vault record of a copy this run wrote (a row cell or a file cell) and marks the
+ * copy it replaces as superseded by this run.
+ */
+function recordWritten(
+  pending: { copies: NewCellCopy[]; superseded: string[] },
+  state: { readonly id: string; superseded: number },
+  outcome: Extract<CellOutcome, { kind: 'written' }>,
+): void {
+  const { entry, tuple } = outcome;
+  pending.copies.push({
+    segment: state.id,
+    id: entry.id,
+    table: entry.table,
+    tenant: tuple.tenant,
+    class: tuple.class,
+    period: tuple.period,
+    author: tuple.author,
+    key: entry.key,
+    encapsulation: entry.enc,
+    pack: entry.pack,
+    offset: entry.offset,
+    length: entry.length,
+    sha256: entry.sha256,
+    rows: entry.rows,
+    bytesPlain: entry.bytesPlain,
+    digest: outcome.digest,
+    fingerprint: outcome.fingerprint,
+  });
+  if (outcome.prior !== undefined) {
+    pending.superseded.push(outcome.prior.copyId);
+    state.superseded += 1;
+  }
+}
+
 interface SegmentState {
   readonly id: string;
   readonly tenant: string | null;
@@ -649,34 +684,12 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
             pending.fingerprints.push({ copyId: outcome.prior.copyId, fingerprint: outcome.fingerprint });
           }
         } else {
-          const { entry, tuple } = outcome;
+          const { entry } = outcome;
           totals.rowsRead += entry.rows;
           totals.bytesRead += entry.bytesPlain;
           totals.written += 1;
           totals.bytesStored += entry.length;
-          pending.copies.push({
-            segment: state.id,
-            id: entry.id,
-            table: entry.table,
-            tenant: tuple.tenant,
-            class: tuple.class,
-            period: tuple.period,
-            author: tuple.author,
-            key: entry.key,
-            encapsulation: entry.enc,
-            pack: entry.pack,
-            offset: entry.offset,
-            length: entry.length,
-            sha256: entry.sha256,
-            rows: entry.rows,
-            bytesPlain: entry.bytesPlain,
-            digest: outcome.digest,
-            fingerprint: outcome.fingerprint,
-          });
-          if (outcome.prior !== undefined) {
-            pending.superseded.push(outcome.prior.copyId);
-            state.superseded += 1;
-          }
+          recordWritten(pending, state, outcome);
         }
         if (pendingCount() >= CELL_ROWS_BATCH) await flushRows();
         if (totals.read % 500 === 0) {
@@ -928,36 +941,14 @@ async function writeTables(c: WriteContext): Promise<WriteOutcome> {
             open.reused.push(outcome.prior.copyId);
             return;
           case 'written': {
-            const { entry, tuple } = outcome;
+            const { entry } = outcome;
             blobTotals.written += 1;
             blobTotals.bytesPlain += entry.bytesPlain;
             totals.written += 1;
             totals.bytesStored += entry.length;
             open.entries.push(entry);
             open.written += 1;
-            pending.copies.push({
-              segment: state.id,
-              id: entry.id,
-              table: entry.table,
-              tenant: tuple.tenant,
-              class: tuple.class,
-              period: tuple.period,
-              author: tuple.author,
-              key: entry.key,
-              encapsulation: entry.enc,
-              pack: entry.pack,
-              offset: entry.offset,
-              length: entry.length,
-              sha256: entry.sha256,
-              rows: entry.rows,
-              bytesPlain: entry.bytesPlain,
-              digest: outcome.digest,
-              fingerprint: outcome.fingerprint,
-            });
-            if (outcome.prior !== undefined) {
-              pending.superseded.push(outcome.prior.copyId);
-              state.superseded += 1;
-            }
+            recordWritten(pending, state, outcome);
           }
         }
       };
