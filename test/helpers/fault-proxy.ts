@@ -25,6 +25,10 @@ import type { AddressInfo, Socket } from 'node:net';
  *
  * Arrival order decides which request gets which draw, so runs with concurrent requests
  * are reproducible in their fault rate, not request for request.
+ *
+ * A retry counts as one "on 403" or "on 404" only when the client received that answer
+ * whole: a stall, or a reset or early end inside the body, hides whatever the server said
+ * (an answer with no body to cut inside, such as a HEAD's, is dropped before its headers).
  */
 
 export const FAULT_KINDS = [
@@ -166,7 +170,11 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       out.end(body);
     });
 
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  /**
+   * `socket` is the request's connection, taken when the request arrives: `req.socket` is
+   * null once the request stream has been destroyed (as leaving a `for await` over it early does).
+   */
+  const handle = async (req: IncomingMessage, res: ServerResponse, socket: Socket): Promise<void> => {
     const method = req.method ?? '';
     const url = new URL(req.url ?? '/', 'http://proxy');
     const declared = Number(req.headers['content-length'] ?? 0);
@@ -186,7 +194,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
         if (seen >= declared / 2) break;
       }
       note(method, url, req, undefined, 0, true);
-      req.socket.destroy();
+      socket.destroy();
       return;
     }
     const body = await readAll(req);
@@ -215,12 +223,12 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       return;
     }
     if (fault === 'stall' && isComplete(method, url)) {
-      stall(res);
+      stall(socket);
       finish(0, true);
       return;
     }
     if (fault === 'resetResponse' && isComplete(method, url)) {
-      req.socket.destroy();
+      socket.destroy();
       finish(0, true);
       return;
     }
@@ -229,31 +237,36 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     try {
       answer = await forward(req, body);
     } catch {
-      req.socket.destroy();
+      socket.destroy();
       finish(0, true);
       return;
     }
+    // The status recorded is the one the client received in a complete answer. A stall, or a
+    // reset or early end inside the body, leaves it with no answer whatever the server said:
+    // re-sending then is a retry after a transport failure, not a retry of a 403 or 404.
     finish(answer.status, fault !== undefined);
     const headers = { ...answer.headers };
+    const half = answer.body.subarray(0, Math.floor(answer.body.byteLength / 2));
     switch (fault) {
       case 'stall':
-        stall(res);
+        stall(socket);
+        finish(0, true);
         return;
-      case 'resetResponse': {
-        res.writeHead(answer.status, headers);
-        res.write(answer.body.subarray(0, Math.floor(answer.body.byteLength / 2)));
-        setImmediate(() => res.socket?.destroy());
-        return;
-      }
+      case 'resetResponse':
       case 'truncateHonest': {
+        finish(0, true);
+        if (half.byteLength === 0) {
+          // Nothing to cut inside (a HEAD, an empty body): the connection drops before the answer.
+          socket.destroy();
+          return;
+        }
         res.writeHead(answer.status, headers);
-        res.write(answer.body.subarray(0, Math.floor(answer.body.byteLength / 2)));
-        // Ends the connection cleanly, short of the Content-Length it announced.
-        setImmediate(() => res.socket?.end());
+        res.write(half);
+        // A reset mid-body, or (truncateHonest) a clean end short of the Content-Length it announced.
+        setImmediate(() => (fault === 'resetResponse' ? socket.destroy() : socket.end()));
         return;
       }
       case 'truncateDishonest': {
-        const half = answer.body.subarray(0, Math.floor(answer.body.byteLength / 2));
         headers['content-length'] = String(half.byteLength);
         res.writeHead(answer.status, headers);
         res.end(half);
@@ -296,16 +309,18 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     return entry;
   }
 
-  function stall(res: ServerResponse): void {
+  function stall(socket: Socket): void {
     const timer = setTimeout(() => {
       timers.delete(timer);
-      res.socket?.destroy();
+      socket.destroy();
     }, options.stallMs);
     timers.add(timer);
   }
 
   const server = createServer((req, res) => {
-    handle(req, res).catch(() => req.socket.destroy());
+    const socket = req.socket;
+    // Whatever fails here (a client that hung up first, say) ends that connection, nothing more.
+    handle(req, res, socket).catch(() => socket.destroy());
   });
   server.on('connection', (socket) => {
     sockets.add(socket);
