@@ -84,7 +84,7 @@ export const backupCommand: Command = {
         ctx.out(`completed with findings: ${b.findings} file(s) could not be backed up (their rows are in the snapshot):`);
         for (const f of result.findings) {
           const key = Object.entries(f.primaryKey).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ');
-          ctx.out(`  ${f.kind}: table ${f.table} (${key}), location ${JSON.stringify(f.location)} in store ${f.store}: ${f.problem}`);
+          ctx.out(`  ${f.kind}: table ${f.table} (${key}), ${f.location === '' ? 'location not kept (found by a shard)' : `location ${JSON.stringify(f.location)}`} in store ${f.store}: ${f.problem}`);
         }
         if (result.findings.length < b.findings) ctx.out(`  … and ${b.findings - result.findings.length} more (see the backup's audit entry)`);
       }

@@ -1686,7 +1686,11 @@ export async function runBackupShard(options: BackupOptions, shard: ShardOptions
           log: runLog,
         });
         for (const client of readers) await client.query('COMMIT');
-        await vault.finishBackupShard(snapshotId, shard.index, { result: { ...written } });
+        // The shard's result goes through the vault to the coordinator: a finding's location
+        // names a file (often after its uploader) and must not be kept where no erasure
+        // reaches, so it crosses without it (the table, row key and problem still say which).
+        const findings = written.findings.map((f) => ({ ...f, location: '' }));
+        await vault.finishBackupShard(snapshotId, shard.index, { result: { ...written, findings } });
         runLog.info(written, 'shard done');
         return { snapshotId, shard: shard.index, shards: shard.of, ...written, durationMs: Date.now() - started };
       } finally {

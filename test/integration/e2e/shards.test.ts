@@ -1,5 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, restore, initialize, verify } from '../../../src/jobs/tasks.ts';
 import type { BackupResult, ShardResult } from '../../../src/snapshot/index.ts';
@@ -142,6 +144,25 @@ describe('a backup written by three shard workers', () => {
     const checked = await verify(env.rt, { snapshot: 'latest', actor: 'e2e' });
     expect(checked.findings).toEqual([]);
     expect(checked.ok).toBe(true);
+  });
+
+  it('a file missing from the chat store is a finding of the shard that meets it, and its location is never kept in the vault', async () => {
+    await waitForAdvisoryLocksReleased(env.vaultDb.name);
+    const location = await queryValue<string>(env.chat.url, 'SELECT object_key AS v FROM public.files ORDER BY id LIMIT 1');
+    await rm(join(env.filesDir, location));
+    const coordinator = run(env, ['--coordinate', String(SHARDS), '--full-read']);
+    const outs = await Promise.all(Array.from({ length: SHARDS }, (_, i) => run(env, ['--shard', `${i}/${SHARDS}`, '--wait', '60']).done));
+    // Workers hand their findings to the coordinator, which judges the snapshot.
+    expect(outs.map((o) => o.code)).toEqual([0, 0, 0]);
+    const done = await coordinator.done;
+    expect(done.code, done.stderr).toBe(3);
+    const result = JSON.parse(done.stdout) as BackupResult;
+    expect(result.findings.map((f) => [f.table, f.kind, f.location])).toEqual([['files', 'missing', '']]);
+    const kept = await queryValue<string>(env.vaultDb.url, `SELECT string_agg(coalesce(result::text, ''), ' ') AS v FROM lethe.backup_shards`);
+    expect(kept).toContain('"missing"');
+    expect(kept).not.toContain(location);
+    const stats = await queryValue<string>(env.vaultDb.url, `SELECT stats::text AS v FROM lethe.snapshots WHERE id = '${result.snapshotId}'`);
+    expect(stats).not.toContain(location);
   });
 
   it('refuses a malformed shard and a worker with nothing to join, naming the fix', async () => {
