@@ -60,7 +60,12 @@ export class Pkcs11MasterKeys implements MasterKeyProvider {
     try {
       lib = createRequire(import.meta.url)('pkcs11js') as Pkcs11Module;
     } catch (err) {
-      throw wrapForeign(ErrorCode.MASTER_KEY, 'loading the PKCS#11 binding (npm package pkcs11js)', err);
+      // An optional dependency: npm ci skips it where it cannot compile it.
+      throw wrapForeign(
+        ErrorCode.MASTER_KEY,
+        'loading the PKCS#11 binding (npm package pkcs11js, built at install; without a C++ compiler, make and python3 npm ci skips it: install them, e.g. `apt-get install g++ make python3`, then run `npm rebuild pkcs11js`)',
+        err,
+      );
     }
     // Cryptoki is initialised once per process and module; every provider opens its own session.
     let p11 = LOADED.get(this.options.module);
