@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLetheEnv, expectExit, fileDigests, REPO_ROOT, type CliResult, type LetheEnv, type TestDatabase } from '../../helpers/lethe-env.ts';
 import { createTinyChatTemplate } from '../e2e/tiny-chat-store.ts';
+import { holdDemoDefaultPort } from '../../helpers/ports.ts';
 
 /**
  * What a person and a script see of the CLI: usage errors, the progress line on a terminal
@@ -51,9 +52,12 @@ function frames(text: string): string[] {
 describe('lethe output for people and scripts', () => {
   let template: TestDatabase;
   let env: LetheEnv;
+  let releaseDemoPort: () => Promise<void> = () => Promise.resolve();
   const cli = (args: readonly string[], options?: Parameters<LetheEnv['cli']>[1]): Promise<CliResult> => env.cli([...args, '--config', env.configPath], options);
 
   beforeAll(async () => {
+    // The demo below must not race another test file's demo for the default port.
+    releaseDemoPort = await holdDemoDefaultPort();
     template = await createTinyChatTemplate('cli_output_tpl');
     env = await createLetheEnv({ template: template.name });
   });
@@ -61,6 +65,7 @@ describe('lethe output for people and scripts', () => {
   afterAll(async () => {
     await env.cleanup();
     await template.drop();
+    await releaseDemoPort();
   });
 
   describe('usage errors', () => {

@@ -39,6 +39,7 @@ import {
 } from '../../../src/manifest/index.ts';
 import { schemaToDdl, type SchemaDescription } from '../../../src/mapping/index.ts';
 import { freePort, portIsFree } from '../../../src/util/net.ts';
+import { holdDemoDefaultPort } from '../../helpers/ports.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SCRIPT = join(ROOT, 'runbooks', 'dr-decrypt.sh');
@@ -494,6 +495,7 @@ const SYNTHETIC_HEADER: SnapshotHeader = {
 
 describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => {
   let dir = '';
+  let releaseDemoPort: () => Promise<void> = () => Promise.resolve();
   let server: EmbeddedPostgres | undefined;
   let chat: pg.Client | undefined;
   let keysExport: string;
@@ -592,6 +594,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
   };
 
   beforeAll(async () => {
+    releaseDemoPort = await holdDemoDefaultPort();
     dir = await mkdtemp(join(tmpdir(), 'lethe-dr-'));
     // When tests run as root the embedded server runs as `postgres`, which must reach DIR.
     await chmod(dir, 0o755);
@@ -642,6 +645,7 @@ describe('runbooks/dr-decrypt.sh: a demo snapshot read with stock tools', () => 
   afterAll(async () => {
     await chat?.end();
     await server?.stop();
+    await releaseDemoPort();
     if (dir !== '') {
       expect(await exists(join(dir, 'pg', 'postmaster.pid'))).toBe(false);
       await rm(dir, { recursive: true, force: true });
