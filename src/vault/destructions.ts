@@ -183,38 +183,19 @@ export async function vacuumKeyTables(
   // runs: one that was already running anywhere in the cluster when the key was destroyed
   // (PostgreSQL keeps rows deleted after the oldest running xid), or an older snapshot in
   // this database. So first wait, briefly, for those to end; every later apply vacuums again.
-  // PostgreSQL's horizon for a database's own tables counts only that database's sessions and
-  // prepared transactions, replication slots, and sessions of no database (hot standby
-  // feedback). A role that sees every session's xmin (superuser, pg_read_all_stats) waits for
-  // exactly those; any other role sees only its own sessions' and waits for every older
-  // transaction in the cluster (pg_current_snapshot's xmin), which on a server shared with
-  // the chat store includes each backup's long snapshot there.
   const deadline = Date.now() + (options.waitMs ?? 60_000);
-  const { rows } = await query<{ next: string; sees: boolean }>(
-    ctx.pool,
-    'reading the transaction horizon',
-    `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next,
-            pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS sees`,
-  );
+  const { rows } = await query<{ next: string }>(ctx.pool, 'reading the transaction horizon', `SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next`);
   const target = rows[0]?.next ?? '0';
-  const older = (xid: string): string => `age(${xid}) > age(($1::xid8::text::numeric % 4294967296)::text::xid)`;
-  const horizon =
-    rows[0]?.sees === true
-      ? `EXISTS (SELECT 1 FROM pg_stat_activity
-                  WHERE (datname = current_database() OR datid IS NULL) AND pid <> pg_backend_pid()
-                    AND (${older('backend_xmin')} OR ${older('backend_xid')}))
-         OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database() AND ${older('transaction')})
-         OR EXISTS (SELECT 1 FROM pg_replication_slots WHERE ${older('xmin')})`
-      : `pg_snapshot_xmin(pg_current_snapshot()) < $1::xid8
-         OR EXISTS (SELECT 1 FROM pg_stat_activity
-                     WHERE datname = current_database() AND pid <> pg_backend_pid()
-                       AND backend_xmin IS NOT NULL AND ${older('backend_xmin')})`;
   let clean = false;
   for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
     const { rows: waiting } = await query<{ older: boolean }>(
       ctx.pool,
       'checking for transactions older than the destruction',
-      `SELECT ${horizon} AS older`,
+      `SELECT pg_snapshot_xmin(pg_current_snapshot()) < $1::xid8
+           OR EXISTS (SELECT 1 FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()
+                         AND backend_xmin IS NOT NULL
+                         AND age(backend_xmin) > age(($1::xid8::text::numeric % 4294967296)::text::xid)) AS older`,
       [target],
     );
     if (waiting[0]?.older !== true) {
