@@ -8,7 +8,7 @@ export default defineConfig({
     // build-dist first: tests spawn bin/lethe.js, which runs dist/, compiled from the current sources.
     globalSetup: ['test/helpers/build-dist.ts', 'test/helpers/global-setup.ts'],
     pool: 'forks',
-    maxWorkers: 2,
+    maxWorkers: 3,
     reporters: ['default'],
   },
 });
