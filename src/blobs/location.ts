@@ -1,3 +1,5 @@
+import { sep } from 'node:path';
+
 /**
  * A blob's location, as a row of the chat store gives it: a key relative to its blob store.
  * The value comes from the chat store and is untrusted: a location that could name
@@ -28,4 +30,9 @@ export function locationProblem(location: string): string | null {
     if (Buffer.byteLength(segment, 'utf8') > MAX_SEGMENT_BYTES) return `has a segment longer than ${MAX_SEGMENT_BYTES} bytes`;
   }
   return null;
+}
+
+/** True when `path` lies strictly below the directory `root` (both absolute, resolved). */
+export function isInside(root: string, path: string): boolean {
+  return path.startsWith(root === sep ? sep : `${root}${sep}`);
 }

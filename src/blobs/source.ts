@@ -1,10 +1,10 @@
 import { constants } from 'node:fs';
 import { open, readlink, realpath, stat } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { join } from 'node:path';
 import { parseBlobStoreUrl, type BlobStoreConfig } from '../config/index.ts';
 import { ErrorCode, LetheError, isLetheError } from '../errors/index.ts';
 import { createS3Store, type ObjectStore } from '../storage/index.ts';
-import { locationProblem } from './location.ts';
+import { isInside, locationProblem } from './location.ts';
 
 /** Why a blob could not be read: gone, refused (permissions, not a file), or outside its store. */
 export type BlobProblemKind = 'missing' | 'unreadable' | 'escapes';
@@ -60,7 +60,18 @@ export async function openBlobSource(name: string, config: BlobStoreConfig): Pro
   if (config.accessKeyId === undefined || config.secretAccessKey === undefined) {
     throw new LetheError(ErrorCode.CONFIG_INVALID, `chatStore.blobStores.${name}: an s3:// store needs accessKeyId and secretAccessKey`);
   }
-  const store = createS3Store({
+  return s3Source(blobS3Store(where, { ...config, accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey }));
+}
+
+/**
+ * The object store at `where` (a bucket and prefix) with a blob store entry's endpoint,
+ * region, credentials and retries: what a blob source reads and an S3 restore target writes.
+ */
+export function blobS3Store(
+  where: { readonly bucket: string; readonly prefix: string },
+  config: BlobStoreConfig & { readonly accessKeyId: string; readonly secretAccessKey: string },
+): ObjectStore {
+  return createS3Store({
     bucket: where.bucket,
     prefix: where.prefix,
     region: config.region,
@@ -72,12 +83,8 @@ export async function openBlobSource(name: string, config: BlobStoreConfig): Pro
     ...(config.sessionToken === undefined ? {} : { sessionToken: config.sessionToken }),
     ...(config.caFile === undefined ? {} : { caFile: config.caFile }),
   });
-  return s3Source(store);
 }
 
-function inside(root: string, path: string): boolean {
-  return path.startsWith(root === sep ? sep : `${root}${sep}`);
-}
 
 function directorySource(root: string): BlobSource {
   return {
@@ -86,7 +93,7 @@ function directorySource(root: string): BlobSource {
       const problem = locationProblem(location);
       if (problem !== null) return { ok: false, kind: 'escapes', problem: `location ${problem}` };
       const path = join(root, location);
-      if (!inside(root, path)) return { ok: false, kind: 'escapes', problem: 'location leaves the store' };
+      if (!isInside(root, path)) return { ok: false, kind: 'escapes', problem: 'location leaves the store' };
       let handle;
       try {
         // O_NOFOLLOW: a symbolic link as the last component is refused, never followed.
@@ -105,7 +112,7 @@ function directorySource(root: string): BlobSource {
         }
         // The path the kernel opened, after every directory symlink: it must still be inside.
         const real = await readlink(`/proc/self/fd/${handle.fd}`).catch(() => realpath(path));
-        if (!inside(root, real)) {
+        if (!isInside(root, real)) {
           await handle.close();
           return { ok: false, kind: 'escapes', problem: 'a directory on its path is a symbolic link out of the store' };
         }

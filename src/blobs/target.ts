@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, realpath, rename, rm } from 'node:fs/promises';
-import { dirname, join, sep } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseBlobStoreUrl, type BlobStoreConfig } from '../config/index.ts';
 import { ErrorCode, LetheError } from '../errors/index.ts';
-import { createS3Store } from '../storage/index.ts';
-import { locationProblem } from './location.ts';
+import { isInside, locationProblem } from './location.ts';
+import { blobS3Store } from './source.ts';
 
 /**
  * Where a restore writes files back: a directory or an S3 bucket and prefix. Each file goes
@@ -44,18 +44,7 @@ export async function openBlobTarget(url: string, s3?: BlobStoreConfig): Promise
         'add one (e.g. `restored: { url: s3://BUCKET/prefix, endpoint, accessKeyId: ${…}, secretAccessKey: ${…} }`, with write access) (docs/mapping.md)',
     );
   }
-  const store = createS3Store({
-    bucket: where.bucket,
-    prefix: where.prefix,
-    region: s3.region,
-    forcePathStyle: s3.forcePathStyle,
-    accessKeyId: s3.accessKeyId,
-    secretAccessKey: s3.secretAccessKey,
-    retry: s3.retry,
-    ...(s3.endpoint === undefined ? {} : { endpoint: s3.endpoint }),
-    ...(s3.sessionToken === undefined ? {} : { sessionToken: s3.sessionToken }),
-    ...(s3.caFile === undefined ? {} : { caFile: s3.caFile }),
-  });
+  const store = blobS3Store(where, { ...s3, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey });
   return {
     description: store.description,
     async write(location, body, signal) {
@@ -69,7 +58,6 @@ export async function openBlobTarget(url: string, s3?: BlobStoreConfig): Promise
 }
 
 function directoryTarget(root: string): BlobTarget {
-  const inside = (path: string): boolean => path.startsWith(root === sep ? sep : `${root}${sep}`);
   return {
     description: `file://${root}`,
     async write(location, body) {
@@ -78,7 +66,7 @@ function directoryTarget(root: string): BlobTarget {
       const path = join(root, location);
       await mkdir(dirname(path), { recursive: true });
       const parent = await realpath(dirname(path));
-      if (parent !== root && !inside(parent)) {
+      if (parent !== root && !isInside(root, parent)) {
         throw new LetheError(ErrorCode.INTEGRITY, `blob location ${JSON.stringify(location)} leads out of the target through a symbolic link: refused`);
       }
       const temp = join(parent, `.lethe-restore-${randomBytes(8).toString('hex')}`);
