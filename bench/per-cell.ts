@@ -26,17 +26,20 @@ export interface PerCellResult {
 
 const ROUNDS = 5;
 
-/** Calls `op` for about `ms` per round, `ROUNDS` rounds; the median microseconds per call. */
-function time(op: () => unknown, ms: number): number {
-  for (let i = 0; i < 200; i++) op(); // warm up
+/**
+ * Calls `op` for about `ms` per round, `ROUNDS` rounds; the median microseconds per call.
+ * `warmup` calls first; the clock is read every `batch` calls (fewer for slow operations).
+ */
+export function time(op: () => unknown, ms: number, { warmup = 200, batch = 50 }: { warmup?: number; batch?: number } = {}): number {
+  for (let i = 0; i < warmup; i++) op();
   const perRound: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     let calls = 0;
     const start = performance.now();
     let now = start;
     while (now - start < ms) {
-      for (let i = 0; i < 50; i++) op();
-      calls += 50;
+      for (let i = 0; i < batch; i++) op();
+      calls += batch;
       now = performance.now();
     }
     perRound.push(((now - start) * 1000) / calls);

@@ -13,6 +13,7 @@ import {
   tupleKey,
 } from '../src/crypto/index.ts';
 import { checkpoint, dropRun, prepareRun, type BenchServer, type SeededTemplate } from './fixture.ts';
+import { time } from './per-cell.ts';
 import { BackupOutput, runLethe, VerifyOutput } from './lethe-phase.ts';
 import type { ProcessStats } from './measured-process.ts';
 
@@ -48,26 +49,6 @@ export interface PostQuantumResult {
   readonly storedRatio: number | null;
 }
 
-const ROUNDS = 5;
-
-function time(op: () => unknown, ms: number): number {
-  for (let i = 0; i < 20; i++) op();
-  const perRound: number[] = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    let calls = 0;
-    const start = performance.now();
-    let now = start;
-    while (now - start < ms) {
-      op();
-      calls += 1;
-      now = performance.now();
-    }
-    perRound.push(((now - start) * 1000) / calls);
-  }
-  perRound.sort((a, b) => a - b);
-  return perRound[Math.floor(ROUNDS / 2)] ?? Number.NaN;
-}
-
 /** The per-dimension-key microbenchmark: no database, a second or two. */
 export function measurePostQuantumKeys(msPerRound = 100): Pick<PostQuantumResult, 'keys' | 'perDimensionKeyRatio'> {
   const ephemeral = newEphemeral();
@@ -86,7 +67,7 @@ export function measurePostQuantumKeys(msPerRound = 100): Pick<PostQuantumResult
     ['tuple key extract, x25519, 4 dimension keys', () => tupleKey([z, z, z, z], ephemeral.publicKey, ids)],
     ['tuple key extract, x25519-mlkem768, 4 dimension keys', () => hybridTupleKey(parts, ephemeral.publicKey, ids)],
   ];
-  const keys = rows.map(([name, op]) => ({ name, microseconds: time(op, msPerRound) }));
+  const keys = rows.map(([name, op]) => ({ name, microseconds: time(op, msPerRound, { warmup: 20, batch: 1 }) }));
   const us = (i: number): number => keys[i]?.microseconds ?? Number.NaN;
   return { keys, perDimensionKeyRatio: (us(0) + us(2)) / us(0) };
 }
